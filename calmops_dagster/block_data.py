@@ -1,0 +1,174 @@
+"""Reading data files and cutting them into blocks.
+
+A data file (CSV or Parquet) in a pipeline's ``data_dir`` holds rows with a ``block_col``; every distinct
+block value is one Dagster partition. This module turns files into validated frames and block values into
+partition keys. It raises :mod:`calmops_dagster.errors` exceptions that name the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calmops_dagster.errors import CorruptFileError, EmptyFileError, SchemaError
+from calmops_dagster.spec import SUPPORTED_SUFFIXES, PipelineSpec
+
+QUARANTINE_DIR = "quarantine"
+
+
+def candidate_files(spec: PipelineSpec) -> list[Path]:
+    """Data files of the pipeline: matching ``file_pattern``, a supported suffix, not hidden or temporary.
+
+    Files in ``data_dir/quarantine/`` are never candidates.
+    """
+    if not spec.data_dir.is_dir():
+        return []
+    return sorted(
+        path
+        for path in spec.data_dir.glob(spec.file_pattern)
+        if path.is_file()
+        and path.suffix.lower() in SUPPORTED_SUFFIXES
+        and not path.name.startswith((".", "~"))
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def frame_sha256(frame: pd.DataFrame) -> str:
+    """Content hash of a frame, independent of its file of origin (column order and values)."""
+    digest = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_data_file(path: Path) -> pd.DataFrame:
+    """Parse a CSV or Parquet file; unparseable bytes and empty files raise typed errors."""
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path)
+        else:
+            frame = pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise EmptyFileError(path, "the file is empty") from None
+    except Exception as exc:  # pandas and pyarrow raise many types for damaged bytes
+        raise CorruptFileError(path, f"cannot be parsed as {path.suffix[1:].upper()}: {exc}") from None
+    if frame.empty:
+        raise EmptyFileError(path, "the file holds no rows")
+    return frame
+
+
+def is_numeric_kind(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def column_kinds(frame: pd.DataFrame, columns) -> dict[str, str]:
+    """``numeric`` or ``categorical`` per column, as the model and the schema check see them."""
+    return {c: "numeric" if is_numeric_kind(frame[c]) else "categorical" for c in columns}
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    spec: PipelineSpec,
+    path: Path | str,
+    expected_kinds: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """Check a parsed file against the spec; return it unchanged or raise :class:`SchemaError`.
+
+    Checks: the block column exists and has no missing values; the target exists (unless prediction-only)
+    and has no missing values; the spec's features exist; with ``expected_kinds`` (the champion's training
+    schema), numeric features are still numeric.
+    """
+    needed = [c for c in (spec.block_col, None if spec.prediction_only else spec.target) if c]
+    features = spec.feature_columns(frame.columns)
+    missing = [c for c in [*needed, *features] if c not in frame.columns]
+    if missing:
+        raise SchemaError(path, f"missing column(s) {missing}; found {list(frame.columns)}")
+    for column in needed:
+        n_missing = int(frame[column].isna().sum())
+        if n_missing:
+            raise SchemaError(path, f"column '{column}' has {n_missing} missing value(s)")
+    if not features:
+        raise SchemaError(path, "no feature columns besides the target and the block column")
+    for column, kind in (expected_kinds or {}).items():
+        if column in frame.columns and kind == "numeric" and not is_numeric_kind(frame[column]):
+            bad = frame[column][pd.to_numeric(frame[column], errors="coerce").isna() & frame[column].notna()]
+            example = f" e.g. {bad.iloc[0]!r}" if len(bad) else ""
+            raise SchemaError(path, f"column '{column}' should be numeric but holds text{example}")
+    return frame
+
+
+def block_keys(values: pd.Series) -> pd.Series:
+    """Partition keys of block values: integral numbers without '.0', dates as ISO strings, text stripped."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.dt.strftime("%Y-%m-%dT%H:%M:%S").str.removesuffix("T00:00:00")
+    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.dropna(), 1) == 0):
+        return values.astype("int64").astype(str)
+    return values.astype(str).str.strip()
+
+
+def sort_block_keys(keys) -> list[str]:
+    """Block order: numeric when every key is a number, otherwise lexicographic (ISO dates sort right)."""
+    keys = list(dict.fromkeys(keys))
+    try:
+        return sorted(keys, key=float)
+    except ValueError:
+        return sorted(keys)
+
+
+@dataclass(frozen=True)
+class FileInspection:
+    """What a readable, valid data file holds."""
+
+    path: Path
+    sha256: str
+    rows: int
+    blocks: list[str]
+
+
+def inspect_file(path: Path, spec: PipelineSpec, expected_kinds: dict[str, str] | None = None) -> FileInspection:
+    """Read and validate one file, listing its block keys in block order. Raises a DataFileError."""
+    frame = validate_frame(read_data_file(path), spec, path, expected_kinds)
+    blocks = sort_block_keys(block_keys(frame[spec.block_col])) if spec.block_col else []
+    return FileInspection(path=path, sha256=file_sha256(path), rows=len(frame), blocks=blocks)
+
+
+@dataclass
+class BlockRows:
+    """The rows of one block gathered from every file that holds it."""
+
+    frame: pd.DataFrame
+    source_files: list[str]
+    skipped: dict[str, str]  # file -> reason, for files that could not be read
+
+
+def load_block(spec: PipelineSpec, block: str, expected_kinds: dict[str, str] | None = None) -> BlockRows:
+    """Collect the rows of ``block`` from the pipeline's data files.
+
+    Unreadable or invalid files are skipped and reported in ``skipped`` (the sensor quarantines them); they
+    never stop the other files. Raises :class:`EmptyFileError` when no readable file holds the block.
+    """
+    parts, sources, skipped = [], [], {}
+    for path in candidate_files(spec):
+        try:
+            frame = validate_frame(read_data_file(path), spec, path, expected_kinds)
+        except (CorruptFileError, EmptyFileError, SchemaError) as exc:
+            skipped[path.name] = exc.reason
+            continue
+        rows = frame[block_keys(frame[spec.block_col]) == block]
+        if len(rows):
+            parts.append(rows)
+            sources.append(path.name)
+    if not parts:
+        raise EmptyFileError(spec.data_dir, f"no readable file holds rows of block '{block}'")
+    frame = pd.concat(parts, ignore_index=True)
+    return BlockRows(frame=frame, source_files=sources, skipped=skipped)

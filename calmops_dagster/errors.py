@@ -1,0 +1,41 @@
+"""Typed exceptions, so callers and tests can tell one failure from another.
+
+Every message names the thing that failed (a file, a field, a model version) and what is wrong with it.
+"""
+
+
+class CalmOpsError(Exception):
+    """Base class of every error raised on purpose by calmops-dagster."""
+
+
+class SpecError(CalmOpsError):
+    """A pipeline spec (``pipeline.yaml``) is missing, malformed or invalid."""
+
+
+class DataFileError(CalmOpsError):
+    """A data file cannot be used. Subclasses say why; ``path`` names the file."""
+
+    def __init__(self, path, message: str):
+        self.path = str(path)
+        self.reason = message
+        super().__init__(f"{self.path}: {message}")
+
+
+class CorruptFileError(DataFileError):
+    """The file's bytes cannot be parsed as CSV or Parquet."""
+
+
+class EmptyFileError(DataFileError):
+    """The file parses but holds no rows."""
+
+
+class SchemaError(DataFileError):
+    """The file parses but its columns are not what the pipeline expects."""
+
+
+class ModelIntegrityError(CalmOpsError):
+    """A model file fails its hash or its format check; it is never loaded."""
+
+
+class NoChampionError(CalmOpsError):
+    """An operation needs a champion model and the pipeline has none yet."""

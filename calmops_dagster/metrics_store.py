@@ -1,0 +1,130 @@
+"""Every metric in one DuckDB file (``CALMOPS_HOME/metrics.duckdb``).
+
+Tables (all carry ``pipeline`` and ``block``; see the README for every column):
+
+- ``blocks``: one row per processed block: rows, source files, content hash.
+- ``drift_results``: one row per feature and test, plus the ``__dataset__`` decision row.
+- ``drift_summary``: the block's drift decision and why a challenger was (not) asked for.
+- ``performance``: one row per model version, metric and data it was scored on.
+- ``promotions``: every champion decision with its figures and reason.
+- ``quarantine``: every data file set aside, with the reason.
+
+DuckDB lets one process write a file at a time and Dagster runs each run in its own process, so every
+write is one short transaction on a fresh connection, retried with exponential backoff while another
+process holds the lock. Writes for a (pipeline, block) *replace* that block's rows, so re-materializing a
+partition never duplicates them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+SCHEMA = {
+    "blocks": """
+        pipeline VARCHAR, block VARCHAR, rows BIGINT, source_file VARCHAR, content_hash VARCHAR,
+        null_cells BIGINT, loaded_at TIMESTAMPTZ""",
+    "drift_results": """
+        pipeline VARCHAR, block VARCHAR, feature VARCHAR, test VARCHAR, statistic DOUBLE, p_value DOUBLE,
+        effect_size DOUBLE, threshold DOUBLE, drifted BOOLEAN, note VARCHAR, computed_at TIMESTAMPTZ""",
+    "drift_summary": """
+        pipeline VARCHAR, block VARCHAR, reference_version VARCHAR, drift_detected BOOLEAN,
+        drift_share DOUBLE, n_drifted BIGINT, n_tested BIGINT, drifted_features VARCHAR,
+        performance_drop BOOLEAN, retrain BOOLEAN, reason VARCHAR, computed_at TIMESTAMPTZ""",
+    "performance": """
+        pipeline VARCHAR, block VARCHAR, model_version VARCHAR, role VARCHAR, evaluated_on VARCHAR,
+        metric VARCHAR, value DOUBLE, computed_at TIMESTAMPTZ""",
+    "promotions": """
+        pipeline VARCHAR, block VARCHAR, champion_before VARCHAR, challenger VARCHAR, decision VARCHAR,
+        reason VARCHAR, metric VARCHAR, champion_score DOUBLE, challenger_score DOUBLE,
+        champion_after VARCHAR, decided_at TIMESTAMPTZ""",
+    "quarantine": """
+        pipeline VARCHAR, file VARCHAR, reason VARCHAR, content_hash VARCHAR, moved_to VARCHAR,
+        quarantined_at TIMESTAMPTZ""",
+}
+
+_LOCK_MARKERS = ("lock", "conflict", "could not set")
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    return any(marker in str(exc).lower() for marker in _LOCK_MARKERS)
+
+
+class MetricsStore:
+    """Short, retried DuckDB transactions on one database file."""
+
+    def __init__(self, path: str | os.PathLike, max_wait_seconds: float = 120.0):
+        self.path = Path(path)
+        self.max_wait_seconds = max_wait_seconds
+        self._schema_ready = False
+
+    @contextmanager
+    def _connect(self, read_only: bool = False):
+        """A connection, retried with jittered exponential backoff while another process holds the file."""
+        deadline = time.monotonic() + self.max_wait_seconds
+        delay = 0.05
+        while True:
+            try:
+                if read_only and not self.path.exists():
+                    con = duckdb.connect(":memory:")
+                    self._create_tables(con)
+                else:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 2.0)
+        try:
+            if not read_only and not self._schema_ready:
+                self._create_tables(con)
+                self._schema_ready = True
+            yield con
+        finally:
+            con.close()
+
+    @staticmethod
+    def _create_tables(con) -> None:
+        for table, columns in SCHEMA.items():
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+
+    def replace_block_rows(self, table: str, pipeline: str, block: str, rows: pd.DataFrame | list[dict]) -> int:
+        """Replace ``table``'s rows of (pipeline, block) by ``rows`` in one transaction; return the count."""
+        frame = pd.DataFrame(rows)
+        if len(frame):
+            frame = frame.assign(pipeline=pipeline, block=block)
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DELETE FROM {table} WHERE pipeline = ? AND block = ?", [pipeline, block])
+                if len(frame):
+                    con.register("incoming", frame)
+                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return len(frame)
+
+    def append_rows(self, table: str, rows: pd.DataFrame | list[dict]) -> int:
+        """Append rows (for event logs such as ``quarantine``); one transaction."""
+        frame = pd.DataFrame(rows)
+        if not len(frame):
+            return 0
+        with self._connect() as con:
+            con.register("incoming", frame)
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+        return len(frame)
+
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        """Run a read-only query and return a DataFrame (an empty schema when the file does not exist)."""
+        with self._connect(read_only=True) as con:
+            return con.execute(sql, params or []).df()

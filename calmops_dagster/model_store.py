@@ -1,0 +1,193 @@
+"""Versioned model files, each vouched for by a hash manifest, and the champion pointer.
+
+Layout under ``pipelines/<name>/models/``::
+
+    v0001/model.skops        the fitted model (skops; pickle only for models skops cannot store)
+    v0001/reference.parquet  the data it was trained on: the drift reference while it is champion
+    v0001/manifest.json      sha256 of both files, library versions, training blocks, metrics
+    champion.json            {"version": "v0003", "history": [...]}: which version serves, and since when
+
+A version folder is assembled under a temporary name and renamed into place, so a crash leaves either a
+whole version or none. ``champion.json`` is replaced atomically. Old versions are never deleted, which is
+what makes rollback possible. A file whose hash does not match its manifest is refused with
+:class:`ModelIntegrityError` before any byte of it is deserialized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import platform
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import pandas as pd
+import skops.io as sio
+
+from calmops_dagster.atomic import write_text_atomic
+from calmops_dagster.errors import ModelIntegrityError
+
+MANIFEST = "manifest.json"
+CHAMPION_POINTER = "champion.json"
+REFERENCE = "reference.parquet"
+_LIBRARIES = ("scikit-learn", "lightgbm", "river", "numpy", "pandas", "skops")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _serialize(model) -> tuple[str, bytes]:
+    """skops bytes when skops can store the model, else pickle bytes (guarded by the manifest hash)."""
+    try:
+        return "skops", sio.dumps(model)
+    except Exception:  # skops refuses objects it has no safe representation for (e.g. river models)
+        return "pickle", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ModelStore:
+    """The model versions and champion pointer of one pipeline."""
+
+    def __init__(self, models_dir: str | os.PathLike):
+        self.root = Path(models_dir)
+
+    # ---- versions -------------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        """Every complete version, oldest first."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.glob("v[0-9][0-9][0-9][0-9]*") if (p / MANIFEST).is_file())
+
+    def save(self, model, reference: pd.DataFrame, **facts) -> str:
+        """Store a fitted model and its training data as a new version; return the version name.
+
+        ``facts`` (e.g. ``trained_on_blocks``, ``metrics``, ``features``, ``role``) go into the manifest.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fmt, blob = _serialize(model)
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+        try:
+            model_file = staging / f"model.{fmt}"
+            model_file.write_bytes(blob)
+            buffer = io.BytesIO()
+            reference.to_parquet(buffer, index=False)
+            (staging / REFERENCE).write_bytes(buffer.getvalue())
+            manifest = {
+                "format": fmt,
+                "model_file": model_file.name,
+                "sha256": _sha256(model_file),
+                "reference_file": REFERENCE,
+                "reference_sha256": _sha256(staging / REFERENCE),
+                "created_at": now_utc(),
+                "libraries": _library_versions(),
+                **facts,
+            }
+            return self._publish(staging, manifest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _publish(self, staging: Path, manifest: dict) -> str:
+        """Rename the staging folder to the next free version name (atomic; retried on a race)."""
+        taken = [p.name for p in self.root.glob("v[0-9][0-9][0-9][0-9]*")]
+        number = max((int(v[1:]) for v in taken), default=0) + 1
+        while True:
+            version = f"v{number:04d}"
+            manifest["version"] = version
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+            for path in staging.iterdir():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+            try:
+                os.rename(staging, self.root / version)
+                return version
+            except OSError:
+                if not (self.root / version).exists():
+                    raise
+                number += 1
+
+    def manifest(self, version: str) -> dict:
+        path = self.root / version / MANIFEST
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelIntegrityError(f"{path}: model version '{version}' does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelIntegrityError(f"{path}: manifest is not valid JSON: {exc}") from None
+
+    def _verified(self, version: str, file_key: str, hash_key: str) -> Path:
+        manifest = self.manifest(version)
+        path = self.root / version / manifest[file_key]
+        if not path.is_file():
+            raise ModelIntegrityError(f"{path}: file listed in the manifest is missing")
+        actual = _sha256(path)
+        if actual != manifest[hash_key]:
+            raise ModelIntegrityError(
+                f"{path}: sha256 {actual[:12]}... does not match the manifest ({manifest[hash_key][:12]}...); "
+                "refusing to load it"
+            )
+        return path
+
+    def load(self, version: str):
+        """The fitted model of ``version``, after its hash is verified against the manifest."""
+        path = self._verified(version, "model_file", "sha256")
+        fmt = self.manifest(version)["format"]
+        try:
+            if fmt == "skops":
+                # The hash proves this is the file we wrote, so the types it holds are the ones we stored.
+                return sio.load(path, trusted=sio.get_untrusted_types(file=path))
+            if fmt == "pickle":
+                with open(path, "rb") as handle:
+                    return pickle.load(handle)
+        except Exception as exc:
+            raise ModelIntegrityError(f"{path}: cannot be loaded as {fmt}: {exc}") from None
+        raise ModelIntegrityError(f"{path}: unknown model format '{fmt}' in the manifest")
+
+    def reference(self, version: str) -> pd.DataFrame:
+        """The training data of ``version`` (the drift reference while it is champion), hash-verified."""
+        return pd.read_parquet(self._verified(version, "reference_file", "reference_sha256"))
+
+    # ---- champion pointer -----------------------------------------------------------------------
+    def _pointer(self) -> dict:
+        path = self.root / CHAMPION_POINTER
+        if not path.is_file():
+            return {"version": None, "history": []}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelIntegrityError(f"{path}: champion pointer is not valid JSON: {exc}") from None
+
+    def champion_version(self) -> str | None:
+        return self._pointer()["version"]
+
+    def champion_history(self) -> list[dict]:
+        """Every change of champion, oldest first: ``{version, block, decision, at}``."""
+        return self._pointer()["history"]
+
+    def set_champion(self, version: str, block: str, decision: str) -> None:
+        """Make ``version`` the champion (atomic pointer swap); the previous champion file stays."""
+        self.manifest(version)  # refuse a version that does not exist
+        pointer = self._pointer()
+        pointer["history"].append({"version": version, "block": block, "decision": decision, "at": now_utc()})
+        pointer["version"] = version
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.root / CHAMPION_POINTER, json.dumps(pointer, indent=2))

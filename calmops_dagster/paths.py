@@ -1,0 +1,72 @@
+"""Where things live under ``CALMOPS_HOME``.
+
+One object answers every "where is ..." question so that the CLI, the code location, the sensors and the
+tests agree on the layout::
+
+    $CALMOPS_HOME/
+      metrics.duckdb                 every metric (see metrics_store.py)
+      dagster/                       DAGSTER_HOME: Dagster's SQLite instance, shared by `dagster dev` and `calmops run`
+      storage/                       Dagster's IO manager outputs
+      pipelines/<name>/pipeline.yaml the pipeline spec
+      pipelines/<name>/models/       versioned models and the champion pointer
+      pipelines/<name>/predictions/  one Parquet file per block
+      pipelines/<name>/reports/      drift reports (HTML)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = ".calmops"
+
+
+@dataclass(frozen=True)
+class CalmOpsHome:
+    """The root folder of one CalmOps installation."""
+
+    root: Path
+
+    @classmethod
+    def from_env(cls, override: str | os.PathLike | None = None) -> "CalmOpsHome":
+        """``override`` (``--home``), else ``$CALMOPS_HOME``, else ``./.calmops``; always absolute."""
+        raw = override or os.environ.get("CALMOPS_HOME") or DEFAULT_HOME
+        return cls(Path(raw).expanduser().resolve())
+
+    @property
+    def pipelines_dir(self) -> Path:
+        return self.root / "pipelines"
+
+    @property
+    def metrics_db(self) -> Path:
+        return self.root / "metrics.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.root / "storage"
+
+    def pipeline_dir(self, name: str) -> Path:
+        return self.pipelines_dir / name
+
+    def spec_path(self, name: str) -> Path:
+        return self.pipeline_dir(name) / "pipeline.yaml"
+
+    def models_dir(self, name: str) -> Path:
+        return self.pipeline_dir(name) / "models"
+
+    def predictions_dir(self, name: str) -> Path:
+        return self.pipeline_dir(name) / "predictions"
+
+    def reports_dir(self, name: str) -> Path:
+        return self.pipeline_dir(name) / "reports"
+
+    def spec_files(self) -> list[Path]:
+        """Every ``pipelines/<name>/pipeline.yaml``, sorted by name."""
+        if not self.pipelines_dir.is_dir():
+            return []
+        return sorted(self.pipelines_dir.glob("*/pipeline.yaml"))

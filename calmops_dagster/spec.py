@@ -1,0 +1,257 @@
+"""The pipeline spec: ``CALMOPS_HOME/pipelines/<name>/pipeline.yaml``.
+
+The successor of CalmOps' ``runner_config.json``. It is validated on load: an unknown key, a wrong type or a
+missing field raises :class:`SpecError` naming the file and the field, e.g.
+``pipelines/demo/pipeline.yaml: field 'performance.thresholds': Input should be a valid dictionary``.
+
+A minimal spec::
+
+    name: demo
+    type: block
+    data_dir: data            # relative paths are resolved against the spec's folder
+    target: y
+    block_col: block
+    model_spec:
+      module: sklearn.ensemble
+      class: RandomForestClassifier
+      params: {n_estimators: 100, random_state: 0}
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from calmops_dagster.atomic import write_text_atomic
+from calmops_dagster.drift import DriftConfig
+from calmops_dagster.errors import SpecError
+
+#: Packages a ``model_spec`` may import from unless it sets ``allow_any_module: true``.
+TRUSTED_MODEL_PACKAGES = ("sklearn", "lightgbm", "river", "calmops_dagster")
+PIPELINE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+class StrictModel(BaseModel):
+    """Base of every spec section: unknown keys are errors, values are not coerced across types."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ModelSpec(StrictModel):
+    """Which estimator to train: ``{module, class, params}``, as in CalmOps."""
+
+    module: str
+    class_name: str = Field(alias="class")
+    params: dict[str, Any] = Field(default_factory=dict)
+    allow_any_module: bool = False
+    """Opt-in to import from a package outside :data:`TRUSTED_MODEL_PACKAGES`."""
+
+    @model_validator(mode="after")
+    def _trusted_and_importable(self) -> "ModelSpec":
+        root = self.module.split(".")[0]
+        if root not in TRUSTED_MODEL_PACKAGES and not self.allow_any_module:
+            raise ValueError(
+                f"module '{self.module}' is not in the trusted packages {list(TRUSTED_MODEL_PACKAGES)}; "
+                "set model_spec.allow_any_module: true to import it anyway"
+            )
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as exc:
+            raise ValueError(f"cannot import module '{self.module}': {exc}") from None
+        if not isinstance(getattr(module, self.class_name, None), type):
+            raise ValueError(f"module '{self.module}' has no class '{self.class_name}'")
+        return self
+
+    @property
+    def estimator_class(self) -> type:
+        return getattr(importlib.import_module(self.module), self.class_name)
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.module}.{self.class_name}"
+
+
+class PerformanceConfig(StrictModel):
+    """How models are scored and when performance calls for a new model."""
+
+    metric: str | None = None
+    """Primary metric; default ``balanced_accuracy`` for classifiers, ``rmse`` for regressors."""
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    """Absolute bars a champion must meet: minimum for scores (accuracy...), maximum for errors (rmse...)."""
+    max_relative_drop: float = Field(0.10, ge=0, le=1)
+    """A drop of the primary metric by more than this share of the champion's reference value calls for
+    retraining."""
+    min_improvement: float = Field(0.0, ge=0)
+    """A challenger must beat the champion's primary metric by more than this to be promoted."""
+    eval_fraction: float = Field(0.3, gt=0, lt=1)
+    """Share of a block held out (stratified for classifiers) to score challenger and champion alike."""
+
+
+class ScheduleConfig(StrictModel):
+    """``{type: cron, params: {cron: "0 * * * *"}}`` or ``{type: interval, params: {minutes: 10}}``."""
+
+    type: Literal["cron", "interval"]
+    params: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _params_match_type(self) -> "ScheduleConfig":
+        if self.type == "cron":
+            from dagster._utils.schedules import is_valid_cron_string
+
+            if set(self.params) != {"cron"} or not is_valid_cron_string(str(self.params["cron"])):
+                raise ValueError("a cron schedule needs params {cron: '<valid cron string>'}")
+        else:
+            units = {"minutes", "hours", "days"}
+            if len(self.params) != 1 or not set(self.params) <= units:
+                raise ValueError(f"an interval schedule needs exactly one of {sorted(units)} in params")
+            (value,) = self.params.values()
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError("an interval must be a positive integer")
+        return self
+
+
+class CircuitBreakerConfig(StrictModel):
+    """Pause retraining after ``max_failures`` consecutive failures, for ``backoff_minutes``."""
+
+    max_failures: int = Field(3, ge=1)
+    backoff_minutes: int = Field(120, ge=1)
+
+
+class SensorConfig(StrictModel):
+    """How the file sensor polls ``data_dir``."""
+
+    interval_seconds: int = Field(15, ge=1)
+    settle_seconds: float = Field(5.0, ge=0)
+    """A file is read only once its modification time is at least this old and its size has not changed
+    since the previous look (a file still being copied is not read)."""
+
+
+class PipelineSpec(StrictModel):
+    """One monitored model. See the module docstring for an example."""
+
+    name: str
+    type: Literal["block", "stream", "ipip"]
+    data_dir: Path
+    file_pattern: str = "*"
+    """Glob matched in ``data_dir``; only .csv, .parquet and .pq files are read."""
+    target: str | None = None
+    block_col: str | None = None
+    features: list[str] | None = None
+    """Model features; default every column but the target and the block column."""
+    model_spec: ModelSpec
+    task: Literal["classification", "regression"] | None = None
+    """Default: inferred from the estimator class."""
+    retrain_mode: Literal["full"] = "full"
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    schedule: ScheduleConfig | None = None
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    sensor: SensorConfig = Field(default_factory=SensorConfig)
+    prediction_only: bool = False
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not PIPELINE_NAME.match(value):
+            raise ValueError("must start with a letter and hold only letters, digits and '_' (max 63)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PipelineSpec":
+        if self.target is None and not self.prediction_only:
+            raise ValueError("'target' is required unless prediction_only is true")
+        if self.type in ("block", "ipip") and not self.block_col:
+            raise ValueError(f"'block_col' is required for a {self.type} pipeline")
+        if self.target and self.target == self.block_col:
+            raise ValueError("'target' and 'block_col' must be different columns")
+        reserved = {c for c in (self.target, self.block_col) if c}
+        if self.features is not None and reserved & set(self.features):
+            raise ValueError(f"'features' must not contain {sorted(reserved & set(self.features))}")
+        if self.task is None:
+            self.task = _infer_task(self.model_spec)
+        from calmops_dagster.evaluation import check_metric_names, default_metric
+
+        self.performance.metric = self.performance.metric or default_metric(self.task)
+        check_metric_names(self.task, [self.performance.metric, *self.performance.thresholds])
+        return self
+
+    @property
+    def partitions_name(self) -> str:
+        """Name of the pipeline's dynamic partitions definition in the Dagster instance."""
+        return f"{self.name}_blocks"
+
+    def feature_columns(self, columns) -> list[str]:
+        """The model's features among ``columns``: the spec's list, or every column but target and block."""
+        if self.features is not None:
+            return list(self.features)
+        return [c for c in columns if c not in (self.target, self.block_col)]
+
+
+def _infer_task(model_spec: ModelSpec) -> str:
+    from sklearn.base import is_classifier, is_regressor
+
+    estimator = model_spec.estimator_class()
+    if is_classifier(estimator):
+        return "classification"
+    if is_regressor(estimator):
+        return "regression"
+    raise ValueError(f"cannot tell whether {model_spec.dotted} is a classifier or a regressor; set 'task'")
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{path}: field '{field}': {message}")
+    return "\n".join(lines)
+
+
+def parse_spec(raw: dict, path: Path) -> PipelineSpec:
+    """Validate a spec dict read from ``path``; relative ``data_dir`` is resolved against its folder."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_format_validation_error(path, exc)) from None
+    if path.parent.name != spec.name:
+        raise SpecError(f"{path}: field 'name': '{spec.name}' does not match its folder '{path.parent.name}'")
+    if not spec.data_dir.is_absolute():
+        spec.data_dir = (path.parent / spec.data_dir).resolve()
+    return spec
+
+
+def load_spec(path: str | os.PathLike) -> PipelineSpec:
+    """Read and validate one ``pipeline.yaml``; every problem is a :class:`SpecError` naming the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_spec(raw, path)
+
+
+def spec_to_dict(spec: PipelineSpec) -> dict:
+    """The spec as plain YAML-ready data (aliases such as ``class`` restored, unset optionals dropped)."""
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def save_spec(spec: PipelineSpec, path: str | os.PathLike) -> None:
+    """Write the spec atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(spec_to_dict(spec), sort_keys=False)
+    write_text_atomic(path, text)
