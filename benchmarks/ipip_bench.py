@@ -35,9 +35,7 @@ def models(seed: int) -> dict:
             n_estimators=100, class_weight="balanced", random_state=seed
         ),
         "IPIP, DecisionTree base (default)": IPIPClassifier(DecisionTreeClassifier(), random_state=seed),
-        "IPIP, RF(10 trees) base": IPIPClassifier(
-            RandomForestClassifier(n_estimators=10), random_state=seed
-        ),
+        "IPIP, RF(10 trees) base": IPIPClassifier(RandomForestClassifier(n_estimators=10), random_state=seed),
     }
 
 
@@ -46,8 +44,14 @@ def run(seeds: list[int], n_samples: int, minority: float) -> dict[str, list[tup
     results: dict[str, list[tuple[float, float, float]]] = {}
     for seed in seeds:
         X, y = make_classification(
-            n_samples=n_samples, n_features=20, n_informative=6, n_redundant=4, weights=[1 - minority],
-            flip_y=0.01, class_sep=0.8, random_state=seed,
+            n_samples=n_samples,
+            n_features=20,
+            n_informative=6,
+            n_redundant=4,
+            weights=[1 - minority],
+            flip_y=0.01,
+            class_sep=0.8,
+            random_state=seed,
         )
         X_train, X_test, y_train, y_test = train_test_split(
             X, y, test_size=0.5, stratify=y, random_state=seed
@@ -72,16 +76,20 @@ def main() -> None:
 
     results = run(list(range(args.seeds)), args.n_samples, args.minority)
     ratio = (1 - args.minority) / args.minority
-    print(f"{args.n_samples} rows, minority share {args.minority} (1:{ratio:.0f}), 50/50 stratified split, "
-          f"seeds 0..{args.seeds - 1}; mean ± sd")
+    print(
+        f"{args.n_samples} rows, minority share {args.minority} (1:{ratio:.0f}), 50/50 stratified split, "
+        f"seeds 0..{args.seeds - 1}; mean ± sd"
+    )
     header = f"{'model':<36} {'balanced acc':>15} {'minority recall':>17} {'fit time (s)':>15}"
     print(header)
     print("-" * len(header))
     for name, rows in results.items():
         cols = np.array(rows)
         mean, sd = cols.mean(axis=0), cols.std(axis=0)
-        print(f"{name:<36} {mean[0]:>8.3f} ± {sd[0]:.3f} {mean[1]:>10.3f} ± {sd[1]:.3f} "
-              f"{mean[2]:>8.2f} ± {sd[2]:.2f}")
+        print(
+            f"{name:<36} {mean[0]:>8.3f} ± {sd[0]:.3f} {mean[1]:>10.3f} ± {sd[1]:.3f} "
+            f"{mean[2]:>8.2f} ± {sd[2]:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ and reports ``p_``, ``b_``, ``np_`` and ``kept_new_share_`` as metadata.
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Iterable
@@ -65,8 +66,10 @@ def ipip_sizes(n_minority: int) -> tuple[int, int, int]:
 
     Raises
     ------
+    TypeError
+        If ``n_minority`` is not an integer.
     ValueError
-        If ``n_minority`` is not an integer of at least 2.
+        If ``n_minority`` is below 2.
 
     Examples
     --------
@@ -76,7 +79,7 @@ def ipip_sizes(n_minority: int) -> tuple[int, int, int]:
     (750, 7, 5)
     """
     if isinstance(n_minority, bool) or not isinstance(n_minority, numbers.Integral):
-        raise ValueError(f"n_minority must be an integer >= 2, got {n_minority!r}")
+        raise TypeError(f"n_minority must be an integer >= 2, got {n_minority!r}")
     if n_minority < 2:
         raise ValueError(
             f"IPIP needs at least 2 minority-class rows to train, got n_minority={n_minority} "
@@ -236,7 +239,11 @@ def _entropy_from(random_state) -> int:
         return int(np.random.SeedSequence().entropy)
     if isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(np.iinfo(np.int32).max))
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool) and random_state >= 0:
+    if (
+        isinstance(random_state, numbers.Integral)
+        and not isinstance(random_state, bool)
+        and random_state >= 0
+    ):
         return int(random_state)
     raise ValueError(
         f"random_state must be None, a non-negative int or a numpy.random.RandomState; got {random_state!r}"
@@ -317,8 +324,9 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
     array([1., 1., 1.])
     """
 
-    def __init__(self, estimator=None, *, majority_share=0.55, max_failures=5, holdout_size=0.2,
-                 random_state=None):
+    def __init__(
+        self, estimator=None, *, majority_share=0.55, max_failures=5, holdout_size=0.2, random_state=None
+    ):
         self.estimator = estimator
         self.majority_share = majority_share
         self.max_failures = max_failures
@@ -340,8 +348,11 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < 1:
                 raise ValueError(f"{name} must be a float strictly between 0 and 1, got {value!r}")
-        if (isinstance(self.max_failures, bool) or not isinstance(self.max_failures, numbers.Integral)
-                or self.max_failures < 1):
+        if (
+            isinstance(self.max_failures, bool)
+            or not isinstance(self.max_failures, numbers.Integral)
+            or self.max_failures < 1
+        ):
             raise ValueError(f"max_failures must be an int >= 1, got {self.max_failures!r}")
         estimator = DecisionTreeClassifier() if self.estimator is None else self.estimator
         if not (hasattr(estimator, "fit") and hasattr(estimator, "predict_proba")):
@@ -375,7 +386,10 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
         """Grow the ensembles of one block; return them, their hold-out scores and the block's sizes."""
         (split_seq,) = seed_seq.spawn(1)
         train_idx, hold_idx = _stratified_holdout(
-            y_enc, self.holdout_size, np.random.default_rng(split_seq), min_train=2,
+            y_enc,
+            self.holdout_size,
+            np.random.default_rng(split_seq),
+            min_train=2,
             purpose="training (2 minority rows at least) and the growth hold-out",
         )
         y_train = y_enc[train_idx]
@@ -394,15 +408,20 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
                 self._fit_candidate(
                     X, y_enc, draw_balanced_subset(minority_idx, majority_idx, np_, n_majority_draw, rng), rng
                 )
-                for _ in iter(int, 1)  # endless; grow_ensemble stops pulling
+                for _ in itertools.repeat(None)  # endless: grow_ensemble stops pulling
             )
             models, score = grow_ensemble(
                 candidates, X_hold, y_hold, max_models=b, max_failures=self.max_failures
             )
             ensembles.append(models)
             scores.append(score)
-        sizes = {"np_": np_, "p_": p, "b_": b, "n_majority_draw_": n_majority_draw,
-                 "minority_class_": self.classes_[minority : minority + 1].tolist()[0]}
+        sizes = {
+            "np_": np_,
+            "p_": p,
+            "b_": b,
+            "n_majority_draw_": n_majority_draw,
+            "minority_class_": self.classes_[minority : minority + 1].tolist()[0],
+        }
         return ensembles, np.asarray(scores), sizes
 
     def _block_seed_sequence(self, block_index: int) -> np.random.SeedSequence:
@@ -487,7 +506,10 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
         if X_prune is None:
             (split_seq,) = seed_seq.spawn(1)
             build_idx, prune_idx = _stratified_holdout(
-                y_enc, self.holdout_size, np.random.default_rng(split_seq), min_train=3,
+                y_enc,
+                self.holdout_size,
+                np.random.default_rng(split_seq),
+                min_train=3,
                 purpose="pruning without X_prune (3 rows kept to train)",
             )
             X_prune, y_prune_enc = X[prune_idx], y_enc[prune_idx]

@@ -25,8 +25,13 @@ from calmops_dagster.ipip import IPIPClassifier, draw_balanced_subset, grow_ense
 
 def _imbalanced(n_samples=600, seed=0, minority_weight=0.08, class_sep=1.5):
     return make_classification(
-        n_samples=n_samples, n_features=6, n_informative=4, weights=[1 - minority_weight],
-        class_sep=class_sep, flip_y=0, random_state=seed,
+        n_samples=n_samples,
+        n_features=6,
+        n_informative=4,
+        weights=[1 - minority_weight],
+        class_sep=class_sep,
+        flip_y=0,
+        random_state=seed,
     )
 
 
@@ -52,6 +57,7 @@ class FixedProba:
 
 # ---------------------------------------------------------------- formulas
 
+
 # Hand computation, ln 0.01 = -4.605170:
 #  n=2:    np = round(1.5) = 2 (ties to even); p: ln(1/2) = -0.693147, 4.605170 / (2 * 0.693147) = 3.32 -> 4;
 #          b: same logarithm (np = 2) -> 4
@@ -72,13 +78,20 @@ def test_ipip_sizes_match_hand_computation(n_minority, expected):
     assert all(type(v) is int for v in ipip_sizes(n_minority))
 
 
-@pytest.mark.parametrize("bad", [1, 0, -3, 2.5, True])
+@pytest.mark.parametrize("bad", [1, 0, -3])
 def test_ipip_sizes_refuses_degenerate_minority_counts(bad):
-    with pytest.raises(ValueError, match="n_minority"):
+    with pytest.raises(ValueError, match="at least 2 minority-class rows"):
+        ipip_sizes(bad)
+
+
+@pytest.mark.parametrize("bad", [2.5, True, "10"])
+def test_ipip_sizes_refuses_non_integers(bad):
+    with pytest.raises(TypeError, match="n_minority must be an integer"):
         ipip_sizes(bad)
 
 
 # ---------------------------------------------------------------- subsets
+
 
 def test_subsets_from_spawned_streams_differ_and_have_the_requested_sizes():
     minority, majority = np.arange(0, 20), np.arange(20, 400)
@@ -107,6 +120,7 @@ def test_each_ensemble_trains_on_its_own_subset():
 
 
 # ---------------------------------------------------------------- growth
+
 
 def _improving_then_flat_holdout(n_positive=10):
     """Hold-out of one negative (code 0) then n_positive positives (code 1); X is ignored by the stubs."""
@@ -144,8 +158,15 @@ def test_growth_stops_at_max_models_and_pulls_no_more_candidates():
 def test_growth_stops_after_max_consecutive_failures_and_failures_reset_on_success():
     X_hold, y_hold = _improving_then_flat_holdout()
     good = [_improving(i) for i in (1, 2, 3, 4)]
-    sequence = [good[0]] + [_useless() for _ in range(4)] + [good[1]] + [_useless() for _ in range(4)] \
-        + [good[2]] + [_useless() for _ in range(5)] + [good[3]]
+    sequence = (
+        [good[0]]
+        + [_useless() for _ in range(4)]
+        + [good[1]]
+        + [_useless() for _ in range(4)]
+        + [good[2]]
+        + [_useless() for _ in range(5)]
+        + [good[3]]
+    )
     pulled = []
 
     def candidates():
@@ -168,6 +189,7 @@ def test_fitted_ensembles_respect_b():
 
 
 # ---------------------------------------------------------------- labels and validation
+
 
 @pytest.mark.parametrize("pair", [(-1, 1), ("fraud", "ok"), (3, 7), (False, True)])
 def test_any_two_labels_give_the_same_model_as_0_1(pair):
@@ -238,6 +260,7 @@ def test_too_few_rows_of_a_class_is_a_clear_error():
 
 # ---------------------------------------------------------------- prediction
 
+
 def test_predict_proba_rows_sum_to_one_and_predict_is_the_argmax():
     X, y = _imbalanced(seed=4)
     clf = IPIPClassifier(random_state=4).fit(X[:400], y[:400])
@@ -265,6 +288,7 @@ def test_predict_before_fit_raises_not_fitted():
 
 
 # ---------------------------------------------------------------- block update
+
 
 def _blocks(seed=6):
     X, y = _imbalanced(n_samples=1500, seed=seed, class_sep=2.0)
@@ -324,6 +348,7 @@ def test_update_refuses_labels_not_seen_in_fit():
 
 # ---------------------------------------------------------------- serialization
 
+
 def test_pickle_and_skops_round_trips_predict_identically(tmp_path):
     (Xa, ya), (Xb, yb), (Xc, yc) = _blocks()
     labels = np.array(["neg", "pos"])
@@ -342,7 +367,11 @@ def test_pickle_and_skops_round_trips_predict_identically(tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(Xc), expected)
     np.testing.assert_array_equal(loaded.predict(Xc), clf.predict(Xc))
     assert (loaded.p_, loaded.b_, loaded.np_, loaded.kept_new_share_) == (
-        clf.p_, clf.b_, clf.np_, clf.kept_new_share_)
+        clf.p_,
+        clf.b_,
+        clf.np_,
+        clf.kept_new_share_,
+    )
     # The restored model keeps learning exactly like the original.
     np.testing.assert_array_equal(
         loaded.update(Xc, labels[yc]).predict_proba(Xa), clf.update(Xc, labels[yc]).predict_proba(Xa)
@@ -376,12 +405,22 @@ _CHECK_SCRIPT = textwrap.dedent(
 
 def test_check_estimator_passes_every_check():
     env = dict(os.environ, SCIPY_ARRAY_API="1")
-    proc = subprocess.run([sys.executable, "-c", _CHECK_SCRIPT], capture_output=True, text=True, env=env,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHECK_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     names = {name for name, _, _ in results}
-    assert {"check_classifier_not_supporting_multiclass", "check_fit_idempotent",
-            "check_estimators_unfitted", "check_array_api_input"} <= names
+    assert {
+        "check_classifier_not_supporting_multiclass",
+        "check_fit_idempotent",
+        "check_estimators_unfitted",
+        "check_array_api_input",
+    } <= names
     not_passed = [r for r in results if r[1] != "passed"]
     assert not_passed == [], not_passed
