@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -278,6 +279,9 @@ def test_seeded_fits_are_reproducible_and_seeds_matter():
     c = IPIPClassifier(random_state=12).fit(X, y).predict_proba(X)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+    # sklearn's other random_state form, a RandomState, is accepted too.
+    d = IPIPClassifier(random_state=np.random.RandomState(11)).fit(X, y).predict_proba(X)
+    assert d.shape == a.shape
 
 
 def test_predict_before_fit_raises_not_fitted():
@@ -335,6 +339,17 @@ def test_update_without_prune_data_splits_the_block_and_is_reproducible():
         assert clf.n_blocks_ == 2 and len(clf.ensembles_) == clf.p_
         assert 0.0 <= clf.kept_new_share_ <= 1.0
     np.testing.assert_array_equal(runs[0].predict_proba(Xb), runs[1].predict_proba(Xb))
+
+
+def test_update_accepts_a_prune_block_holding_one_class():
+    (Xa, ya), (Xb, yb), (Xc, yc) = _blocks(seed=10)
+    clf = IPIPClassifier(random_state=0).fit(Xa, ya)
+    only_majority = yc == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the score is that class's recall, without sklearn's warning
+        clf.update(Xb, yb, X_prune=Xc[only_majority], y_prune=yc[only_majority])
+    assert len(clf.ensembles_) == clf.p_
+    assert np.all((clf.ensemble_scores_ >= 0) & (clf.ensemble_scores_ <= 1))
 
 
 def test_update_refuses_labels_not_seen_in_fit():
