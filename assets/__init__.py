@@ -1,0 +1,1 @@
+"""Asset and asset-check factories: a pipeline spec in, Dagster definitions out."""

@@ -8,6 +8,7 @@ partition keys. It raises :mod:`calmops_dagster.errors` exceptions that name the
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from calmops_dagster.errors import CorruptFileError, EmptyFileError, SchemaError
 from calmops_dagster.spec import SUPPORTED_SUFFIXES, PipelineSpec
 
 QUARANTINE_DIR = "quarantine"
+#: Block keys become partition keys and file names: letters, digits and ``_ . : + -`` only.
+SAFE_BLOCK_KEY = re.compile(r"^[A-Za-z0-9_.:+-]{1,100}$")
 
 
 def candidate_files(spec: PipelineSpec) -> list[Path]:
@@ -139,6 +142,10 @@ def inspect_file(path: Path, spec: PipelineSpec, expected_kinds: dict[str, str] 
     """Read and validate one file, listing its block keys in block order. Raises a DataFileError."""
     frame = validate_frame(read_data_file(path), spec, path, expected_kinds)
     blocks = sort_block_keys(block_keys(frame[spec.block_col])) if spec.block_col else []
+    unsafe = [b for b in blocks if not SAFE_BLOCK_KEY.match(b)]
+    if unsafe:
+        raise SchemaError(path, f"block value(s) {unsafe[:3]} in '{spec.block_col}' hold characters other "
+                          "than letters, digits and _ . : + -")
     return FileInspection(path=path, sha256=file_sha256(path), rows=len(frame), blocks=blocks)
 
 

@@ -96,15 +96,23 @@ class MetricsStore:
         for table, columns in SCHEMA.items():
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
 
-    def replace_block_rows(self, table: str, pipeline: str, block: str, rows: pd.DataFrame | list[dict]) -> int:
-        """Replace ``table``'s rows of (pipeline, block) by ``rows`` in one transaction; return the count."""
+    def replace_block_rows(
+        self, table: str, pipeline: str, block: str, rows: pd.DataFrame | list[dict], scope: dict | None = None
+    ) -> int:
+        """Replace ``table``'s rows of (pipeline, block) by ``rows`` in one transaction; return the count.
+
+        ``scope`` narrows what is replaced to rows with these column values too (e.g. the ``performance``
+        rows of one ``evaluated_on``), and is written into the new rows.
+        """
+        scope = scope or {}
         frame = pd.DataFrame(rows)
         if len(frame):
-            frame = frame.assign(pipeline=pipeline, block=block)
+            frame = frame.assign(pipeline=pipeline, block=block, **scope)
+        where = " AND ".join(f"{column} = ?" for column in ["pipeline", "block", *scope])
         with self._connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f"DELETE FROM {table} WHERE pipeline = ? AND block = ?", [pipeline, block])
+                con.execute(f"DELETE FROM {table} WHERE {where}", [pipeline, block, *scope.values()])
                 if len(frame):
                     con.register("incoming", frame)
                     con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")

@@ -133,6 +133,13 @@ class SensorConfig(StrictModel):
     since the previous look (a file still being copied is not read)."""
 
 
+class DataQualityConfig(StrictModel):
+    """What the schema check on ``data_block`` allows."""
+
+    max_null_share: float = Field(0.2, ge=0, le=1)
+    """Largest share of missing values allowed in any feature column of a block."""
+
+
 class PipelineSpec(StrictModel):
     """One monitored model. See the module docstring for an example."""
 
@@ -154,6 +161,7 @@ class PipelineSpec(StrictModel):
     schedule: ScheduleConfig | None = None
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     sensor: SensorConfig = Field(default_factory=SensorConfig)
+    data_quality: DataQualityConfig = Field(default_factory=DataQualityConfig)
     prediction_only: bool = False
     seed: int = 0
 

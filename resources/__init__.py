@@ -1,0 +1,17 @@
+"""Dagster resources of calmops-dagster, and the resource set every pipeline uses."""
+
+from dagster import FilesystemIOManager
+
+from calmops_dagster.paths import CalmOpsHome
+from resources.home import CalmOpsHomeResource, MetricsStoreResource
+
+__all__ = ["CalmOpsHomeResource", "MetricsStoreResource", "build_resources"]
+
+
+def build_resources(home: CalmOpsHome) -> dict:
+    """The resources of a code location or a headless run on ``home``."""
+    return {
+        "home": CalmOpsHomeResource(root=str(home.root)),
+        "metrics": MetricsStoreResource(db_path=str(home.metrics_db)),
+        "io_manager": FilesystemIOManager(base_dir=str(home.storage_dir)),
+    }

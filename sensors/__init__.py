@@ -1,0 +1,1 @@
+"""File sensors and schedules of calmops-dagster."""

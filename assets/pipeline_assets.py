@@ -1,0 +1,311 @@
+"""The asset group of one pipeline: spec in, Dagster assets and checks out.
+
+```
+data_block ──► drift_report ──► challenger_model ──► champion_model ──► predictions
+```
+
+Every asset is partitioned by the pipeline's dynamic partitions (one per block) and keyed
+``<pipeline>/<asset>``. The assets are thin: they read and write through the resources and call the pure
+functions of ``calmops_dagster`` for every decision. The champion carries state from block to block through
+the model store's champion pointer (runs of one pipeline are processed one at a time, in block order).
+"""
+
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    DynamicPartitionsDefinition,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from calmops_dagster.block_data import column_kinds, frame_sha256, load_block
+from calmops_dagster.drift import detect_drift
+from calmops_dagster.evaluation import score_model, threshold_failures
+from calmops_dagster.model_store import now_utc
+from calmops_dagster.promotion import decide_promotion
+from calmops_dagster.retrain_policy import decide_retrain
+from calmops_dagster.spec import PipelineSpec
+from calmops_dagster.training import evaluation_split, fit_full
+from resources.home import CalmOpsHomeResource, MetricsStoreResource
+
+SCHEMA_CHECK = "schema_and_nulls"
+DRIFT_CHECK = "no_data_drift"
+PERFORMANCE_CHECK = "champion_meets_thresholds"
+DRIFT_COLUMNS = ["feature", "test", "statistic", "p_value", "effect_size", "threshold", "drifted", "note"]
+
+
+def _scores_metadata(prefix: str, scores: dict[str, float] | None) -> dict:
+    return {f"{prefix}{metric}": float(value) for metric, value in (scores or {}).items()}
+
+
+def _drifted_table(drift_rows: pd.DataFrame) -> str:
+    """Markdown table of the drifted (feature, test) rows, largest effect first."""
+    drifted = drift_rows[(drift_rows["drifted"]) & (drift_rows["feature"] != "__dataset__")]
+    if drifted.empty:
+        return "No feature drifted."
+    drifted = drifted.sort_values("effect_size", ascending=False)
+    lines = ["| feature | test | statistic | p-value | effect size |", "|---|---|---|---|---|"]
+    for row in drifted.itertuples():
+        lines.append(
+            f"| {row.feature} | {row.test} | {row.statistic:.4g} | {row.p_value:.3g} | {row.effect_size:.3g} |"
+        )
+    return "\n".join(lines)
+
+
+def build_pipeline_assets(spec: PipelineSpec) -> list:
+    """The five assets of ``spec`` (two in prediction-only mode), with their checks."""
+    partitions = DynamicPartitionsDefinition(name=spec.partitions_name)
+    prefix = [spec.name]
+
+    def key(name: str) -> AssetKey:
+        return AssetKey([*prefix, name])
+
+    common = dict(key_prefix=prefix, group_name=spec.name, partitions_def=partitions)
+
+    @asset(
+        name="data_block",
+        description=f"Rows of one block of {spec.data_dir}, schema-checked.",
+        check_specs=[AssetCheckSpec(SCHEMA_CHECK, asset=key("data_block"),
+                                    description="Feature null share within data_quality.max_null_share")],
+        **common,
+    )
+    def data_block(context: AssetExecutionContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+        block = context.partition_key
+        store = home.model_store(spec.name)
+        champion = store.champion_version()
+        expected = store.manifest(champion).get("feature_kinds") if champion else None
+        rows = load_block(spec, block, expected)
+        for name, reason in rows.skipped.items():
+            context.log.warning(f"skipped data file {name}: {reason}")
+        frame = rows.frame
+        if spec.prediction_only and spec.target and spec.target in frame.columns:
+            context.log.info(f"prediction-only pipeline: column '{spec.target}' is ignored")
+            frame = frame.drop(columns=[spec.target])
+        features = spec.feature_columns(frame.columns)
+        null_share = frame[features].isna().mean()
+        content_hash = frame_sha256(frame)
+        metrics.store().replace_block_rows("blocks", spec.name, block, [{
+            "rows": len(frame), "source_file": ",".join(rows.source_files), "content_hash": content_hash,
+            "null_cells": int(frame[features].isna().sum().sum()), "loaded_at": now_utc(),
+        }])
+        yield Output(frame, metadata={
+            "rows": len(frame),
+            "columns": len(frame.columns),
+            "null_cells": int(frame[features].isna().sum().sum()),
+            "source_files": ", ".join(rows.source_files),
+            "content_hash": content_hash,
+            "skipped_files": len(rows.skipped),
+        })
+        worst = null_share.idxmax()
+        yield AssetCheckResult(
+            check_name=SCHEMA_CHECK,
+            passed=bool(null_share.max() <= spec.data_quality.max_null_share),
+            severity=AssetCheckSeverity.WARN,
+            metadata={"max_null_share": float(null_share.max()), "worst_column": str(worst),
+                      "allowed": spec.data_quality.max_null_share},
+        )
+
+    @asset(
+        name="drift_report",
+        description="Drift of the block against the champion's training data, and the champion's "
+        "performance on the block; decides whether a challenger is trained.",
+        ins={"data_block": AssetIn(key("data_block"))},
+        check_specs=[AssetCheckSpec(DRIFT_CHECK, asset=key("drift_report"),
+                                    description="Dataset-level drift decision of the drift engine")],
+        **common,
+    )
+    def drift_report(context: AssetExecutionContext, data_block: pd.DataFrame,
+                     home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+        block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
+        champion = store.champion_version()
+        metric = spec.performance.metric
+        drift_rows = pd.DataFrame(columns=DRIFT_COLUMNS)
+        drift_detected, drifted, summary, block_scores, reference_scores = False, [], {}, None, None
+        if champion:
+            manifest = store.manifest(champion)
+            features = manifest["features"]
+            report = detect_drift(store.reference(champion)[features], data_block[features], config=spec.drift)
+            drift_rows = report.to_frame()
+            drift_detected, drifted, summary = report.drift_detected, report.drifted_features, report.summary()
+            reference_scores = manifest.get("metrics")
+            if not spec.prediction_only:
+                model = store.load(champion)
+                block_scores = score_model(model, data_block[features], data_block[spec.target], spec.task)
+        decision = decide_retrain(
+            champion is not None, drift_detected, drifted, metric, block_scores, reference_scores,
+            spec.performance.thresholds, spec.performance.max_relative_drop,
+        )
+        stamp = now_utc()
+        db.replace_block_rows("drift_results", spec.name, block,
+                              drift_rows.reindex(columns=DRIFT_COLUMNS).assign(computed_at=stamp))
+        db.replace_block_rows("drift_summary", spec.name, block, [{
+            "reference_version": champion, "drift_detected": drift_detected,
+            "drift_share": summary.get("drift_share", 0.0), "n_drifted": len(drifted),
+            "n_tested": summary.get("n_tested", 0), "drifted_features": ",".join(drifted),
+            "performance_drop": decision.performance_drop, "retrain": decision.retrain,
+            "reason": decision.reason, "computed_at": stamp,
+        }])
+        db.replace_block_rows("performance", spec.name, block, [
+            {"model_version": champion, "role": "champion", "metric": m, "value": v, "computed_at": stamp}
+            for m, v in (block_scores or {}).items()
+        ], scope={"evaluated_on": "block"})
+        context.log.info(f"block {block}: {decision.reason}")
+        outcome = {
+            "block": block, "reference_version": champion, "drift_detected": drift_detected,
+            "drifted_features": drifted, "performance_drop": decision.performance_drop,
+            "retrain": decision.retrain, "reason": decision.reason, "champion_block_scores": block_scores,
+        }
+        yield Output(outcome, metadata={
+            "drift_detected": int(drift_detected),
+            "drift_share": float(summary.get("drift_share", 0.0)),
+            "drifted_features_count": len(drifted),
+            "retrain": int(decision.retrain),
+            "reason": decision.reason,
+            "reference_version": champion or "none",
+            "drifted_features": MetadataValue.md(_drifted_table(drift_rows)),
+            **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            **_scores_metadata("champion_", block_scores),
+        })
+        yield AssetCheckResult(
+            check_name=DRIFT_CHECK,
+            passed=not drift_detected,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"drift_share": float(summary.get("drift_share", 0.0)),
+                      "drifted_features": ", ".join(drifted) or "none"},
+        )
+
+    @asset(
+        name="challenger_model",
+        description="A model trained on the block (retrain mode of the spec) when drift_report asks for one.",
+        ins={"data_block": AssetIn(key("data_block")), "drift_report": AssetIn(key("drift_report"))},
+        **common,
+    )
+    def challenger_model(context: AssetExecutionContext, data_block: pd.DataFrame, drift_report: dict,
+                         home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+        block, store = context.partition_key, home.model_store(spec.name)
+        champion = store.champion_version()
+        if not drift_report["retrain"]:
+            return Output({"version": None, "champion_version": champion, "reason": drift_report["reason"]},
+                          metadata={"trained": 0, "reason": drift_report["reason"]})
+        features = spec.feature_columns(data_block.columns)
+        split = evaluation_split(data_block, spec, features)
+        model = fit_full(spec, split.X_train, split.y_train)
+        challenger_scores = score_model(model, split.X_eval, split.y_eval, spec.task)
+        champion_scores = None
+        if champion:
+            champion_features = store.manifest(champion)["features"]
+            champion_scores = score_model(store.load(champion), split.X_eval[champion_features],
+                                          split.y_eval, spec.task)
+        version = store.save(
+            model,
+            reference=data_block.loc[split.X_train.index, [*features, spec.target]],
+            pipeline=spec.name, role="challenger", retrain_mode=spec.retrain_mode,
+            model_spec=spec.model_spec.dotted, task=spec.task, trained_on_blocks=[block],
+            features=features, feature_kinds=column_kinds(data_block, features),
+            metrics=challenger_scores, evaluated_on=f"block {block} held-out {len(split.X_eval)} rows",
+        )
+        stamp = now_utc()
+        metrics.store().replace_block_rows("performance", spec.name, block, [
+            {"model_version": v, "role": role, "metric": m, "value": s, "computed_at": stamp}
+            for v, role, scores in ((version, "challenger", challenger_scores),
+                                    (champion, "champion", champion_scores))
+            for m, s in (scores or {}).items()
+        ], scope={"evaluated_on": "eval_split"})
+        context.log.info(f"block {block}: trained challenger {version}")
+        return Output(
+            {"version": version, "champion_version": champion, "reason": drift_report["reason"],
+             "challenger_scores": challenger_scores, "champion_scores": champion_scores},
+            metadata={"trained": 1, "version": version, "train_rows": len(split.X_train),
+                      "eval_rows": len(split.X_eval), **_scores_metadata("challenger_", challenger_scores),
+                      **_scores_metadata("champion_", champion_scores)},
+        )
+
+    @asset(
+        name="champion_model",
+        description="The promotion decision: challenger vs champion on the same evaluation rows.",
+        ins={"challenger_model": AssetIn(key("challenger_model"))},
+        deps=[key("drift_report"), key("data_block")],
+        check_specs=[AssetCheckSpec(PERFORMANCE_CHECK, asset=key("champion_model"), blocking=True,
+                                    description="The champion in force meets the spec's absolute thresholds")],
+        **common,
+    )
+    def champion_model(context: AssetExecutionContext, challenger_model: dict,
+                       home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+        block, store = context.partition_key, home.model_store(spec.name)
+        before = challenger_model["champion_version"]
+        perf = spec.performance
+        decision = decide_promotion(perf.metric, challenger_model.get("challenger_scores"),
+                                    challenger_model.get("champion_scores"), perf.thresholds,
+                                    perf.min_improvement)
+        if challenger_model["version"] is None:
+            decision = decide_promotion(perf.metric, None, None, perf.thresholds)
+        if decision.promoted:
+            store.set_champion(challenger_model["version"], block, decision.decision)
+        after = store.champion_version()
+        metrics.store().replace_block_rows("promotions", spec.name, block, [{
+            "champion_before": before, "challenger": challenger_model["version"], "decision": decision.decision,
+            "reason": decision.reason if challenger_model["version"] else challenger_model["reason"],
+            "metric": perf.metric, "champion_score": decision.champion_score,
+            "challenger_score": decision.challenger_score, "champion_after": after, "decided_at": now_utc(),
+        }])
+        context.log.info(f"block {block}: {decision.decision} ({decision.reason})")
+        in_force = challenger_model.get("challenger_scores") if decision.promoted else (
+            challenger_model.get("champion_scores") or _block_scores(store, after, context, block, metrics)
+        )
+        yield Output(
+            {"champion_version": after, "decision": decision.decision, "reason": decision.reason},
+            metadata={"champion_version": after or "none", "decision": decision.decision,
+                      "promoted": int(decision.promoted), "reason": decision.reason,
+                      **_scores_metadata("", in_force)},
+        )
+        failures = ["no champion"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
+        yield AssetCheckResult(
+            check_name=PERFORMANCE_CHECK,
+            passed=not failures,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"failures": "; ".join(failures) or "none", "champion_version": after or "none"},
+        )
+
+    @asset(
+        name="predictions",
+        description="The champion's predictions for the block, written to predictions/<block>.parquet.",
+        ins={"data_block": AssetIn(key("data_block"))},
+        deps=[] if spec.prediction_only else [key("champion_model")],
+        **common,
+    )
+    def predictions(context: AssetExecutionContext, data_block: pd.DataFrame, home: CalmOpsHomeResource):
+        from calmops_dagster.prediction import predict_block, write_predictions
+
+        block, store = context.partition_key, home.model_store(spec.name)
+        version = store.champion_version()
+        result = predict_block(store, version, data_block, spec)
+        path = write_predictions(result, home.paths.predictions_dir(spec.name), block)
+        counts = result["prediction"].value_counts(normalize=True) if spec.task == "classification" else None
+        return Output(str(path), metadata={
+            "rows": len(result), "model_version": version, "path": MetadataValue.path(str(path)),
+            **({f"share_{k}": float(v) for k, v in counts.items()} if counts is not None else
+               {"mean_prediction": float(result["prediction"].mean())}),
+        })
+
+    if spec.prediction_only:
+        return [data_block, predictions]
+    return [data_block, drift_report, challenger_model, champion_model, predictions]
+
+
+def _block_scores(store, version, context, block, metrics) -> dict | None:
+    """The champion's scores on the whole block, as drift_report stored them in ``performance``."""
+    if version is None:
+        return None
+    frame = metrics.store().query(
+        "SELECT metric, value FROM performance WHERE pipeline = ? AND block = ? AND model_version = ? "
+        "AND evaluated_on = 'block'",
+        [context.assets_def.key.path[0], block, version],
+    )
+    return dict(zip(frame["metric"], frame["value"])) or None

@@ -1,0 +1,207 @@
+"""The ``calmops`` command line: create, run and inspect pipelines without the UI.
+
+    calmops [--home DIR] init NAME --type block --data-dir DIR --target COL --block-col COL [--model CLASS]
+    calmops [--home DIR] run NAME        materialize every pending block, in order, in-process
+    calmops [--home DIR] list            pipelines, their champion and last block
+    calmops [--home DIR] demo            generate a drifting dataset and create the demo pipeline
+    calmops [--home DIR] dev             start `dagster dev` on this home (what `make run` does)
+
+``CALMOPS_HOME`` is read from the environment (default ``./.calmops``); ``--home`` overrides it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from calmops_dagster.errors import CalmOpsError
+from calmops_dagster.paths import CalmOpsHome
+from calmops_dagster.spec import load_spec, parse_spec, save_spec
+
+log = logging.getLogger("calmops")
+
+
+def _parse_value(text: str):
+    """``k=v`` values are YAML scalars: ``100`` is an int, ``true`` a bool, ``abc`` a string."""
+    return yaml.safe_load(text)
+
+
+def cmd_init(args, home: CalmOpsHome) -> int:
+    path = home.spec_path(args.name)
+    if path.exists() and not args.force:
+        raise CalmOpsError(f"{path} already exists; use --force to overwrite it")
+    module, _, class_name = args.model.rpartition(".")
+    params = dict(item.split("=", 1) for item in args.param)
+    raw = {
+        "name": args.name, "type": args.type, "data_dir": str(Path(args.data_dir).resolve()),
+        "file_pattern": args.file_pattern, "target": args.target, "block_col": args.block_col,
+        "model_spec": {"module": module, "class": class_name,
+                       "params": {k: _parse_value(v) for k, v in params.items()}},
+    }
+    spec = parse_spec({k: v for k, v in raw.items() if v is not None}, path)
+    save_spec(spec, path)
+    print(f"created {path}")
+    return 0
+
+
+def _pipeline_runtime(home: CalmOpsHome, name: str):
+    """The spec and resolved job of one pipeline, and the shared Dagster instance."""
+    from dagster import DagsterInstance, Definitions
+
+    from calmops_dagster.instance import prepare_instance
+    from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
+    from resources import build_resources
+
+    prepare_instance(home)
+    spec = load_spec(home.spec_path(name))
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    return spec, defs.get_job_def(job_name(spec)), DagsterInstance.get()
+
+
+def cmd_run(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.metrics_store import MetricsStore
+    from calmops_dagster.model_store import ModelStore
+    from calmops_dagster.runner import register_new_blocks, run_pending
+
+    spec, job, instance = _pipeline_runtime(home, args.name)
+    metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
+    new = register_new_blocks(instance, spec, metrics, models, log)
+    if new:
+        print(f"{spec.name}: {len(new)} new block(s): {', '.join(new)}")
+    results = run_pending(instance, spec, job, metrics)
+    if not results:
+        print(f"{spec.name}: nothing pending")
+    for result in results:
+        status = "ok" if result.success else "FAILED"
+        print(f"block {result.block}: {status} in {result.seconds:.1f}s: {result.summary}")
+    return 0 if all(r.success for r in results) else 1
+
+
+def cmd_list(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.metrics_store import MetricsStore
+    from calmops_dagster.model_store import ModelStore
+
+    metrics = MetricsStore(home.metrics_db)
+    specs = home.spec_files()
+    if not specs:
+        print(f"no pipelines under {home.pipelines_dir}")
+        return 0
+    blocks = metrics.query("SELECT pipeline, count(*) AS n, max(loaded_at) AS last FROM blocks GROUP BY pipeline")
+    processed = {row.pipeline: row.n for row in blocks.itertuples()}
+    print(f"{'pipeline':20} {'type':7} {'blocks':>6} {'champion':9} status")
+    for path in specs:
+        name = path.parent.name
+        try:
+            spec = load_spec(path)
+        except CalmOpsError as exc:
+            print(f"{name:20} {'?':7} {'':>6} {'':9} BROKEN SPEC: {str(exc).splitlines()[0]}")
+            continue
+        champion = ModelStore(home.models_dir(name)).champion_version() or "-"
+        mode = "prediction-only" if spec.prediction_only else "ok"
+        print(f"{name:20} {spec.type:7} {processed.get(name, 0):>6} {champion:9} {mode}")
+    return 0
+
+
+def cmd_demo(args, home: CalmOpsHome) -> int:
+    from generators.drifting_blocks import make_drifting_blocks
+    from generators.writer import write_blocks
+
+    base = home.root / "demo" / args.name
+    blocks_dir, data_dir = base / "blocks", base / "data"
+    frame = make_drifting_blocks(n_blocks=args.blocks, rows_per_block=args.rows_per_block,
+                                 drift_at=args.drift_at, seed=args.seed)
+    files = write_blocks(frame, blocks_dir, block_col="block",
+                         ground_truth=[{"type": "abrupt", "from_block": args.drift_at,
+                                        "what": "x1 shift, x2 scale, segment mix, decision boundary"}])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for path in files[: args.initial]:
+        shutil.copy2(path, data_dir / path.name)
+    raw = {
+        "name": args.name, "type": "block", "data_dir": str(data_dir), "target": "y", "block_col": "block",
+        "model_spec": {"module": "sklearn.ensemble", "class": "RandomForestClassifier",
+                       "params": {"n_estimators": 100, "random_state": args.seed}},
+        "performance": {"thresholds": {"balanced_accuracy": 0.6}},
+        "sensor": {"interval_seconds": 5, "settle_seconds": 2},
+    }
+    save_spec(parse_spec(raw, home.spec_path(args.name)), home.spec_path(args.name))
+    print(f"demo pipeline '{args.name}': spec {home.spec_path(args.name)}")
+    print(f"  {len(files)} block files in {blocks_dir} (abrupt drift from block {args.drift_at})")
+    print(f"  {args.initial} already copied into the watched folder {data_dir}")
+    print(f"  copy more to see them processed: cp {files[-1]} {data_dir}/")
+    return 0
+
+
+def cmd_dev(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.instance import prepare_instance
+
+    prepare_instance(home)
+    command = [sys.executable, "-m", "dagster", "dev", "-m", "calmops_dagster.definitions",
+               "-h", args.host, "-p", str(args.port)]
+    print(f"DAGSTER_HOME={home.dagster_home}; UI on http://{args.host}:{args.port}")
+    os.execvpe(command[0], command, os.environ)
+    return 0  # not reached: exec replaces this process
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calmops", description=__doc__.split("\n")[0])
+    parser.add_argument("--home", help="CALMOPS_HOME to use (default: $CALMOPS_HOME or ./.calmops)")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    init = subparsers.add_parser("init", help="create a pipeline spec")
+    init.add_argument("name")
+    init.add_argument("--type", choices=["block", "stream", "ipip"], default="block")
+    init.add_argument("--data-dir", required=True)
+    init.add_argument("--target", required=True)
+    init.add_argument("--block-col")
+    init.add_argument("--file-pattern", default="*")
+    init.add_argument("--model", default="sklearn.ensemble.RandomForestClassifier",
+                      help="dotted class name (sklearn, lightgbm, river or calmops_dagster)")
+    init.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                      help="model parameter, repeatable (values are YAML scalars)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing spec")
+    init.set_defaults(func=cmd_init)
+
+    run = subparsers.add_parser("run", help="process every pending block of a pipeline, in order")
+    run.add_argument("name")
+    run.set_defaults(func=cmd_run)
+
+    subparsers.add_parser("list", help="list pipelines").set_defaults(func=cmd_list)
+
+    demo = subparsers.add_parser("demo", help="generate a drifting dataset and create the demo pipeline")
+    demo.add_argument("--name", default="demo")
+    demo.add_argument("--blocks", type=int, default=6)
+    demo.add_argument("--rows-per-block", type=int, default=400)
+    demo.add_argument("--drift-at", type=int, default=4)
+    demo.add_argument("--initial", type=int, default=2, help="block files copied into the watched folder")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+
+    dev = subparsers.add_parser("dev", help="start dagster dev (UI, daemon, sensors) on this home")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=cmd_dev)
+
+    # generators: add_generate_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
+    args = build_parser().parse_args(argv)
+    home = CalmOpsHome.from_env(args.home)
+    try:
+        return args.func(args, home)
+    except CalmOpsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Which columns are compared, of which kind, and the cleaned values each test reads.
+
+Kinds: object, string, category and bool columns are categorical; numeric columns are numeric unless
+they hold at most ``max_categorical_unique`` distinct values (then their values are categories), and the
+config can force either kind. A column numeric on one side and not on the other is a type mismatch. A column that cannot be tested yields a :class:`Skipped` with the reason.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from calmops_dagster.drift.config import DriftConfig
+from calmops_dagster.drift.errors import DriftInputError, MissingFeatureError
+from calmops_dagster.drift.univariate import Merged
+
+OTHER = "__other__"
+
+
+@dataclass(frozen=True)
+class NumericColumn:
+    """A numeric feature: both sides sorted, NaN dropped, merged once for every test."""
+
+    name: str
+    merged: Merged
+
+
+@dataclass(frozen=True)
+class CategoricalColumn:
+    """A categorical feature: counts per category on both sides, aligned on ``categories``."""
+
+    name: str
+    categories: list
+    ref_counts: np.ndarray
+    cur_counts: np.ndarray
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A feature that was not tested, and why."""
+
+    name: str
+    kind: str
+    n_ref: int
+    n_cur: int
+    note: str
+
+
+def select_features(reference: pd.DataFrame, current: pd.DataFrame, features: list[str] | None) -> tuple[list[str], list[Skipped]]:
+    """The features to compare, in order, plus columns present on one side only (when not requested).
+
+    Raises
+    ------
+    DriftInputError
+        If an input is not a DataFrame, has no rows, or the two share no column.
+    MissingFeatureError
+        If a requested feature is absent on either side.
+    """
+    for label, df in (("reference", reference), ("current", current)):
+        if not isinstance(df, pd.DataFrame):
+            raise DriftInputError(f"{label} must be a pandas DataFrame, got {type(df).__name__}")
+        if len(df) == 0:
+            raise DriftInputError(f"{label} has no rows")
+        if not df.columns.is_unique:
+            dup = sorted(map(str, df.columns[df.columns.duplicated()]))
+            raise DriftInputError(f"{label} has duplicated columns: {dup}")
+    if features is not None:
+        miss_ref = [f for f in features if f not in reference.columns]
+        miss_cur = [f for f in features if f not in current.columns]
+        if miss_ref or miss_cur:
+            raise MissingFeatureError(miss_ref, miss_cur)
+        return list(features), []
+    common = [c for c in reference.columns if c in current.columns]
+    if not common:
+        raise DriftInputError("reference and current have no column in common")
+    one_sided = [
+        Skipped(str(c), "unknown", int(reference[c].notna().sum()), 0, "not tested: column missing in current")
+        for c in reference.columns if c not in current.columns
+    ] + [
+        Skipped(str(c), "unknown", 0, int(current[c].notna().sum()), "not tested: column missing in reference")
+        for c in current.columns if c not in reference.columns
+    ]
+    return common, one_sided
+
+
+def _is_numeric(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
+
+
+def _sorted_values(s: pd.Series) -> np.ndarray:
+    v = s.to_numpy(dtype=float, na_value=np.nan)
+    return np.sort(v[~np.isnan(v)])
+
+
+def _distinct(sorted_values: np.ndarray) -> np.ndarray:
+    if sorted_values.size == 0:
+        return sorted_values
+    return sorted_values[np.append(True, sorted_values[1:] != sorted_values[:-1])]
+
+
+def _counts_sorted(sorted_values: np.ndarray, categories: np.ndarray) -> np.ndarray:
+    return np.diff(np.append(np.searchsorted(sorted_values, categories, "left"), sorted_values.size))
+
+
+def _lump(cats: list, ref_counts: np.ndarray, cur_counts: np.ndarray, limit: int) -> tuple[list, np.ndarray, np.ndarray, str]:
+    """Keep the ``limit - 1`` most frequent categories (both sides pooled); pool the rest as ``__other__``."""
+    if len(cats) <= limit:
+        return cats, ref_counts, cur_counts, ""
+    order = np.argsort(-(ref_counts + cur_counts), kind="stable")
+    keep, rest = order[: limit - 1], order[limit - 1:]
+    new_cats = [cats[i] for i in keep] + [OTHER]
+    note = f"{len(rest)} rare categories pooled as {OTHER}"
+    return (new_cats, np.append(ref_counts[keep], ref_counts[rest].sum()),
+            np.append(cur_counts[keep], cur_counts[rest].sum()), note)
+
+
+def _categorical(name: str, ref: pd.Series, cur: pd.Series, config: DriftConfig) -> CategoricalColumn | Skipped:
+    pooled = pd.concat([ref.astype(object), cur.astype(object)], ignore_index=True)
+    codes, uniques = pd.factorize(pooled, use_na_sentinel=True)
+    k = len(uniques)
+    ref_codes, cur_codes = codes[: len(ref)], codes[len(ref):]
+    ref_counts = np.bincount(ref_codes[ref_codes >= 0], minlength=k)
+    cur_counts = np.bincount(cur_codes[cur_codes >= 0], minlength=k)
+    n_ref, n_cur = int(ref_counts.sum()), int(cur_counts.sum())
+    problem = _too_few(n_ref, n_cur, config)
+    if problem:
+        return Skipped(name, "categorical", n_ref, n_cur, problem)
+    if k < 2:
+        return Skipped(name, "categorical", n_ref, n_cur, f"not tested: constant, the single value {uniques[0]!r} on both sides")
+    notes = []
+    inferred = {pd.api.types.infer_dtype(ref, skipna=True), pd.api.types.infer_dtype(cur, skipna=True)}
+    if any(t.startswith("mixed") for t in inferred) or len(inferred) > 1:
+        notes.append(f"mixed value types {sorted(inferred)}, compared as categories")
+    cats, rc, cc, lump_note = _lump(list(uniques), ref_counts, cur_counts, config.max_categories)
+    if lump_note:
+        notes.append(lump_note)
+    return CategoricalColumn(name, cats, rc, cc, "; ".join(notes))
+
+
+def _too_few(n_ref: int, n_cur: int, config: DriftConfig) -> str:
+    for label, n in (("reference", n_ref), ("current", n_cur)):
+        if n == 0:
+            return f"not tested: all values missing in {label}"
+        if n < config.min_samples:
+            return f"not tested: only {n} non-null values in {label} (min_samples={config.min_samples})"
+    return ""
+
+
+def prepare(name: str, ref: pd.Series, cur: pd.Series, config: DriftConfig) -> NumericColumn | CategoricalColumn | Skipped:
+    """Resolve the kind of one feature and extract the values its tests need."""
+    ref_num, cur_num = _is_numeric(ref), _is_numeric(cur)
+    if name in config.numeric_columns and not (ref_num and cur_num):
+        return Skipped(name, "numeric", int(ref.notna().sum()), int(cur.notna().sum()),
+                       f"not tested: declared numeric but dtypes are {ref.dtype} (reference), {cur.dtype} (current)")
+    if name in config.categorical_columns or not (ref_num or cur_num):
+        return _categorical(name, ref, cur, config)
+    if ref_num != cur_num:
+        return Skipped(name, "unknown", int(ref.notna().sum()), int(cur.notna().sum()),
+                       f"not tested: type mismatch, {ref.dtype} in reference and {cur.dtype} in current")
+    r, c = _sorted_values(ref), _sorted_values(cur)
+    problem = _too_few(r.size, c.size, config)
+    if problem:
+        return Skipped(name, "numeric", r.size, c.size, problem)
+    if name not in config.numeric_columns:
+        du, dc = _distinct(r), _distinct(c)
+        if du.size <= config.max_categorical_unique and dc.size <= config.max_categorical_unique:
+            cats = np.union1d(du, dc)
+            if cats.size <= config.max_categorical_unique:
+                if cats.size < 2:
+                    return Skipped(name, "categorical", r.size, c.size,
+                                   f"not tested: constant, the single value {cats[0]!r} on both sides")
+                return CategoricalColumn(name, cats.tolist(), _counts_sorted(r, cats), _counts_sorted(c, cats),
+                                         f"numeric with {cats.size} distinct values, compared as categories")
+    return NumericColumn(name, Merged.from_sorted(r, c))

@@ -1,0 +1,153 @@
+"""Multivariate drift: an MMD permutation test and a LightGBM domain classifier, on a bounded sample.
+
+Univariate tests cannot see a change in how features move together (a correlation that flips leaves
+every marginal unchanged). Both tests here look at the joint distribution. Their cost is bounded by
+sampling at most ``multivariate_sample_size`` rows per side, which the report states.
+"""
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.spatial.distance import cdist
+
+from calmops_dagster.drift.columns import CategoricalColumn, NumericColumn
+from calmops_dagster.drift.config import DriftConfig
+from calmops_dagster.drift.report import MultivariateResult
+
+#: Below this many rows per side the multivariate tests are not run.
+MIN_ROWS = 20
+
+
+def mmd_unbiased(kernel: np.ndarray, n_x: int) -> float:
+    """Unbiased MMD^2 from the pooled kernel matrix whose first ``n_x`` rows are X; equals frouros' MMD."""
+    n_y = kernel.shape[0] - n_x
+    k_xx = kernel[:n_x, :n_x].sum() - np.trace(kernel[:n_x, :n_x])
+    k_yy = kernel[n_x:, n_x:].sum() - np.trace(kernel[n_x:, n_x:])
+    k_xy = kernel[:n_x, n_x:].sum()
+    return float(k_xx / (n_x * (n_x - 1)) + k_yy / (n_y * (n_y - 1)) - 2 * k_xy / (n_x * n_y))
+
+
+def rbf_kernel_matrix(pooled: np.ndarray, sigma: float) -> np.ndarray:
+    """``exp(-||a - b||^2 / (2 sigma^2))``, the kernel of ``frouros.utils.kernels.rbf_kernel``."""
+    return np.exp(-cdist(pooled, pooled, "sqeuclidean") / (2 * sigma**2))
+
+
+def median_sigma(pooled: np.ndarray, rng: np.random.Generator, max_rows: int = 1000) -> float:
+    """Median heuristic bandwidth: the median pairwise distance of (a sample of) the pooled data."""
+    idx = rng.choice(pooled.shape[0], size=min(max_rows, pooled.shape[0]), replace=False)
+    d = cdist(pooled[idx], pooled[idx])
+    med = float(np.median(d[np.triu_indices_from(d, k=1)]))
+    return med if med > 0 else 1.0
+
+
+def mmd_permutation_test(x: np.ndarray, y: np.ndarray, permutations: int, rng: np.random.Generator,
+                         sigma: float | None = None) -> tuple[float, float, float]:
+    """MMD^2 with an RBF kernel and its permutation p-value ``(1 + #{perm >= observed}) / (1 + perms)``.
+
+    The kernel matrix of the pooled sample is computed once; every permutation's MMD^2 is then read from
+    it with one matrix product (``K @ A`` for all membership vectors ``A`` at once) instead of recomputing
+    kernels as frouros' ``PermutationTestDistanceBased`` does. Returns ``(mmd2, p_value, sigma)``.
+    """
+    pooled = np.vstack([x, y])
+    n, n_x = pooled.shape[0], x.shape[0]
+    n_y = n - n_x
+    sigma = sigma or median_sigma(pooled, rng)
+    kernel = rbf_kernel_matrix(pooled, sigma)
+    observed = mmd_unbiased(kernel, n_x)
+    member = np.zeros((n, permutations))
+    for b in range(permutations):
+        member[rng.permutation(n)[:n_x], b] = 1.0
+    ka = kernel @ member                       # (n, B)
+    s_xx = np.einsum("ib,ib->b", member, ka)   # a' K a
+    col = ka.sum(axis=0)                       # 1' K a
+    total = kernel.sum()
+    s_xy = col - s_xx
+    s_yy = total - 2 * col + s_xx
+    diag = np.trace(kernel) / n                # 1 for RBF
+    perm = ((s_xx - n_x * diag) / (n_x * (n_x - 1)) + (s_yy - n_y * diag) / (n_y * (n_y - 1))
+            - 2 * s_xy / (n_x * n_y))
+    p = (1 + np.count_nonzero(perm >= observed - 1e-12)) / (1 + permutations)
+    return observed, float(p), float(sigma)
+
+
+def domain_classifier(x: pd.DataFrame, y: pd.DataFrame, folds: int, seed: int) -> tuple[float, float, list[tuple[str, float]]]:
+    """Cross-validated AUC of a LightGBM model telling reference rows (0) from current rows (1).
+
+    The AUC is computed on out-of-fold scores; its p-value is the one-sided Mann-Whitney test of those
+    scores (AUC = U / (n_x n_y)), so no extra permutations are needed. Features are ranked by their share
+    of the total split gain across folds. Returns ``(auc, p_value, [(feature, gain share), ...])``.
+    """
+    import lightgbm as lgb
+    from sklearn.model_selection import StratifiedKFold
+
+    data = pd.concat([x, y], ignore_index=True)
+    label = np.r_[np.zeros(len(x)), np.ones(len(y))]
+    oof = np.zeros(len(data))
+    gain = np.zeros(data.shape[1])
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(data, label):
+        model = lgb.LGBMClassifier(n_estimators=100, learning_rate=0.1, num_leaves=15, min_child_samples=20,
+                                   subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=seed,
+                                   n_jobs=1, verbose=-1)
+        model.fit(data.iloc[train], label[train])
+        oof[test] = model.predict_proba(data.iloc[test])[:, 1]
+        gain += model.booster_.feature_importance(importance_type="gain")
+    res = stats.mannwhitneyu(oof[label == 1], oof[label == 0], alternative="greater")
+    auc = float(res.statistic) / (len(x) * len(y))
+    shares = gain / gain.sum() if gain.sum() > 0 else gain
+    ranked = sorted(zip(data.columns, shares.tolist()), key=lambda t: -t[1])
+    return auc, float(res.pvalue), [(str(c), float(s)) for c, s in ranked if s > 0]
+
+
+def _sample(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    if len(df) <= n:
+        return df.reset_index(drop=True)
+    return df.iloc[np.sort(rng.choice(len(df), size=n, replace=False))].reset_index(drop=True)
+
+
+def run_multivariate(reference: pd.DataFrame, current: pd.DataFrame,
+                     prepared: list, config: DriftConfig) -> tuple[list[MultivariateResult] | None, str]:
+    """Run the configured multivariate tests on the tested features; ``(None, reason)`` if they cannot run.
+
+    Numeric features are standardized with the reference sample's mean and standard deviation and
+    missing values set to that mean (0). MMD uses the numeric features only; the classifier also uses the
+    categorical ones (as pandas categories, which LightGBM splits on natively).
+    """
+    numeric = [c.name for c in prepared if isinstance(c, NumericColumn)]
+    categorical = [c.name for c in prepared if isinstance(c, CategoricalColumn)]
+    if not numeric and not categorical:
+        return None, "multivariate tests not run: no testable feature"
+    if min(len(reference), len(current)) < MIN_ROWS:
+        return None, f"multivariate tests not run: fewer than {MIN_ROWS} rows on a side"
+    rng = np.random.default_rng(config.seed)
+    n = config.multivariate_sample_size
+    ref, cur = _sample(reference, n, rng), _sample(current, n, rng)
+    sample_note = f"sampled {len(ref)} of {len(reference)} reference and {len(cur)} of {len(current)} current rows"
+    each_alpha = config.alpha * config.multivariate_alpha_share / len(config.multivariate_tests)
+    results = []
+    num_ref = ref[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+    num_cur = cur[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+    mu, sd = num_ref.mean(), num_ref.std().replace(0.0, 1.0).fillna(1.0)
+    z_ref = ((num_ref - mu) / sd).fillna(0.0)
+    z_cur = ((num_cur - mu) / sd).fillna(0.0)
+    if "mmd" in config.multivariate_tests and numeric:
+        mmd2, p, sigma = mmd_permutation_test(z_ref.to_numpy(), z_cur.to_numpy(), config.mmd_permutations, rng)
+        results.append(MultivariateResult(
+            test="mmd", statistic=mmd2, p_value=p, effect_size=mmd2, threshold=0.0, alpha=each_alpha,
+            drifted=bool(p < each_alpha), n_ref=len(ref), n_cur=len(cur), features=numeric,
+            note=f"{sample_note}; RBF sigma={sigma:.3g} (median heuristic, standardized numeric features); "
+                 f"{config.mmd_permutations} permutations",
+        ))
+    if "classifier" in config.multivariate_tests:
+        x, y = z_ref.copy(), z_cur.copy()
+        for name in categorical:
+            cats = pd.Categorical(pd.concat([ref[name], cur[name]], ignore_index=True).astype(str))
+            x[name] = cats[: len(ref)]
+            y[name] = cats[len(ref):]
+        auc, p, top = domain_classifier(x, y, config.classifier_folds, config.seed)
+        results.append(MultivariateResult(
+            test="classifier", statistic=auc, p_value=p, effect_size=auc, threshold=config.classifier_min_auc,
+            alpha=each_alpha, drifted=bool(p < each_alpha and auc >= config.classifier_min_auc),
+            n_ref=len(ref), n_cur=len(cur), features=numeric + categorical, top_features=top,
+            note=f"{sample_note}; LightGBM, {config.classifier_folds}-fold out-of-fold AUC",
+        ))
+    return results, sample_note

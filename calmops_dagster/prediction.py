@@ -1,0 +1,49 @@
+"""The champion's predictions for a block, and where they are written."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calmops_dagster.atomic import write_bytes_atomic
+from calmops_dagster.errors import NoChampionError
+from calmops_dagster.model_store import ModelStore
+from calmops_dagster.spec import PipelineSpec
+
+
+def predict_frame(model, features: list[str], frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """``prediction`` per row, plus ``proba_<class>`` columns for classifiers with ``predict_proba``."""
+    X = frame[features]
+    result = pd.DataFrame({"prediction": model.predict(X)}, index=frame.index)
+    if task == "classification" and hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(X))
+        for i, cls in enumerate(model.classes_):
+            result[f"proba_{cls}"] = proba[:, i]
+    return result
+
+
+def predict_block(store: ModelStore, version: str | None, frame: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
+    """Predictions of champion ``version`` for every row of ``frame``, tagged with the version."""
+    if version is None:
+        raise NoChampionError(f"pipeline '{spec.name}' has no champion model to predict with")
+    features = store.manifest(version)["features"]
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise NoChampionError(f"champion {version} needs column(s) {missing} that the block lacks")
+    result = predict_frame(store.load(version), features, frame, spec.task)
+    result.insert(0, "model_version", version)
+    if spec.block_col and spec.block_col in frame.columns:
+        result.insert(0, spec.block_col, frame[spec.block_col].to_numpy())
+    return result.reset_index(drop=True)
+
+
+def write_predictions(result: pd.DataFrame, predictions_dir: Path, block: str) -> Path:
+    """Write ``predictions_dir/<block>.parquet`` atomically; return its path."""
+    buffer = io.BytesIO()
+    result.to_parquet(buffer, index=False)
+    path = Path(predictions_dir) / f"{block}.parquet"
+    write_bytes_atomic(path, buffer.getvalue())
+    return path

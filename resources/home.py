@@ -1,0 +1,32 @@
+"""Dagster resources over the CalmOps home folder: the model store and the DuckDB metrics store."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+
+from calmops_dagster.metrics_store import MetricsStore
+from calmops_dagster.model_store import ModelStore
+from calmops_dagster.paths import CalmOpsHome
+
+
+class CalmOpsHomeResource(ConfigurableResource):
+    """The CalmOps home folder: where specs, models, predictions and reports of every pipeline live."""
+
+    root: str
+
+    @property
+    def paths(self) -> CalmOpsHome:
+        return CalmOpsHome.from_env(self.root)
+
+    def model_store(self, pipeline: str) -> ModelStore:
+        """Versioned models and the champion pointer of ``pipeline``."""
+        return ModelStore(self.paths.models_dir(pipeline))
+
+
+class MetricsStoreResource(ConfigurableResource):
+    """The DuckDB file every metric is written to (short transactions, retried on lock conflicts)."""
+
+    db_path: str
+
+    def store(self) -> MetricsStore:
+        return MetricsStore(self.db_path)

@@ -1,0 +1,67 @@
+"""One file sensor per pipeline: new stable files in ``data_dir`` become partitions and run requests.
+
+The cursor is the scan state of :mod:`calmops_dagster.file_scan` (file -> size, mtime, sha256), returned in
+the same ``SensorResult`` as the run requests, so a tick is recorded whole or not at all. Run keys are built
+from the block and the content hashes of the files that hold it: seeing the same files again requests
+nothing, a changed file requests its blocks again.
+"""
+
+
+import json
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from calmops_dagster.block_data import sort_block_keys
+from calmops_dagster.file_scan import load_cursor, scan_data_dir
+from calmops_dagster.runner import PIPELINE_TAG, expected_kinds, record_bad_files
+from calmops_dagster.spec import PipelineSpec
+from resources.home import CalmOpsHomeResource, MetricsStoreResource
+
+
+def build_file_sensor(spec: PipelineSpec, job):
+    """The sensor watching ``spec.data_dir``; on by default so dropped files are processed unattended."""
+
+    @sensor(
+        name=f"{spec.name}_files",
+        job=job,
+        minimum_interval_seconds=spec.sensor.interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"Watches {spec.data_dir} ({spec.file_pattern}) for new block files.",
+    )
+    def file_sensor(context: SensorEvaluationContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+        models = home.model_store(spec.name)
+        scan = scan_data_dir(spec, load_cursor(context.cursor), expected_kinds=expected_kinds(models))
+        record_bad_files(spec, scan.bad, metrics.store(), context.log)
+        for name in scan.waiting:
+            context.log.info(f"{name} is not stable yet (still being written?); will look again")
+        for name in scan.duplicates:
+            context.log.info(f"{name} holds content already processed; ignored")
+        found = scan.blocks()
+        known = set(context.instance.get_dynamic_partitions(spec.partitions_name))
+        new_blocks = [b for b in sort_block_keys(found) if b not in known]
+        requests = [
+            RunRequest(
+                run_key=f"{block}:" + "+".join(sorted(sha[:16] for sha in found[block])),
+                partition_key=block,
+                tags={PIPELINE_TAG: spec.name},
+            )
+            for block in sort_block_keys(found)
+        ]
+        cursor = json.dumps(scan.cursor, sort_keys=True)
+        if not requests:
+            return SensorResult(skip_reason=SkipReason("no new stable data files"), cursor=cursor)
+        partitions_def = job.partitions_def
+        return SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=[partitions_def.build_add_request(new_blocks)] if new_blocks else [],
+            cursor=cursor,
+        )
+
+    return file_sensor
