@@ -127,7 +127,8 @@ def _run_inject(args: argparse.Namespace) -> int:
 def _handler(run: Any) -> Any:
     """Wrap a runner so a bad argument prints a clear message and returns exit code 2."""
 
-    def handle(args: argparse.Namespace) -> int:
+    def handle(args: argparse.Namespace, home: Any = None) -> int:
+        # ``home`` lets calmops_dagster.cli call every handler as ``func(args, home)``; generate ignores it.
         try:
             return run(args)
         except (GeneratorConfigError, FileNotFoundError) as exc:
@@ -140,8 +141,8 @@ def _handler(run: Any) -> Any:
 def add_generate_command(subparsers: Any) -> None:
     """Register ``generate`` and its sub-commands on an argparse ``subparsers`` object.
 
-    Each sub-command sets ``func``: a handler taking the parsed ``argparse.Namespace`` and returning an
-    exit code (0 on success, 2 on a bad argument).
+    Each sub-command sets ``func``: a handler taking the parsed ``argparse.Namespace`` (and, optionally, the
+    CalmOps home, unused) and returning an exit code (0 on success, 2 on a bad argument).
     """
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", required=True, type=Path, help="output directory")
