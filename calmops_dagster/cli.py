@@ -61,7 +61,7 @@ def _pipeline_runtime(home: CalmOpsHome, name: str):
     prepare_instance(home)
     spec = load_spec(home.spec_path(name))
     defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
-    return spec, defs.get_job_def(job_name(spec)), DagsterInstance.get()
+    return spec, defs.resolve_job_def(job_name(spec)), DagsterInstance.get()
 
 
 def cmd_run(args, home: CalmOpsHome) -> int:

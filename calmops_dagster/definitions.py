@@ -26,7 +26,7 @@ def _spec_error_sensor(folder: str, message: str):
     safe = re.sub(r"[^A-Za-z0-9_]", "_", folder)
 
     @sensor(name=f"{safe}_spec_error", description=f"BROKEN SPEC, pipeline skipped:\n{message}",
-            default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=3600, asset_selection=[])
+            default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=3600)
     def spec_error(_context):
         return SkipReason(f"pipeline skipped, its spec is broken: {message}")
 

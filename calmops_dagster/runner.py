@@ -110,7 +110,7 @@ QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}
 def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: MetricsStore) -> list[BlockRun]:
     """Execute the pipeline's job for every pending block, in order, in-process, on ``instance``.
 
-    ``job`` is the resolved job of the pipeline (``Definitions.get_job_def``), so runs appear in the UI
+    ``job`` is the resolved job of the pipeline (``Definitions.resolve_job_def``), so runs appear in the UI
     under the same job the sensor uses. A failing block is reported and the next blocks still run (the
     champion only changes when a block succeeds).
     """

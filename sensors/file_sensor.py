@@ -10,6 +10,7 @@ nothing, a changed file requests its blocks again.
 import json
 
 from dagster import (
+    AddDynamicPartitionsRequest,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -57,10 +58,10 @@ def build_file_sensor(spec: PipelineSpec, job):
         cursor = json.dumps(scan.cursor, sort_keys=True)
         if not requests:
             return SensorResult(skip_reason=SkipReason("no new stable data files"), cursor=cursor)
-        partitions_def = job.partitions_def
+        add = AddDynamicPartitionsRequest(partitions_def_name=spec.partitions_name, partition_keys=new_blocks)
         return SensorResult(
             run_requests=requests,
-            dynamic_partitions_requests=[partitions_def.build_add_request(new_blocks)] if new_blocks else [],
+            dynamic_partitions_requests=[add] if new_blocks else [],
             cursor=cursor,
         )
 

@@ -1,0 +1,54 @@
+"""Shared fixtures: a temporary CALMOPS_HOME with a small drifting block pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from calmops_dagster.paths import CalmOpsHome
+from calmops_dagster.spec import parse_spec, save_spec
+from generators.drifting_blocks import make_drifting_blocks
+from generators.writer import write_blocks
+
+
+def block_spec_dict(name: str, data_dir: Path, **overrides) -> dict:
+    raw = {
+        "name": name,
+        "type": "block",
+        "data_dir": str(data_dir),
+        "target": "y",
+        "block_col": "block",
+        "model_spec": {"module": "sklearn.ensemble", "class": "RandomForestClassifier",
+                       "params": {"n_estimators": 30, "random_state": 0}},
+        "performance": {"thresholds": {"balanced_accuracy": 0.6}},
+        "sensor": {"interval_seconds": 1, "settle_seconds": 0},
+    }
+    raw.update(overrides)
+    return raw
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> CalmOpsHome:
+    """An empty CALMOPS_HOME in a temporary folder (also set in the environment)."""
+    root = tmp_path / "calmops"
+    monkeypatch.setenv("CALMOPS_HOME", str(root))
+    return CalmOpsHome(root)
+
+
+@pytest.fixture
+def block_files(tmp_path) -> list[Path]:
+    """Four block files (1..4) with an abrupt drift at block 3, in a staging folder."""
+    frame = make_drifting_blocks(n_blocks=4, rows_per_block=300, drift_at=3, seed=7)
+    return write_blocks(frame, tmp_path / "staging", block_col="block")
+
+
+@pytest.fixture
+def demo_spec(home, tmp_path):
+    """A valid block pipeline ``demo`` watching an empty ``tmp_path/data``."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    path = home.spec_path("demo")
+    spec = parse_spec(block_spec_dict("demo", data_dir), path)
+    save_spec(spec, path)
+    return spec

@@ -1,0 +1,152 @@
+"""Integration: a whole Block pipeline materialized through Dagster in-process on an ephemeral instance."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import duckdb
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance, Definitions
+
+from calmops_dagster.metrics_store import MetricsStore
+from calmops_dagster.model_store import ModelStore
+from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.runner import register_new_blocks, run_pending
+from resources import build_resources
+
+log = logging.getLogger("test")
+
+
+def run_pipeline(home, spec, instance):
+    """What `calmops run` does: register new blocks, then execute every pending one in order."""
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
+    register_new_blocks(instance, spec, metrics, models, log)
+    return run_pending(instance, spec, defs.resolve_job_def(job_name(spec)), metrics)
+
+
+def query(home, sql):
+    with duckdb.connect(str(home.metrics_db), read_only=True) as con:
+        return con.execute(sql).df()
+
+
+@pytest.fixture
+def instance():
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+def test_abrupt_drift_at_block_3_trains_and_promotes_a_challenger(home, demo_spec, block_files, instance):
+    for path in block_files:
+        shutil.copy(path, demo_spec.data_dir)
+    results = run_pipeline(home, demo_spec, instance)
+
+    assert [r.block for r in results] == ["1", "2", "3", "4"]
+    assert all(r.success for r in results), [r.summary for r in results]
+    blocks = query(home, "SELECT block, rows, source_file, content_hash FROM blocks ORDER BY block")
+    assert blocks["rows"].tolist() == [300] * 4
+    assert blocks["content_hash"].str.len().eq(64).all()
+
+    summary = query(home, "SELECT block, drift_detected, retrain FROM drift_summary").set_index("block")
+    assert not summary.loc["2", "drift_detected"] and not summary.loc["2", "retrain"]
+    assert summary.loc["3", "drift_detected"] and summary.loc["3", "retrain"]
+
+    drift = query(home, "SELECT * FROM drift_results WHERE block = '3'")
+    assert {"x1", "x2", "segment", "__dataset__"} <= set(drift["feature"])
+    assert drift.loc[drift["feature"] == "x1", "drifted"].any()
+
+    promotions = query(home, "SELECT block, decision, champion_before, challenger, champion_after, reason "
+                             "FROM promotions ORDER BY block").set_index("block")
+    assert promotions.loc["1", "decision"] == "promoted" and promotions.loc["1", "reason"].startswith("first")
+    assert promotions.loc["2", "decision"] == "kept"
+    assert promotions.loc["3", "decision"] == "promoted"
+    assert promotions.loc["3", "champion_after"] == promotions.loc["3", "challenger"] != promotions.loc["3", "champion_before"]
+
+    performance = query(home, "SELECT DISTINCT block, model_version, role, evaluated_on FROM performance")
+    assert {"champion", "challenger"} <= set(performance["role"])
+    assert ModelStore(home.models_dir("demo")).champion_version() == promotions.loc["3", "champion_after"]
+    assert (home.predictions_dir("demo") / "3.parquet").is_file()
+
+
+def test_materializations_carry_numeric_metadata_for_the_ui(home, demo_spec, block_files, instance):
+    for path in block_files[:3]:
+        shutil.copy(path, demo_spec.data_dir)
+    run_pipeline(home, demo_spec, instance)
+    drift_event = instance.get_latest_materialization_event(AssetKey(["demo", "drift_report"]))
+    metadata = drift_event.asset_materialization.metadata
+    assert metadata["drift_share"].value > 0 and metadata["drift_detected"].value == 1
+    assert "| feature | test |" in metadata["drifted_features"].value
+    champion = instance.get_latest_materialization_event(AssetKey(["demo", "champion_model"]))
+    champion_md = champion.asset_materialization.metadata
+    assert champion_md["promoted"].value == 1
+    assert 0 <= champion_md["balanced_accuracy"].value <= 1 and "f1" in champion_md
+    rows = instance.get_latest_materialization_event(AssetKey(["demo", "data_block"]))
+    assert rows.asset_materialization.metadata["rows"].value == 300
+
+
+def test_rematerializing_a_block_replaces_its_rows(home, demo_spec, block_files, instance):
+    for path in block_files[:3]:
+        shutil.copy(path, demo_spec.data_dir)
+    defs = Definitions.merge(build_pipeline_definitions(demo_spec), Definitions(resources=build_resources(home)))
+    run_pipeline(home, demo_spec, instance)
+    before = {t: query(home, f"SELECT count(*) AS n FROM {t}")["n"][0]
+              for t in ("blocks", "drift_results", "performance", "promotions", "drift_summary")}
+    result = defs.resolve_job_def(job_name(demo_spec)).execute_in_process(instance=instance, partition_key="3")
+    assert result.success
+    after = {t: query(home, f"SELECT count(*) AS n FROM {t}")["n"][0] for t in before}
+    assert after == before
+
+
+def write_bad_files(data_dir):
+    (data_dir / "garbage.parquet").write_bytes(b"\x00\xffnot parquet at all" * 20)
+    (data_dir / "empty.csv").write_text("")
+    pd.DataFrame({"x1": [1.0], "x2": [1.0], "x3": [1.0], "x4": [1.0], "segment": ["a"], "block": [9]}).to_csv(
+        data_dir / "no_target.csv", index=False)
+
+
+def test_bad_files_are_quarantined_and_good_blocks_still_processed(home, demo_spec, block_files, instance):
+    for path in block_files[:2]:
+        shutil.copy(path, demo_spec.data_dir)
+    write_bad_files(demo_spec.data_dir)
+    results = run_pipeline(home, demo_spec, instance)
+    assert [r.block for r in results] == ["1", "2"] and all(r.success for r in results)
+
+    quarantine = query(home, "SELECT file, reason, moved_to FROM quarantine ORDER BY file")
+    reasons = dict(zip(quarantine["file"].map(lambda f: f.rsplit("/", 1)[-1]), quarantine["reason"]))
+    assert set(reasons) == {"garbage.parquet", "empty.csv", "no_target.csv"}
+    assert "cannot be parsed" in reasons["garbage.parquet"]
+    assert "empty" in reasons["empty.csv"]
+    assert "missing column(s) ['y']" in reasons["no_target.csv"]
+    assert sorted(p.name for p in (demo_spec.data_dir / "quarantine").iterdir()) == sorted(reasons)
+
+
+def test_wrongly_typed_file_is_refused_and_champion_untouched(home, demo_spec, block_files, instance):
+    shutil.copy(block_files[0], demo_spec.data_dir)
+    run_pipeline(home, demo_spec, instance)
+    models = ModelStore(home.models_dir("demo"))
+    champion = models.champion_version()
+    bad = pd.read_csv(block_files[1]).astype({"x1": str})
+    bad.loc[0, "x1"] = "not-a-number"
+    bad.to_csv(demo_spec.data_dir / "typed.csv", index=False)
+    results = run_pipeline(home, demo_spec, instance)
+    assert results == []
+    reason = query(home, "SELECT reason FROM quarantine")["reason"][0]
+    assert "typed.csv" not in reason and "'x1' should be numeric" in reason and "not-a-number" in reason
+    assert models.champion_version() == champion
+
+
+def test_corrupted_champion_file_is_refused_and_pointer_kept(home, demo_spec, block_files, instance):
+    shutil.copy(block_files[0], demo_spec.data_dir)
+    run_pipeline(home, demo_spec, instance)
+    models = ModelStore(home.models_dir("demo"))
+    champion = models.champion_version()
+    model_file = models.root / champion / models.manifest(champion)["model_file"]
+    model_file.write_bytes(model_file.read_bytes()[:-10] + b"tampered!!")
+    shutil.copy(block_files[2], demo_spec.data_dir)
+    results = run_pipeline(home, demo_spec, instance)
+    assert len(results) == 1 and not results[0].success
+    assert "does not match the manifest" in results[0].summary
+    assert models.champion_version() == champion
+    assert query(home, "SELECT count(*) AS n FROM promotions WHERE block = '3'")["n"][0] == 0

@@ -1,0 +1,44 @@
+"""The code location: one asset group per spec; a broken spec is reported and skipped."""
+
+from __future__ import annotations
+
+import yaml
+from dagster import AssetKey, Definitions
+
+from calmops_dagster.definitions import build_definitions
+from tests.conftest import block_spec_dict
+
+
+def test_good_and_broken_specs(home, tmp_path):
+    for name, raw in {
+        "good": block_spec_dict("good", str(tmp_path), schedule={"type": "interval", "params": {"minutes": 10}}),
+        "broken": {**block_spec_dict("broken", str(tmp_path)), "retrain_every": 3},
+    }.items():
+        path = home.spec_path(name)
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(raw))
+
+    defs = build_definitions(home)
+    Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {key for key in graph.get_all_asset_keys()}
+    assert keys == {AssetKey(["good", name]) for name in
+                    ("data_block", "drift_report", "challenger_model", "champion_model", "predictions")}
+    assert {graph.get(key).group_name for key in keys} == {"good"}
+    checks = {key.name for key in graph.asset_check_keys}
+    assert checks == {"schema_and_nulls", "no_data_drift", "champion_meets_thresholds"}
+    sensors = {s.name: s for s in defs.sensors}
+    assert set(sensors) == {"good_files", "broken_spec_error"}
+    assert "field 'retrain_every': unknown key" in sensors["broken_spec_error"].description
+    assert [s.cron_schedule for s in defs.schedules] == ["*/10 * * * *"]
+    job = defs.resolve_job_def("good_job")
+    assert job.tags["calmops/pipeline"] == "good"
+
+
+def test_blocking_performance_check(home, tmp_path):
+    path = home.spec_path("good")
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(block_spec_dict("good", str(tmp_path))))
+    graph = build_definitions(home).resolve_asset_graph()
+    blocking = {key.name for key in graph.asset_check_keys if graph.get_check_spec(key).blocking}
+    assert blocking == {"champion_meets_thresholds"}

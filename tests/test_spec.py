@@ -1,0 +1,92 @@
+"""Spec validation: every problem names the file and the field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from calmops_dagster.errors import SpecError
+from calmops_dagster.spec import load_spec
+from tests.conftest import block_spec_dict
+
+
+def write(home, name, raw) -> str:
+    path = home.spec_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_valid_spec_loads_with_defaults(home, tmp_path):
+    spec = load_spec(write(home, "ok", block_spec_dict("ok", "data")))
+    assert spec.data_dir == (home.pipeline_dir("ok") / "data").resolve()
+    assert spec.task == "classification" and spec.performance.metric == "balanced_accuracy"
+    assert spec.circuit_breaker.max_failures == 3 and spec.circuit_breaker.backoff_minutes == 120
+    assert spec.partitions_name == "ok_blocks"
+
+
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        ({"colour": "blue"}, "colour", "unknown key"),
+        ({"type": "river"}, "type", "'block', 'stream' or 'ipip'"),
+        ({"performance": {"thresholds": "high"}}, "performance.thresholds", "valid dictionary"),
+        ({"drift": {"alpha": "small"}}, "drift.alpha", "valid number"),
+        ({"schedule": {"type": "interval", "params": {"weeks": 1}}}, "schedule", "exactly one of"),
+        ({"circuit_breaker": {"max_failures": 0}}, "circuit_breaker.max_failures", "greater than or equal"),
+        ({"performance": {"thresholds": {"precision@k": 0.5}}}, "(top level)", "unknown classification metric"),
+    ],
+)
+def test_invalid_field_is_named_with_the_file(home, change, field, words):
+    raw = {**block_spec_dict("bad", "data"), **change}
+    path = write(home, "bad", raw)
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    message = str(error.value)
+    assert str(path) in message and f"field '{field}'" in message and words in message
+
+
+def test_missing_field_is_named(home):
+    raw = block_spec_dict("bad", "data")
+    del raw["model_spec"]
+    with pytest.raises(SpecError, match=r"pipeline.yaml: field 'model_spec': Field required"):
+        load_spec(write(home, "bad", raw))
+
+
+def test_block_pipeline_needs_block_col_and_target(home):
+    raw = block_spec_dict("bad", "data")
+    del raw["block_col"]
+    with pytest.raises(SpecError, match="'block_col' is required for a block pipeline"):
+        load_spec(write(home, "bad", raw))
+    raw = block_spec_dict("bad", "data")
+    del raw["target"]
+    with pytest.raises(SpecError, match="'target' is required unless prediction_only"):
+        load_spec(write(home, "bad", raw))
+
+
+def test_model_spec_imports_only_trusted_packages_unless_opted_in(home):
+    raw = block_spec_dict("bad", "data", model_spec={"module": "collections", "class": "OrderedDict"})
+    with pytest.raises(SpecError, match=r"field 'model_spec': module 'collections' is not in the trusted"):
+        load_spec(write(home, "bad", raw))
+    raw["model_spec"]["allow_any_module"] = True
+    raw["task"] = "classification"
+    assert load_spec(write(home, "bad", raw)).model_spec.class_name == "OrderedDict"
+
+
+def test_unknown_class_and_name_folder_mismatch(home):
+    raw = block_spec_dict("bad", "data", model_spec={"module": "sklearn.ensemble", "class": "RandomForrest"})
+    with pytest.raises(SpecError, match="has no class 'RandomForrest'"):
+        load_spec(write(home, "bad", raw))
+    with pytest.raises(SpecError, match="'other' does not match its folder 'bad'"):
+        load_spec(write(home, "bad", block_spec_dict("other", "data")))
+
+
+def test_not_yaml_and_not_a_mapping(home):
+    path = home.spec_path("bad")
+    path.parent.mkdir(parents=True)
+    path.write_text("name: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(path)
+    path.write_text("- a\n- b\n")
+    with pytest.raises(SpecError, match="expected a mapping"):
+        load_spec(path)
