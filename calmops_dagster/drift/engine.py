@@ -95,21 +95,22 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
     config = config or DriftConfig()
     names, one_sided = select_features(reference, current, features)
     records: list[dict] = [_skipped_row(s) for s in one_sided]
-    prepared = []
+    numeric, categorical, skipped = [], [], [s.name for s in one_sided]
     for name in names:
-        col = prepare(str(name), reference[name], current[name], config)
-        prepared.append(col)
+        col = prepare(str(name), reference[name], current[name], config)  # one column's arrays at a time
         if isinstance(col, Skipped):
             records.append(_skipped_row(col))
+            skipped.append(col.name)
         elif isinstance(col, NumericColumn):
             records.extend(_numeric_rows(col, config))
+            numeric.append(name)
         else:
             records.extend(_categorical_rows(col, config))
+            categorical.append(name)
     rows = pd.DataFrame.from_records(records, columns=FRAME_COLUMNS + EXTRA_COLUMNS)
     rows = _decide(rows, config)
 
-    tested_names = [c.name for c in prepared if not isinstance(c, Skipped)]
-    not_tested = [s.name for s in one_sided] + [c.name for c in prepared if isinstance(c, Skipped)]
+    tested_names = numeric + categorical
     drifted_rows = rows[rows["drifted"]]
     order = drifted_rows.groupby("feature")["effect_size"].max().sort_values(ascending=False)
     drifted = [f for f in order.index]
@@ -118,7 +119,7 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
 
     multivariate, mv_note = None, "multivariate tests off"
     if config.multivariate:
-        multivariate, mv_note = run_multivariate(reference, current, prepared, config)
+        multivariate, mv_note = run_multivariate(reference, current, numeric, categorical, config)
     mv_drift = any(r.drifted for r in multivariate or [])
     decision = univariate_drift or mv_drift
     note = (f"{len(drifted)}/{len(tested_names)} features drifted ({config.correction}, alpha="
@@ -131,6 +132,6 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
         note += "; no feature could be tested"
     return DriftReport(
         drift_detected=decision, drifted_features=drifted, drift_share=share, n_tested=len(tested_names),
-        not_tested=not_tested, multivariate=multivariate, multivariate_note=mv_note, rows=rows,
+        not_tested=skipped, multivariate=multivariate, multivariate_note=mv_note, rows=rows,
         decision_note=note,
     )

@@ -10,7 +10,6 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import cdist
 
-from calmops_dagster.drift.columns import CategoricalColumn, NumericColumn
 from calmops_dagster.drift.config import DriftConfig
 from calmops_dagster.drift.report import MultivariateResult
 
@@ -104,16 +103,16 @@ def _sample(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
     return df.iloc[np.sort(rng.choice(len(df), size=n, replace=False))].reset_index(drop=True)
 
 
-def run_multivariate(reference: pd.DataFrame, current: pd.DataFrame,
-                     prepared: list, config: DriftConfig) -> tuple[list[MultivariateResult] | None, str]:
-    """Run the configured multivariate tests on the tested features; ``(None, reason)`` if they cannot run.
+def run_multivariate(reference: pd.DataFrame, current: pd.DataFrame, numeric: list, categorical: list,
+                     config: DriftConfig) -> tuple[list[MultivariateResult] | None, str]:
+    """Run the configured multivariate tests on the tested ``numeric`` and ``categorical`` columns.
+
+    Returns the results and a note on the sampling, or ``(None, reason)`` when the tests cannot run.
 
     Numeric features are standardized with the reference sample's mean and standard deviation and
     missing values set to that mean (0). MMD uses the numeric features only; the classifier also uses the
     categorical ones (as pandas categories, which LightGBM splits on natively).
     """
-    numeric = [c.name for c in prepared if isinstance(c, NumericColumn)]
-    categorical = [c.name for c in prepared if isinstance(c, CategoricalColumn)]
     if not numeric and not categorical:
         return None, "multivariate tests not run: no testable feature"
     if min(len(reference), len(current)) < MIN_ROWS:

@@ -1,0 +1,82 @@
+"""Multivariate drift: MMD against frouros, correlation-only shift, domain classifier, HTML report."""
+
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import pytest
+from frouros.detectors.data_drift.batch import MMD
+from frouros.utils.kernels import rbf_kernel
+
+from calmops_dagster.drift import DriftConfig, detect_drift
+from calmops_dagster.drift.html_report import write_drift_report_html
+from calmops_dagster.drift.multivariate import mmd_permutation_test, mmd_unbiased, rbf_kernel_matrix
+from calmops_dagster.drift.report import MULTIVARIATE
+
+
+def test_mmd_statistic_matches_frouros():
+    rng = np.random.default_rng(31)
+    x = rng.multivariate_normal([1, 1], [[2, 0], [0, 2]], size=100)
+    y = rng.multivariate_normal([0, 0], [[2, 1], [1, 2]], size=80)
+    detector = MMD(kernel=partial(rbf_kernel, sigma=0.5))
+    detector.fit(X=x)
+    expected = detector.compare(X=y)[0].distance
+    assert mmd_unbiased(rbf_kernel_matrix(np.vstack([x, y]), 0.5), 100) == pytest.approx(expected, rel=1e-10)
+
+
+def test_mmd_permutation_pvalues_are_uniform_under_the_null_and_small_under_shift():
+    rng = np.random.default_rng(1)
+    null = [mmd_permutation_test(rng.normal(size=(60, 3)), rng.normal(size=(60, 3)), 99, rng)[1] for _ in range(60)]
+    assert 0.35 < np.mean(null) < 0.65 and np.mean(np.array(null) < 0.05) <= 0.12
+    _, p, _ = mmd_permutation_test(rng.normal(size=(200, 3)), rng.normal(0.5, size=(200, 3)), 199, rng)
+    assert p == pytest.approx(1 / 200)
+
+
+def _correlated(rng, n, rho, d=4):
+    cov = np.eye(d)
+    cov[0, 1] = cov[1, 0] = rho
+    return pd.DataFrame(rng.multivariate_normal(np.zeros(d), cov, size=n)).add_prefix("f")
+
+
+def test_correlation_only_shift_is_caught_by_both_multivariate_tests_not_by_marginals():
+    rng = np.random.default_rng(5)
+    ref, cur = _correlated(rng, 3000, 0.0), _correlated(rng, 3000, 0.9)
+    report = detect_drift(ref, cur, DriftConfig(multivariate_sample_size=800, mmd_permutations=300))
+    assert report.drifted_features == []           # every marginal is N(0, 1) on both sides
+    assert report.drift_detected                   # ... and yet the block drifted
+    by_test = {r.test: r for r in report.multivariate}
+    assert by_test["mmd"].drifted and by_test["classifier"].drifted
+    assert {name for name, _ in by_test["classifier"].top_features[:2]} == {"f0", "f1"}
+    frame = report.to_frame()
+    assert set(frame.loc[frame["feature"] == MULTIVARIATE, "test"]) == {"mmd", "classifier"}
+    summary = report.summary()
+    assert summary["mmd_drifted"] and summary["classifier_top_features"][0] in {"f0", "f1"}
+
+
+def test_multivariate_tests_stay_quiet_without_drift_and_state_their_sampling():
+    rng = np.random.default_rng(6)
+    ref, cur = _correlated(rng, 5000, 0.5), _correlated(rng, 5000, 0.5)
+    ref["cat"] = rng.choice(list("abc"), 5000)
+    cur["cat"] = rng.choice(list("abc"), 5000)
+    report = detect_drift(ref, cur, DriftConfig(multivariate_sample_size=500, mmd_permutations=200))
+    assert not report.drift_detected
+    for result in report.multivariate:
+        assert not result.drifted and result.n_ref == 500
+        assert "sampled 500 of 5000 reference" in result.note
+    assert "cat" in report.multivariate[1].features
+
+
+def test_html_report_is_self_contained_and_written_atomically(tmp_path):
+    rng = np.random.default_rng(7)
+    ref = pd.DataFrame({"x": rng.normal(size=2000), "c": rng.choice(list("ab"), 2000)})
+    cur = pd.DataFrame({"x": rng.normal(1.0, size=2000), "c": rng.choice(list("ab"), 2000, p=[0.8, 0.2])})
+    report = detect_drift(ref, cur, DriftConfig(multivariate_sample_size=200, mmd_permutations=100))
+    history = pd.DataFrame({"block": ["b1", "b2"], "drift_share": [0.0, 0.5], "n_drifted": [0, 1],
+                            "drift_detected": [False, True]})
+    out = write_drift_report_html(report, ref, cur, tmp_path / "reports" / "b3.html", history=history)
+    text = out.read_text(encoding="utf-8")
+    assert out.stat().st_size > 3_000_000                      # plotly.js embedded, no CDN needed
+    assert "<script src=" not in text and text.count("<script") >= 3
+    for needle in ("Drift across blocks", "Reference vs current", "corrected p-value", "DRIFT"):
+        assert needle in text
+    assert [p.name for p in out.parent.iterdir()] == ["b3.html"]  # no temporary file left behind
