@@ -5,7 +5,11 @@ import pytest
 from sklearn import metrics
 
 from calmops_dagster.drift.model_drift import (
-    DEFAULT_DETECTORS, error_stream, performance_drift, score, stream_drift,
+    DEFAULT_DETECTORS,
+    error_stream,
+    performance_drift,
+    score,
+    stream_drift,
 )
 
 

@@ -64,7 +64,7 @@ def _distribution_figure(report: DriftReport, reference: pd.DataFrame, current: 
 
 
 def _history_figure(history: pd.DataFrame) -> go.Figure:
-    x = history["block"] if "block" in history else history.index
+    x = history.get("block", history.index)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_scatter(x=x, y=history["drift_share"], mode="lines+markers", name="drift share")
     if "n_drifted" in history:
@@ -112,8 +112,8 @@ def write_drift_report_html(report: DriftReport, reference: pd.DataFrame, curren
     summary = report.summary()
     verdict = "DRIFT" if report.drift_detected else "no drift"
     parts = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body "
-        "style='font-family:sans-serif'>",
+        (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+         "<body style='font-family:sans-serif'>"),
         f"<h1>{html.escape(title)}: {verdict}</h1><p>{html.escape(report.decision_note)}</p>",
         "<h2>Summary</h2>" + pd.Series(summary, dtype=object).to_frame("value").to_html(),
     ]
