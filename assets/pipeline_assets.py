@@ -25,12 +25,12 @@ from dagster import (
     asset,
 )
 
-from calmops_dagster.block_data import column_kinds, frame_sha256, load_block
-from calmops_dagster.drift import detect_drift
+from calmops_dagster.block_data import column_kinds, frame_sha256, load_block, sort_block_keys
+from calmops_dagster.block_assessment import assess_block, assessment_rows
+from calmops_dagster.drift.html_report import write_drift_report_html
 from calmops_dagster.evaluation import score_model, threshold_failures
 from calmops_dagster.model_store import now_utc
 from calmops_dagster.promotion import decide_promotion
-from calmops_dagster.retrain_policy import decide_retrain
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.training import evaluation_split, fit_full
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
@@ -45,9 +45,17 @@ def _scores_metadata(prefix: str, scores: dict[str, float] | None) -> dict:
     return {f"{prefix}{metric}": float(value) for metric, value in (scores or {}).items()}
 
 
+def _block_order(blocks: pd.Series) -> list[int]:
+    """Row positions of ``blocks`` in block order."""
+    position = {key: i for i, key in enumerate(sort_block_keys(blocks))}
+    return sorted(range(len(blocks)), key=lambda i: position[blocks.iloc[i]])
+
+
 def _drifted_table(drift_rows: pd.DataFrame) -> str:
     """Markdown table of the drifted (feature, test) rows, largest effect first."""
-    drifted = drift_rows[(drift_rows["drifted"]) & (drift_rows["feature"] != "__dataset__")]
+    if drift_rows.empty:
+        return "No reference yet: this block trains the first champion."
+    drifted = drift_rows[drift_rows["drifted"].astype(bool) & ~drift_rows["feature"].astype(str).str.startswith("__")]
     if drifted.empty:
         return "No feature drifted."
     drifted = drifted.sort_values("effect_size", ascending=False)
@@ -125,57 +133,69 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                      home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
         champion = store.champion_version()
-        metric = spec.performance.metric
-        drift_rows = pd.DataFrame(columns=DRIFT_COLUMNS)
-        drift_detected, drifted, summary, block_scores, reference_scores = False, [], {}, None, None
         if champion:
-            manifest = store.manifest(champion)
-            features = manifest["features"]
-            report = detect_drift(store.reference(champion)[features], data_block[features], config=spec.drift)
-            drift_rows = report.to_frame()
-            drift_detected, drifted, summary = report.drift_detected, report.drifted_features, report.summary()
-            reference_scores = manifest.get("metrics")
-            if not spec.prediction_only:
-                model = store.load(champion)
-                block_scores = score_model(model, data_block[features], data_block[spec.target], spec.task)
-        decision = decide_retrain(
-            champion is not None, drift_detected, drifted, metric, block_scores, reference_scores,
-            spec.performance.thresholds, spec.performance.max_relative_drop,
-        )
+            manifest, reference = store.manifest(champion), store.reference(champion)
+            assessment = assess_block(spec, data_block, store.load(champion), manifest, reference)
+        else:
+            assessment = assess_block(spec, data_block)
+        report, decision, perf = assessment.report, assessment.decision, assessment.performance
+        summary = report.summary() if report is not None else {}
+        drifted = report.drifted_features if report is not None else []
+        change_row = assessment.stream.first_drift_index if assessment.stream is not None else None
         stamp = now_utc()
-        db.replace_block_rows("drift_results", spec.name, block,
-                              drift_rows.reindex(columns=DRIFT_COLUMNS).assign(computed_at=stamp))
+        drift_rows = assessment_rows(assessment).reindex(columns=DRIFT_COLUMNS)
+        db.replace_block_rows("drift_results", spec.name, block, drift_rows.assign(computed_at=stamp))
         db.replace_block_rows("drift_summary", spec.name, block, [{
-            "reference_version": champion, "drift_detected": drift_detected,
+            "reference_version": champion, "drift_detected": bool(summary.get("drift_detected", False)),
             "drift_share": summary.get("drift_share", 0.0), "n_drifted": len(drifted),
             "n_tested": summary.get("n_tested", 0), "drifted_features": ",".join(drifted),
             "performance_drop": decision.performance_drop, "retrain": decision.retrain,
-            "reason": decision.reason, "computed_at": stamp,
+            "reason": decision.reason, "performance_metric": perf.metric if perf else None,
+            "performance_value": perf.current if perf else None, "performance_ci_low": perf.ci_low if perf else None,
+            "performance_ci_high": perf.ci_high if perf else None, "error_change_row": change_row,
+            "computed_at": stamp,
         }])
         db.replace_block_rows("performance", spec.name, block, [
             {"model_version": champion, "role": "champion", "metric": m, "value": v, "computed_at": stamp}
-            for m, v in (block_scores or {}).items()
+            for m, v in (assessment.block_scores or {}).items()
         ], scope={"evaluated_on": "block"})
+        report_meta = {}
+        if report is not None:
+            history = db.query("SELECT block, drift_share, n_drifted, drift_detected FROM drift_summary "
+                               "WHERE pipeline = ?", [spec.name])
+            history = history.iloc[[i for i in _block_order(history["block"])]]
+            features = manifest["features"]
+            path = write_drift_report_html(
+                report, reference[features], data_block[features],
+                home.paths.reports_dir(spec.name) / f"{block}.html", history=history,
+                title=f"{spec.name} block {block}", plotlyjs="directory",
+            )
+            report_meta = {"report": MetadataValue.path(str(path))}
         context.log.info(f"block {block}: {decision.reason}")
         outcome = {
-            "block": block, "reference_version": champion, "drift_detected": drift_detected,
+            "block": block, "reference_version": champion, "drift_detected": bool(summary.get("drift_detected")),
             "drifted_features": drifted, "performance_drop": decision.performance_drop,
-            "retrain": decision.retrain, "reason": decision.reason, "champion_block_scores": block_scores,
+            "retrain": decision.retrain, "reason": decision.reason,
+            "champion_block_scores": assessment.block_scores,
         }
         yield Output(outcome, metadata={
-            "drift_detected": int(drift_detected),
+            "drift_detected": int(bool(summary.get("drift_detected"))),
             "drift_share": float(summary.get("drift_share", 0.0)),
             "drifted_features_count": len(drifted),
             "retrain": int(decision.retrain),
+            "performance_drop": int(decision.performance_drop),
             "reason": decision.reason,
             "reference_version": champion or "none",
+            "top_features": ", ".join(summary.get("top_features", [])) or "none",
             "drifted_features": MetadataValue.md(_drifted_table(drift_rows)),
             **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-            **_scores_metadata("champion_", block_scores),
+            **_scores_metadata("champion_", assessment.block_scores),
+            **({"error_change_row": change_row} if change_row is not None else {}),
+            **report_meta,
         })
         yield AssetCheckResult(
             check_name=DRIFT_CHECK,
-            passed=not drift_detected,
+            passed=not summary.get("drift_detected", False),
             severity=AssetCheckSeverity.WARN,
             metadata={"drift_share": float(summary.get("drift_share", 0.0)),
                       "drifted_features": ", ".join(drifted) or "none"},

@@ -36,7 +36,9 @@ SCHEMA = {
     "drift_summary": """
         pipeline VARCHAR, block VARCHAR, reference_version VARCHAR, drift_detected BOOLEAN,
         drift_share DOUBLE, n_drifted BIGINT, n_tested BIGINT, drifted_features VARCHAR,
-        performance_drop BOOLEAN, retrain BOOLEAN, reason VARCHAR, computed_at TIMESTAMPTZ""",
+        performance_drop BOOLEAN, retrain BOOLEAN, reason VARCHAR, performance_metric VARCHAR,
+        performance_value DOUBLE, performance_ci_low DOUBLE, performance_ci_high DOUBLE,
+        error_change_row BIGINT, computed_at TIMESTAMPTZ""",
     "performance": """
         pipeline VARCHAR, block VARCHAR, model_version VARCHAR, role VARCHAR, evaluated_on VARCHAR,
         metric VARCHAR, value DOUBLE, computed_at TIMESTAMPTZ""",
@@ -93,8 +95,11 @@ class MetricsStore:
 
     @staticmethod
     def _create_tables(con) -> None:
+        """Create missing tables, and add columns a newer version introduced to existing ones."""
         for table, columns in SCHEMA.items():
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+            for column in columns.split(","):
+                con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column.strip()}")
 
     def replace_block_rows(
         self, table: str, pipeline: str, block: str, rows: pd.DataFrame | list[dict], scope: dict | None = None

@@ -51,6 +51,9 @@ def test_abrupt_drift_at_block_3_trains_and_promotes_a_challenger(home, demo_spe
 
     summary = query(home, "SELECT block, drift_detected, retrain FROM drift_summary").set_index("block")
     assert not summary.loc["2", "drift_detected"] and not summary.loc["2", "retrain"]
+    perf = query(home, "SELECT block, performance_value, performance_ci_low, performance_ci_high "
+                       "FROM drift_summary WHERE block = '3'").iloc[0]
+    assert perf["performance_ci_low"] <= perf["performance_value"] <= perf["performance_ci_high"]
     assert summary.loc["3", "drift_detected"] and summary.loc["3", "retrain"]
 
     drift = query(home, "SELECT * FROM drift_results WHERE block = '3'")
@@ -78,6 +81,10 @@ def test_materializations_carry_numeric_metadata_for_the_ui(home, demo_spec, blo
     metadata = drift_event.asset_materialization.metadata
     assert metadata["drift_share"].value > 0 and metadata["drift_detected"].value == 1
     assert "| feature | test |" in metadata["drifted_features"].value
+    report = home.reports_dir("demo") / "3.html"
+    assert metadata["report"].value == str(report) and report.is_file()
+    assert "plotly.min.js" in report.read_text() and (report.parent / "plotly.min.js").is_file()
+    assert report.stat().st_size < 1_000_000  # plotly.js is shared, not embedded per block
     champion = instance.get_latest_materialization_event(AssetKey(["demo", "champion_model"]))
     champion_md = champion.asset_materialization.metadata
     assert champion_md["promoted"].value == 1

@@ -1,7 +1,9 @@
-"""A self-contained plotly HTML report of one block's drift.
+"""A plotly HTML report of one block's drift, viewable offline.
 
-The file embeds plotly.js (~4.8 MB), so it opens anywhere without internet or a sibling file; reports are
-written once per block and the size was judged acceptable. It holds: corrected p-values and effect
+With ``plotlyjs="embed"`` (the default) the file embeds plotly.js (~4.8 MB) and opens anywhere without
+internet or a sibling file. The pipeline writes one report per block, so it uses ``plotlyjs="directory"``:
+each report references one shared ``plotly.min.js`` written once beside it (a report folder of a
+thousand blocks then weighs a few MB instead of ~5 GB), and the folder stays self-contained. It holds: corrected p-values and effect
 sizes per feature, reference vs current distributions of the most drifted features, the multivariate
 results, and, when a history of past summaries is given, drift share and drifted-feature counts across
 blocks. The file is written to a temporary name and renamed, so a reader never sees half a report.
@@ -9,15 +11,19 @@ blocks. The file is written to a temporary name and renamed, so a reader never s
 
 import html
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from calmops_dagster.atomic import write_text_atomic
+
 from calmops_dagster.drift.report import NOT_TESTED, DriftReport
+
+PLOTLY_JS = "plotly.min.js"
 
 #: Rows sampled per side for the distribution plots (keeps the file small on large blocks).
 PLOT_SAMPLE = 5000
@@ -78,7 +84,8 @@ def _history_figure(history: pd.DataFrame) -> go.Figure:
 
 
 def write_drift_report_html(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame, path,
-                            history: pd.DataFrame | None = None, title: str = "Drift report", top: int = 6) -> Path:
+                            history: pd.DataFrame | None = None, title: str = "Drift report", top: int = 6,
+                            plotlyjs: str = "embed") -> Path:
     """Write the block's drift report as one self-contained HTML file, atomically.
 
     Parameters
@@ -95,14 +102,20 @@ def write_drift_report_html(report: DriftReport, reference: pd.DataFrame, curren
     title : str
     top : int
         Number of drifted features whose distributions are drawn.
+    plotlyjs : {"embed", "directory"}
+        Embed plotly.js in the file, or reference a ``plotly.min.js`` written once in the same folder.
 
     Returns
     -------
     Path
         The written file.
     """
+    if plotlyjs not in ("embed", "directory"):
+        raise ValueError(f"plotlyjs must be 'embed' or 'directory', got {plotlyjs!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if plotlyjs == "directory" and not (path.parent / PLOTLY_JS).is_file():
+        _write_atomic(path.parent / PLOTLY_JS, get_plotlyjs())
     figures = [_pvalue_figure(report.rows)]
     dist = _distribution_figure(report, reference, current, top)
     if dist is not None:
@@ -112,25 +125,25 @@ def write_drift_report_html(report: DriftReport, reference: pd.DataFrame, curren
     summary = report.summary()
     verdict = "DRIFT" if report.drift_detected else "no drift"
     parts = [
-        (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+         + (f"<script src='{PLOTLY_JS}'></script>" if plotlyjs == "directory" else "") + "</head>"
          "<body style='font-family:sans-serif'>"),
         f"<h1>{html.escape(title)}: {verdict}</h1><p>{html.escape(report.decision_note)}</p>",
         "<h2>Summary</h2>" + pd.Series(summary, dtype=object).to_frame("value").to_html(),
     ]
     for i, fig in enumerate(figures):
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+        include = (i == 0) if plotlyjs == "embed" else False
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=include))
     frame = report.to_frame()
     parts.append("<h2>All tests</h2>" + frame.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
     if report.multivariate_note:
         parts.append(f"<p>Multivariate: {html.escape(report.multivariate_note)}</p>")
     parts.append("</body></html>")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(parts))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be read by the web UI
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_atomic(path, "\n".join(parts))
     return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it, readable by the web UI (0644)."""
+    write_text_atomic(path, text)
+    os.chmod(path, 0o644)
