@@ -64,7 +64,7 @@ def assess_block(spec: PipelineSpec, block: pd.DataFrame, champion=None, manifes
             )
         stream = stream_drift(error_stream(y, predicted, spec.task))
     decision = decide_retrain(True, report.drift_detected, report.drifted_features, performance, block_scores,
-                              spec.performance.thresholds)
+                              spec.performance.thresholds, spec.drift.decision_rule)
     return BlockAssessment(report, block_scores, performance, stream, decision)
 
 

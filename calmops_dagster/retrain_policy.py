@@ -30,11 +30,14 @@ def decide_retrain(
     performance: PerformanceDrift | None,
     block_scores: dict[str, float] | None,
     thresholds: dict[str, float],
+    rule: str = "drift_or_performance",
 ) -> RetrainDecision:
     """Decide whether this block gets a challenger, and say why.
 
     ``performance`` is the champion's bootstrap comparison with its reference on the primary metric and
-    ``block_scores`` its scores on the block (both ``None`` for an unlabelled block).
+    ``block_scores`` its scores on the block (both ``None`` for an unlabelled block). ``rule`` says what
+    calls for a challenger (``DriftConfig.decision_rule``): ``drift_or_performance``, ``drift`` or
+    ``performance``; a champion below an absolute threshold calls for one under every rule.
 
     >>> decide_retrain(True, True, ["x1"], None, None, {}).reason
     'data drift in 1 feature(s): x1'
@@ -42,10 +45,10 @@ def decide_retrain(
     if not has_champion:
         return RetrainDecision(True, False, "no champion yet: this block trains the first one")
     reasons, dropped = [], False
-    if drift_detected:
+    if drift_detected and rule != "performance":
         shown = ", ".join(drifted_features[:5]) + (" ..." if len(drifted_features) > 5 else "")
         reasons.append(f"data drift in {len(drifted_features)} feature(s): {shown}")
-    if performance is not None and performance.drifted:
+    if performance is not None and performance.drifted and rule != "drift":
         dropped = True
         reasons.append(
             f"{performance.metric} fell from {performance.reference:.4f} to {performance.current:.4f} "

@@ -38,6 +38,15 @@ def test_drift_alone_or_a_confident_drop_alone_calls_for_retraining():
     assert drop.retrain and drop.performance_drop and "95% CI" in drop.reason
 
 
+def test_decision_rule_restricts_what_triggers():
+    drift_only = decide_retrain(True, True, ["a"], drifted_perf(0.6), {"accuracy": 0.6}, {}, "drift")
+    assert drift_only.retrain and not drift_only.performance_drop and "CI" not in drift_only.reason
+    performance_only = decide_retrain(True, True, ["a"], drifted_perf(0.9), {"accuracy": 0.9}, {}, "performance")
+    assert not performance_only.retrain
+    below_bar = decide_retrain(True, False, [], None, {"accuracy": 0.5}, {"accuracy": 0.7}, "drift")
+    assert below_bar.retrain
+
+
 def test_a_drop_within_the_allowed_share_is_not_a_drop():
     # 0.85 vs 0.90: a 5.6% drop, inside max_relative_drop = 10%
     decision = decide_retrain(True, False, [], drifted_perf(0.85), {"accuracy": 0.85}, {})

@@ -97,6 +97,10 @@ class DriftConfig(BaseModel):
         Cross-validation folds of the domain classifier.
     classifier_min_auc : float
         Minimum cross-validated AUC for the domain classifier to count as drift (effect-size gate).
+    decision_rule : {"drift_or_performance", "drift", "performance"}
+        What calls for a challenger in a pipeline: statistical data drift OR a performance drop (CalmOps'
+        rule, the default), data drift only, or a performance drop only. A champion below an absolute
+        performance threshold calls for one under every rule. Not used by :func:`detect_drift` itself.
     seed : int
         Seed of every random choice (sampling, permutations, folds), so reports are reproducible.
     """
@@ -124,6 +128,7 @@ class DriftConfig(BaseModel):
     mmd_permutations: int = Field(500, ge=19)
     classifier_folds: int = Field(3, ge=2, le=10)
     classifier_min_auc: float = Field(0.55, ge=0.5, le=1.0)
+    decision_rule: Literal["drift_or_performance", "drift", "performance"] = "drift_or_performance"
     seed: int = 0
 
     @model_validator(mode="after")
