@@ -1,0 +1,57 @@
+"""The headless CLI: init, run, list, demo (in-process, on a temporary CALMOPS_HOME)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import yaml
+
+from calmops_dagster.cli import main
+
+
+def test_init_run_list(home, tmp_path, block_files, capsys, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    data = tmp_path / "incoming"
+    data.mkdir()
+    old = time.time() - 60  # copied a minute ago: stable for the default settle time
+    for path in block_files[:3]:
+        os.utime(shutil.copy(path, data), (old, old))
+    assert main(["init", "churn", "--type", "block", "--data-dir", str(data), "--target", "y",
+                 "--block-col", "block", "--model", "sklearn.ensemble.RandomForestClassifier",
+                 "--param", "n_estimators=20", "--param", "random_state=0"]) == 0
+    spec = yaml.safe_load(home.spec_path("churn").read_text())
+    assert spec["model_spec"] == {"module": "sklearn.ensemble", "class": "RandomForestClassifier",
+                                  "params": {"n_estimators": 20, "random_state": 0}, "allow_any_module": False}
+
+    assert main(["run", "churn"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("block ")]
+    assert [line.split(":")[0] for line in lines] == ["block 1", "block 2", "block 3"]
+    assert "promoted, champion v0001: first champion" in lines[0]
+    assert "drift" in lines[2] and "promoted, champion v0002" in lines[2]
+    assert (home.dagster_home / "dagster.yaml").is_file()  # the instance `dagster dev` shares
+
+    assert main(["run", "churn"]) == 0
+    assert "nothing pending" in capsys.readouterr().out
+
+    assert main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert "churn" in listing and "v0002" in listing and "block" in listing
+
+
+def test_init_refuses_to_overwrite_and_reports_bad_specs(home, tmp_path, capsys):
+    args = ["init", "p", "--data-dir", str(tmp_path), "--target", "y", "--block-col", "b"]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "already exists; use --force" in capsys.readouterr().err
+    assert main([*args[:1], "q", *args[2:], "--model", "os.system"]) == 2
+    assert "not in the trusted packages" in capsys.readouterr().err
+
+
+def test_demo_creates_pipeline_and_data(home, capsys):
+    assert main(["demo", "--blocks", "3", "--rows-per-block", "50", "--initial", "1"]) == 0
+    assert home.spec_path("demo").is_file()
+    assert len(list((home.root / "demo" / "demo" / "blocks").glob("*.csv"))) == 3
+    assert len(list((home.root / "demo" / "demo" / "data").glob("*.csv"))) == 1
