@@ -71,7 +71,9 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     if args.drift_to is not None:
         if args.drift_block is None or not 0 < args.drift_block < args.blocks:
             raise GeneratorConfigError(f"--drift-to needs --drift-block in [1, {args.blocks})")
-        drifts.append(ConceptDrift(args.drift_block * args.rows_per_block, _json_arg(args.drift_to), args.drift_width))
+        drifts.append(
+            ConceptDrift(args.drift_block * args.rows_per_block, _json_arg(args.drift_to), args.drift_width)
+        )
     settings = _json_arg(args.settings) if args.settings else {}
     frame, truth = generate_synthetic(args.generator, n_rows, args.seed, settings, drifts, args.target)
     frame = assign_blocks(frame, args.rows_per_block, args.block_col)
@@ -84,11 +86,18 @@ def _run_real(args: argparse.Namespace) -> int:
     generator = RealGenerator(
         args.method, target=args.target, seed=args.seed, sdv_model=args.sdv_model, sdv_epochs=args.sdv_epochs
     )
-    synthetic, report = synthesize_and_report(real, generator, args.blocks * args.rows_per_block, args.test_size)
+    synthetic, report = synthesize_and_report(
+        real, generator, args.blocks * args.rows_per_block, args.test_size
+    )
     print(report.to_text())
     frame = assign_blocks(synthetic, args.rows_per_block, args.block_col)
-    source = {"generator": "real", "method": args.method, "input": str(args.input), "seed": args.seed,
-              "fidelity": report.to_dict()}
+    source = {
+        "generator": "real",
+        "method": args.method,
+        "input": str(args.input),
+        "seed": args.seed,
+        "fidelity": report.to_dict(),
+    }
     return _finish(frame, args, [], source)
 
 
@@ -101,26 +110,41 @@ def _pair(text: str, n: int, flag: str) -> list[str]:
 
 def _run_clinic(args: argparse.Namespace) -> int:
     try:
-        transitions = [GroupTransition(int(v), float(f)) for v, f in (_pair(t, 2, "--transition") for t in args.transition)]
+        transitions = [
+            GroupTransition(int(v), float(f))
+            for v, f in (_pair(t, 2, "--transition") for t in args.transition)
+        ]
         shifts = [
-            ModuleShift(int(v), int(m), float(f)) for v, m, f in (_pair(s, 3, "--module-shift") for s in args.module_shift)
+            ModuleShift(int(v), int(m), float(f))
+            for v, m, f in (_pair(s, 3, "--module-shift") for s in args.module_shift)
         ]
     except ValueError as exc:
         raise GeneratorConfigError(f"bad --transition/--module-shift value: {exc}") from exc
     generator = ClinicGenerator(
-        n_genes=args.genes, n_proteins=args.proteins, n_modules=args.modules, modality=args.modality, seed=args.seed
+        n_genes=args.genes,
+        n_proteins=args.proteins,
+        n_modules=args.modules,
+        modality=args.modality,
+        seed=args.seed,
     )
     frame, truth = generator.generate(args.rows_per_block, args.blocks, transitions, shifts)
     if args.block_col != "visit":
         frame.insert(0, args.block_col, frame["visit"])
-    source = {"generator": "clinic", "modality": args.modality, "seed": args.seed, "patients": args.rows_per_block}
+    source = {
+        "generator": "clinic",
+        "modality": args.modality,
+        "seed": args.seed,
+        "patients": args.rows_per_block,
+    }
     return _finish(frame, args, truth, source)
 
 
 def _run_inject(args: argparse.Namespace) -> int:
     frame = read_table(args.input)
     if args.block_col not in frame.columns:
-        frame = assign_blocks(frame.head(args.blocks * args.rows_per_block), args.rows_per_block, args.block_col)
+        frame = assign_blocks(
+            frame.head(args.blocks * args.rows_per_block), args.rows_per_block, args.block_col
+        )
     return _finish(frame, args, [], {"generator": "inject", "input": str(args.input), "seed": args.seed})
 
 
@@ -179,14 +203,29 @@ def add_generate_command(subparsers: Any) -> None:
     clinic.add_argument("--proteins", type=int, default=10)
     clinic.add_argument("--modules", type=int, default=5)
     clinic.add_argument("--modality", choices=MODALITIES, default="rnaseq")
-    clinic.add_argument("--transition", action="append", default=[], metavar="VISIT:FRACTION",
-                        help="controls turning into disease from VISIT (repeatable)")
-    clinic.add_argument("--module-shift", action="append", default=[], metavar="VISIT:MODULE:FOLD",
-                        help="module mean multiplied by FOLD from VISIT (repeatable)")
+    clinic.add_argument(
+        "--transition",
+        action="append",
+        default=[],
+        metavar="VISIT:FRACTION",
+        help="controls turning into disease from VISIT (repeatable)",
+    )
+    clinic.add_argument(
+        "--module-shift",
+        action="append",
+        default=[],
+        metavar="VISIT:MODULE:FOLD",
+        help="module mean multiplied by FOLD from VISIT (repeatable)",
+    )
     clinic.set_defaults(func=_handler(_run_clinic))
 
-    inject = kinds.add_parser("inject", parents=[common],
-                              help="inject drift into an existing table (blocks kept if --block-col exists)")
+    inject = kinds.add_parser(
+        "inject",
+        parents=[common],
+        help="inject drift into an existing table (blocks kept if --block-col exists)",
+    )
     inject.add_argument("--input", required=True, type=Path, help="table (.csv or .parquet)")
-    inject.add_argument("--spec", dest="inject", required=True, help="JSON list (inline or file) of injections")
+    inject.add_argument(
+        "--spec", dest="inject", required=True, help="JSON list (inline or file) of injections"
+    )
     inject.set_defaults(func=_handler(_run_inject))

@@ -106,8 +106,11 @@ class ClinicGenerator:
         check_option("modality", modality, MODALITIES)
         if n_genes < 1 or n_proteins < 0 or n_modules < 1:
             raise GeneratorConfigError("need n_genes >= 1, n_proteins >= 0 and n_modules >= 1")
-        for name, value in (("disease_prevalence", disease_prevalence), ("module_correlation", module_correlation),
-                            ("visit_correlation", visit_correlation)):
+        for name, value in (
+            ("disease_prevalence", disease_prevalence),
+            ("module_correlation", module_correlation),
+            ("visit_correlation", visit_correlation),
+        ):
             if not 0.0 <= value < 1.0:
                 raise GeneratorConfigError(f"{name} must be in [0, 1), got {value}")
         if not 0 <= disease_modules <= n_modules or disease_fold <= 0:
@@ -127,12 +130,16 @@ class ClinicGenerator:
     @property
     def feature_names(self) -> list[str]:
         """Gene then protein column names."""
-        return [f"gene_{g:03d}" for g in range(self.n_genes)] + [f"prot_{k:03d}" for k in range(self.n_proteins)]
+        return [f"gene_{g:03d}" for g in range(self.n_genes)] + [
+            f"prot_{k:03d}" for k in range(self.n_proteins)
+        ]
 
     @property
     def feature_modules(self) -> np.ndarray:
         """Module of each feature, in :attr:`feature_names` order."""
-        return np.concatenate([np.arange(self.n_genes) % self.n_modules, np.arange(self.n_proteins) % self.n_modules])
+        return np.concatenate(
+            [np.arange(self.n_genes) % self.n_modules, np.arange(self.n_proteins) % self.n_modules]
+        )
 
     def module_columns(self, module: int) -> list[str]:
         """Names of the genes and proteins of one module."""
@@ -214,7 +221,9 @@ class ClinicGenerator:
             fresh = vrng.standard_normal((n_patients, n_features)) @ factor.T
             if visit < first_visit:
                 continue
-            latent = np.sqrt(self.visit_correlation) * patient_latent + np.sqrt(1 - self.visit_correlation) * fresh
+            latent = (
+                np.sqrt(self.visit_correlation) * patient_latent + np.sqrt(1 - self.visit_correlation) * fresh
+            )
             diseased = disease_at <= visit
             log_fold = np.outer(diseased, disease_fold)
             for s in module_shifts:
@@ -223,7 +232,9 @@ class ClinicGenerator:
             values = self._features(latent, log_fold, marg, vrng)
             part = pd.DataFrame(values, columns=self.feature_names)
             if self.modality == "rnaseq":
-                part[self.feature_names[: self.n_genes]] = part[self.feature_names[: self.n_genes]].astype(np.int64)
+                part[self.feature_names[: self.n_genes]] = part[self.feature_names[: self.n_genes]].astype(
+                    np.int64
+                )
             part.insert(0, "bmi", np.round(bmi + vrng.normal(0, 0.5, n_patients), 1))
             part.insert(0, "sex", sex)
             part.insert(0, "age", (base_age + visit).astype(int))
@@ -271,14 +282,25 @@ class ClinicGenerator:
         disease_columns = [c for m in range(self.disease_modules) for c in self.module_columns(m)]
         records: list[dict[str, Any]] = []
         for t in transitions:
-            records.append({
-                "type": "group_transition", "visit": t.visit, "fraction": t.fraction,
-                "n_patients": int(np.sum(disease_at == t.visit)), "blocks": list(range(t.visit, n_visits)),
-                "columns": disease_columns + ["diagnosis"],
-            })
+            records.append(
+                {
+                    "type": "group_transition",
+                    "visit": t.visit,
+                    "fraction": t.fraction,
+                    "n_patients": int(np.sum(disease_at == t.visit)),
+                    "blocks": list(range(t.visit, n_visits)),
+                    "columns": disease_columns + ["diagnosis"],
+                }
+            )
         for s in module_shifts:
-            records.append({
-                "type": "module_shift", "visit": s.visit, "module": s.module, "fold_change": s.fold_change,
-                "blocks": list(range(s.visit, n_visits)), "columns": self.module_columns(s.module),
-            })
+            records.append(
+                {
+                    "type": "module_shift",
+                    "visit": s.visit,
+                    "module": s.module,
+                    "fold_change": s.fold_change,
+                    "blocks": list(range(s.visit, n_visits)),
+                    "columns": self.module_columns(s.module),
+                }
+            )
         return records

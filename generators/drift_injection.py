@@ -122,7 +122,10 @@ class DriftInjector:
         positions = np.flatnonzero(mask)
         if positions.size == 0:
             raise GeneratorConfigError("the selection matches no rows")
-        where: dict[str, Any] = {"rows": [int(positions[0]), int(positions[-1]) + 1], "n_rows": int(positions.size)}
+        where: dict[str, Any] = {
+            "rows": [int(positions[0]), int(positions[-1]) + 1],
+            "n_rows": int(positions.size),
+        }
         if self.block_col is not None:
             where["blocks"] = sorted(pd.unique(self.frame[self.block_col].to_numpy()[positions]).tolist())
         if time is not None:
@@ -221,7 +224,12 @@ class DriftInjector:
             self.frame[c] = self.frame[c].astype(float)
             self.frame.loc[positions, c] = new
         return self._record(
-            "feature_drift", where, kind=kind, columns=cols, magnitude=magnitude, profile=profile,
+            "feature_drift",
+            where,
+            kind=kind,
+            columns=cols,
+            magnitude=magnitude,
+            profile=profile,
             curve=curve if profile in ("gradual", "incremental") else None,
             period=(period or max(positions.size // 4, 1)) if profile == "recurrent" else None,
         )
@@ -320,7 +328,11 @@ class DriftInjector:
         chosen = hits[self._rng.random(hits.size) < fraction]
         self._flip(target, chosen)
         return self._record(
-            "conditional_drift", where, target=target, region=region, fraction=fraction,
+            "conditional_drift",
+            where,
+            target=target,
+            region=region,
+            fraction=fraction,
             n_flipped=int(chosen.size),
         )
 
@@ -386,7 +398,7 @@ class DriftInjector:
         blocks: Sequence[Any] | None = None,
         time: Sequence[Any] | None = None,
     ) -> dict[str, Any]:
-        """Replace a random ``fraction`` of the selected values of a column by a category never seen before."""
+        """Replace a random ``fraction`` of the selected values of a column by a never-seen category."""
         if column not in self.frame.columns:
             raise GeneratorConfigError(f"column {column!r} not in the table")
         if (self.frame[column].astype(str) == category).any():

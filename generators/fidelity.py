@@ -115,14 +115,19 @@ class FidelityReport:
         lines = ["column                statistic  value   missing real/synth"]
         for r in self.columns.itertuples():
             lines.append(
-                f"{str(r.column)[:20]:<21} {r.statistic:<9} {r.value:6.3f}  {r.missing_real:.3f}/{r.missing_synthetic:.3f}"
+                f"{str(r.column)[:20]:<21} {r.statistic:<9} {r.value:6.3f}  "
+                f"{r.missing_real:.3f}/{r.missing_synthetic:.3f}"
             )
         c = self.correlation
-        lines.append(f"correlation matrix distance: frobenius {c['frobenius']:.3f}, max |diff| {c['max_abs']:.3f}")
+        lines.append(
+            f"correlation matrix distance: frobenius {c['frobenius']:.3f}, max |diff| {c['max_abs']:.3f}"
+        )
         if self.utility:
             u = self.utility
-            lines.append(f"utility ({u['metric']} on held-out real rows): train-on-real {u['trtr']:.3f}, "
-                         f"train-on-synthetic {u['tstr']:.3f}")
+            lines.append(
+                f"utility ({u['metric']} on held-out real rows): train-on-real {u['trtr']:.3f}, "
+                f"train-on-synthetic {u['tstr']:.3f}"
+            )
         return "\n".join(lines)
 
 

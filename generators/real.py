@@ -173,18 +173,26 @@ class _Conditional:
 
             cls = RandomForestClassifier if self.categorical else RandomForestRegressor
             self.model = cls(
-                n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf, max_features=0.5,
-                random_state=self.seed, n_jobs=1,
+                n_estimators=self.n_estimators,
+                min_samples_leaf=self.min_samples_leaf,
+                max_features=0.5,
+                random_state=self.seed,
+                n_jobs=1,
             ).fit(X, y)
             leaves = self.model.apply(X)
             self.samplers = [_LeafSampler(leaves[:, t], y) for t in range(leaves.shape[1])]
         else:
             import lightgbm as lgb
 
-            params = dict(
-                n_estimators=self.n_estimators * 5, num_leaves=15, learning_rate=0.1,
-                min_child_samples=max(self.min_samples_leaf, 5), random_state=self.seed, n_jobs=1, verbose=-1,
-            )
+            params = {
+                "n_estimators": self.n_estimators * 5,
+                "num_leaves": 15,
+                "learning_rate": 0.1,
+                "min_child_samples": max(self.min_samples_leaf, 5),
+                "random_state": self.seed,
+                "n_jobs": 1,
+                "verbose": -1,
+            }
             if self.categorical:
                 self.model = lgb.LGBMClassifier(**params).fit(X, y.astype(int))
             else:
@@ -280,14 +288,18 @@ class RealGenerator:
             if self.target not in frame.columns:
                 raise GeneratorConfigError(f"target {self.target!r} not in the table's columns")
             if frame[self.target].isna().any():
-                raise GeneratorConfigError(f"target {self.target!r} has missing values; drop those rows first")
+                raise GeneratorConfigError(
+                    f"target {self.target!r} has missing values; drop those rows first"
+                )
         self.real_ = frame.reset_index(drop=True).copy()
         self.columns_ = describe_columns(self.real_)
         self.encoded_ = encode(self.real_, self.columns_)
         names = [c.name for c in self.columns_]
         self.target_index_ = names.index(self.target) if self.target is not None else None
         if self.target_index_ is not None:
-            self.classes_, self.class_of_row_ = np.unique(self.encoded_[:, self.target_index_], return_inverse=True)
+            self.classes_, self.class_of_row_ = np.unique(
+                self.encoded_[:, self.target_index_], return_inverse=True
+            )
         else:
             self.classes_, self.class_of_row_ = np.zeros(1), np.zeros(len(frame), dtype=int)
         if self.method in ("cart", "rf", "lgbm"):
@@ -309,7 +321,10 @@ class RealGenerator:
                 continue  # constant column: its marginal draw is already exact
             before = self.visit_order_[:k]
             self.conditionals_[j] = _Conditional(
-                self.method, self.columns_[j].categorical, self.seed + j, self.min_samples_leaf,
+                self.method,
+                self.columns_[j].categorical,
+                self.seed + j,
+                self.min_samples_leaf,
                 self.n_estimators,
             ).fit(X[np.ix_(observed, before)], X[observed, j])
 
@@ -390,8 +405,12 @@ class RealGenerator:
         else:
             from sdv.sampling import Condition
 
-            labels = [decode(np.array([[c]]), [self.columns_[self.target_index_]]).iloc[0, 0] for c in self.classes_]
-            conditions = [Condition({self.target: label}, num_rows=int(k)) for label, k in zip(labels, counts) if k]
+            labels = [
+                decode(np.array([[c]]), [self.columns_[self.target_index_]]).iloc[0, 0] for c in self.classes_
+            ]
+            conditions = [
+                Condition({self.target: label}, num_rows=int(k)) for label, k in zip(labels, counts) if k
+            ]
             out = self.sdv_.sample_from_conditions(conditions)
             out = out["table"] if isinstance(out, dict) else out
             out = out.sample(frac=1.0, random_state=self.seed).reset_index(drop=True)

@@ -110,7 +110,7 @@ def write_blocks(
     record = {
         "block_col": block_col,
         "n_blocks": len(blocks),
-        "n_rows": int(len(frame)),
+        "n_rows": len(frame),
         "format": fmt,
         "files": files,
         "block_rows": {str(k): v for k, v in block_rows(frame, block_col).items()},

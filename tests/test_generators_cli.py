@@ -29,18 +29,46 @@ def load(out):
 
 def test_synthetic_with_concept_drift_and_injection_writes_blocks_and_truth(tmp_path):
     out = tmp_path / "syn"
-    spec = [{"method": "feature_drift", "columns": ["x2"], "kind": "shift", "magnitude": 1.0, "blocks": [4, 5]}]
-    code = run(["synthetic", "--generator", "sea", "--drift-to", '{"variant": 3}', "--drift-block", "3",
-                "--out", str(out), "--blocks", "6", "--rows-per-block", "300", "--seed", "1",
-                "--inject", json.dumps(spec)])
+    spec = [
+        {"method": "feature_drift", "columns": ["x2"], "kind": "shift", "magnitude": 1.0, "blocks": [4, 5]}
+    ]
+    code = run(
+        [
+            "synthetic",
+            "--generator",
+            "sea",
+            "--drift-to",
+            '{"variant": 3}',
+            "--drift-block",
+            "3",
+            "--out",
+            str(out),
+            "--blocks",
+            "6",
+            "--rows-per-block",
+            "300",
+            "--seed",
+            "1",
+            "--inject",
+            json.dumps(spec),
+        ]
+    )
     assert code == 0
     frame, truth = load(out)
-    assert sorted(p.name for p in out.iterdir()) == [f"block_00{i}.csv" for i in range(6)] + [GROUND_TRUTH_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [f"block_00{i}.csv" for i in range(6)] + [
+        GROUND_TRUTH_FILE
+    ]
     assert truth["n_blocks"] == 6 and truth["n_rows"] == 1800 and truth["block_rows"]["3"] == [900, 1200]
     assert [d["type"] for d in truth["drifts"]] == ["concept_drift", "feature_drift"]
     assert truth["drifts"][0]["position"] == 900
     # the ground truth is exactly where KS sees drift: x2 in blocks 4 and 5, nothing else
-    drifted = {(c, b) for d in truth["drifts"] if d["type"] == "feature_drift" for c in d["columns"] for b in d["blocks"]}
+    drifted = {
+        (c, b)
+        for d in truth["drifts"]
+        if d["type"] == "feature_drift"
+        for c in d["columns"]
+        for b in d["blocks"]
+    }
     for col in ["x0", "x1", "x2"]:
         for block in range(1, 6):
             p = stats.ks_2samp(frame.loc[frame.block == 0, col], frame.loc[frame.block == block, col]).pvalue
@@ -49,21 +77,67 @@ def test_synthetic_with_concept_drift_and_injection_writes_blocks_and_truth(tmp_
     assert frame.loc[frame.block >= 3, "target"].mean() < frame.loc[frame.block < 3, "target"].mean() - 0.05
     # same seed, same bytes
     again = tmp_path / "again"
-    run(["synthetic", "--generator", "sea", "--drift-to", '{"variant": 3}', "--drift-block", "3",
-         "--out", str(again), "--blocks", "6", "--rows-per-block", "300", "--seed", "1", "--inject", json.dumps(spec)])
+    run(
+        [
+            "synthetic",
+            "--generator",
+            "sea",
+            "--drift-to",
+            '{"variant": 3}',
+            "--drift-block",
+            "3",
+            "--out",
+            str(again),
+            "--blocks",
+            "6",
+            "--rows-per-block",
+            "300",
+            "--seed",
+            "1",
+            "--inject",
+            json.dumps(spec),
+        ]
+    )
     assert (out / "block_004.csv").read_bytes() == (again / "block_004.csv").read_bytes()
 
 
 def test_real_prints_fidelity_and_keeps_balance(tmp_path, capsys):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 3))
-    real = pd.DataFrame({"a": x[:, 0], "b": x[:, 0] + x[:, 1], "g": np.where(x[:, 2] > 0, "p", "q"),
-                         "y": (x[:, 0] > 0.5).astype(int)})
+    real = pd.DataFrame(
+        {
+            "a": x[:, 0],
+            "b": x[:, 0] + x[:, 1],
+            "g": np.where(x[:, 2] > 0, "p", "q"),
+            "y": (x[:, 0] > 0.5).astype(int),
+        }
+    )
     src = tmp_path / "real.parquet"
     real.to_parquet(src)
     out = tmp_path / "real_out"
-    assert run(["real", "--input", str(src), "--method", "cart", "--target", "y", "--out", str(out),
-                "--blocks", "2", "--rows-per-block", "250", "--format", "parquet"], home=object()) == 0
+    assert (
+        run(
+            [
+                "real",
+                "--input",
+                str(src),
+                "--method",
+                "cart",
+                "--target",
+                "y",
+                "--out",
+                str(out),
+                "--blocks",
+                "2",
+                "--rows-per-block",
+                "250",
+                "--format",
+                "parquet",
+            ],
+            home=object(),
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "train-on-synthetic" in printed and "correlation matrix distance" in printed
     frame, truth = load(out)
@@ -74,8 +148,30 @@ def test_real_prints_fidelity_and_keeps_balance(tmp_path, capsys):
 
 def test_clinic_blocks_are_visits(tmp_path):
     out = tmp_path / "clinic"
-    assert run(["clinic", "--genes", "6", "--proteins", "2", "--modules", "2", "--transition", "2:0.5",
-                "--module-shift", "3:1:2.5", "--out", str(out), "--blocks", "4", "--rows-per-block", "50"]) == 0
+    assert (
+        run(
+            [
+                "clinic",
+                "--genes",
+                "6",
+                "--proteins",
+                "2",
+                "--modules",
+                "2",
+                "--transition",
+                "2:0.5",
+                "--module-shift",
+                "3:1:2.5",
+                "--out",
+                str(out),
+                "--blocks",
+                "4",
+                "--rows-per-block",
+                "50",
+            ]
+        )
+        == 0
+    )
     frame, truth = load(out)
     assert (frame["block"] == frame["visit"]).all() and frame.groupby("block").size().tolist() == [50] * 4
     assert [d["type"] for d in truth["drifts"]] == ["group_transition", "module_shift"]
@@ -84,29 +180,56 @@ def test_clinic_blocks_are_visits(tmp_path):
 
 
 def test_inject_on_an_existing_table_keeps_its_blocks(tmp_path):
-    table = pd.DataFrame({"v": np.random.default_rng(1).normal(size=400), "y": [0, 1] * 200,
-                          "batch": np.repeat([10, 20, 30, 40], 100)})
+    table = pd.DataFrame(
+        {
+            "v": np.random.default_rng(1).normal(size=400),
+            "y": [0, 1] * 200,
+            "batch": np.repeat([10, 20, 30, 40], 100),
+        }
+    )
     src = tmp_path / "t.csv"
     table.to_csv(src, index=False)
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps([{"method": "label_flip", "target": "y", "fraction": 1.0, "blocks": [30]},
-                                {"method": "missing_drift", "columns": ["v"], "rate": 0.5, "blocks": [40]}]))
+    spec.write_text(
+        json.dumps(
+            [
+                {"method": "label_flip", "target": "y", "fraction": 1.0, "blocks": [30]},
+                {"method": "missing_drift", "columns": ["v"], "rate": 0.5, "blocks": [40]},
+            ]
+        )
+    )
     out = tmp_path / "inj"
-    assert run(["inject", "--input", str(src), "--spec", str(spec), "--block-col", "batch", "--out", str(out)]) == 0
+    assert (
+        run(["inject", "--input", str(src), "--spec", str(spec), "--block-col", "batch", "--out", str(out)])
+        == 0
+    )
     frame, truth = load(out)
-    assert truth["files"] == {"10": "block_000.csv", "20": "block_001.csv", "30": "block_002.csv", "40": "block_003.csv"}
-    assert (frame.loc[frame.batch == 30, "y"].to_numpy() == 1 - table.loc[table.batch == 30, "y"].to_numpy()).all()
-    assert frame.loc[frame.batch != 40, "v"].notna().all() and frame.loc[frame.batch == 40, "v"].isna().mean() > 0.3
+    assert truth["files"] == {
+        "10": "block_000.csv",
+        "20": "block_001.csv",
+        "30": "block_002.csv",
+        "40": "block_003.csv",
+    }
+    assert (
+        frame.loc[frame.batch == 30, "y"].to_numpy() == 1 - table.loc[table.batch == 30, "y"].to_numpy()
+    ).all()
+    assert (
+        frame.loc[frame.batch != 40, "v"].notna().all()
+        and frame.loc[frame.batch == 40, "v"].isna().mean() > 0.3
+    )
     assert [d["blocks"] for d in truth["drifts"]] == [[30], [40]]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["synthetic", "--drift-to", '{"variant": 1}', "--blocks", "3"], "--drift-block"),
-    (["synthetic", "--settings", "{not json"], "not valid JSON"),
-    (["inject", "--input", "missing.csv", "--spec", "[]"], "missing.csv"),
-    (["clinic", "--transition", "2"], "--transition expects 2 values"),
-    (["synthetic", "--inject", '[{"method": "shrink"}]'], "unknown injection 'shrink'; valid options"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["synthetic", "--drift-to", '{"variant": 1}', "--blocks", "3"], "--drift-block"),
+        (["synthetic", "--settings", "{not json"], "not valid JSON"),
+        (["inject", "--input", "missing.csv", "--spec", "[]"], "missing.csv"),
+        (["clinic", "--transition", "2"], "--transition expects 2 values"),
+        (["synthetic", "--inject", '[{"method": "shrink"}]'], "unknown injection 'shrink'; valid options"),
+    ],
+)
 def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, argv, message):
     assert run([*argv, "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""ClinicGenerator: count marginals, copula modules, visits, and drift as group transitions and module shifts."""
+"""ClinicGenerator: count marginals, copula modules, visits; drift as group transitions and module shifts."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,9 @@ from generators.errors import GeneratorConfigError, UnknownOptionError
 @pytest.fixture(scope="module")
 def cohort():
     gen = ClinicGenerator(n_genes=20, n_proteins=5, n_modules=5, seed=3)
-    frame, truth = gen.generate(400, 6, transitions=[GroupTransition(2, 0.5)], module_shifts=[ModuleShift(4, 3, 3.0)])
+    frame, truth = gen.generate(
+        400, 6, transitions=[GroupTransition(2, 0.5)], module_shifts=[ModuleShift(4, 3, 3.0)]
+    )
     return gen, frame, truth
 
 
@@ -23,7 +25,7 @@ def test_rnaseq_counts_are_non_negative_integers(cohort):
     # over-dispersed, as negative-binomial counts are: variance above the mean for every gene
     control = genes[(frame.visit == 0) & (frame.diagnosis == 0)]
     assert (control.var() > control.mean()).all()
-    assert (frame[gen.feature_names[gen.n_genes:]] > 0).all().all()
+    assert (frame[gen.feature_names[gen.n_genes :]] > 0).all().all()
 
 
 def test_modules_are_correlated_inside_and_not_across(cohort):
@@ -41,7 +43,9 @@ def test_modules_are_correlated_inside_and_not_across(cohort):
 def test_patients_are_longitudinal(cohort):
     _, frame, _ = cohort
     v0, v1 = frame[frame.visit == 0].reset_index(), frame[frame.visit == 1].reset_index()
-    assert (v0.patient_id == v1.patient_id).all() and (v1.age == v0.age + 1).all() and (v1.sex == v0.sex).all()
+    assert (
+        (v0.patient_id == v1.patient_id).all() and (v1.age == v0.age + 1).all() and (v1.sex == v0.sex).all()
+    )
     assert stats.spearmanr(v0.gene_005, v1.gene_005).statistic > 0.4
 
 
@@ -53,8 +57,13 @@ def test_group_transition_changes_diagnosis_and_disease_modules_only(cohort):
     assert rec["type"] == "group_transition" and rec["blocks"] == [2, 3, 4, 5]
     assert prevalence[2] - prevalence[1] == pytest.approx(rec["n_patients"] / 400)
     # disease modules (0 up, 1 down) move between visit 1 and 2; the other modules do not
-    p = {m: [stats.ks_2samp(frame.loc[frame.visit == 1, c], frame.loc[frame.visit == 2, c]).pvalue
-             for c in gen.module_columns(m)] for m in range(gen.n_modules)}
+    p = {
+        m: [
+            stats.ks_2samp(frame.loc[frame.visit == 1, c], frame.loc[frame.visit == 2, c]).pvalue
+            for c in gen.module_columns(m)
+        ]
+        for m in range(gen.n_modules)
+    }
     print("\nKS p visit 1 vs 2 by module: " + str({m: np.round(v, 4).tolist() for m, v in p.items()}))
     for m in (0, 1):
         assert np.median(p[m]) < 1e-3 and max(p[m]) < 0.05, m
@@ -76,12 +85,17 @@ def test_module_shift_is_a_correlated_shift_of_one_module(cohort):
 
 def test_reproducible_and_new_time_steps_continue_the_cohort(cohort):
     gen, frame, _ = cohort
-    again, _ = gen.generate(400, 6, transitions=[GroupTransition(2, 0.5)], module_shifts=[ModuleShift(4, 3, 3.0)])
+    again, _ = gen.generate(
+        400, 6, transitions=[GroupTransition(2, 0.5)], module_shifts=[ModuleShift(4, 3, 3.0)]
+    )
     assert again.equals(frame)
-    later, _ = gen.generate(400, 8, transitions=[GroupTransition(2, 0.5)], module_shifts=[ModuleShift(4, 3, 3.0)],
-                            first_visit=6)
+    later, _ = gen.generate(
+        400, 8, transitions=[GroupTransition(2, 0.5)], module_shifts=[ModuleShift(4, 3, 3.0)], first_visit=6
+    )
     assert sorted(later.visit.unique()) == [6, 7]
-    assert (later[later.visit == 6].patient_id.to_numpy() == frame[frame.visit == 5].patient_id.to_numpy()).all()
+    assert (
+        later[later.visit == 6].patient_id.to_numpy() == frame[frame.visit == 5].patient_id.to_numpy()
+    ).all()
     shorter, _ = gen.generate(400, 3, transitions=[GroupTransition(2, 0.5)])
     assert shorter.equals(frame[frame.visit < 3].reset_index(drop=True))
     other, _ = ClinicGenerator(n_genes=20, n_proteins=5, seed=4).generate(400, 1)

@@ -16,13 +16,17 @@ def table():
     rng = np.random.default_rng(0)
     n = BLOCKS * ROWS
     a, b = rng.normal(size=n), rng.normal(size=n)
-    return pd.DataFrame({
-        "a": a, "b": b, "c": rng.exponential(2.0, n),
-        "cat": rng.choice(["u", "v", "w"], n),
-        "y": (a + rng.normal(0, 1, n) > 0).astype(int),
-        "t": np.arange(n, dtype=float),
-        "block": np.repeat(np.arange(BLOCKS), ROWS),
-    })
+    return pd.DataFrame(
+        {
+            "a": a,
+            "b": b,
+            "c": rng.exponential(2.0, n),
+            "cat": rng.choice(["u", "v", "w"], n),
+            "y": (a + rng.normal(0, 1, n) > 0).astype(int),
+            "t": np.arange(n, dtype=float),
+            "block": np.repeat(np.arange(BLOCKS), ROWS),
+        }
+    )
 
 
 def ks_p(frame, column, block, reference=0):
@@ -58,11 +62,16 @@ def test_ks_finds_injected_drift_where_ground_truth_says_and_nowhere_else(table)
 
 def test_gradual_profile_mixes_old_and_new_rows_increasingly(table):
     inj = DriftInjector(table, seed=2)
-    inj.feature_drift(["a"], kind="shift", magnitude=10.0, profile="gradual", curve="linear", rows=[1000, 2000])
+    inj.feature_drift(
+        ["a"], kind="shift", magnitude=10.0, profile="gradual", curve="linear", rows=[1000, 2000]
+    )
     moved = (inj.frame["a"] - table["a"]).to_numpy()[1000:2000] > 1
     quarters = moved.reshape(4, 250).mean(axis=1)
     assert np.all(np.diff(quarters) > 0), quarters
-    assert set(np.unique(np.round((inj.frame["a"] - table["a"]).to_numpy()[1000:2000], 6))) <= {0.0, round(10 * table["a"].std(ddof=0), 6)}
+    assert set(np.unique(np.round((inj.frame["a"] - table["a"]).to_numpy()[1000:2000], 6))) <= {
+        0.0,
+        round(10 * table["a"].std(ddof=0), 6),
+    }
 
 
 @pytest.mark.parametrize("curve", ["sigmoid", "linear", "cosine"])
@@ -95,8 +104,8 @@ def test_label_flip_and_label_shift(table):
     inj = DriftInjector(table, seed=6, block_col="block")
     rec = inj.label_flip("y", fraction=0.3, blocks=[1])
     flipped = (inj.frame["y"] != table["y"]).to_numpy()
-    assert flipped[ROWS:2 * ROWS].mean() == pytest.approx(0.3, abs=0.05)
-    assert not flipped[:ROWS].any() and not flipped[2 * ROWS:].any()
+    assert flipped[ROWS : 2 * ROWS].mean() == pytest.approx(0.3, abs=0.05)
+    assert not flipped[:ROWS].any() and not flipped[2 * ROWS :].any()
     assert rec["n_flipped"] == flipped.sum()
     inj.label_shift("y", {0: 0.85, 1: 0.15}, blocks=[4])
     block4 = inj.frame[inj.frame.block == 4]
@@ -104,7 +113,8 @@ def test_label_flip_and_label_shift(table):
     assert (block4["block"] == 4).all()
     # P(x | y) kept: a still separates the classes the same way
     assert block4.groupby("y")["a"].mean().diff().iloc[-1] == pytest.approx(
-        table.groupby("y")["a"].mean().diff().iloc[-1], abs=0.3)
+        table.groupby("y")["a"].mean().diff().iloc[-1], abs=0.3
+    )
     assert [r["type"] for r in inj.ground_truth] == ["label_flip", "label_shift"]
 
 
@@ -148,6 +158,7 @@ def test_same_seed_same_injection(table):
         inj.feature_drift(["a"], kind="noise", magnitude=1.0, profile="gradual", blocks=[1, 2])
         inj.label_flip("y", 0.1)
         return inj.frame
+
     assert run(1).equals(run(1)) and not run(1).equals(run(2))
 
 

@@ -1,4 +1,4 @@
-"""RealGenerator and the fidelity report: FCS samples keep variances, correlations, balance and missingness."""
+"""RealGenerator and fidelity report: FCS samples keep variances, correlations, balance, missingness."""
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,9 @@ def make_mixed(n=2000, seed=0):
     z = rng.multivariate_normal(np.zeros(4), cov, size=n)
     frame = pd.DataFrame({f"n{i}": z[:, i] * (i + 1) + i for i in range(4)})
     frame["age"] = np.clip(np.round(40 + 10 * z[:, 0]), 18, 90).astype(int)
-    frame["c0"] = np.where(z[:, 0] + rng.normal(0, 0.5, n) > 0.3, "hi", np.where(rng.random(n) < 0.5, "lo", "mid"))
+    frame["c0"] = np.where(
+        z[:, 0] + rng.normal(0, 0.5, n) > 0.3, "hi", np.where(rng.random(n) < 0.5, "lo", "mid")
+    )
     frame["c1"] = np.where(z[:, 1] > 0, "yes", "no")
     frame["y"] = (z[:, 1] + rng.normal(0, 0.5, n) > 0.8).astype(int)
     frame.loc[rng.random(n) < 0.05, "n2"] = np.nan
@@ -32,7 +34,9 @@ def real():
 
 @pytest.fixture(scope="module")
 def fcs_samples(real):
-    return {m: RealGenerator(m, target="y", seed=0).fit(real).sample(len(real)) for m in ("cart", "rf", "lgbm")}
+    return {
+        m: RealGenerator(m, target="y", seed=0).fit(real).sample(len(real)) for m in ("cart", "rf", "lgbm")
+    }
 
 
 @pytest.mark.parametrize("method", ["cart", "rf", "lgbm"])
@@ -40,8 +44,10 @@ def test_fcs_keeps_variances_correlations_balance_and_missingness(real, fcs_samp
     synth = fcs_samples[method]
     ratios = synth[NUMERIC].var() / real[NUMERIC].var()
     corr_diff = np.abs(synth[NUMERIC].corr().to_numpy() - real[NUMERIC].corr().to_numpy())
-    print(f"\n{method}: variance ratios {ratios.round(3).to_dict()}; "
-          f"correlation max |diff| {corr_diff.max():.3f}, frobenius {np.linalg.norm(corr_diff):.3f}")
+    print(
+        f"\n{method}: variance ratios {ratios.round(3).to_dict()}; "
+        f"correlation max |diff| {corr_diff.max():.3f}, frobenius {np.linalg.norm(corr_diff):.3f}"
+    )
     assert ratios.between(0.9, 1.1).all(), ratios
     assert corr_diff.max() < 0.1
     assert synth["y"].mean() == real["y"].mean()
@@ -72,7 +78,9 @@ def test_same_seed_same_rows(real, method):
 
 def test_class_balance_kept_exactly_for_imbalanced_multiclass():
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"x": rng.normal(size=1000), "label": rng.choice(["a", "b", "c"], 1000, p=[0.8, 0.15, 0.05])})
+    frame = pd.DataFrame(
+        {"x": rng.normal(size=1000), "label": rng.choice(["a", "b", "c"], 1000, p=[0.8, 0.15, 0.05])}
+    )
     for method in ("cart", "resample"):
         synth = RealGenerator(method, target="label", seed=0).fit(frame).sample(400)
         expected = allot(400, frame["label"].value_counts().sort_index().to_numpy().astype(float))
@@ -111,8 +119,16 @@ def test_fidelity_report_figures(real):
 
 def test_describe_columns_kinds(real):
     kinds = {c.name: c.categorical for c in describe_columns(real)}
-    assert kinds == {"n0": False, "n1": False, "n2": False, "n3": False, "age": False,
-                     "c0": True, "c1": True, "y": True}
+    assert kinds == {
+        "n0": False,
+        "n1": False,
+        "n2": False,
+        "n3": False,
+        "age": False,
+        "c0": True,
+        "c1": True,
+        "y": True,
+    }
 
 
 def test_bad_arguments(real):
@@ -127,4 +143,6 @@ def test_bad_arguments(real):
     with pytest.raises(GeneratorConfigError, match="not fitted"):
         RealGenerator("cart").sample(10)
     with pytest.raises(GeneratorConfigError, match="datetime"):
-        RealGenerator("cart").fit(pd.DataFrame({"d": pd.date_range("2020-01-01", periods=20), "x": range(20)}))
+        RealGenerator("cart").fit(
+            pd.DataFrame({"d": pd.date_range("2020-01-01", periods=20), "x": range(20)})
+        )
