@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)
 
-    # generators: add_generate_command(subparsers)
+    from generators.cli import add_generate_command
+
+    add_generate_command(subparsers)
     return parser
 
 

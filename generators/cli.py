@@ -24,13 +24,15 @@ from typing import Any
 
 import pandas as pd
 
-from generators.clinic import MODALITIES, ClinicGenerator, GroupTransition, ModuleShift
-from generators.drift_injection import DriftInjector
 from generators.errors import GeneratorConfigError
-from generators.fidelity import synthesize_and_report
 from generators.real import METHODS, SDV_MODELS, RealGenerator
-from generators.synthetic import GENERATORS, ConceptDrift, generate_synthetic
 from generators.writer import FORMATS, assign_blocks, read_table, write_blocks
+
+# river and scipy.stats take ~0.5 s to import; every ``calmops`` command builds this parser, so the modules
+# that need them are imported inside the handlers, and their option names are repeated here (a test keeps
+# them equal to ``generators.synthetic.GENERATORS`` and ``generators.clinic.MODALITIES``).
+GENERATOR_CHOICES = ("agrawal", "hyperplane", "randomrbf", "sea", "sine", "stagger")
+MODALITY_CHOICES = ("microarray", "rnaseq")
 
 
 def _json_arg(text: str) -> Any:
@@ -50,6 +52,8 @@ def _inject(frame: pd.DataFrame, args: argparse.Namespace, truth: list[dict[str,
     steps = _json_arg(spec)
     if not isinstance(steps, list) or not all(isinstance(s, dict) and "method" in s for s in steps):
         raise GeneratorConfigError('injection spec must be a JSON list of objects with a "method" key')
+    from generators.drift_injection import DriftInjector
+
     injector = DriftInjector(frame, seed=args.seed, block_col=args.block_col)
     for step in steps:
         kwargs = {k: v for k, v in step.items() if k != "method"}
@@ -66,6 +70,8 @@ def _finish(frame: pd.DataFrame, args: argparse.Namespace, truth: list[dict[str,
 
 
 def _run_synthetic(args: argparse.Namespace) -> int:
+    from generators.synthetic import ConceptDrift, generate_synthetic
+
     n_rows = args.blocks * args.rows_per_block
     drifts = []
     if args.drift_to is not None:
@@ -82,6 +88,8 @@ def _run_synthetic(args: argparse.Namespace) -> int:
 
 
 def _run_real(args: argparse.Namespace) -> int:
+    from generators.fidelity import synthesize_and_report
+
     real = read_table(args.input)
     generator = RealGenerator(
         args.method, target=args.target, seed=args.seed, sdv_model=args.sdv_model, sdv_epochs=args.sdv_epochs
@@ -109,6 +117,8 @@ def _pair(text: str, n: int, flag: str) -> list[str]:
 
 
 def _run_clinic(args: argparse.Namespace) -> int:
+    from generators.clinic import ClinicGenerator, GroupTransition, ModuleShift
+
     try:
         transitions = [
             GroupTransition(int(v), float(f))
@@ -181,7 +191,7 @@ def add_generate_command(subparsers: Any) -> None:
     kinds = generate.add_subparsers(dest="generate_kind", required=True)
 
     syn = kinds.add_parser("synthetic", parents=[common], help="river stream with optional concept drift")
-    syn.add_argument("--generator", choices=sorted(GENERATORS), default="sea")
+    syn.add_argument("--generator", choices=GENERATOR_CHOICES, default="sea")
     syn.add_argument("--settings", help="JSON settings of the first concept, e.g. '{\"variant\": 0}'")
     syn.add_argument("--drift-to", help="JSON settings of the concept drifted to")
     syn.add_argument("--drift-block", type=int, help="first block of the new concept")
@@ -202,7 +212,7 @@ def add_generate_command(subparsers: Any) -> None:
     clinic.add_argument("--genes", type=int, default=50)
     clinic.add_argument("--proteins", type=int, default=10)
     clinic.add_argument("--modules", type=int, default=5)
-    clinic.add_argument("--modality", choices=MODALITIES, default="rnaseq")
+    clinic.add_argument("--modality", choices=MODALITY_CHOICES, default="rnaseq")
     clinic.add_argument(
         "--transition",
         action="append",

@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from generators.cli import add_generate_command
+from generators.cli import GENERATOR_CHOICES, MODALITY_CHOICES, add_generate_command
+from generators.clinic import MODALITIES
 from generators.errors import GeneratorConfigError, UnknownOptionError
+from generators.synthetic import GENERATORS
 from generators.writer import GROUND_TRUTH_FILE, assign_blocks, read_table, write_blocks
 
 
@@ -256,3 +258,8 @@ def test_writer_helpers(tmp_path):
         assign_blocks(frame, 0)
     with pytest.raises(GeneratorConfigError, match=".csv or .parquet"):
         read_table(tmp_path / "a.xlsx")
+
+
+def test_cli_option_names_match_the_modules():
+    assert GENERATOR_CHOICES == tuple(sorted(GENERATORS))
+    assert MODALITY_CHOICES == tuple(sorted(MODALITIES))
