@@ -21,10 +21,11 @@
 - ``resample``: a bootstrap of the real rows (the baseline every other method should beat on privacy and
   match on fidelity).
 
-For every method the target's class balance is kept exactly (classes are allotted by largest remainder
-and, for FCS, the target is held fixed while the features are drawn around it), and missing values are put
-back by copying the missingness pattern of a random real row of the same class, so each column's missing
-rate and the co-missingness between columns are kept.
+For every method the target's class balance is kept exactly: classes are allotted by largest remainder,
+FCS draws the features around the fixed target, and SDV samples each class with a condition. FCS puts
+missing values back by copying the missingness pattern of a random real row of the same class, so each
+column's missing rate and the co-missingness between columns are kept; SDV models missing values itself,
+and ``resample`` copies them with the rows.
 """
 
 from __future__ import annotations
@@ -371,12 +372,12 @@ class RealGenerator:
             raise GeneratorConfigError("RealGenerator is not fitted; call fit(frame) first")
         if n <= 0:
             raise GeneratorConfigError(f"n must be positive, got {n}")
-        rng = np.random.default_rng(self.seed + 1)
         proportions = np.bincount(self.class_of_row_, minlength=len(self.classes_)).astype(float)
         counts = allot(n, proportions)
-        row_class = rng.permutation(np.repeat(np.arange(len(self.classes_)), counts))
         if self.method == "sdv":
             return self._sample_sdv(counts)
+        rng = np.random.default_rng(self.seed + 1)
+        row_class = rng.permutation(np.repeat(np.arange(len(self.classes_)), counts))
         if self.method == "resample":
             rows = self._rows_of_class(row_class, rng)
             return decode(self.encoded_[rows], self.columns_)
