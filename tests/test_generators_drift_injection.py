@@ -111,6 +111,7 @@ def test_label_flip_and_label_shift(table):
     block4 = inj.frame[inj.frame.block == 4]
     assert block4["y"].mean() == pytest.approx(0.15, abs=0.04)
     assert (block4["block"] == 4).all()
+    assert inj.frame.dtypes.equals(table.dtypes)
     # P(x | y) kept: a still separates the classes the same way
     assert block4.groupby("y")["a"].mean().diff().iloc[-1] == pytest.approx(
         table.groupby("y")["a"].mean().diff().iloc[-1], abs=0.3

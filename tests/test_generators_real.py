@@ -67,7 +67,7 @@ def test_fcs_samples_from_the_conditional_not_the_point_prediction(real, fcs_sam
     assert synth["n3"].isin(real["n3"]).all()
 
 
-@pytest.mark.parametrize("method", ["cart", "resample"])
+@pytest.mark.parametrize("method", ["cart", "rf", "lgbm", "resample"])
 def test_same_seed_same_rows(real, method):
     a = RealGenerator(method, target="y", seed=5).fit(real).sample(300)
     b = RealGenerator(method, target="y", seed=5).fit(real).sample(300)
