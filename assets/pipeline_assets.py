@@ -25,8 +25,8 @@ from dagster import (
     asset,
 )
 
-from calmops_dagster.block_data import column_kinds, frame_sha256, load_block, sort_block_keys
 from calmops_dagster.block_assessment import assess_block, assessment_rows
+from calmops_dagster.block_data import column_kinds, frame_sha256, load_block, sort_block_keys
 from calmops_dagster.drift.html_report import write_drift_report_html
 from calmops_dagster.evaluation import score_model, threshold_failures
 from calmops_dagster.model_store import now_utc
@@ -75,7 +75,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     def key(name: str) -> AssetKey:
         return AssetKey([*prefix, name])
 
-    common = dict(key_prefix=prefix, group_name=spec.name, partitions_def=partitions)
+    common = {"key_prefix": prefix, "group_name": spec.name, "partitions_def": partitions}
 
     @asset(
         name="data_block",

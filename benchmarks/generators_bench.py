@@ -84,7 +84,7 @@ def bench_real(n: int, deep: bool) -> None:
         start = time.perf_counter()
         gen.fit(real)
         fit_s = time.perf_counter() - start
-        synth, sample_s = timed(lambda: gen.sample(n))
+        synth, sample_s = timed(lambda gen=gen: gen.sample(n))
         total = fit_s + sample_s
         print(f"{name:30} {total:8.2f} s {n / total:12,.0f} rows/s {base_rate / (n / total):10,.0f}x slower"
               f"  (fit {fit_s:.2f} s, sample {sample_s:.2f} s = {n / sample_s:,.0f} rows/s)  "

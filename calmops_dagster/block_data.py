@@ -63,7 +63,7 @@ def read_data_file(path: Path) -> pd.DataFrame:
             frame = pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise EmptyFileError(path, "the file is empty") from None
-    except Exception as exc:  # pandas and pyarrow raise many types for damaged bytes
+    except Exception as exc:  # noqa: BLE001 -- pandas and pyarrow raise many types for damaged bytes
         raise CorruptFileError(path, f"cannot be parsed as {path.suffix[1:].upper()}: {exc}") from None
     if frame.empty:
         raise EmptyFileError(path, "the file holds no rows")

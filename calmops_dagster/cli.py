@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -141,6 +142,10 @@ def cmd_dev(args, home: CalmOpsHome) -> int:
     from calmops_dagster.instance import prepare_instance
 
     prepare_instance(home)
+    # A shell without job control starts background jobs with SIGINT ignored, and dagster dev treats
+    # SIGTERM like SIGINT: restore both so `kill` (or Ctrl-C) stops webserver, daemon and code server.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     command = [sys.executable, "-m", "dagster", "dev", "-m", "calmops_dagster.definitions",
                "-h", args.host, "-p", str(args.port)]
     print(f"DAGSTER_HOME={home.dagster_home}; UI on http://{args.host}:{args.port}")

@@ -39,7 +39,7 @@ def build_definitions(home: CalmOpsHome) -> Definitions:
     for path in home.spec_files():
         try:
             parts.append(build_pipeline_definitions(load_spec(path)))
-        except Exception as exc:  # one broken pipeline must never take the others down
+        except Exception as exc:  # noqa: BLE001 -- one broken pipeline must never take the others down
             log.error("skipping pipeline spec %s: %s", path, exc)
             parts.append(Definitions(sensors=[_spec_error_sensor(path.parent.name, str(exc))]))
     return Definitions.merge(*parts, Definitions(resources=build_resources(home)))

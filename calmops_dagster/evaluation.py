@@ -6,7 +6,7 @@ performance) and promotion (challenger vs champion).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sklearn import metrics as skm

@@ -21,7 +21,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from calmops_dagster.block_data import QUARANTINE_DIR, FileInspection, candidate_files, file_sha256, inspect_file
+from calmops_dagster.block_data import (
+    QUARANTINE_DIR,
+    FileInspection,
+    candidate_files,
+    file_sha256,
+    inspect_file,
+)
 from calmops_dagster.errors import DataFileError
 from calmops_dagster.spec import PipelineSpec
 

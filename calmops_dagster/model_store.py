@@ -23,7 +23,7 @@ import pickle
 import platform
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -57,12 +57,12 @@ def _serialize(model) -> tuple[str, bytes]:
     """skops bytes when skops can store the model, else pickle bytes (guarded by the manifest hash)."""
     try:
         return "skops", sio.dumps(model)
-    except Exception:  # skops refuses objects it has no safe representation for (e.g. river models)
+    except Exception:  # noqa: BLE001 -- skops refuses objects it cannot represent safely (e.g. river models)
         return "pickle", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class ModelStore:
@@ -158,7 +158,7 @@ class ModelStore:
             if fmt == "pickle":
                 with open(path, "rb") as handle:
                     return pickle.load(handle)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any failure to deserialize is an integrity failure
             raise ModelIntegrityError(f"{path}: cannot be loaded as {fmt}: {exc}") from None
         raise ModelIntegrityError(f"{path}: unknown model format '{fmt}' in the manifest")
 

@@ -29,7 +29,7 @@ class CalmOpsHome:
     root: Path
 
     @classmethod
-    def from_env(cls, override: str | os.PathLike | None = None) -> "CalmOpsHome":
+    def from_env(cls, override: str | os.PathLike | None = None) -> CalmOpsHome:
         """``override`` (``--home``), else ``$CALMOPS_HOME``, else ``./.calmops``; always absolute."""
         raw = override or os.environ.get("CALMOPS_HOME") or DEFAULT_HOME
         return cls(Path(raw).expanduser().resolve())

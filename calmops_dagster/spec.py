@@ -54,7 +54,7 @@ class ModelSpec(StrictModel):
     """Opt-in to import from a package outside :data:`TRUSTED_MODEL_PACKAGES`."""
 
     @model_validator(mode="after")
-    def _trusted_and_importable(self) -> "ModelSpec":
+    def _trusted_and_importable(self) -> ModelSpec:
         root = self.module.split(".")[0]
         if root not in TRUSTED_MODEL_PACKAGES and not self.allow_any_module:
             raise ValueError(
@@ -66,7 +66,8 @@ class ModelSpec(StrictModel):
         except ImportError as exc:
             raise ValueError(f"cannot import module '{self.module}': {exc}") from None
         if not isinstance(getattr(module, self.class_name, None), type):
-            raise ValueError(f"module '{self.module}' has no class '{self.class_name}'")
+            # pydantic validators report ValueError as a field error; TypeError would escape as a crash
+            raise ValueError(f"module '{self.module}' has no class '{self.class_name}'")  # noqa: TRY004
         return self
 
     @property
@@ -101,7 +102,7 @@ class ScheduleConfig(StrictModel):
     params: dict[str, Any]
 
     @model_validator(mode="after")
-    def _params_match_type(self) -> "ScheduleConfig":
+    def _params_match_type(self) -> ScheduleConfig:
         if self.type == "cron":
             from dagster._utils.schedules import is_valid_cron_string
 
@@ -173,7 +174,7 @@ class PipelineSpec(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "PipelineSpec":
+    def _consistent(self) -> PipelineSpec:
         if self.target is None and not self.prediction_only:
             raise ValueError("'target' is required unless prediction_only is true")
         if self.type in ("block", "ipip") and not self.block_col:

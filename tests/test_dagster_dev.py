@@ -26,12 +26,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def default_signals() -> None:
-    """In the child: a shell without job control may have left SIGINT ignored; dagster dev needs it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -69,22 +63,21 @@ def dev_server(tmp_path):
     subprocess.run([*calmops, "demo", "--initial", "0", "--blocks", "3", "--rows-per-block", "200"],
                    env=env, check=True, capture_output=True)
     port = free_port()
-    log = open(tmp_path / "dagster_dev.log", "w")
-    process = subprocess.Popen([*calmops, "dev", "--port", str(port)], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                               preexec_fn=default_signals)
-    pgid = os.getpgid(process.pid)
-    try:
-        yield home, port, process
-    finally:
-        os.killpg(pgid, signal.SIGTERM)
+    with open(tmp_path / "dagster_dev.log", "w") as log:
+        # `calmops dev` restores default SIGINT/SIGTERM handling before it execs dagster dev
+        process = subprocess.Popen([*calmops, "dev", "--port", str(port)], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        pgid = os.getpgid(process.pid)
         try:
-            process.wait(timeout=60)
-            wait_for(lambda: not group_alive(pgid), 30, "dagster dev's children to exit", 0.5)
+            yield home, port, process
         finally:
-            if group_alive(pgid):
-                os.killpg(pgid, signal.SIGKILL)
-            log.close()
+            os.killpg(pgid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+                wait_for(lambda: not group_alive(pgid), 30, "dagster dev's children to exit", 0.5)
+            finally:
+                if group_alive(pgid):
+                    os.killpg(pgid, signal.SIGKILL)
     assert not group_alive(pgid), "dagster dev left processes behind"
 
 
@@ -101,7 +94,7 @@ def test_dropped_block_file_is_processed_unattended(dev_server):
 
     wait_for(server_up, 120, "the webserver to answer /server_info")
     blocks_dir, data_dir = home / "demo" / "demo" / "blocks", home / "demo" / "demo" / "data"
-    first = sorted(blocks_dir.glob("*.csv"))[0]
+    first = min(blocks_dir.glob("*.csv"))
     shutil.copy(first, data_dir / first.name)
     wait_for(lambda: "1" in processed_blocks(home / "metrics.duckdb"), 240, "block 1 to be processed")
     assert (home / "pipelines" / "demo" / "models" / "champion.json").is_file()

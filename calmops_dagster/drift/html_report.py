@@ -20,7 +20,6 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from calmops_dagster.atomic import write_text_atomic
-
 from calmops_dagster.drift.report import NOT_TESTED, DriftReport
 
 PLOTLY_JS = "plotly.min.js"
