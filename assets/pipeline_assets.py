@@ -26,13 +26,14 @@ from dagster import (
 )
 
 from calmops_dagster.block_assessment import assess_block, assessment_rows
-from calmops_dagster.block_data import column_kinds, frame_sha256, load_block, sort_block_keys
+from calmops_dagster.block_data import frame_sha256, load_block, sort_block_keys
+from calmops_dagster.block_history import blocks_before, save_block
+from calmops_dagster.champion_challenger import make_challenger, settle_champion
 from calmops_dagster.drift.html_report import write_drift_report_html
-from calmops_dagster.evaluation import score_model, threshold_failures
+from calmops_dagster.evaluation import threshold_failures
 from calmops_dagster.model_store import now_utc
-from calmops_dagster.promotion import decide_promotion
+from calmops_dagster.retrain_modes import history_needed
 from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.training import evaluation_split, fit_full
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 SCHEMA_CHECK = "schema_and_nulls"
@@ -103,6 +104,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "rows": len(frame), "source_file": ",".join(rows.source_files), "content_hash": content_hash,
             "null_cells": int(frame[features].isna().sum().sum()), "loaded_at": now_utc(),
         }])
+        if not spec.prediction_only:
+            save_block(home.paths.blocks_dir(spec.name), block, frame)
         yield Output(frame, metadata={
             "rows": len(frame),
             "columns": len(frame.columns),
@@ -210,79 +213,64 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     def challenger_model(context: AssetExecutionContext, data_block: pd.DataFrame, drift_report: dict,
                          home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         block, store = context.partition_key, home.model_store(spec.name)
-        champion = store.champion_version()
         if not drift_report["retrain"]:
-            return Output({"version": None, "champion_version": champion, "reason": drift_report["reason"]},
+            return Output({"version": None, "champion_version": store.champion_version(),
+                           "reason": drift_report["reason"]},
                           metadata={"trained": 0, "reason": drift_report["reason"]})
-        features = spec.feature_columns(data_block.columns)
-        split = evaluation_split(data_block, spec, features)
-        model = fit_full(spec, split.X_train, split.y_train)
-        challenger_scores = score_model(model, split.X_eval, split.y_eval, spec.task)
-        champion_scores = None
-        if champion:
-            champion_features = store.manifest(champion)["features"]
-            champion_scores = score_model(store.load(champion), split.X_eval[champion_features],
-                                          split.y_eval, spec.task)
-        version = store.save(
-            model,
-            reference=data_block.loc[split.X_train.index, [*features, spec.target]],
-            pipeline=spec.name, role="challenger", retrain_mode=spec.retrain_mode,
-            model_spec=spec.model_spec.dotted, task=spec.task, trained_on_blocks=[block],
-            features=features, feature_kinds=column_kinds(data_block, features),
-            metrics=challenger_scores, evaluated_on=f"block {block} held-out {len(split.X_eval)} rows",
-        )
+        wanted, last = history_needed(spec)
+        history = blocks_before(home.paths.blocks_dir(spec.name), block, last) if wanted else None
+        challenger = make_challenger(spec, store, block, data_block, history)
         stamp = now_utc()
         metrics.store().replace_block_rows("performance", spec.name, block, [
             {"model_version": v, "role": role, "metric": m, "value": s, "computed_at": stamp}
-            for v, role, scores in ((version, "challenger", challenger_scores),
-                                    (champion, "champion", champion_scores))
+            for v, role, scores in ((challenger["version"], "challenger", challenger["challenger_scores"]),
+                                    (challenger["champion_version"], "champion", challenger["champion_scores"]))
             for m, s in (scores or {}).items()
         ], scope={"evaluated_on": "eval_split"})
-        context.log.info(f"block {block}: trained challenger {version}")
-        return Output(
-            {"version": version, "champion_version": champion, "reason": drift_report["reason"],
-             "challenger_scores": challenger_scores, "champion_scores": champion_scores},
-            metadata={"trained": 1, "version": version, "train_rows": len(split.X_train),
-                      "eval_rows": len(split.X_eval), **_scores_metadata("challenger_", challenger_scores),
-                      **_scores_metadata("champion_", champion_scores)},
-        )
+        context.log.info(f"block {block}: trained challenger {challenger['version']} ({challenger['note']})")
+        evidence = challenger["evidence"] or {}
+        return Output({**challenger, "reason": drift_report["reason"]}, metadata={
+            "trained": 1, "version": challenger["version"], "retrain_mode": spec.retrain_mode,
+            "note": challenger["note"], "train_rows": challenger["train_rows"],
+            "eval_rows": challenger["eval_rows"],
+            **{k: v for k, v in evidence.items() if isinstance(v, float)},
+            **{k: v for k, v in challenger.items() if k.startswith("ipip_")},
+            **_scores_metadata("challenger_", challenger["challenger_scores"]),
+            **_scores_metadata("champion_", challenger["champion_scores"]),
+        })
 
     @asset(
         name="champion_model",
-        description="The promotion decision: challenger vs champion on the same evaluation rows.",
-        ins={"challenger_model": AssetIn(key("challenger_model"))},
-        deps=[key("drift_report"), key("data_block")],
+        description="The promotion decision: challenger vs champion on the same evaluation rows, with a "
+        "significance test; automatic rollback when the champion has degraded badly.",
+        ins={"challenger_model": AssetIn(key("challenger_model")), "drift_report": AssetIn(key("drift_report")),
+             "data_block": AssetIn(key("data_block"))},
         check_specs=[AssetCheckSpec(PERFORMANCE_CHECK, asset=key("champion_model"), blocking=True,
                                     description="The champion in force meets the spec's absolute thresholds")],
         **common,
     )
-    def champion_model(context: AssetExecutionContext, challenger_model: dict,
-                       home: CalmOpsHomeResource, metrics: MetricsStoreResource):
-        block, store = context.partition_key, home.model_store(spec.name)
-        before = challenger_model["champion_version"]
-        perf = spec.performance
-        decision = decide_promotion(perf.metric, challenger_model.get("challenger_scores"),
-                                    challenger_model.get("champion_scores"), perf.thresholds,
-                                    perf.min_improvement)
-        if challenger_model["version"] is None:
-            decision = decide_promotion(perf.metric, None, None, perf.thresholds)
-        if decision.promoted:
-            store.set_champion(challenger_model["version"], block, decision.decision)
+    def champion_model(context: AssetExecutionContext, challenger_model: dict, drift_report: dict,
+                       data_block: pd.DataFrame, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+        block, store, perf = context.partition_key, home.model_store(spec.name), spec.performance
+        before = store.champion_version()
+        decision, in_force = settle_champion(spec, store, block, data_block, challenger_model,
+                                             drift_report["champion_block_scores"])
         after = store.champion_version()
+        reason = decision.reason if challenger_model["version"] or decision.decision != "kept" else (
+            challenger_model["reason"])
         metrics.store().replace_block_rows("promotions", spec.name, block, [{
             "champion_before": before, "challenger": challenger_model["version"], "decision": decision.decision,
-            "reason": decision.reason if challenger_model["version"] else challenger_model["reason"],
-            "metric": perf.metric, "champion_score": decision.champion_score,
-            "challenger_score": decision.challenger_score, "champion_after": after, "decided_at": now_utc(),
+            "reason": reason, "metric": perf.metric, "champion_score": decision.champion_score,
+            "challenger_score": decision.challenger_score, "champion_after": after, "test": decision.test,
+            "p_value": decision.p_value, "ci_low": decision.ci_low, "ci_high": decision.ci_high,
+            "decided_at": now_utc(),
         }])
-        context.log.info(f"block {block}: {decision.decision} ({decision.reason})")
-        in_force = challenger_model.get("challenger_scores") if decision.promoted else (
-            challenger_model.get("champion_scores") or _block_scores(store, after, context, block, metrics)
-        )
+        context.log.info(f"block {block}: {decision.decision} ({reason})")
         yield Output(
-            {"champion_version": after, "decision": decision.decision, "reason": decision.reason},
+            {"champion_version": after, "decision": decision.decision, "reason": reason},
             metadata={"champion_version": after or "none", "decision": decision.decision,
-                      "promoted": int(decision.promoted), "reason": decision.reason,
+                      "promoted": int(decision.promoted), "rolled_back": int(decision.decision == "rolled_back"),
+                      "reason": reason, **({"p_value": decision.p_value} if decision.p_value is not None else {}),
                       **_scores_metadata("", in_force)},
         )
         failures = ["no champion"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
@@ -317,15 +305,3 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     if spec.prediction_only:
         return [data_block, predictions]
     return [data_block, drift_report, challenger_model, champion_model, predictions]
-
-
-def _block_scores(store, version, context, block, metrics) -> dict | None:
-    """The champion's scores on the whole block, as drift_report stored them in ``performance``."""
-    if version is None:
-        return None
-    frame = metrics.store().query(
-        "SELECT metric, value FROM performance WHERE pipeline = ? AND block = ? AND model_version = ? "
-        "AND evaluated_on = 'block'",
-        [context.assets_def.key.path[0], block, version],
-    )
-    return dict(zip(frame["metric"], frame["value"])) or None

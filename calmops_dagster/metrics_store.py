@@ -45,7 +45,8 @@ SCHEMA = {
     "promotions": """
         pipeline VARCHAR, block VARCHAR, champion_before VARCHAR, challenger VARCHAR, decision VARCHAR,
         reason VARCHAR, metric VARCHAR, champion_score DOUBLE, challenger_score DOUBLE,
-        champion_after VARCHAR, decided_at TIMESTAMPTZ""",
+        champion_after VARCHAR, test VARCHAR, p_value DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
+        decided_at TIMESTAMPTZ""",
     "quarantine": """
         pipeline VARCHAR, file VARCHAR, reason VARCHAR, content_hash VARCHAR, moved_to VARCHAR,
         quarantined_at TIMESTAMPTZ""",

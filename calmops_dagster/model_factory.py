@@ -25,5 +25,4 @@ def build_model(model_spec: ModelSpec, X: pd.DataFrame) -> Pipeline:
         remainder="passthrough",
         verbose_feature_names_out=False,
     )
-    estimator = model_spec.estimator_class(**model_spec.params)
-    return Pipeline([("encode", encode), ("model", estimator)])
+    return Pipeline([("encode", encode), ("model", model_spec.make_estimator())])

@@ -9,6 +9,7 @@ tests agree on the layout::
       storage/                       Dagster's IO manager outputs
       pipelines/<name>/pipeline.yaml the pipeline spec
       pipelines/<name>/models/       versioned models and the champion pointer
+      pipelines/<name>/blocks/       processed blocks' rows (history for window / replay_mix retraining)
       pipelines/<name>/predictions/  one Parquet file per block
       pipelines/<name>/reports/      drift reports (HTML)
 """
@@ -58,6 +59,10 @@ class CalmOpsHome:
 
     def models_dir(self, name: str) -> Path:
         return self.pipeline_dir(name) / "models"
+
+    def blocks_dir(self, name: str) -> Path:
+        """Processed blocks' rows, one Parquet file per block: the history of ``window``/``replay_mix``."""
+        return self.pipeline_dir(name) / "blocks"
 
     def predictions_dir(self, name: str) -> Path:
         return self.pipeline_dir(name) / "predictions"

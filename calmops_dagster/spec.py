@@ -74,6 +74,16 @@ class ModelSpec(StrictModel):
     def estimator_class(self) -> type:
         return getattr(importlib.import_module(self.module), self.class_name)
 
+    def make_estimator(self):
+        """A new instance with ``params``; river models are wrapped by ``river.compat`` into sklearn
+        estimators (``partial_fit`` calls river's ``learn_many``/``learn_one``)."""
+        estimator = self.estimator_class(**self.params)
+        if self.module.split(".")[0] == "river":
+            from river.compat import convert_river_to_sklearn
+
+            return convert_river_to_sklearn(estimator)
+        return estimator
+
     @property
     def dotted(self) -> str:
         return f"{self.module}.{self.class_name}"
@@ -93,6 +103,26 @@ class PerformanceConfig(StrictModel):
     """A challenger must beat the champion's primary metric by more than this to be promoted."""
     eval_fraction: float = Field(0.3, gt=0, lt=1)
     """Share of a block held out (stratified for classifiers) to score challenger and champion alike."""
+    alpha: float = Field(0.05, gt=0, lt=1)
+    """Significance level of the promotion test (McNemar for classifiers, paired bootstrap otherwise)."""
+    n_bootstrap: int = Field(1000, ge=100)
+    """Resamples of the paired bootstrap."""
+    rollback_drop: float = Field(0.30, gt=0, le=1)
+    """A champion worse than its reference by more than this share is rolled back to a previous champion
+    that does better on the block (CalmOps: 30%)."""
+
+
+class RetrainConfig(StrictModel):
+    """Parameters of the retrain modes (``retrain_mode``)."""
+
+    window_blocks: int = Field(3, ge=1)
+    """``window``: train on the last N blocks (the current one included)."""
+    window_rows: int | None = Field(None, ge=10)
+    """``window``: train on the last N rows instead (overrides ``window_blocks``)."""
+    replay_fraction: float = Field(0.4, gt=0, lt=1)
+    """``replay_mix``: share of the training rows replayed (stratified) from earlier blocks."""
+    calibration: Literal["sigmoid", "isotonic"] = "sigmoid"
+    """``recalibration``: calibration method of the champion's probabilities."""
 
 
 class ScheduleConfig(StrictModel):
@@ -156,7 +186,8 @@ class PipelineSpec(StrictModel):
     model_spec: ModelSpec
     task: Literal["classification", "regression"] | None = None
     """Default: inferred from the estimator class."""
-    retrain_mode: Literal["full"] = "full"
+    retrain_mode: Literal["full", "incremental", "window", "stacking", "replay_mix", "recalibration"] = "full"
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     schedule: ScheduleConfig | None = None
@@ -164,6 +195,11 @@ class PipelineSpec(StrictModel):
     sensor: SensorConfig = Field(default_factory=SensorConfig)
     data_quality: DataQualityConfig = Field(default_factory=DataQualityConfig)
     prediction_only: bool = False
+    model_file: Path | None = None
+    """Prediction-only: the fitted model to serve (``.skops``; pickle/joblib only with
+    ``trust_model_file``), imported into the model store with a manifest on first use."""
+    trust_model_file: bool = False
+    """Opt-in to load ``model_file`` even when it is a pickle or holds types outside the allow-list."""
     seed: int = 0
 
     @field_validator("name")
@@ -190,7 +226,23 @@ class PipelineSpec(StrictModel):
 
         self.performance.metric = self.performance.metric or default_metric(self.task)
         check_metric_names(self.task, [self.performance.metric, *self.performance.thresholds])
+        self._check_modes()
         return self
+
+    def _check_modes(self) -> None:
+        """Refuse at load time what a mode or type cannot do, instead of failing on a later block."""
+        if self.retrain_mode == "incremental" and not hasattr(self.model_spec.make_estimator(), "partial_fit"):
+            raise ValueError(f"retrain_mode 'incremental' needs a model that can learn incrementally; "
+                             f"{self.model_spec.dotted} has no partial_fit")
+        if self.retrain_mode == "recalibration" and self.task != "classification":
+            raise ValueError("retrain_mode 'recalibration' recalibrates probabilities: classifiers only")
+        if self.type == "ipip":
+            if self.task != "classification":
+                raise ValueError("an ipip pipeline is for (binary) classification")
+            if self.performance.thresholds:
+                raise ValueError("an ipip pipeline retrains every block and has no performance thresholds")
+        if self.model_file is not None and not self.prediction_only:
+            raise ValueError("'model_file' is for prediction_only pipelines")
 
     @property
     def partitions_name(self) -> str:
@@ -207,7 +259,7 @@ class PipelineSpec(StrictModel):
 def _infer_task(model_spec: ModelSpec) -> str:
     from sklearn.base import is_classifier, is_regressor
 
-    estimator = model_spec.estimator_class()
+    estimator = model_spec.make_estimator()
     if is_classifier(estimator):
         return "classification"
     if is_regressor(estimator):
@@ -238,6 +290,8 @@ def parse_spec(raw: dict, path: Path) -> PipelineSpec:
         raise SpecError(f"{path}: field 'name': '{spec.name}' does not match its folder '{path.parent.name}'")
     if not spec.data_dir.is_absolute():
         spec.data_dir = (path.parent / spec.data_dir).resolve()
+    if spec.model_file is not None and not spec.model_file.is_absolute():
+        spec.model_file = (path.parent / spec.model_file).resolve()
     return spec
 
 
