@@ -32,6 +32,7 @@ from calmops_dagster.champion_challenger import make_challenger, settle_champion
 from calmops_dagster.drift.html_report import write_drift_report_html
 from calmops_dagster.evaluation import threshold_failures
 from calmops_dagster.model_store import now_utc
+from calmops_dagster.prediction import import_model_file, predict_block, write_predictions
 from calmops_dagster.retrain_modes import history_needed
 from calmops_dagster.spec import PipelineSpec
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
@@ -289,10 +290,11 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         **common,
     )
     def predictions(context: AssetExecutionContext, data_block: pd.DataFrame, home: CalmOpsHomeResource):
-        from calmops_dagster.prediction import predict_block, write_predictions
-
         block, store = context.partition_key, home.model_store(spec.name)
         version = store.champion_version()
+        if version is None and spec.model_file is not None:
+            version = import_model_file(spec, store)
+            context.log.info(f"imported {spec.model_file} as champion {version}")
         result = predict_block(store, version, data_block, spec)
         path = write_predictions(result, home.paths.predictions_dir(spec.name), block)
         counts = result["prediction"].value_counts(normalize=True) if spec.task == "classification" else None

@@ -138,6 +138,31 @@ def cmd_demo(args, home: CalmOpsHome) -> int:
     return 0
 
 
+def cmd_rollback(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.metrics_store import MetricsStore
+    from calmops_dagster.model_store import ModelStore, now_utc
+
+    load_spec(home.spec_path(args.name))
+    store = ModelStore(home.models_dir(args.name))
+    current = store.champion_version()
+    previous = [h["version"] for h in store.champion_history() if h["version"] != current]
+    target = args.to or (previous[-1] if previous else None)
+    if target is None:
+        raise CalmOpsError(f"pipeline '{args.name}' has no previous champion to roll back to")
+    if target == current:
+        raise CalmOpsError(f"{target} is already the champion of '{args.name}'")
+    store.load(target)  # refuse a version whose file fails its hash before switching to it
+    store.set_champion(target, block="manual", decision="rolled_back")
+    stamp = now_utc()
+    MetricsStore(home.metrics_db).replace_block_rows("promotions", args.name, f"manual-{stamp}", [{
+        "champion_before": current, "challenger": None, "decision": "rolled_back",
+        "reason": f"manual rollback from {current} to {target} (calmops rollback)", "champion_after": target,
+        "decided_at": stamp,
+    }])
+    print(f"{args.name}: champion {current} -> {target}")
+    return 0
+
+
 def cmd_dev(args, home: CalmOpsHome) -> int:
     from calmops_dagster.instance import prepare_instance
 
@@ -186,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--initial", type=int, default=2, help="block files copied into the watched folder")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
+
+    rollback = subparsers.add_parser("rollback", help="make a previous champion the champion again")
+    rollback.add_argument("name")
+    rollback.add_argument("--to", metavar="VERSION", help="version to restore (default: the previous champion)")
+    rollback.set_defaults(func=cmd_rollback)
 
     dev = subparsers.add_parser("dev", help="start dagster dev (UI, daemon, sensors) on this home")
     dev.add_argument("--host", default="127.0.0.1")

@@ -10,7 +10,9 @@ Layout under ``pipelines/<name>/models/``::
 A version folder is assembled under a temporary name and renamed into place, so a crash leaves either a
 whole version or none. ``champion.json`` is replaced atomically. Old versions are never deleted, which is
 what makes rollback possible. A file whose hash does not match its manifest is refused with
-:class:`ModelIntegrityError` before any byte of it is deserialized.
+:class:`ModelIntegrityError` before any byte of it is deserialized, and a skops file is loaded only when
+every type it holds is on the allow-list (:data:`TRUSTED_TYPE_PREFIXES`); pickle is used only for models
+skops cannot store, and only behind the manifest's hash.
 """
 
 from __future__ import annotations
@@ -37,10 +39,20 @@ MANIFEST = "manifest.json"
 CHAMPION_POINTER = "champion.json"
 REFERENCE = "reference.parquet"
 _LIBRARIES = ("scikit-learn", "lightgbm", "river", "numpy", "pandas", "skops")
+#: Types a skops file may hold beyond skops' own safe defaults: the model libraries the spec may name.
+#: Anything else (e.g. ``builtins.eval`` smuggled into a file) is refused even when the hash matches.
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "lightgbm.", "calmops_dagster.", "river.", "numpy.", "scipy.sparse.")
+TRUSTED_TYPES = frozenset({"collections.OrderedDict", "collections.defaultdict"})
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def untrusted_types(path: Path) -> list[str]:
+    """The types in a skops file outside skops' defaults and the allow-list (empty: safe to load)."""
+    return [t for t in sio.get_untrusted_types(file=path)
+            if t not in TRUSTED_TYPES and not t.startswith(TRUSTED_TYPE_PREFIXES)]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _library_versions() -> dict[str, str]:
@@ -95,9 +107,9 @@ class ModelStore:
             manifest = {
                 "format": fmt,
                 "model_file": model_file.name,
-                "sha256": _sha256(model_file),
+                "sha256": file_sha256(model_file),
                 "reference_file": REFERENCE,
-                "reference_sha256": _sha256(staging / REFERENCE),
+                "reference_sha256": file_sha256(staging / REFERENCE),
                 "created_at": now_utc(),
                 "libraries": _library_versions(),
                 **facts,
@@ -139,7 +151,7 @@ class ModelStore:
         path = self.root / version / manifest[file_key]
         if not path.is_file():
             raise ModelIntegrityError(f"{path}: file listed in the manifest is missing")
-        actual = _sha256(path)
+        actual = file_sha256(path)
         if actual != manifest[hash_key]:
             raise ModelIntegrityError(
                 f"{path}: sha256 {actual[:12]}... does not match the manifest ({manifest[hash_key][:12]}...); "
@@ -153,11 +165,15 @@ class ModelStore:
         fmt = self.manifest(version)["format"]
         try:
             if fmt == "skops":
-                # The hash proves this is the file we wrote, so the types it holds are the ones we stored.
+                refused = untrusted_types(path)
+                if refused:
+                    raise ModelIntegrityError(f"{path}: holds types outside the allow-list: {refused}")
                 return sio.load(path, trusted=sio.get_untrusted_types(file=path))
             if fmt == "pickle":
                 with open(path, "rb") as handle:
                     return pickle.load(handle)
+        except ModelIntegrityError:
+            raise
         except Exception as exc:  # noqa: BLE001 -- any failure to deserialize is an integrity failure
             raise ModelIntegrityError(f"{path}: cannot be loaded as {fmt}: {exc}") from None
         raise ModelIntegrityError(f"{path}: unknown model format '{fmt}' in the manifest")
@@ -191,3 +207,29 @@ class ModelStore:
         pointer["version"] = version
         self.root.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.root / CHAMPION_POINTER, json.dumps(pointer, indent=2))
+
+
+def load_model_file(path: Path, trust: bool):
+    """Load a user-provided model file (``model_file`` of a prediction-only spec).
+
+    ``.skops`` files load when every type they hold is on the allow-list, or with ``trust``; pickle and
+    joblib files (``.pkl``, ``.pickle``, ``.joblib``) run code when loaded and need ``trust``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelIntegrityError(f"{path}: model file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".skops":
+        refused = untrusted_types(path)
+        if refused and not trust:
+            raise ModelIntegrityError(f"{path}: holds types outside the allow-list {refused}; "
+                                      "set trust_model_file: true to load it anyway")
+        return sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    if suffix in (".pkl", ".pickle", ".joblib"):
+        if not trust:
+            raise ModelIntegrityError(f"{path}: a pickle runs code when loaded; set trust_model_file: true "
+                                      "to load it, or save the model with skops")
+        import joblib
+
+        return joblib.load(path)
+    raise ModelIntegrityError(f"{path}: unknown model file type '{suffix}' (use .skops, or .pkl/.joblib)")

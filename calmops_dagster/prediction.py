@@ -10,7 +10,7 @@ import pandas as pd
 
 from calmops_dagster.atomic import write_bytes_atomic
 from calmops_dagster.errors import NoChampionError
-from calmops_dagster.model_store import ModelStore
+from calmops_dagster.model_store import ModelStore, file_sha256, load_model_file
 from calmops_dagster.spec import PipelineSpec
 
 
@@ -23,6 +23,24 @@ def predict_frame(model, features: list[str], frame: pd.DataFrame, task: str) ->
         for i, cls in enumerate(model.classes_):
             result[f"proba_{cls}"] = proba[:, i]
     return result
+
+
+def import_model_file(spec: PipelineSpec, store: ModelStore) -> str:
+    """Make the spec's ``model_file`` the champion of a prediction-only pipeline (once); return its version.
+
+    The file is loaded under the trust rules of :func:`load_model_file`, stored as a version of its own
+    with a manifest (source file and its sha256), and from then on served from the model store.
+    """
+    model = load_model_file(spec.model_file, spec.trust_model_file)
+    features = spec.features or [str(c) for c in getattr(model, "feature_names_in_", [])]
+    if not features:
+        raise NoChampionError(f"{spec.model_file}: the model does not name its features; list them in "
+                              "the spec's 'features'")
+    version = store.save(model, reference=pd.DataFrame(columns=features), pipeline=spec.name, role="imported",
+                         source_file=str(spec.model_file), source_sha256=file_sha256(spec.model_file),
+                         features=features, task=spec.task, trained_on_blocks=[])
+    store.set_champion(version, block="import", decision="imported")
+    return version
 
 
 def predict_block(store: ModelStore, version: str | None, frame: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:

@@ -81,7 +81,7 @@ def replay_mix(spec, X, y, champion, history) -> Trained:
     if not len(history):
         return Trained(fit_full(spec, X, y), current, "no earlier blocks to replay: trained on the block")
     share = spec.retrain.replay_fraction
-    wanted = min(len(history), int(round(share * len(current) / (1 - share))))
+    wanted = min(len(history), round(share * len(current) / (1 - share)))
     if wanted < len(history):
         stratify = _stratify(history[spec.target]) if spec.task == "classification" else None
         replay, _ = train_test_split(history, train_size=wanted, random_state=spec.seed, stratify=stratify)

@@ -1,0 +1,94 @@
+"""Prediction-only pipelines and model files: no target needed, untrusted files refused."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+
+import pandas as pd
+import pytest
+import skops.io as sio
+from dagster import DagsterInstance, Definitions
+from sklearn.linear_model import LogisticRegression
+
+from calmops_dagster.errors import ModelIntegrityError
+from calmops_dagster.metrics_store import MetricsStore
+from calmops_dagster.model_store import ModelStore, load_model_file
+from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.runner import register_new_blocks, run_pending
+from calmops_dagster.spec import parse_spec, save_spec
+from generators.drifting_blocks import make_drifting_blocks
+from resources import build_resources
+from tests.conftest import block_spec_dict
+
+FEATURES = ["x1", "x2", "x3", "x4"]
+
+
+def run(home, spec):
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    with DagsterInstance.ephemeral() as instance:
+        metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
+        register_new_blocks(instance, spec, metrics, models, logging.getLogger("test"))
+        return run_pending(instance, spec, defs.resolve_job_def(job_name(spec)), metrics)
+
+
+@pytest.fixture
+def fitted(tmp_path):
+    frame = make_drifting_blocks(n_blocks=3, rows_per_block=200, seed=3)
+    model = LogisticRegression().fit(frame[FEATURES], frame["y"])
+    return frame, model
+
+
+def test_prediction_only_pipeline_without_target(home, tmp_path, fitted):
+    frame, model = fitted
+    data = tmp_path / "data"
+    data.mkdir()
+    frame.drop(columns="y").to_csv(data / "unlabelled.csv", index=False)
+    frame.to_csv(data / "labelled.csv", index=False)  # a target column, if present, is ignored
+    for path in data.iterdir():
+        os.utime(path, (0, 0))
+    model_file = tmp_path / "model.skops"
+    sio.dump(model, model_file)
+    raw = block_spec_dict("scoring", str(data), prediction_only=True, model_file=str(model_file),
+                          features=FEATURES, model_spec={"module": "sklearn.linear_model",
+                                                          "class": "LogisticRegression"}, performance={})
+    del raw["target"]
+    spec = parse_spec(raw, home.spec_path("scoring"))
+    save_spec(spec, home.spec_path("scoring"))
+    assert [a.key.path[-1] for a in build_pipeline_definitions(spec).assets] == ["data_block", "predictions"]
+
+    results = run(home, spec)
+    assert [r.block for r in results] == ["1", "2", "3"] and all(r.success for r in results)
+    store = ModelStore(home.models_dir("scoring"))
+    manifest = store.manifest(store.champion_version())
+    assert manifest["role"] == "imported" and manifest["source_file"] == str(model_file)
+    predicted = pd.read_parquet(home.predictions_dir("scoring") / "2.parquet")
+    expected = model.predict(frame.loc[frame["block"] == 2, FEATURES])
+    # block 2 is in both files: every row is predicted, with the imported model
+    assert len(predicted) == 400 and (predicted["prediction"].to_numpy()[:200] == expected).all()
+    assert {"proba_0", "proba_1", "model_version"} <= set(predicted.columns)
+
+
+def test_untrusted_model_files_are_refused(tmp_path, fitted):
+    _, model = fitted
+    pickled = tmp_path / "model.pkl"
+    pickled.write_bytes(pickle.dumps(model))
+    with pytest.raises(ModelIntegrityError, match="a pickle runs code when loaded"):
+        load_model_file(pickled, trust=False)
+    assert load_model_file(pickled, trust=True).coef_.shape == (1, 4)
+
+    hostile = tmp_path / "hostile.skops"
+    sio.dump({"model": model, "extra": pd.Timestamp("2020-01-01")}, hostile)
+    with pytest.raises(ModelIntegrityError, match="outside the allow-list"):
+        load_model_file(hostile, trust=False)
+
+
+def test_stored_model_with_a_foreign_type_is_refused_despite_its_hash(tmp_path, fitted):
+    frame, model = fitted
+    store = ModelStore(tmp_path / "models")
+    version = store.save({"model": model, "extra": pd.Timestamp("2020-01-01")}, reference=frame, features=FEATURES)
+    with pytest.raises(ModelIntegrityError, match="outside the allow-list"):
+        store.load(version)
+    good = store.save(model, reference=frame, features=FEATURES)
+    assert store.load(good).coef_.shape == (1, 4)

@@ -1,0 +1,110 @@
+"""Promotion is gated by significance: refused for a challenger better by noise, accepted when clearly
+better; rollback to a previous champion when the current one has degraded badly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from calmops_dagster.champion_challenger import settle_champion
+from calmops_dagster.cli import main
+from calmops_dagster.model_store import ModelStore
+from calmops_dagster.promotion import (
+    decide_promotion,
+    gain_evidence,
+    mcnemar_test,
+    paired_bootstrap_test,
+)
+from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.training import fit_full
+from tests.conftest import block_spec_dict
+
+
+def predictions_with_accuracy(y, accuracy, rng):
+    return np.where(rng.random(len(y)) < accuracy, y, 1 - y)
+
+
+def test_mcnemar_matches_the_exact_binomial():
+    champion = np.array([1] * 50 + [0] * 12 + [1] * 3 + [0] * 35, dtype=bool)
+    challenger = np.array([1] * 50 + [1] * 12 + [0] * 3 + [0] * 35, dtype=bool)
+    evidence = mcnemar_test(champion, challenger, 0.05)
+    assert evidence.p_value == pytest.approx(binomtest(12, 15, 0.5, alternative="greater").pvalue)
+    assert evidence.significant
+    assert mcnemar_test(champion, champion, 0.05).p_value == 1.0
+
+
+def test_better_by_noise_is_refused_and_clearly_better_is_promoted():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 400)
+    champion = predictions_with_accuracy(y, 0.80, rng)
+    noisy = predictions_with_accuracy(y, 0.80, rng)
+    while (noisy == y).mean() <= (champion == y).mean():  # a raw gain, from noise alone
+        noisy = predictions_with_accuracy(y, 0.80, rng)
+    better = predictions_with_accuracy(y, 0.93, rng)
+
+    def decide(challenger_pred):
+        scores = {"accuracy": float((challenger_pred == y).mean())}
+        evidence = gain_evidence("classification", "accuracy", y, champion, challenger_pred, 0.0, 0.05)
+        return decide_promotion("accuracy", scores, {"accuracy": float((champion == y).mean())}, {}, 0.0, evidence)
+
+    noise_decision = decide(noisy)
+    assert noise_decision.decision == "rejected" and "not significant" in noise_decision.reason
+    assert noise_decision.challenger_score > noise_decision.champion_score  # CalmOps would have promoted it
+    clear = decide(better)
+    assert clear.decision == "promoted" and clear.p_value < 1e-6 and clear.test == "mcnemar"
+
+
+def test_paired_bootstrap_for_regression():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=500)
+    champion = y + rng.normal(scale=1.0, size=500)
+    same = y + rng.normal(scale=1.0, size=500)
+    better = y + rng.normal(scale=0.5, size=500)
+    noise = paired_bootstrap_test(y, champion, same, "rmse", 0.0, 0.05, 500, seed=0)
+    assert not noise.significant and noise.ci_low < 0 < noise.ci_high
+    clear = paired_bootstrap_test(y, champion, better, "rmse", 0.0, 0.05, 500, seed=0)
+    assert clear.significant and clear.ci_low > 0.3
+
+
+def test_min_improvement_and_thresholds_still_apply():
+    evidence = mcnemar_test([False] * 50, [True] * 50, 0.05)
+    small = decide_promotion("accuracy", {"accuracy": 0.81}, {"accuracy": 0.80}, {}, 0.05, evidence)
+    assert small.decision == "rejected" and "not more than 0.05" in small.reason
+    below = decide_promotion("accuracy", {"accuracy": 0.81}, {"accuracy": 0.5}, {"accuracy": 0.9}, 0, evidence)
+    assert below.decision == "rejected" and "fails thresholds" in below.reason
+
+
+def concept(seed, flip=False, n=400):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    y = (x[:, 0] > 0).astype(int)
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": 1 - y if flip else y, "block": 1})
+
+
+def test_automatic_and_manual_rollback(home, tmp_path, capsys):
+    spec = parse_spec(block_spec_dict("p", str(tmp_path)), home.spec_path("p"))
+    save_spec(spec, home.spec_path("p"))
+    store = ModelStore(home.models_dir("p"))
+    features = ["a", "b"]
+    for block, flip in (("1", False), ("2", True)):
+        frame = concept(int(block), flip)
+        model = fit_full(spec, frame[features], frame["y"])
+        version = store.save(model, reference=frame, features=features, metrics={"balanced_accuracy": 0.99})
+        store.set_champion(version, block, "promoted")
+    assert store.champion_version() == "v0002"
+
+    block3 = concept(3, flip=False)  # the old concept is back: v0002 fails, v0001 is right
+    v2_scores = {"balanced_accuracy": 0.02}
+    no_challenger = {"version": None, "champion_version": "v0002", "reason": "no retrain"}
+    decision, in_force = settle_champion(spec, store, "3", block3, no_challenger, v2_scores)
+    assert decision.decision == "rolled_back" and store.champion_version() == "v0001"
+    assert in_force["balanced_accuracy"] > 0.9 and "previous champion v0001" in decision.reason
+
+    assert main(["rollback", "p", "--to", "v0002"]) == 0
+    assert store.champion_version() == "v0002"
+    assert main(["rollback", "p"]) == 0  # default: the previous champion
+    assert store.champion_version() == "v0001"
+    assert main(["rollback", "p", "--to", "v0001"]) == 2
+    assert "already the champion" in capsys.readouterr().err
