@@ -32,7 +32,7 @@ from calmops_dagster.champion_challenger import make_challenger, settle_champion
 from calmops_dagster.drift.html_report import write_drift_report_html
 from calmops_dagster.evaluation import threshold_failures
 from calmops_dagster.model_store import now_utc
-from calmops_dagster.prediction import import_model_file, predict_block, write_predictions
+from calmops_dagster.prediction import ensure_champion, predict_block, write_predictions
 from calmops_dagster.retrain_modes import history_needed
 from calmops_dagster.spec import PipelineSpec
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
@@ -136,7 +136,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     def drift_report(context: AssetExecutionContext, data_block: pd.DataFrame,
                      home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
-        champion = store.champion_version()
+        champion = ensure_champion(spec, store)
         if champion:
             manifest, reference = store.manifest(champion), store.reference(champion)
             assessment = assess_block(spec, data_block, store.load(champion), manifest, reference)
@@ -291,10 +291,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     )
     def predictions(context: AssetExecutionContext, data_block: pd.DataFrame, home: CalmOpsHomeResource):
         block, store = context.partition_key, home.model_store(spec.name)
-        version = store.champion_version()
-        if version is None and spec.model_file is not None:
-            version = import_model_file(spec, store)
-            context.log.info(f"imported {spec.model_file} as champion {version}")
+        version = ensure_champion(spec, store)
         result = predict_block(store, version, data_block, spec)
         path = write_predictions(result, home.paths.predictions_dir(spec.name), block)
         counts = result["prediction"].value_counts(normalize=True) if spec.task == "classification" else None
@@ -305,5 +302,5 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         })
 
     if spec.prediction_only:
-        return [data_block, predictions]
+        return [data_block, drift_report, predictions] if spec.reference_file else [data_block, predictions]
     return [data_block, drift_report, challenger_model, champion_model, predictions]

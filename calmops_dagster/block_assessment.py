@@ -65,7 +65,9 @@ def assess_block(spec: PipelineSpec, block: pd.DataFrame, champion=None, manifes
         stream = stream_drift(error_stream(y, predicted, spec.task))
     decision = decide_retrain(True, report.drift_detected, report.drifted_features, performance, block_scores,
                               spec.performance.thresholds, spec.drift.decision_rule)
-    if spec.type == "ipip":  # IPIP adapts every block; drift is recorded for information only
+    if spec.prediction_only:
+        decision = RetrainDecision(False, False, "prediction-only: drift reported, no retraining")
+    elif spec.type == "ipip":  # IPIP adapts every block; drift is recorded for information only
         decision = RetrainDecision(True, decision.performance_drop, f"ipip retrains every block ({decision.reason})")
     return BlockAssessment(report, block_scores, performance, stream, decision)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from calmops_dagster.atomic import write_bytes_atomic
+from calmops_dagster.block_data import read_data_file
 from calmops_dagster.errors import NoChampionError
 from calmops_dagster.model_store import ModelStore, file_sha256, load_model_file
 from calmops_dagster.spec import PipelineSpec
@@ -25,18 +26,34 @@ def predict_frame(model, features: list[str], frame: pd.DataFrame, task: str) ->
     return result
 
 
-def import_model_file(spec: PipelineSpec, store: ModelStore) -> str:
-    """Make the spec's ``model_file`` the champion of a prediction-only pipeline (once); return its version.
+def ensure_champion(spec: PipelineSpec, store: ModelStore) -> str | None:
+    """The champion version; a prediction-only pipeline imports its ``model_file`` on first use."""
+    version = store.champion_version()
+    if version is None and spec.model_file is not None:
+        version = import_model_file(spec, store)
+    return version
 
-    The file is loaded under the trust rules of :func:`load_model_file`, stored as a version of its own
-    with a manifest (source file and its sha256), and from then on served from the model store.
+
+def import_model_file(spec: PipelineSpec, store: ModelStore) -> str:
+    """Make the spec's ``model_file`` the champion of a prediction-only pipeline; return its version.
+
+    The file is loaded under the trust rules of :func:`load_model_file` and stored as a version of its own
+    with a manifest (source file and its sha256) and, when the spec names one, its ``reference_file`` as
+    the drift reference; from then on it is served from the model store.
     """
     model = load_model_file(spec.model_file, spec.trust_model_file)
     features = spec.features or [str(c) for c in getattr(model, "feature_names_in_", [])]
     if not features:
         raise NoChampionError(f"{spec.model_file}: the model does not name its features; list them in "
                               "the spec's 'features'")
-    version = store.save(model, reference=pd.DataFrame(columns=features), pipeline=spec.name, role="imported",
+    reference = pd.DataFrame(columns=features)
+    if spec.reference_file is not None:
+        reference = read_data_file(spec.reference_file)
+        missing = [c for c in features if c not in reference.columns]
+        if missing:
+            raise NoChampionError(f"{spec.reference_file}: reference lacks feature column(s) {missing}")
+        reference = reference[features]
+    version = store.save(model, reference=reference, pipeline=spec.name, role="imported",
                          source_file=str(spec.model_file), source_sha256=file_sha256(spec.model_file),
                          features=features, task=spec.task, trained_on_blocks=[])
     store.set_champion(version, block="import", decision="imported")

@@ -200,6 +200,9 @@ class PipelineSpec(StrictModel):
     ``trust_model_file``), imported into the model store with a manifest on first use."""
     trust_model_file: bool = False
     """Opt-in to load ``model_file`` even when it is a pickle or holds types outside the allow-list."""
+    reference_file: Path | None = None
+    """Prediction-only: the model's training features (CSV/Parquet); when given, drift of every block
+    against it is reported (``drift_report``), without labels, retraining or promotion."""
     seed: int = 0
 
     @field_validator("name")
@@ -241,8 +244,10 @@ class PipelineSpec(StrictModel):
                 raise ValueError("an ipip pipeline is for (binary) classification")
             if self.performance.thresholds:
                 raise ValueError("an ipip pipeline retrains every block and has no performance thresholds")
-        if self.model_file is not None and not self.prediction_only:
-            raise ValueError("'model_file' is for prediction_only pipelines")
+        if (self.model_file is not None or self.reference_file is not None) and not self.prediction_only:
+            raise ValueError("'model_file' and 'reference_file' are for prediction_only pipelines")
+        if self.reference_file is not None and self.model_file is None:
+            raise ValueError("'reference_file' needs the 'model_file' it describes")
 
     @property
     def partitions_name(self) -> str:
@@ -290,8 +295,10 @@ def parse_spec(raw: dict, path: Path) -> PipelineSpec:
         raise SpecError(f"{path}: field 'name': '{spec.name}' does not match its folder '{path.parent.name}'")
     if not spec.data_dir.is_absolute():
         spec.data_dir = (path.parent / spec.data_dir).resolve()
-    if spec.model_file is not None and not spec.model_file.is_absolute():
-        spec.model_file = (path.parent / spec.model_file).resolve()
+    for field in ("model_file", "reference_file"):
+        value = getattr(spec, field)
+        if value is not None and not value.is_absolute():
+            setattr(spec, field, (path.parent / value).resolve())
     return spec
 
 

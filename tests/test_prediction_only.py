@@ -35,7 +35,7 @@ def run(home, spec):
 
 @pytest.fixture
 def fitted(tmp_path):
-    frame = make_drifting_blocks(n_blocks=3, rows_per_block=200, seed=3)
+    frame = make_drifting_blocks(n_blocks=3, rows_per_block=300, seed=3)
     model = LogisticRegression().fit(frame[FEATURES], frame["y"])
     return frame, model
 
@@ -66,8 +66,32 @@ def test_prediction_only_pipeline_without_target(home, tmp_path, fitted):
     predicted = pd.read_parquet(home.predictions_dir("scoring") / "2.parquet")
     expected = model.predict(frame.loc[frame["block"] == 2, FEATURES])
     # block 2 is in both files: every row is predicted, with the imported model
-    assert len(predicted) == 400 and (predicted["prediction"].to_numpy()[:200] == expected).all()
+    assert len(predicted) == 600 and (predicted["prediction"].to_numpy()[:300] == expected).all()
     assert {"proba_0", "proba_1", "model_version"} <= set(predicted.columns)
+
+
+def test_prediction_only_reports_drift_against_a_reference_file(home, tmp_path, fitted):
+    frame, model = fitted
+    data = tmp_path / "data"
+    data.mkdir()
+    shifted = frame.drop(columns="y").assign(x1=lambda f: f["x1"] + (f["block"] == 3) * 2.0)
+    shifted.to_csv(data / "blocks.csv", index=False)
+    os.utime(data / "blocks.csv", (0, 0))
+    frame[frame["block"] == 1][FEATURES].to_parquet(tmp_path / "reference.parquet")
+    model_file = tmp_path / "model.skops"
+    sio.dump(model, model_file)
+    raw = block_spec_dict("scoring", str(data), prediction_only=True, model_file=str(model_file),
+                          reference_file=str(tmp_path / "reference.parquet"), features=FEATURES,
+                          model_spec={"module": "sklearn.linear_model", "class": "LogisticRegression"},
+                          performance={})
+    del raw["target"]
+    spec = parse_spec(raw, home.spec_path("scoring"))
+    save_spec(spec, home.spec_path("scoring"))
+    assert all(r.success for r in run(home, spec))
+    summary = MetricsStore(home.metrics_db).query(
+        "SELECT block, drift_detected, retrain, drifted_features FROM drift_summary ORDER BY block")
+    assert summary["drift_detected"].tolist() == [False, False, True]
+    assert summary["drifted_features"].iloc[2] == "x1" and not summary["retrain"].any()
 
 
 def test_untrusted_model_files_are_refused(tmp_path, fitted):
