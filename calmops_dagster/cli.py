@@ -178,6 +178,54 @@ def cmd_dev(args, home: CalmOpsHome) -> int:
     return 0  # not reached: exec replaces this process
 
 
+def _checked_name(home: CalmOpsHome, name: str) -> str:
+    """A pipeline name that is safe to join to ``CALMOPS_HOME`` and has a spec there."""
+    from calmops_dagster.spec import PIPELINE_NAME
+
+    if not PIPELINE_NAME.match(name):
+        raise CalmOpsError(f"'{name}' is not a pipeline name (letters, digits and '_', starting with a letter)")
+    if not home.spec_path(name).is_file():
+        raise CalmOpsError(f"no pipeline '{name}' under {home.pipelines_dir}")
+    return name
+
+
+def cmd_logs(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.pipeline_logs import LOG_FILE, logs_dir, tail_lines
+
+    name = _checked_name(home, args.name)
+    lines = tail_lines(home, name, args.lines)
+    if not lines:
+        print(f"no log lines yet in {logs_dir(home, name) / LOG_FILE}", file=sys.stderr)
+    for line in lines:
+        print(line)
+    return 0
+
+
+def cmd_serve(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.server import serve
+
+    names = [_checked_name(home, args.name)] if args.name else None
+    return serve(home, names, host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+
+
+def cmd_report(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.pipeline_report import write_pipeline_report
+
+    name = _checked_name(home, args.name)
+    out = Path(args.out) if args.out else home.reports_dir(name) / f"{name}_report.html"
+    path = write_pipeline_report(home, name, out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_tutorials(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.tutorials import copy_tutorials
+
+    target = copy_tutorials(Path(args.out), force=args.force)
+    print(f"tutorials copied to {target}; start with {target / 'README.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calmops", description=__doc__.split("\n")[0])
     parser.add_argument("--home", help="CALMOPS_HOME to use (default: $CALMOPS_HOME or ./.calmops)")
@@ -221,6 +269,29 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)
+
+    logs = subparsers.add_parser("logs", help="print the latest lines of a pipeline's log")
+    logs.add_argument("name")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
+    logs.set_defaults(func=cmd_logs)
+
+    serve = subparsers.add_parser("serve", help="serve champions' predictions over HTTP (FastAPI)")
+    serve.add_argument("name", nargs="?", help="serve only this pipeline (default: every pipeline)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="bind address (default 127.0.0.1; any other needs $CALMOPS_API_KEY)")
+    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body (default 10)")
+    serve.set_defaults(func=cmd_serve)
+
+    report = subparsers.add_parser("report", help="write a self-contained HTML report of a pipeline")
+    report.add_argument("name")
+    report.add_argument("--out", help="HTML file (default CALMOPS_HOME/pipelines/NAME/reports/NAME_report.html)")
+    report.set_defaults(func=cmd_report)
+
+    tutorials = subparsers.add_parser("tutorials", help="copy the runnable tutorials to a folder")
+    tutorials.add_argument("--out", default="calmops-tutorials", help="target folder (default ./calmops-tutorials)")
+    tutorials.add_argument("--force", action="store_true", help="overwrite files of an existing folder")
+    tutorials.set_defaults(func=cmd_tutorials)
 
     from generators.cli import add_generate_command
 

@@ -104,7 +104,8 @@ def summarize_block(metrics: MetricsStore, spec: PipelineSpec, block: str) -> st
 
 
 #: Keep Dagster's per-event DEBUG lines out of the console of headless runs (they stay in the run's log).
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+#: The per-pipeline log file (calmops_dagster.pipeline_logs) still gets every INFO line.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, "calmops_file": {}}}
 
 
 def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: MetricsStore) -> list[BlockRun]:

@@ -1,0 +1,68 @@
+"""A CALMOPS_HOME with one block pipeline processed through Dagster (models, metrics, logs), built once.
+
+Shared by the server, report and logs tests: import the fixture (``from processed_home import
+processed_home``). The pipeline runs in-process on an ephemeral Dagster instance, as in
+``test_block_pipeline.py``; block 3 drifts, so there are two champion versions and a promotion.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import pytest
+from conftest import block_spec_dict
+from dagster import DagsterInstance, Definitions
+
+from calmops_dagster.metrics_store import MetricsStore
+from calmops_dagster.model_store import ModelStore
+from calmops_dagster.paths import CalmOpsHome
+from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.runner import register_new_blocks, run_pending
+from calmops_dagster.spec import parse_spec, save_spec
+from generators.drifting_blocks import make_drifting_blocks
+from generators.writer import write_blocks
+from resources import build_resources
+
+NAME = "demo"
+
+
+def build_processed_home(root, n_blocks: int = 4):
+    """Write a ``demo`` block pipeline under ``root`` and process ``n_blocks`` blocks; return (home, spec)."""
+    home = CalmOpsHome(root / "calmops")
+    data_dir = root / "data"
+    frame = make_drifting_blocks(n_blocks=n_blocks, rows_per_block=300, drift_at=3, seed=7)
+    write_blocks(frame, data_dir, block_col="block")
+    path = home.spec_path(NAME)
+    spec = parse_spec(block_spec_dict(NAME, data_dir), path)
+    save_spec(spec, path)
+    previous = os.environ.get("CALMOPS_HOME")
+    os.environ["CALMOPS_HOME"] = str(home.root)  # the per-pipeline file logger finds the home here
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            defs = Definitions.merge(build_pipeline_definitions(spec),
+                                     Definitions(resources=build_resources(home)))
+            metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(NAME))
+            register_new_blocks(instance, spec, metrics, models, logging.getLogger("test"))
+            results = run_pending(instance, spec, defs.resolve_job_def(job_name(spec)), metrics)
+    finally:
+        if previous is None:
+            os.environ.pop("CALMOPS_HOME", None)
+        else:
+            os.environ["CALMOPS_HOME"] = previous
+    assert all(r.success for r in results), [r.summary for r in results]
+    return home, spec
+
+
+@pytest.fixture(scope="session")
+def processed_home(tmp_path_factory):
+    """(home, spec) of a processed ``demo`` pipeline; tests must not modify it (copy it first)."""
+    return build_processed_home(tmp_path_factory.mktemp("processed"))
+
+
+def copy_home(processed, dest) -> CalmOpsHome:
+    """A writable copy of the processed home (for tests that promote or break models)."""
+    home, _ = processed
+    shutil.copytree(home.root, dest / "calmops")
+    return CalmOpsHome(dest / "calmops")

@@ -1,0 +1,232 @@
+"""The prediction server (calmops_dagster.server) through FastAPI's TestClient, on a processed pipeline."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from processed_home import copy_home, processed_home  # noqa: F401 -- session fixture
+
+from calmops_dagster.errors import CalmOpsError
+from calmops_dagster.metrics_store import MetricsStore
+from calmops_dagster.model_store import ModelStore
+from calmops_dagster.prediction import predict_frame
+from calmops_dagster.server import check_bind, create_app
+from generators.drifting_blocks import make_drifting_blocks
+
+FEATURES = ["x1", "x2", "x3", "x4", "segment"]
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return make_drifting_blocks(n_blocks=1, rows_per_block=20, drift_at=5, seed=3)[FEATURES]
+
+
+@pytest.fixture
+def client(processed_home):  # noqa: F811
+    home, _ = processed_home
+    with TestClient(create_app(home)) as c:
+        yield c
+
+
+def test_records_and_columns_forms_give_the_champions_predictions(client, processed_home, rows):  # noqa: F811
+    home, _ = processed_home
+    store = ModelStore(home.models_dir("demo"))
+    version = store.champion_version()
+    expected = predict_frame(store.load(version), FEATURES, rows, "classification")
+
+    by_records = client.post("/predict/demo", json=rows.to_dict(orient="records"))
+    assert by_records.status_code == 200, by_records.text
+    body = by_records.json()
+    assert body["model_version"] == version == "v0002"
+    assert body["predictions"] == expected["prediction"].tolist()
+    assert body["classes"] == [0, 1]
+    np.testing.assert_allclose(np.array(body["probabilities"]), expected[["proba_0", "proba_1"]].to_numpy(),
+                               atol=1e-6)
+
+    by_columns = client.post("/predict/demo", json={"columns": FEATURES, "data": rows.to_numpy().tolist()})
+    assert by_columns.status_code == 200, by_columns.text
+    assert by_columns.json()["predictions"] == body["predictions"]
+
+
+def test_columns_in_another_order_are_reordered(client, rows):
+    shuffled = rows[["segment", "x4", "x1", "x3", "x2"]]
+    a = client.post("/predict/demo", json=rows.to_dict(orient="records")).json()
+    b = client.post("/predict/demo", json=shuffled.to_dict(orient="records")).json()
+    assert a["predictions"] == b["predictions"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "words"),
+    [
+        ("/predict/nope", [{"x1": 1}], 404, "unknown pipeline 'nope'"),
+        ("/predict/..%2F..%2Fetc", [{"x1": 1}], 404, ""),
+        ("/predict/demo", {"columns": ["x1"], "data": [[1.0]]}, 422, "missing column(s) ['x2', 'x3', 'x4', 'segment']"),
+        ("/predict/demo", [{"x1": 1.0, "x2": 1.0, "x3": 0.0, "x4": 0.0, "segment": "a", "y": 1}], 422,
+         "unexpected column(s) ['y']"),
+        ("/predict/demo", [{"x1": "high", "x2": 1.0, "x3": 0.0, "x4": 0.0, "segment": "a"}], 422,
+         "column 'x1' expects numbers; row 0 holds 'high'"),
+        ("/predict/demo", [{"x1": 1.0, "x2": 1.0, "x3": 0.0, "x4": 0.0, "segment": 7}], 422,
+         "column 'segment' expects a category"),
+        ("/predict/demo", [{"x1": [1], "x2": 1.0, "x3": 0.0, "x4": 0.0, "segment": "a"}], 422,
+         "column 'x1' expects numbers"),
+        ("/predict/demo", [], 422, "no rows"),
+        ("/predict/demo", {"rows": []}, 422, "expected a JSON list of records"),
+        ("/predict/demo", {"columns": ["x1", "x1"], "data": [[1, 2]]}, 422, "holds a name twice"),
+        ("/predict/demo", {"columns": FEATURES, "data": [[1, 2]]}, 422, "row 0 of 'data' must be a list of 5"),
+        ("/predict/demo", [{"x1": 1.0}, {"x2": 1.0}], 422, "record 1 has other columns"),
+    ],
+)
+def test_bad_requests_say_what_is_wrong(client, path, body, status, words):
+    response = client.post(path, json=body)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+
+
+def test_empty_invalid_and_too_large_bodies(processed_home, rows):  # noqa: F811
+    home, _ = processed_home
+    with TestClient(create_app(home, max_body_bytes=2_000)) as c:
+        empty = c.post("/predict/demo", content=b"", headers={"content-type": "application/json"})
+        assert empty.status_code == 400 and "empty body" in empty.json()["detail"]
+        garbage = c.post("/predict/demo", content=b"{not json", headers={"content-type": "application/json"})
+        assert garbage.status_code == 400 and "not valid JSON" in garbage.json()["detail"]
+        big = make_drifting_blocks(n_blocks=1, rows_per_block=200, drift_at=5, seed=1)[FEATURES]
+        too_large = c.post("/predict/demo", json=big.to_dict(orient="records"))
+        assert too_large.status_code == 413 and "limit of 2000 bytes" in too_large.json()["detail"]
+        small = c.post("/predict/demo", json=rows.head(3).to_dict(orient="records"))
+        assert small.status_code == 200
+
+
+def test_row_limit(processed_home, rows):  # noqa: F811
+    home, _ = processed_home
+    with TestClient(create_app(home, max_rows=5)) as c:
+        response = c.post("/predict/demo", json=rows.to_dict(orient="records"))
+    assert response.status_code == 422 and "limit of 5" in response.json()["detail"]
+
+
+def test_pipelines_health_and_openapi(client, processed_home):  # noqa: F811
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/pipelines").json() == [{"name": "demo", "champion_version": "v0002"}]
+    detail = client.get("/pipelines/demo").json()
+    assert detail["champion_version"] == "v0002" and detail["versions"] == ["v0001", "v0002"]
+    assert detail["last_drift"]["block"] == "4" and detail["last_drift"]["drift_detected"] is False
+    assert detail["breaker"] is None  # no breaker_state table in this home
+    assert client.get("/pipelines/not_there").status_code == 404
+    spec = client.get("/openapi.json").json()
+    assert {"/predict/{pipeline}", "/pipelines", "/pipelines/{name}", "/health"} <= set(spec["paths"])
+    assert "requestBody" in spec["paths"]["/predict/{pipeline}"]["post"]
+
+
+def test_breaker_state_is_reported_when_the_table_exists(processed_home, tmp_path):  # noqa: F811
+    home = copy_home(processed_home, tmp_path)
+    import duckdb
+
+    with duckdb.connect(str(home.metrics_db)) as con:
+        con.execute("CREATE TABLE breaker_state (pipeline VARCHAR, state VARCHAR, failures BIGINT)")
+        con.execute("INSERT INTO breaker_state VALUES ('demo', 'open', 3)")
+    with TestClient(create_app(home)) as c:
+        breaker = c.get("/pipelines/demo").json()["breaker"]
+    assert breaker == {"pipeline": "demo", "state": "open", "failures": 3}
+
+
+def test_serving_one_pipeline_refuses_the_others(processed_home, rows):  # noqa: F811
+    home, _ = processed_home
+    with TestClient(create_app(home, pipelines=["other"])) as c:
+        response = c.post("/predict/demo", json=rows.to_dict(orient="records"))
+        assert response.status_code == 404
+        assert c.get("/pipelines").json() == []
+
+
+def test_api_key_is_required_when_configured(processed_home, rows):  # noqa: F811
+    home, _ = processed_home
+    with TestClient(create_app(home, api_key="s3cret")) as c:
+        records = rows.to_dict(orient="records")
+        assert c.post("/predict/demo", json=records).status_code == 401
+        assert c.post("/predict/demo", json=records, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.post("/predict/demo", json=records, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/pipelines").status_code == 401
+        assert c.get("/health").status_code == 200
+
+
+def test_binding_beyond_loopback_needs_a_key():
+    check_bind("127.0.0.1", None)
+    check_bind("0.0.0.0", "key")
+    with pytest.raises(CalmOpsError, match="without an API key"):
+        check_bind("0.0.0.0", None)
+
+
+def test_cli_serve_refuses_public_bind_without_key(processed_home, monkeypatch, capsys):  # noqa: F811
+    from calmops_dagster.cli import main
+
+    home, _ = processed_home
+    monkeypatch.delenv("CALMOPS_API_KEY", raising=False)
+    assert main(["--home", str(home.root), "serve", "demo", "--host", "0.0.0.0"]) == 2
+    assert "without an API key" in capsys.readouterr().err
+    assert main(["--home", str(home.root), "serve", "../x"]) == 2
+
+
+def test_promotion_is_picked_up_without_a_failed_request(processed_home, tmp_path, rows):  # noqa: F811
+    """Requests run in threads while the champion pointer flips between versions: every request succeeds
+    and answers with one of the two versions' exact predictions; after the last flip the new one serves."""
+    home = copy_home(processed_home, tmp_path)
+    store = ModelStore(home.models_dir("demo"))
+    expected = {v: predict_frame(store.load(v), FEATURES, rows, "classification")["prediction"].tolist()
+                for v in ("v0001", "v0002")}
+    assert expected["v0001"] != expected["v0002"]
+    records = rows.to_dict(orient="records")
+    failures, seen = [], set()
+    stop = threading.Event()
+
+    with TestClient(create_app(home)) as c:
+        assert c.post("/predict/demo", json=records).json()["model_version"] == "v0002"
+
+        def hammer():
+            while not stop.is_set():
+                response = c.post("/predict/demo", json=records)
+                if response.status_code != 200:
+                    failures.append(response.text)
+                    continue
+                body = response.json()
+                seen.add(body["model_version"])
+                if body["predictions"] != expected[body["model_version"]]:
+                    failures.append(f"{body['model_version']} answered another model's predictions")
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for i in range(6):
+            store.set_champion("v0001" if i % 2 == 0 else "v0002", block="test", decision="promoted")
+            threading.Event().wait(0.15)
+        store.set_champion("v0001", block="test", decision="rolled_back")
+        threading.Event().wait(0.2)
+        stop.set()
+        for t in threads:
+            t.join()
+        final = c.post("/predict/demo", json=records).json()
+    assert failures == []
+    assert seen == {"v0001", "v0002"}
+    assert final["model_version"] == "v0001" and final["predictions"] == expected["v0001"]
+
+
+def test_a_tampered_new_champion_is_not_served(processed_home, tmp_path, rows):  # noqa: F811
+    home = copy_home(processed_home, tmp_path)
+    store = ModelStore(home.models_dir("demo"))
+    with TestClient(create_app(home)) as c:
+        records = rows.to_dict(orient="records")
+        assert c.post("/predict/demo", json=records).json()["model_version"] == "v0002"
+        model_file = home.models_dir("demo") / "v0001" / "model.skops"
+        model_file.write_bytes(model_file.read_bytes() + b"x")
+        store.set_champion("v0001", block="test", decision="promoted")
+        response = c.post("/predict/demo", json=records)
+        assert response.status_code == 200 and response.json()["model_version"] == "v0002"
+        served = c.get("/pipelines/demo").json()["served"]
+    assert served["loaded_version"] == "v0002" and "does not match the manifest" in served["reload_error"]
+
+
+def test_metrics_of_the_processed_home_are_there(processed_home):  # noqa: F811
+    home, _ = processed_home
+    decisions = MetricsStore(home.metrics_db).query("SELECT decision FROM promotions ORDER BY block")
+    assert pd.Series(decisions["decision"]).tolist() == ["promoted", "kept", "promoted", "kept"]
