@@ -146,11 +146,14 @@ def test_all_nan_and_constant_columns_get_not_tested_rows():
     ref["empty"], cur["empty"] = np.nan, rng.normal(size=400)
     ref["flat"], cur["flat"] = 3.0, 3.0
     ref["flat_txt"], cur["flat_txt"] = "z", "z"
-    report = detect_drift(ref, cur, UNI)
+    report = detect_drift(ref, cur, UNI.model_copy(update={"missing_values": False}))
     assert "all values missing in reference" in _not_tested(report, "empty")
     assert "constant" in _not_tested(report, "flat")
     assert "constant" in _not_tested(report, "flat_txt")
     assert report.n_tested == 6 and report.drift_share == 0.0
+    # with the missing-value test on, a column that was empty and now has values is a drift
+    with_missing = detect_drift(ref, cur, UNI)
+    assert with_missing.drifted_features == ["empty"] and "empty" in with_missing.not_tested
 
 
 def test_constant_that_changes_value_is_drift():
@@ -218,3 +221,23 @@ def test_high_cardinality_categories_are_pooled():
     cur = pd.DataFrame({"id": [f"u{i}" for i in rng.integers(0, 5000, 3000)]})
     report = detect_drift(ref, cur, DriftConfig(multivariate=False, max_categories=20))
     assert "pooled as __other__" in report.rows["note"].iloc[0]
+
+
+def test_missing_value_drift_is_caught_and_stable_missingness_is_not():
+    rng = np.random.default_rng(21)
+    n = 2000
+    ref = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "z": rng.normal(size=n)})
+    ref.loc[rng.random(n) < 0.05, "y"] = np.nan  # 5% missing on both sides: no alarm
+    cur = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "z": np.nan})
+    cur.loc[rng.random(n) < 0.05, "y"] = np.nan
+    cur.loc[rng.random(n) < 0.30, "x"] = np.nan  # x goes 30% missing; z goes wholly empty
+    report = detect_drift(ref, cur, DriftConfig(multivariate=False))
+    frame = report.to_frame()
+    missing = frame[frame["test"] == "missing"].set_index("feature")
+    assert set(missing.index) == {"x", "y", "z"}
+    assert missing.loc["x", "drifted"] and missing.loc["z", "drifted"] and not missing.loc["y", "drifted"]
+    assert missing.loc["x", "effect_size"] == pytest.approx(cur["x"].isna().mean(), abs=1e-9)
+    assert report.drift_detected and set(report.drifted_features) == {"x", "z"}
+    assert report.drift_share == pytest.approx(2 / 3)
+    off = detect_drift(ref, cur, DriftConfig(multivariate=False, missing_values=False))
+    assert "z" not in off.drifted_features and "missing" not in set(off.to_frame()["test"])

@@ -26,6 +26,7 @@ _DEFAULT_MIN_EFFECT = {
     "wasserstein": 0.1,
     "chi2": 0.1,
     "js": 0.1,
+    "missing": 0.05,
 }
 
 
@@ -97,6 +98,11 @@ class DriftConfig(BaseModel):
         Cross-validation folds of the domain classifier.
     classifier_min_auc : float
         Minimum cross-validated AUC for the domain classifier to count as drift (effect-size gate).
+    missing_values : bool
+        Also test each feature's missing-value rate (``missing``: chi-squared on the 2x2 table of missing /
+        present counts; effect = absolute difference of the rates, minimum 0.05), when either side has
+        missing values. It catches a feature that goes (partly or wholly) empty, which the distribution
+        tests cannot see because they compare the values that are present.
     decision_rule : {"drift_or_performance", "drift", "performance"}
         What calls for a challenger in a pipeline: statistical data drift OR a performance drop (CalmOps'
         rule, the default), data drift only, or a performance drop only. A champion below an absolute
@@ -128,6 +134,7 @@ class DriftConfig(BaseModel):
     mmd_permutations: int = Field(500, ge=19)
     classifier_folds: int = Field(3, ge=2, le=10)
     classifier_min_auc: float = Field(0.55, ge=0.5, le=1.0)
+    missing_values: bool = True
     decision_rule: Literal["drift_or_performance", "drift", "performance"] = "drift_or_performance"
     seed: int = 0
 

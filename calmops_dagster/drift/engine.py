@@ -43,6 +43,19 @@ def _categorical_rows(col: CategoricalColumn, config: DriftConfig) -> list[dict]
     ]
 
 
+def _missing_rows(reference: pd.DataFrame, current: pd.DataFrame, names, config: DriftConfig) -> list[dict]:
+    """One ``missing`` row per feature whose values are missing on either side (all-empty columns too)."""
+    rows = []
+    for name in names:
+        ref_missing, cur_missing = int(reference[name].isna().sum()), int(current[name].isna().sum())
+        if ref_missing or cur_missing:
+            value = uv.missing_rate(ref_missing, len(reference), cur_missing, len(current))
+            note = f"missing {ref_missing / len(reference):.1%} -> {cur_missing / len(current):.1%}"
+            rows.append(_row(str(name), "missing", "missing", value, config.effect_threshold("missing"),
+                             len(reference), len(current), note))
+    return rows
+
+
 def _decide(rows: pd.DataFrame, config: DriftConfig) -> pd.DataFrame:
     """Correct the p-values across the block and mark drifted rows (see :class:`DriftConfig`)."""
     alpha = config.univariate_alpha
@@ -107,10 +120,12 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
         else:
             records.extend(_categorical_rows(col, config))
             categorical.append(name)
+    if config.missing_values:
+        records.extend(_missing_rows(reference, current, names, config))
     rows = pd.DataFrame.from_records(records, columns=FRAME_COLUMNS + EXTRA_COLUMNS)
     rows = _decide(rows, config)
 
-    tested_names = numeric + categorical
+    tested_names = list(dict.fromkeys(rows.loc[rows["test"] != NOT_TESTED, "feature"]))  # incl. missing-only
     drifted_rows = rows[rows["drifted"]]
     order = drifted_rows.groupby("feature")["effect_size"].max().sort_values(ascending=False)
     drifted = [f for f in order.index]

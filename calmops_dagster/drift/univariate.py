@@ -204,5 +204,21 @@ def js(ref_counts: np.ndarray, cur_counts: np.ndarray) -> TestValue:
     return TestValue(d, float("nan"), d)
 
 
+def missing_rate(ref_missing: int, n_ref: int, cur_missing: int, n_cur: int) -> TestValue:
+    """Chi-squared test (no continuity correction) that the missing-value rate is the same on both sides.
+
+    Effect size: the absolute difference of the two rates.
+
+    >>> value = missing_rate(10, 1000, 100, 1000)
+    >>> round(value.effect_size, 3), value.p_value < 1e-15
+    (0.09, True)
+    """
+    table = np.array([[ref_missing, n_ref - ref_missing], [cur_missing, n_cur - cur_missing]], dtype=float)
+    if table[:, 0].sum() == 0 or table[:, 1].sum() == 0:  # nothing missing, or nothing present, anywhere
+        return TestValue(0.0, 1.0, 0.0)
+    statistic, p_value, _, _ = stats.chi2_contingency(table, correction=False)
+    return TestValue(float(statistic), float(p_value), abs(cur_missing / n_cur - ref_missing / n_ref))
+
+
 NUMERIC_TESTS = {"ks": ks, "mannwhitney": mannwhitney, "wasserstein": wasserstein, "cvm": cvm, "anderson": anderson}
 CATEGORICAL_TESTS = {"chi2": chi2, "psi": psi_categorical, "js": js}
