@@ -11,6 +11,8 @@ the model store's champion pointer (runs of one pipeline are processed one at a 
 """
 
 
+from datetime import UTC, datetime
+
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -25,8 +27,15 @@ from dagster import (
     asset,
 )
 
+from calmops_dagster import circuit_breaker
 from calmops_dagster.block_assessment import assess_block, assessment_rows
-from calmops_dagster.block_data import frame_sha256, load_block, sort_block_keys
+from calmops_dagster.block_data import (
+    frame_sha256,
+    incoming_dir,
+    load_block,
+    load_stream_block,
+    sort_block_keys,
+)
 from calmops_dagster.block_history import blocks_before, save_block
 from calmops_dagster.champion_challenger import make_challenger, settle_champion
 from calmops_dagster.drift.html_report import write_drift_report_html
@@ -34,6 +43,7 @@ from calmops_dagster.evaluation import threshold_failures
 from calmops_dagster.model_store import now_utc
 from calmops_dagster.prediction import ensure_champion, predict_block, write_predictions
 from calmops_dagster.retrain_modes import history_needed
+from calmops_dagster.runner import breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
 
@@ -91,7 +101,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         store = home.model_store(spec.name)
         champion = store.champion_version()
         expected = store.manifest(champion).get("feature_kinds") if champion else None
-        rows = load_block(spec, block, expected)
+        if spec.type == "stream":  # exactly the file version accepted under this key
+            rows = load_stream_block(spec, block, incoming_dir(home.paths.pipeline_dir(spec.name)), expected)
+        else:
+            rows = load_block(spec, block, expected)
         for name, reason in rows.skipped.items():
             context.log.warning(f"skipped data file {name}: {reason}")
         frame = rows.frame
@@ -114,6 +127,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "source_files": ", ".join(rows.source_files),
             "content_hash": content_hash,
             "skipped_files": len(rows.skipped),
+            **({} if spec.prediction_only else {"circuit_breaker": circuit_breaker.describe(
+                metrics.store().breaker_state(spec.name), datetime.now(UTC))}),
         })
         worst = null_share.idxmax()
         yield AssetCheckResult(
@@ -214,6 +229,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     def challenger_model(context: AssetExecutionContext, data_block: pd.DataFrame, drift_report: dict,
                          home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         block, store = context.partition_key, home.model_store(spec.name)
+        if paused := breaker_pause_reason(metrics.store(), spec):  # circuit breaker open: no training
+            return Output({"version": None, "champion_version": store.champion_version(), "reason": paused},
+                          metadata={"trained": 0, "reason": paused, "circuit_breaker": "open"})
         if not drift_report["retrain"]:
             return Output({"version": None, "champion_version": store.champion_version(),
                            "reason": drift_report["reason"]},

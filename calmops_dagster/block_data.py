@@ -8,13 +8,19 @@ partition keys. It raises :mod:`calmops_dagster.errors` exceptions that name the
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from calmops_dagster.atomic import write_text_atomic
 from calmops_dagster.errors import CorruptFileError, EmptyFileError, SchemaError
 from calmops_dagster.spec import SUPPORTED_SUFFIXES, PipelineSpec
 
@@ -179,3 +185,87 @@ def load_block(spec: PipelineSpec, block: str, expected_kinds: dict[str, str] | 
         raise EmptyFileError(spec.data_dir, f"no readable file holds rows of block '{block}'")
     frame = pd.concat(parts, ignore_index=True)
     return BlockRows(frame=frame, source_files=sources, skipped=skipped)
+
+
+# --- Stream pipelines: one partition per accepted file version ------------------------------------------------
+#
+# A stream file is copied, on acceptance, into the pipeline's immutable store
+# ``CALMOPS_HOME/pipelines/<name>/incoming/<key><suffix>`` with a record ``<key>.json`` (source file, sha256,
+# size, accepted_at). The key is ``<file stem, sanitized>-<first 12 hex of the content sha256>``, so it names
+# the file and its version: a later change of the file is a new key, and the old key still reads the old
+# bytes. ``data_block`` reads the stored copy and refuses it when its hash no longer matches the record.
+
+INCOMING_DIR = "incoming"
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.+-]+")
+
+
+def stream_key(file_name: str, sha256: str) -> str:
+    """Partition key of a stream file version.
+
+    >>> stream_key("sales 2024-01-05.csv", "ab12" * 16)
+    'sales_2024-01-05-ab12ab12ab12'
+    """
+    stem = _UNSAFE_KEY_CHARS.sub("_", Path(file_name).stem).strip("_.") or "file"
+    key = f"{stem[:80]}-{sha256[:12]}"
+    assert SAFE_BLOCK_KEY.match(key), key
+    return key
+
+
+def incoming_dir(pipeline_dir: Path) -> Path:
+    """The immutable store of a stream pipeline's accepted files (``pipelines/<name>/incoming``)."""
+    return Path(pipeline_dir) / INCOMING_DIR
+
+
+def _record_of(store: Path, key: str) -> dict | None:
+    path = store / f"{key}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def accept_stream_file(path: Path, spec: PipelineSpec, store: Path,
+                       expected_kinds: dict[str, str] | None = None) -> tuple[FileInspection, bool]:
+    """Copy ``path`` into ``store``, hash and validate *the copy*, and file it under its stream key.
+
+    Returns ``(inspection, is_new)``; ``inspection.blocks`` is ``[key]`` and ``inspection.path`` the stored
+    copy. ``is_new`` is False when the same content was accepted before (under this key: the same version
+    seen again; under another key: a duplicate by content, for the caller to ignore). Hashing the copy, not
+    the source, means the key always describes the bytes that will be processed, even if the source changes
+    while it is copied. Raises a :class:`DataFileError` (the copy is removed) when the file is unusable.
+    """
+    store.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=store, prefix=".accepting.", suffix=path.suffix.lower())
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        shutil.copyfile(path, tmp)
+        sha = file_sha256(tmp)
+        key = stream_key(path.name, sha)
+        known = [p for p in store.glob(f"*-{sha[:12]}.json") if (_record_of(store, p.stem) or {}).get("sha256") == sha]
+        if known:
+            record = _record_of(store, known[0].stem)
+            stored = store / f"{known[0].stem}{Path(record['stored_file']).suffix}"
+            return FileInspection(path=stored, sha256=sha, rows=record["rows"], blocks=[known[0].stem]), False
+        frame = validate_frame(read_data_file(tmp), spec, path, expected_kinds)
+        target = store / f"{key}{path.suffix.lower()}"
+        os.replace(tmp, target)
+        record = {"key": key, "source_file": str(path), "stored_file": target.name, "sha256": sha,
+                  "size": target.stat().st_size, "rows": len(frame),
+                  "accepted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_text_atomic(store / f"{key}.json", json.dumps(record, indent=1))
+        return FileInspection(path=target, sha256=sha, rows=len(frame), blocks=[key]), True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_stream_block(spec: PipelineSpec, key: str, store: Path,
+                      expected_kinds: dict[str, str] | None = None) -> BlockRows:
+    """The rows of one stream partition: exactly the file version stored under ``key``."""
+    if not SAFE_BLOCK_KEY.match(key):
+        raise SchemaError(store, f"'{key}' is not a stream partition key")
+    record = _record_of(store, key)
+    if record is None:
+        raise EmptyFileError(store / f"{key}.json", f"no accepted stream file is recorded under key '{key}'")
+    stored = store / record["stored_file"]
+    if not stored.is_file() or file_sha256(stored) != record["sha256"]:
+        raise CorruptFileError(stored, f"the stored copy of '{key}' is missing or no longer matches its sha256")
+    frame = validate_frame(read_data_file(stored), spec, record["source_file"], expected_kinds)
+    return BlockRows(frame=frame, source_files=[Path(record["source_file"]).name], skipped={})

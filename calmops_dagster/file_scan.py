@@ -11,6 +11,12 @@ size and mtime equal what the previous scan saw (when one saw it). A file whose 
 it was processed is a new version and is read again. The same content is accepted once, whatever its file
 name. A file that cannot be read or fails the schema is reported with the reason (the caller quarantines
 it); it never stops the other files.
+
+Stream pipelines (``type: stream``) pass ``incoming``: each accepted file version is copied into that
+immutable store and becomes one partition keyed ``<stem>-<sha12>`` (:func:`block_data.accept_stream_file`);
+files are looked at in arrival order (mtime, then name), so partitions are registered in that order.
+Entries of files that disappeared (moved to quarantine, deleted) are pruned from ``files`` and ``seen``;
+``hashes`` is kept, so their content is still never processed twice.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 from calmops_dagster.block_data import (
     QUARANTINE_DIR,
     FileInspection,
+    accept_stream_file,
     candidate_files,
     file_sha256,
     inspect_file,
@@ -76,17 +83,29 @@ def scan_data_dir(
     cursor: dict | None = None,
     now: float | None = None,
     expected_kinds: dict[str, str] | None = None,
+    incoming: Path | None = None,
 ) -> ScanResult:
-    """Find the new, stable, readable file versions of ``spec.data_dir`` since ``cursor``."""
+    """Find the new, stable, readable file versions of ``spec.data_dir`` since ``cursor``.
+
+    ``incoming`` (required for stream pipelines) is the store accepted stream files are copied into.
+    """
+    if spec.type == "stream" and incoming is None:
+        raise ValueError(f"pipeline '{spec.name}' is a stream pipeline: scan_data_dir needs its incoming store")
     now = time.time() if now is None else now
     cursor = json.loads(json.dumps(cursor or empty_cursor()))  # never mutate the caller's cursor
     result = ScanResult(cursor=cursor)
     files, seen, hashes = cursor["files"], cursor["seen"], cursor["hashes"]
+    stats = {}
     for path in candidate_files(spec):
         try:
-            stat = path.stat()
+            stats[path] = path.stat()
         except FileNotFoundError:  # removed between listing and stat
             continue
+    present = {path.name for path in stats}
+    for table in (files, seen):
+        for name in [n for n in table if n not in present]:
+            del table[name]
+    for path, stat in sorted(stats.items(), key=lambda item: (item[1].st_mtime_ns, item[0].name)):
         signature = [stat.st_size, stat.st_mtime_ns]
         known = files.get(path.name)
         if known and [known["size"], known["mtime_ns"]] == signature:
@@ -98,22 +117,46 @@ def scan_data_dir(
             result.waiting.append(path.name)
             continue
         del seen[path.name]
-        sha = file_sha256(path)
+        try:
+            sha = file_sha256(path)
+        except OSError:  # vanished or unreadable since it was listed: look again next time
+            result.waiting.append(path.name)
+            continue
         entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
         if sha in hashes:  # same bytes already accepted, under this name or another
             files[path.name] = {**entry, "status": "duplicate"}
             result.duplicates.append(path.name)
             continue
         try:
-            inspection = inspect_file(path, spec, expected_kinds)
+            if spec.type == "stream":
+                inspection, is_new = accept_stream_file(path, spec, incoming, expected_kinds)
+                entry["sha256"] = inspection.sha256  # the hash of the bytes actually stored
+                if not is_new and stream_version_elsewhere(inspection, path):
+                    files[path.name] = {**entry, "status": "duplicate"}
+                    hashes.setdefault(inspection.sha256, path.name)
+                    result.duplicates.append(path.name)
+                    continue
+            else:
+                inspection = inspect_file(path, spec, expected_kinds)
         except DataFileError as exc:
             files[path.name] = {**entry, "status": "bad"}
             result.bad.append(BadFile(path, exc.reason, sha))
             continue
+        except OSError:  # vanished or unreadable between stat and read: look again next time
+            result.waiting.append(path.name)
+            continue
         files[path.name] = {**entry, "status": "ok"}
-        hashes[sha] = path.name
+        hashes[sha] = hashes[inspection.sha256] = path.name
         result.ready.append(inspection)
     return result
+
+
+def stream_version_elsewhere(inspection: FileInspection, path: Path) -> bool:
+    """Whether an already-accepted stream version came from a file other than ``path`` (a duplicate by
+    content) rather than from ``path`` itself (the same version, seen again without a cursor)."""
+    from calmops_dagster.block_data import stream_key
+
+    return inspection.blocks != [stream_key(path.name, inspection.sha256)]
 
 
 def quarantine_file(path: Path) -> Path | None:

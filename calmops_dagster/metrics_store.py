@@ -8,6 +8,8 @@ Tables (all carry ``pipeline`` and ``block``; see the README for every column):
 - ``performance``: one row per model version, metric and data it was scored on.
 - ``promotions``: every champion decision with its figures and reason.
 - ``quarantine``: every data file set aside, with the reason.
+- ``breaker_state``: one row per pipeline: the circuit breaker (status, consecutive failures, reopen time).
+- ``breaker_events``: every breaker transition (failure, success, opened, reset...) with its run id.
 
 DuckDB lets one process write a file at a time and Dagster runs each run in its own process, so every
 write is one short transaction on a fresh connection, retried with exponential backoff while another
@@ -50,6 +52,12 @@ SCHEMA = {
     "quarantine": """
         pipeline VARCHAR, file VARCHAR, reason VARCHAR, content_hash VARCHAR, moved_to VARCHAR,
         quarantined_at TIMESTAMPTZ""",
+    "breaker_state": """
+        pipeline VARCHAR, status VARCHAR, consecutive_failures BIGINT, opened_at TIMESTAMPTZ,
+        reopen_at TIMESTAMPTZ, last_reason VARCHAR, updated_at TIMESTAMPTZ""",
+    "breaker_events": """
+        pipeline VARCHAR, block VARCHAR, run_id VARCHAR, event VARCHAR, step VARCHAR, reason VARCHAR,
+        consecutive_failures BIGINT, status VARCHAR, event_at TIMESTAMPTZ""",
 }
 
 _LOCK_MARKERS = ("lock", "conflict", "could not set")
@@ -142,3 +150,88 @@ class MetricsStore:
         """Run a read-only query and return a DataFrame (an empty schema when the file does not exist)."""
         with self._connect(read_only=True) as con:
             return con.execute(sql, params or []).df()
+
+    # --- circuit breaker -----------------------------------------------------------------------------------
+
+    def breaker_state(self, pipeline: str):
+        """The stored :class:`~calmops_dagster.circuit_breaker.BreakerState` of ``pipeline`` (closed if none)."""
+        try:
+            frame = self.query("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline])
+        except duckdb.CatalogException:  # a database written before the breaker existed
+            frame = pd.DataFrame()
+        return _state_from_row(frame.iloc[0] if len(frame) else None)
+
+    def update_breaker(self, pipeline: str, transition, *, run_id: str | None = None, block: str | None = None,
+                       step: str | None = None):
+        """Apply ``transition(state) -> (state, event)`` and record it, in one transaction.
+
+        A ``run_id`` already recorded is not counted again (the run-failure sensor and ``calmops run`` may
+        both report the same run). Returns ``(state, event)``; ``event`` is ``None`` for such a repeat.
+        """
+        from datetime import UTC, datetime
+
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                row = con.execute("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline]).df()
+                if run_id and con.execute("SELECT 1 FROM breaker_events WHERE pipeline = ? AND run_id = ?",
+                                          [pipeline, run_id]).fetchone():
+                    con.execute("ROLLBACK")
+                    return _state_from_row(row.iloc[0] if len(row) else None), None
+                state, event = transition(_state_from_row(row.iloc[0] if len(row) else None))
+                now = datetime.now(UTC)
+                con.execute("DELETE FROM breaker_state WHERE pipeline = ?", [pipeline])
+                con.execute("INSERT INTO breaker_state VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [pipeline, state.status, state.consecutive_failures, state.opened_at,
+                             state.reopen_at, state.last_reason, now])
+                con.execute("INSERT INTO breaker_events BY NAME SELECT ? AS pipeline, ? AS block, ? AS run_id, "
+                            "? AS event, ? AS step, ? AS reason, ? AS consecutive_failures, ? AS status, "
+                            "? AS event_at", [pipeline, block, run_id, event, step, state.last_reason,
+                                        state.consecutive_failures, state.status, now])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return state, event
+
+    # --- archive and removal of one pipeline's rows (calmops delete) --------------------------------------
+
+    def export_pipeline_rows(self, pipeline: str, folder: str | os.PathLike) -> dict[str, int]:
+        """Write every table's rows of ``pipeline`` to ``folder/<table>.parquet``; return the row counts."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        counts = {}
+        for table in SCHEMA:
+            try:
+                frame = self.query(f"SELECT * FROM {table} WHERE pipeline = ?", [pipeline])
+            except duckdb.CatalogException:
+                frame = pd.DataFrame()
+            frame.to_parquet(folder / f"{table}.parquet", index=False)
+            counts[table] = len(frame)
+        return counts
+
+    def delete_pipeline_rows(self, pipeline: str) -> None:
+        """Remove every row of ``pipeline`` from every table, in one transaction."""
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table in SCHEMA:
+                    con.execute(f"DELETE FROM {table} WHERE pipeline = ?", [pipeline])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+
+def _state_from_row(row):
+    from calmops_dagster.circuit_breaker import BreakerState
+
+    if row is None:
+        return BreakerState()
+
+    def when(value):
+        return None if value is None or pd.isna(value) else pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
+
+    return BreakerState(status=row["status"], consecutive_failures=int(row["consecutive_failures"]),
+                        opened_at=when(row["opened_at"]), reopen_at=when(row["reopen_at"]),
+                        last_reason=None if pd.isna(row["last_reason"]) else row["last_reason"])

@@ -7,6 +7,7 @@ from calmops_dagster.pipeline_logs import pipeline_file_logger
 from calmops_dagster.runner import PIPELINE_TAG
 from calmops_dagster.spec import PipelineSpec
 from sensors.file_sensor import build_file_sensor
+from sensors.run_failure_sensor import build_breaker_sensors
 from sensors.schedules import build_schedule
 
 #: Dagster's console logger plus the per-pipeline log file (CALMOPS_HOME/pipelines/<name>/logs/).
@@ -34,8 +35,9 @@ def build_pipeline_definitions(spec: PipelineSpec) -> Definitions:
     """Assets, job, sensor and schedule of one valid spec."""
     job = build_job(spec)
     schedules = [build_schedule(spec, job)] if spec.schedule else []
+    breaker = [] if spec.prediction_only else build_breaker_sensors(spec, job)
     return Definitions(assets=build_pipeline_assets(spec), jobs=[job],
-                       sensors=[build_file_sensor(spec, job)], schedules=schedules,
+                       sensors=[build_file_sensor(spec, job), *breaker], schedules=schedules,
                        loggers=PIPELINE_LOGGERS)
 
 

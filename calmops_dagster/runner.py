@@ -7,18 +7,26 @@ show up in the UI with their partitions and history.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from calmops_dagster.block_data import sort_block_keys
+from calmops_dagster import circuit_breaker
+from calmops_dagster.block_data import incoming_dir, sort_block_keys
 from calmops_dagster.file_scan import quarantine_file, scan_data_dir
 from calmops_dagster.metrics_store import MetricsStore
 from calmops_dagster.model_store import ModelStore, now_utc
 from calmops_dagster.spec import PipelineSpec
 
 PIPELINE_TAG = "calmops/pipeline"
+#: Runs executed in-process by ``calmops run`` carry the host and pid of their process, so a later
+#: ``calmops run`` can tell a run whose process was killed from one that is still going.
+PID_TAG, HOST_TAG = "calmops/pid", "calmops/host"
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
              DagsterRunStatus.STARTED]
 
@@ -41,17 +49,27 @@ def record_bad_files(spec: PipelineSpec, bad, metrics: MetricsStore, log) -> Non
         moved = quarantine_file(item.path)
         where = f"moved to {moved}" if moved else "left in place (folder not writable)"
         log.error(f"quarantined data file {item.path.name}: {item.reason}; {where}")
+        if moved is None and _already_quarantined(metrics, spec, item):
+            continue  # a file left in place is seen again by every cursor-less scan: record it once
         rows.append({"pipeline": spec.name, "file": str(item.path), "reason": item.reason,
                      "content_hash": item.sha256, "moved_to": str(moved) if moved else None,
                      "quarantined_at": now_utc()})
     metrics.append_rows("quarantine", rows)
 
 
+def _already_quarantined(metrics: MetricsStore, spec: PipelineSpec, item) -> bool:
+    rows = metrics.query("SELECT 1 FROM quarantine WHERE pipeline = ? AND file = ? AND content_hash IS NOT "
+                         "DISTINCT FROM ? AND moved_to IS NULL", [spec.name, str(item.path), item.sha256])
+    return len(rows) > 0
+
+
 def pending_blocks(instance: DagsterInstance, spec: PipelineSpec, skip_in_flight: bool = True) -> list[str]:
-    """Registered blocks whose final asset is not materialized, in block order.
+    """Registered blocks whose final asset is not materialized, in block order (stream pipelines: in the
+    order their files arrived, which is the order their partitions were registered).
 
     With ``skip_in_flight``, blocks that already have a queued or running run are left out.
     """
+    reap_dead_runs(instance, spec)
     registered = instance.get_dynamic_partitions(spec.partitions_name)
     done = instance.get_materialized_partitions(final_asset(spec))
     pending = [block for block in registered if block not in done]
@@ -59,19 +77,59 @@ def pending_blocks(instance: DagsterInstance, spec: PipelineSpec, skip_in_flight
         runs = instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT))
         busy = {run.tags.get("dagster/partition") for run in runs}
         pending = [block for block in pending if block not in busy]
-    return sort_block_keys(pending)
+    return pending if spec.type == "stream" else sort_block_keys(pending)
+
+
+def reap_dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[str]:
+    """Mark failed the in-flight runs of ``spec`` started in-process on this host by a process that no
+    longer exists (``calmops run`` killed mid-block), so their blocks are pending again. Returns their ids.
+
+    Runs launched by ``dagster dev`` carry no pid tag; Dagster's own run monitoring looks after those.
+    """
+    reaped = []
+    for run in instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT)):
+        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if not pid or host != socket.gethostname() or _alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"its process {pid} on {host} is gone (killed mid-run?)")
+        reaped.append(run.run_id)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed child not yet reaped by its parent) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stream_store(models: ModelStore) -> Path:
+    """The incoming store of a stream pipeline, beside its models (``pipelines/<name>/incoming``)."""
+    return incoming_dir(Path(models.root).parent)
+
+
+def ordered_blocks(spec: PipelineSpec, scan) -> list[str]:
+    """The block keys a scan found: stream keys in arrival order, other keys in block order."""
+    found = scan.blocks()
+    return list(found) if spec.type == "stream" else sort_block_keys(found)
 
 
 def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: MetricsStore,
                         models: ModelStore, log) -> list[str]:
     """Scan ``data_dir`` as the sensor does (no cursor: every stable file), quarantine bad files, and add
     partitions for blocks the instance does not know yet. Returns the new block keys."""
-    scan = scan_data_dir(spec, expected_kinds=expected_kinds(models))
+    scan = scan_data_dir(spec, expected_kinds=expected_kinds(models), incoming=stream_store(models))
     record_bad_files(spec, scan.bad, metrics, log)
     for name in scan.waiting:
         log.info(f"file {name} is still being written; it will be read on a later run")
     known = set(instance.get_dynamic_partitions(spec.partitions_name))
-    new = [block for block in sort_block_keys(scan.blocks()) if block not in known]
+    new = [block for block in ordered_blocks(spec, scan) if block not in known]
     if new:
         instance.add_dynamic_partitions(spec.partitions_name, new)
     return new
@@ -116,11 +174,14 @@ def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: Met
     champion only changes when a block succeeds).
     """
     results = []
+    tags = {PIPELINE_TAG: spec.name, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     for block in pending_blocks(instance, spec):
         started = time.monotonic()
-        outcome = job.execute_in_process(instance=instance, partition_key=block, tags={PIPELINE_TAG: spec.name},
+        outcome = job.execute_in_process(instance=instance, partition_key=block, tags=tags,
                                          run_config=QUIET_RUN_CONFIG, raise_on_error=False)
         seconds = time.monotonic() - started
+        failed_steps = [e.step_key for e in outcome.all_events if e.is_step_failure]
+        record_run_outcome(metrics, spec, outcome.run_id, block, failed_steps, _failure_messages(outcome))
         if outcome.success:
             summary = summarize_block(metrics, spec, block)
         else:
@@ -142,3 +203,38 @@ def _failure_messages(outcome) -> list[str]:
             if not data.passed and data.severity.value == "ERROR":
                 messages.append(f"check {data.asset_check_key.name} failed")
     return messages
+
+
+# --- circuit breaker glue (the transitions themselves are pure: calmops_dagster.circuit_breaker) -----------
+
+def record_run_outcome(metrics: MetricsStore, spec: PipelineSpec, run_id: str, block: str | None,
+                       failed_steps: list[str], messages: list[str] | None = None):
+    """Count a finished run of ``spec`` in its circuit breaker: a failed training/promotion step is a
+    failure, a run where neither failed is a success. Runs that failed elsewhere (e.g. an unreadable block)
+    and repeats of a run id already counted change nothing. Returns ``(state, event)``."""
+    if spec.prediction_only:
+        return metrics.breaker_state(spec.name), None
+    step = circuit_breaker.failed_breaker_step(failed_steps, spec.name)
+    now = datetime.now(UTC)
+    if step is not None:
+        reason = next((m for m in messages or [] if step in m), f"{step} failed")[:500]
+        config = spec.circuit_breaker
+
+        def transition(state):
+            return circuit_breaker.on_failure(state, config.max_failures, config.backoff_minutes, now,
+                                              f"block {block}: {reason}")
+    elif failed_steps:
+        return metrics.breaker_state(spec.name), None
+    else:
+        def transition(state):
+            return circuit_breaker.on_success(state, now)
+    return metrics.update_breaker(spec.name, transition, run_id=run_id, block=block, step=step)
+
+
+def breaker_pause_reason(metrics: MetricsStore, spec: PipelineSpec) -> str | None:
+    """Why ``spec``'s challenger must not be trained now (its circuit breaker is open), else ``None``."""
+    return circuit_breaker.skip_reason(metrics.breaker_state(spec.name), datetime.now(UTC))
+
+
+def close_breaker(metrics: MetricsStore, spec: PipelineSpec, reason: str = "closed by calmops relaunch"):
+    return metrics.update_breaker(spec.name, lambda _state: circuit_breaker.reset(reason))

@@ -4,6 +4,10 @@ The cursor is the scan state of :mod:`calmops_dagster.file_scan` (file -> size, 
 the same ``SensorResult`` as the run requests, so a tick is recorded whole or not at all. Run keys are built
 from the block and the content hashes of the files that hold it: seeing the same files again requests
 nothing, a changed file requests its blocks again.
+
+Stream pipelines: every accepted file version is one partition (``<stem>-<sha12>``, copied into
+``pipelines/<name>/incoming/``), requested in arrival order. The cursor is stored by Dagster with the sensor's
+state in the instance, so it survives restarts of the daemon and of ``dagster dev``.
 """
 
 
@@ -19,9 +23,14 @@ from dagster import (
     sensor,
 )
 
-from calmops_dagster.block_data import sort_block_keys
 from calmops_dagster.file_scan import load_cursor, scan_data_dir
-from calmops_dagster.runner import PIPELINE_TAG, expected_kinds, record_bad_files
+from calmops_dagster.runner import (
+    PIPELINE_TAG,
+    expected_kinds,
+    ordered_blocks,
+    record_bad_files,
+    stream_store,
+)
 from calmops_dagster.spec import PipelineSpec
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
 
@@ -38,7 +47,8 @@ def build_file_sensor(spec: PipelineSpec, job):
     )
     def file_sensor(context: SensorEvaluationContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         models = home.model_store(spec.name)
-        scan = scan_data_dir(spec, load_cursor(context.cursor), expected_kinds=expected_kinds(models))
+        scan = scan_data_dir(spec, load_cursor(context.cursor), expected_kinds=expected_kinds(models),
+                             incoming=stream_store(models))
         record_bad_files(spec, scan.bad, metrics.store(), context.log)
         for name in scan.waiting:
             context.log.info(f"{name} is not stable yet (still being written?); will look again")
@@ -46,14 +56,15 @@ def build_file_sensor(spec: PipelineSpec, job):
             context.log.info(f"{name} holds content already processed; ignored")
         found = scan.blocks()
         known = set(context.instance.get_dynamic_partitions(spec.partitions_name))
-        new_blocks = [b for b in sort_block_keys(found) if b not in known]
+        order = ordered_blocks(spec, scan)
+        new_blocks = [b for b in order if b not in known]
         requests = [
             RunRequest(
                 run_key=f"{block}:" + "+".join(sorted(sha[:16] for sha in found[block])),
                 partition_key=block,
                 tags={PIPELINE_TAG: spec.name},
             )
-            for block in sort_block_keys(found)
+            for block in order
         ]
         cursor = json.dumps(scan.cursor, sort_keys=True)
         if not requests:

@@ -1,0 +1,53 @@
+"""The circuit breaker's sensors: count a pipeline's training/promotion failures from finished runs.
+
+``<name>_run_failures`` (a run-failure sensor) counts a failed run of the pipeline's job as a failure when
+its ``challenger_model`` or ``champion_model`` step failed; ``<name>_run_successes`` resets the count when a
+run succeeds. Both call :func:`calmops_dagster.runner.record_run_outcome`, which ignores a run id already
+counted, so runs executed in-process by ``calmops run`` (which records its own outcomes) are not counted
+twice. The transitions are the pure functions of :mod:`calmops_dagster.circuit_breaker`.
+"""
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunStatusSensorContext,
+    run_failure_sensor,
+    run_status_sensor,
+)
+
+from calmops_dagster.runner import record_run_outcome
+from calmops_dagster.spec import PipelineSpec
+from resources.home import MetricsStoreResource
+
+
+def _error_text(event) -> str:
+    error = event.step_failure_data.error if event.step_failure_data else None
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return f"{event.step_key}: {error.message.strip() if error else 'failed'}"
+
+
+def build_breaker_sensors(spec: PipelineSpec, job) -> list:
+    """The failure and success sensors of ``spec``'s circuit breaker (on by default)."""
+
+    @run_failure_sensor(name=f"{spec.name}_run_failures", monitored_jobs=[job], minimum_interval_seconds=10,
+                        default_status=DefaultSensorStatus.RUNNING,
+                        description=f"Counts failed training/promotion of {spec.name} in its circuit breaker.")
+    def failures(context: RunFailureSensorContext, metrics: MetricsStoreResource):
+        events = context.get_step_failure_events()
+        run = context.dagster_run
+        state, event = record_run_outcome(metrics.store(), spec, run.run_id, run.tags.get("dagster/partition"),
+                                          [e.step_key for e in events], [_error_text(e) for e in events])
+        context.log.info(f"circuit breaker of {spec.name}: {event or 'unchanged'} -> {state.status} "
+                         f"({state.consecutive_failures} consecutive failures)")
+
+    @run_status_sensor(run_status=DagsterRunStatus.SUCCESS, name=f"{spec.name}_run_successes",
+                       monitored_jobs=[job], minimum_interval_seconds=10,
+                       default_status=DefaultSensorStatus.RUNNING,
+                       description=f"Resets the failure count of {spec.name}'s circuit breaker on success.")
+    def successes(context: RunStatusSensorContext, metrics: MetricsStoreResource):
+        run = context.dagster_run
+        record_run_outcome(metrics.store(), spec, run.run_id, run.tags.get("dagster/partition"), [])
+
+    return [failures, successes]
