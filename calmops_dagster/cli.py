@@ -5,6 +5,9 @@
     calmops [--home DIR] list            pipelines, their champion and last block
     calmops [--home DIR] demo            generate a drifting dataset and create the demo pipeline
     calmops [--home DIR] dev             start `dagster dev` on this home (what `make run` does)
+    calmops [--home DIR] relaunch NAME   sensor/schedule on, circuit breaker closed, pending blocks run
+    calmops [--home DIR] update NAME --key value ...   change spec fields (dotted keys), reload
+    calmops [--home DIR] delete NAME [--yes] [--purge] archive (default) or delete a pipeline
 
 ``CALMOPS_HOME`` is read from the environment (default ``./.calmops``); ``--home`` overrides it.
 """
@@ -95,17 +98,18 @@ def cmd_list(args, home: CalmOpsHome) -> int:
         return 0
     blocks = metrics.query("SELECT pipeline, count(*) AS n, max(loaded_at) AS last FROM blocks GROUP BY pipeline")
     processed = {row.pipeline: row.n for row in blocks.itertuples()}
-    print(f"{'pipeline':20} {'type':7} {'blocks':>6} {'champion':9} status")
+    print(f"{'pipeline':20} {'type':7} {'blocks':>6} {'champion':9} {'breaker':22} status")
     for path in specs:
         name = path.parent.name
         try:
             spec = load_spec(path)
         except CalmOpsError as exc:
-            print(f"{name:20} {'?':7} {'':>6} {'':9} BROKEN SPEC: {str(exc).splitlines()[0]}")
+            print(f"{name:20} {'?':7} {'':>6} {'':9} {'':22} BROKEN SPEC: {str(exc).splitlines()[0]}")
             continue
         champion = ModelStore(home.models_dir(name)).champion_version() or "-"
         mode = "prediction-only" if spec.prediction_only else "ok"
-        print(f"{name:20} {spec.type:7} {processed.get(name, 0):>6} {champion:9} {mode}")
+        breaker = "-" if spec.prediction_only else _breaker_text(metrics, name)
+        print(f"{name:20} {spec.type:7} {processed.get(name, 0):>6} {champion:9} {breaker:22} {mode}")
     return 0
 
 
@@ -160,6 +164,154 @@ def cmd_rollback(args, home: CalmOpsHome) -> int:
         "decided_at": stamp,
     }])
     print(f"{args.name}: champion {current} -> {target}")
+    return 0
+
+
+def _breaker_text(metrics, name: str) -> str:
+    from datetime import UTC, datetime
+
+    from calmops_dagster.circuit_breaker import describe
+
+    return describe(metrics.breaker_state(name), datetime.now(UTC))
+
+
+def cmd_relaunch(args, home: CalmOpsHome) -> int:
+    """Sensors and schedule on, circuit breaker closed, runs requested for pending blocks."""
+    from calmops_dagster import dagster_control as control
+    from calmops_dagster.metrics_store import MetricsStore
+    from calmops_dagster.model_store import ModelStore
+    from calmops_dagster.pipeline_defs import job_name
+    from calmops_dagster.runner import close_breaker, pending_blocks, register_new_blocks, run_pending
+
+    name = _checked_name(home, args.name)
+    spec, job, instance = _pipeline_runtime(home, name)
+    metrics = MetricsStore(home.metrics_db)
+    close_breaker(metrics, spec)
+    print(f"{name}: circuit breaker closed")
+    client = control.running_dagster(args.dagster_host, args.dagster_port)
+    location = control.find_location(client, name) if client else None
+    if location is not None:
+        for line in control.start_instigators_graphql(client, location, name, spec.schedule is not None):
+            print(f"{name}: {line}")
+        blocks = pending_blocks(instance, spec)
+        run_ids = control.submit_block_runs(client, location, name, job_name(spec), blocks)
+        print(f"{name}: {len(run_ids)} run(s) submitted to dagster dev for pending block(s) {', '.join(blocks)}"
+              if run_ids else f"{name}: nothing pending")
+        return 0
+    if client is not None:
+        print(f"{name}: dagster dev answers but does not know this pipeline (reload its code location?); "
+              "running locally", file=sys.stderr)
+    for line in control.start_instigators_local(instance, name, spec.schedule is not None):
+        print(f"{name}: {line}")
+    register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log)
+    results = run_pending(instance, spec, job, metrics)
+    if not results:
+        print(f"{name}: nothing pending")
+    for result in results:
+        print(f"block {result.block}: {'ok' if result.success else 'FAILED'} in {result.seconds:.1f}s: "
+              f"{result.summary}")
+    return 0 if all(r.success for r in results) else 1
+
+
+def _parse_updates(items: list[str]) -> list[tuple[str, object]]:
+    """``["--a.b", "1", "--c=x"]`` -> ``[("a.b", 1), ("c", "x")]`` (values are YAML scalars)."""
+    updates, i = [], 0
+    while i < len(items):
+        item = items[i]
+        if not item.startswith("--") or len(item) < 3:
+            raise CalmOpsError(f"expected --key value, got '{item}'")
+        if "=" in item:
+            key, text = item[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(items):
+                raise CalmOpsError(f"{item} needs a value")
+            key, text = item[2:], items[i + 1]
+            i += 2
+        updates.append((key, _parse_value(text)))
+    if not updates:
+        raise CalmOpsError("nothing to update: give one or more --key value pairs, e.g. "
+                           "--performance.max_relative_drop 0.2")
+    return updates
+
+
+def cmd_update(args, home: CalmOpsHome) -> int:
+    """Change spec fields (validated by the spec loader), save atomically, reload the code location."""
+    from calmops_dagster import dagster_control as control
+    from calmops_dagster.atomic import write_text_atomic
+
+    name = _checked_name(home, args.name)
+    path = home.spec_path(name)
+    raw = yaml.safe_load(path.read_text()) or {}
+    changes = []
+    updates = _parse_updates(args.changes)
+    for key, value in [u for u in updates if u[0] in ("dagster-host", "dagster-port")]:
+        setattr(args, key.replace("-", "_"), value)  # REMAINDER also swallows these options
+    for key, value in [u for u in updates if u[0] not in ("dagster-host", "dagster-port")]:
+        parts = key.split(".")
+        if parts[0] == "name":
+            raise CalmOpsError("the name of a pipeline cannot be changed (it names its folder and partitions)")
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CalmOpsError(f"'{key}': '{part}' is not a section of the spec")
+        changes.append(f"{key}: {node.get(parts[-1], '(default)')!r} -> {value!r}")
+        node[parts[-1]] = value
+    parse_spec(raw, path)  # SpecError names the file and the field; nothing is written then
+    write_text_atomic(path, yaml.safe_dump(raw, sort_keys=False))
+    for line in changes:
+        print(f"{name}: {line}")
+    _reload_code_location(control, args, name)
+    return 0
+
+
+def _reload_code_location(control, args, name: str) -> None:
+    client = control.running_dagster(args.dagster_host, args.dagster_port)
+    if client is None:
+        print("no dagster dev answers: the change takes effect when it next starts (`calmops dev`)")
+        return
+    location = control.find_location(client, name)
+    locations = [location.location] if location else ["calmops_dagster.definitions"]
+    for location_name in locations:
+        info = client.reload_repository_location(location_name)
+        print(f"reloaded code location {location_name}: {info.status.value}")
+
+
+def cmd_delete(args, home: CalmOpsHome) -> int:
+    """Remove a pipeline; its folder and DuckDB rows are archived unless ``--purge``."""
+    from datetime import UTC, datetime
+
+    from calmops_dagster import dagster_control as control
+    from calmops_dagster.metrics_store import MetricsStore
+
+    name = _checked_name(home, args.name)
+    folder = home.pipeline_dir(name)
+    what = "PERMANENTLY delete" if args.purge else "archive and remove"
+    if not args.yes:
+        try:
+            answer = input(f"{what} pipeline '{name}' ({folder} and its metrics)? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    metrics = MetricsStore(home.metrics_db)
+    if args.purge:
+        metrics.delete_pipeline_rows(name)
+        shutil.rmtree(folder)
+        print(f"{name}: deleted {folder} and its metrics (purged, no archive)")
+    else:
+        archive = home.root / "archive" / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        counts = metrics.export_pipeline_rows(name, archive / "metrics")
+        archive.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), str(archive / "pipeline"))
+        metrics.delete_pipeline_rows(name)  # only once every row is safe in the archive
+        print(f"{name}: archived to {archive} (spec, models, blocks, predictions, reports; "
+              f"{sum(counts.values())} metric rows in metrics/*.parquet)")
+    print("Dagster's run history of the pipeline is kept; a new pipeline under the same name would see its "
+          "old blocks as processed (choose a new name)")
+    _reload_code_location(control, args, name)
     return 0
 
 
@@ -264,6 +416,32 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("name")
     rollback.add_argument("--to", metavar="VERSION", help="version to restore (default: the previous champion)")
     rollback.set_defaults(func=cmd_rollback)
+
+    def add_dagster_address(sub):
+        sub.add_argument("--dagster-host", help="dagster dev host (default $CALMOPS_DAGSTER_HOST or 127.0.0.1)")
+        sub.add_argument("--dagster-port", type=int, help="dagster dev port (default $CALMOPS_DAGSTER_PORT or 3000)")
+
+    relaunch = subparsers.add_parser("relaunch", help="sensor and schedule on, circuit breaker closed, "
+                                     "runs requested for pending blocks")
+    relaunch.add_argument("name")
+    add_dagster_address(relaunch)
+    relaunch.set_defaults(func=cmd_relaunch)
+
+    update = subparsers.add_parser("update", help="change spec fields (--key value, dotted keys) and reload",
+                                   usage="calmops update NAME --key value [--key value ...]")
+    update.add_argument("name")
+    add_dagster_address(update)
+    update.add_argument("changes", nargs=argparse.REMAINDER, help="--key value pairs, e.g. "
+                        "--performance.max_relative_drop 0.2 --sensor.settle_seconds 10")
+    update.set_defaults(func=cmd_update)
+
+    delete = subparsers.add_parser("delete", help="remove a pipeline (archived under CALMOPS_HOME/archive "
+                                   "unless --purge)")
+    delete.add_argument("name")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.add_argument("--purge", action="store_true", help="delete instead of archiving (not recoverable)")
+    add_dagster_address(delete)
+    delete.set_defaults(func=cmd_delete)
 
     dev = subparsers.add_parser("dev", help="start dagster dev (UI, daemon, sensors) on this home")
     dev.add_argument("--host", default="127.0.0.1")

@@ -28,7 +28,7 @@ def test_good_and_broken_specs(home, tmp_path):
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {"schema_and_nulls", "no_data_drift", "champion_meets_thresholds"}
     sensors = {s.name: s for s in defs.sensors}
-    assert set(sensors) == {"good_files", "broken_spec_error"}
+    assert set(sensors) == {"good_files", "good_run_failures", "good_run_successes", "broken_spec_error"}
     assert "field 'retrain_every': unknown key" in sensors["broken_spec_error"].description
     assert [s.cron_schedule for s in defs.schedules] == ["*/10 * * * *"]
     job = defs.resolve_job_def("good_job")
