@@ -7,6 +7,7 @@ their runs were requested, and one pipeline's runs never race for its champion.
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 from calmops_dagster.atomic import write_text_atomic
@@ -27,10 +28,26 @@ telemetry:
 
 
 def prepare_instance(home: CalmOpsHome) -> None:
-    """Create ``DAGSTER_HOME`` with its ``dagster.yaml`` and point the environment at it."""
+    """Create ``DAGSTER_HOME`` with its ``dagster.yaml`` and point the environment at it.
+
+    The first caller also creates the instance's SQLite storage, under an exclusive file lock: two
+    ``calmops run`` started at once on a fresh home would otherwise both try to create its tables.
+    """
     home.dagster_home.mkdir(parents=True, exist_ok=True)
-    config = home.dagster_home / "dagster.yaml"
-    if not config.exists() or config.read_text() != INSTANCE_YAML:
-        write_text_atomic(config, INSTANCE_YAML)
-    os.environ["DAGSTER_HOME"] = str(home.dagster_home)
-    os.environ["CALMOPS_HOME"] = str(home.root)
+    with open(home.dagster_home / ".calmops-init.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            config = home.dagster_home / "dagster.yaml"
+            if not config.exists() or config.read_text() != INSTANCE_YAML:
+                write_text_atomic(config, INSTANCE_YAML)
+            os.environ["DAGSTER_HOME"] = str(home.dagster_home)
+            os.environ["CALMOPS_HOME"] = str(home.root)
+            marker = home.dagster_home / ".calmops-storage-ready"
+            if not marker.exists():
+                from dagster import DagsterInstance
+
+                with DagsterInstance.get():  # creates the storage tables
+                    pass
+                marker.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -93,7 +93,7 @@ class MetricsStore:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 0.5)
         try:
             if not read_only and not self._schema_ready:
                 self._create_tables(con)
