@@ -11,8 +11,9 @@ A version folder is assembled under a temporary name and renamed into place, so 
 whole version or none. ``champion.json`` is replaced atomically. Old versions are never deleted, which is
 what makes rollback possible. A file whose hash does not match its manifest is refused with
 :class:`ModelIntegrityError` before any byte of it is deserialized, and a skops file is loaded only when
-every type it holds is on the allow-list (:data:`TRUSTED_TYPE_PREFIXES`); pickle is used only for models
-skops cannot store, and only behind the manifest's hash.
+every type it holds is either trusted by skops itself (plain data, numpy arrays, scikit-learn estimators) or
+named in the explicit allow-list :data:`TRUSTED_TYPES`; skops enforces the same list while loading. Pickle is
+used only for models skops cannot store (river models), and only behind the manifest's hash.
 """
 
 from __future__ import annotations
@@ -39,16 +40,47 @@ MANIFEST = "manifest.json"
 CHAMPION_POINTER = "champion.json"
 REFERENCE = "reference.parquet"
 _LIBRARIES = ("scikit-learn", "lightgbm", "river", "numpy", "pandas", "skops")
-#: Types a skops file may hold beyond skops' own safe defaults: the model libraries the spec may name.
-#: Anything else (e.g. ``builtins.eval`` smuggled into a file) is refused even when the hash matches.
-TRUSTED_TYPE_PREFIXES = ("sklearn.", "lightgbm.", "calmops_dagster.", "river.", "numpy.", "scipy.sparse.")
-TRUSTED_TYPES = frozenset({"collections.OrderedDict", "collections.defaultdict"})
+#: Types a skops file may hold beyond skops' own defaults (builtins, numpy arrays and dtypes, scikit-learn's
+#: estimators). Each is a named class whose state is plain data: loading it runs no code of the file's
+#: choosing. Anything else (``builtins.eval``, ``os.system``, an unknown class...) is refused even when the
+#: hash matches. Add a type here only after checking it, with a test saving and loading a model that holds it.
+TRUSTED_TYPES = frozenset({
+    # scikit-learn internals that skops 0.16 does not trust by itself
+    "sklearn.tree._tree.Tree",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    # LightGBM (tested-versions.md)
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
+    "collections.OrderedDict",
+    # this project's estimators
+    "calmops_dagster.ipip.IPIPClassifier",
+    "calmops_dagster.retrain_modes.StackedModel",
+    "calmops_dagster.testing_models.ControlledTree",
+})
 
 
 def untrusted_types(path: Path) -> list[str]:
-    """The types in a skops file outside skops' defaults and the allow-list (empty: safe to load)."""
-    return [t for t in sio.get_untrusted_types(file=path)
-            if t not in TRUSTED_TYPES and not t.startswith(TRUSTED_TYPE_PREFIXES)]
+    """The types in a skops file outside skops' defaults and :data:`TRUSTED_TYPES` (empty: safe to load)."""
+    return sorted(t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES)
+
+
+def load_skops(path: Path):
+    """Load a skops file whose every type is trusted; skops itself enforces the allow-list while loading."""
+    refused = untrusted_types(path)
+    if refused:
+        raise ModelIntegrityError(f"{path}: holds types outside the allow-list: {refused}; refusing to load it")
+    return sio.load(path, trusted=sorted(TRUSTED_TYPES))
 
 
 def file_sha256(path: Path) -> str:
@@ -165,10 +197,7 @@ class ModelStore:
         fmt = self.manifest(version)["format"]
         try:
             if fmt == "skops":
-                refused = untrusted_types(path)
-                if refused:
-                    raise ModelIntegrityError(f"{path}: holds types outside the allow-list: {refused}")
-                return sio.load(path, trusted=sio.get_untrusted_types(file=path))
+                return load_skops(path)
             if fmt == "pickle":
                 with open(path, "rb") as handle:
                     return pickle.load(handle)
@@ -220,10 +249,14 @@ def load_model_file(path: Path, trust: bool):
         raise ModelIntegrityError(f"{path}: model file not found")
     suffix = path.suffix.lower()
     if suffix == ".skops":
-        refused = untrusted_types(path)
-        if refused and not trust:
-            raise ModelIntegrityError(f"{path}: holds types outside the allow-list {refused}; "
-                                      "set trust_model_file: true to load it anyway")
+        if not trust:
+            try:
+                return load_skops(path)
+            except ModelIntegrityError as exc:
+                raise ModelIntegrityError(f"{exc} (set trust_model_file: true to load it anyway)") from None
+            except Exception as exc:  # noqa: BLE001 -- not a skops file
+                raise ModelIntegrityError(f"{path}: cannot be loaded as skops: {exc}") from None
+        # the user opted in (trust_model_file): every type the file names is accepted
         return sio.load(path, trusted=sio.get_untrusted_types(file=path))
     if suffix in (".pkl", ".pickle", ".joblib"):
         if not trust:

@@ -1,0 +1,143 @@
+"""Model files: skops behind a hash manifest and an explicit type allow-list; anything else is refused."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.tree import DecisionTreeClassifier
+from skops.io.exceptions import UntrustedTypesFoundException
+
+from calmops_dagster import model_store
+from calmops_dagster.errors import ModelIntegrityError
+from calmops_dagster.ipip import IPIPClassifier
+from calmops_dagster.model_factory import build_model
+from calmops_dagster.model_store import TRUSTED_TYPES, ModelStore, file_sha256
+from calmops_dagster.retrain_modes import StackedModel
+from calmops_dagster.spec import ModelSpec
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(4)
+    X = pd.DataFrame({"a": rng.normal(size=240), "b": rng.normal(size=240), "s": rng.choice(["u", "v"], 240)})
+    y = ((X["a"] + (X["s"] == "u")) > 0.5).astype(int)
+    return X, y
+
+
+def spec_model(module, cls, X, **params):
+    return build_model(ModelSpec.model_validate({"module": module, "class": cls, "params": params}), X)
+
+
+@pytest.fixture(scope="module")
+def models(data):
+    X, y = data
+    forest = spec_model("sklearn.ensemble", "RandomForestClassifier", X, n_estimators=5, random_state=0).fit(X, y)
+    lgbm = spec_model("lightgbm", "LGBMClassifier", X, n_estimators=5, verbose=-1).fit(X, y)
+    imbalanced = np.r_[np.ones(30), np.zeros(210)].astype(int)
+    ipip = spec_model("sklearn.tree", "DecisionTreeClassifier", X, random_state=0)
+    ipip.steps[-1] = ("model", IPIPClassifier(estimator=DecisionTreeClassifier(random_state=0), random_state=0))
+    return {
+        "forest": forest,
+        "lgbm": lgbm,
+        "calibrated": CalibratedClassifierCV(FrozenEstimator(forest), method="sigmoid").fit(X, y),
+        "stacked": StackedModel([forest, lgbm], "classification").fit(X, y),
+        "ipip": ipip.fit(X, imbalanced),
+    }
+
+
+@pytest.mark.parametrize("name", ["forest", "lgbm", "calibrated", "stacked", "ipip"])
+def test_every_model_the_platform_makes_round_trips_as_skops(tmp_path, data, models, name):
+    X, _ = data
+    store = ModelStore(tmp_path)
+    version = store.save(models[name], reference=X, trained_on_blocks=["1"], metrics={"accuracy": 0.9})
+    manifest = store.manifest(version)
+    assert manifest["format"] == "skops" and manifest["model_file"] == "model.skops"
+    assert manifest["sha256"] == file_sha256(tmp_path / version / "model.skops")
+    assert {"python", "scikit-learn", "numpy", "skops"} <= set(manifest["libraries"])
+    assert manifest["trained_on_blocks"] == ["1"] and manifest["metrics"] == {"accuracy": 0.9}
+    np.testing.assert_array_equal(store.load(version).predict_proba(X), models[name].predict_proba(X))
+    assert not list(tmp_path.glob(".staging-*"))  # assembled aside, renamed into place
+
+
+def test_a_file_failing_its_hash_is_never_deserialized(tmp_path, data, models, monkeypatch):
+    X, _ = data
+    store = ModelStore(tmp_path)
+    version = store.save(models["forest"], reference=X)
+    path = tmp_path / version / "model.skops"
+    path.write_bytes(path.read_bytes()[:-4] + b"evil")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("deserialized a file that failed its hash")
+
+    monkeypatch.setattr(model_store.sio, "load", must_not_run)
+    monkeypatch.setattr(model_store.sio, "get_untrusted_types", must_not_run)
+    with pytest.raises(ModelIntegrityError, match="does not match the manifest"):
+        store.load(version)
+
+
+def test_a_tampered_pickle_is_never_unpickled(tmp_path, data, monkeypatch):
+    X, y = data
+    store = ModelStore(tmp_path)
+    model = DecisionTreeClassifier(random_state=0).fit(X[["a", "b"]], y)
+    monkeypatch.setattr(model_store, "_serialize", lambda m: ("pickle", pickle.dumps(m)))  # as for river models
+    version = store.save(model, reference=X)
+    assert store.manifest(version)["format"] == "pickle"
+    np.testing.assert_array_equal(store.load(version).predict(X[["a", "b"]]), model.predict(X[["a", "b"]]))
+    (tmp_path / version / "model.pickle").write_bytes(pickle.dumps(model) + b"\x00")
+    monkeypatch.setattr(model_store.pickle, "load", lambda *a: pytest.fail("unpickled an unvouched file"))
+    with pytest.raises(ModelIntegrityError, match="does not match the manifest"):
+        store.load(version)
+
+
+def test_a_file_with_the_right_hash_but_the_wrong_format_is_refused(tmp_path, data, models):
+    X, _ = data
+    store = ModelStore(tmp_path)
+    version = store.save(models["forest"], reference=X)
+    path = tmp_path / version / "model.skops"
+    path.write_bytes(b"this is not a zip archive")
+    manifest = store.manifest(version)
+    manifest["sha256"] = file_sha256(path)  # the manifest vouches for the bytes, but they are not a model
+    (tmp_path / version / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelIntegrityError, match="cannot be loaded as skops"):
+        store.load(version)
+    manifest["format"] = "yaml"
+    (tmp_path / version / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelIntegrityError, match="unknown model format 'yaml'"):
+        store.load(version)
+
+
+def test_a_type_outside_the_allow_list_is_refused_even_with_a_matching_hash(tmp_path, data, models):
+    X, _ = data
+    store = ModelStore(tmp_path)
+    sneaky = Pipeline([("f", FunctionTransformer(func=eval)), ("m", DecisionTreeClassifier())])
+    version = store.save(sneaky, reference=X)
+    path = tmp_path / version / "model.skops"
+    assert "builtins.eval" in sio.get_untrusted_types(file=path)
+    with pytest.raises(ModelIntegrityError, match=r"outside the allow-list: \['builtins.eval'\]"):
+        store.load(version)
+    # skops enforces the same list while loading: the allow-list names types, not "whatever the file holds"
+    with pytest.raises(UntrustedTypesFoundException):
+        sio.load(path, trusted=sorted(TRUSTED_TYPES))
+    assert not any(t.startswith("builtins.") for t in TRUSTED_TYPES)
+
+
+def test_a_corrupt_champion_pointer_and_a_missing_version_are_integrity_errors(tmp_path, data, models):
+    X, _ = data
+    store = ModelStore(tmp_path)
+    version = store.save(models["forest"], reference=X)
+    store.set_champion(version, "1", "promoted")
+    with pytest.raises(ModelIntegrityError, match="does not exist"):
+        store.set_champion("v0042", "2", "promoted")
+    assert store.champion_version() == version
+    (tmp_path / "champion.json").write_text("{not json")
+    with pytest.raises(ModelIntegrityError, match="champion pointer is not valid JSON"):
+        store.champion_version()
