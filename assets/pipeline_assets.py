@@ -247,12 +247,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             for m, s in (scores or {}).items()
         ], scope={"evaluated_on": "eval_split"})
         context.log.info(f"block {block}: trained challenger {challenger['version']} ({challenger['note']})")
-        evidence = challenger["evidence"] or {}
         return Output({**challenger, "reason": drift_report["reason"]}, metadata={
             "trained": 1, "version": challenger["version"], "retrain_mode": spec.retrain_mode,
             "note": challenger["note"], "train_rows": challenger["train_rows"],
             "eval_rows": challenger["eval_rows"],
-            **{k: v for k, v in evidence.items() if isinstance(v, float)},
             **{k: v for k, v in challenger.items() if k.startswith("ipip_")},
             **_scores_metadata("challenger_", challenger["challenger_scores"]),
             **_scores_metadata("champion_", challenger["champion_scores"]),
@@ -289,7 +287,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             {"champion_version": after, "decision": decision.decision, "reason": reason},
             metadata={"champion_version": after or "none", "decision": decision.decision,
                       "promoted": int(decision.promoted), "rolled_back": int(decision.decision == "rolled_back"),
-                      "reason": reason, **({"p_value": decision.p_value} if decision.p_value is not None else {}),
+                      "reason": reason, **({"test": decision.test} if decision.test else {}),
+                      **{k: float(v) for k in ("p_value", "ci_low", "ci_high")
+                         if (v := getattr(decision, k)) is not None},
                       **_scores_metadata("", in_force)},
         )
         failures = ["no champion"] if after is None else threshold_failures(in_force or {}, perf.thresholds)

@@ -2,15 +2,17 @@
 
 :func:`make_challenger` trains a challenger with the spec's retrain mode (or the IPIP update), stores it as
 a new version (kept even if it is later rejected), and scores it and the champion on the same held-out
-rows, with the per-row evidence the promotion test needs. :func:`settle_champion` applies
+rows, keeping both models' per-row predictions on them. :func:`settle_champion` runs the significance test
+on those paired rows (:func:`~calmops_dagster.promotion.gain_evidence`), applies
 :func:`~calmops_dagster.promotion.decide_promotion` (or the automatic rollback) and moves the champion
-pointer. The assets only wire these to Dagster.
+pointer. The assets only wire these to Dagster: ``challenger_model`` hands the paired rows to
+``champion_model``, so the decision is made from the rows, not from two summary scores.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -23,7 +25,6 @@ from calmops_dagster.model_store import ModelStore
 from calmops_dagster.promotion import (
     PROMOTED,
     ROLLED_BACK,
-    Evidence,
     PromotionDecision,
     choose_rollback,
     decide_promotion,
@@ -69,14 +70,13 @@ def make_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
         trained = train_challenger(spec, split.X_train, split.y_train, champion, history)
     challenger_pred = trained.model.predict(split.X_eval)
     challenger_scores = score_model(trained.model, split.X_eval, split.y_eval, spec.task)
-    champion_scores = evidence = None
+    champion_scores = paired = None
     if champion is not None:
         champion_features = store.manifest(champion_version)["features"]
         champion_pred = champion.predict(split.X_eval[champion_features])
         champion_scores = score_model(champion, split.X_eval[champion_features], split.y_eval, spec.task)
-        perf = spec.performance
-        evidence = gain_evidence(spec.task, perf.metric, split.y_eval, champion_pred, challenger_pred,
-                                 perf.min_improvement, perf.alpha, perf.n_bootstrap, spec.seed)
+        paired = {"y_true": np.asarray(split.y_eval), "champion_pred": np.asarray(champion_pred),
+                  "challenger_pred": np.asarray(challenger_pred)}
     version = store.save(
         trained.model, reference=trained.rows,
         pipeline=spec.name, role="challenger", retrain_mode="ipip" if spec.type == "ipip" else spec.retrain_mode,
@@ -87,7 +87,7 @@ def make_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
     return {
         "version": version, "champion_version": champion_version, "note": trained.note,
         "challenger_scores": challenger_scores, "champion_scores": champion_scores,
-        "evidence": asdict(evidence) if evidence else None, "train_rows": len(trained.rows),
+        "paired": paired, "train_rows": len(trained.rows),
         "eval_rows": len(split.X_eval), **ipip_stats(trained.model),
     }
 
@@ -118,6 +118,15 @@ def _rollback(spec: PipelineSpec, store: ModelStore, frame: pd.DataFrame, block_
     ), target
 
 
+def paired_evidence(spec: PipelineSpec, paired: dict | None):
+    """The significance test of the challenger's gain on the paired evaluation rows (``None``: no champion)."""
+    if paired is None:
+        return None
+    perf = spec.performance
+    return gain_evidence(spec.task, perf.metric, paired["y_true"], paired["champion_pred"],
+                         paired["challenger_pred"], perf.min_improvement, perf.alpha, perf.n_bootstrap, spec.seed)
+
+
 def settle_champion(spec: PipelineSpec, store: ModelStore, block: str, frame: pd.DataFrame,
                     challenger: dict, block_scores: dict | None) -> tuple[PromotionDecision, dict | None]:
     """Decide, move the champion pointer, and return the decision and the in-force champion's scores."""
@@ -129,7 +138,7 @@ def settle_champion(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
             PROMOTED, "ipip retrains every block: the updated ensembles replace the champion", perf.metric,
             (challenger["champion_scores"] or {}).get(perf.metric), challenger["challenger_scores"][perf.metric])
     else:
-        evidence = Evidence(**challenger["evidence"]) if challenger["evidence"] else None
+        evidence = paired_evidence(spec, challenger.get("paired"))
         decision = decide_promotion(perf.metric, challenger["challenger_scores"], challenger["champion_scores"],
                                     perf.thresholds, perf.min_improvement, evidence)
     if decision.promoted:
@@ -139,6 +148,9 @@ def settle_champion(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
         rolled = _rollback(spec, store, frame, block_scores)
         if rolled is not None:
             rollback, target = rolled
+            if challenger["version"] is not None:  # say what became of the challenger too
+                rollback = replace(rollback, reason=f"{rollback.reason}; challenger {challenger['version']} "
+                                                    f"{decision.decision}: {decision.reason}")
             store.set_champion(target, block, ROLLED_BACK)
             features = store.manifest(target)["features"]
             return rollback, score_model(store.load(target), frame[features], frame[spec.target], spec.task)

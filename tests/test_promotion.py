@@ -3,22 +3,31 @@ better; rollback to a previous champion when the current one has degraded badly.
 
 from __future__ import annotations
 
+import logging
+import shutil
+
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import AssetKey, DagsterInstance, Definitions
 from scipy.stats import binomtest
 
 from calmops_dagster.champion_challenger import settle_champion
 from calmops_dagster.cli import main
+from calmops_dagster.metrics_store import MetricsStore
 from calmops_dagster.model_store import ModelStore
+from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.promotion import (
     decide_promotion,
     gain_evidence,
     mcnemar_test,
     paired_bootstrap_test,
 )
+from calmops_dagster.runner import register_new_blocks, run_pending
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.training import fit_full
+from resources import build_resources
 from tests.conftest import block_spec_dict
 
 
@@ -108,3 +117,33 @@ def test_automatic_and_manual_rollback(home, tmp_path, capsys):
     assert store.champion_version() == "v0001"
     assert main(["rollback", "p", "--to", "v0001"]) == 2
     assert "already the champion" in capsys.readouterr().err
+
+
+def test_pipeline_records_the_test_and_keeps_rejected_challengers(home, tmp_path, block_files):
+    """Through Dagster: block 3 drifts, its challenger is clearly better (tiny p-value) but not by the
+    spec's min_improvement, so it is rejected: recorded with its figures, kept on disk, not served."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in block_files[:3]:
+        shutil.copy(path, data)
+    spec = parse_spec(block_spec_dict("gate", str(data), performance={"min_improvement": 0.9}),
+                      home.spec_path("gate"))
+    save_spec(spec, home.spec_path("gate"))
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    metrics, store = MetricsStore(home.metrics_db), ModelStore(home.models_dir("gate"))
+    with DagsterInstance.ephemeral() as instance:
+        register_new_blocks(instance, spec, metrics, store, logging.getLogger("test"))
+        results = run_pending(instance, spec, defs.resolve_job_def(job_name(spec)), metrics)
+        assert all(r.success for r in results), [r.summary for r in results]
+        event = instance.get_latest_materialization_event(AssetKey(["gate", "champion_model"]))
+        metadata = event.asset_materialization.metadata
+    with duckdb.connect(str(home.metrics_db), read_only=True) as con:
+        rows = con.execute("SELECT * FROM promotions ORDER BY block").df().set_index("block")
+    row = rows.loc["3"]
+    assert row["decision"] == "rejected" and "is not more than 0.9" in row["reason"]
+    assert row["test"] == "mcnemar" and row["p_value"] < 0.01 and row["challenger_score"] > row["champion_score"]
+    assert row["champion_after"] == row["champion_before"] == store.champion_version() == "v0001"
+    assert row["challenger"] in store.versions() and store.load(row["challenger"]) is not None
+    assert rows.loc["2", "decision"] == "kept" and pd.isna(rows.loc["2", "p_value"])
+    assert metadata["decision"].value == "rejected" and metadata["test"].value == "mcnemar"
+    assert metadata["p_value"].value == pytest.approx(row["p_value"])
