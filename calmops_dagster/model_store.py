@@ -13,7 +13,8 @@ what makes rollback possible. A file whose hash does not match its manifest is r
 :class:`ModelIntegrityError` before any byte of it is deserialized, and a skops file is loaded only when
 every type it holds is either trusted by skops itself (plain data, numpy arrays, scikit-learn estimators) or
 named in the explicit allow-list :data:`TRUSTED_TYPES`; skops enforces the same list while loading. Pickle is
-used only for models skops cannot store (river models), and only behind the manifest's hash.
+used only for models skops cannot store within the allow-list (river models, ``allow_any_module`` packages),
+and only behind the manifest's hash.
 """
 
 from __future__ import annotations
@@ -98,11 +99,16 @@ def _library_versions() -> dict[str, str]:
 
 
 def _serialize(model) -> tuple[str, bytes]:
-    """skops bytes when skops can store the model, else pickle bytes (guarded by the manifest hash)."""
+    """skops bytes when skops can store the model with allow-listed types only, else pickle bytes (guarded
+    by the manifest hash): river models (their state holds ``random.Random``, ``functools.partial``...) and
+    models of packages a spec opted into with ``allow_any_module``."""
     try:
-        return "skops", sio.dumps(model)
-    except Exception:  # noqa: BLE001 -- skops refuses objects it cannot represent safely (e.g. river models)
-        return "pickle", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = sio.dumps(model)
+    except Exception:  # noqa: BLE001 -- skops refuses objects it cannot represent safely
+        blob = None
+    if blob is not None and set(sio.get_untrusted_types(data=blob)) <= TRUSTED_TYPES:
+        return "skops", blob
+    return "pickle", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def now_utc() -> str:

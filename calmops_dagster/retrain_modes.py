@@ -7,7 +7,7 @@ none yet, and says so in ``note``.
 
 - ``full``: a fresh model on the block's training rows.
 - ``incremental``: a copy of the champion continues learning (``partial_fit``; river models through
-  ``river.compat``). The champion's fitted encoder is kept: categories unseen at its first fit are encoded
+  :mod:`calmops_dagster.river_models`). The champion's fitted encoder is kept: categories unseen at its first fit are encoded
   as all-zeros (``handle_unknown="ignore"``).
 - ``window``: a fresh model on the last ``retrain.window_blocks`` blocks (or ``window_rows`` rows).
 - ``stacking``: a logistic / linear meta-model over the champion's and a new model's outputs, the new model

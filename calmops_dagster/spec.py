@@ -75,13 +75,13 @@ class ModelSpec(StrictModel):
         return getattr(importlib.import_module(self.module), self.class_name)
 
     def make_estimator(self):
-        """A new instance with ``params``; river models are wrapped by ``river.compat`` into sklearn
-        estimators (``partial_fit`` calls river's ``learn_many``/``learn_one``)."""
+        """A new instance with ``params``; river models are wrapped into sklearn estimators by
+        :mod:`calmops_dagster.river_models` (``partial_fit`` calls river's ``learn_many``/``learn_one``)."""
         estimator = self.estimator_class(**self.params)
         if self.module.split(".")[0] == "river":
-            from river.compat import convert_river_to_sklearn
+            from calmops_dagster.river_models import wrap_river
 
-            return convert_river_to_sklearn(estimator)
+            return wrap_river(estimator)
         return estimator
 
     @property

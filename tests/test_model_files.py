@@ -118,9 +118,13 @@ def test_a_file_with_the_right_hash_but_the_wrong_format_is_refused(tmp_path, da
 def test_a_type_outside_the_allow_list_is_refused_even_with_a_matching_hash(tmp_path, data, models):
     X, _ = data
     store = ModelStore(tmp_path)
-    sneaky = Pipeline([("f", FunctionTransformer(func=eval)), ("m", DecisionTreeClassifier())])
-    version = store.save(sneaky, reference=X)
+    version = store.save(models["forest"], reference=X)
+    # someone swaps the file for one that calls eval, and rewrites the manifest's hash to match
     path = tmp_path / version / "model.skops"
+    sio.dump(Pipeline([("f", FunctionTransformer(func=eval)), ("m", DecisionTreeClassifier())]), path)
+    manifest = store.manifest(version)
+    manifest["sha256"] = file_sha256(path)
+    (tmp_path / version / "manifest.json").write_text(json.dumps(manifest))
     assert "builtins.eval" in sio.get_untrusted_types(file=path)
     with pytest.raises(ModelIntegrityError, match=r"outside the allow-list: \['builtins.eval'\]"):
         store.load(version)
@@ -141,3 +145,13 @@ def test_a_corrupt_champion_pointer_and_a_missing_version_are_integrity_errors(t
     (tmp_path / "champion.json").write_text("{not json")
     with pytest.raises(ModelIntegrityError, match="champion pointer is not valid JSON"):
         store.champion_version()
+
+
+def test_a_model_skops_cannot_vouch_for_is_stored_as_pickle_behind_the_hash(tmp_path, data):
+    X, _ = data
+    store = ModelStore(tmp_path)
+    own = Pipeline([("f", FunctionTransformer(func=abs)), ("m", DecisionTreeClassifier(random_state=0))])
+    own.fit(X[["a", "b"]].abs(), (X["a"] > 0).astype(int))
+    version = store.save(own, reference=X)  # builtins.abs is not on the allow-list
+    assert store.manifest(version)["format"] == "pickle"
+    np.testing.assert_array_equal(store.load(version).predict(X[["a", "b"]].abs()), own.predict(X[["a", "b"]].abs()))

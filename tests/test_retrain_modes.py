@@ -8,6 +8,7 @@ import pytest
 from sklearn.calibration import CalibratedClassifierCV
 
 from calmops_dagster.errors import SpecError
+from calmops_dagster.model_store import ModelStore
 from calmops_dagster.retrain_modes import StackedModel, history_needed, train_challenger
 from calmops_dagster.spec import parse_spec
 from calmops_dagster.training import fit_full
@@ -117,3 +118,40 @@ def test_regression_modes(tmp_path):
         trained = train_challenger(spec, frame[["a", "b", "c"]][300:], frame["y"][300:], champion, frame[:300])
         predicted = trained.model.predict(frame[["a", "b", "c"]])
         assert np.sqrt(np.mean((predicted - frame["y"]) ** 2)) < 0.1, mode
+
+
+def test_incremental_river_model_learns_the_new_concept(tmp_path, blocks):
+    spec = make_spec(tmp_path, retrain_mode="incremental",
+                     model_spec={"module": "river.naive_bayes", "class": "GaussianNB"})
+    assert spec.task == "classification"  # the river adapter is an sklearn classifier
+    champion = train_challenger(spec, *xy(blocks[1]), None, None).model
+    before = champion.predict_proba(blocks[4][FEATURES])
+    updated = train_challenger(spec, *xy(blocks[3]), champion, None).model
+    np.testing.assert_array_equal(champion.predict_proba(blocks[4][FEATURES]), before)  # champion untouched
+    old_acc = (champion.predict(blocks[4][FEATURES]) == blocks[4]["y"]).mean()
+    new_acc = (updated.predict(blocks[4][FEATURES]) == blocks[4]["y"]).mean()
+    assert new_acc > old_acc + 0.2  # it learned the drifted concept of block 3
+    store = ModelStore(tmp_path / "models")
+    version = store.save(updated, reference=blocks[3])
+    assert store.manifest(version)["format"] == "pickle"  # river state is not skops-vouchable
+    np.testing.assert_array_equal(store.load(version).predict(blocks[4][FEATURES]),
+                                  updated.predict(blocks[4][FEATURES]))
+
+
+def test_river_adapters_any_two_labels_and_regression():
+    from river.linear_model import LinearRegression, LogisticRegression
+
+    from calmops_dagster.river_models import wrap_river
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, 2))
+    labels = np.where(X[:, 0] > 0, "churn", "stay")
+    clf = wrap_river(LogisticRegression()).fit(X, labels)
+    assert list(clf.classes_) == ["churn", "stay"] and (clf.predict(X) == labels).mean() > 0.9
+    with pytest.raises(ValueError, match="not among the classes"):
+        clf.partial_fit(X[:5], ["other"] * 5)
+    y = X @ [1.0, -0.5]
+    reg = wrap_river(LinearRegression()).fit(X[:200], y[:200])
+    first = np.sqrt(np.mean((reg.predict(X) - y) ** 2))
+    reg.partial_fit(X[200:], y[200:])  # continues from where fit stopped
+    assert np.sqrt(np.mean((reg.predict(X) - y) ** 2)) < min(first, 0.2)
