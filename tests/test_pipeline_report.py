@@ -33,8 +33,7 @@ def test_report_is_self_contained_and_holds_every_section(processed_home):  # no
 def test_report_renders_in_chromium_without_console_errors(processed_home, tmp_path):  # noqa: F811
     home = copy_home(processed_home, tmp_path)
     with duckdb.connect(str(home.metrics_db)) as con:  # a breaker state table, as the breaker writes it
-        con.execute("CREATE TABLE breaker_state (pipeline VARCHAR, state VARCHAR, failures BIGINT)")
-        con.execute("INSERT INTO breaker_state VALUES ('demo', 'closed', 0)")
+        con.execute("INSERT INTO breaker_state (pipeline, status, consecutive_failures) VALUES ('demo', 'closed', 0)")
     out = tmp_path / "report.html"
     assert main(["--home", str(home.root), "report", "demo", "--out", str(out)]) == 0
     assert out.stat().st_size > 3_000_000  # plotly.js embedded: works offline
