@@ -113,7 +113,7 @@ def test_pipelines_health_and_openapi(client, processed_home):  # noqa: F811
     detail = client.get("/pipelines/demo").json()
     assert detail["champion_version"] == "v0002" and detail["versions"] == ["v0001", "v0002"]
     assert detail["last_drift"]["block"] == "4" and detail["last_drift"]["drift_detected"] is False
-    assert detail["breaker"] is None  # no breaker_state table in this home
+    assert detail["breaker"]["status"] == "closed" and detail["breaker"]["consecutive_failures"] == 0
     assert client.get("/pipelines/not_there").status_code == 404
     spec = client.get("/openapi.json").json()
     assert {"/predict/{pipeline}", "/pipelines", "/pipelines/{name}", "/health"} <= set(spec["paths"])
@@ -122,14 +122,18 @@ def test_pipelines_health_and_openapi(client, processed_home):  # noqa: F811
 
 def test_breaker_state_is_reported_when_the_table_exists(processed_home, tmp_path):  # noqa: F811
     home = copy_home(processed_home, tmp_path)
-    import duckdb
+    from datetime import UTC, datetime
 
-    with duckdb.connect(str(home.metrics_db)) as con:
-        con.execute("CREATE TABLE breaker_state (pipeline VARCHAR, state VARCHAR, failures BIGINT)")
-        con.execute("INSERT INTO breaker_state VALUES ('demo', 'open', 3)")
+    from calmops_dagster.circuit_breaker import on_failure
+    from calmops_dagster.metrics_store import MetricsStore
+
+    for _ in range(3):  # as the run-failure sensor records three failed trainings
+        MetricsStore(home.metrics_db).update_breaker(
+            "demo", lambda s: on_failure(s, 3, 120, datetime.now(UTC), "fit failed"))
     with TestClient(create_app(home)) as c:
         breaker = c.get("/pipelines/demo").json()["breaker"]
-    assert breaker == {"pipeline": "demo", "state": "open", "failures": 3}
+    assert breaker["pipeline"] == "demo" and breaker["status"] == "open"
+    assert breaker["consecutive_failures"] == 3 and breaker["reopen_at"]
 
 
 def test_serving_one_pipeline_refuses_the_others(processed_home, rows):  # noqa: F811
