@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import (
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultRunLauncher,
+    RunsFilter,
+)
 
 from calmops_dagster import circuit_breaker
 from calmops_dagster.block_data import incoming_dir, sort_block_keys
@@ -27,6 +35,8 @@ PIPELINE_TAG = "calmops/pipeline"
 #: Runs executed in-process by ``calmops run`` carry the host and pid of their process, so a later
 #: ``calmops run`` can tell a run whose process was killed from one that is still going.
 PID_TAG, HOST_TAG = "calmops/pid", "calmops/host"
+#: Set on a run whose dead process :func:`reap_dead_runs` found and marked failed.
+REAPED_TAG = "calmops/reaped"
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
              DagsterRunStatus.STARTED]
 
@@ -80,20 +90,47 @@ def pending_blocks(instance: DagsterInstance, spec: PipelineSpec, skip_in_flight
     return pending if spec.type == "stream" else sort_block_keys(pending)
 
 
-def reap_dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[str]:
-    """Mark failed the in-flight runs of ``spec`` started in-process on this host by a process that no
-    longer exists (``calmops run`` killed mid-block), so their blocks are pending again. Returns their ids.
+def reap_dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[DagsterRun]:
+    """Mark failed the in-flight runs of ``spec`` whose process on this host no longer exists, so their
+    blocks are pending again and the pipeline's run-queue slot is free. Returns the runs marked failed.
 
-    Runs launched by ``dagster dev`` carry no pid tag; Dagster's own run monitoring looks after those.
+    Two kinds of run are looked after: runs executed in-process by ``calmops run`` (pid and host tags) and
+    runs launched by ``dagster dev``'s default run launcher, a subprocess on this host whose pid Dagster
+    records in the run's "Started process for run" event. Without this, a run worker killed mid-block
+    (OOM, SIGKILL, a machine reboot) would stay "started" for ever and, with one run per pipeline at a time,
+    hold up every later block. Runs of other launchers (Docker, Kubernetes) are left to Dagster's run
+    monitoring. Each reaped run is tagged ``calmops/reaped``.
     """
     reaped = []
     for run in instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT)):
-        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-        if not pid or host != socket.gethostname() or _alive(int(pid)):
+        pid, host = _run_process(instance, run)
+        if pid is None or host != socket.gethostname() or _alive(pid):
             continue
         instance.report_run_failed(run, f"its process {pid} on {host} is gone (killed mid-run?)")
-        reaped.append(run.run_id)
+        instance.add_run_tags(run.run_id, {REAPED_TAG: "true"})
+        reaped.append(run)
     return reaped
+
+
+def times_reaped(instance: DagsterInstance, spec: PipelineSpec, block: str) -> int:
+    """How many runs of ``block`` were marked failed by :func:`reap_dead_runs`."""
+    tags = {PIPELINE_TAG: spec.name, "dagster/partition": block, REAPED_TAG: "true"}
+    return len(instance.get_run_ids(RunsFilter(tags=tags)))
+
+
+def _run_process(instance: DagsterInstance, run: DagsterRun) -> tuple[int | None, str | None]:
+    """The pid and host of the process executing ``run``, when it is a process on a known host."""
+    if run.tags.get(PID_TAG):
+        return int(run.tags[PID_TAG]), run.tags.get(HOST_TAG)
+    if run.status != DagsterRunStatus.STARTED or not isinstance(instance.run_launcher, DefaultRunLauncher):
+        return None, None
+    for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        data = entry.dagster_event.engine_event_data if entry.dagster_event else None
+        pid = data.metadata.get("pid") if data else None
+        if pid is not None and str(pid.value).isdigit():
+            # the default launcher starts the run worker from the code server, on this host
+            return int(pid.value), socket.gethostname()
+    return None, None
 
 
 def _alive(pid: int) -> bool:

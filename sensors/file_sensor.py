@@ -8,6 +8,9 @@ nothing, a changed file requests its blocks again.
 Stream pipelines: every accepted file version is one partition (``<stem>-<sha12>``, copied into
 ``pipelines/<name>/incoming/``), requested in arrival order. The cursor is stored by Dagster with the sensor's
 state in the instance, so it survives restarts of the daemon and of ``dagster dev``.
+
+Every tick also marks failed the pipeline's runs whose process died (:func:`~calmops_dagster.runner.reap_dead_runs`)
+and requests each such block once more, so a killed run worker does not hold up the pipeline's run queue.
 """
 
 
@@ -28,8 +31,10 @@ from calmops_dagster.runner import (
     PIPELINE_TAG,
     expected_kinds,
     ordered_blocks,
+    reap_dead_runs,
     record_bad_files,
     stream_store,
+    times_reaped,
 )
 from calmops_dagster.spec import PipelineSpec
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
@@ -58,7 +63,7 @@ def build_file_sensor(spec: PipelineSpec, job):
         known = set(context.instance.get_dynamic_partitions(spec.partitions_name))
         order = ordered_blocks(spec, scan)
         new_blocks = [b for b in order if b not in known]
-        requests = [
+        requests = rerun_requests(context, spec) + [
             RunRequest(
                 run_key=f"{block}:" + "+".join(sorted(sha[:16] for sha in found[block])),
                 partition_key=block,
@@ -77,3 +82,22 @@ def build_file_sensor(spec: PipelineSpec, job):
         )
 
     return file_sensor
+
+
+def rerun_requests(context: SensorEvaluationContext, spec: PipelineSpec) -> list[RunRequest]:
+    """One more run for each block whose run lost its process; a block that lost it twice is left for
+    ``calmops relaunch`` (a block that kills its worker every time, e.g. by running out of memory, must not
+    loop for ever)."""
+    requests = []
+    for run in reap_dead_runs(context.instance, spec):
+        block = run.tags.get("dagster/partition")
+        if block is None:
+            continue
+        if times_reaped(context.instance, spec, block) > 1:
+            context.log.error(f"block {block}: run {run.run_id} lost its process again; not retried "
+                              f"automatically (`calmops relaunch {spec.name}` retries it)")
+            continue
+        context.log.warning(f"block {block}: run {run.run_id} lost its process; marked failed, running it again")
+        requests.append(RunRequest(run_key=f"rerun-of-{run.run_id}", partition_key=block,
+                                   tags={PIPELINE_TAG: spec.name}))
+    return requests

@@ -1,0 +1,83 @@
+"""Runs whose process died (a run worker of ``dagster dev`` SIGKILLed, OOM) are marked failed and rerun once.
+
+The instance is a real local one with Dagster's default run launcher; the runs are real run records whose
+"Started process for run" engine event names a pid, as the run worker writes it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
+from dagster._core.events import EngineEventData
+from dagster._core.test_utils import create_run_for_test
+
+from calmops_dagster.pipeline_defs import build_pipeline_definitions
+from calmops_dagster.runner import PIPELINE_TAG, REAPED_TAG, pending_blocks, reap_dead_runs
+from resources import build_resources
+
+
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "dagster_home").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as inst:
+        yield inst
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def started_run(instance, spec, block: str, pid: int):
+    """A run of ``block`` in status STARTED whose worker process is ``pid``."""
+    run = create_run_for_test(instance, job_name=f"{spec.name}_job", status=DagsterRunStatus.STARTED,
+                              tags={PIPELINE_TAG: spec.name, "dagster/partition": block})
+    instance.report_engine_event(f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid))
+    return run
+
+
+def sensor_tick(spec, home, instance):
+    sensor = build_pipeline_definitions(spec).sensors[0]
+    resources = build_resources(home)
+    context = build_sensor_context(instance=instance, resources={k: resources[k] for k in ("home", "metrics")})
+    return sensor(context)
+
+
+def status(instance, run):
+    return instance.get_run_by_id(run.run_id).status
+
+
+def test_sensor_marks_a_dead_run_failed_and_reruns_its_block_once(demo_spec, home, instance):
+    instance.add_dynamic_partitions(demo_spec.partitions_name, ["1", "2"])
+    dead = started_run(instance, demo_spec, "1", dead_pid())
+    alive = started_run(instance, demo_spec, "2", os.getpid())
+
+    result = sensor_tick(demo_spec, home, instance)
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("1", f"rerun-of-{dead.run_id}")]
+    assert status(instance, dead) == DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(dead.run_id).tags[REAPED_TAG] == "true"
+    assert status(instance, alive) == DagsterRunStatus.STARTED
+
+    # the rerun's worker dies too: marked failed, but not requested a third time
+    rerun = started_run(instance, demo_spec, "1", dead_pid())
+    again = sensor_tick(demo_spec, home, instance)
+    assert not (again.run_requests or [])
+    assert status(instance, rerun) == DagsterRunStatus.FAILURE
+    # ... and the block is pending for `calmops relaunch` / the schedule
+    assert pending_blocks(instance, demo_spec) == ["1"]
+
+
+def test_runs_without_a_known_process_are_left_alone(demo_spec, instance):
+    # no engine event yet (the worker has not started): nothing to judge by
+    waiting = create_run_for_test(instance, job_name=f"{demo_spec.name}_job", status=DagsterRunStatus.STARTED,
+                                  tags={PIPELINE_TAG: demo_spec.name, "dagster/partition": "1"})
+    # another pipeline's dead run is not this pipeline's business
+    other = create_run_for_test(instance, job_name="other_job", status=DagsterRunStatus.STARTED,
+                                tags={PIPELINE_TAG: "other", "dagster/partition": "1"})
+    instance.report_engine_event("Started process", other, EngineEventData.in_process(dead_pid()))
+    assert reap_dead_runs(instance, demo_spec) == []
+    assert status(instance, waiting) == status(instance, other) == DagsterRunStatus.STARTED
