@@ -36,7 +36,7 @@ from calmops_dagster.block_data import (
     load_stream_block,
     sort_block_keys,
 )
-from calmops_dagster.block_history import blocks_before, save_block
+from calmops_dagster.block_history import blocks_before, read_blocks, save_block
 from calmops_dagster.champion_challenger import make_challenger, settle_champion
 from calmops_dagster.drift.html_report import write_drift_report_html
 from calmops_dagster.evaluation import threshold_failures
@@ -237,8 +237,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                            "reason": drift_report["reason"]},
                           metadata={"trained": 0, "reason": drift_report["reason"]})
         wanted, last = history_needed(spec)
-        history = blocks_before(home.paths.blocks_dir(spec.name), block, last) if wanted else None
-        challenger = make_challenger(spec, store, block, data_block, history)
+        order = context.instance.get_dynamic_partitions(spec.partitions_name) if spec.type == "stream" else None
+        earlier = blocks_before(home.paths.blocks_dir(spec.name), block, last, order) if wanted else []
+        history = read_blocks(home.paths.blocks_dir(spec.name), earlier) if wanted else None
+        challenger = make_challenger(spec, store, block, data_block, history, history_blocks=earlier)
         stamp = now_utc()
         metrics.store().replace_block_rows("performance", spec.name, block, [
             {"model_version": v, "role": role, "metric": m, "value": s, "computed_at": stamp}

@@ -58,8 +58,12 @@ def ipip_stats(model) -> dict:
 
 
 def make_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame: pd.DataFrame,
-                    history: pd.DataFrame | None = None) -> dict:
-    """Train, store and score a challenger for ``block``; the result feeds :func:`settle_champion`."""
+                    history: pd.DataFrame | None = None, history_blocks: list[str] | None = None) -> dict:
+    """Train, store and score a challenger for ``block``; the result feeds :func:`settle_champion`.
+
+    ``history`` holds the rows of the earlier blocks ``history_blocks`` (for ``window`` and ``replay_mix``);
+    the manifest records those block keys as ``history_blocks``.
+    """
     champion_version = store.champion_version()
     champion = store.load(champion_version) if champion_version else None
     features = spec.feature_columns(frame.columns)
@@ -81,6 +85,7 @@ def make_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
         trained.model, reference=trained.rows,
         pipeline=spec.name, role="challenger", retrain_mode="ipip" if spec.type == "ipip" else spec.retrain_mode,
         note=trained.note, model_spec=spec.model_spec.dotted, task=spec.task, trained_on_blocks=[block],
+        history_blocks=list(history_blocks or []),
         features=features, feature_kinds=column_kinds(frame, features), metrics=challenger_scores,
         evaluated_on=f"block {block} held-out {len(split.X_eval)} rows",
     )

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
 
+from calmops_dagster.block_history import blocks_before, read_blocks, save_block
 from calmops_dagster.errors import SpecError
 from calmops_dagster.model_store import ModelStore
 from calmops_dagster.retrain_modes import StackedModel, history_needed, train_challenger
@@ -155,3 +156,21 @@ def test_river_adapters_any_two_labels_and_regression():
     first = np.sqrt(np.mean((reg.predict(X) - y) ** 2))
     reg.partial_fit(X[200:], y[200:])  # continues from where fit stopped
     assert np.sqrt(np.mean((reg.predict(X) - y) ** 2)) < min(first, 0.2)
+
+
+def test_blocks_before_follows_block_order_or_the_given_processing_order(tmp_path):
+    for key in ("2", "10"):
+        save_block(tmp_path / "block", key, pd.DataFrame({"x": [1.0]}))
+    assert blocks_before(tmp_path / "block", "10") == ["2"]  # numeric block order, not text order
+    assert blocks_before(tmp_path / "block", "11", last=1) == ["10"]
+    for value, key in enumerate(("b-1", "a-2"), start=2):
+        save_block(tmp_path, key, pd.DataFrame({"x": [float(value)]}))
+    arrival = ["b-1", "a-2", "c-3"]  # stream keys in arrival order
+    assert blocks_before(tmp_path, "c-3", order=arrival) == ["b-1", "a-2"]
+    assert blocks_before(tmp_path, "c-3", last=1, order=arrival) == ["a-2"]
+    assert blocks_before(tmp_path, "c-3", last=0, order=arrival) == []
+    assert read_blocks(tmp_path, ["b-1", "a-2"])["x"].tolist() == [2.0, 3.0]
+    assert read_blocks(tmp_path, ["a-2", "b-1"])["x"].tolist() == [3.0, 2.0]
+    assert read_blocks(tmp_path, []).empty
+    with pytest.raises(ValueError, match="not in the given processing order"):
+        blocks_before(tmp_path, "zzz", order=arrival)

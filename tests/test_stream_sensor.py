@@ -243,3 +243,24 @@ def test_schedule_requests_every_pending_block_in_order(home, tmp_path, block_fi
         assert all(r.tags["calmops/pipeline"] == "sched" for r in requests)
         assert len({r.run_key for r in requests}) == 3
         assert pending_blocks(instance, spec) == ["1", "2", "3"]
+
+
+def test_stream_window_mode_learns_from_the_files_that_arrived_before(home, tmp_path, instance):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    spec = make_stream_spec(home, data_dir, retrain_mode="window", retrain={"window_blocks": 3},
+                            drift={"decision_rule": "drift"})
+    frame = make_drifting_blocks(n_blocks=4, rows_per_block=200, drift_at=4, seed=3)
+    # names sort against arrival: a window by name would pick the wrong files
+    for age, (block, rows) in zip((400, 300, 200, 100), frame.groupby("block"), strict=True):
+        path = data_dir / f"part_{9 - block}.csv"
+        rows.drop(columns="block").to_csv(path, index=False)
+        stamp(path, age)
+    results = run_pipeline(home, spec, instance)
+    assert all(r.success for r in results), [r.summary for r in results]
+    keys = [r.block for r in results]
+    store = ModelStore(home.models_dir(spec.name))
+    drifted = [store.manifest(v) for v in store.versions() if store.manifest(v)["trained_on_blocks"] == [keys[3]]]
+    assert len(drifted) == 1, "the drifted last file must have been retrained on"
+    assert drifted[0]["history_blocks"] == keys[1:3]  # the two files that arrived just before, oldest first
+    assert len(store.reference(store.versions()[-1])) > 200  # trained on more than the block's own rows
