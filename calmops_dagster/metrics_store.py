@@ -60,7 +60,10 @@ SCHEMA = {
         consecutive_failures BIGINT, status VARCHAR, event_at TIMESTAMPTZ""",
 }
 
-_LOCK_MARKERS = ("lock", "conflict", "could not set")
+#: Errors that go away when another connection closes: a file lock held by another process, a write
+#: conflict, or (within one process, e.g. two sensors evaluated in threads of one code server) a connection
+#: to the file open with the other read-only setting.
+_LOCK_MARKERS = ("lock", "conflict", "could not set", "different configuration")
 
 
 def _is_lock_error(exc: Exception) -> bool:

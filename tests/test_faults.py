@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import duckdb
@@ -15,6 +16,7 @@ from conftest import block_spec_dict
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from calmops_dagster.cli import main
+from calmops_dagster.metrics_store import MetricsStore
 from calmops_dagster.model_store import ModelStore
 from calmops_dagster.spec import parse_spec, save_spec
 from generators.drifting_blocks import make_drifting_blocks
@@ -42,6 +44,28 @@ def test_parallel_processes_on_one_duckdb_file_lose_no_row(tmp_path):
         logged = dict(con.execute("SELECT pipeline, count(*) FROM quarantine GROUP BY pipeline").fetchall())
     assert counts == {"a": 200, "b": 200, "c": 200}
     assert logged == {"a": 20, "b": 20, "c": 20}
+
+
+def test_threads_of_one_process_reading_and_writing_wait_for_each_other(tmp_path):
+    """A sensor thread reading while another thread of the same code server writes: DuckDB refuses a second
+    connection with another read-only setting; the store waits for the first to close instead of failing."""
+    store = MetricsStore(tmp_path / "metrics.duckdb")
+    store.append_rows("quarantine", [{"pipeline": "a", "file": "0.csv", "reason": "test"}])
+    writer = duckdb.connect(str(store.path))  # another thread's write connection, open for a moment
+    closer = threading.Timer(0.3, writer.close)
+    closer.start()
+    try:
+        assert len(store.query("SELECT * FROM quarantine")) == 1
+    finally:
+        closer.join()
+    reader = duckdb.connect(str(store.path), read_only=True)
+    closer = threading.Timer(0.3, reader.close)
+    closer.start()
+    try:
+        store.append_rows("quarantine", [{"pipeline": "a", "file": "1.csv", "reason": "test"}])
+    finally:
+        closer.join()
+    assert len(store.query("SELECT * FROM quarantine")) == 2
 
 
 def make_pipeline(home, tmp_path, name, n_blocks, drift_at, model_spec=None, seed=0):
