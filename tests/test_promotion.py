@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from datetime import UTC, datetime
 
 import duckdb
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
 from scipy.stats import binomtest
 
+from calmops_dagster import circuit_breaker
 from calmops_dagster.champion_challenger import settle_champion
 from calmops_dagster.cli import main
 from calmops_dagster.metrics_store import MetricsStore
@@ -147,3 +149,42 @@ def test_pipeline_records_the_test_and_keeps_rejected_challengers(home, tmp_path
     assert rows.loc["2", "decision"] == "kept" and pd.isna(rows.loc["2", "p_value"])
     assert metadata["decision"].value == "rejected" and metadata["test"].value == "mcnemar"
     assert metadata["p_value"].value == pytest.approx(row["p_value"])
+
+
+def test_pipeline_rolls_back_by_itself_when_the_old_concept_returns_while_retraining_is_paused(home, tmp_path):
+    """Through Dagster: concept A trains v0001, the flipped concept B gets v0002 promoted; then retraining is
+    paused (circuit breaker open) and concept A returns. v0002 collapses on the block, no challenger can be
+    trained, and the pipeline restores v0001, which then makes the block's predictions."""
+    data = tmp_path / "data"
+    data.mkdir()
+    spec = parse_spec(block_spec_dict("recur", str(data)), home.spec_path("recur"))
+    save_spec(spec, home.spec_path("recur"))
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    metrics, store = MetricsStore(home.metrics_db), ModelStore(home.models_dir("recur"))
+
+    def deliver_and_run(instance, *blocks):
+        for block, flip in blocks:
+            concept(block, flip).assign(block=block).to_csv(data / f"block_{block}.csv", index=False)
+        register_new_blocks(instance, spec, metrics, store, logging.getLogger("test"))
+        results = run_pending(instance, spec, defs.resolve_job_def(job_name(spec)), metrics)
+        assert all(r.success for r in results), [r.summary for r in results]
+
+    with DagsterInstance.ephemeral() as instance:
+        deliver_and_run(instance, (1, False), (2, True))
+        assert store.champion_version() == "v0002"
+        metrics.update_breaker("recur", lambda s: circuit_breaker.on_failure(
+            s, 1, 60, datetime.now(UTC), "test: retraining paused"))
+        deliver_and_run(instance, (3, False))
+        event = instance.get_latest_materialization_event(AssetKey(["recur", "champion_model"]))
+    with duckdb.connect(str(home.metrics_db), read_only=True) as con:
+        row = con.execute("SELECT * FROM promotions WHERE block = '3'").df().iloc[0]
+        trained = con.execute("SELECT count(*) FROM performance WHERE block = '3' AND role = 'challenger'").fetchone()
+    assert row["decision"] == "rolled_back" and row["champion_before"] == "v0002"
+    assert row["champion_after"] == store.champion_version() == "v0001"
+    assert "previous champion v0001" in row["reason"] and row["challenger_score"] > 0.9
+    assert trained == (0,)  # the breaker kept the challenger from being trained
+    assert event.asset_materialization.metadata["decision"].value == "rolled_back"
+    predictions = pd.read_parquet(home.pipeline_dir("recur") / "predictions" / "3.parquet")
+    truth = concept(3, False)["y"].to_numpy()
+    assert set(predictions["model_version"]) == {"v0001"}
+    assert (predictions["prediction"].to_numpy() == truth).mean() > 0.9
