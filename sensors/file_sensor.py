@@ -98,6 +98,7 @@ def rerun_requests(context: SensorEvaluationContext, spec: PipelineSpec) -> list
                               f"automatically (`calmops relaunch {spec.name}` retries it)")
             continue
         context.log.warning(f"block {block}: run {run.run_id} lost its process; marked failed, running it again")
+        # ahead of runs already queued for later blocks, so blocks are still processed in order
         requests.append(RunRequest(run_key=f"rerun-of-{run.run_id}", partition_key=block,
-                                   tags={PIPELINE_TAG: spec.name}))
+                                   tags={PIPELINE_TAG: spec.name, "dagster/priority": "1"}))
     return requests

@@ -58,6 +58,7 @@ def test_sensor_marks_a_dead_run_failed_and_reruns_its_block_once(demo_spec, hom
 
     result = sensor_tick(demo_spec, home, instance)
     assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("1", f"rerun-of-{dead.run_id}")]
+    assert result.run_requests[0].tags["dagster/priority"] == "1"  # before runs queued for later blocks
     assert status(instance, dead) == DagsterRunStatus.FAILURE
     assert instance.get_run_by_id(dead.run_id).tags[REAPED_TAG] == "true"
     assert status(instance, alive) == DagsterRunStatus.STARTED
