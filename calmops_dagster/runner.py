@@ -217,8 +217,9 @@ def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: Met
         outcome = job.execute_in_process(instance=instance, partition_key=block, tags=tags,
                                          run_config=QUIET_RUN_CONFIG, raise_on_error=False)
         seconds = time.monotonic() - started
-        failed_steps = [e.step_key for e in outcome.all_events if e.is_step_failure]
-        record_run_outcome(metrics, spec, outcome.run_id, block, failed_steps, _failure_messages(outcome))
+        failed_steps = [e.step_key for e in breaker_step_failures(outcome.all_events)]
+        record_run_outcome(metrics, spec, outcome.run_id, block, failed_steps, _failure_messages(outcome),
+                           run_failed=not outcome.success)
         if outcome.success:
             summary = summarize_block(metrics, spec, block)
         else:
@@ -245,10 +246,11 @@ def _failure_messages(outcome) -> list[str]:
 # --- circuit breaker glue (the transitions themselves are pure: calmops_dagster.circuit_breaker) -----------
 
 def record_run_outcome(metrics: MetricsStore, spec: PipelineSpec, run_id: str, block: str | None,
-                       failed_steps: list[str], messages: list[str] | None = None):
+                       failed_steps: list[str], messages: list[str] | None = None, run_failed: bool = False):
     """Count a finished run of ``spec`` in its circuit breaker: a failed training/promotion step is a
-    failure, a run where neither failed is a success. Runs that failed elsewhere (e.g. an unreadable block)
-    and repeats of a run id already counted change nothing. Returns ``(state, event)``."""
+    failure, a successful run is a success. Runs that failed elsewhere (e.g. an unreadable block, or
+    ``run_failed`` with no failed step named) and repeats of a run id already counted change nothing.
+    Returns ``(state, event)``."""
     if spec.prediction_only:
         return metrics.breaker_state(spec.name), None
     step = circuit_breaker.failed_breaker_step(failed_steps, spec.name)
@@ -260,12 +262,28 @@ def record_run_outcome(metrics: MetricsStore, spec: PipelineSpec, run_id: str, b
         def transition(state):
             return circuit_breaker.on_failure(state, config.max_failures, config.backoff_minutes, now,
                                               f"block {block}: {reason}")
-    elif failed_steps:
+    elif failed_steps or run_failed:
         return metrics.breaker_state(spec.name), None
     else:
         def transition(state):
             return circuit_breaker.on_success(state, now)
     return metrics.update_breaker(spec.name, transition, run_id=run_id, block=block, step=step)
+
+
+def breaker_step_failures(events) -> list:
+    """The step failure events that may count in the circuit breaker: all but a blocking asset check that
+    failed. A champion below its thresholds is a performance finding, which retraining is there to fix;
+    counting it would pause retraining exactly when it is needed."""
+    return [event for event in events if event.is_step_failure and not _is_check_failure(event)]
+
+
+def _is_check_failure(event) -> bool:
+    error = event.step_failure_data.error if event.step_failure_data else None
+    while error is not None:
+        if error.cls_name == "DagsterAssetCheckFailedError":
+            return True
+        error = error.cause
+    return False
 
 
 def breaker_pause_reason(metrics: MetricsStore, spec: PipelineSpec) -> str | None:

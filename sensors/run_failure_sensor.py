@@ -1,13 +1,16 @@
 """The circuit breaker's sensors: count a pipeline's training/promotion failures from finished runs.
 
 ``<name>_run_failures`` (a run-failure sensor) counts a failed run of the pipeline's job as a failure when
-its ``challenger_model`` or ``champion_model`` step failed; ``<name>_run_successes`` resets the count when a
-run succeeds. Both call :func:`calmops_dagster.runner.record_run_outcome`, which ignores a run id already
+its ``challenger_model`` or ``champion_model`` step failed, or was interrupted because the run's process died
+(a step that started and never finished); any other failed run changes nothing, including a run stopped
+by the blocking check ``champion_meets_thresholds`` (a performance finding that retraining should fix). ``<name>_run_successes``
+resets the count when a run succeeds. Both call :func:`calmops_dagster.runner.record_run_outcome`, which ignores a run id already
 counted, so runs executed in-process by ``calmops run`` (which records its own outcomes) are not counted
 twice. The transitions are the pure functions of :mod:`calmops_dagster.circuit_breaker`.
 """
 
 from dagster import (
+    DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -16,7 +19,7 @@ from dagster import (
     run_status_sensor,
 )
 
-from calmops_dagster.runner import record_run_outcome
+from calmops_dagster.runner import breaker_step_failures, record_run_outcome
 from calmops_dagster.spec import PipelineSpec
 from resources.home import MetricsStoreResource
 
@@ -28,6 +31,20 @@ def _error_text(event) -> str:
     return f"{event.step_key}: {error.message.strip() if error else 'failed'}"
 
 
+def interrupted_steps(instance, run_id: str) -> list[str]:
+    """Steps of a run that started and never finished: its process died (SIGKILL, out of memory) while they
+    ran, so no step failure was ever reported for them."""
+    started, finished = [], set()
+    kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
+    for entry in instance.all_logs(run_id, of_type=kinds):
+        event = entry.dagster_event
+        if event.event_type == DagsterEventType.STEP_START:
+            started.append(event.step_key)
+        else:
+            finished.add(event.step_key)
+    return [step for step in started if step not in finished]
+
+
 def build_breaker_sensors(spec: PipelineSpec, job) -> list:
     """The failure and success sensors of ``spec``'s circuit breaker (on by default)."""
 
@@ -35,10 +52,14 @@ def build_breaker_sensors(spec: PipelineSpec, job) -> list:
                         default_status=DefaultSensorStatus.RUNNING,
                         description=f"Counts failed training/promotion of {spec.name} in its circuit breaker.")
     def failures(context: RunFailureSensorContext, metrics: MetricsStoreResource):
-        events = context.get_step_failure_events()
+        events = breaker_step_failures(context.get_step_failure_events())
         run = context.dagster_run
+        failed, messages = [e.step_key for e in events], [_error_text(e) for e in events]
+        for step in interrupted_steps(context.instance, run.run_id):
+            failed.append(step)
+            messages.append(f"{step}: interrupted (the run's process died while it ran)")
         state, event = record_run_outcome(metrics.store(), spec, run.run_id, run.tags.get("dagster/partition"),
-                                          [e.step_key for e in events], [_error_text(e) for e in events])
+                                          failed, messages, run_failed=True)
         context.log.info(f"circuit breaker of {spec.name}: {event or 'unchanged'} -> {state.status} "
                          f"({state.consecutive_failures} consecutive failures)")
 

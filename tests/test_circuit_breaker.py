@@ -135,6 +135,27 @@ def test_failures_open_the_breaker_and_challenger_is_skipped_while_drift_and_pre
     assert events["event"].tolist().count("opened") == 1
 
 
+def test_a_champion_below_its_thresholds_does_not_open_the_breaker(home, tmp_path, instance):
+    """The blocking check champion_meets_thresholds stops the run, but that is a performance finding:
+    counting it would pause retraining exactly when the pipeline needs it."""
+    staging, data_dir = tmp_path / "staging", tmp_path / "strict_data"
+    data_dir.mkdir()
+    files = write_blocks(make_drifting_blocks(n_blocks=4, rows_per_block=200, drift_at=3, seed=1), staging,
+                         block_col="block")
+    raw = block_spec_dict("strict", data_dir, performance={"thresholds": {"balanced_accuracy": 0.99}},
+                          circuit_breaker={"max_failures": 2, "backoff_minutes": 60})
+    spec = parse_spec(raw, home.spec_path("strict"))
+    save_spec(spec, home.spec_path("strict"))
+    results, _ = run_blocks(home, spec, instance, sorted(files))
+    assert [r.success for r in results] == [False] * 4
+    assert all("champion_meets_thresholds" in r.summary for r in results)
+    state = MetricsStore(home.metrics_db).breaker_state("strict")
+    assert state.status == "closed" and state.consecutive_failures == 0
+    trained = MetricsStore(home.metrics_db).query(
+        "SELECT DISTINCT block FROM performance WHERE pipeline = 'strict' AND role = 'challenger'")
+    assert set(trained["block"]) >= {"3", "4"}  # drift still gets challengers trained
+
+
 def test_run_failure_sensor_counts_a_failed_training_run_once(home, flaky, instance, monkeypatch):
     spec, files = flaky
     run_blocks(home, spec, instance, files[:1])

@@ -10,10 +10,18 @@ import os
 import subprocess
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
-from dagster._core.events import EngineEventData
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    build_run_status_sensor_context,
+    build_sensor_context,
+)
+from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.execution.plan.objects import StepSuccessData
 from dagster._core.test_utils import create_run_for_test
 
+from calmops_dagster.metrics_store import MetricsStore
 from calmops_dagster.pipeline_defs import build_pipeline_definitions
 from calmops_dagster.runner import PIPELINE_TAG, REAPED_TAG, pending_blocks, reap_dead_runs
 from resources import build_resources
@@ -82,3 +90,40 @@ def test_runs_without_a_known_process_are_left_alone(demo_spec, instance):
     instance.report_engine_event("Started process", other, EngineEventData.in_process(dead_pid()))
     assert reap_dead_runs(instance, demo_spec) == []
     assert status(instance, waiting) == status(instance, other) == DagsterRunStatus.STARTED
+
+
+def step_started(instance, run, step_key: str) -> None:
+    event = DagsterEvent(DagsterEventType.STEP_START.value, run.job_name, step_key=step_key,
+                         message=f"Started execution of step {step_key}.")
+    instance.report_dagster_event(event, run.run_id)
+
+
+def failure_sensor_sees(spec, home, instance, run) -> None:
+    """What the daemon does once a run failed: evaluate the pipeline's run-failure sensor on it."""
+    sensor = next(s for s in build_pipeline_definitions(spec).sensors if s.name == f"{spec.name}_run_failures")
+    failure = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)[-1]
+    context = build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_event=failure.dagster_event, dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run.run_id),
+        resources={"metrics": build_resources(home)["metrics"]}).for_run_failure()
+    sensor(context)
+
+
+def test_a_run_killed_while_training_counts_in_the_breaker_and_other_dead_runs_do_not_reset_it(
+        demo_spec, home, instance):
+    metrics = MetricsStore(home.metrics_db)
+    training = started_run(instance, demo_spec, "1", dead_pid())
+    step_started(instance, training, f"{demo_spec.name}__data_block")
+    instance.report_dagster_event(DagsterEvent(DagsterEventType.STEP_SUCCESS.value, training.job_name,
+                                               step_key=f"{demo_spec.name}__data_block",
+                                               event_specific_data=StepSuccessData(12.0)), training.run_id)
+    step_started(instance, training, f"{demo_spec.name}__challenger_model")
+    loading = started_run(instance, demo_spec, "2", dead_pid())
+    step_started(instance, loading, f"{demo_spec.name}__data_block")
+    reap_dead_runs(instance, demo_spec)
+
+    failure_sensor_sees(demo_spec, home, instance, training)
+    state = metrics.breaker_state(demo_spec.name)
+    assert state.consecutive_failures == 1 and "challenger_model: interrupted" in state.last_reason
+    failure_sensor_sees(demo_spec, home, instance, loading)  # died loading data: not training, not a success
+    assert metrics.breaker_state(demo_spec.name).consecutive_failures == 1
