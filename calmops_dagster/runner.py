@@ -112,6 +112,12 @@ def reap_dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[Dagste
     return reaped
 
 
+def failed_runs(instance: DagsterInstance, spec: PipelineSpec, block: str) -> int:
+    """How many runs of ``block`` failed."""
+    tags = {PIPELINE_TAG: spec.name, "dagster/partition": block}
+    return len(instance.get_run_ids(RunsFilter(tags=tags, statuses=[DagsterRunStatus.FAILURE])))
+
+
 def times_reaped(instance: DagsterInstance, spec: PipelineSpec, block: str) -> int:
     """How many runs of ``block`` were marked failed by :func:`reap_dead_runs`."""
     tags = {PIPELINE_TAG: spec.name, "dagster/partition": block, REAPED_TAG: "true"}

@@ -3,7 +3,7 @@
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
-from calmops_dagster.runner import PIPELINE_TAG, pending_blocks
+from calmops_dagster.runner import PIPELINE_TAG, failed_runs, pending_blocks
 from calmops_dagster.spec import PipelineSpec, ScheduleConfig
 
 
@@ -21,8 +21,15 @@ def cron_of(config: ScheduleConfig) -> str:
     return {"minutes": f"*/{value} * * * *", "hours": f"0 */{value} * * *", "days": f"0 0 */{value} * *"}[unit]
 
 
+#: A block whose runs failed this many times is no longer requested by the schedule: a block that fails
+#: the same way every time would otherwise be retried, and maybe retrained, on every tick for months.
+#: ``calmops relaunch`` and ``calmops run`` still run it.
+MAX_SCHEDULED_ATTEMPTS = 3
+
+
 def build_schedule(spec: PipelineSpec, job):
-    """A schedule requesting one run per pending block (none for blocks already queued or running)."""
+    """A schedule requesting one run per pending block (none for blocks already queued or running, or whose
+    runs failed :data:`MAX_SCHEDULED_ATTEMPTS` times)."""
 
     @schedule(
         name=f"{spec.name}_schedule",
@@ -32,9 +39,13 @@ def build_schedule(spec: PipelineSpec, job):
         description=f"Processes pending blocks of {spec.name} on {cron_of(spec.schedule)}.",
     )
     def pipeline_schedule(context: ScheduleEvaluationContext):
-        blocks = pending_blocks(context.instance, spec)
+        pending = pending_blocks(context.instance, spec)
+        blocks = [b for b in pending if failed_runs(context.instance, spec, b) < MAX_SCHEDULED_ATTEMPTS]
+        for block in [b for b in pending if b not in blocks]:
+            context.log.warning(f"block {block} failed {MAX_SCHEDULED_ATTEMPTS} times; the schedule leaves it "
+                                f"for `calmops relaunch {spec.name}`")
         if not blocks:
-            return SkipReason("no pending blocks")
+            return SkipReason("no pending blocks" if not pending else "every pending block has failed too often")
         stamp = context.scheduled_execution_time.isoformat()
         return [RunRequest(run_key=f"{block}:{stamp}", partition_key=block, tags={PIPELINE_TAG: spec.name})
                 for block in blocks]

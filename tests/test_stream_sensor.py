@@ -14,7 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import block_spec_dict
-from dagster import DagsterInstance, Definitions, SkipReason, build_schedule_context, build_sensor_context
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    Definitions,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+)
+from dagster._core.test_utils import create_run_for_test
 
 from calmops_dagster import file_scan
 from calmops_dagster.block_data import SAFE_BLOCK_KEY, incoming_dir, load_stream_block, stream_key
@@ -25,6 +33,7 @@ from calmops_dagster.runner import pending_blocks, register_new_blocks, run_pend
 from calmops_dagster.spec import parse_spec, save_spec
 from generators.drifting_blocks import make_drifting_blocks
 from resources import build_resources
+from sensors.schedules import MAX_SCHEDULED_ATTEMPTS
 
 log = logging.getLogger("test")
 
@@ -243,6 +252,13 @@ def test_schedule_requests_every_pending_block_in_order(home, tmp_path, block_fi
         assert all(r.tags["calmops/pipeline"] == "sched" for r in requests)
         assert len({r.run_key for r in requests}) == 3
         assert pending_blocks(instance, spec) == ["1", "2", "3"]
+
+        for _ in range(MAX_SCHEDULED_ATTEMPTS):  # block 2 keeps failing: the schedule stops asking for it
+            create_run_for_test(instance, job_name=job_name(spec), status=DagsterRunStatus.FAILURE,
+                                tags={"calmops/pipeline": "sched", "dagster/partition": "2"})
+        requests = schedule(build_schedule_context(instance=instance, scheduled_execution_time=tick))
+        assert [r.partition_key for r in requests] == ["1", "3"]
+        assert pending_blocks(instance, spec) == ["1", "2", "3"]  # still pending for calmops relaunch / run
 
 
 def test_stream_window_mode_learns_from_the_files_that_arrived_before(home, tmp_path, instance):
