@@ -112,7 +112,9 @@ def _serialize(model) -> tuple[str, bytes]:
 
 
 def now_utc() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """The current UTC time in ISO format, to the microsecond: blocks processed within one second must
+    still sort in the order they were processed (``ORDER BY computed_at``)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class ModelStore:
