@@ -9,8 +9,9 @@ Stream pipelines: every accepted file version is one partition (``<stem>-<sha12>
 ``pipelines/<name>/incoming/``), requested in arrival order. The cursor is stored by Dagster with the sensor's
 state in the instance, so it survives restarts of the daemon and of ``dagster dev``.
 
-Every tick also marks failed the pipeline's runs whose process died (:func:`~calmops_dagster.runner.reap_dead_runs`)
-and requests each such block once more, so a killed run worker does not hold up the pipeline's run queue.
+Every tick also marks failed the pipeline's runs whose process died
+(:func:`~calmops_dagster.runner.reap_dead_runs`) and requests each such block once more, so a killed run
+worker does not hold up the pipeline's run queue.
 """
 
 

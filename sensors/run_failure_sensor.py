@@ -1,12 +1,13 @@
 """The circuit breaker's sensors: count a pipeline's training/promotion failures from finished runs.
 
 ``<name>_run_failures`` (a run-failure sensor) counts a failed run of the pipeline's job as a failure when
-its ``challenger_model`` or ``champion_model`` step failed, or was interrupted because the run's process died
-(a step that started and never finished); any other failed run changes nothing, including a run stopped
-by the blocking check ``champion_meets_thresholds`` (a performance finding that retraining should fix). ``<name>_run_successes``
-resets the count when a run succeeds. Both call :func:`calmops_dagster.runner.record_run_outcome`, which ignores a run id already
-counted, so runs executed in-process by ``calmops run`` (which records its own outcomes) are not counted
-twice. The transitions are the pure functions of :mod:`calmops_dagster.circuit_breaker`.
+its ``challenger_model`` or ``champion_model`` step failed, or was interrupted because the run's process
+died (a step that started and never finished). Any other failed run changes nothing, including a run
+stopped by the blocking check ``champion_meets_thresholds`` (a performance finding that retraining should
+fix). ``<name>_run_successes`` resets the count when a run succeeds. Both call
+:func:`calmops_dagster.runner.record_run_outcome`, which ignores a run id already counted, so runs executed
+in-process by ``calmops run`` (which records its own outcomes) are not counted twice. The transitions are
+the pure functions of :mod:`calmops_dagster.circuit_breaker`.
 """
 
 from dagster import (
