@@ -5,11 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dagster import build_sensor_context
 
 from calmops_dagster.paths import CalmOpsHome
+from calmops_dagster.pipeline_defs import build_pipeline_definitions
 from calmops_dagster.spec import parse_spec, save_spec
 from generators.drifting_blocks import make_drifting_blocks
 from generators.writer import write_blocks
+from resources import build_resources
+
+
+def evaluate_file_sensor(spec, home: CalmOpsHome, instance, cursor: str | None = None):
+    """One tick of ``spec``'s file sensor (``build_sensor_context``), applying its partition requests to
+    ``instance`` as the daemon would."""
+    sensor = build_pipeline_definitions(spec).sensors[0]
+    resources = build_resources(home)
+    context = build_sensor_context(instance=instance, cursor=cursor,
+                                   resources={k: resources[k] for k in ("home", "metrics")})
+    result = sensor(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
 
 
 def block_spec_dict(name: str, data_dir: Path, **overrides) -> dict:

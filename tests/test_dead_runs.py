@@ -10,12 +10,12 @@ import os
 import subprocess
 
 import pytest
+from conftest import evaluate_file_sensor
 from dagster import (
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     build_run_status_sensor_context,
-    build_sensor_context,
 )
 from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.execution.plan.objects import StepSuccessData
@@ -48,13 +48,6 @@ def started_run(instance, spec, block: str, pid: int):
     return run
 
 
-def sensor_tick(spec, home, instance):
-    sensor = build_pipeline_definitions(spec).sensors[0]
-    resources = build_resources(home)
-    context = build_sensor_context(instance=instance, resources={k: resources[k] for k in ("home", "metrics")})
-    return sensor(context)
-
-
 def status(instance, run):
     return instance.get_run_by_id(run.run_id).status
 
@@ -64,7 +57,7 @@ def test_sensor_marks_a_dead_run_failed_and_reruns_its_block_once(demo_spec, hom
     dead = started_run(instance, demo_spec, "1", dead_pid())
     alive = started_run(instance, demo_spec, "2", os.getpid())
 
-    result = sensor_tick(demo_spec, home, instance)
+    result = evaluate_file_sensor(demo_spec, home, instance)
     assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("1", f"rerun-of-{dead.run_id}")]
     assert result.run_requests[0].tags["dagster/priority"] == "1"  # before runs queued for later blocks
     assert status(instance, dead) == DagsterRunStatus.FAILURE
@@ -73,7 +66,7 @@ def test_sensor_marks_a_dead_run_failed_and_reruns_its_block_once(demo_spec, hom
 
     # the rerun's worker dies too: marked failed, but not requested a third time
     rerun = started_run(instance, demo_spec, "1", dead_pid())
-    again = sensor_tick(demo_spec, home, instance)
+    again = evaluate_file_sensor(demo_spec, home, instance)
     assert not (again.run_requests or [])
     assert status(instance, rerun) == DagsterRunStatus.FAILURE
     # ... and the block is pending for `calmops relaunch` / the schedule

@@ -9,27 +9,14 @@ import time
 
 import duckdb
 import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context
-
-from calmops_dagster.pipeline_defs import build_pipeline_definitions
-from resources import build_resources
+from conftest import evaluate_file_sensor
+from dagster import DagsterInstance
 
 
 @pytest.fixture
 def instance():
     with DagsterInstance.ephemeral() as inst:
         yield inst
-
-
-def evaluate(spec, home, instance, cursor=None) -> SensorResult:
-    sensor = build_pipeline_definitions(spec).sensors[0]
-    resources = build_resources(home)
-    context = build_sensor_context(instance=instance, cursor=cursor,
-                                   resources={k: resources[k] for k in ("home", "metrics")})
-    result = sensor(context)
-    for request in result.dynamic_partitions_requests or []:  # what the daemon does with the result
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result
 
 
 def age(path, seconds=60):
@@ -42,19 +29,19 @@ def test_new_file_adds_partitions_and_requests_runs_once(demo_spec, home, block_
     target = demo_spec.data_dir / block_files[0].name
     shutil.copy(block_files[0], target)
     age(target)
-    first = evaluate(demo_spec, home, instance)
+    first = evaluate_file_sensor(demo_spec, home, instance)
     assert [r.partition_key for r in first.run_requests] == ["1"]
     assert first.dynamic_partitions_requests[0].partition_keys == ["1"]
     assert instance.get_dynamic_partitions(demo_spec.partitions_name) == ["1"]
 
-    again = evaluate(demo_spec, home, instance, cursor=first.cursor)
+    again = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
     assert not again.run_requests and not again.dynamic_partitions_requests
 
     # the same content under another name is not processed twice
     copy = demo_spec.data_dir / "copy_of_block_1.csv"
     shutil.copy(target, copy)
     age(copy)
-    duplicate = evaluate(demo_spec, home, instance, cursor=again.cursor)
+    duplicate = evaluate_file_sensor(demo_spec, home, instance, cursor=again.cursor)
     assert not duplicate.run_requests
 
 
@@ -62,11 +49,11 @@ def test_changed_file_is_a_new_version(demo_spec, home, block_files, instance):
     target = demo_spec.data_dir / "blocks.csv"
     shutil.copy(block_files[0], target)
     age(target, 120)
-    first = evaluate(demo_spec, home, instance)
+    first = evaluate_file_sensor(demo_spec, home, instance)
     with open(target, "a") as handle, open(block_files[1]) as extra:
         handle.writelines(extra.readlines()[1:])  # block 2 appended to the same file
     age(target, 60)
-    second = evaluate(demo_spec, home, instance, cursor=first.cursor)
+    second = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
     assert [r.partition_key for r in second.run_requests] == ["1", "2"]
     assert second.run_requests[0].run_key != first.run_requests[0].run_key
 
@@ -75,16 +62,16 @@ def test_file_still_being_written_is_not_read(demo_spec, home, block_files, inst
     spec = demo_spec.model_copy(update={"sensor": demo_spec.sensor.model_copy(update={"settle_seconds": 30})})
     target = spec.data_dir / block_files[0].name
     target.write_text(block_files[0].read_text()[:50])  # half-written, modified just now
-    waiting = evaluate(spec, home, instance)
+    waiting = evaluate_file_sensor(spec, home, instance)
     assert not waiting.run_requests
     assert json.loads(waiting.cursor)["seen"][target.name][0] == 50
     assert not (spec.data_dir / "quarantine").exists()
 
     shutil.copy(block_files[0], target)  # the copy finishes
     age(target)
-    changed = evaluate(spec, home, instance, cursor=waiting.cursor)
+    changed = evaluate_file_sensor(spec, home, instance, cursor=waiting.cursor)
     assert not changed.run_requests  # its size changed since the last look: wait one more tick
-    done = evaluate(spec, home, instance, cursor=changed.cursor)
+    done = evaluate_file_sensor(spec, home, instance, cursor=changed.cursor)
     assert [r.partition_key for r in done.run_requests] == ["1"]
 
 
@@ -95,7 +82,7 @@ def test_unreadable_file_is_reported_by_name_and_others_processed(demo_spec, hom
     bad.write_bytes(b"PAR1 this is not a parquet file")
     for path in (good, bad):
         age(path)
-    result = evaluate(demo_spec, home, instance)
+    result = evaluate_file_sensor(demo_spec, home, instance)
     assert [r.partition_key for r in result.run_requests] == ["2"]
     assert json.loads(result.cursor)["files"]["broken.parquet"]["status"] == "bad"
     assert (demo_spec.data_dir / "quarantine" / "broken.parquet").is_file()

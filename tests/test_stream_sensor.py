@@ -13,14 +13,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import block_spec_dict
+from conftest import block_spec_dict, evaluate_file_sensor
 from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     Definitions,
     SkipReason,
     build_schedule_context,
-    build_sensor_context,
 )
 from dagster._core.test_utils import create_run_for_test
 
@@ -56,17 +55,6 @@ def make_stream_spec(home, data_dir, name="events", **overrides):
 def stamp(path, seconds_ago):
     t = time.time() - seconds_ago
     os.utime(path, (t, t))
-
-
-def evaluate(spec, home, instance, cursor=None):
-    sensor = build_pipeline_definitions(spec).sensors[0]
-    resources = build_resources(home)
-    context = build_sensor_context(instance=instance, cursor=cursor,
-                                   resources={k: resources[k] for k in ("home", "metrics")})
-    result = sensor(context)
-    for request in result.dynamic_partitions_requests or []:  # what the daemon does with the result
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result
 
 
 def quarantine_rows(home):
@@ -123,7 +111,7 @@ def test_hundred_files_at_once(home, tmp_path, instance):
         path.write_text(text[: len(text) // 2])
         finished[path] = text
 
-    first = evaluate(spec, home, instance)
+    first = evaluate_file_sensor(spec, home, instance)
     keys = [r.partition_key for r in first.run_requests]
     assert len(keys) == len(set(keys)) == 60
     assert keys == [stream_key(p.name, file_scan.file_sha256(p)) for p in good]  # arrival order
@@ -140,13 +128,13 @@ def test_hundred_files_at_once(home, tmp_path, instance):
     for path, text in finished.items():  # the copies finish
         path.write_text(text)
         stamp(path, 60)
-    settling = evaluate(spec, home, instance, cursor=first.cursor)
+    settling = evaluate_file_sensor(spec, home, instance, cursor=first.cursor)
     assert not settling.run_requests  # size changed since the last look: one more tick
-    done = evaluate(spec, home, instance, cursor=settling.cursor)
+    done = evaluate_file_sensor(spec, home, instance, cursor=settling.cursor)
     assert sorted(r.partition_key for r in done.run_requests) == sorted(
         stream_key(p.name, file_scan.file_sha256(p)) for p in finished)
     # a restarted daemon gets the stored cursor back: nothing is requested again
-    restarted = evaluate(spec, home, instance, cursor=json.loads(json.dumps(done.cursor)))
+    restarted = evaluate_file_sensor(spec, home, instance, cursor=json.loads(json.dumps(done.cursor)))
     assert not restarted.run_requests and isinstance(restarted.skip_reason, SkipReason)
     assert len(quarantine_rows(home)) == 15
     assert len(instance.get_dynamic_partitions(spec.partitions_name)) == 75
@@ -204,7 +192,7 @@ def test_read_only_folder_records_quarantine_once(demo_spec, home, instance, mon
         raise PermissionError("read-only file system")
 
     monkeypatch.setattr(file_scan.shutil, "move", refuse)
-    result = evaluate(demo_spec, home, instance)
+    result = evaluate_file_sensor(demo_spec, home, instance)
     assert not result.run_requests and bad.is_file()
     rows = quarantine_rows(home)
     assert len(rows) == 1 and rows["moved_to"].isna().all() and "missing column" in rows["reason"][0]
@@ -219,13 +207,13 @@ def test_cursor_forgets_removed_files_but_not_their_content(demo_spec, home, blo
     target = demo_spec.data_dir / block_files[0].name
     shutil.copy(block_files[0], target)
     stamp(target, 60)
-    first = evaluate(demo_spec, home, instance)
+    first = evaluate_file_sensor(demo_spec, home, instance)
     target.unlink()
-    gone = evaluate(demo_spec, home, instance, cursor=first.cursor)
+    gone = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
     assert json.loads(gone.cursor)["files"] == {}
     shutil.copy(block_files[0], demo_spec.data_dir / "back_again.csv")
     stamp(demo_spec.data_dir / "back_again.csv", 60)
-    back = evaluate(demo_spec, home, instance, cursor=gone.cursor)
+    back = evaluate_file_sensor(demo_spec, home, instance, cursor=gone.cursor)
     assert not back.run_requests
 
 
