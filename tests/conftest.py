@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import build_sensor_context
+from dagster import DagsterInstance, build_sensor_context
 
 from calmops_dagster.paths import CalmOpsHome
 from calmops_dagster.pipeline_defs import build_pipeline_definitions
@@ -50,6 +50,13 @@ def home(tmp_path, monkeypatch) -> CalmOpsHome:
     root = tmp_path / "calmops"
     monkeypatch.setenv("CALMOPS_HOME", str(root))
     return CalmOpsHome(root)
+
+
+@pytest.fixture
+def instance():
+    """An ephemeral (in-memory) Dagster instance."""
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
 
 
 @pytest.fixture

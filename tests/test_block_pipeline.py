@@ -7,8 +7,7 @@ import shutil
 
 import duckdb
 import pandas as pd
-import pytest
-from dagster import AssetKey, DagsterInstance, Definitions
+from dagster import AssetKey, Definitions
 
 from calmops_dagster.metrics_store import MetricsStore
 from calmops_dagster.model_store import ModelStore
@@ -30,12 +29,6 @@ def run_pipeline(home, spec, instance):
 def query(home, sql):
     with duckdb.connect(str(home.metrics_db), read_only=True) as con:
         return con.execute(sql).df()
-
-
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
 
 
 def test_abrupt_drift_at_block_3_trains_and_promotes_a_challenger(home, demo_spec, block_files, instance):

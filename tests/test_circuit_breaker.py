@@ -15,7 +15,6 @@ from conftest import block_spec_dict
 from dagster import (
     AssetKey,
     DagsterEventType,
-    DagsterInstance,
     Definitions,
     build_run_status_sensor_context,
 )
@@ -66,12 +65,6 @@ def test_open_breaker_closes_after_backoff_or_reset():
     assert cb.reset()[0].status == "closed"
     assert cb.failed_breaker_step(["p__data_block", "p__champion_model"], "p") == "champion_model"
     assert cb.failed_breaker_step(["p__data_block"], "p") is None
-
-
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
 
 
 @pytest.fixture

@@ -8,15 +8,7 @@ import shutil
 import time
 
 import duckdb
-import pytest
 from conftest import evaluate_file_sensor
-from dagster import DagsterInstance
-
-
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
 
 
 def age(path, seconds=60):

@@ -37,12 +37,6 @@ from sensors.schedules import MAX_SCHEDULED_ATTEMPTS
 log = logging.getLogger("test")
 
 
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
-
-
 def make_stream_spec(home, data_dir, name="events", **overrides):
     raw = block_spec_dict(name, data_dir, type="stream", **overrides)
     raw.pop("block_col")
