@@ -1,7 +1,7 @@
 """End to end with the real `dagster dev` (webserver, daemon, sensor, run launcher) on a temporary home.
 
-A block file copied into the watched folder must be processed with nobody clicking, and stopping
-`dagster dev` must leave no process behind.
+A block file copied into the watched folder must be processed with nobody clicking, stopping `dagster dev`
+must leave no process behind, and a `dagster dev` killed mid-run must pick up where it was after a restart.
 """
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
+from dagster import DagsterInstance, DagsterRunStatus
+
+CALMOPS = [sys.executable, "-m", "calmops_dagster.cli"]
 
 
 def free_port() -> int:
@@ -54,24 +59,20 @@ def processed_blocks(db: Path) -> set[str]:
         return set()
 
 
-@pytest.fixture
-def dev_server(tmp_path):
-    """`calmops demo` then `calmops dev` in its own process group; the whole group is stopped after."""
-    home = tmp_path / "home"
-    env = {**os.environ, "CALMOPS_HOME": str(home)}
-    calmops = [sys.executable, "-m", "calmops_dagster.cli"]
-    subprocess.run([*calmops, "demo", "--initial", "0", "--blocks", "3", "--rows-per-block", "200"],
-                   env=env, check=True, capture_output=True)
-    port = free_port()
-    with open(tmp_path / "dagster_dev.log", "w") as log:
+@contextmanager
+def running_dev(home: Path, port: int, log_path: Path, **env):
+    """`calmops dev` on ``home`` in its own process group; the whole group is stopped (SIGTERM) after."""
+    env = {**os.environ, "CALMOPS_HOME": str(home), **env}
+    with open(log_path, "a") as log:
         # `calmops dev` restores default SIGINT/SIGTERM handling before it execs dagster dev
-        process = subprocess.Popen([*calmops, "dev", "--port", str(port)], env=env, stdout=log,
+        process = subprocess.Popen([*CALMOPS, "dev", "--port", str(port)], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         pgid = os.getpgid(process.pid)
         try:
-            yield home, port, process
+            yield process
         finally:
-            os.killpg(pgid, signal.SIGTERM)
+            if group_alive(pgid):
+                os.killpg(pgid, signal.SIGTERM)
             try:
                 process.wait(timeout=60)
                 wait_for(lambda: not group_alive(pgid), 30, "dagster dev's children to exit", 0.5)
@@ -81,21 +82,70 @@ def dev_server(tmp_path):
     assert not group_alive(pgid), "dagster dev left processes behind"
 
 
+def make_demo(home: Path, **env) -> None:
+    subprocess.run([*CALMOPS, "demo", "--initial", "0", "--blocks", "3", "--rows-per-block", "200"],
+                   env={**os.environ, "CALMOPS_HOME": str(home), **env}, check=True, capture_output=True)
+
+
+def server_up(process, port):
+    assert process.poll() is None, "dagster dev exited early"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def dev_server(tmp_path):
+    """`calmops demo` then `calmops dev`; stopped (whole process group) after the test."""
+    home, port = tmp_path / "home", free_port()
+    make_demo(home)
+    with running_dev(home, port, tmp_path / "dagster_dev.log") as process:
+        yield home, port, process
+
+
 def test_dropped_block_file_is_processed_unattended(dev_server):
     home, port, process = dev_server
-
-    def server_up():
-        assert process.poll() is None, "dagster dev exited early"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_for(server_up, 120, "the webserver to answer /server_info")
+    wait_for(lambda: server_up(process, port), 120, "the webserver to answer /server_info")
     blocks_dir, data_dir = home / "demo" / "demo" / "blocks", home / "demo" / "demo" / "data"
     first = min(blocks_dir.glob("*.csv"))
     shutil.copy(first, data_dir / first.name)
     wait_for(lambda: "1" in processed_blocks(home / "metrics.duckdb"), 240, "block 1 to be processed")
     assert (home / "pipelines" / "demo" / "models" / "champion.json").is_file()
     assert (home / "dagster" / "dagster.yaml").is_file()
+
+
+def promotion_order(db: Path) -> list[str]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return [row[0] for row in con.execute("SELECT block FROM promotions ORDER BY decided_at").fetchall()]
+
+
+def test_dagster_dev_killed_mid_training_resumes_in_block_order_after_a_restart(tmp_path):
+    """The whole of `dagster dev` is SIGKILLed while block 1 trains (block 2 queued behind it), then started
+    again: the run left "started" is marked failed, block 1 runs again ahead of block 2, in block order."""
+    home, port, signal_file = tmp_path / "home", free_port(), tmp_path / "training"
+    make_demo(home)
+    spec_path = home / "pipelines" / "demo" / "pipeline.yaml"
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["model_spec"] = {"module": "calmops_dagster.testing_models", "class": "ControlledTree",
+                         "params": {"random_state": 0}}
+    spec_path.write_text(yaml.safe_dump(raw))
+    blocks_dir, data_dir = home / "demo" / "demo" / "blocks", home / "demo" / "demo" / "data"
+
+    with running_dev(home, port, tmp_path / "dev1.log", CALMOPS_TEST_FIT_SIGNAL=str(signal_file),
+                     CALMOPS_TEST_FIT_SLEEP="600") as process:
+        wait_for(lambda: server_up(process, port), 120, "the webserver to answer /server_info")
+        for path in sorted(blocks_dir.glob("*.csv"))[:2]:
+            shutil.copy(path, data_dir / path.name)
+        wait_for(signal_file.exists, 180, "block 1 to start training")
+        os.killpg(os.getpgid(process.pid), signal.SIGKILL)  # no clean shutdown: the run stays "started"
+
+    with running_dev(home, port, tmp_path / "dev2.log") as process:
+        wait_for(lambda: len(processed_blocks(home / "metrics.duckdb")) == 2, 300, "blocks 1 and 2")
+    assert promotion_order(home / "metrics.duckdb") == ["1", "2"]
+    with DagsterInstance.from_config(str(home / "dagster")) as instance:
+        runs = instance.get_runs()
+    reaped = [run for run in runs if run.tags.get("calmops/reaped") == "true"]
+    assert len(reaped) == 1 and reaped[0].status == DagsterRunStatus.FAILURE
+    assert reaped[0].tags["dagster/partition"] == "1"
