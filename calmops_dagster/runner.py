@@ -112,6 +112,20 @@ def reap_dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[Dagste
     return reaped
 
 
+def interrupted_steps(instance: DagsterInstance, run_id: str) -> list[str]:
+    """Steps of a run that started and never finished: its process died (SIGKILL, out of memory) while they
+    ran, so no step failure was ever reported for them."""
+    started, finished = [], set()
+    kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
+    for entry in instance.all_logs(run_id, of_type=kinds):
+        event = entry.dagster_event
+        if event.event_type == DagsterEventType.STEP_START:
+            started.append(event.step_key)
+        else:
+            finished.add(event.step_key)
+    return [step for step in started if step not in finished]
+
+
 def failed_runs(instance: DagsterInstance, spec: PipelineSpec, block: str) -> int:
     """How many runs of ``block`` failed."""
     tags = {PIPELINE_TAG: spec.name, "dagster/partition": block}
@@ -217,6 +231,11 @@ def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: Met
     champion only changes when a block succeeds).
     """
     results = []
+    for run in reap_dead_runs(instance, spec):  # an earlier `calmops run` killed mid-block
+        steps = interrupted_steps(instance, run.run_id)
+        record_run_outcome(metrics, spec, run.run_id, run.tags.get("dagster/partition"), steps,
+                           [f"{step}: interrupted (the run's process died while it ran)" for step in steps],
+                           run_failed=True)
     tags = {PIPELINE_TAG: spec.name, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     for block in pending_blocks(instance, spec):
         started = time.monotonic()

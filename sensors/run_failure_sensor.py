@@ -11,7 +11,6 @@ the pure functions of :mod:`calmops_dagster.circuit_breaker`.
 """
 
 from dagster import (
-    DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -20,7 +19,7 @@ from dagster import (
     run_status_sensor,
 )
 
-from calmops_dagster.runner import breaker_step_failures, record_run_outcome
+from calmops_dagster.runner import breaker_step_failures, interrupted_steps, record_run_outcome
 from calmops_dagster.spec import PipelineSpec
 from resources.home import MetricsStoreResource
 
@@ -30,20 +29,6 @@ def _error_text(event) -> str:
     while error is not None and error.cause is not None:
         error = error.cause
     return f"{event.step_key}: {error.message.strip() if error else 'failed'}"
-
-
-def interrupted_steps(instance, run_id: str) -> list[str]:
-    """Steps of a run that started and never finished: its process died (SIGKILL, out of memory) while they
-    ran, so no step failure was ever reported for them."""
-    started, finished = [], set()
-    kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
-    for entry in instance.all_logs(run_id, of_type=kinds):
-        event = entry.dagster_event
-        if event.event_type == DagsterEventType.STEP_START:
-            started.append(event.step_key)
-        else:
-            finished.add(event.step_key)
-    return [step for step in started if step not in finished]
 
 
 def build_breaker_sensors(spec: PipelineSpec, job) -> list:
