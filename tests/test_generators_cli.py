@@ -34,28 +34,13 @@ def test_synthetic_with_concept_drift_and_injection_writes_blocks_and_truth(tmp_
     spec = [
         {"method": "feature_drift", "columns": ["x2"], "kind": "shift", "magnitude": 1.0, "blocks": [4, 5]}
     ]
-    code = run(
-        [
-            "synthetic",
-            "--generator",
-            "sea",
-            "--drift-to",
-            '{"variant": 3}',
-            "--drift-block",
-            "3",
-            "--out",
-            str(out),
-            "--blocks",
-            "6",
-            "--rows-per-block",
-            "300",
-            "--seed",
-            "1",
-            "--inject",
-            json.dumps(spec),
-        ]
-    )
-    assert code == 0
+
+    def synthetic(out_dir):
+        return run(["synthetic", "--generator", "sea", "--drift-to", '{"variant": 3}', "--drift-block", "3",
+                    "--out", str(out_dir), "--blocks", "6", "--rows-per-block", "300", "--seed", "1",
+                    "--inject", json.dumps(spec)])
+
+    assert synthetic(out) == 0
     frame, truth = load(out)
     assert sorted(p.name for p in out.iterdir()) == [f"block_00{i}.csv" for i in range(6)] + [
         GROUND_TRUTH_FILE
@@ -79,27 +64,7 @@ def test_synthetic_with_concept_drift_and_injection_writes_blocks_and_truth(tmp_
     assert frame.loc[frame.block >= 3, "target"].mean() < frame.loc[frame.block < 3, "target"].mean() - 0.05
     # same seed, same bytes
     again = tmp_path / "again"
-    run(
-        [
-            "synthetic",
-            "--generator",
-            "sea",
-            "--drift-to",
-            '{"variant": 3}',
-            "--drift-block",
-            "3",
-            "--out",
-            str(again),
-            "--blocks",
-            "6",
-            "--rows-per-block",
-            "300",
-            "--seed",
-            "1",
-            "--inject",
-            json.dumps(spec),
-        ]
-    )
+    assert synthetic(again) == 0
     assert (out / "block_004.csv").read_bytes() == (again / "block_004.csv").read_bytes()
 
 
