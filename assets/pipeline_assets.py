@@ -237,9 +237,11 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                            "reason": drift_report["reason"]},
                           metadata={"trained": 0, "reason": drift_report["reason"]})
         wanted, last = history_needed(spec)
-        order = context.instance.get_dynamic_partitions(spec.partitions_name) if spec.type == "stream" else None
-        earlier = blocks_before(home.paths.blocks_dir(spec.name), block, last, order) if wanted else []
-        history = read_blocks(home.paths.blocks_dir(spec.name), earlier) if wanted else None
+        history, earlier = None, []
+        if wanted:  # earlier blocks' rows, in processing order (stream partitions: arrival order)
+            order = context.instance.get_dynamic_partitions(spec.partitions_name) if spec.type == "stream" else None
+            earlier = blocks_before(home.paths.blocks_dir(spec.name), block, last, order)
+            history = read_blocks(home.paths.blocks_dir(spec.name), earlier)
         challenger = make_challenger(spec, store, block, data_block, history, history_blocks=earlier)
         stamp = now_utc()
         metrics.store().replace_block_rows("performance", spec.name, block, [
