@@ -22,7 +22,7 @@ from dagster._core.execution.plan.objects import StepSuccessData
 from dagster._core.test_utils import create_run_for_test
 
 from calmops_dagster.metrics_store import MetricsStore
-from calmops_dagster.pipeline_defs import build_pipeline_definitions
+from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.runner import PIPELINE_TAG, REAPED_TAG, pending_blocks, reap_dead_runs
 from resources import build_resources
 
@@ -42,7 +42,7 @@ def dead_pid() -> int:
 
 def started_run(instance, spec, block: str, pid: int):
     """A run of ``block`` in status STARTED whose worker process is ``pid``."""
-    run = create_run_for_test(instance, job_name=f"{spec.name}_job", status=DagsterRunStatus.STARTED,
+    run = create_run_for_test(instance, job_name=job_name(spec), status=DagsterRunStatus.STARTED,
                               tags={PIPELINE_TAG: spec.name, "dagster/partition": block})
     instance.report_engine_event(f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid))
     return run
@@ -75,7 +75,7 @@ def test_sensor_marks_a_dead_run_failed_and_reruns_its_block_once(demo_spec, hom
 
 def test_runs_without_a_known_process_are_left_alone(demo_spec, instance):
     # no engine event yet (the worker has not started): nothing to judge by
-    waiting = create_run_for_test(instance, job_name=f"{demo_spec.name}_job", status=DagsterRunStatus.STARTED,
+    waiting = create_run_for_test(instance, job_name=job_name(demo_spec), status=DagsterRunStatus.STARTED,
                                   tags={PIPELINE_TAG: demo_spec.name, "dagster/partition": "1"})
     # another pipeline's dead run is not this pipeline's business
     other = create_run_for_test(instance, job_name="other_job", status=DagsterRunStatus.STARTED,
