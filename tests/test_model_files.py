@@ -98,19 +98,21 @@ def test_a_tampered_pickle_is_never_unpickled(tmp_path, data, monkeypatch):
         store.load(version)
 
 
+def forge_manifest(store: ModelStore, version: str, **fields) -> None:
+    """Rewrite fields of a version's manifest, as someone with write access to the model folder could."""
+    (store.root / version / "manifest.json").write_text(json.dumps({**store.manifest(version), **fields}))
+
+
 def test_a_file_with_the_right_hash_but_the_wrong_format_is_refused(tmp_path, data, models):
     X, _ = data
     store = ModelStore(tmp_path)
     version = store.save(models["forest"], reference=X)
     path = tmp_path / version / "model.skops"
     path.write_bytes(b"this is not a zip archive")
-    manifest = store.manifest(version)
-    manifest["sha256"] = file_sha256(path)  # the manifest vouches for the bytes, but they are not a model
-    (tmp_path / version / "manifest.json").write_text(json.dumps(manifest))
+    forge_manifest(store, version, sha256=file_sha256(path))  # vouches for the bytes; they are not a model
     with pytest.raises(ModelIntegrityError, match="cannot be loaded as skops"):
         store.load(version)
-    manifest["format"] = "yaml"
-    (tmp_path / version / "manifest.json").write_text(json.dumps(manifest))
+    forge_manifest(store, version, format="yaml")
     with pytest.raises(ModelIntegrityError, match="unknown model format 'yaml'"):
         store.load(version)
 
@@ -122,9 +124,7 @@ def test_a_type_outside_the_allow_list_is_refused_even_with_a_matching_hash(tmp_
     # someone swaps the file for one that calls eval, and rewrites the manifest's hash to match
     path = tmp_path / version / "model.skops"
     sio.dump(Pipeline([("f", FunctionTransformer(func=eval)), ("m", DecisionTreeClassifier())]), path)
-    manifest = store.manifest(version)
-    manifest["sha256"] = file_sha256(path)
-    (tmp_path / version / "manifest.json").write_text(json.dumps(manifest))
+    forge_manifest(store, version, sha256=file_sha256(path))
     assert "builtins.eval" in sio.get_untrusted_types(file=path)
     with pytest.raises(ModelIntegrityError, match=r"outside the allow-list: \['builtins.eval'\]"):
         store.load(version)
