@@ -27,24 +27,24 @@ from dagster import (
     asset,
 )
 
-from calmops_dagster import circuit_breaker
-from calmops_dagster.block_assessment import assess_block, assessment_rows
-from calmops_dagster.block_data import (
+from calmops_dagster.ingest.block_data import (
     frame_sha256,
     incoming_dir,
     load_block,
     load_stream_block,
     sort_block_keys,
 )
-from calmops_dagster.block_history import blocks_before, read_blocks, save_block
-from calmops_dagster.champion_challenger import make_challenger, settle_champion
-from calmops_dagster.drift.html_report import write_drift_report_html
-from calmops_dagster.evaluation import threshold_failures
-from calmops_dagster.model_store import now_utc
-from calmops_dagster.prediction import ensure_champion, predict_block, write_predictions
-from calmops_dagster.retrain_modes import history_needed
-from calmops_dagster.runner import breaker_pause_reason
+from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
+from calmops_dagster.interfaces.block_report import write_drift_report_html
+from calmops_dagster.learning.block_assessment import assess_block, assessment_rows
+from calmops_dagster.learning.evaluation import threshold_failures
+from calmops_dagster.learning.retrain_modes import history_needed
+from calmops_dagster.orchestration import circuit_breaker
+from calmops_dagster.orchestration.champion_challenger import make_challenger, settle_champion
+from calmops_dagster.orchestration.prediction import ensure_champion, predict_block, write_predictions
+from calmops_dagster.orchestration.runner import breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
+from calmops_dagster.store.model_store import now_utc
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 SCHEMA_CHECK = "schema_and_nulls"

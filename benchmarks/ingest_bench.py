@@ -50,12 +50,12 @@ def main() -> None:
     )
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    from calmops_dagster.instance import prepare_instance
-    from calmops_dagster.metrics_store import MetricsStore
-    from calmops_dagster.paths import CalmOpsHome
-    from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
-    from calmops_dagster.runner import QUIET_RUN_CONFIG
+    from calmops_dagster.orchestration.instance import prepare_instance
+    from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+    from calmops_dagster.orchestration.runner import QUIET_RUN_CONFIG
     from calmops_dagster.spec import parse_spec, save_spec
+    from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.paths import CalmOpsHome
     from generators.drifting_blocks import make_drifting_blocks
     from resources import build_resources
 

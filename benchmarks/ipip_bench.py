@@ -24,7 +24,7 @@ from sklearn.metrics import balanced_accuracy_score, recall_score
 from sklearn.model_selection import train_test_split
 from sklearn.tree import DecisionTreeClassifier
 
-from calmops_dagster.ipip import IPIPClassifier
+from calmops_dagster.learning.ipip import IPIPClassifier
 
 
 def models(seed: int) -> dict:

@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calmops_dagster.cli import main as calmops
-from calmops_dagster.model_store import ModelStore
+from calmops_dagster.interfaces.cli import main as calmops
+from calmops_dagster.store.model_store import ModelStore
 from generators.drifting_blocks import make_drifting_blocks
 from generators.writer import write_blocks
 
@@ -70,7 +70,7 @@ def run(n1: int, n1000: int) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = subprocess.Popen([sys.executable, "-m", "calmops_dagster.cli", "serve", "demo", "--port",
+        server = subprocess.Popen([sys.executable, "-m", "calmops_dagster.interfaces.cli", "serve", "demo", "--port",
                                    str(port)], env={**os.environ, "CALMOPS_HOME": str(home)},
                                   stdout=subprocess.DEVNULL, start_new_session=True)
         try:

@@ -25,12 +25,13 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from calmops_dagster.atomic import write_text_atomic
 from calmops_dagster.drift import DriftConfig
 from calmops_dagster.errors import SpecError
+from calmops_dagster.store.atomic import write_text_atomic
 
 #: Packages a ``model_spec`` may import from unless it sets ``allow_any_module: true``.
 TRUSTED_MODEL_PACKAGES = ("sklearn", "lightgbm", "river", "calmops_dagster")
@@ -76,10 +77,10 @@ class ModelSpec(StrictModel):
 
     def make_estimator(self):
         """A new instance with ``params``; river models are wrapped into sklearn estimators by
-        :mod:`calmops_dagster.river_models` (``partial_fit`` calls river's ``learn_many``/``learn_one``)."""
+        :mod:`calmops_dagster.learning.river_models` (``partial_fit`` calls river's ``learn_many``/``learn_one``)."""
         estimator = self.estimator_class(**self.params)
         if self.module.split(".")[0] == "river":
-            from calmops_dagster.river_models import wrap_river
+            from calmops_dagster.learning.river_models import wrap_river
 
             return wrap_river(estimator)
         return estimator
@@ -225,7 +226,7 @@ class PipelineSpec(StrictModel):
             raise ValueError(f"'features' must not contain {sorted(reserved & set(self.features))}")
         if self.task is None:
             self.task = _infer_task(self.model_spec)
-        from calmops_dagster.evaluation import check_metric_names, default_metric
+        from calmops_dagster.learning.evaluation import check_metric_names, default_metric
 
         self.performance.metric = self.performance.metric or default_metric(self.task)
         check_metric_names(self.task, [self.performance.metric, *self.performance.thresholds])
@@ -325,3 +326,13 @@ def save_spec(spec: PipelineSpec, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(spec_to_dict(spec), sort_keys=False)
     write_text_atomic(path, text)
+
+
+def is_numeric_kind(series: pd.Series) -> bool:
+    """Whether a column is numeric as the model and the schema check see it (bools are categories)."""
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def column_kinds(frame: pd.DataFrame, columns) -> dict[str, str]:
+    """``numeric`` or ``categorical`` per column, as the model and the schema check see them."""
+    return {c: "numeric" if is_numeric_kind(frame[c]) else "categorical" for c in columns}

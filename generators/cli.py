@@ -1,6 +1,6 @@
 """``calmops generate``: write generated (and drift-injected) block files plus ``ground_truth.json``.
 
-The lead's ``calmops_dagster/cli.py`` owns the top-level parser and calls :func:`add_generate_command`.
+The lead's ``calmops_dagster/interfaces/cli.py`` owns the top-level parser and calls :func:`add_generate_command`.
 Sub-commands::
 
     calmops generate synthetic --generator sea --drift-to '{"variant": 3}' --drift-block 5 --out DIR
@@ -162,7 +162,7 @@ def _handler(run: Any) -> Any:
     """Wrap a runner so a bad argument prints a clear message and returns exit code 2."""
 
     def handle(args: argparse.Namespace, home: Any = None) -> int:
-        # ``home`` lets calmops_dagster.cli call every handler as ``func(args, home)``; generate ignores it.
+        # ``home`` lets calmops_dagster.interfaces.cli call every handler as ``func(args, home)``; generate ignores it.
         try:
             return run(args)
         except (GeneratorConfigError, FileNotFoundError) as exc:

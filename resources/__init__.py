@@ -2,7 +2,7 @@
 
 from dagster import FilesystemIOManager
 
-from calmops_dagster.paths import CalmOpsHome
+from calmops_dagster.store.paths import CalmOpsHome
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 __all__ = ["CalmOpsHomeResource", "MetricsStoreResource", "build_resources"]

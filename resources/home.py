@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource
 
-from calmops_dagster.metrics_store import MetricsStore
-from calmops_dagster.model_store import ModelStore
-from calmops_dagster.paths import CalmOpsHome
+from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore
+from calmops_dagster.store.paths import CalmOpsHome
 
 
 class CalmOpsHomeResource(ConfigurableResource):

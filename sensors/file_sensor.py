@@ -1,6 +1,6 @@
 """One file sensor per pipeline: new stable files in ``data_dir`` become partitions and run requests.
 
-The cursor is the scan state of :mod:`calmops_dagster.file_scan` (file -> size, mtime, sha256), returned in
+The cursor is the scan state of :mod:`calmops_dagster.ingest.file_scan` (file -> size, mtime, sha256), returned in
 the same ``SensorResult`` as the run requests, so a tick is recorded whole or not at all. Run keys are built
 from the block and the content hashes of the files that hold it: seeing the same files again requests
 nothing, a changed file requests its blocks again.
@@ -10,7 +10,7 @@ Stream pipelines: every accepted file version is one partition (``<stem>-<sha12>
 state in the instance, so it survives restarts of the daemon and of ``dagster dev``.
 
 Every tick also marks failed the pipeline's runs whose process died
-(:func:`~calmops_dagster.runner.reap_dead_runs`) and requests each such block once more, so a killed run
+(:func:`~calmops_dagster.orchestration.runner.reap_dead_runs`) and requests each such block once more, so a killed run
 worker does not hold up the pipeline's run queue.
 """
 
@@ -27,8 +27,8 @@ from dagster import (
     sensor,
 )
 
-from calmops_dagster.file_scan import load_cursor, scan_data_dir
-from calmops_dagster.runner import (
+from calmops_dagster.ingest.file_scan import load_cursor, scan_data_dir
+from calmops_dagster.orchestration.runner import (
     PIPELINE_TAG,
     expected_kinds,
     ordered_blocks,

@@ -5,9 +5,9 @@ its ``challenger_model`` or ``champion_model`` step failed, or was interrupted b
 died (a step that started and never finished). Any other failed run changes nothing, including a run
 stopped by the blocking check ``champion_meets_thresholds`` (a performance finding that retraining should
 fix). ``<name>_run_successes`` resets the count when a run succeeds. Both call
-:func:`calmops_dagster.runner.record_run_outcome`, which ignores a run id already counted, so runs executed
+:func:`calmops_dagster.orchestration.runner.record_run_outcome`, which ignores a run id already counted, so runs executed
 in-process by ``calmops run`` (which records its own outcomes) are not counted twice. The transitions are
-the pure functions of :mod:`calmops_dagster.circuit_breaker`.
+the pure functions of :mod:`calmops_dagster.orchestration.circuit_breaker`.
 """
 
 from dagster import (
@@ -19,7 +19,7 @@ from dagster import (
     run_status_sensor,
 )
 
-from calmops_dagster.runner import breaker_step_failures, interrupted_steps, record_run_outcome
+from calmops_dagster.orchestration.runner import breaker_step_failures, interrupted_steps, record_run_outcome
 from calmops_dagster.spec import PipelineSpec
 from resources.home import MetricsStoreResource
 

@@ -3,7 +3,7 @@
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
-from calmops_dagster.runner import PIPELINE_TAG, failed_runs, pending_blocks
+from calmops_dagster.orchestration.runner import PIPELINE_TAG, failed_runs, pending_blocks
 from calmops_dagster.spec import PipelineSpec, ScheduleConfig
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, build_sensor_context
 
-from calmops_dagster.paths import CalmOpsHome
-from calmops_dagster.pipeline_defs import build_pipeline_definitions
+from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
 from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.store.paths import CalmOpsHome
 from generators.drifting_blocks import make_drifting_blocks
 from generators.writer import write_blocks
 from resources import build_resources

@@ -15,12 +15,12 @@ import pytest
 from conftest import block_spec_dict
 from dagster import DagsterInstance, Definitions
 
-from calmops_dagster.metrics_store import MetricsStore
-from calmops_dagster.model_store import ModelStore
-from calmops_dagster.paths import CalmOpsHome
-from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.runner import register_new_blocks, run_pending
+from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
 from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore
+from calmops_dagster.store.paths import CalmOpsHome
 from generators.drifting_blocks import make_drifting_blocks
 from generators.writer import write_blocks
 from resources import build_resources

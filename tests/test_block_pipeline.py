@@ -9,10 +9,10 @@ import duckdb
 import pandas as pd
 from dagster import AssetKey, Definitions
 
-from calmops_dagster.metrics_store import MetricsStore
-from calmops_dagster.model_store import ModelStore
-from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.runner import register_new_blocks, run_pending
+from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
+from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore
 from resources import build_resources
 
 log = logging.getLogger("test")

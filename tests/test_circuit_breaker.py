@@ -19,13 +19,13 @@ from dagster import (
     build_run_status_sensor_context,
 )
 
-from calmops_dagster import circuit_breaker as cb
-from calmops_dagster.cli import main
-from calmops_dagster.metrics_store import MetricsStore
-from calmops_dagster.model_store import ModelStore
-from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.runner import register_new_blocks, run_pending
+from calmops_dagster.interfaces.cli import main
+from calmops_dagster.orchestration import circuit_breaker as cb
+from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
 from calmops_dagster.spec import load_spec, parse_spec, save_spec
+from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore
 from generators.drifting_blocks import make_drifting_blocks
 from generators.writer import write_blocks
 from resources import build_resources
@@ -76,7 +76,7 @@ def flaky(home, tmp_path):
     write_blocks(frame, tmp_path / "flaky_staging", block_col="block")
     data_dir.mkdir()
     raw = block_spec_dict("flaky", data_dir, performance={},
-                          model_spec={"module": "calmops_dagster.testing_models", "class": "ControlledTree",
+                          model_spec={"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
                                       "params": {"max_depth": 5, "random_state": 0}},
                           circuit_breaker={"max_failures": 2, "backoff_minutes": 60})
     path = home.spec_path("flaky")

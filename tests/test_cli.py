@@ -8,7 +8,7 @@ import time
 
 import yaml
 
-from calmops_dagster.cli import main
+from calmops_dagster.interfaces.cli import main
 
 
 def test_init_run_list(home, tmp_path, block_files, capsys, monkeypatch):

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from dagster import DagsterInstance, DagsterRunStatus
 
-CALMOPS = [sys.executable, "-m", "calmops_dagster.cli"]
+CALMOPS = [sys.executable, "-m", "calmops_dagster.interfaces.cli"]
 
 
 def free_port() -> int:
@@ -128,7 +128,7 @@ def test_dagster_dev_killed_mid_training_resumes_in_block_order_after_a_restart(
     make_demo(home)
     spec_path = home / "pipelines" / "demo" / "pipeline.yaml"
     raw = yaml.safe_load(spec_path.read_text())
-    raw["model_spec"] = {"module": "calmops_dagster.testing_models", "class": "ControlledTree",
+    raw["model_spec"] = {"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
                          "params": {"random_state": 0}}
     spec_path.write_text(yaml.safe_dump(raw))
     blocks_dir, data_dir = home / "demo" / "demo" / "blocks", home / "demo" / "demo" / "data"

@@ -21,9 +21,9 @@ from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.execution.plan.objects import StepSuccessData
 from dagster._core.test_utils import create_run_for_test
 
-from calmops_dagster.metrics_store import MetricsStore
-from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.runner import PIPELINE_TAG, REAPED_TAG, pending_blocks, reap_dead_runs
+from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.runner import PIPELINE_TAG, REAPED_TAG, pending_blocks, reap_dead_runs
+from calmops_dagster.store.metrics_store import MetricsStore
 from resources import build_resources
 
 

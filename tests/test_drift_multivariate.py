@@ -9,9 +9,9 @@ from frouros.detectors.data_drift.batch import MMD
 from frouros.utils.kernels import rbf_kernel
 
 from calmops_dagster.drift import DriftConfig, detect_drift
-from calmops_dagster.drift.html_report import write_drift_report_html
 from calmops_dagster.drift.multivariate import mmd_permutation_test, mmd_unbiased, rbf_kernel_matrix
 from calmops_dagster.drift.report import MULTIVARIATE
+from calmops_dagster.interfaces.block_report import write_drift_report_html
 
 
 def test_mmd_statistic_matches_frouros():

@@ -15,16 +15,16 @@ import pytest
 from conftest import block_spec_dict
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from calmops_dagster.cli import main
-from calmops_dagster.metrics_store import MetricsStore
-from calmops_dagster.model_store import ModelStore
+from calmops_dagster.interfaces.cli import main
 from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore
 from generators.drifting_blocks import make_drifting_blocks
 from generators.writer import write_blocks
 
 WRITER = """
 import sys
-from calmops_dagster.metrics_store import MetricsStore
+from calmops_dagster.store.metrics_store import MetricsStore
 db, pipeline, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = MetricsStore(db)
 for block in range(n):
@@ -81,7 +81,7 @@ def make_pipeline(home, tmp_path, name, n_blocks, drift_at, model_spec=None, see
 
 
 def calmops(home, *args, env=None, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "calmops_dagster.cli", "--home", str(home.root), *args],
+    return subprocess.Popen([sys.executable, "-m", "calmops_dagster.interfaces.cli", "--home", str(home.root), *args],
                             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True, **kwargs)
 
@@ -114,7 +114,7 @@ def table_counts(home, block):
 
 def test_run_killed_mid_training_leaves_champion_intact_and_rerun_finishes_without_duplicates(
         home, tmp_path, monkeypatch):
-    model = {"module": "calmops_dagster.testing_models", "class": "ControlledTree",
+    model = {"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
              "params": {"max_depth": 5, "random_state": 0}}
     spec, files = make_pipeline(home, tmp_path, "crashy", n_blocks=3, drift_at=3, model_spec=model, seed=5)
     monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home))  # `calmops run` in-process sets it: restore

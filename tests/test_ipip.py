@@ -1,4 +1,4 @@
-"""Tests for calmops_dagster.ipip: the IPIP formulas, subsets, growth, pruning and the sklearn contract."""
+"""Tests for calmops_dagster.learning.ipip: the IPIP formulas, subsets, growth, pruning and the sklearn contract."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from calmops_dagster.ipip import IPIPClassifier, draw_balanced_subset, grow_ensemble, ipip_sizes
+from calmops_dagster.learning.ipip import IPIPClassifier, draw_balanced_subset, grow_ensemble, ipip_sizes
 
 
 def _imbalanced(n_samples=600, seed=0, minority_weight=0.08, class_sep=1.5):
@@ -377,7 +377,7 @@ def test_pickle_and_skops_round_trips_predict_identically(tmp_path):
     sio.dump(clf, path)
     untrusted = sio.get_untrusted_types(file=path)
     # What a model store must allow-list for the default base tree (skops 0.16 does not trust Tree itself).
-    assert sorted(untrusted) == ["calmops_dagster.ipip.IPIPClassifier", "sklearn.tree._tree.Tree"]
+    assert sorted(untrusted) == ["calmops_dagster.learning.ipip.IPIPClassifier", "sklearn.tree._tree.Tree"]
     loaded = sio.load(path, trusted=untrusted)
     np.testing.assert_array_equal(loaded.predict_proba(Xc), expected)
     np.testing.assert_array_equal(loaded.predict(Xc), clf.predict(Xc))
@@ -402,7 +402,7 @@ _CHECK_SCRIPT = textwrap.dedent(
     import json
     from sklearn.tree import DecisionTreeClassifier
     from sklearn.utils.estimator_checks import check_estimator
-    from calmops_dagster.ipip import IPIPClassifier
+    from calmops_dagster.learning.ipip import IPIPClassifier
 
     # No expected failures: IPIPClassifier sets the tag classifier_tags.multi_class = False, which is
     # sklearn's own mechanism for binary-only classifiers. sklearn then binarizes the targets of its

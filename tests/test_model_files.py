@@ -16,13 +16,13 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.tree import DecisionTreeClassifier
 from skops.io.exceptions import UntrustedTypesFoundException
 
-from calmops_dagster import model_store
 from calmops_dagster.errors import ModelIntegrityError
-from calmops_dagster.ipip import IPIPClassifier
-from calmops_dagster.model_factory import build_model
-from calmops_dagster.model_store import TRUSTED_TYPES, ModelStore, file_sha256
-from calmops_dagster.retrain_modes import StackedModel
+from calmops_dagster.learning.ipip import IPIPClassifier
+from calmops_dagster.learning.model_factory import build_model
+from calmops_dagster.learning.retrain_modes import StackedModel
 from calmops_dagster.spec import ModelSpec
+from calmops_dagster.store import model_store
+from calmops_dagster.store.model_store import TRUSTED_TYPES, ModelStore, file_sha256
 
 
 @pytest.fixture(scope="module")

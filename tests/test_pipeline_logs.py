@@ -6,9 +6,9 @@ import logging
 
 from processed_home import processed_home  # noqa: F401 -- session fixture
 
-from calmops_dagster.cli import main
-from calmops_dagster.paths import CalmOpsHome
-from calmops_dagster.pipeline_logs import LOG_FILE, logs_dir, pipeline_logger, tail_lines
+from calmops_dagster.interfaces.cli import main
+from calmops_dagster.orchestration.pipeline_logs import LOG_FILE, logs_dir, pipeline_logger, tail_lines
+from calmops_dagster.store.paths import CalmOpsHome
 
 
 def test_runs_write_every_block_decision_to_the_pipelines_log(processed_home):  # noqa: F811

@@ -10,8 +10,8 @@ from cdp_browser import Browser
 from plotly.offline import get_plotlyjs
 from processed_home import copy_home, processed_home  # noqa: F401 -- session fixture
 
-from calmops_dagster.cli import main
-from calmops_dagster.pipeline_report import build_pipeline_report
+from calmops_dagster.interfaces.cli import main
+from calmops_dagster.interfaces.pipeline_report import build_pipeline_report
 
 
 def _png_size(path) -> tuple[int, int]:

@@ -14,21 +14,21 @@ import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
 from scipy.stats import binomtest
 
-from calmops_dagster import circuit_breaker
-from calmops_dagster.champion_challenger import settle_champion
-from calmops_dagster.cli import main
-from calmops_dagster.metrics_store import MetricsStore
-from calmops_dagster.model_store import ModelStore
-from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.promotion import (
+from calmops_dagster.interfaces.cli import main
+from calmops_dagster.learning.promotion import (
     decide_promotion,
     gain_evidence,
     mcnemar_test,
     paired_bootstrap_test,
 )
-from calmops_dagster.runner import register_new_blocks, run_pending
+from calmops_dagster.learning.training import fit_full
+from calmops_dagster.orchestration import circuit_breaker
+from calmops_dagster.orchestration.champion_challenger import settle_champion
+from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
 from calmops_dagster.spec import parse_spec, save_spec
-from calmops_dagster.training import fit_full
+from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore
 from resources import build_resources
 from tests.conftest import block_spec_dict
 

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
 
-from calmops_dagster.block_history import blocks_before, read_blocks, save_block
 from calmops_dagster.errors import SpecError
-from calmops_dagster.model_store import ModelStore
-from calmops_dagster.retrain_modes import StackedModel, history_needed, train_challenger
+from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
+from calmops_dagster.learning.retrain_modes import StackedModel, history_needed, train_challenger
+from calmops_dagster.learning.training import fit_full
 from calmops_dagster.spec import parse_spec
-from calmops_dagster.training import fit_full
+from calmops_dagster.store.model_store import ModelStore
 from generators.drifting_blocks import make_drifting_blocks
 from tests.conftest import block_spec_dict
 
@@ -142,7 +142,7 @@ def test_incremental_river_model_learns_the_new_concept(tmp_path, blocks):
 def test_river_adapters_any_two_labels_and_regression():
     from river.linear_model import LinearRegression, LogisticRegression
 
-    from calmops_dagster.river_models import wrap_river
+    from calmops_dagster.learning.river_models import wrap_river
 
     rng = np.random.default_rng(2)
     X = rng.normal(size=(400, 2))

@@ -6,10 +6,15 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from calmops_dagster.block_assessment import ERROR_STREAM_ROW, PERFORMANCE_ROW, assess_block, assessment_rows
 from calmops_dagster.drift.model_drift import performance_drift
-from calmops_dagster.evaluation import threshold_failures
-from calmops_dagster.retrain_policy import decide_retrain
+from calmops_dagster.learning.block_assessment import (
+    ERROR_STREAM_ROW,
+    PERFORMANCE_ROW,
+    assess_block,
+    assessment_rows,
+)
+from calmops_dagster.learning.evaluation import threshold_failures
+from calmops_dagster.learning.retrain_policy import decide_retrain
 from calmops_dagster.spec import parse_spec
 from tests.conftest import block_spec_dict
 

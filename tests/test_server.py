@@ -1,4 +1,4 @@
-"""The prediction server (calmops_dagster.server) through FastAPI's TestClient, on a processed pipeline."""
+"""The prediction server (calmops_dagster.interfaces.server) through FastAPI's TestClient, on a processed pipeline."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from processed_home import copy_home, processed_home  # noqa: F401 -- session fixture
 
 from calmops_dagster.errors import CalmOpsError
-from calmops_dagster.metrics_store import MetricsStore
-from calmops_dagster.model_store import ModelStore
-from calmops_dagster.prediction import predict_frame
-from calmops_dagster.server import check_bind, create_app
+from calmops_dagster.interfaces.server import check_bind, create_app
+from calmops_dagster.orchestration.prediction import predict_frame
+from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore
 from generators.drifting_blocks import make_drifting_blocks
 
 FEATURES = ["x1", "x2", "x3", "x4", "segment"]
@@ -124,8 +124,8 @@ def test_breaker_state_is_reported_when_the_table_exists(processed_home, tmp_pat
     home = copy_home(processed_home, tmp_path)
     from datetime import UTC, datetime
 
-    from calmops_dagster.circuit_breaker import on_failure
-    from calmops_dagster.metrics_store import MetricsStore
+    from calmops_dagster.orchestration.circuit_breaker import on_failure
+    from calmops_dagster.store.metrics_store import MetricsStore
 
     for _ in range(3):  # as the run-failure sensor records three failed trainings
         MetricsStore(home.metrics_db).update_breaker(
@@ -163,7 +163,7 @@ def test_binding_beyond_loopback_needs_a_key():
 
 
 def test_cli_serve_refuses_public_bind_without_key(processed_home, monkeypatch, capsys):  # noqa: F811
-    from calmops_dagster.cli import main
+    from calmops_dagster.interfaces.cli import main
 
     home, _ = processed_home
     monkeypatch.delenv("CALMOPS_API_KEY", raising=False)

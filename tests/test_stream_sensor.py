@@ -23,13 +23,13 @@ from dagster import (
 )
 from dagster._core.test_utils import create_run_for_test
 
-from calmops_dagster import file_scan
-from calmops_dagster.block_data import SAFE_BLOCK_KEY, incoming_dir, load_stream_block, stream_key
-from calmops_dagster.metrics_store import MetricsStore
-from calmops_dagster.model_store import ModelStore
-from calmops_dagster.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.runner import pending_blocks, register_new_blocks, run_pending
+from calmops_dagster.ingest import file_scan
+from calmops_dagster.ingest.block_data import SAFE_BLOCK_KEY, incoming_dir, load_stream_block, stream_key
+from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.runner import pending_blocks, register_new_blocks, run_pending
 from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore
 from generators.drifting_blocks import make_drifting_blocks
 from resources import build_resources
 from sensors.schedules import MAX_SCHEDULED_ATTEMPTS

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from calmops_dagster.cli import main
-from calmops_dagster.tutorials import tutorial_files
+from calmops_dagster.interfaces.cli import main
+from calmops_dagster.interfaces.tutorials import tutorial_files
 
 SCRIPTS = ["01_block_pipeline.py", "02_stream_pipeline.py", "03_ipip_pipeline.py", "04_generators.py", "05_prediction_server.py"]
 EXPECTED = {

@@ -1,4 +1,5 @@
 """The drift engine: univariate, multivariate and model drift, pure Python on numpy, scipy and frouros.
+May import: numpy, scipy, pandas, frouros, lightgbm — never Dagster or another layer of the package.
 
 >>> from calmops_dagster.drift import detect_drift, DriftConfig
 >>> report = detect_drift(reference_df, current_df, config=DriftConfig())  # doctest: +SKIP

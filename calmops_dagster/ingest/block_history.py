@@ -1,0 +1,49 @@
+"""The rows of processed blocks, kept for retrain modes that learn from the past (``window``, ``replay_mix``).
+
+``data_block`` writes each block's validated rows to ``pipelines/<name>/blocks/<block>.parquet``
+(atomically; re-materializing a block replaces its file). Blocks are read back in processing order: block
+order, or for stream pipelines the order their files arrived in (the partitions' registration order).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from calmops_dagster.ingest.block_data import sort_block_keys
+from calmops_dagster.store.atomic import write_bytes_atomic
+
+
+def save_block(blocks_dir: Path, block: str, frame: pd.DataFrame) -> Path:
+    """Keep the rows of ``block`` (replacing an earlier version of the same block)."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    path = Path(blocks_dir) / f"{block}.parquet"
+    write_bytes_atomic(path, buffer.getvalue())
+    return path
+
+
+def blocks_before(blocks_dir: Path, block: str, last: int | None = None,
+                  order: list[str] | None = None) -> list[str]:
+    """Keys of the kept blocks that come before ``block`` (the ``last`` N of them, or all), oldest first.
+
+    ``order`` lists block keys in processing order (a stream pipeline's partitions in arrival order); by
+    default blocks are in block order. Kept blocks missing from ``order`` are left out.
+    """
+    kept = {p.stem for p in Path(blocks_dir).glob("*.parquet")} if Path(blocks_dir).is_dir() else set()
+    ordered = sort_block_keys([*kept, block]) if order is None else list(order)
+    if block not in ordered:
+        raise ValueError(f"block {block!r} is not in the given processing order")
+    earlier = [key for key in ordered[: ordered.index(block)] if key in kept]
+    if last is not None:
+        earlier = earlier[-last:] if last > 0 else []
+    return earlier
+
+
+def read_blocks(blocks_dir: Path, keys: list[str]) -> pd.DataFrame:
+    """The kept rows of ``keys``, concatenated in that order (an empty frame for no keys)."""
+    if not keys:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(Path(blocks_dir) / f"{key}.parquet") for key in keys], ignore_index=True)

@@ -1,0 +1,498 @@
+"""The ``calmops`` command line: create, run and inspect pipelines without the UI.
+
+    calmops [--home DIR] init NAME --type block --data-dir DIR --target COL --block-col COL [--model CLASS]
+    calmops [--home DIR] run NAME        materialize every pending block, in order, in-process
+    calmops [--home DIR] list            pipelines, their champion and last block
+    calmops [--home DIR] demo            generate a drifting dataset and create the demo pipeline
+    calmops [--home DIR] dev             start `dagster dev` on this home (what `make run` does)
+    calmops [--home DIR] relaunch NAME   sensor/schedule on, circuit breaker closed, pending blocks run
+    calmops [--home DIR] update NAME --key value ...   change spec fields (dotted keys), reload
+    calmops [--home DIR] delete NAME [--yes] [--purge] archive (default) or delete a pipeline
+
+``CALMOPS_HOME`` is read from the environment (default ``./.calmops``); ``--home`` overrides it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+from calmops_dagster.errors import CalmOpsError
+from calmops_dagster.spec import load_spec, parse_spec, save_spec
+from calmops_dagster.store.paths import CalmOpsHome
+
+log = logging.getLogger("calmops")
+
+
+def _parse_value(text: str):
+    """``k=v`` values are YAML scalars: ``100`` is an int, ``true`` a bool, ``abc`` a string."""
+    return yaml.safe_load(text)
+
+
+def cmd_init(args, home: CalmOpsHome) -> int:
+    path = home.spec_path(args.name)
+    if path.exists() and not args.force:
+        raise CalmOpsError(f"{path} already exists; use --force to overwrite it")
+    module, _, class_name = args.model.rpartition(".")
+    params = dict(item.split("=", 1) for item in args.param)
+    raw = {
+        "name": args.name, "type": args.type, "data_dir": str(Path(args.data_dir).resolve()),
+        "file_pattern": args.file_pattern, "target": args.target, "block_col": args.block_col,
+        "model_spec": {"module": module, "class": class_name,
+                       "params": {k: _parse_value(v) for k, v in params.items()}},
+    }
+    spec = parse_spec({k: v for k, v in raw.items() if v is not None}, path)
+    save_spec(spec, path)
+    print(f"created {path}")
+    return 0
+
+
+def _pipeline_runtime(home: CalmOpsHome, name: str):
+    """The spec and resolved job of one pipeline, and the shared Dagster instance."""
+    from dagster import DagsterInstance, Definitions
+
+    from calmops_dagster.orchestration.instance import prepare_instance
+    from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+    from resources import build_resources
+
+    prepare_instance(home)
+    spec = load_spec(home.spec_path(name))
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    return spec, defs.resolve_job_def(job_name(spec)), DagsterInstance.get()
+
+
+def cmd_run(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
+    from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.model_store import ModelStore
+
+    spec, job, instance = _pipeline_runtime(home, args.name)
+    metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
+    new = register_new_blocks(instance, spec, metrics, models, log)
+    if new:
+        print(f"{spec.name}: {len(new)} new block(s): {', '.join(new)}")
+    results = run_pending(instance, spec, job, metrics)
+    if not results:
+        print(f"{spec.name}: nothing pending")
+    for result in results:
+        status = "ok" if result.success else "FAILED"
+        print(f"block {result.block}: {status} in {result.seconds:.1f}s: {result.summary}")
+    return 0 if all(r.success for r in results) else 1
+
+
+def cmd_list(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.model_store import ModelStore
+
+    metrics = MetricsStore(home.metrics_db)
+    specs = home.spec_files()
+    if not specs:
+        print(f"no pipelines under {home.pipelines_dir}")
+        return 0
+    blocks = metrics.query("SELECT pipeline, count(*) AS n, max(loaded_at) AS last FROM blocks GROUP BY pipeline")
+    processed = {row.pipeline: row.n for row in blocks.itertuples()}
+    print(f"{'pipeline':20} {'type':7} {'blocks':>6} {'champion':9} {'breaker':22} status")
+    for path in specs:
+        name = path.parent.name
+        try:
+            spec = load_spec(path)
+        except CalmOpsError as exc:
+            print(f"{name:20} {'?':7} {'':>6} {'':9} {'':22} BROKEN SPEC: {str(exc).splitlines()[0]}")
+            continue
+        champion = ModelStore(home.models_dir(name)).champion_version() or "-"
+        mode = "prediction-only" if spec.prediction_only else "ok"
+        breaker = "-" if spec.prediction_only else _breaker_text(metrics, name)
+        print(f"{name:20} {spec.type:7} {processed.get(name, 0):>6} {champion:9} {breaker:22} {mode}")
+    return 0
+
+
+def cmd_demo(args, home: CalmOpsHome) -> int:
+    from generators.drifting_blocks import make_drifting_blocks
+    from generators.writer import write_blocks
+
+    base = home.root / "demo" / args.name
+    blocks_dir, data_dir = base / "blocks", base / "data"
+    frame = make_drifting_blocks(n_blocks=args.blocks, rows_per_block=args.rows_per_block,
+                                 drift_at=args.drift_at, seed=args.seed)
+    files = write_blocks(frame, blocks_dir, block_col="block",
+                         ground_truth=[{"type": "abrupt", "from_block": args.drift_at,
+                                        "what": "x1 shift, x2 scale, segment mix, decision boundary"}])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for path in files[: args.initial]:
+        shutil.copy2(path, data_dir / path.name)
+    raw = {
+        "name": args.name, "type": "block", "data_dir": str(data_dir), "target": "y", "block_col": "block",
+        "model_spec": {"module": "sklearn.ensemble", "class": "RandomForestClassifier",
+                       "params": {"n_estimators": 100, "random_state": args.seed}},
+        "performance": {"thresholds": {"balanced_accuracy": 0.6}},
+        "sensor": {"interval_seconds": 5, "settle_seconds": 2},
+    }
+    save_spec(parse_spec(raw, home.spec_path(args.name)), home.spec_path(args.name))
+    print(f"demo pipeline '{args.name}': spec {home.spec_path(args.name)}")
+    print(f"  {len(files)} block files in {blocks_dir} (abrupt drift from block {args.drift_at})")
+    print(f"  {args.initial} already copied into the watched folder {data_dir}")
+    print(f"  copy more to see them processed: cp {files[-1]} {data_dir}/")
+    return 0
+
+
+def cmd_rollback(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.model_store import ModelStore, now_utc
+
+    load_spec(home.spec_path(args.name))
+    store = ModelStore(home.models_dir(args.name))
+    current = store.champion_version()
+    previous = [h["version"] for h in store.champion_history() if h["version"] != current]
+    target = args.to or (previous[-1] if previous else None)
+    if target is None:
+        raise CalmOpsError(f"pipeline '{args.name}' has no previous champion to roll back to")
+    if target == current:
+        raise CalmOpsError(f"{target} is already the champion of '{args.name}'")
+    store.load(target)  # refuse a version whose file fails its hash before switching to it
+    store.set_champion(target, block="manual", decision="rolled_back")
+    stamp = now_utc()
+    MetricsStore(home.metrics_db).replace_block_rows("promotions", args.name, f"manual-{stamp}", [{
+        "champion_before": current, "challenger": None, "decision": "rolled_back",
+        "reason": f"manual rollback from {current} to {target} (calmops rollback)", "champion_after": target,
+        "decided_at": stamp,
+    }])
+    print(f"{args.name}: champion {current} -> {target}")
+    return 0
+
+
+def _breaker_text(metrics, name: str) -> str:
+    from datetime import UTC, datetime
+
+    from calmops_dagster.orchestration.circuit_breaker import describe
+
+    return describe(metrics.breaker_state(name), datetime.now(UTC))
+
+
+def cmd_relaunch(args, home: CalmOpsHome) -> int:
+    """Sensors and schedule on, circuit breaker closed, runs requested for pending blocks."""
+    from calmops_dagster.orchestration import dagster_control as control
+    from calmops_dagster.orchestration.pipeline_defs import job_name
+    from calmops_dagster.orchestration.runner import (
+        close_breaker,
+        pending_blocks,
+        register_new_blocks,
+        run_pending,
+    )
+    from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.model_store import ModelStore
+
+    name = _checked_name(home, args.name)
+    spec, job, instance = _pipeline_runtime(home, name)
+    metrics = MetricsStore(home.metrics_db)
+    close_breaker(metrics, spec)
+    print(f"{name}: circuit breaker closed")
+    client = control.running_dagster(args.dagster_host, args.dagster_port)
+    location = control.find_location(client, name) if client else None
+    if location is not None:
+        for line in control.start_instigators_graphql(client, location, name, spec.schedule is not None):
+            print(f"{name}: {line}")
+        blocks = pending_blocks(instance, spec)
+        run_ids = control.submit_block_runs(client, location, name, job_name(spec), blocks)
+        print(f"{name}: {len(run_ids)} run(s) submitted to dagster dev for pending block(s) {', '.join(blocks)}"
+              if run_ids else f"{name}: nothing pending")
+        return 0
+    if client is not None:
+        print(f"{name}: dagster dev answers but does not know this pipeline (reload its code location?); "
+              "running locally", file=sys.stderr)
+    for line in control.start_instigators_local(instance, name, spec.schedule is not None):
+        print(f"{name}: {line}")
+    register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log)
+    results = run_pending(instance, spec, job, metrics)
+    if not results:
+        print(f"{name}: nothing pending")
+    for result in results:
+        print(f"block {result.block}: {'ok' if result.success else 'FAILED'} in {result.seconds:.1f}s: "
+              f"{result.summary}")
+    return 0 if all(r.success for r in results) else 1
+
+
+def _parse_updates(items: list[str]) -> list[tuple[str, object]]:
+    """``["--a.b", "1", "--c=x"]`` -> ``[("a.b", 1), ("c", "x")]`` (values are YAML scalars)."""
+    updates, i = [], 0
+    while i < len(items):
+        item = items[i]
+        if not item.startswith("--") or len(item) < 3:
+            raise CalmOpsError(f"expected --key value, got '{item}'")
+        if "=" in item:
+            key, text = item[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(items):
+                raise CalmOpsError(f"{item} needs a value")
+            key, text = item[2:], items[i + 1]
+            i += 2
+        updates.append((key, _parse_value(text)))
+    if not updates:
+        raise CalmOpsError("nothing to update: give one or more --key value pairs, e.g. "
+                           "--performance.max_relative_drop 0.2")
+    return updates
+
+
+def cmd_update(args, home: CalmOpsHome) -> int:
+    """Change spec fields (validated by the spec loader), save atomically, reload the code location."""
+    from calmops_dagster.orchestration import dagster_control as control
+    from calmops_dagster.store.atomic import write_text_atomic
+
+    name = _checked_name(home, args.name)
+    path = home.spec_path(name)
+    raw = yaml.safe_load(path.read_text()) or {}
+    changes = []
+    updates = _parse_updates(args.changes)
+    for key, value in [u for u in updates if u[0] in ("dagster-host", "dagster-port")]:
+        setattr(args, key.replace("-", "_"), value)  # REMAINDER also swallows these options
+    for key, value in [u for u in updates if u[0] not in ("dagster-host", "dagster-port")]:
+        parts = key.split(".")
+        if parts[0] == "name":
+            raise CalmOpsError("the name of a pipeline cannot be changed (it names its folder and partitions)")
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CalmOpsError(f"'{key}': '{part}' is not a section of the spec")
+        changes.append(f"{key}: {node.get(parts[-1], '(default)')!r} -> {value!r}")
+        node[parts[-1]] = value
+    parse_spec(raw, path)  # SpecError names the file and the field; nothing is written then
+    write_text_atomic(path, yaml.safe_dump(raw, sort_keys=False))
+    for line in changes:
+        print(f"{name}: {line}")
+    _reload_code_location(control, args, name)
+    return 0
+
+
+def _reload_code_location(control, args, name: str) -> None:
+    client = control.running_dagster(args.dagster_host, args.dagster_port)
+    if client is None:
+        print("no dagster dev answers: the change takes effect when it next starts (`calmops dev`)")
+        return
+    location = control.find_location(client, name)
+    locations = [location.location] if location else ["calmops_dagster.definitions"]
+    for location_name in locations:
+        info = client.reload_repository_location(location_name)
+        print(f"reloaded code location {location_name}: {info.status.value}")
+
+
+def cmd_delete(args, home: CalmOpsHome) -> int:
+    """Remove a pipeline; its folder and DuckDB rows are archived unless ``--purge``."""
+    from datetime import UTC, datetime
+
+    from calmops_dagster.orchestration import dagster_control as control
+    from calmops_dagster.store.metrics_store import MetricsStore
+
+    name = _checked_name(home, args.name)
+    folder = home.pipeline_dir(name)
+    what = "PERMANENTLY delete" if args.purge else "archive and remove"
+    if not args.yes:
+        try:
+            answer = input(f"{what} pipeline '{name}' ({folder} and its metrics)? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    metrics = MetricsStore(home.metrics_db)
+    if args.purge:
+        metrics.delete_pipeline_rows(name)
+        shutil.rmtree(folder)
+        print(f"{name}: deleted {folder} and its metrics (purged, no archive)")
+    else:
+        archive = home.root / "archive" / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        counts = metrics.export_pipeline_rows(name, archive / "metrics")
+        archive.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), str(archive / "pipeline"))
+        metrics.delete_pipeline_rows(name)  # only once every row is safe in the archive
+        print(f"{name}: archived to {archive} (spec, models, blocks, predictions, reports; "
+              f"{sum(counts.values())} metric rows in metrics/*.parquet)")
+    print("Dagster's run history of the pipeline is kept; a new pipeline under the same name would see its "
+          "old blocks as processed (choose a new name)")
+    _reload_code_location(control, args, name)
+    return 0
+
+
+def cmd_dev(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.orchestration.instance import prepare_instance
+
+    prepare_instance(home)
+    # A shell without job control starts background jobs with SIGINT ignored, and dagster dev treats
+    # SIGTERM like SIGINT: restore both so `kill` (or Ctrl-C) stops webserver, daemon and code server.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    command = [sys.executable, "-m", "dagster", "dev", "-m", "calmops_dagster.definitions",
+               "-h", args.host, "-p", str(args.port)]
+    print(f"DAGSTER_HOME={home.dagster_home}; UI on http://{args.host}:{args.port}")
+    os.execvpe(command[0], command, os.environ)
+    return 0  # not reached: exec replaces this process
+
+
+def _checked_name(home: CalmOpsHome, name: str) -> str:
+    """A pipeline name that is safe to join to ``CALMOPS_HOME`` and has a spec there."""
+    from calmops_dagster.spec import PIPELINE_NAME
+
+    if not PIPELINE_NAME.match(name):
+        raise CalmOpsError(f"'{name}' is not a pipeline name (letters, digits and '_', starting with a letter)")
+    if not home.spec_path(name).is_file():
+        raise CalmOpsError(f"no pipeline '{name}' under {home.pipelines_dir}")
+    return name
+
+
+def cmd_logs(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.orchestration.pipeline_logs import LOG_FILE, logs_dir, tail_lines
+
+    name = _checked_name(home, args.name)
+    lines = tail_lines(home, name, args.lines)
+    if not lines:
+        print(f"no log lines yet in {logs_dir(home, name) / LOG_FILE}", file=sys.stderr)
+    for line in lines:
+        print(line)
+    return 0
+
+
+def cmd_serve(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.interfaces.server import serve
+
+    names = [_checked_name(home, args.name)] if args.name else None
+    return serve(home, names, host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+
+
+def cmd_report(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.interfaces.pipeline_report import write_pipeline_report
+
+    name = _checked_name(home, args.name)
+    out = Path(args.out) if args.out else home.reports_dir(name) / f"{name}_report.html"
+    path = write_pipeline_report(home, name, out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_tutorials(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.interfaces.tutorials import copy_tutorials
+
+    target = copy_tutorials(Path(args.out), force=args.force)
+    print(f"tutorials copied to {target}; start with {target / 'README.md'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calmops", description=__doc__.split("\n")[0])
+    parser.add_argument("--home", help="CALMOPS_HOME to use (default: $CALMOPS_HOME or ./.calmops)")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    init = subparsers.add_parser("init", help="create a pipeline spec")
+    init.add_argument("name")
+    init.add_argument("--type", choices=["block", "stream", "ipip"], default="block")
+    init.add_argument("--data-dir", required=True)
+    init.add_argument("--target", required=True)
+    init.add_argument("--block-col")
+    init.add_argument("--file-pattern", default="*")
+    init.add_argument("--model", default="sklearn.ensemble.RandomForestClassifier",
+                      help="dotted class name (sklearn, lightgbm, river or calmops_dagster)")
+    init.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                      help="model parameter, repeatable (values are YAML scalars)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing spec")
+    init.set_defaults(func=cmd_init)
+
+    run = subparsers.add_parser("run", help="process every pending block of a pipeline, in order")
+    run.add_argument("name")
+    run.set_defaults(func=cmd_run)
+
+    subparsers.add_parser("list", help="list pipelines").set_defaults(func=cmd_list)
+
+    demo = subparsers.add_parser("demo", help="generate a drifting dataset and create the demo pipeline")
+    demo.add_argument("--name", default="demo")
+    demo.add_argument("--blocks", type=int, default=6)
+    demo.add_argument("--rows-per-block", type=int, default=400)
+    demo.add_argument("--drift-at", type=int, default=4)
+    demo.add_argument("--initial", type=int, default=2, help="block files copied into the watched folder")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+
+    rollback = subparsers.add_parser("rollback", help="make a previous champion the champion again")
+    rollback.add_argument("name")
+    rollback.add_argument("--to", metavar="VERSION", help="version to restore (default: the previous champion)")
+    rollback.set_defaults(func=cmd_rollback)
+
+    def add_dagster_address(sub):
+        sub.add_argument("--dagster-host", help="dagster dev host (default $CALMOPS_DAGSTER_HOST or 127.0.0.1)")
+        sub.add_argument("--dagster-port", type=int, help="dagster dev port (default $CALMOPS_DAGSTER_PORT or 3000)")
+
+    relaunch = subparsers.add_parser("relaunch", help="sensor and schedule on, circuit breaker closed, "
+                                     "runs requested for pending blocks")
+    relaunch.add_argument("name")
+    add_dagster_address(relaunch)
+    relaunch.set_defaults(func=cmd_relaunch)
+
+    update = subparsers.add_parser("update", help="change spec fields (--key value, dotted keys) and reload",
+                                   usage="calmops update NAME --key value [--key value ...]")
+    update.add_argument("name")
+    add_dagster_address(update)
+    update.add_argument("changes", nargs=argparse.REMAINDER, help="--key value pairs, e.g. "
+                        "--performance.max_relative_drop 0.2 --sensor.settle_seconds 10")
+    update.set_defaults(func=cmd_update)
+
+    delete = subparsers.add_parser("delete", help="remove a pipeline (archived under CALMOPS_HOME/archive "
+                                   "unless --purge)")
+    delete.add_argument("name")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.add_argument("--purge", action="store_true", help="delete instead of archiving (not recoverable)")
+    add_dagster_address(delete)
+    delete.set_defaults(func=cmd_delete)
+
+    dev = subparsers.add_parser("dev", help="start dagster dev (UI, daemon, sensors) on this home")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=cmd_dev)
+
+    logs = subparsers.add_parser("logs", help="print the latest lines of a pipeline's log")
+    logs.add_argument("name")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
+    logs.set_defaults(func=cmd_logs)
+
+    serve = subparsers.add_parser("serve", help="serve champions' predictions over HTTP (FastAPI)")
+    serve.add_argument("name", nargs="?", help="serve only this pipeline (default: every pipeline)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="bind address (default 127.0.0.1; any other needs $CALMOPS_API_KEY)")
+    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body (default 10)")
+    serve.set_defaults(func=cmd_serve)
+
+    report = subparsers.add_parser("report", help="write a self-contained HTML report of a pipeline")
+    report.add_argument("name")
+    report.add_argument("--out", help="HTML file (default CALMOPS_HOME/pipelines/NAME/reports/NAME_report.html)")
+    report.set_defaults(func=cmd_report)
+
+    tutorials = subparsers.add_parser("tutorials", help="copy the runnable tutorials to a folder")
+    tutorials.add_argument("--out", default="calmops-tutorials", help="target folder (default ./calmops-tutorials)")
+    tutorials.add_argument("--force", action="store_true", help="overwrite files of an existing folder")
+    tutorials.set_defaults(func=cmd_tutorials)
+
+    from generators.cli import add_generate_command
+
+    add_generate_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
+    args = build_parser().parse_args(argv)
+    home = CalmOpsHome.from_env(args.home)
+    try:
+        return args.func(args, home)
+    except CalmOpsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Everything Dagster needs for one valid pipeline spec: assets, job, file sensor, schedule."""
+
+from dagster import AssetSelection, Definitions, colored_console_logger, define_asset_job
+
+from assets.pipeline_assets import build_pipeline_assets
+from calmops_dagster.orchestration.pipeline_logs import pipeline_file_logger
+from calmops_dagster.orchestration.runner import PIPELINE_TAG
+from calmops_dagster.spec import PipelineSpec
+from sensors.file_sensor import build_file_sensor
+from sensors.run_failure_sensor import build_breaker_sensors
+from sensors.schedules import build_schedule
+
+#: Dagster's console logger plus the per-pipeline log file (CALMOPS_HOME/pipelines/<name>/logs/).
+PIPELINE_LOGGERS = {"console": colored_console_logger, "calmops_file": pipeline_file_logger}
+
+
+def job_name(spec: PipelineSpec) -> str:
+    return f"{spec.name}_job"
+
+
+def build_job(spec: PipelineSpec):
+    """The job that materializes one block of the pipeline (all of its assets and checks)."""
+    return define_asset_job(
+        job_name(spec),
+        selection=AssetSelection.groups(spec.name),
+        tags={PIPELINE_TAG: spec.name},
+        # Default run config: a logger runs only when named in the run config; these defaults are merged
+        # into whatever run config a sensor, schedule, the UI or `calmops run` passes.
+        config={"loggers": {key: {} for key in PIPELINE_LOGGERS}},
+        description=f"Process one block of pipeline {spec.name}.",
+    )
+
+
+def build_pipeline_definitions(spec: PipelineSpec) -> Definitions:
+    """Assets, job, sensor and schedule of one valid spec."""
+    job = build_job(spec)
+    schedules = [build_schedule(spec, job)] if spec.schedule else []
+    breaker = [] if spec.prediction_only else build_breaker_sensors(spec, job)
+    return Definitions(assets=build_pipeline_assets(spec), jobs=[job],
+                       sensors=[build_file_sensor(spec, job), *breaker], schedules=schedules,
+                       loggers=PIPELINE_LOGGERS)
+
+

@@ -1,0 +1,320 @@
+"""Headless runs: what the sensor does, then materialize the pending partitions in block order.
+
+``calmops run NAME`` and the pipeline's schedule use this module. It works on the Dagster instance named by
+``DAGSTER_HOME`` (``CALMOPS_HOME/dagster``), the same one ``dagster dev`` uses, so runs started from the shell
+show up in the UI with their partitions and history.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dagster import (
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultRunLauncher,
+    RunsFilter,
+)
+
+from calmops_dagster.ingest.block_data import incoming_dir, sort_block_keys
+from calmops_dagster.ingest.file_scan import quarantine_file, scan_data_dir
+from calmops_dagster.orchestration import circuit_breaker
+from calmops_dagster.spec import PipelineSpec
+from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore, now_utc
+
+PIPELINE_TAG = "calmops/pipeline"
+#: Runs executed in-process by ``calmops run`` carry the host and pid of their process, so a later
+#: ``calmops run`` can tell a run whose process was killed from one that is still going.
+PID_TAG, HOST_TAG = "calmops/pid", "calmops/host"
+#: Set on a run whose dead process :func:`reap_dead_runs` found and marked failed.
+REAPED_TAG = "calmops/reaped"
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+             DagsterRunStatus.STARTED]
+
+
+def final_asset(spec: PipelineSpec) -> AssetKey:
+    """The last asset of a block's run: a block is processed once it is materialized."""
+    return AssetKey([spec.name, "predictions"])
+
+
+def expected_kinds(models: ModelStore) -> dict[str, str] | None:
+    """The champion's training schema (feature -> numeric/categorical), used to refuse wrongly-typed files."""
+    champion = models.champion_version()
+    return models.manifest(champion).get("feature_kinds") if champion else None
+
+
+def record_bad_files(spec: PipelineSpec, bad, metrics: MetricsStore, log) -> None:
+    """Quarantine every bad file (moved aside when the folder allows) and record it in DuckDB."""
+    rows = []
+    for item in bad:
+        moved = quarantine_file(item.path)
+        where = f"moved to {moved}" if moved else "left in place (folder not writable)"
+        log.error(f"quarantined data file {item.path.name}: {item.reason}; {where}")
+        if moved is None and _already_quarantined(metrics, spec, item):
+            continue  # a file left in place is seen again by every cursor-less scan: record it once
+        rows.append({"pipeline": spec.name, "file": str(item.path), "reason": item.reason,
+                     "content_hash": item.sha256, "moved_to": str(moved) if moved else None,
+                     "quarantined_at": now_utc()})
+    metrics.append_rows("quarantine", rows)
+
+
+def _already_quarantined(metrics: MetricsStore, spec: PipelineSpec, item) -> bool:
+    rows = metrics.query("SELECT 1 FROM quarantine WHERE pipeline = ? AND file = ? AND content_hash IS NOT "
+                         "DISTINCT FROM ? AND moved_to IS NULL", [spec.name, str(item.path), item.sha256])
+    return len(rows) > 0
+
+
+def pending_blocks(instance: DagsterInstance, spec: PipelineSpec, skip_in_flight: bool = True) -> list[str]:
+    """Registered blocks whose final asset is not materialized, in block order (stream pipelines: in the
+    order their files arrived, which is the order their partitions were registered).
+
+    With ``skip_in_flight``, blocks that already have a queued or running run are left out.
+    """
+    reap_dead_runs(instance, spec)
+    registered = instance.get_dynamic_partitions(spec.partitions_name)
+    done = instance.get_materialized_partitions(final_asset(spec))
+    pending = [block for block in registered if block not in done]
+    if skip_in_flight and pending:
+        runs = instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT))
+        busy = {run.tags.get("dagster/partition") for run in runs}
+        pending = [block for block in pending if block not in busy]
+    return pending if spec.type == "stream" else sort_block_keys(pending)
+
+
+def reap_dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[DagsterRun]:
+    """Mark failed the in-flight runs of ``spec`` whose process on this host no longer exists, so their
+    blocks are pending again and the pipeline's run-queue slot is free. Returns the runs marked failed.
+
+    Two kinds of run are looked after: runs executed in-process by ``calmops run`` (pid and host tags) and
+    runs launched by ``dagster dev``'s default run launcher, a subprocess on this host whose pid Dagster
+    records in the run's "Started process for run" event. Without this, a run worker killed mid-block
+    (OOM, SIGKILL, a machine reboot) would stay "started" for ever and, with one run per pipeline at a time,
+    hold up every later block. Runs of other launchers (Docker, Kubernetes) are left to Dagster's run
+    monitoring. Each reaped run is tagged ``calmops/reaped``.
+    """
+    reaped = []
+    for run in instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT)):
+        pid, host = _run_process(instance, run)
+        if pid is None or host != socket.gethostname() or _alive(pid):
+            continue
+        instance.report_run_failed(run, f"its process {pid} on {host} is gone (killed mid-run?)")
+        instance.add_run_tags(run.run_id, {REAPED_TAG: "true"})
+        reaped.append(run)
+    return reaped
+
+
+def interrupted_steps(instance: DagsterInstance, run_id: str) -> list[str]:
+    """Steps of a run that started and never finished: its process died (SIGKILL, out of memory) while they
+    ran, so no step failure was ever reported for them."""
+    started, finished = [], set()
+    kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
+    for entry in instance.all_logs(run_id, of_type=kinds):
+        event = entry.dagster_event
+        if event.event_type == DagsterEventType.STEP_START:
+            started.append(event.step_key)
+        else:
+            finished.add(event.step_key)
+    return [step for step in started if step not in finished]
+
+
+def failed_runs(instance: DagsterInstance, spec: PipelineSpec, block: str) -> int:
+    """How many runs of ``block`` failed."""
+    tags = {PIPELINE_TAG: spec.name, "dagster/partition": block}
+    return len(instance.get_run_ids(RunsFilter(tags=tags, statuses=[DagsterRunStatus.FAILURE])))
+
+
+def times_reaped(instance: DagsterInstance, spec: PipelineSpec, block: str) -> int:
+    """How many runs of ``block`` were marked failed by :func:`reap_dead_runs`."""
+    tags = {PIPELINE_TAG: spec.name, "dagster/partition": block, REAPED_TAG: "true"}
+    return len(instance.get_run_ids(RunsFilter(tags=tags)))
+
+
+def _run_process(instance: DagsterInstance, run: DagsterRun) -> tuple[int | None, str | None]:
+    """The pid and host of the process executing ``run``, when it is a process on a known host."""
+    if run.tags.get(PID_TAG):
+        return int(run.tags[PID_TAG]), run.tags.get(HOST_TAG)
+    if run.status != DagsterRunStatus.STARTED or not isinstance(instance.run_launcher, DefaultRunLauncher):
+        return None, None
+    for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        data = entry.dagster_event.engine_event_data if entry.dagster_event else None
+        pid = data.metadata.get("pid") if data else None
+        if pid is not None and str(pid.value).isdigit():
+            # the default launcher starts the run worker from the code server, on this host
+            return int(pid.value), socket.gethostname()
+    return None, None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed child not yet reaped by its parent) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stream_store(models: ModelStore) -> Path:
+    """The incoming store of a stream pipeline, beside its models (``pipelines/<name>/incoming``)."""
+    return incoming_dir(Path(models.root).parent)
+
+
+def ordered_blocks(spec: PipelineSpec, scan) -> list[str]:
+    """The block keys a scan found: stream keys in arrival order, other keys in block order."""
+    found = scan.blocks()
+    return list(found) if spec.type == "stream" else sort_block_keys(found)
+
+
+def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: MetricsStore,
+                        models: ModelStore, log) -> list[str]:
+    """Scan ``data_dir`` as the sensor does (no cursor: every stable file), quarantine bad files, and add
+    partitions for blocks the instance does not know yet. Returns the new block keys."""
+    scan = scan_data_dir(spec, expected_kinds=expected_kinds(models), incoming=stream_store(models))
+    record_bad_files(spec, scan.bad, metrics, log)
+    for name in scan.waiting:
+        log.info(f"file {name} is still being written; it will be read on a later run")
+    known = set(instance.get_dynamic_partitions(spec.partitions_name))
+    new = [block for block in ordered_blocks(spec, scan) if block not in known]
+    if new:
+        instance.add_dynamic_partitions(spec.partitions_name, new)
+    return new
+
+
+@dataclass
+class BlockRun:
+    block: str
+    success: bool
+    seconds: float
+    summary: str
+
+
+def summarize_block(metrics: MetricsStore, spec: PipelineSpec, block: str) -> str:
+    """One line about a processed block, read back from DuckDB."""
+    rows = metrics.query(
+        "SELECT b.rows, s.drift_detected, s.drift_share, p.decision, p.champion_after, p.reason "
+        "FROM blocks b LEFT JOIN drift_summary s USING (pipeline, block) "
+        "LEFT JOIN promotions p USING (pipeline, block) WHERE b.pipeline = ? AND b.block = ?",
+        [spec.name, block],
+    )
+    if rows.empty:
+        return "no metrics recorded"
+    row = rows.iloc[0]
+    if spec.prediction_only:
+        return f"{row['rows']} rows predicted"
+    drift = "drift" if row["drift_detected"] else "no drift"
+    return (f"{row['rows']} rows, {drift} (share {row['drift_share']:.2f}), {row['decision']}, "
+            f"champion {row['champion_after']}: {row['reason']}")
+
+
+#: Keep Dagster's per-event DEBUG lines out of the console of headless runs (they stay in the run's log).
+#: The per-pipeline log file (calmops_dagster.orchestration.pipeline_logs) still gets every INFO line.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, "calmops_file": {}}}
+
+
+def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: MetricsStore) -> list[BlockRun]:
+    """Execute the pipeline's job for every pending block, in order, in-process, on ``instance``.
+
+    ``job`` is the resolved job of the pipeline (``Definitions.resolve_job_def``), so runs appear in the UI
+    under the same job the sensor uses. A failing block is reported and the next blocks still run (the
+    champion only changes when a block succeeds).
+    """
+    results = []
+    for run in reap_dead_runs(instance, spec):  # an earlier `calmops run` killed mid-block
+        steps = interrupted_steps(instance, run.run_id)
+        record_run_outcome(metrics, spec, run.run_id, run.tags.get("dagster/partition"), steps,
+                           [f"{step}: interrupted (the run's process died while it ran)" for step in steps],
+                           run_failed=True)
+    tags = {PIPELINE_TAG: spec.name, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    for block in pending_blocks(instance, spec):
+        started = time.monotonic()
+        outcome = job.execute_in_process(instance=instance, partition_key=block, tags=tags,
+                                         run_config=QUIET_RUN_CONFIG, raise_on_error=False)
+        seconds = time.monotonic() - started
+        failed_steps = [e.step_key for e in breaker_step_failures(outcome.all_events)]
+        record_run_outcome(metrics, spec, outcome.run_id, block, failed_steps, _failure_messages(outcome),
+                           run_failed=not outcome.success)
+        if outcome.success:
+            summary = summarize_block(metrics, spec, block)
+        else:
+            summary = "; ".join(_failure_messages(outcome)) or "failed"
+        results.append(BlockRun(block, outcome.success, seconds, summary))
+    return results
+
+
+def _failure_messages(outcome) -> list[str]:
+    messages = []
+    for event in outcome.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error is not None and error.cause is not None:  # the user's exception, not the wrapper
+                error = error.cause
+            messages.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            if not data.passed and data.severity.value == "ERROR":
+                messages.append(f"check {data.asset_check_key.name} failed")
+    return messages
+
+
+# --- circuit breaker glue (the transitions themselves are pure: calmops_dagster.orchestration.circuit_breaker) -----------
+
+def record_run_outcome(metrics: MetricsStore, spec: PipelineSpec, run_id: str, block: str | None,
+                       failed_steps: list[str], messages: list[str] | None = None, run_failed: bool = False):
+    """Count a finished run of ``spec`` in its circuit breaker: a failed training/promotion step is a
+    failure, a successful run is a success. Runs that failed elsewhere (e.g. an unreadable block, or
+    ``run_failed`` with no failed step named) and repeats of a run id already counted change nothing.
+    Returns ``(state, event)``."""
+    if spec.prediction_only:
+        return metrics.breaker_state(spec.name), None
+    step = circuit_breaker.failed_breaker_step(failed_steps, spec.name)
+    now = datetime.now(UTC)
+    if step is not None:
+        reason = next((m for m in messages or [] if step in m), f"{step} failed")[:500]
+        config = spec.circuit_breaker
+
+        def transition(state):
+            return circuit_breaker.on_failure(state, config.max_failures, config.backoff_minutes, now,
+                                              f"block {block}: {reason}")
+    elif failed_steps or run_failed:
+        return metrics.breaker_state(spec.name), None
+    else:
+        def transition(state):
+            return circuit_breaker.on_success(state, now)
+    return metrics.update_breaker(spec.name, transition, run_id=run_id, block=block, step=step)
+
+
+def breaker_step_failures(events) -> list:
+    """The step failure events that may count in the circuit breaker: all but a blocking asset check that
+    failed. A champion below its thresholds is a performance finding, which retraining is there to fix;
+    counting it would pause retraining exactly when it is needed."""
+    return [event for event in events if event.is_step_failure and not _is_check_failure(event)]
+
+
+def _is_check_failure(event) -> bool:
+    error = event.step_failure_data.error if event.step_failure_data else None
+    while error is not None:
+        if error.cls_name == "DagsterAssetCheckFailedError":
+            return True
+        error = error.cause
+    return False
+
+
+def breaker_pause_reason(metrics: MetricsStore, spec: PipelineSpec) -> str | None:
+    """Why ``spec``'s challenger must not be trained now (its circuit breaker is open), else ``None``."""
+    return circuit_breaker.skip_reason(metrics.breaker_state(spec.name), datetime.now(UTC))
+
+
+def close_breaker(metrics: MetricsStore, spec: PipelineSpec, reason: str = "closed by calmops relaunch"):
+    return metrics.update_breaker(spec.name, lambda _state: circuit_breaker.reset(reason))

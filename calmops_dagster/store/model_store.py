@@ -1,0 +1,277 @@
+"""Versioned model files, each vouched for by a hash manifest, and the champion pointer.
+
+Layout under ``pipelines/<name>/models/``::
+
+    v0001/model.skops        the fitted model (skops; pickle only for models skops cannot store)
+    v0001/reference.parquet  the data it was trained on: the drift reference while it is champion
+    v0001/manifest.json      sha256 of both files, library versions, training blocks, metrics
+    champion.json            {"version": "v0003", "history": [...]}: which version serves, and since when
+
+A version folder is assembled under a temporary name and renamed into place, so a crash leaves either a
+whole version or none. ``champion.json`` is replaced atomically. Old versions are never deleted, which is
+what makes rollback possible. A file whose hash does not match its manifest is refused with
+:class:`ModelIntegrityError` before any byte of it is deserialized, and a skops file is loaded only when
+every type it holds is either trusted by skops itself (plain data, numpy arrays, scikit-learn estimators) or
+named in the explicit allow-list :data:`TRUSTED_TYPES`; skops enforces the same list while loading. Pickle is
+used only for models skops cannot store within the allow-list (river models, ``allow_any_module`` packages),
+and only behind the manifest's hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import platform
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import pandas as pd
+import skops.io as sio
+
+from calmops_dagster.errors import ModelIntegrityError
+from calmops_dagster.store.atomic import write_text_atomic
+
+MANIFEST = "manifest.json"
+CHAMPION_POINTER = "champion.json"
+REFERENCE = "reference.parquet"
+_LIBRARIES = ("scikit-learn", "lightgbm", "river", "numpy", "pandas", "skops")
+#: Types a skops file may hold beyond skops' own defaults (builtins, numpy arrays and dtypes, scikit-learn's
+#: estimators). Each is a named class whose state is plain data: loading it runs no code of the file's
+#: choosing. Anything else (``builtins.eval``, ``os.system``, an unknown class...) is refused even when the
+#: hash matches. Add a type here only after checking it, with a test saving and loading a model that holds it.
+TRUSTED_TYPES = frozenset({
+    # scikit-learn internals that skops 0.16 does not trust by itself
+    "sklearn.tree._tree.Tree",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    # LightGBM (tested-versions.md)
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
+    "collections.OrderedDict",
+    # this project's estimators
+    "calmops_dagster.ipip.IPIPClassifier",  # its documented path, as older skops files name it
+    "calmops_dagster.learning.ipip.IPIPClassifier",
+    "calmops_dagster.learning.retrain_modes.StackedModel",
+    "calmops_dagster.learning.testing_models.ControlledTree",
+})
+
+
+def untrusted_types(path: Path) -> list[str]:
+    """The types in a skops file outside skops' defaults and :data:`TRUSTED_TYPES` (empty: safe to load)."""
+    return sorted(t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES)
+
+
+def load_skops(path: Path):
+    """Load a skops file whose every type is trusted; skops itself enforces the allow-list while loading."""
+    refused = untrusted_types(path)
+    if refused:
+        raise ModelIntegrityError(f"{path}: holds types outside the allow-list: {refused}; refusing to load it")
+    return sio.load(path, trusted=sorted(TRUSTED_TYPES))
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _serialize(model) -> tuple[str, bytes]:
+    """skops bytes when skops can store the model with allow-listed types only, else pickle bytes (guarded
+    by the manifest hash): river models (their state holds ``random.Random``, ``functools.partial``...) and
+    models of packages a spec opted into with ``allow_any_module``."""
+    try:
+        blob = sio.dumps(model)
+    except Exception:  # noqa: BLE001 -- skops refuses objects it cannot represent safely
+        blob = None
+    if blob is not None and set(sio.get_untrusted_types(data=blob)) <= TRUSTED_TYPES:
+        return "skops", blob
+    return "pickle", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def now_utc() -> str:
+    """The current UTC time in ISO format, to the microsecond: blocks processed within one second must
+    still sort in the order they were processed (``ORDER BY computed_at``)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class ModelStore:
+    """The model versions and champion pointer of one pipeline."""
+
+    def __init__(self, models_dir: str | os.PathLike):
+        self.root = Path(models_dir)
+
+    # ---- versions -------------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        """Every complete version, oldest first."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.glob("v[0-9][0-9][0-9][0-9]*") if (p / MANIFEST).is_file())
+
+    def save(self, model, reference: pd.DataFrame, **facts) -> str:
+        """Store a fitted model and its training data as a new version; return the version name.
+
+        ``facts`` (e.g. ``trained_on_blocks``, ``metrics``, ``features``, ``role``) go into the manifest.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fmt, blob = _serialize(model)
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+        try:
+            model_file = staging / f"model.{fmt}"
+            model_file.write_bytes(blob)
+            buffer = io.BytesIO()
+            reference.to_parquet(buffer, index=False)
+            (staging / REFERENCE).write_bytes(buffer.getvalue())
+            manifest = {
+                "format": fmt,
+                "model_file": model_file.name,
+                "sha256": file_sha256(model_file),
+                "reference_file": REFERENCE,
+                "reference_sha256": file_sha256(staging / REFERENCE),
+                "created_at": now_utc(),
+                "libraries": _library_versions(),
+                **facts,
+            }
+            return self._publish(staging, manifest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _publish(self, staging: Path, manifest: dict) -> str:
+        """Rename the staging folder to the next free version name (atomic; retried on a race)."""
+        taken = [p.name for p in self.root.glob("v[0-9][0-9][0-9][0-9]*")]
+        number = max((int(v[1:]) for v in taken), default=0) + 1
+        while True:
+            version = f"v{number:04d}"
+            manifest["version"] = version
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+            for path in staging.iterdir():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+            try:
+                os.rename(staging, self.root / version)
+                return version
+            except OSError:
+                if not (self.root / version).exists():
+                    raise
+                number += 1
+
+    def manifest(self, version: str) -> dict:
+        path = self.root / version / MANIFEST
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelIntegrityError(f"{path}: model version '{version}' does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelIntegrityError(f"{path}: manifest is not valid JSON: {exc}") from None
+
+    def _verified(self, version: str, file_key: str, hash_key: str) -> Path:
+        manifest = self.manifest(version)
+        path = self.root / version / manifest[file_key]
+        if not path.is_file():
+            raise ModelIntegrityError(f"{path}: file listed in the manifest is missing")
+        actual = file_sha256(path)
+        if actual != manifest[hash_key]:
+            raise ModelIntegrityError(
+                f"{path}: sha256 {actual[:12]}... does not match the manifest ({manifest[hash_key][:12]}...); "
+                "refusing to load it"
+            )
+        return path
+
+    def load(self, version: str):
+        """The fitted model of ``version``, after its hash is verified against the manifest."""
+        path = self._verified(version, "model_file", "sha256")
+        fmt = self.manifest(version)["format"]
+        try:
+            if fmt == "skops":
+                return load_skops(path)
+            if fmt == "pickle":
+                with open(path, "rb") as handle:
+                    return pickle.load(handle)
+        except ModelIntegrityError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- any failure to deserialize is an integrity failure
+            raise ModelIntegrityError(f"{path}: cannot be loaded as {fmt}: {exc}") from None
+        raise ModelIntegrityError(f"{path}: unknown model format '{fmt}' in the manifest")
+
+    def reference(self, version: str) -> pd.DataFrame:
+        """The training data of ``version`` (the drift reference while it is champion), hash-verified."""
+        return pd.read_parquet(self._verified(version, "reference_file", "reference_sha256"))
+
+    # ---- champion pointer -----------------------------------------------------------------------
+    def _pointer(self) -> dict:
+        path = self.root / CHAMPION_POINTER
+        if not path.is_file():
+            return {"version": None, "history": []}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelIntegrityError(f"{path}: champion pointer is not valid JSON: {exc}") from None
+
+    def champion_version(self) -> str | None:
+        return self._pointer()["version"]
+
+    def champion_history(self) -> list[dict]:
+        """Every change of champion, oldest first: ``{version, block, decision, at}``."""
+        return self._pointer()["history"]
+
+    def set_champion(self, version: str, block: str, decision: str) -> None:
+        """Make ``version`` the champion (atomic pointer swap); the previous champion file stays."""
+        self.manifest(version)  # refuse a version that does not exist
+        pointer = self._pointer()
+        pointer["history"].append({"version": version, "block": block, "decision": decision, "at": now_utc()})
+        pointer["version"] = version
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.root / CHAMPION_POINTER, json.dumps(pointer, indent=2))
+
+
+def load_model_file(path: Path, trust: bool):
+    """Load a user-provided model file (``model_file`` of a prediction-only spec).
+
+    ``.skops`` files load when every type they hold is on the allow-list, or with ``trust``; pickle and
+    joblib files (``.pkl``, ``.pickle``, ``.joblib``) run code when loaded and need ``trust``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelIntegrityError(f"{path}: model file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".skops":
+        if not trust:
+            try:
+                return load_skops(path)
+            except ModelIntegrityError as exc:
+                raise ModelIntegrityError(f"{exc} (set trust_model_file: true to load it anyway)") from None
+            except Exception as exc:  # noqa: BLE001 -- not a skops file
+                raise ModelIntegrityError(f"{path}: cannot be loaded as skops: {exc}") from None
+        # the user opted in (trust_model_file): every type the file names is accepted
+        return sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    if suffix in (".pkl", ".pickle", ".joblib"):
+        if not trust:
+            raise ModelIntegrityError(f"{path}: a pickle runs code when loaded; set trust_model_file: true "
+                                      "to load it, or save the model with skops")
+        import joblib
+
+        return joblib.load(path)
+    raise ModelIntegrityError(f"{path}: unknown model file type '{suffix}' (use .skops, or .pkl/.joblib)")
