@@ -10,7 +10,7 @@ functions of ``calmops_dagster`` for every decision. The champion carries state 
 the model store's champion pointer (runs of one pipeline are processed one at a time, in block order).
 """
 
-
+import warnings
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -24,6 +24,7 @@ from dagster import (
     DynamicPartitionsDefinition,
     MetadataValue,
     Output,
+    PreviewWarning,
     asset,
 )
 
@@ -89,11 +90,18 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
 
     common = {"key_prefix": prefix, "group_name": spec.name, "partitions_def": partitions}
 
+    def check(name: str, asset_name: str, description: str, blocking: bool = False) -> AssetCheckSpec:
+        """A check partitioned like its asset, so every result carries its block (UI check history,
+        GraphQL ``assetCheckExecutions[].partition``) and a failed block can be re-run from there."""
+        with warnings.catch_warnings():  # partitioned checks are a Dagster "preview" feature (1.13)
+            warnings.simplefilter("ignore", PreviewWarning)
+            return AssetCheckSpec(name, asset=key(asset_name), description=description, blocking=blocking,
+                                  partitions_def=partitions)
+
     @asset(
         name="data_block",
         description=f"Rows of one block of {spec.data_dir}, schema-checked.",
-        check_specs=[AssetCheckSpec(SCHEMA_CHECK, asset=key("data_block"),
-                                    description="Feature null share within data_quality.max_null_share")],
+        check_specs=[check(SCHEMA_CHECK, "data_block", "Feature null share within data_quality.max_null_share")],
         **common,
     )
     def data_block(context: AssetExecutionContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
@@ -144,8 +152,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         description="Drift of the block against the champion's training data, and the champion's "
         "performance on the block; decides whether a challenger is trained.",
         ins={"data_block": AssetIn(key("data_block"))},
-        check_specs=[AssetCheckSpec(DRIFT_CHECK, asset=key("drift_report"),
-                                    description="Dataset-level drift decision of the drift engine")],
+        check_specs=[check(DRIFT_CHECK, "drift_report", "Dataset-level drift decision of the drift engine")],
         **common,
     )
     def drift_report(context: AssetExecutionContext, data_block: pd.DataFrame,
@@ -266,8 +273,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         "significance test; automatic rollback when the champion has degraded badly.",
         ins={"challenger_model": AssetIn(key("challenger_model")), "drift_report": AssetIn(key("drift_report")),
              "data_block": AssetIn(key("data_block"))},
-        check_specs=[AssetCheckSpec(PERFORMANCE_CHECK, asset=key("champion_model"), blocking=True,
-                                    description="The champion in force meets the spec's absolute thresholds")],
+        check_specs=[check(PERFORMANCE_CHECK, "champion_model",
+                           "The champion in force meets the spec's absolute thresholds", blocking=True)],
         **common,
     )
     def champion_model(context: AssetExecutionContext, challenger_model: dict, drift_report: dict,

@@ -7,7 +7,7 @@ import shutil
 
 import duckdb
 import pandas as pd
-from dagster import AssetKey, Definitions
+from dagster import AssetCheckKey, AssetKey, Definitions
 
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
@@ -84,6 +84,24 @@ def test_materializations_carry_numeric_metadata_for_the_ui(home, demo_spec, blo
     assert 0 <= champion_md["balanced_accuracy"].value <= 1 and "f1" in champion_md
     rows = instance.get_latest_materialization_event(AssetKey(["demo", "data_block"]))
     assert rows.asset_materialization.metadata["rows"].value == 300
+
+
+def test_every_check_result_carries_its_block(home, demo_spec, block_files, instance):
+    """Checks are partitioned like their assets: the UI's check history (GraphQL
+    ``assetCheckExecutions[].partition``) names the block of each result."""
+    for path in block_files[:3]:
+        shutil.copy(path, demo_spec.data_dir)
+    run_pipeline(home, demo_spec, instance)
+    checks = {("data_block", "schema_and_nulls"), ("drift_report", "no_data_drift"),
+              ("champion_model", "champion_meets_thresholds")}
+    for asset_name, check_name in checks:
+        key = AssetCheckKey(AssetKey(["demo", asset_name]), check_name)
+        history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+        assert sorted(record.partition for record in history) == ["1", "2", "3"], key
+    drift = AssetCheckKey(AssetKey(["demo", "drift_report"]), "no_data_drift")
+    by_block = {r.partition: r.event.dagster_event.event_specific_data.passed
+                for r in instance.event_log_storage.get_asset_check_execution_history(drift, limit=10)}
+    assert by_block == {"1": True, "2": True, "3": False}  # the drifted block is the failed one
 
 
 def test_rematerializing_a_block_replaces_its_rows(home, demo_spec, block_files, instance):
