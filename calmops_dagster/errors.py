@@ -12,6 +12,10 @@ class SpecError(CalmOpsError):
     """A pipeline spec (``pipeline.yaml``) is missing, malformed or invalid."""
 
 
+class PipelineNameError(CalmOpsError):
+    """A pipeline name that could reach outside ``CALMOPS_HOME/pipelines`` (``../x``, ``/abs``, ``a/b``)."""
+
+
 class DataFileError(CalmOpsError):
     """A data file cannot be used. Subclasses say why; ``path`` names the file."""
 

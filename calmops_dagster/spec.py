@@ -20,6 +20,7 @@ A minimal spec::
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -30,13 +31,61 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from calmops_dagster.drift import DriftConfig
-from calmops_dagster.errors import SpecError
+from calmops_dagster.errors import PipelineNameError, SpecError
 from calmops_dagster.store.atomic import write_text_atomic
+from calmops_dagster.store.paths import check_pipeline_name
 
-#: Packages a ``model_spec`` may import from unless it sets ``allow_any_module: true``.
-TRUSTED_MODEL_PACKAGES = ("sklearn", "lightgbm", "river", "calmops_dagster")
-PIPELINE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+#: Modules a ``model_spec`` may name, as full dotted paths (the module itself or anything below it), unless it
+#: sets ``allow_any_module: true``. ``calmops_dagster`` is trusted only where its estimators live: its learning
+#: layer and the documented path of IPIP, not its CLI, tutorials or generators.
+TRUSTED_MODEL_MODULES = ("sklearn", "lightgbm", "river", "calmops_dagster.learning", "calmops_dagster.ipip")
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def is_trusted_module(module: str) -> bool:
+    """Whether ``module`` is one of :data:`TRUSTED_MODEL_MODULES` or lies below one (``sklearn.ensemble``)."""
+    return any(module == root or module.startswith(root + ".") for root in TRUSTED_MODEL_MODULES)
+
+
+def resolve_estimator_class(module: str, class_name: str, allow_any_module: bool = False) -> type:
+    """The estimator class ``module.class_name``, refused with a :class:`ValueError` saying why.
+
+    The allow-list is checked on the names first and the module is located with
+    :func:`importlib.util.find_spec` before it is imported, so a module outside the list is never imported
+    (with ``allow_any_module`` the user opted in to importing it). The class must be defined in a trusted
+    module too (a trusted module re-exporting ``subprocess.Popen`` does not make it an estimator) and look like
+    one (``fit``, or river's ``learn_one``). Nothing is instantiated here.
+    """
+    if not _DOTTED.fullmatch(module):
+        raise ValueError(f"module '{module}' is not a dotted module path")
+    if not _IDENTIFIER.fullmatch(class_name):
+        raise ValueError(f"class '{class_name}' is not a public class name")
+    if not allow_any_module and not is_trusted_module(module):
+        raise ValueError(f"module '{module}' is not in the trusted modules "
+                         f"{[m + '.*' for m in TRUSTED_MODEL_MODULES]}; set model_spec.allow_any_module: true "
+                         "to import it anyway")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        raise ValueError(f"cannot import module '{module}': {exc}") from None
+    if found is None:
+        raise ValueError(f"cannot import module '{module}': no such module")
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module '{module}': {exc}") from None
+    cls = getattr(loaded, class_name, None)
+    if not isinstance(cls, type):
+        # pydantic validators report ValueError as a field error; TypeError would escape as a crash
+        raise ValueError(f"module '{module}' has no class '{class_name}'")  # noqa: TRY004
+    if not allow_any_module and not is_trusted_module(cls.__module__):
+        raise ValueError(f"'{module}.{class_name}' is {cls.__module__}.{cls.__qualname__}, defined outside the "
+                         "trusted modules; set model_spec.allow_any_module: true to use it anyway")
+    if not (hasattr(cls, "fit") or hasattr(cls, "learn_one")):
+        raise ValueError(f"'{module}.{class_name}' is not an estimator (it has neither fit nor learn_one)")
+    return cls
 
 
 class StrictModel(BaseModel):
@@ -52,34 +101,27 @@ class ModelSpec(StrictModel):
     class_name: str = Field(alias="class")
     params: dict[str, Any] = Field(default_factory=dict)
     allow_any_module: bool = False
-    """Opt-in to import from a package outside :data:`TRUSTED_MODEL_PACKAGES`."""
+    """Opt-in to import from a module outside :data:`TRUSTED_MODEL_MODULES`."""
 
     @model_validator(mode="after")
-    def _trusted_and_importable(self) -> ModelSpec:
-        root = self.module.split(".")[0]
-        if root not in TRUSTED_MODEL_PACKAGES and not self.allow_any_module:
-            raise ValueError(
-                f"module '{self.module}' is not in the trusted packages {list(TRUSTED_MODEL_PACKAGES)}; "
-                "set model_spec.allow_any_module: true to import it anyway"
-            )
-        try:
-            module = importlib.import_module(self.module)
-        except ImportError as exc:
-            raise ValueError(f"cannot import module '{self.module}': {exc}") from None
-        if not isinstance(getattr(module, self.class_name, None), type):
-            # pydantic validators report ValueError as a field error; TypeError would escape as a crash
-            raise ValueError(f"module '{self.module}' has no class '{self.class_name}'")  # noqa: TRY004
+    def _trusted_estimator_class(self) -> ModelSpec:
+        resolve_estimator_class(self.module, self.class_name, self.allow_any_module)
         return self
 
     @property
     def estimator_class(self) -> type:
-        return getattr(importlib.import_module(self.module), self.class_name)
+        return resolve_estimator_class(self.module, self.class_name, self.allow_any_module)
+
+    @property
+    def is_river(self) -> bool:
+        return self.module.split(".")[0] == "river"
 
     def make_estimator(self):
         """A new instance with ``params``; river models are wrapped into sklearn estimators by
-        :mod:`calmops_dagster.learning.river_models` (``partial_fit`` calls river's ``learn_many``/``learn_one``)."""
+        :mod:`calmops_dagster.learning.river_models` (``partial_fit`` calls river's ``learn_many``/``learn_one``).
+        Only training builds one: validating or listing a spec never instantiates the class."""
         estimator = self.estimator_class(**self.params)
-        if self.module.split(".")[0] == "river":
+        if self.is_river:
             from calmops_dagster.learning.river_models import wrap_river
 
             return wrap_river(estimator)
@@ -209,9 +251,10 @@ class PipelineSpec(StrictModel):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not PIPELINE_NAME.match(value):
-            raise ValueError("must start with a letter and hold only letters, digits and '_' (max 63)")
-        return value
+        try:
+            return check_pipeline_name(value)
+        except PipelineNameError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineSpec:
@@ -235,7 +278,8 @@ class PipelineSpec(StrictModel):
 
     def _check_modes(self) -> None:
         """Refuse at load time what a mode or type cannot do, instead of failing on a later block."""
-        if self.retrain_mode == "incremental" and not hasattr(self.model_spec.make_estimator(), "partial_fit"):
+        incremental = self.model_spec.is_river or hasattr(self.model_spec.estimator_class, "partial_fit")
+        if self.retrain_mode == "incremental" and not incremental:
             raise ValueError(f"retrain_mode 'incremental' needs a model that can learn incrementally; "
                              f"{self.model_spec.dotted} has no partial_fit")
         if self.retrain_mode == "recalibration" and self.task != "classification":
@@ -263,12 +307,18 @@ class PipelineSpec(StrictModel):
 
 
 def _infer_task(model_spec: ModelSpec) -> str:
-    from sklearn.base import is_classifier, is_regressor
+    """Classification or regression from the estimator's class (scikit-learn's mixins, river's base classes),
+    without instantiating it."""
+    from sklearn.base import ClassifierMixin, RegressorMixin
 
-    estimator = model_spec.make_estimator()
-    if is_classifier(estimator):
+    cls = model_spec.estimator_class
+    if model_spec.is_river:
+        from river import base
+
+        ClassifierMixin, RegressorMixin = base.Classifier, base.Regressor
+    if issubclass(cls, ClassifierMixin):
         return "classification"
-    if is_regressor(estimator):
+    if issubclass(cls, RegressorMixin):
         return "regression"
     raise ValueError(f"cannot tell whether {model_spec.dotted} is a classifier or a regressor; set 'task'")
 

@@ -6,9 +6,13 @@ import os
 import shutil
 import time
 
+import pytest
 import yaml
 
+from calmops_dagster.errors import PipelineNameError
 from calmops_dagster.interfaces.cli import main
+from calmops_dagster.store.paths import check_pipeline_name
+from tests.conftest import block_spec_dict
 
 
 def test_init_run_list(home, tmp_path, block_files, capsys, monkeypatch):
@@ -47,7 +51,7 @@ def test_init_refuses_to_overwrite_and_reports_bad_specs(home, tmp_path, capsys)
     assert main(args) == 2
     assert "already exists; use --force" in capsys.readouterr().err
     assert main([*args[:1], "q", *args[2:], "--model", "os.system"]) == 2
-    assert "not in the trusted packages" in capsys.readouterr().err
+    assert "not in the trusted modules" in capsys.readouterr().err
 
 
 def test_demo_creates_pipeline_and_data(home, capsys):
@@ -55,3 +59,29 @@ def test_demo_creates_pipeline_and_data(home, capsys):
     assert home.spec_path("demo").is_file()
     assert len(list((home.root / "demo" / "demo" / "blocks").glob("*.csv"))) == 3
     assert len(list((home.root / "demo" / "demo" / "data").glob("*.csv"))) == 1
+
+
+@pytest.mark.parametrize("name", ["../victim", "../../victim", "/tmp/victim", "a/b", "a\\b", "..", ".", "",
+                                  "demo\n", "9lives"])
+def test_check_pipeline_name_refuses_paths(name):
+    with pytest.raises(PipelineNameError, match="is not a pipeline name"):
+        check_pipeline_name(name)
+
+
+@pytest.mark.parametrize("command", [
+    ["run"], ["rollback"], ["relaunch"], ["update", "--seed", "1"], ["delete", "--yes"], ["logs"],
+    ["serve"], ["report"],
+    ["init", "--data-dir", ".", "--target", "y", "--block-col", "block"],
+])
+def test_every_command_refuses_a_name_that_leaves_the_home(home, tmp_path, command, capsys):
+    """A spec outside the home, reachable by ``..``, must not be read (``calmops run`` ran it)."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "pipeline.yaml").write_text(yaml.safe_dump(block_spec_dict("victim", tmp_path / "data")))
+    home.pipelines_dir.mkdir(parents=True)
+    relative = "../../victim"  # home.pipelines_dir/../../victim is tmp_path/victim
+    assert (home.pipelines_dir / relative / "pipeline.yaml").is_file()
+    for name in (relative, str(victim)):
+        assert main([command[0], name, *command[1:]]) == 2
+        assert "is not a pipeline name" in capsys.readouterr().err
+    assert sorted(p.name for p in victim.iterdir()) == ["pipeline.yaml"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import yaml
 
@@ -64,13 +66,67 @@ def test_block_pipeline_needs_block_col_and_target(home):
         load_spec(write(home, "bad", raw))
 
 
-def test_model_spec_imports_only_trusted_packages_unless_opted_in(home):
+def test_model_spec_imports_only_trusted_packages_unless_opted_in(home, tmp_path, monkeypatch):
     raw = block_spec_dict("bad", "data", model_spec={"module": "collections", "class": "OrderedDict"})
     with pytest.raises(SpecError, match=r"field 'model_spec': module 'collections' is not in the trusted"):
         load_spec(write(home, "bad", raw))
+    (tmp_path / "own_models.py").write_text(
+        "from sklearn.tree import DecisionTreeClassifier\n\n"
+        "class OwnTree(DecisionTreeClassifier):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = block_spec_dict("bad", "data", model_spec={"module": "own_models", "class": "OwnTree"})
+    with pytest.raises(SpecError, match=r"module 'own_models' is not in the trusted modules"):
+        load_spec(write(home, "bad", raw))
     raw["model_spec"]["allow_any_module"] = True
-    raw["task"] = "classification"
-    assert load_spec(write(home, "bad", raw)).model_spec.class_name == "OrderedDict"
+    spec = load_spec(write(home, "bad", raw))
+    assert spec.model_spec.class_name == "OwnTree" and spec.task == "classification"
+
+
+@pytest.mark.parametrize("module, klass, words", [
+    # the package root alone is not enough: only the modules where estimators live
+    ("calmops_dagster.interfaces.tutorials._common", "Path", "not in the trusted modules"),
+    ("calmops_dagster.interfaces.cli", "CalmOpsHome", "not in the trusted modules"),
+    ("calmops_dagster.interfaces.tutorials.04_generators", "X", "not a dotted module path"),
+    ("sklearnx.evil", "Model", "not in the trusted modules"),  # a prefix of the name is not the package
+    ("sklearn.utils", "Bunch", "not an estimator"),
+    ("sklearn.no_such_module", "Model", "no such module"),
+])
+def test_allow_list_matches_full_dotted_module_paths(home, module, klass, words):
+    raw = block_spec_dict("bad", "data", model_spec={"module": module, "class": klass})
+    with pytest.raises(SpecError, match=words):
+        load_spec(write(home, "bad", raw))
+
+
+def test_a_refused_module_is_never_imported(home, tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    (tmp_path / "calmops_hostile.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = block_spec_dict("bad", "data", model_spec={"module": "calmops_hostile", "class": "Model"})
+    with pytest.raises(SpecError, match="not in the trusted modules"):
+        load_spec(write(home, "bad", raw))
+    assert not marker.exists() and "calmops_hostile" not in sys.modules
+
+
+def test_validating_a_spec_instantiates_no_estimator(home, tmp_path, monkeypatch):
+    """Task inference and the incremental check read the class; only training builds an instance."""
+    marker = tmp_path / "instantiated"
+    (tmp_path / "noisy_models.py").write_text(
+        "from sklearn.linear_model import SGDClassifier\n\n"
+        "class NoisySGD(SGDClassifier):\n"
+        "    def __init__(self, **kw):\n"
+        f"        open({str(marker)!r}, 'w').close()\n"
+        "        super().__init__(**kw)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = block_spec_dict("noisy", "data", retrain_mode="incremental",
+                          model_spec={"module": "noisy_models", "class": "NoisySGD", "allow_any_module": True})
+    spec = load_spec(write(home, "noisy", raw))
+    assert spec.task == "classification" and not marker.exists()
+    from calmops_dagster.interfaces.cli import main
+
+    assert main(["list"]) == 0
+    assert not marker.exists()
+    spec.model_spec.make_estimator()
+    assert marker.exists()
 
 
 def test_unknown_class_and_name_folder_mismatch(home):

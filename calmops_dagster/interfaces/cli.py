@@ -26,7 +26,7 @@ import yaml
 
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.spec import load_spec, parse_spec, save_spec
-from calmops_dagster.store.paths import CalmOpsHome
+from calmops_dagster.store.paths import CalmOpsHome, check_pipeline_name
 
 log = logging.getLogger("calmops")
 
@@ -37,7 +37,7 @@ def _parse_value(text: str):
 
 
 def cmd_init(args, home: CalmOpsHome) -> int:
-    path = home.spec_path(args.name)
+    path = home.spec_path(check_pipeline_name(args.name))
     if path.exists() and not args.force:
         raise CalmOpsError(f"{path} already exists; use --force to overwrite it")
     module, _, class_name = args.model.rpartition(".")
@@ -63,7 +63,7 @@ def _pipeline_runtime(home: CalmOpsHome, name: str):
     from resources import build_resources
 
     prepare_instance(home)
-    spec = load_spec(home.spec_path(name))
+    spec = load_spec(home.spec_path(_checked_name(home, name)))
     defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
     return spec, defs.resolve_job_def(job_name(spec)), DagsterInstance.get()
 
@@ -117,7 +117,7 @@ def cmd_demo(args, home: CalmOpsHome) -> int:
     from generators.drifting_blocks import make_drifting_blocks
     from generators.writer import write_blocks
 
-    base = home.root / "demo" / args.name
+    base = home.root / "demo" / check_pipeline_name(args.name)
     blocks_dir, data_dir = base / "blocks", base / "data"
     frame = make_drifting_blocks(n_blocks=args.blocks, rows_per_block=args.rows_per_block,
                                  drift_at=args.drift_at, seed=args.seed)
@@ -146,7 +146,7 @@ def cmd_rollback(args, home: CalmOpsHome) -> int:
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore, now_utc
 
-    load_spec(home.spec_path(args.name))
+    load_spec(home.spec_path(_checked_name(home, args.name)))
     store = ModelStore(home.models_dir(args.name))
     current = store.champion_version()
     previous = [h["version"] for h in store.champion_history() if h["version"] != current]
@@ -337,11 +337,7 @@ def cmd_dev(args, home: CalmOpsHome) -> int:
 
 def _checked_name(home: CalmOpsHome, name: str) -> str:
     """A pipeline name that is safe to join to ``CALMOPS_HOME`` and has a spec there."""
-    from calmops_dagster.spec import PIPELINE_NAME
-
-    if not PIPELINE_NAME.match(name):
-        raise CalmOpsError(f"'{name}' is not a pipeline name (letters, digits and '_', starting with a letter)")
-    if not home.spec_path(name).is_file():
+    if not home.spec_path(check_pipeline_name(name)).is_file():
         raise CalmOpsError(f"no pipeline '{name}' under {home.pipelines_dir}")
     return name
 

@@ -43,11 +43,11 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
-from calmops_dagster.errors import CalmOpsError
-from calmops_dagster.spec import PIPELINE_NAME, load_spec
+from calmops_dagster.errors import CalmOpsError, PipelineNameError
+from calmops_dagster.spec import load_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import CHAMPION_POINTER, ModelStore
-from calmops_dagster.store.paths import CalmOpsHome
+from calmops_dagster.store.paths import PIPELINE_NAME, CalmOpsHome, check_pipeline_name
 
 log = logging.getLogger("calmops.server")
 
@@ -107,14 +107,15 @@ class ChampionRegistry:
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
-        found = [p.parent.name for p in self.home.spec_files() if PIPELINE_NAME.match(p.parent.name)]
+        found = [p.parent.name for p in self.home.spec_files() if PIPELINE_NAME.fullmatch(p.parent.name)]
         return [n for n in found if self.allowed is None or n in self.allowed]
 
     def check_name(self, name: str) -> str:
         """``name`` when it is a served pipeline; a 404 otherwise (checked before touching the disk)."""
-        if not PIPELINE_NAME.match(name or ""):
-            raise InputError(404, f"'{name}' is not a valid pipeline name (letters, digits and '_', "
-                                  "starting with a letter)")
+        try:
+            check_pipeline_name(name)
+        except PipelineNameError as exc:
+            raise InputError(404, str(exc)) from None
         if (self.allowed is not None and name not in self.allowed) or not self.home.spec_path(name).is_file():
             raise InputError(404, f"unknown pipeline '{name}'; served: {self.names()}")
         return name

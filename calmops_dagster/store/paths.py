@@ -17,10 +17,28 @@ tests agree on the layout::
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from calmops_dagster.errors import PipelineNameError
+
 DEFAULT_HOME = ".calmops"
+#: A pipeline name: it names a folder under ``CALMOPS_HOME/pipelines``, Dagster asset keys and partitions.
+PIPELINE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+
+
+def check_pipeline_name(name) -> str:
+    """``name`` when it is a pipeline name, else :class:`PipelineNameError` saying why.
+
+    The one check every command, the server and the spec loader use before a name is joined to
+    ``CALMOPS_HOME``: a name is a single folder name, so ``../x``, ``/abs``, ``a/b`` and ``a\\b`` can never
+    reach outside ``pipelines/``.
+    """
+    if not isinstance(name, str) or not PIPELINE_NAME.fullmatch(name):
+        raise PipelineNameError(f"{name!r} is not a pipeline name: it must start with a letter and hold only "
+                                "letters, digits and '_' (at most 63), no path separators or '..'")
+    return name
 
 
 @dataclass(frozen=True)
@@ -52,7 +70,8 @@ class CalmOpsHome:
         return self.root / "storage"
 
     def pipeline_dir(self, name: str) -> Path:
-        return self.pipelines_dir / name
+        """``pipelines/<name>``; a name that is not a pipeline name is refused before it touches a path."""
+        return self.pipelines_dir / check_pipeline_name(name)
 
     def spec_path(self, name: str) -> Path:
         return self.pipeline_dir(name) / "pipeline.yaml"
