@@ -40,8 +40,13 @@ from calmops_dagster.interfaces.block_report import write_drift_report_html
 from calmops_dagster.learning.block_assessment import assess_block, assessment_rows
 from calmops_dagster.learning.evaluation import threshold_failures
 from calmops_dagster.learning.retrain_modes import history_needed
+from calmops_dagster.learning.retrain_policy import RetrainDecision
 from calmops_dagster.orchestration import circuit_breaker
-from calmops_dagster.orchestration.champion_challenger import make_challenger, settle_champion
+from calmops_dagster.orchestration.champion_challenger import (
+    make_challenger,
+    place_in_event_time,
+    settle_champion,
+)
 from calmops_dagster.orchestration.prediction import ensure_champion, predict_block, write_predictions
 from calmops_dagster.orchestration.runner import breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
@@ -165,6 +170,17 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         else:
             assessment = assess_block(spec, data_block)
         report, decision, perf = assessment.report, assessment.decision, assessment.performance
+        when = None if spec.prediction_only else place_in_event_time(
+            spec, store, block, context.instance.get_materialized_partitions(key("champion_model")),
+            context.instance.get_dynamic_partitions(spec.partitions_name) if spec.type == "stream" else None)
+        hold = when.promotion_hold(spec.promotion.allow_late_promotion) if when else None
+        held = None
+        if hold and decision.retrain:  # a late block is monitored, but trains no challenger to promote
+            held = f"{decision.reason}; {hold}"
+            decision = RetrainDecision(False, decision.performance_drop, f"{held}: no challenger trained")
+        late = bool(when and when.late)
+        if late:
+            context.log.warning(f"block {block} is late: block {when.newest_processed} was already processed")
         summary = report.summary() if report is not None else {}
         drifted = report.drifted_features if report is not None else []
         change_row = assessment.stream.first_drift_index if assessment.stream is not None else None
@@ -179,7 +195,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "reason": decision.reason, "performance_metric": perf.metric if perf else None,
             "performance_value": perf.current if perf else None, "performance_ci_low": perf.ci_low if perf else None,
             "performance_ci_high": perf.ci_high if perf else None, "error_change_row": change_row,
-            "computed_at": stamp,
+            "late": late, "computed_at": stamp,
         }])
         db.replace_block_rows("performance", spec.name, block, [
             {"model_version": champion, "role": "champion", "metric": m, "value": v, "computed_at": stamp}
@@ -202,7 +218,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "block": block, "reference_version": champion, "drift_detected": bool(summary.get("drift_detected")),
             "drifted_features": drifted, "performance_drop": decision.performance_drop,
             "retrain": decision.retrain, "reason": decision.reason,
-            "champion_block_scores": assessment.block_scores,
+            "champion_block_scores": assessment.block_scores, "late": late, "held": held,
+            "rollback_hold": when.rollback_hold() if when else None,
         }
         yield Output(outcome, metadata={
             "drift_detected": int(bool(summary.get("drift_detected"))),
@@ -212,6 +229,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "performance_drop": int(decision.performance_drop),
             "reason": decision.reason,
             "reference_version": champion or "none",
+            "late": int(late),
+            **({"newest_block_processed": when.newest_processed} if late else {}),
             "top_features": ", ".join(summary.get("top_features", [])) or "none",
             "drifted_features": MetadataValue.md(_drifted_table(drift_rows)),
             **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
@@ -281,8 +300,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                        data_block: pd.DataFrame, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         block, store, perf = context.partition_key, home.model_store(spec.name), spec.performance
         before = store.champion_version()
+        late = bool(drift_report.get("late"))
         decision, in_force = settle_champion(spec, store, block, data_block, challenger_model,
-                                             drift_report["champion_block_scores"])
+                                             drift_report["champion_block_scores"], drift_report.get("held"),
+                                             drift_report.get("rollback_hold"))
         after = store.champion_version()
         reason = decision.reason if challenger_model["version"] or decision.decision != "kept" else (
             challenger_model["reason"])
@@ -291,24 +312,26 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "reason": reason, "metric": perf.metric, "champion_score": decision.champion_score,
             "challenger_score": decision.challenger_score, "champion_after": after, "test": decision.test,
             "p_value": decision.p_value, "ci_low": decision.ci_low, "ci_high": decision.ci_high,
-            "decided_at": now_utc(),
+            "late": late, "decided_at": now_utc(),
         }])
         context.log.info(f"block {block}: {decision.decision} ({reason})")
         yield Output(
             {"champion_version": after, "decision": decision.decision, "reason": reason},
             metadata={"champion_version": after or "none", "decision": decision.decision,
                       "promoted": int(decision.promoted), "rolled_back": int(decision.decision == "rolled_back"),
+                      "late": int(late),
                       "reason": reason, **({"test": decision.test} if decision.test else {}),
                       **{k: float(v) for k in ("p_value", "ci_low", "ci_high")
                          if (v := getattr(decision, k)) is not None},
                       **_scores_metadata("", in_force)},
         )
         failures = ["no champion"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
-        yield AssetCheckResult(
-            check_name=PERFORMANCE_CHECK,
+        yield AssetCheckResult(  # a late block's result is a warning: it never replaces the champion,
+            check_name=PERFORMANCE_CHECK,  # so its predictions are made by the champion in force anyway
             passed=not failures,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={"failures": "; ".join(failures) or "none", "champion_version": after or "none"},
+            severity=AssetCheckSeverity.WARN if late else AssetCheckSeverity.ERROR,
+            metadata={"failures": "; ".join(failures) or "none", "champion_version": after or "none",
+                      "late": int(late)},
         )
 
     @asset(

@@ -155,6 +155,16 @@ class PerformanceConfig(StrictModel):
     that does better on the block (CalmOps: 30%)."""
 
 
+class PromotionConfig(StrictModel):
+    """What may move the champion besides the evidence of :class:`PerformanceConfig`."""
+
+    allow_late_promotion: bool = False
+    """Let a late block (older, in event order, than a block already processed) promote its challenger over
+    a champion trained on newer data. Off by default: the champion only moves forward in event time, so old
+    data copied in late never turns production back to an old concept. Late blocks never trigger an
+    automatic rollback either way."""
+
+
 class RetrainConfig(StrictModel):
     """Parameters of the retrain modes (``retrain_mode``)."""
 
@@ -233,6 +243,7 @@ class PipelineSpec(StrictModel):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     schedule: ScheduleConfig | None = None
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     sensor: SensorConfig = Field(default_factory=SensorConfig)

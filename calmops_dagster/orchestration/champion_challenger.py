@@ -17,7 +17,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.learning.evaluation import score_model
+from calmops_dagster.learning.event_time import LATE_KEPT, EventTime, place_block
 from calmops_dagster.learning.ipip import IPIPClassifier
 from calmops_dagster.learning.model_factory import build_model
 from calmops_dagster.learning.promotion import (
@@ -96,6 +98,21 @@ def make_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
     }
 
 
+def place_in_event_time(spec: PipelineSpec, store: ModelStore, block: str, processed,
+                        arrival_order: list[str] | None = None) -> EventTime:
+    """:func:`~calmops_dagster.learning.event_time.place_block` for ``block`` of ``spec``: event order is
+    block order, or for stream pipelines ``arrival_order`` (the partitions in registration order);
+    ``processed`` are the blocks already decided; the champion's blocks come from its manifest."""
+    champion = store.champion_version()
+    manifest = store.manifest(champion) if champion else {}
+    champion_blocks = [*manifest.get("trained_on_blocks", []), *manifest.get("history_blocks", [])]
+    if spec.type == "stream":
+        order = list(arrival_order or [])
+    else:
+        order = sort_block_keys([*processed, block, *champion_blocks])
+    return place_block(block, order, processed, champion, champion_blocks)
+
+
 def _rollback(spec: PipelineSpec, store: ModelStore, frame: pd.DataFrame, block_scores: dict | None):
     """The automatic rollback decision, or ``None`` (see :func:`choose_rollback`)."""
     current_version, metric = store.champion_version(), spec.performance.metric
@@ -132,8 +149,14 @@ def paired_evidence(spec: PipelineSpec, paired: dict | None):
 
 
 def settle_champion(spec: PipelineSpec, store: ModelStore, block: str, frame: pd.DataFrame,
-                    challenger: dict, block_scores: dict | None) -> tuple[PromotionDecision, dict | None]:
-    """Decide, move the champion pointer, and return the decision and the in-force champion's scores."""
+                    challenger: dict, block_scores: dict | None, held: str | None = None,
+                    rollback_hold: str | None = None) -> tuple[PromotionDecision, dict | None]:
+    """Decide, move the champion pointer, and return the decision and the in-force champion's scores.
+
+    ``held`` says why the block called for a challenger that the late-block rule did not let it train (the
+    decision is then ``late_kept``); ``rollback_hold`` why an automatic rollback must not happen (a late
+    block): a rollback that would have happened is then recorded as ``late_kept`` and not applied.
+    """
     perf = spec.performance
     if challenger["version"] is None:
         decision = decide_promotion(perf.metric, None, None, perf.thresholds)
@@ -150,6 +173,11 @@ def settle_champion(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
         return decision, challenger["challenger_scores"]
     if spec.type != "ipip" and spec.target in frame.columns:
         rolled = _rollback(spec, store, frame, block_scores)
+        if rolled is not None and rollback_hold:
+            why = "; ".join(part for part in (held, rollback_hold) if part)
+            return PromotionDecision(LATE_KEPT, f"{why}; it would have rolled back: {rolled[0].reason}",
+                                     perf.metric, rolled[0].champion_score, None), (
+                challenger.get("champion_scores") or block_scores)
         if rolled is not None:
             rollback, target = rolled
             if challenger["version"] is not None:  # say what became of the challenger too
@@ -158,4 +186,6 @@ def settle_champion(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
             store.set_champion(target, block, ROLLED_BACK)
             features = store.manifest(target)["features"]
             return rollback, score_model(store.load(target), frame[features], frame[spec.target], spec.task)
+    if held and challenger["version"] is None:
+        decision = replace(decision, decision=LATE_KEPT, reason=held)
     return decision, challenger.get("champion_scores") or block_scores

@@ -42,7 +42,7 @@ SCHEMA = {
         drift_share DOUBLE, n_drifted BIGINT, n_tested BIGINT, drifted_features VARCHAR,
         performance_drop BOOLEAN, retrain BOOLEAN, reason VARCHAR, performance_metric VARCHAR,
         performance_value DOUBLE, performance_ci_low DOUBLE, performance_ci_high DOUBLE,
-        error_change_row BIGINT, computed_at TIMESTAMPTZ""",
+        error_change_row BIGINT, computed_at TIMESTAMPTZ, late BOOLEAN""",
     "performance": """
         pipeline VARCHAR, block VARCHAR, model_version VARCHAR, role VARCHAR, evaluated_on VARCHAR,
         metric VARCHAR, value DOUBLE, computed_at TIMESTAMPTZ""",
@@ -50,7 +50,7 @@ SCHEMA = {
         pipeline VARCHAR, block VARCHAR, champion_before VARCHAR, challenger VARCHAR, decision VARCHAR,
         reason VARCHAR, metric VARCHAR, champion_score DOUBLE, challenger_score DOUBLE,
         champion_after VARCHAR, test VARCHAR, p_value DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
-        decided_at TIMESTAMPTZ""",
+        decided_at TIMESTAMPTZ, late BOOLEAN""",
     "quarantine": """
         pipeline VARCHAR, file VARCHAR, reason VARCHAR, content_hash VARCHAR, moved_to VARCHAR,
         quarantined_at TIMESTAMPTZ""",
