@@ -166,7 +166,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         champion = ensure_champion(spec, store)
         if champion:
             manifest, reference = store.manifest(champion), store.reference(champion)
-            assessment = assess_block(spec, data_block, store.load(champion), manifest, reference)
+            assessment = assess_block(spec, data_block, store.load(champion, spec.pickle_trusted), manifest, reference)
         else:
             assessment = assess_block(spec, data_block)
         report, decision, perf = assessment.report, assessment.decision, assessment.performance

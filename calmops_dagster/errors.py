@@ -41,5 +41,9 @@ class ModelIntegrityError(CalmOpsError):
     """A model file fails its hash or its format check; it is never loaded."""
 
 
+class ModelKeyError(CalmOpsError):
+    """The model signing key is set badly (a key file inside CALMOPS_HOME, unreadable, too short...)."""
+
+
 class NoChampionError(CalmOpsError):
     """An operation needs a champion model and the pipeline has none yet."""

@@ -253,7 +253,11 @@ class PipelineSpec(StrictModel):
     """Prediction-only: the fitted model to serve (``.skops``; pickle/joblib only with
     ``trust_model_file``), imported into the model store with a manifest on first use."""
     trust_model_file: bool = False
-    """Opt-in to load ``model_file`` even when it is a pickle or holds types outside the allow-list."""
+    """Opt-in to import ``model_file`` even when it is a pickle or holds types outside the allow-list; it
+    implies ``trust_pickle`` for the store's copy (the same object, written as pickle when skops cannot)."""
+    trust_pickle: bool = False
+    """Opt-in to load this pipeline's model versions that are pickles (river models, ``allow_any_module``
+    packages skops cannot store): a pickle runs code when loaded. Without it, only skops files load."""
     reference_file: Path | None = None
     """Prediction-only: the model's training features (CSV/Parquet); when given, drift of every block
     against it is reported (``drift_report``), without labels, retraining or promotion."""
@@ -293,6 +297,9 @@ class PipelineSpec(StrictModel):
         if self.retrain_mode == "incremental" and not incremental:
             raise ValueError(f"retrain_mode 'incremental' needs a model that can learn incrementally; "
                              f"{self.model_spec.dotted} has no partial_fit")
+        if self.model_spec.is_river and not self.pickle_trusted:
+            raise ValueError("river models are stored as pickle, which runs code when loaded: set "
+                             "trust_pickle: true to train and load them")
         if self.retrain_mode == "recalibration" and self.task != "classification":
             raise ValueError("retrain_mode 'recalibration' recalibrates probabilities: classifiers only")
         if self.type == "ipip":
@@ -304,6 +311,12 @@ class PipelineSpec(StrictModel):
             raise ValueError("'model_file' and 'reference_file' are for prediction_only pipelines")
         if self.reference_file is not None and self.model_file is None:
             raise ValueError("'reference_file' needs the 'model_file' it describes")
+
+    @property
+    def pickle_trusted(self) -> bool:
+        """Whether this pipeline's model versions may be pickles: ``trust_pickle``, or ``trust_model_file``
+        (whose user-provided model the store may have to keep as pickle)."""
+        return self.trust_pickle or self.trust_model_file
 
     @property
     def partitions_name(self) -> str:

@@ -11,6 +11,7 @@ import yaml
 
 from calmops_dagster.errors import PipelineNameError
 from calmops_dagster.interfaces.cli import main
+from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import check_pipeline_name
 from tests.conftest import block_spec_dict
 
@@ -85,3 +86,51 @@ def test_every_command_refuses_a_name_that_leaves_the_home(home, tmp_path, comma
         assert main([command[0], name, *command[1:]]) == 2
         assert "is not a pipeline name" in capsys.readouterr().err
     assert sorted(p.name for p in victim.iterdir()) == ["pipeline.yaml"]
+
+
+def test_model_key_advice_and_a_key_file_inside_the_home_is_refused(home, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CALMOPS_MODEL_KEY", raising=False)
+    monkeypatch.delenv("CALMOPS_MODEL_KEY_FILE", raising=False)
+    assert main(["init", "p", "--data-dir", str(tmp_path), "--target", "y", "--block-col", "b"]) == 0
+    out = capsys.readouterr().out
+    assert "no model signing key is set" in out and "export CALMOPS_MODEL_KEY_FILE=" in out
+    inside = home.root / "model.key"
+    inside.write_text("x" * 64)
+    monkeypatch.setenv("CALMOPS_MODEL_KEY_FILE", str(inside))
+    assert main(["list"]) == 2
+    assert "lies inside" in capsys.readouterr().err
+
+
+def test_rollback_refuses_a_planted_pickle(home, tmp_path, data_frame_and_model, capsys, monkeypatch):
+    """Hole 1: ``calmops rollback`` unpickled a version whose manifest vouched for a planted pickle."""
+    from tests.test_model_files import plant_pickle
+
+    monkeypatch.delenv("CALMOPS_MODEL_KEY", raising=False)
+    monkeypatch.delenv("CALMOPS_MODEL_KEY_FILE", raising=False)
+    X, model = data_frame_and_model
+    path = home.spec_path("p")
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(block_spec_dict("p", tmp_path / "data")))
+    store = ModelStore(home.models_dir("p"))
+    old, new = store.save(model, reference=X), store.save(model, reference=X)
+    store.set_champion(old, "1", "promoted")
+    store.set_champion(new, "2", "promoted")
+    marker = tmp_path / "payload-ran"
+    plant_pickle(store, old, marker)
+    assert main(["rollback", "p"]) == 2
+    assert "set trust_pickle: true" in capsys.readouterr().err
+    assert not marker.exists() and store.champion_version() == new
+    monkeypatch.setenv("CALMOPS_MODEL_KEY", "k" * 40)  # with a key, the unsigned versions are refused too
+    assert main(["rollback", "p"]) == 2
+    assert "manifest is not signed" in capsys.readouterr().err
+
+
+@pytest.fixture
+def data_frame_and_model():
+    import numpy as np
+    import pandas as pd
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60)})
+    return X, DecisionTreeClassifier(random_state=0).fit(X, (X["a"] > 0).astype(int))

@@ -91,11 +91,12 @@ def test_a_tampered_pickle_is_never_unpickled(tmp_path, data, monkeypatch):
     monkeypatch.setattr(model_store, "_serialize", lambda m: ("pickle", pickle.dumps(m)))  # as for river models
     version = store.save(model, reference=X)
     assert store.manifest(version)["format"] == "pickle"
-    np.testing.assert_array_equal(store.load(version).predict(X[["a", "b"]]), model.predict(X[["a", "b"]]))
+    np.testing.assert_array_equal(store.load(version, trust_pickle=True).predict(X[["a", "b"]]),
+                                  model.predict(X[["a", "b"]]))
     (tmp_path / version / "model.pickle").write_bytes(pickle.dumps(model) + b"\x00")
     monkeypatch.setattr(model_store.pickle, "load", lambda *a: pytest.fail("unpickled an unvouched file"))
     with pytest.raises(ModelIntegrityError, match="does not match the manifest"):
-        store.load(version)
+        store.load(version, trust_pickle=True)
 
 
 def forge_manifest(store: ModelStore, version: str, **fields) -> None:
@@ -110,11 +111,121 @@ def test_a_file_with_the_right_hash_but_the_wrong_format_is_refused(tmp_path, da
     path = tmp_path / version / "model.skops"
     path.write_bytes(b"this is not a zip archive")
     forge_manifest(store, version, sha256=file_sha256(path))  # vouches for the bytes; they are not a model
+    with pytest.raises(ModelIntegrityError, match="neither a skops file nor a pickle"):
+        store.load(version)
+    path.write_bytes(b"PK\x03\x04 a broken zip")
+    forge_manifest(store, version, sha256=file_sha256(path), format="yaml")  # the manifest's word is ignored
     with pytest.raises(ModelIntegrityError, match="cannot be loaded as skops"):
         store.load(version)
-    forge_manifest(store, version, format="yaml")
-    with pytest.raises(ModelIntegrityError, match="unknown model format 'yaml'"):
+
+
+class Payload:
+    """A pickle that runs code when loaded: it creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def plant_pickle(store: ModelStore, version: str, marker, name: str = "model.pkl") -> None:
+    """Someone with write access to the model folder plants a pickle and a manifest vouching for it."""
+    path = (store.root / version / name)
+    path.write_bytes(pickle.dumps(Payload(marker)))
+    forge_manifest(store, version, format="pickle", model_file=name, sha256=file_sha256(path))
+
+
+def test_a_planted_pickle_is_refused_unless_the_spec_trusts_pickle(tmp_path, data, models):
+    """Hole 1: the manifest vouched for itself and the pickle ran on load."""
+    X, _ = data
+    store = ModelStore(tmp_path / "models", key=None)
+    version = store.save(models["forest"], reference=X)
+    marker = tmp_path / "payload-ran"
+    plant_pickle(store, version, marker)
+    with pytest.raises(ModelIntegrityError, match="a pickle runs code when loaded: set trust_pickle: true"):
         store.load(version)
+    assert not marker.exists()
+    # the format comes from the bytes: calling the pickle "model.skops" changes nothing
+    plant_pickle(store, version, marker, name="model.skops")
+    forge_manifest(store, version, format="skops")
+    with pytest.raises(ModelIntegrityError, match="set trust_pickle: true"):
+        store.load(version)
+    assert not marker.exists()
+
+
+def test_with_a_key_an_unsigned_or_forged_manifest_is_refused_before_anything(tmp_path, data, models):
+    X, _ = data
+    key = b"k" * 40
+    store = ModelStore(tmp_path / "models", key=key)
+    version = store.save(models["forest"], reference=X, metrics={"accuracy": 0.9})
+    assert store.manifest(version)["signature"].startswith("hmac-sha256:")
+    np.testing.assert_array_equal(store.load(version).predict(X), models["forest"].predict(X))
+    assert len(store.reference(version)) == len(X)
+    marker = tmp_path / "payload-ran"
+    plant_pickle(store, version, marker)  # keeps the old signature: it no longer matches
+    with pytest.raises(ModelIntegrityError, match="signature does not match"):
+        store.load(version, trust_pickle=True)  # even a pipeline that trusts pickle
+    manifest = store.manifest(version)
+    del manifest["signature"]
+    (store.root / version / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelIntegrityError, match="manifest is not signed"):
+        store.load(version, trust_pickle=True)
+    with pytest.raises(ModelIntegrityError, match="manifest is not signed"):
+        store.reference(version)
+    assert not marker.exists()
+    other = ModelStore(tmp_path / "models", key=b"o" * 40)  # signed with another key
+    fresh = store.save(models["forest"], reference=X)
+    with pytest.raises(ModelIntegrityError, match="signature does not match"):
+        other.load(fresh)
+
+
+def test_model_file_must_stay_in_its_version_folder(tmp_path, data, models):
+    """Hole 1b: ``"model_file": "../../outside.bin"`` ran a pickle from outside the model store."""
+    X, _ = data
+    store = ModelStore(tmp_path / "pipelines" / "p" / "models", key=None)
+    version = store.save(models["forest"], reference=X)
+    outside = tmp_path / "outside.bin"
+    marker = tmp_path / "payload-ran"
+    outside.write_bytes(pickle.dumps(Payload(marker)))
+    for name in ("../../outside.bin", str(outside)):
+        forge_manifest(store, version, format="pickle", model_file=name, sha256=file_sha256(outside))
+        with pytest.raises(ModelIntegrityError, match="lies outside the version folder"):
+            store.load(version, trust_pickle=True)
+    (store.root / version / "model.bin").symlink_to(outside)
+    forge_manifest(store, version, format="pickle", model_file="model.bin", sha256=file_sha256(outside))
+    with pytest.raises(ModelIntegrityError, match="lies outside the version folder"):
+        store.load(version, trust_pickle=True)
+    assert not marker.exists()
+
+
+def test_the_signing_key_comes_from_the_environment_and_never_from_the_home(tmp_path, monkeypatch):
+    from calmops_dagster.errors import ModelKeyError
+    from calmops_dagster.store.model_signing import MODEL_KEY_ENV, MODEL_KEY_FILE_ENV, model_key
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CALMOPS_HOME", str(home))
+    monkeypatch.delenv(MODEL_KEY_ENV, raising=False)
+    monkeypatch.delenv(MODEL_KEY_FILE_ENV, raising=False)
+    assert model_key() is None and ModelStore(home / "pipelines" / "p" / "models").key is None
+    inside = home / "model.key"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("s" * 64)
+    monkeypatch.setenv(MODEL_KEY_FILE_ENV, str(inside))
+    with pytest.raises(ModelKeyError, match="lies inside"):
+        ModelStore(home / "pipelines" / "p" / "models").key  # noqa: B018
+    outside = tmp_path / "model.key"
+    outside.write_text("s" * 64 + "\n")
+    monkeypatch.setenv(MODEL_KEY_FILE_ENV, str(outside))
+    assert ModelStore(home / "pipelines" / "p" / "models").key == b"s" * 64
+    monkeypatch.setenv(MODEL_KEY_ENV, "t" * 64)
+    with pytest.raises(ModelKeyError, match="set one"):
+        model_key()
+    monkeypatch.delenv(MODEL_KEY_FILE_ENV)
+    assert model_key() == b"t" * 64
+    monkeypatch.setenv(MODEL_KEY_ENV, "short")
+    with pytest.raises(ModelKeyError, match="at least 32 characters"):
+        model_key()
 
 
 def test_a_type_outside_the_allow_list_is_refused_even_with_a_matching_hash(tmp_path, data, models):
@@ -145,6 +256,10 @@ def test_a_corrupt_champion_pointer_and_a_missing_version_are_integrity_errors(t
     (tmp_path / "champion.json").write_text("{not json")
     with pytest.raises(ModelIntegrityError, match="champion pointer is not valid JSON"):
         store.champion_version()
+    for shape in ("[]", '{"version": 3, "history": []}', '{"version": "v0001"}'):
+        (tmp_path / "champion.json").write_text(shape)
+        with pytest.raises(ModelIntegrityError, match="champion pointer is not"):
+            store.champion_history()
 
 
 def test_a_model_skops_cannot_vouch_for_is_stored_as_pickle_behind_the_hash(tmp_path, data):
@@ -154,4 +269,7 @@ def test_a_model_skops_cannot_vouch_for_is_stored_as_pickle_behind_the_hash(tmp_
     own.fit(X[["a", "b"]].abs(), (X["a"] > 0).astype(int))
     version = store.save(own, reference=X)  # builtins.abs is not on the allow-list
     assert store.manifest(version)["format"] == "pickle"
-    np.testing.assert_array_equal(store.load(version).predict(X[["a", "b"]].abs()), own.predict(X[["a", "b"]].abs()))
+    with pytest.raises(ModelIntegrityError, match="set trust_pickle: true"):
+        store.load(version)
+    np.testing.assert_array_equal(store.load(version, trust_pickle=True).predict(X[["a", "b"]].abs()),
+                                  own.predict(X[["a", "b"]].abs()))

@@ -234,3 +234,21 @@ def test_metrics_of_the_processed_home_are_there(processed_home):  # noqa: F811
     home, _ = processed_home
     decisions = MetricsStore(home.metrics_db).query("SELECT decision FROM promotions ORDER BY block")
     assert pd.Series(decisions["decision"]).tolist() == ["promoted", "kept", "promoted", "kept"]
+
+
+def test_with_a_signing_key_unsigned_versions_are_never_served(processed_home, tmp_path, rows, monkeypatch):  # noqa: F811
+    """The demo's versions were saved without a key: once one is set they are refused and the server says why."""
+    home = copy_home(processed_home, tmp_path)
+    store = ModelStore(home.models_dir("demo"), key=None)
+    records = rows.to_dict(orient="records")
+    with TestClient(create_app(home)) as c:
+        assert c.post("/predict/demo", json=records).json()["model_version"] == "v0002"
+        monkeypatch.setenv("CALMOPS_MODEL_KEY", "k" * 40)
+        store.set_champion("v0001", block="test", decision="promoted")  # an unsigned version
+        response = c.post("/predict/demo", json=records)
+        assert response.status_code == 200 and response.json()["model_version"] == "v0002"  # the previous stays
+        served = c.get("/pipelines/demo").json()["served"]
+        assert served["loaded_version"] == "v0002" and "manifest is not signed" in served["reload_error"]
+    with TestClient(create_app(home)) as c:  # a fresh server has nothing it may serve
+        response = c.post("/predict/demo", json=records)
+        assert response.status_code == 503 and "manifest is not signed" in response.json()["detail"]

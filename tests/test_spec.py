@@ -146,3 +146,10 @@ def test_not_yaml_and_not_a_mapping(home):
     path.write_text("- a\n- b\n")
     with pytest.raises(SpecError, match="expected a mapping"):
         load_spec(path)
+
+
+def test_river_models_need_trust_pickle(home):
+    raw = block_spec_dict("river", "data", model_spec={"module": "river.naive_bayes", "class": "GaussianNB"})
+    with pytest.raises(SpecError, match="river models are stored as pickle.*set trust_pickle: true"):
+        load_spec(write(home, "river", raw))
+    assert load_spec(write(home, "river", {**raw, "trust_pickle": True})).pickle_trusted

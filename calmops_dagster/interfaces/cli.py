@@ -26,6 +26,7 @@ import yaml
 
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.spec import load_spec, parse_spec, save_spec
+from calmops_dagster.store.model_signing import KEY_HOWTO, MODEL_KEY_ENV, MODEL_KEY_FILE_ENV, model_key
 from calmops_dagster.store.paths import CalmOpsHome, check_pipeline_name
 
 log = logging.getLogger("calmops")
@@ -51,7 +52,21 @@ def cmd_init(args, home: CalmOpsHome) -> int:
     spec = parse_spec({k: v for k, v in raw.items() if v is not None}, path)
     save_spec(spec, path)
     print(f"created {path}")
+    if _model_key(home) is None:
+        print(f"no model signing key is set: model versions are not signed. To {KEY_HOWTO}")
     return 0
+
+
+def _model_key(home: CalmOpsHome) -> bytes | None:
+    """The model signing key of the environment, refused when its file lies inside this home."""
+    return model_key(forbidden=(home.root,))
+
+
+def _warn_without_key(home: CalmOpsHome) -> None:
+    if _model_key(home) is None:
+        print(f"WARNING: no model signing key (${MODEL_KEY_ENV} or ${MODEL_KEY_FILE_ENV}): a model version "
+              f"is believed on its manifest's word, which anyone who can write {home.root} can forge. To "
+              f"{KEY_HOWTO}", file=sys.stderr)
 
 
 def _pipeline_runtime(home: CalmOpsHome, name: str):
@@ -146,7 +161,7 @@ def cmd_rollback(args, home: CalmOpsHome) -> int:
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore, now_utc
 
-    load_spec(home.spec_path(_checked_name(home, args.name)))
+    spec = load_spec(home.spec_path(_checked_name(home, args.name)))
     store = ModelStore(home.models_dir(args.name))
     current = store.champion_version()
     previous = [h["version"] for h in store.champion_history() if h["version"] != current]
@@ -155,7 +170,7 @@ def cmd_rollback(args, home: CalmOpsHome) -> int:
         raise CalmOpsError(f"pipeline '{args.name}' has no previous champion to roll back to")
     if target == current:
         raise CalmOpsError(f"{target} is already the champion of '{args.name}'")
-    store.load(target)  # refuse a version whose file fails its hash before switching to it
+    store.load(target, spec.pickle_trusted)  # refuse a version that fails its checks before switching to it
     store.set_champion(target, block="manual", decision="rolled_back")
     stamp = now_utc()
     MetricsStore(home.metrics_db).replace_block_rows("promotions", args.name, f"manual-{stamp}", [{
@@ -323,6 +338,7 @@ def cmd_delete(args, home: CalmOpsHome) -> int:
 def cmd_dev(args, home: CalmOpsHome) -> int:
     from calmops_dagster.orchestration.instance import prepare_instance
 
+    _warn_without_key(home)
     prepare_instance(home)
     # A shell without job control starts background jobs with SIGINT ignored, and dagster dev treats
     # SIGTERM like SIGINT: restore both so `kill` (or Ctrl-C) stops webserver, daemon and code server.
@@ -358,6 +374,7 @@ def cmd_serve(args, home: CalmOpsHome) -> int:
     from calmops_dagster.interfaces.server import serve
 
     names = [_checked_name(home, args.name)] if args.name else None
+    _warn_without_key(home)
     return serve(home, names, host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
 
 
@@ -484,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     home = CalmOpsHome.from_env(args.home)
     try:
+        _model_key(home)  # a key file inside the home is refused before anything is loaded or signed
         return args.func(args, home)
     except CalmOpsError as exc:
         print(f"error: {exc}", file=sys.stderr)

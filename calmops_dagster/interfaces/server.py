@@ -148,9 +148,10 @@ class ChampionRegistry:
             if slot.champion is not None and slot.champion.version == version:
                 slot.pointer_stamp = stamp
                 return
-            manifest = store.manifest(version)
-            model = store.load(version)  # hash-verified, fully deserialized before anything is swapped
-            task = manifest.get("task") or load_spec(self.home.spec_path(slot.name)).task
+            spec = load_spec(self.home.spec_path(slot.name))
+            # signature, path, hash and format verified, fully deserialized before anything is swapped
+            model, manifest = store.load_verified(version, spec.pickle_trusted)
+            task = manifest.get("task") or spec.task
             features = list(manifest["features"])
             classes = list(getattr(model, "classes_", [])) if task == "classification" else None
             champion = Champion(version, model, features, dict(manifest.get("feature_kinds") or {}), task,

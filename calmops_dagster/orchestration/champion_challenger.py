@@ -66,7 +66,7 @@ def make_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
     the manifest records those block keys as ``history_blocks``.
     """
     champion_version = store.champion_version()
-    champion = store.load(champion_version) if champion_version else None
+    champion = store.load(champion_version, spec.pickle_trusted) if champion_version else None
     features = spec.feature_columns(frame.columns)
     split = evaluation_split(frame, spec, features)
     if spec.type == "ipip":
@@ -125,7 +125,7 @@ def _rollback(spec: PipelineSpec, store: ModelStore, frame: pd.DataFrame, block_
     candidates = {}
     for version in sorted(previous):
         features = store.manifest(version)["features"]
-        candidates[version] = score_model(store.load(version), frame[features], frame[spec.target],
+        candidates[version] = score_model(store.load(version, spec.pickle_trusted), frame[features], frame[spec.target],
                                           spec.task)[metric]
     target = choose_rollback(metric, block_scores[metric], reference, spec.performance.rollback_drop, candidates)
     if target is None:
@@ -185,7 +185,8 @@ def settle_champion(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
                                                     f"{decision.decision}: {decision.reason}")
             store.set_champion(target, block, ROLLED_BACK)
             features = store.manifest(target)["features"]
-            return rollback, score_model(store.load(target), frame[features], frame[spec.target], spec.task)
+            return rollback, score_model(store.load(target, spec.pickle_trusted), frame[features],
+                                         frame[spec.target], spec.task)
     if held and challenger["version"] is None:
         decision = replace(decision, decision=LATE_KEPT, reason=held)
     return decision, challenger.get("champion_scores") or block_scores

@@ -68,7 +68,7 @@ def predict_block(store: ModelStore, version: str | None, frame: pd.DataFrame, s
     missing = [c for c in features if c not in frame.columns]
     if missing:
         raise NoChampionError(f"champion {version} needs column(s) {missing} that the block lacks")
-    result = predict_frame(store.load(version), features, frame, spec.task)
+    result = predict_frame(store.load(version, spec.pickle_trusted), features, frame, spec.task)
     result.insert(0, "model_version", version)
     if spec.block_col and spec.block_col in frame.columns:
         result.insert(0, spec.block_col, frame[spec.block_col].to_numpy())

@@ -9,17 +9,23 @@ Layout under ``pipelines/<name>/models/``::
 
 A version folder is assembled under a temporary name and renamed into place, so a crash leaves either a
 whole version or none. ``champion.json`` is replaced atomically. Old versions are never deleted, which is
-what makes rollback possible. A file whose hash does not match its manifest is refused with
-:class:`ModelIntegrityError` before any byte of it is deserialized, and a skops file is loaded only when
-every type it holds is either trusted by skops itself (plain data, numpy arrays, scikit-learn estimators) or
-named in the explicit allow-list :data:`TRUSTED_TYPES`; skops enforces the same list while loading. Pickle is
-used only for models skops cannot store within the allow-list (river models, ``allow_any_module`` packages),
-and only behind the manifest's hash.
+what makes rollback possible.
+
+Loading a version checks, in this order, and refuses with :class:`ModelIntegrityError` before any byte of
+the model is deserialized: the manifest's signature (:mod:`calmops_dagster.store.model_signing`, when a
+model signing key is set), that ``model_file`` resolves inside the version folder, and the file's sha256.
+The format is then read from the file's own first bytes (a skops file is a zip, a pickle starts with its
+protocol opcode), never from the manifest. A skops file is loaded only when every type it holds is either
+trusted by skops itself (plain data, numpy arrays, scikit-learn estimators) or named in the explicit
+allow-list :data:`TRUSTED_TYPES`; skops enforces the same list while loading. Pickle is written only for
+models skops cannot store within the allow-list (river models, ``allow_any_module`` packages) and loaded
+only when the caller says the pipeline spec trusts it (``trust_pickle``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -36,10 +42,16 @@ import skops.io as sio
 
 from calmops_dagster.errors import ModelIntegrityError
 from calmops_dagster.store.atomic import write_text_atomic
+from calmops_dagster.store.model_signing import model_key, sign_manifest, verify_manifest
+from calmops_dagster.store.paths import CalmOpsHome
 
 MANIFEST = "manifest.json"
 CHAMPION_POINTER = "champion.json"
 REFERENCE = "reference.parquet"
+_SKOPS_MAGIC = b"PK\x03\x04"  # a skops file is a zip archive
+_PICKLE_PROTOCOLS = range(2, 6)  # a pickle of protocol 2+ starts with PROTO (0x80) and the protocol number
+PICKLE_REFUSED = ("a pickle runs code when loaded: set trust_pickle: true in the pipeline spec to load it "
+                  "(river models need it), or keep to models skops can store")
 _LIBRARIES = ("scikit-learn", "lightgbm", "river", "numpy", "pandas", "skops")
 #: Types a skops file may hold beyond skops' own defaults (builtins, numpy arrays and dtypes, scikit-learn's
 #: estimators). Each is a named class whose state is plain data: loading it runs no code of the file's
@@ -118,11 +130,37 @@ def now_utc() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-class ModelStore:
-    """The model versions and champion pointer of one pipeline."""
+def sniff_format(path: Path) -> str:
+    """``skops`` or ``pickle`` from the file's first bytes; :class:`ModelIntegrityError` for anything else."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head == _SKOPS_MAGIC:
+        return "skops"
+    if len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
+        return "pickle"
+    raise ModelIntegrityError(f"{path}: neither a skops file nor a pickle (first bytes {head!r}); refusing it")
 
-    def __init__(self, models_dir: str | os.PathLike):
+
+_KEY_FROM_ENV = object()
+
+
+class ModelStore:
+    """The model versions and champion pointer of one pipeline.
+
+    ``key`` signs every manifest written and verifies every manifest loaded; by default it is read from the
+    environment (:func:`calmops_dagster.store.model_signing.model_key`), refusing a key file inside this
+    store or inside ``$CALMOPS_HOME``.
+    """
+
+    def __init__(self, models_dir: str | os.PathLike, key: bytes | None | object = _KEY_FROM_ENV):
         self.root = Path(models_dir)
+        self._key = key
+
+    @property
+    def key(self) -> bytes | None:
+        if self._key is _KEY_FROM_ENV:
+            self._key = model_key(forbidden=(self.root, CalmOpsHome.from_env().root))
+        return self._key
 
     # ---- versions -------------------------------------------------------------------------------
     def versions(self) -> list[str]:
@@ -166,7 +204,9 @@ class ModelStore:
         while True:
             version = f"v{number:04d}"
             manifest["version"] = version
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+            # through JSON once, so the signature covers exactly what is written (dates as text...)
+            signed = sign_manifest(json.loads(json.dumps(manifest, default=str)), self.key)
+            (staging / MANIFEST).write_text(json.dumps(signed, indent=2))
             for path in staging.iterdir():
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
@@ -179,46 +219,70 @@ class ModelStore:
                 number += 1
 
     def manifest(self, version: str) -> dict:
+        """The manifest of ``version`` as written, unverified: for listing and display. Loading goes through
+        :meth:`verified_manifest`."""
         path = self.root / version / MANIFEST
         try:
-            return json.loads(path.read_text())
+            manifest = json.loads(path.read_text())
         except FileNotFoundError:
             raise ModelIntegrityError(f"{path}: model version '{version}' does not exist") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelIntegrityError(f"{path}: manifest is not valid JSON: {exc}") from None
+        if not isinstance(manifest, dict):
+            raise ModelIntegrityError(f"{path}: manifest is not a JSON object")
+        return manifest
 
-    def _verified(self, version: str, file_key: str, hash_key: str) -> Path:
-        manifest = self.manifest(version)
-        path = self.root / version / manifest[file_key]
+    def verified_manifest(self, version: str) -> dict:
+        """The manifest of ``version`` after its signature is verified (when a signing key is set)."""
+        return verify_manifest(self.manifest(version), self.key, self.root / version / MANIFEST)
+
+    def _verified(self, version: str, manifest: dict, file_key: str, hash_key: str) -> Path:
+        """The file ``manifest[file_key]`` of ``version``, inside the version folder and matching its hash."""
+        folder = (self.root / version).resolve()
+        name, expected = manifest.get(file_key), manifest.get(hash_key)
+        if not isinstance(name, str) or not isinstance(expected, str):
+            raise ModelIntegrityError(f"{folder / MANIFEST}: '{file_key}' and '{hash_key}' must be strings")
+        path = (folder / name).resolve()
+        if path.parent != folder:
+            raise ModelIntegrityError(f"{folder / MANIFEST}: {file_key} '{name}' lies outside the version folder "
+                                      f"{folder}; refusing it")
         if not path.is_file():
             raise ModelIntegrityError(f"{path}: file listed in the manifest is missing")
         actual = file_sha256(path)
-        if actual != manifest[hash_key]:
+        if not hmac.compare_digest(actual, expected):
             raise ModelIntegrityError(
-                f"{path}: sha256 {actual[:12]}... does not match the manifest ({manifest[hash_key][:12]}...); "
+                f"{path}: sha256 {actual[:12]}... does not match the manifest ({expected[:12]}...); "
                 "refusing to load it"
             )
         return path
 
-    def load(self, version: str):
-        """The fitted model of ``version``, after its hash is verified against the manifest."""
-        path = self._verified(version, "model_file", "sha256")
-        fmt = self.manifest(version)["format"]
+    def load(self, version: str, trust_pickle: bool = False):
+        """The fitted model of ``version``, after the checks of the module docstring; a pickle only with
+        ``trust_pickle`` (the pipeline spec's ``trust_pickle``)."""
+        return self.load_verified(version, trust_pickle)[0]
+
+    def load_verified(self, version: str, trust_pickle: bool = False) -> tuple[object, dict]:
+        """The fitted model of ``version`` and the verified manifest it was loaded under."""
+        manifest = self.verified_manifest(version)
+        path = self._verified(version, manifest, "model_file", "sha256")
+        fmt = sniff_format(path)
+        if fmt == "pickle" and not trust_pickle:
+            raise ModelIntegrityError(f"{path}: {PICKLE_REFUSED}")
         try:
             if fmt == "skops":
-                return load_skops(path)
-            if fmt == "pickle":
-                with open(path, "rb") as handle:
-                    return pickle.load(handle)
+                return load_skops(path), manifest
+            with open(path, "rb") as handle:
+                return pickle.load(handle), manifest
         except ModelIntegrityError:
             raise
         except Exception as exc:  # noqa: BLE001 -- any failure to deserialize is an integrity failure
             raise ModelIntegrityError(f"{path}: cannot be loaded as {fmt}: {exc}") from None
-        raise ModelIntegrityError(f"{path}: unknown model format '{fmt}' in the manifest")
 
     def reference(self, version: str) -> pd.DataFrame:
-        """The training data of ``version`` (the drift reference while it is champion), hash-verified."""
-        return pd.read_parquet(self._verified(version, "reference_file", "reference_sha256"))
+        """The training data of ``version`` (the drift reference while it is champion), verified like the
+        model."""
+        manifest = self.verified_manifest(version)
+        return pd.read_parquet(self._verified(version, manifest, "reference_file", "reference_sha256"))
 
     # ---- champion pointer -----------------------------------------------------------------------
     def _pointer(self) -> dict:
@@ -226,9 +290,13 @@ class ModelStore:
         if not path.is_file():
             return {"version": None, "history": []}
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            pointer = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelIntegrityError(f"{path}: champion pointer is not valid JSON: {exc}") from None
+        if (not isinstance(pointer, dict) or not isinstance(pointer.get("history"), list)
+                or not isinstance(pointer.get("version"), str | None)):
+            raise ModelIntegrityError(f"{path}: champion pointer is not {{\"version\": ..., \"history\": [...]}}")
+        return pointer
 
     def champion_version(self) -> str | None:
         return self._pointer()["version"]
