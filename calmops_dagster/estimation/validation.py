@@ -1,0 +1,71 @@
+"""Input checks: binary labels to 0/1 and the model's positive-class probabilities to a float vector."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.validation import check_array, column_or_1d
+
+
+def binary_classes(y, positive_label=None) -> tuple[np.ndarray, object]:
+    """The two classes of ``y`` (sorted) and the positive one.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Labels with exactly two distinct values, of any type (0/1, -1/1, strings, booleans).
+    positive_label : object, optional
+        The positive class; by default the larger of the two sorted labels (1 of 0/1, ``True``,
+        ``"yes"`` of ``"no"``/``"yes"``).
+
+    Returns
+    -------
+    classes : ndarray of shape (2,)
+    positive_label : object
+
+    Raises
+    ------
+    ValueError
+        ``y`` does not hold exactly two classes, or ``positive_label`` is not one of them.
+
+    Examples
+    --------
+    >>> binary_classes(["no", "yes", "no"])
+    (array(['no', 'yes'], dtype='<U3'), np.str_('yes'))
+    """
+    classes = np.unique(column_or_1d(y, warn=True))
+    if len(classes) != 2:
+        raise ValueError(f"binary classification only: y holds {len(classes)} classes "
+                         f"{classes[:10].tolist()}, estimation needs exactly two")
+    if positive_label is None:
+        return classes, classes[1]
+    if positive_label not in classes:
+        raise ValueError(f"positive_label={positive_label!r} is not a class of y; classes: {classes.tolist()}")
+    return classes, positive_label
+
+
+def to_binary(y, classes: np.ndarray, positive_label) -> np.ndarray:
+    """``y`` as 0/1 integers (1 = ``positive_label``); a label outside ``classes`` is a ValueError."""
+    y = column_or_1d(y, warn=True)
+    unknown = np.setdiff1d(np.unique(y), classes)
+    if len(unknown):
+        raise ValueError(f"labels {unknown[:10].tolist()} are not among the fitted classes {classes.tolist()}")
+    return (y == positive_label).astype(np.int8)
+
+
+def check_probabilities(proba) -> np.ndarray:
+    """Positive-class probabilities as a 1-D float64 array; finite, within [0, 1], at least one row.
+
+    A 2-D array is refused: pass the positive class's column, e.g. ``model.predict_proba(X)[:, 1]``.
+    """
+    proba = np.asarray(proba)
+    if proba.ndim == 2:
+        detail = ("binary classification only" if proba.shape[1] > 2
+                  else "pass the positive class's column, e.g. model.predict_proba(X)[:, 1]")
+        raise ValueError(f"expected a 1-D array of positive-class probabilities, got shape {proba.shape}: "
+                         f"{detail}")
+    proba = check_array(proba, ensure_2d=False, dtype=np.float64, input_name="proba")
+    if proba.ndim != 1:
+        raise ValueError(f"expected a 1-D array of positive-class probabilities, got shape {proba.shape}")
+    if proba.min() < 0 or proba.max() > 1:
+        raise ValueError(f"probabilities must lie in [0, 1]; got values in [{proba.min()}, {proba.max()}]")
+    return proba
