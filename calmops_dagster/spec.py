@@ -24,16 +24,26 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from calmops_dagster.drift import DriftConfig
+from calmops_dagster.drift.config import DriftConfig
 from calmops_dagster.errors import PipelineNameError, SpecError
 from calmops_dagster.store.atomic import write_text_atomic
 from calmops_dagster.store.paths import check_pipeline_name
+
+if TYPE_CHECKING:  # pandas only where frames are looked at: reading a spec must stay cheap
+    import pandas as pd
 
 #: Modules a ``model_spec`` may name, as full dotted paths (the module itself or anything below it), unless it
 #: sets ``allow_any_module: true``. ``calmops_dagster`` is trusted only where its estimators live: its learning
@@ -88,6 +98,13 @@ def resolve_estimator_class(module: str, class_name: str, allow_any_module: bool
     return cls
 
 
+def _imports_models(info: ValidationInfo) -> bool:
+    """Whether this validation imports the model's module (the default), or only checks its name against the
+    allow-list and that its package is installed (``load_spec(..., import_model=False)``: quick reads such as
+    ``calmops list``)."""
+    return (info.context or {}).get("import_model", True)
+
+
 class StrictModel(BaseModel):
     """Base of every spec section: unknown keys are errors, values are not coerced across types."""
 
@@ -104,8 +121,18 @@ class ModelSpec(StrictModel):
     """Opt-in to import from a module outside :data:`TRUSTED_MODEL_MODULES`."""
 
     @model_validator(mode="after")
-    def _trusted_estimator_class(self) -> ModelSpec:
-        resolve_estimator_class(self.module, self.class_name, self.allow_any_module)
+    def _trusted_estimator_class(self, info: ValidationInfo) -> ModelSpec:
+        if _imports_models(info):
+            resolve_estimator_class(self.module, self.class_name, self.allow_any_module)
+            return self
+        if not _DOTTED.fullmatch(self.module) or not _IDENTIFIER.fullmatch(self.class_name):
+            raise ValueError(f"'{self.module}.{self.class_name}' is not a dotted module path and a class name")
+        if not self.allow_any_module and not is_trusted_module(self.module):
+            raise ValueError(f"module '{self.module}' is not in the trusted modules "
+                             f"{[m + '.*' for m in TRUSTED_MODEL_MODULES]}")
+        root = self.module.split(".")[0]
+        if importlib.util.find_spec(root) is None:
+            raise ValueError(f"cannot import module '{self.module}': no package '{root}' is installed")
         return self
 
     @property
@@ -248,6 +275,11 @@ class PipelineSpec(StrictModel):
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     sensor: SensorConfig = Field(default_factory=SensorConfig)
     data_quality: DataQualityConfig = Field(default_factory=DataQualityConfig)
+    executor: Literal["in_process", "multiprocess"] = "in_process"
+    """How a run executes its steps: ``in_process`` (default) runs them one after the other in the run's
+    own process; ``multiprocess`` (Dagster's default) starts one process per step, which isolates steps
+    from each other (a step that crashes its process) at the cost of a process start and the imports per
+    step, seconds each."""
     prediction_only: bool = False
     model_file: Path | None = None
     """Prediction-only: the fitted model to serve (``.skops``; pickle/joblib only with
@@ -272,7 +304,7 @@ class PipelineSpec(StrictModel):
             raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
-    def _consistent(self) -> PipelineSpec:
+    def _consistent(self, info: ValidationInfo) -> PipelineSpec:
         if self.target is None and not self.prediction_only:
             raise ValueError("'target' is required unless prediction_only is true")
         if self.type in ("block", "ipip") and not self.block_col:
@@ -282,6 +314,12 @@ class PipelineSpec(StrictModel):
         reserved = {c for c in (self.target, self.block_col) if c}
         if self.features is not None and reserved & set(self.features):
             raise ValueError(f"'features' must not contain {sorted(reserved & set(self.features))}")
+        if (self.model_file is not None or self.reference_file is not None) and not self.prediction_only:
+            raise ValueError("'model_file' and 'reference_file' are for prediction_only pipelines")
+        if self.reference_file is not None and self.model_file is None:
+            raise ValueError("'reference_file' needs the 'model_file' it describes")
+        if not _imports_models(info):  # task, metrics and modes need the estimator class: a full load
+            return self
         if self.task is None:
             self.task = _infer_task(self.model_spec)
         from calmops_dagster.learning.evaluation import check_metric_names, default_metric
@@ -307,10 +345,6 @@ class PipelineSpec(StrictModel):
                 raise ValueError("an ipip pipeline is for (binary) classification")
             if self.performance.thresholds:
                 raise ValueError("an ipip pipeline retrains every block and has no performance thresholds")
-        if (self.model_file is not None or self.reference_file is not None) and not self.prediction_only:
-            raise ValueError("'model_file' and 'reference_file' are for prediction_only pipelines")
-        if self.reference_file is not None and self.model_file is None:
-            raise ValueError("'reference_file' needs the 'model_file' it describes")
 
     @property
     def pickle_trusted(self) -> bool:
@@ -358,12 +392,19 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_spec(raw: dict, path: Path) -> PipelineSpec:
-    """Validate a spec dict read from ``path``; relative ``data_dir`` is resolved against its folder."""
+def parse_spec(raw: dict, path: Path, import_model: bool = True) -> PipelineSpec:
+    """Validate a spec dict read from ``path``; relative ``data_dir`` is resolved against its folder.
+
+    ``import_model=False`` checks everything but what needs the model's class (that it exists in its module
+    and is an estimator, the task inferred from it, metric names, the retrain mode): the module's name is
+    checked against the allow-list and its package looked up, not imported, which keeps e.g. ``calmops
+    list`` under a second. Such a spec has ``task`` and ``performance.metric`` unset unless the file sets
+    them; never run a pipeline from it.
+    """
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
     try:
-        spec = PipelineSpec.model_validate(raw)
+        spec = PipelineSpec.model_validate(raw, context={"import_model": import_model})
     except ValidationError as exc:
         raise SpecError(_format_validation_error(path, exc)) from None
     if path.parent.name != spec.name:
@@ -377,7 +418,7 @@ def parse_spec(raw: dict, path: Path) -> PipelineSpec:
     return spec
 
 
-def load_spec(path: str | os.PathLike) -> PipelineSpec:
+def load_spec(path: str | os.PathLike, import_model: bool = True) -> PipelineSpec:
     """Read and validate one ``pipeline.yaml``; every problem is a :class:`SpecError` naming the file."""
     path = Path(path)
     try:
@@ -386,7 +427,7 @@ def load_spec(path: str | os.PathLike) -> PipelineSpec:
         raise SpecError(f"{path}: no such spec file") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
-    return parse_spec(raw, path)
+    return parse_spec(raw, path, import_model)
 
 
 def spec_to_dict(spec: PipelineSpec) -> dict:
@@ -404,6 +445,8 @@ def save_spec(spec: PipelineSpec, path: str | os.PathLike) -> None:
 
 def is_numeric_kind(series: pd.Series) -> bool:
     """Whether a column is numeric as the model and the schema check see it (bools are categories)."""
+    import pandas as pd
+
     return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
 

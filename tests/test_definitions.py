@@ -42,3 +42,13 @@ def test_blocking_performance_check(home, tmp_path):
     graph = build_definitions(home).resolve_asset_graph()
     blocking = {key.name for key in graph.asset_check_keys if graph.get_check_spec(key).blocking}
     assert blocking == {"champion_meets_thresholds"}
+
+
+def test_steps_run_in_the_runs_process_unless_the_spec_asks_for_isolation(home, tmp_path):
+    for name, extra in {"shared": {}, "isolated": {"executor": "multiprocess"}}.items():
+        path = home.spec_path(name)
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(block_spec_dict(name, str(tmp_path), **extra)))
+    defs = build_definitions(home)
+    assert defs.resolve_job_def("shared_job").executor_def.name == "in_process"
+    assert defs.resolve_job_def("isolated_job").executor_def.name == "multiprocess"

@@ -1,6 +1,13 @@
 """Everything Dagster needs for one valid pipeline spec: assets, job, file sensor, schedule."""
 
-from dagster import AssetSelection, Definitions, colored_console_logger, define_asset_job
+from dagster import (
+    AssetSelection,
+    Definitions,
+    colored_console_logger,
+    define_asset_job,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from assets.pipeline_assets import build_pipeline_assets
 from calmops_dagster.orchestration.pipeline_logs import pipeline_file_logger
@@ -18,12 +25,20 @@ def job_name(spec: PipelineSpec) -> str:
     return f"{spec.name}_job"
 
 
+#: ``executor`` of the spec -> Dagster executor. A run is always its own process under ``dagster dev`` (run
+#: launcher) and runs of one pipeline are serialised by the run queue; the executor only decides whether the
+#: steps inside a run share that process (``in_process``: no process start and no imports per step) or get
+#: one process each (``multiprocess``: step isolation).
+EXECUTORS = {"in_process": in_process_executor, "multiprocess": multiprocess_executor}
+
+
 def build_job(spec: PipelineSpec):
     """The job that materializes one block of the pipeline (all of its assets and checks)."""
     return define_asset_job(
         job_name(spec),
         selection=AssetSelection.groups(spec.name),
         tags={PIPELINE_TAG: spec.name},
+        executor_def=EXECUTORS[spec.executor],
         # Default run config: a logger runs only when named in the run config; these defaults are merged
         # into whatever run config a sensor, schedule, the UI or `calmops run` passes.
         config={"loggers": {key: {} for key in PIPELINE_LOGGERS}},
