@@ -1,135 +1,257 @@
-"""Ingest latency and throughput of one stream pipeline: in-process executor vs the default multiprocess one.
+"""From a block file landing in ``data_dir`` to its drift report, through a real ``dagster dev``.
 
-For each executor, in the same run and on the same files, every file is dropped into ``data_dir`` one at a
-time and timed from the moment it lands until its drift report is in DuckDB:
+One block pipeline, LightGBM, blocks of ``--rows`` x ``--features`` (default 10,000 x 16; an abrupt drift
+at every ``--drift-every``-th block, so some blocks train a challenger). Three measurements in one run:
 
-1. the pipeline's file sensor is evaluated (``build_sensor_context``, what the daemon does on a tick);
-2. the run it requests is executed: ``job.execute_in_process`` (in-process executor: every step in this
-   process) or ``execute_job`` on the reconstructable job of the code location (the job's default
-   ``multi_or_in_process_executor``, i.e. multiprocess: one child process per step, as under
-   ``dagster dev``);
-3. the file's ``drift_summary`` row is checked in DuckDB; the latency "to drift report" ends at the
-   ``drift_report`` materialization event (the asset writes its DuckDB rows just before that event), the
-   latency "to run end" when the run is over (champion decided, predictions written).
+1. **in-process** (the floor): the pipeline's job executed with ``execute_in_process`` block after block,
+   as ``calmops run`` does; per-block compute = the run's wall time, and the time to the ``drift_report``
+   materialization.
+2. **dagster dev** (what a user gets): ``calmops dev`` on a fresh home (webserver, daemon, file sensor, run
+   queue, default run launcher: one process per run), the pipeline's default ``executor: in_process``. Each
+   block file is written beside ``data_dir`` and renamed into it (it lands whole at a known instant), then
+   the script waits for its run to end before dropping the next. Timed from the landing: the run's creation
+   by the sensor tick ("sensor wait", bounded by ``sensor.interval_seconds`` + ``settle_seconds`` + the
+   daemon's 5 s loop), the ``drift_report`` materialization ("to drift report"), the run's end. The first
+   block (it trains the first champion, and the code server warms up) is left out of the figures.
+3. **dagster dev, executor: multiprocess** (the baseline: Dagster's default executor, which every pipeline
+   used before): the same through a second pipeline, on ``--baseline-blocks`` blocks.
 
-Not included: the sensor's polling interval (``sensor.interval_seconds``, default 15 s) and the settle time
-(``sensor.settle_seconds``, default 5 s), which add up to their sum on top under the daemon, nor the run
-launcher's process start under ``dagster dev``. Blocks per minute = files / total wall time.
-
-    python benchmarks/ingest_bench.py [--files 5] [--rows 500]
+    python benchmarks/ingest_bench.py [--blocks 10] [--rows 10000] [--features 16] [--interval 5]
+                                      [--settle 2] [--baseline-blocks 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--files", type=int, default=5)
-    parser.add_argument("--rows", type=int, default=500)
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="ingest_bench_"))
-    os.environ["CALMOPS_HOME"] = str(root / "home")
+def make_blocks(n_blocks: int, rows: int, features: int, drift_every: int, seed: int = 0):
+    """``n_blocks`` frames of ``rows`` x ``features`` (two categorical) with a 0/1 target; the concept and the
+    feature means change at every ``drift_every``-th block."""
+    import numpy as np
+    import pandas as pd
 
-    from dagster import (
-        AssetKey,
-        AssetRecordsFilter,
-        DagsterInstance,
-        Definitions,
-        build_sensor_context,
-        execute_job,
-    )
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    rng = np.random.default_rng(seed)
+    numeric = features - 2
+    frames, regime = [], 0
+    for block in range(1, n_blocks + 1):
+        if block > 1 and (block - 1) % drift_every == 0:
+            regime += 1
+        weights = np.random.default_rng(100 + regime).normal(size=numeric)
+        x = rng.normal(loc=0.5 * regime, size=(rows, numeric))
+        colour = rng.choice(["red", "green", "blue"], size=rows)
+        size = rng.choice(["s", "m", "l", "xl"], size=rows)
+        logits = (x - 0.5 * regime) @ weights / np.sqrt(numeric) + np.where(colour == "red", 0.7, 0.0)
+        y = (logits + rng.logistic(scale=0.5, size=rows) > 0).astype(int)
+        frame = pd.DataFrame(x, columns=[f"x{i:02d}" for i in range(numeric)])
+        frames.append(frame.assign(colour=colour, size=size, y=y, block=block))
+    return frames
+
+
+def pipeline_raw(name: str, data_dir: Path, args, executor: str) -> dict:
+    return {"name": name, "type": "block", "data_dir": str(data_dir), "target": "y", "block_col": "block",
+            "model_spec": {"module": "lightgbm", "class": "LGBMClassifier",
+                           "params": {"n_estimators": 100, "verbose": -1, "random_state": 0}},
+            "sensor": {"interval_seconds": args.interval, "settle_seconds": args.settle},
+            "executor": executor}
+
+
+def land(frame, data_dir: Path, block: int) -> float:
+    """Write the block's CSV beside ``data_dir`` and rename it in: the file lands whole; returns the instant."""
+    staging = data_dir.parent / f".staging_{block:03d}.csv"
+    frame.to_csv(staging, index=False)
+    os.replace(staging, data_dir / f"block_{block:03d}.csv")
+    return time.time()
+
+
+def in_process(frames, args, root: Path) -> tuple[list[float], list[float]]:
+    """Per-block wall time of ``execute_in_process`` and its time to the drift_report materialization."""
+    os.environ["CALMOPS_HOME"] = str(root / "home_in_process")
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
 
     from calmops_dagster.orchestration.instance import prepare_instance
     from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
     from calmops_dagster.orchestration.runner import QUIET_RUN_CONFIG
     from calmops_dagster.spec import parse_spec, save_spec
-    from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.paths import CalmOpsHome
-    from generators.drifting_blocks import make_drifting_blocks
     from resources import build_resources
 
     home = CalmOpsHome.from_env()
     prepare_instance(home)
-    frame = make_drifting_blocks(n_blocks=args.files, rows_per_block=args.rows, drift_at=args.files // 2 + 1,
-                                 seed=0)
-    staging = root / "staging"
-    staging.mkdir()
-    texts = [rows.drop(columns="block").to_csv(index=False) for _, rows in frame.groupby("block")]
-    specs = {}
-    for executor in ("in_process", "multiprocess"):
-        name = f"bench_{executor}"
-        data_dir = root / f"data_{executor}"
-        data_dir.mkdir()
-        raw = {"name": name, "type": "stream", "data_dir": str(data_dir), "target": "y",
-               "model_spec": {"module": "sklearn.ensemble", "class": "RandomForestClassifier",
-                              "params": {"n_estimators": 50, "random_state": 0}},
-               "sensor": {"interval_seconds": 1, "settle_seconds": 0}}
-        spec = parse_spec(raw, home.spec_path(name))
-        save_spec(spec, home.spec_path(name))
-        specs[executor] = spec
-
-    metrics = MetricsStore(home.metrics_db)
-    resources = build_resources(home)
-    repository = ReconstructableRepository.for_module("calmops_dagster.definitions", "defs",
-                                                      working_directory=str(Path(__file__).resolve().parents[1]))
-    results = {}
+    data_dir = root / "data_in_process"
+    data_dir.mkdir()
+    spec = parse_spec(pipeline_raw("bench", data_dir, args, "in_process"), home.spec_path("bench"))
+    save_spec(spec, home.spec_path("bench"))
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    job = defs.resolve_job_def(job_name(spec))
+    walls, to_report = [], []
     with DagsterInstance.get() as instance:
-        for executor, spec in specs.items():
-            defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=resources))
-            sensor = defs.sensors[0]
-            job = defs.resolve_job_def(job_name(spec))
-            cursor, latencies, run_ends = None, [], []
-            started = time.perf_counter()
-            for i, text in enumerate(texts):
-                landed, landed_wall = time.perf_counter(), time.time()
-                (spec.data_dir / f"events_{i:03d}.csv").write_text(text)
-                context = build_sensor_context(instance=instance, cursor=cursor,
-                                               resources={k: resources[k] for k in ("home", "metrics")})
-                result = sensor(context)
-                cursor = result.cursor
-                for request in result.dynamic_partitions_requests or []:
-                    instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-                for request in result.run_requests:
-                    if executor == "in_process":
-                        ok = job.execute_in_process(instance=instance, partition_key=request.partition_key,
-                                                    tags=request.tags, run_config=QUIET_RUN_CONFIG).success
-                    else:
-                        with execute_job(repository.get_reconstructable_job(job_name(spec)), instance=instance,
-                                         tags={**request.tags, "dagster/partition": request.partition_key},
-                                         run_config=QUIET_RUN_CONFIG) as run:
-                            ok = run.success
-                    assert ok, f"{executor}: run of {request.partition_key} failed"
-                    run_ends.append(time.perf_counter() - landed)
-                    assert not metrics.query("SELECT 1 FROM drift_summary WHERE pipeline = ? AND block = ?",
-                                             [spec.name, request.partition_key]).empty
-                    record = instance.fetch_materializations(AssetRecordsFilter(
-                        asset_key=AssetKey([spec.name, "drift_report"]),
-                        asset_partitions=[request.partition_key]), limit=1).records[0]
-                    latencies.append(record.timestamp - landed_wall)
-            total = time.perf_counter() - started
-            assert len(latencies) == len(texts)
-            results[executor] = (latencies, run_ends, total)
+        for block, frame in enumerate(frames, start=1):
+            land(frame, data_dir, block)
+            instance.add_dynamic_partitions(spec.partitions_name, [str(block)])
+            started, started_wall = time.perf_counter(), time.time()
+            result = job.execute_in_process(instance=instance, partition_key=str(block), run_config=QUIET_RUN_CONFIG)
+            assert result.success, f"in-process run of block {block} failed"
+            walls.append(time.perf_counter() - started)
+            record = instance.fetch_materializations(AssetRecordsFilter(
+                asset_key=AssetKey(["bench", "drift_report"]), asset_partitions=[str(block)]), limit=1).records[0]
+            to_report.append(record.timestamp - started_wall)
+    return walls[1:], to_report[1:]
 
-    print(f"ingest_bench: {args.files} files x {args.rows} rows, stream pipeline, RandomForest(50), "
-          "sensor settle 0 s, polling interval excluded")
-    print(f"{'executor':14} {'to drift report, median s':>26} {'max s':>6} {'to run end, median s':>21} "
-          f"{'blocks/min':>11}")
-    for executor, (latencies, run_ends, total) in results.items():
-        print(f"{executor:14} {statistics.median(latencies):26.2f} {max(latencies):6.2f} "
-              f"{statistics.median(run_ends):21.2f} {len(latencies) / total * 60:11.1f}")
-    base = statistics.median(results["multiprocess"][0]) / statistics.median(results["in_process"][0])
-    print(f"multiprocess / in-process median latency: {base:.1f}x")
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def through_dagster_dev(frames, args, root: Path) -> dict[str, dict[str, list[float]]]:
+    """Timings per block (first left out) for the in_process pipeline, then the multiprocess baseline."""
+    home_dir = root / "home_dev"
+    env = {**os.environ, "CALMOPS_HOME": str(home_dir), "PYTHONPATH": str(ROOT)}
+    os.environ["CALMOPS_HOME"] = str(home_dir)
+    from calmops_dagster.spec import parse_spec, save_spec
+    from calmops_dagster.store.paths import CalmOpsHome
+
+    home = CalmOpsHome.from_env()
+    os.environ["DAGSTER_HOME"] = str(home.dagster_home)  # the instance `calmops dev` prepares and uses
+    pipelines = {"in_process": ("bench_dev", len(frames)),
+                 "multiprocess": ("bench_dev_mp", args.baseline_blocks + 1 if args.baseline_blocks else 0)}
+    for executor, (name, _) in pipelines.items():
+        data_dir = root / f"data_{name}"
+        data_dir.mkdir()
+        spec = parse_spec(pipeline_raw(name, data_dir, args, executor), home.spec_path(name))
+        save_spec(spec, home.spec_path(name))
+    port = free_port()
+    with open(root / "dagster_dev.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "calmops_dagster.interfaces.cli", "dev", "--port",
+                                    str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(ROOT))
+    results = {}
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 300, "dagster dev's webserver", 1.0)
+        from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
+
+        instance = DagsterInstance.get()
+        for executor, (name, count) in pipelines.items():
+            timings = {"sensor wait": [], "to drift report": [], "to run end": []}
+            if not count:
+                continue
+            for block, frame in enumerate(frames[:count], start=1):
+                landed = land(frame, root / f"data_{name}", block)
+                runs_filter = RunsFilter(tags={"calmops/pipeline": name, "dagster/partition": str(block)})
+                record = wait_for(lambda f=runs_filter: next(iter(instance.get_run_records(f, limit=1)), None),
+                                  600, f"the run of {name} block {block}")
+                done = wait_for(lambda r=record: _finished(instance, r.dagster_run.run_id), 900,
+                                f"the end of {name} block {block}'s run")
+                assert done.dagster_run.is_success, f"{name} block {block}: run {done.dagster_run.run_id} failed"
+                report = instance.fetch_materializations(AssetRecordsFilter(
+                    asset_key=AssetKey([name, "drift_report"]), asset_partitions=[str(block)]), limit=1).records[0]
+                row = (record.create_timestamp.timestamp() - landed, report.timestamp - landed,
+                       done.end_time - landed)
+                print(f"  {executor:12} block {block:2}: run created {row[0]:5.1f} s, drift report {row[1]:5.1f} s, "
+                      f"run end {row[2]:5.1f} s after landing", flush=True)
+                if block > 1:
+                    for key, value in zip(timings, row):
+                        timings[key].append(value)
+            results[executor] = timings
+        instance.dispose()
+    finally:
+        stop_group(process.pid)  # webserver, daemon, code server and run workers: the whole group
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            stop_group(process.pid, signal.SIGKILL)
+    return results
+
+
+def stop_group(pgid: int, sig: int = signal.SIGTERM) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _finished(instance, run_id: str):
+    record = instance.get_run_record_by_id(run_id)
+    return record if record is not None and record.dagster_run.is_finished else None
+
+
+def describe(values: list[float]) -> str:
+    return f"{statistics.median(values):6.1f} {max(values):6.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--blocks", type=int, default=10, help="measured blocks (one more is run first)")
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--features", type=int, default=16)
+    parser.add_argument("--drift-every", type=int, default=4)
+    parser.add_argument("--interval", type=int, default=5, help="sensor.interval_seconds")
+    parser.add_argument("--settle", type=float, default=2.0, help="sensor.settle_seconds")
+    parser.add_argument("--baseline-blocks", type=int, default=3, help="measured blocks of the multiprocess "
+                        "baseline (0: skip it)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary homes and dagster dev's log")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stopped: still stop dagster dev (finally below)
+    root = Path(tempfile.mkdtemp(prefix="ingest_bench_"))
+    frames = make_blocks(args.blocks + 1, args.rows, args.features, args.drift_every)
+    try:
+        walls, to_report = in_process(frames, args, root)
+        dev = through_dagster_dev(frames, args, root)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"\ningest_bench {datetime.now():%Y-%m-%d %H:%M}: {args.blocks} measured blocks of {args.rows:,} x "
+          f"{args.features} (LightGBM, 100 trees; drift every {args.drift_every} blocks); sensor interval "
+          f"{args.interval} s, settle {args.settle:g} s; seconds, median and max")
+    print(f"{'':44} {'median':>6} {'max':>6}")
+    print(f"{'in-process: per-block compute (whole run)':44} {describe(walls)}")
+    print(f"{'in-process: run start -> drift report':44} {describe(to_report)}")
+    for executor, timings in dev.items():
+        if not timings["to drift report"]:
+            continue
+        for key, values in timings.items():
+            print(f"{f'dagster dev, {executor}: landing -> {key}':44} {describe(values)}")
+    base, ours = dev.get("multiprocess"), dev["in_process"]
+    if base and base["to drift report"]:
+        ratio = statistics.median(base["to run end"]) / statistics.median(ours["to run end"])
+        print(f"multiprocess / in_process executor, landing -> run end (median): {ratio:.1f}x")
+    print(f"target: landing -> drift report <= interval + 5 = {args.interval + 5} s; run end <= "
+          f"{args.interval + 10} s; per-block compute <= 3 s")
 
 
 if __name__ == "__main__":

@@ -20,19 +20,22 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from generators.errors import GeneratorConfigError
-from generators.real import METHODS, SDV_MODELS, RealGenerator
-from generators.writer import FORMATS, assign_blocks, read_table, write_blocks
 
-# river and scipy.stats take ~0.5 s to import; every ``calmops`` command builds this parser, so the modules
-# that need them are imported inside the handlers, and their option names are repeated here (a test keeps
-# them equal to ``generators.synthetic.GENERATORS`` and ``generators.clinic.MODALITIES``).
+# pandas, river and scipy.stats take seconds to import; every ``calmops`` command builds this parser, so the
+# modules that need them are imported inside the handlers, and their option names are repeated here (a test
+# keeps them equal to ``generators.synthetic.GENERATORS``, ``generators.clinic.MODALITIES``,
+# ``generators.real.METHODS``/``SDV_MODELS`` and ``generators.writer.FORMATS``).
 GENERATOR_CHOICES = ("agrawal", "hyperplane", "randomrbf", "sea", "sine", "stagger")
 MODALITY_CHOICES = ("microarray", "rnaseq")
+METHOD_CHOICES = ("cart", "rf", "lgbm", "sdv", "resample")
+SDV_MODEL_CHOICES = ("gaussian_copula", "ctgan", "tvae")
+FORMAT_CHOICES = ("csv", "parquet")
 
 
 def _json_arg(text: str) -> Any:
@@ -63,6 +66,8 @@ def _inject(frame: pd.DataFrame, args: argparse.Namespace, truth: list[dict[str,
 
 
 def _finish(frame: pd.DataFrame, args: argparse.Namespace, truth: list[dict[str, Any]], source: dict) -> int:
+    from generators.writer import write_blocks
+
     frame = _inject(frame, args, truth)
     paths = write_blocks(frame, args.out, args.block_col, args.format, truth, source)
     print(f"wrote {len(paths)} block files ({len(frame)} rows) and ground_truth.json to {args.out}")
@@ -71,6 +76,7 @@ def _finish(frame: pd.DataFrame, args: argparse.Namespace, truth: list[dict[str,
 
 def _run_synthetic(args: argparse.Namespace) -> int:
     from generators.synthetic import ConceptDrift, generate_synthetic
+    from generators.writer import assign_blocks
 
     n_rows = args.blocks * args.rows_per_block
     drifts = []
@@ -89,6 +95,8 @@ def _run_synthetic(args: argparse.Namespace) -> int:
 
 def _run_real(args: argparse.Namespace) -> int:
     from generators.fidelity import synthesize_and_report
+    from generators.real import RealGenerator
+    from generators.writer import assign_blocks, read_table
 
     real = read_table(args.input)
     generator = RealGenerator(
@@ -150,6 +158,8 @@ def _run_clinic(args: argparse.Namespace) -> int:
 
 
 def _run_inject(args: argparse.Namespace) -> int:
+    from generators.writer import assign_blocks, read_table
+
     frame = read_table(args.input)
     if args.block_col not in frame.columns:
         frame = assign_blocks(
@@ -183,7 +193,7 @@ def add_generate_command(subparsers: Any) -> None:
     common.add_argument("--blocks", type=int, default=10, help="number of blocks (clinic: visits)")
     common.add_argument("--rows-per-block", type=int, default=1000, help="rows per block (clinic: patients)")
     common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--format", choices=FORMATS, default="csv")
+    common.add_argument("--format", choices=FORMAT_CHOICES, default="csv")
     common.add_argument("--block-col", default="block", help="name of the block column")
     common.add_argument("--inject", help="JSON list (inline or file) of DriftInjector steps to apply")
 
@@ -201,9 +211,9 @@ def add_generate_command(subparsers: Any) -> None:
 
     real = kinds.add_parser("real", parents=[common], help="synthesize rows like a real table")
     real.add_argument("--input", required=True, type=Path, help="real table (.csv or .parquet)")
-    real.add_argument("--method", choices=METHODS, default="cart")
+    real.add_argument("--method", choices=METHOD_CHOICES, default="cart")
     real.add_argument("--target", help="label column whose class balance is kept")
-    real.add_argument("--sdv-model", choices=SDV_MODELS, default="gaussian_copula")
+    real.add_argument("--sdv-model", choices=SDV_MODEL_CHOICES, default="gaussian_copula")
     real.add_argument("--sdv-epochs", type=int, default=300)
     real.add_argument("--test-size", type=float, default=0.3, help="share held out for the fidelity report")
     real.set_defaults(func=_handler(_run_real))

@@ -8,11 +8,19 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from generators.cli import GENERATOR_CHOICES, MODALITY_CHOICES, add_generate_command
+from generators.cli import (
+    FORMAT_CHOICES,
+    GENERATOR_CHOICES,
+    METHOD_CHOICES,
+    MODALITY_CHOICES,
+    SDV_MODEL_CHOICES,
+    add_generate_command,
+)
 from generators.clinic import MODALITIES
 from generators.errors import GeneratorConfigError, UnknownOptionError
+from generators.real import METHODS, SDV_MODELS
 from generators.synthetic import GENERATORS
-from generators.writer import GROUND_TRUTH_FILE, assign_blocks, read_table, write_blocks
+from generators.writer import FORMATS, GROUND_TRUTH_FILE, assign_blocks, read_table, write_blocks
 
 
 def run(argv, home=None):
@@ -228,3 +236,5 @@ def test_writer_helpers(tmp_path):
 def test_cli_option_names_match_the_modules():
     assert GENERATOR_CHOICES == tuple(sorted(GENERATORS))
     assert MODALITY_CHOICES == tuple(sorted(MODALITIES))
+    assert (METHOD_CHOICES, SDV_MODEL_CHOICES) == (METHODS, SDV_MODELS)
+    assert FORMAT_CHOICES == FORMATS

@@ -6,9 +6,21 @@ May import: numpy, scipy, pandas, frouros, lightgbm — never Dagster or another
 """
 
 from calmops_dagster.drift.config import DriftConfig
-from calmops_dagster.drift.engine import detect_drift
 from calmops_dagster.drift.errors import DriftError, DriftInputError, MissingFeatureError
-from calmops_dagster.drift.report import DriftReport, MultivariateResult
+
+#: Imported on first use (PEP 562): the engine pulls in scipy.stats and pandas (about a second), while
+#: the pipeline spec, which every command and process reads, needs only :class:`DriftConfig`.
+_LAZY = {"detect_drift": "calmops_dagster.drift.engine", "DriftReport": "calmops_dagster.drift.report",
+         "MultivariateResult": "calmops_dagster.drift.report"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DriftConfig",

@@ -8,7 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from calmops_dagster.drift.corrections import Correction
+#: Multiple-testing corrections of :func:`calmops_dagster.drift.corrections.adjust_pvalues` (named here, not
+#: imported from there, so reading a spec does not import numpy).
+Correction = Literal["bonferroni", "holm", "fdr_bh", "none"]
 
 NumericTest = Literal["ks", "mannwhitney", "psi", "wasserstein", "cvm", "anderson"]
 CategoricalTest = Literal["chi2", "psi", "js"]

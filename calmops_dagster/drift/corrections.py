@@ -5,11 +5,9 @@
 global null (no feature drifted) all three keep the chance of flagging the block at or below ``alpha``.
 """
 
-from typing import Literal
-
 import numpy as np
 
-Correction = Literal["bonferroni", "holm", "fdr_bh", "none"]
+from calmops_dagster.drift.config import Correction
 
 
 def adjust_pvalues(p_values: np.ndarray, method: Correction) -> np.ndarray:

@@ -10,6 +10,9 @@
     calmops [--home DIR] delete NAME [--yes] [--purge] archive (default) or delete a pipeline
 
 ``CALMOPS_HOME`` is read from the environment (default ``./.calmops``); ``--home`` overrides it.
+
+Every command imports what it needs when it runs: this module imports nothing heavier than the standard
+library at load, so ``calmops --help`` answers at once (``tests/test_cli_imports.py`` keeps it that way).
 """
 
 from __future__ import annotations
@@ -22,10 +25,7 @@ import signal
 import sys
 from pathlib import Path
 
-import yaml
-
 from calmops_dagster.errors import CalmOpsError
-from calmops_dagster.spec import load_spec, parse_spec, save_spec
 from calmops_dagster.store.model_signing import KEY_HOWTO, MODEL_KEY_ENV, MODEL_KEY_FILE_ENV, model_key
 from calmops_dagster.store.paths import CalmOpsHome, check_pipeline_name
 
@@ -34,10 +34,14 @@ log = logging.getLogger("calmops")
 
 def _parse_value(text: str):
     """``k=v`` values are YAML scalars: ``100`` is an int, ``true`` a bool, ``abc`` a string."""
+    import yaml
+
     return yaml.safe_load(text)
 
 
 def cmd_init(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.spec import parse_spec, save_spec
+
     path = home.spec_path(check_pipeline_name(args.name))
     if path.exists() and not args.force:
         raise CalmOpsError(f"{path} already exists; use --force to overwrite it")
@@ -75,6 +79,7 @@ def _pipeline_runtime(home: CalmOpsHome, name: str):
 
     from calmops_dagster.orchestration.instance import prepare_instance
     from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+    from calmops_dagster.spec import load_spec
     from resources import build_resources
 
     prepare_instance(home)
@@ -103,6 +108,8 @@ def cmd_run(args, home: CalmOpsHome) -> int:
 
 
 def cmd_list(args, home: CalmOpsHome) -> int:
+    """Specs are read without importing their model classes and metrics without pandas: it stays quick."""
+    from calmops_dagster.spec import load_spec
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore
 
@@ -111,13 +118,13 @@ def cmd_list(args, home: CalmOpsHome) -> int:
     if not specs:
         print(f"no pipelines under {home.pipelines_dir}")
         return 0
-    blocks = metrics.query("SELECT pipeline, count(*) AS n, max(loaded_at) AS last FROM blocks GROUP BY pipeline")
-    processed = {row.pipeline: row.n for row in blocks.itertuples()}
+    blocks = metrics.rows("SELECT pipeline, count(*) AS n FROM blocks GROUP BY pipeline")
+    processed = {row["pipeline"]: row["n"] for row in blocks}
     print(f"{'pipeline':20} {'type':7} {'blocks':>6} {'champion':9} {'breaker':22} status")
     for path in specs:
         name = path.parent.name
         try:
-            spec = load_spec(path)
+            spec = load_spec(path, import_model=False)
         except CalmOpsError as exc:
             print(f"{name:20} {'?':7} {'':>6} {'':9} {'':22} BROKEN SPEC: {str(exc).splitlines()[0]}")
             continue
@@ -129,6 +136,7 @@ def cmd_list(args, home: CalmOpsHome) -> int:
 
 
 def cmd_demo(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.spec import parse_spec, save_spec
     from generators.drifting_blocks import make_drifting_blocks
     from generators.writer import write_blocks
 
@@ -158,6 +166,7 @@ def cmd_demo(args, home: CalmOpsHome) -> int:
 
 
 def cmd_rollback(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.spec import load_spec
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore, now_utc
 
@@ -257,7 +266,10 @@ def _parse_updates(items: list[str]) -> list[tuple[str, object]]:
 
 def cmd_update(args, home: CalmOpsHome) -> int:
     """Change spec fields (validated by the spec loader), save atomically, reload the code location."""
+    import yaml
+
     from calmops_dagster.orchestration import dagster_control as control
+    from calmops_dagster.spec import parse_spec
     from calmops_dagster.store.atomic import write_text_atomic
 
     name = _checked_name(home, args.name)

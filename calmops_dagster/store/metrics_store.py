@@ -23,12 +23,16 @@ import os
 import random
 import time
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
 from calmops_dagster.store.breaker_state import BreakerState
+
+if TYPE_CHECKING:  # pandas is imported where frames are built: `calmops list` reads rows without it
+    import pandas as pd
 
 SCHEMA = {
     "blocks": """
@@ -123,6 +127,8 @@ class MetricsStore:
         ``scope`` narrows what is replaced to rows with these column values too (e.g. the ``performance``
         rows of one ``evaluated_on``), and is written into the new rows.
         """
+        import pandas as pd
+
         scope = scope or {}
         frame = pd.DataFrame(rows)
         if len(frame):
@@ -143,6 +149,8 @@ class MetricsStore:
 
     def append_rows(self, table: str, rows: pd.DataFrame | list[dict]) -> int:
         """Append rows (for event logs such as ``quarantine``); one transaction."""
+        import pandas as pd
+
         frame = pd.DataFrame(rows)
         if not len(frame):
             return 0
@@ -156,15 +164,21 @@ class MetricsStore:
         with self._connect(read_only=True) as con:
             return con.execute(sql, params or []).df()
 
+    def rows(self, sql: str, params: list | None = None) -> list[dict]:
+        """Run a read-only query and return its rows as dicts (no pandas: for quick reads such as
+        ``calmops list``); no rows when the file does not exist."""
+        with self._connect(read_only=True) as con:
+            return _dicts(con.execute(sql, params or []))
+
     # --- circuit breaker -----------------------------------------------------------------------------------
 
     def breaker_state(self, pipeline: str):
         """The stored :class:`~calmops_dagster.store.breaker_state.BreakerState` of ``pipeline`` (closed if none)."""
         try:
-            frame = self.query("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline])
+            found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline])
         except duckdb.CatalogException:  # a database written before the breaker existed
-            frame = pd.DataFrame()
-        return _state_from_row(frame.iloc[0] if len(frame) else None)
+            found = []
+        return _state_from_row(found[0] if found else None)
 
     def update_breaker(self, pipeline: str, transition, *, run_id: str | None = None, block: str | None = None,
                        step: str | None = None):
@@ -178,12 +192,13 @@ class MetricsStore:
         with self._connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                row = con.execute("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline]).df()
+                found = _dicts(con.execute("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline]))
+                row = found[0] if found else None
                 if run_id and con.execute("SELECT 1 FROM breaker_events WHERE pipeline = ? AND run_id = ?",
                                           [pipeline, run_id]).fetchone():
                     con.execute("ROLLBACK")
-                    return _state_from_row(row.iloc[0] if len(row) else None), None
-                state, event = transition(_state_from_row(row.iloc[0] if len(row) else None))
+                    return _state_from_row(row), None
+                state, event = transition(_state_from_row(row))
                 now = datetime.now(UTC)
                 con.execute("DELETE FROM breaker_state WHERE pipeline = ?", [pipeline])
                 con.execute("INSERT INTO breaker_state VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -203,6 +218,8 @@ class MetricsStore:
 
     def export_pipeline_rows(self, pipeline: str, folder: str | os.PathLike) -> dict[str, int]:
         """Write every table's rows of ``pipeline`` to ``folder/<table>.parquet``; return the row counts."""
+        import pandas as pd
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         counts = {}
@@ -228,13 +245,18 @@ class MetricsStore:
                 raise
 
 
-def _state_from_row(row):
+def _dicts(cursor) -> list[dict]:
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+
+
+def _state_from_row(row: dict | None) -> BreakerState:
     if row is None:
         return BreakerState()
 
-    def when(value):
-        return None if value is None or pd.isna(value) else pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
+    def when(value):  # DuckDB returns TIMESTAMPTZ as an aware datetime in the session's zone
+        return None if value is None else value.astimezone(UTC)
 
     return BreakerState(status=row["status"], consecutive_failures=int(row["consecutive_failures"]),
                         opened_at=when(row["opened_at"]), reopen_at=when(row["reopen_at"]),
-                        last_reason=None if pd.isna(row["last_reason"]) else row["last_reason"])
+                        last_reason=row["last_reason"])

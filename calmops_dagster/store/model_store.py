@@ -36,14 +36,16 @@ import tempfile
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-
-import pandas as pd
-import skops.io as sio
+from typing import TYPE_CHECKING
 
 from calmops_dagster.errors import ModelIntegrityError
 from calmops_dagster.store.atomic import write_text_atomic
 from calmops_dagster.store.model_signing import model_key, sign_manifest, verify_manifest
 from calmops_dagster.store.paths import CalmOpsHome
+
+if TYPE_CHECKING:  # pandas and skops are imported where models and frames are read or written, so that
+    import pandas as pd  # reading the champion pointer (``calmops list``) stays cheap
+
 
 MANIFEST = "manifest.json"
 CHAMPION_POINTER = "champion.json"
@@ -86,11 +88,15 @@ TRUSTED_TYPES = frozenset({
 
 def untrusted_types(path: Path) -> list[str]:
     """The types in a skops file outside skops' defaults and :data:`TRUSTED_TYPES` (empty: safe to load)."""
+    import skops.io as sio
+
     return sorted(t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES)
 
 
 def load_skops(path: Path):
     """Load a skops file whose every type is trusted; skops itself enforces the allow-list while loading."""
+    import skops.io as sio
+
     refused = untrusted_types(path)
     if refused:
         raise ModelIntegrityError(f"{path}: holds types outside the allow-list: {refused}; refusing to load it")
@@ -115,6 +121,8 @@ def _serialize(model) -> tuple[str, bytes]:
     """skops bytes when skops can store the model with allow-listed types only, else pickle bytes (guarded
     by the manifest hash): river models (their state holds ``random.Random``, ``functools.partial``...) and
     models of packages a spec opted into with ``allow_any_module``."""
+    import skops.io as sio
+
     try:
         blob = sio.dumps(model)
     except Exception:  # noqa: BLE001 -- skops refuses objects it cannot represent safely
@@ -281,6 +289,8 @@ class ModelStore:
     def reference(self, version: str) -> pd.DataFrame:
         """The training data of ``version`` (the drift reference while it is champion), verified like the
         model."""
+        import pandas as pd
+
         manifest = self.verified_manifest(version)
         return pd.read_parquet(self._verified(version, manifest, "reference_file", "reference_sha256"))
 
@@ -321,6 +331,8 @@ def load_model_file(path: Path, trust: bool):
     ``.skops`` files load when every type they hold is on the allow-list, or with ``trust``; pickle and
     joblib files (``.pkl``, ``.pickle``, ``.joblib``) run code when loaded and need ``trust``.
     """
+    import skops.io as sio
+
     path = Path(path)
     if not path.is_file():
         raise ModelIntegrityError(f"{path}: model file not found")

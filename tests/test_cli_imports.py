@@ -1,0 +1,42 @@
+"""Cheap start-up: the CLI module, ``calmops --help`` and ``calmops list`` import no heavy package.
+
+Each check runs in a fresh interpreter and looks at ``sys.modules`` afterwards, so an import added at module
+level anywhere on the path (the CLI, the spec, the stores, the generators' parser) fails here by name.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from tests.conftest import block_spec_dict
+
+#: Packages that take from a tenth of a second (numpy) to seconds (torch via sdv) to import.
+HEAVY = ("numpy", "pandas", "scipy", "sklearn", "dagster", "torch", "sdv", "river", "plotly", "lightgbm",
+         "fastapi", "uvicorn", "frouros", "skops", "pyarrow", "duckdb")
+
+
+def imported_after(code: str) -> list[str]:
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in sys.modules if '.' not in m)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_the_cli_module_and_its_parser_import_no_heavy_package():
+    loaded = imported_after("from calmops_dagster.interfaces.cli import build_parser\nbuild_parser()")
+    assert not [m for m in HEAVY if m in loaded], [m for m in HEAVY if m in loaded]
+
+
+def test_calmops_list_reads_specs_and_metrics_without_the_model_libraries(tmp_path):
+    home = tmp_path / "home"
+    path = home / "pipelines" / "fast" / "pipeline.yaml"
+    path.parent.mkdir(parents=True)
+    raw = block_spec_dict("fast", str(tmp_path))
+    raw["model_spec"] = {"module": "lightgbm", "class": "LGBMClassifier", "params": {"verbose": -1}}
+    path.write_text(yaml.safe_dump(raw))
+    loaded = imported_after(f"from calmops_dagster.interfaces.cli import main\nmain(['--home', {str(home)!r}, 'list'])")
+    assert not [m for m in HEAVY if m in loaded and m != "duckdb"], [m for m in HEAVY if m in loaded]
+    assert "duckdb" in loaded  # it did read the metrics store
