@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 #: imported from there, so reading a spec does not import numpy).
 Correction = Literal["bonferroni", "holm", "fdr_bh", "none"]
 
+ErrorDetector = Literal["ddm", "hddm_a", "page_hinkley", "eddm", "adwin", "hddm_w", "kswin"]
 NumericTest = Literal["ks", "mannwhitney", "psi", "wasserstein", "cvm", "anderson"]
 CategoricalTest = Literal["chi2", "psi", "js"]
 
@@ -109,6 +110,11 @@ class DriftConfig(BaseModel):
         What calls for a challenger in a pipeline: statistical data drift OR a performance drop (CalmOps'
         rule, the default), data drift only, or a performance drop only. A champion below an absolute
         performance threshold calls for one under every rule. Not used by :func:`detect_drift` itself.
+    error_detectors : list of str
+        Streaming detectors run over the champion's per-row errors on a labelled block (where in the block
+        it broke; informational, not part of the retrain decision): by default ``ddm``, ``hddm_a`` and
+        ``page_hinkley`` (O(n), calibrated to alarm on at most 5% of stable blocks); ``eddm``, ``adwin``,
+        ``hddm_w`` and ``kswin`` on request (frouros, row by row: slow, and not calibrated).
     seed : int
         Seed of every random choice (sampling, permutations, folds), so reports are reproducible.
     """
@@ -138,6 +144,7 @@ class DriftConfig(BaseModel):
     classifier_min_auc: float = Field(0.55, ge=0.5, le=1.0)
     missing_values: bool = True
     decision_rule: Literal["drift_or_performance", "drift", "performance"] = "drift_or_performance"
+    error_detectors: list[ErrorDetector] = Field(default_factory=lambda: ["ddm", "hddm_a", "page_hinkley"])
     seed: int = 0
 
     @model_validator(mode="after")

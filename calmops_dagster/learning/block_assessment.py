@@ -62,7 +62,7 @@ def assess_block(spec: PipelineSpec, block: pd.DataFrame, champion=None, manifes
                 y, predicted, reference=reference_score, metric=BOOTSTRAP_METRIC[metric],
                 tolerance=abs(reference_score) * spec.performance.max_relative_drop, seed=spec.seed,
             )
-        stream = stream_drift(error_stream(y, predicted, spec.task))
+        stream = stream_drift(error_stream(y, predicted, spec.task), tuple(spec.drift.error_detectors))
     decision = decide_retrain(True, report.drift_detected, report.drifted_features, performance, block_scores,
                               spec.performance.thresholds, spec.drift.decision_rule)
     if spec.prediction_only:
