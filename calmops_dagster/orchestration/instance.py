@@ -1,7 +1,7 @@
 """The local Dagster instance under ``CALMOPS_HOME/dagster``, shared by ``dagster dev`` and ``calmops run``.
 
 Its ``dagster.yaml`` keeps Dagster's embedded SQLite storage and adds a run queue that lets at most one run
-per pipeline (tag ``calmops/pipeline``) execute at a time, so blocks are processed one by one, in the order
+per pipeline (tag ``calmops/pipeline``) execute at a time (queued runs are looked at every second), so blocks are processed one by one, in the order
 their runs were requested, and one pipeline's runs never race for its champion.
 """
 
@@ -17,6 +17,9 @@ INSTANCE_YAML = """\
 # Written by calmops (calmops_dagster/orchestration/instance.py). Embedded SQLite storage under this folder.
 run_queue:
   max_concurrent_runs: 4
+  # look for queued runs every second (Dagster's default: 5 s), so a block's run starts soon after the
+  # sensor asked for it
+  dequeue_interval_seconds: 1
   tag_concurrency_limits:
     - key: "calmops/pipeline"
       value:
