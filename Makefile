@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CALMOPS_HOME ?= $(CURDIR)/.calmops
 
-.PHONY: venv run test clean
+.PHONY: venv chromium run test clean
 
 venv: $(STAMP)
 
@@ -18,12 +18,33 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,serve,docker]'
 	touch $(STAMP)
 
+# The report and Dagster UI tests drive headless Chromium (Debian's package `chromium`). Installed with
+# apt-get when missing and permitted (root, or sudo without a password); otherwise stop and say the command.
+APT_CHROMIUM := apt-get install -y --no-install-recommends chromium
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	    || command -v google-chrome >/dev/null 2>&1; then \
+	  :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing Chromium (Debian package chromium) for the report and UI tests"; \
+	  apt-get update -qq </dev/null && DEBIAN_FRONTEND=noninteractive $(APT_CHROMIUM) </dev/null; \
+	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  echo "Installing Chromium (Debian package chromium) for the report and UI tests"; \
+	  sudo -n apt-get update -qq </dev/null && sudo -n env DEBIAN_FRONTEND=noninteractive $(APT_CHROMIUM) </dev/null; \
+	else \
+	  echo "make test needs Chromium (headless) for the report and Dagster UI tests. Install it with:" >&2; \
+	  echo "    sudo apt-get install -y chromium" >&2; \
+	  echo "(or put chromium, chromium-browser or google-chrome on PATH), then run make test again." >&2; \
+	  exit 1; \
+	fi
+
 run: venv
 	$(BIN)/calmops demo
 	$(BIN)/calmops dev --host 127.0.0.1 --port 3000
 
-test: venv
-	$(BIN)/python -m pytest -q
+# One worker per core (pytest-xdist); tests marked xdist_group (the dagster dev ones) share a worker.
+test: venv chromium
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .calmops .pytest_cache

@@ -24,6 +24,10 @@ from dagster import DagsterInstance, DagsterRunStatus
 
 CALMOPS = [sys.executable, "-m", "calmops_dagster.interfaces.cli"]
 
+# Each test starts a whole `dagster dev` (webserver, daemon, code server): under pytest-xdist they run one
+# after the other on one worker instead of competing for the machine's cores.
+pytestmark = pytest.mark.xdist_group("dagster_dev")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
