@@ -425,7 +425,7 @@ def test_check_estimator_passes_every_check():
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=900,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

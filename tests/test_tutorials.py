@@ -44,7 +44,7 @@ def test_tutorials_are_copied_with_their_readme(copied, capsys):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_tutorial_runs(copied, script, tmp_path):
     done = subprocess.run([sys.executable, script, "--home", str(tmp_path / "home")], check=False, cwd=copied,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     output = done.stdout + done.stderr  # log lines (quarantine errors) go to stderr
     for text in EXPECTED[script]:
