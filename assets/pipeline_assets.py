@@ -47,6 +47,7 @@ from calmops_dagster.orchestration.champion_challenger import (
     place_in_event_time,
     settle_champion,
 )
+from calmops_dagster.orchestration.estimated_performance import BlockEstimates, estimate_block, estimated_drop
 from calmops_dagster.orchestration.prediction import ensure_champion, predict_block, write_predictions
 from calmops_dagster.orchestration.runner import breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
@@ -164,10 +165,14 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                      home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
         champion = ensure_champion(spec, store)
-        if champion:
+        if champion:  # the estimate first, from the features alone: no label is read for it
             manifest, reference = store.manifest(champion), store.reference(champion)
-            assessment = assess_block(spec, data_block, store.load(champion, spec.pickle_trusted), manifest, reference)
+            model = store.load(champion, spec.pickle_trusted)
+            estimates = estimate_block(spec, store, champion, model, data_block.drop(columns=spec.target or [],
+                                       errors="ignore"), home.paths.estimation_dir(spec.name))
+            assessment = assess_block(spec, data_block, model, manifest, reference, estimated_drop(spec, estimates))
         else:
+            estimates = BlockEstimates(note="no estimate: no champion yet")
             assessment = assess_block(spec, data_block)
         report, decision, perf = assessment.report, assessment.decision, assessment.performance
         when = None if spec.prediction_only else place_in_event_time(
@@ -198,8 +203,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "late": late, "computed_at": stamp,
         }])
         db.replace_block_rows("performance", spec.name, block, [
-            {"model_version": champion, "role": "champion", "metric": m, "value": v, "computed_at": stamp}
-            for m, v in (assessment.block_scores or {}).items()
+            *({"model_version": champion, "role": "champion", "metric": m, "value": v, "computed_at": stamp}
+              for m, v in (assessment.block_scores or {}).items()),
+            *({**row, "computed_at": stamp} for row in estimates.rows(champion)),
         ], scope={"evaluated_on": "block"})
         report_meta = {}
         if report is not None:
@@ -235,6 +241,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "drifted_features": MetadataValue.md(_drifted_table(drift_rows)),
             **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
             **_scores_metadata("champion_", assessment.block_scores),
+            **estimates.metadata(),
             **({"error_change_row": change_row} if change_row is not None else {}),
             **report_meta,
         })

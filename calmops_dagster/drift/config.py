@@ -106,10 +106,12 @@ class DriftConfig(BaseModel):
         present counts; effect = absolute difference of the rates, minimum 0.05), when either side has
         missing values. It catches a feature that goes (partly or wholly) empty, which the distribution
         tests cannot see because they compare the values that are present.
-    decision_rule : {"drift_or_performance", "drift", "performance"}
+    decision_rule : {"drift_or_performance", "drift", "performance", "estimated_performance"}
         What calls for a challenger in a pipeline: statistical data drift OR a performance drop (CalmOps'
-        rule, the default), data drift only, or a performance drop only. A champion below an absolute
-        performance threshold calls for one under every rule. Not used by :func:`detect_drift` itself.
+        rule, the default), data drift only, a performance drop only, or a drop of the performance
+        *estimated without labels* (binary classifiers; data drift alone then calls for nothing). A champion
+        below an absolute performance threshold calls for one under every rule. Not used by
+        :func:`detect_drift` itself.
     error_detectors : list of str
         Streaming detectors run over the champion's per-row errors on a labelled block (where in the block
         it broke; informational, not part of the retrain decision): by default ``ddm``, ``hddm_a`` and
@@ -143,7 +145,8 @@ class DriftConfig(BaseModel):
     classifier_folds: int = Field(3, ge=2, le=10)
     classifier_min_auc: float = Field(0.55, ge=0.5, le=1.0)
     missing_values: bool = True
-    decision_rule: Literal["drift_or_performance", "drift", "performance"] = "drift_or_performance"
+    decision_rule: Literal["drift_or_performance", "drift", "performance", "estimated_performance"] = (
+        "drift_or_performance")
     error_detectors: list[ErrorDetector] = Field(default_factory=lambda: ["ddm", "hddm_a", "page_hinkley"])
     seed: int = 0
 

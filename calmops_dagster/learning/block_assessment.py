@@ -43,8 +43,12 @@ class BlockAssessment:
 
 
 def assess_block(spec: PipelineSpec, block: pd.DataFrame, champion=None, manifest: dict | None = None,
-                 reference: pd.DataFrame | None = None) -> BlockAssessment:
-    """Measure ``block`` against the champion (``None`` before the first one) and decide on retraining."""
+                 reference: pd.DataFrame | None = None,
+                 estimated: PerformanceDrift | None = None) -> BlockAssessment:
+    """Measure ``block`` against the champion (``None`` before the first one) and decide on retraining.
+
+    ``estimated`` is the primary metric's label-free estimate against its reference (used by the rule
+    ``estimated_performance``; for a prediction-only pipeline it raises an alert, never a retraining)."""
     if champion is None:
         return BlockAssessment(None, None, None, None, decide_retrain(False, False, [], None, None, {}))
     features = manifest["features"]
@@ -64,8 +68,10 @@ def assess_block(spec: PipelineSpec, block: pd.DataFrame, champion=None, manifes
             )
         stream = stream_drift(error_stream(y, predicted, spec.task), tuple(spec.drift.error_detectors))
     decision = decide_retrain(True, report.drift_detected, report.drifted_features, performance, block_scores,
-                              spec.performance.thresholds, spec.drift.decision_rule)
-    if spec.prediction_only:
+                              spec.performance.thresholds, spec.drift.decision_rule, estimated)
+    if spec.prediction_only and decision.performance_drop:
+        decision = RetrainDecision(False, True, f"prediction-only, alert: {decision.reason}; no retraining")
+    elif spec.prediction_only:
         decision = RetrainDecision(False, False, "prediction-only: drift reported, no retraining")
     elif spec.type == "ipip":  # IPIP adapts every block; drift is recorded for information only
         decision = RetrainDecision(True, decision.performance_drop, f"ipip retrains every block ({decision.reason})")

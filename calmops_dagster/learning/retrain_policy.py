@@ -4,8 +4,10 @@ in the champion's performance), recorded with its reason.
 A performance drop counts when the champion's primary metric on the block is worse than its reference
 score (measured on held-out rows when it was trained) by more than ``max_relative_drop`` of it **with 95%
 confidence**: the whole bootstrap interval of the block's metric lies beyond that bar
-(:func:`calmops_dagster.drift.model_drift.performance_drift`). A champion below an absolute threshold of
-the spec also calls for a challenger.
+(:func:`calmops_dagster.drift.model_drift.performance_drift`). Under the rule ``estimated_performance`` the
+drop is read from the performance estimated without labels instead (the whole interval of the estimate
+beyond the bar), and data drift alone calls for nothing. A champion below an absolute threshold of the spec
+also calls for a challenger.
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ def decide_retrain(
     block_scores: dict[str, float] | None,
     thresholds: dict[str, float],
     rule: str = "drift_or_performance",
+    estimated: PerformanceDrift | None = None,
 ) -> RetrainDecision:
     """Decide whether this block gets a challenger, and say why.
 
     ``performance`` is the champion's bootstrap comparison with its reference on the primary metric and
     ``block_scores`` its scores on the block (both ``None`` for an unlabelled block). ``rule`` says what
     calls for a challenger (``DriftConfig.decision_rule``): ``drift_or_performance``, ``drift`` or
-    ``performance``; a champion below an absolute threshold calls for one under every rule.
+    ``performance``, ``estimated_performance`` (``estimated``: the primary metric's label-free estimate
+    against the reference, its interval in ``ci_low``/``ci_high``); a champion below an absolute threshold
+    calls for one under every rule.
 
     >>> decide_retrain(True, True, ["x1"], None, None, {}).reason
     'data drift in 1 feature(s): x1'
@@ -45,10 +50,17 @@ def decide_retrain(
     if not has_champion:
         return RetrainDecision(True, False, "no champion yet: this block trains the first one")
     reasons, dropped = [], False
-    if drift_detected and rule != "performance":
+    if drift_detected and rule not in ("performance", "estimated_performance"):
         shown = ", ".join(drifted_features[:5]) + (" ..." if len(drifted_features) > 5 else "")
         reasons.append(f"data drift in {len(drifted_features)} feature(s): {shown}")
-    if performance is not None and performance.drifted and rule != "drift":
+    if rule == "estimated_performance" and estimated is not None and estimated.drifted:
+        dropped = True
+        reasons.append(
+            f"estimated {estimated.metric} fell from {estimated.reference:.4f} to {estimated.current:.4f} "
+            f"({estimated.confidence:.0%} interval {estimated.ci_low:.4f}..{estimated.ci_high:.4f}, beyond the "
+            "allowed drop; no labels used)"
+        )
+    if performance is not None and performance.drifted and rule in ("drift_or_performance", "performance"):
         dropped = True
         reasons.append(
             f"{performance.metric} fell from {performance.reference:.4f} to {performance.current:.4f} "

@@ -12,6 +12,7 @@ tests agree on the layout::
       pipelines/<name>/blocks/       processed blocks' rows (history for window / replay_mix retraining)
       pipelines/<name>/predictions/  one Parquet file per block
       pipelines/<name>/reports/      drift reports (HTML)
+      pipelines/<name>/estimation/   per model version: out-of-fold probabilities the estimator calibrates on
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class CalmOpsHome:
 
     def reports_dir(self, name: str) -> Path:
         return self.pipeline_dir(name) / "reports"
+
+    def estimation_dir(self, name: str) -> Path:
+        """Per model version, the labels and out-of-fold probabilities label-free estimation calibrates on."""
+        return self.pipeline_dir(name) / "estimation"
 
     def spec_files(self) -> list[Path]:
         """Every ``pipelines/<name>/pipeline.yaml``, sorted by name."""
