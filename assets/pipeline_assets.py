@@ -36,6 +36,7 @@ from calmops_dagster.ingest.block_data import (
     sort_block_keys,
 )
 from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
+from calmops_dagster.ingest.labels import attach_labels, read_label_files
 from calmops_dagster.interfaces.block_report import write_drift_report_html
 from calmops_dagster.learning.block_assessment import assess_block, assessment_rows
 from calmops_dagster.learning.evaluation import threshold_failures
@@ -125,6 +126,17 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         if spec.prediction_only and spec.target and spec.target in frame.columns:
             context.log.info(f"prediction-only pipeline: column '{spec.target}' is ignored")
             frame = frame.drop(columns=[spec.target])
+        label_meta = {}
+        if spec.labels is not None and spec.target not in frame.columns:  # delayed labels: join what landed
+            labels = read_label_files(spec.labels.dir, spec.labels.id_col, spec.target)
+            attached, count = attach_labels(frame, labels.frame, spec.labels.id_col, spec.target)
+            frame = frame if attached is None else attached
+            metrics.store().replace_block_rows("labels", spec.name, block, [{
+                **count.as_row(), "label_files": ",".join(labels.files), "computed_at": now_utc()}])
+            label_meta = {f"labels_{k}": int(v) for k, v in count.as_row().items()}
+            if not count.complete:
+                context.log.info(f"block {block}: {count.missing} of {count.rows} rows have no label yet; "
+                                 "processed without labels")
         features = spec.feature_columns(frame.columns)
         null_share = frame[features].isna().mean()
         content_hash = frame_sha256(frame)
@@ -141,6 +153,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "source_files": ", ".join(rows.source_files),
             "content_hash": content_hash,
             "skipped_files": len(rows.skipped),
+            **label_meta,
             **({} if spec.prediction_only else {"circuit_breaker": circuit_breaker.describe(
                 metrics.store().breaker_state(spec.name), datetime.now(UTC))}),
         })
@@ -203,7 +216,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "late": late, "computed_at": stamp,
         }])
         db.replace_block_rows("performance", spec.name, block, [
-            *({"model_version": champion, "role": "champion", "metric": m, "value": v, "computed_at": stamp}
+            *({"model_version": champion, "role": "realized" if spec.labels else "champion", "metric": m,
+               "value": v, "computed_at": stamp}
               for m, v in (assessment.block_scores or {}).items()),
             *({**row, "computed_at": stamp} for row in estimates.rows(champion)),
         ], scope={"evaluated_on": "block"})
@@ -333,10 +347,11 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                       **_scores_metadata("", in_force)},
         )
         failures = ["no champion"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
+        unlabelled = spec.target not in data_block.columns  # delayed labels: nothing to check yet
         yield AssetCheckResult(  # a late block's result is a warning: it never replaces the champion,
             check_name=PERFORMANCE_CHECK,  # so its predictions are made by the champion in force anyway
             passed=not failures,
-            severity=AssetCheckSeverity.WARN if late else AssetCheckSeverity.ERROR,
+            severity=AssetCheckSeverity.WARN if late or unlabelled else AssetCheckSeverity.ERROR,
             metadata={"failures": "; ".join(failures) or "none", "champion_version": after or "none",
                       "late": int(late)},
         )

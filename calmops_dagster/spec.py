@@ -251,6 +251,15 @@ class DataQualityConfig(StrictModel):
     """Largest share of missing values allowed in any feature column of a block."""
 
 
+class LabelsConfig(StrictModel):
+    """Delayed labels: blocks may come without the target; it lands later in files of ``dir``."""
+
+    dir: Path
+    """Folder of the label files (CSV/Parquet with ``id_col`` and the target); relative to the spec's folder."""
+    id_col: str
+    """Column naming each row in the blocks and in the label files; never a model feature."""
+
+
 class PipelineSpec(StrictModel):
     """One monitored model. See the module docstring for an example."""
 
@@ -290,6 +299,8 @@ class PipelineSpec(StrictModel):
     trust_pickle: bool = False
     """Opt-in to load this pipeline's model versions that are pickles (river models, ``allow_any_module``
     packages skops cannot store): a pickle runs code when loaded. Without it, only skops files load."""
+    labels: LabelsConfig | None = None
+    """Delayed labels (see :class:`LabelsConfig`); block and stream pipelines with a target."""
     reference_file: Path | None = None
     """Prediction-only: the model's training features (CSV/Parquet); when given, drift of every block
     against it is reported (``drift_report``), without labels, retraining or promotion."""
@@ -311,7 +322,12 @@ class PipelineSpec(StrictModel):
             raise ValueError(f"'block_col' is required for a {self.type} pipeline")
         if self.target and self.target == self.block_col:
             raise ValueError("'target' and 'block_col' must be different columns")
-        reserved = {c for c in (self.target, self.block_col) if c}
+        if self.labels is not None:
+            if self.prediction_only or self.type == "ipip":
+                raise ValueError("'labels' (delayed labels) is for block and stream pipelines that retrain")
+            if self.labels.id_col in (self.target, self.block_col):
+                raise ValueError("'labels.id_col' must differ from 'target' and 'block_col'")
+        reserved = {c for c in (self.target, self.block_col, self.labels and self.labels.id_col) if c}
         if self.features is not None and reserved & set(self.features):
             raise ValueError(f"'features' must not contain {sorted(reserved & set(self.features))}")
         if (self.model_file is not None or self.reference_file is not None) and not self.prediction_only:
@@ -361,7 +377,8 @@ class PipelineSpec(StrictModel):
         """The model's features among ``columns``: the spec's list, or every column but target and block."""
         if self.features is not None:
             return list(self.features)
-        return [c for c in columns if c not in (self.target, self.block_col)]
+        id_col = self.labels.id_col if self.labels else None
+        return [c for c in columns if c not in (self.target, self.block_col, id_col)]
 
 
 def _infer_task(model_spec: ModelSpec) -> str:
@@ -411,6 +428,8 @@ def parse_spec(raw: dict, path: Path, import_model: bool = True) -> PipelineSpec
         raise SpecError(f"{path}: field 'name': '{spec.name}' does not match its folder '{path.parent.name}'")
     if not spec.data_dir.is_absolute():
         spec.data_dir = (path.parent / spec.data_dir).resolve()
+    if spec.labels is not None and not spec.labels.dir.is_absolute():
+        spec.labels.dir = (path.parent / spec.labels.dir).resolve()
     for field in ("model_file", "reference_file"):
         value = getattr(spec, field)
         if value is not None and not value.is_absolute():

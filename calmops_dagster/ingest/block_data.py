@@ -84,11 +84,14 @@ def validate_frame(
 ) -> pd.DataFrame:
     """Check a parsed file against the spec; return it unchanged or raise :class:`SchemaError`.
 
-    Checks: the block column exists and has no missing values; the target exists (unless prediction-only)
-    and has no missing values; the spec's features exist; with ``expected_kinds`` (the champion's training
-    schema), numeric features are still numeric.
+    Checks: the block column exists and has no missing values; the target exists (unless prediction-only,
+    or with delayed ``labels``, where the id column must exist instead) and has no missing values; the
+    spec's features exist; with ``expected_kinds`` (the champion's training schema), numeric features are
+    still numeric.
     """
-    needed = [c for c in (spec.block_col, None if spec.prediction_only else spec.target) if c]
+    delayed = spec.labels is not None
+    target = None if spec.prediction_only or (delayed and spec.target not in frame.columns) else spec.target
+    needed = [c for c in (spec.block_col, target, spec.labels.id_col if delayed else None) if c]
     features = spec.feature_columns(frame.columns)
     missing = [c for c in [*needed, *features] if c not in frame.columns]
     if missing:

@@ -73,6 +73,9 @@ def assess_block(spec: PipelineSpec, block: pd.DataFrame, champion=None, manifes
         decision = RetrainDecision(False, True, f"prediction-only, alert: {decision.reason}; no retraining")
     elif spec.prediction_only:
         decision = RetrainDecision(False, False, "prediction-only: drift reported, no retraining")
+    elif spec.target not in block.columns:  # delayed labels: nothing to train or score on yet
+        decision = RetrainDecision(False, decision.performance_drop, f"labels not arrived: {decision.reason}; "
+                                   "retraining and promotion are decided when they land")
     elif spec.type == "ipip":  # IPIP adapts every block; drift is recorded for information only
         decision = RetrainDecision(True, decision.performance_drop, f"ipip retrains every block ({decision.reason})")
     return BlockAssessment(report, block_scores, performance, stream, decision)

@@ -14,6 +14,7 @@ from calmops_dagster.orchestration.pipeline_logs import pipeline_file_logger
 from calmops_dagster.orchestration.runner import PIPELINE_TAG
 from calmops_dagster.spec import PipelineSpec
 from sensors.file_sensor import build_file_sensor
+from sensors.labels_sensor import build_labels_sensor
 from sensors.run_failure_sensor import build_breaker_sensors
 from sensors.schedules import build_schedule
 
@@ -51,8 +52,9 @@ def build_pipeline_definitions(spec: PipelineSpec) -> Definitions:
     job = build_job(spec)
     schedules = [build_schedule(spec, job)] if spec.schedule else []
     breaker = [] if spec.prediction_only else build_breaker_sensors(spec, job)
+    labels = [build_labels_sensor(spec, job)] if spec.labels else []
     return Definitions(assets=build_pipeline_assets(spec), jobs=[job],
-                       sensors=[build_file_sensor(spec, job), *breaker], schedules=schedules,
+                       sensors=[build_file_sensor(spec, job), *breaker, *labels], schedules=schedules,
                        loggers=PIPELINE_LOGGERS)
 
 

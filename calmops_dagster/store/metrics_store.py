@@ -7,6 +7,8 @@ Tables (all carry ``pipeline`` and ``block``; see the README for every column):
 - ``drift_summary``: the block's drift decision and why a challenger was (not) asked for.
 - ``performance``: one row per model version, metric and data it was scored on.
 - ``promotions``: every champion decision with its figures and reason.
+- ``labels``: delayed labels: per block, how its rows met the label files (labelled, missing, duplicate
+  and conflicting ids), and a ``__unmatched__`` row counting labels for rows never seen.
 - ``quarantine``: every data file set aside, with the reason.
 - ``breaker_state``: one row per pipeline: the circuit breaker (status, consecutive failures, reopen time).
 - ``breaker_events``: every breaker transition (failure, success, opened, reset...) with its run id.
@@ -55,6 +57,10 @@ SCHEMA = {
         reason VARCHAR, metric VARCHAR, champion_score DOUBLE, challenger_score DOUBLE,
         champion_after VARCHAR, test VARCHAR, p_value DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
         decided_at TIMESTAMPTZ, late BOOLEAN""",
+    "labels": """
+        pipeline VARCHAR, block VARCHAR, label_files VARCHAR, rows BIGINT, labelled BIGINT, missing BIGINT,
+        duplicate_ids BIGINT, conflicting_ids BIGINT, unknown_ids BIGINT, bad_files BIGINT, complete BOOLEAN,
+        computed_at TIMESTAMPTZ""",
     "quarantine": """
         pipeline VARCHAR, file VARCHAR, reason VARCHAR, content_hash VARCHAR, moved_to VARCHAR,
         quarantined_at TIMESTAMPTZ""",

@@ -1,0 +1,136 @@
+"""Delayed labels: label files (an id column and the target) joined to the rows of blocks that came without.
+
+A pipeline with ``labels: {dir: ..., id_col: ...}`` may receive blocks without the target. Their labels land
+later as CSV/Parquet files in ``labels.dir``. :func:`read_label_files` reads every such file (a file without
+the two columns is reported, not read); :func:`attach_labels` gives a block its target when every row of it
+has exactly one label, and counts what does not fit (rows without a label, ids labelled more than once,
+ids labelled twice with different values); :func:`unmatched_ids` counts labels for rows never seen. Nothing
+is dropped silently: every count goes to the block's metadata and the ``labels`` table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from calmops_dagster.ingest.block_data import read_data_file
+from calmops_dagster.spec import SUPPORTED_SUFFIXES
+from calmops_dagster.store.model_store import file_sha256
+
+SOURCE = "__label_file__"
+#: The ``labels`` row (block key) counting labels for rows never seen.
+UNMATCHED = "__unmatched__"
+
+
+@dataclass
+class LabelFiles:
+    """Every label read from the folder (``id``, target, and the file it came from) and the files refused."""
+
+    frame: pd.DataFrame
+    files: list[str] = field(default_factory=list)
+    bad: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabelCount:
+    """How a block's rows met its labels."""
+
+    rows: int
+    labelled: int
+    missing: int
+    duplicate_ids: int
+    conflicting_ids: int
+
+    @property
+    def complete(self) -> bool:
+        return self.rows > 0 and self.missing == 0
+
+    def as_row(self) -> dict:
+        return {**asdict(self), "complete": self.complete}
+
+
+def _label_paths(labels_dir: Path) -> list[Path]:
+    folder = Path(labels_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+
+
+def label_file_hashes(labels_dir: Path) -> dict[str, str]:
+    """``{file name: sha256}`` of the label files: what the labels sensor compares between ticks."""
+    return {p.name: file_sha256(p) for p in _label_paths(labels_dir)}
+
+
+def read_label_files(labels_dir: Path, id_col: str, target: str) -> LabelFiles:
+    """Every label file in ``labels_dir`` (sorted by name), the id and target columns and the file name."""
+    parts, files, bad = [], [], {}
+    for path in _label_paths(labels_dir):
+        try:
+            frame = read_data_file(path)
+        except Exception as exc:  # noqa: BLE001 -- any unreadable file is reported with its reason
+            bad[path.name] = str(exc)
+            continue
+        missing = [c for c in (id_col, target) if c not in frame.columns]
+        if missing:
+            bad[path.name] = f"{path}: label file lacks column(s) {missing}"
+            continue
+        parts.append(frame[[id_col, target]].assign(**{SOURCE: path.name}))
+        files.append(path.name)
+    empty = pd.DataFrame(columns=[id_col, target, SOURCE])
+    return LabelFiles(pd.concat(parts, ignore_index=True) if parts else empty, files, bad)
+
+
+def attach_labels(block: pd.DataFrame, labels: pd.DataFrame, id_col: str, target: str
+                  ) -> tuple[pd.DataFrame | None, LabelCount]:
+    """``block`` with its ``target`` column when every row has one unambiguous label, else ``None``; and
+    the counts. An id labelled twice with the same value is counted (``duplicate_ids``) and used; with
+    different values it is counted (``conflicting_ids``) and left unlabelled."""
+    ids = block[id_col]
+    mine = labels[labels[id_col].isin(ids)]
+    per_id = mine.groupby(id_col)[target].agg(["nunique", "size", "first"])
+    duplicates = int((per_id["size"] > 1).sum())
+    conflicting = per_id.index[per_id["nunique"] > 1]
+    usable = per_id.drop(index=conflicting)["first"]
+    values = ids.map(usable)
+    labelled = int(values.notna().sum())
+    count = LabelCount(len(block), labelled, len(block) - labelled, duplicates, len(conflicting))
+    if not count.complete:
+        return None, count
+    return block.assign(**{target: values.to_numpy()}), count
+
+
+def unmatched_ids(labels: pd.DataFrame, id_col: str, known_ids) -> int:
+    """Distinct ids of ``labels`` that belong to no row seen so far."""
+    return int((~pd.Series(labels[id_col].unique()).isin(set(known_ids))).sum())
+
+
+@dataclass
+class LabelArrival:
+    """What the label files say about the kept blocks: the blocks whose labels are now complete (to be
+    processed again, in block order), every unlabelled block's counts, and labels for rows never seen."""
+
+    complete: list[str]
+    counts: dict[str, LabelCount]
+    unmatched: int
+
+
+def label_arrival(blocks_dir: Path, labels: pd.DataFrame, id_col: str, target: str, order) -> LabelArrival:
+    """Match ``labels`` to the rows kept in ``blocks_dir`` (``<block>.parquet``); ``order`` sorts block keys.
+
+    A block kept with its target is labelled already: its ids count as seen, it is not processed again."""
+    kept = sorted(Path(blocks_dir).glob("*.parquet")) if Path(blocks_dir).is_dir() else []
+    counts, complete, seen = {}, [], set()
+    for path in kept:
+        rows = pd.read_parquet(path)
+        if id_col not in rows.columns:
+            continue
+        seen.update(rows[id_col].tolist())
+        if target in rows.columns:
+            continue
+        attached, count = attach_labels(rows, labels, id_col, target)
+        counts[path.stem] = count
+        if attached is not None:
+            complete.append(path.stem)
+    return LabelArrival(list(order(complete)), counts, unmatched_ids(labels, id_col, seen))
