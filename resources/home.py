@@ -24,7 +24,7 @@ class CalmOpsHomeResource(ConfigurableResource):
 
 
 class MetricsStoreResource(ConfigurableResource):
-    """The DuckDB file every metric is written to (short transactions, retried on lock conflicts)."""
+    """The metric tables: ``db_path`` is the DuckDB catalog; rows are Parquet segments beside it (no lock)."""
 
     db_path: str
 

@@ -8,6 +8,8 @@
     calmops [--home DIR] relaunch NAME   sensor/schedule on, circuit breaker closed, pending blocks run
     calmops [--home DIR] update NAME --key value ...   change spec fields (dotted keys), reload
     calmops [--home DIR] delete NAME [--yes] [--purge] archive (default) or delete a pipeline
+    calmops [--home DIR] sql "SELECT ..."   read-only query over the metric tables (never waits for a run)
+    calmops [--home DIR] compact [NAME]     merge the metric tables' Parquet segments (history kept)
 
 ``CALMOPS_HOME`` is read from the environment (default ``./.calmops``); ``--home`` overrides it.
 
@@ -400,6 +402,38 @@ def cmd_report(args, home: CalmOpsHome) -> int:
     return 0
 
 
+def cmd_sql(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.store.metrics_store import MetricsStore
+
+    metrics = MetricsStore(home.metrics_db)
+    frame = metrics.read_only_query(args.query)
+    if args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(frame.to_json(orient="records", date_format="iso"))
+    else:
+        with pd_display():
+            print(frame.to_string(index=False) if len(frame) else f"(no rows; columns: {', '.join(frame.columns)})")
+    return 0
+
+
+def pd_display():
+    """pandas options so a query result prints whole, one row per line."""
+    import pandas as pd
+
+    return pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 10_000,
+                             "display.max_colwidth", 80)
+
+
+def cmd_compact(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.store.metrics_store import MetricsStore
+
+    name = _checked_name(home, args.name) if args.name else None
+    for table, (before, after) in MetricsStore(home.metrics_db).compact(name).items():
+        print(f"{table:15} {before:6} -> {after} segment(s)")
+    return 0
+
+
 def cmd_tutorials(args, home: CalmOpsHome) -> int:
     from calmops_dagster.interfaces.tutorials import copy_tutorials
 
@@ -495,6 +529,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("name")
     report.add_argument("--out", help="HTML file (default CALMOPS_HOME/pipelines/NAME/reports/NAME_report.html)")
     report.set_defaults(func=cmd_report)
+
+    sql = subparsers.add_parser("sql", help="read-only query over the metric tables (one SELECT)")
+    sql.add_argument("query", help='e.g. "SELECT block, decision FROM promotions WHERE pipeline = \'demo\'"')
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.set_defaults(func=cmd_sql)
+
+    compact = subparsers.add_parser("compact", help="merge the metric tables' segment files (keeps every row)")
+    compact.add_argument("name", nargs="?", help="only this pipeline (default: every pipeline)")
+    compact.set_defaults(func=cmd_compact)
 
     tutorials = subparsers.add_parser("tutorials", help="copy the runnable tutorials to a folder")
     tutorials.add_argument("--out", default="calmops-tutorials", help="target folder (default ./calmops-tutorials)")

@@ -1,6 +1,6 @@
-"""Every metric in one DuckDB file (``CALMOPS_HOME/metrics.duckdb``).
+"""Every metric as immutable Parquet segments, read through DuckDB views: many writers, no lock.
 
-Tables (all carry ``pipeline`` and ``block``; see the README for every column):
+Tables (all carry ``pipeline``; see the README for every column):
 
 - ``blocks``: one row per processed block: rows, source files, content hash.
 - ``drift_results``: one row per feature and test, plus the ``__dataset__`` decision row.
@@ -13,24 +13,50 @@ Tables (all carry ``pipeline`` and ``block``; see the README for every column):
 - ``breaker_state``: one row per pipeline: the circuit breaker (status, consecutive failures, reopen time).
 - ``breaker_events``: every breaker transition (failure, success, opened, reset...) with its run id.
 
-DuckDB lets one process write a file at a time and Dagster runs each run in its own process, so every
-write is one short transaction on a fresh connection, retried with exponential backoff while another
-process holds the lock. Writes for a (pipeline, block) *replace* that block's rows, so re-materializing a
-partition never duplicates them.
+Why not one DuckDB file: DuckDB lets one process write a database file at a time, and while it writes no
+other process may even open the file read-only, so runs of different pipelines queued behind each other's
+locks and an analyst's read failed with ``Could not set lock``. Here every write is a new, immutable Parquet
+file (a *segment*), written under a temporary name and renamed into place, so no writer ever waits for
+another and a reader sees a segment whole or not at all::
+
+    metrics/<table>/_schema.parquet                         no rows: every column with its type
+    metrics/<table>/<pipeline>/<block>/<seq>.parquet        one write of (table, pipeline, block)
+
+Each row carries three hidden columns: ``_seq`` (the write's sequence: nanosecond time and a random
+suffix, so later writes sort higher), ``_row`` (its position in the write) and ``_tombstone`` (a write that
+replaced a block's rows by none). A table is a view over ``read_parquet('<table>/**/*.parquet',
+union_by_name=true)``: for the tables keyed by block ("replace a block's rows"), the rows of the newest write
+of each key (:data:`KEYS`) win, so re-materializing a partition never doubles its rows and the earlier rows
+stay on disk; event tables (:data:`APPEND_ONLY`) show every row. Rows are de-duplicated on ``(_seq, _row)``,
+which is what lets :meth:`MetricsStore.compact` merge many segments into one while readers keep reading.
+
+``metrics.duckdb`` holds only these views (the *catalog*), so ``duckdb.connect(..., read_only=True)`` and
+``calmops sql`` see the tables under their usual names; :meth:`MetricsStore.query` builds the same views in
+an in-memory DuckDB and never opens the file at all, so it cannot meet a lock.
 """
 
 from __future__ import annotations
 
+import atexit
+import fcntl
+import hashlib
+import math
 import os
 import random
+import re
+import shutil
+import threading
 import time
+import uuid
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import duckdb
 
+from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.store.breaker_state import BreakerState
 
 if TYPE_CHECKING:  # pandas is imported where frames are built: `calmops list` reads rows without it
@@ -72,183 +98,419 @@ SCHEMA = {
         consecutive_failures BIGINT, status VARCHAR, event_at TIMESTAMPTZ""",
 }
 
-#: Errors that go away when another connection closes: a file lock held by another process, a write
-#: conflict, or (within one process, e.g. two sensors evaluated in threads of one code server) a connection
-#: to the file open with the other read-only setting.
+#: What one write replaces: the newest write of each key wins. ``performance`` is scored on two kinds of
+#: data by two assets (the block, the challenger's evaluation split), each replacing only its own rows.
+KEYS = {
+    "blocks": ("pipeline", "block"),
+    "drift_results": ("pipeline", "block"),
+    "drift_summary": ("pipeline", "block"),
+    "performance": ("pipeline", "block", "evaluated_on"),
+    "promotions": ("pipeline", "block"),
+    "breaker_state": ("pipeline",),
+}
+#: Event logs: every row ever written is part of the table.
+APPEND_ONLY = ("quarantine", "breaker_events")
+
+HIDDEN = "_seq VARCHAR, _row BIGINT, _tombstone BOOLEAN"
+SCHEMA_FILE = "_schema.parquet"
+CATALOG_VERSION_VIEW = "_catalog_version"
+#: Errors a reader meets when a compaction removes segments it had just listed; the query is retried.
+_VANISHED_MARKERS = ("no such file", "no files found", "cannot open file", "could not open file")
+#: Errors met opening the catalog file while another process rebuilds it.
 _LOCK_MARKERS = ("lock", "conflict", "could not set", "different configuration")
+#: (catalog, data folder) pairs this process has already checked (schema files and catalog current).
+_READY: set[tuple[str, str]] = set()
+_ENGINE: dict[int, duckdb.DuckDBPyConnection] = {}
+_ENGINE_LOCK = threading.Lock()
 
 
-def _is_lock_error(exc: Exception) -> bool:
-    return any(marker in str(exc).lower() for marker in _LOCK_MARKERS)
+def _close_engine() -> None:
+    for con in _ENGINE.values():
+        con.close()
+    _ENGINE.clear()
+
+
+atexit.register(_close_engine)
+
+
+@contextmanager
+def _memory():
+    """A fresh connection (cursor) to this process's in-memory DuckDB: opening a database costs tenths of a
+    second, a cursor milliseconds. Tables and views made on it are TEMP, so they stay private to the cursor.
+    A forked child opens its own database rather than sharing its parent's."""
+    with _ENGINE_LOCK:
+        if os.getpid() not in _ENGINE:
+            _ENGINE[os.getpid()] = duckdb.connect()
+        cursor = _ENGINE[os.getpid()].cursor()
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+
+
+def columns(table: str) -> list[str]:
+    """The column names of ``table``, in order."""
+    return [part.split()[0] for part in SCHEMA[table].split(",")]
+
+
+def _is_error(exc: Exception, markers) -> bool:
+    return any(marker in str(exc).lower() for marker in markers)
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def new_seq() -> str:
+    """A write's sequence: later writes sort higher (nanosecond clock), ties broken by a random suffix."""
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+
+
+def _part(value) -> str:
+    """A path component for a key value (block names are free text)."""
+    return "_" if value is None or (isinstance(value, float) and math.isnan(value)) else quote(str(value), safe="")
 
 
 class MetricsStore:
-    """Short, retried DuckDB transactions on one database file."""
+    """Writes immutable Parquet segments; reads them through DuckDB views (see the module docstring).
 
-    def __init__(self, path: str | os.PathLike, max_wait_seconds: float = 120.0):
+    ``path`` is the catalog file (``CALMOPS_HOME/metrics.duckdb``); the segments live in ``data_dir``
+    (default: the folder ``metrics`` beside it).
+    """
+
+    def __init__(self, path: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                 max_wait_seconds: float = 120.0):
         self.path = Path(path)
+        self.data_dir = Path(data_dir) if data_dir is not None else self.path.parent / "metrics"
         self.max_wait_seconds = max_wait_seconds
-        self._schema_ready = False
+
+    # --- layout and catalog --------------------------------------------------------------------------------
+
+    def _view_sql(self, table: str) -> str:
+        """The SELECT that makes ``table`` out of its segments."""
+        files = _sql_text(str(self.data_dir.resolve() / table / "**" / "*.parquet"))
+        source = f"read_parquet({files}, union_by_name = true)"
+        cols = ", ".join(columns(table))
+        if table in APPEND_ONLY:
+            return f"SELECT {cols} FROM (SELECT DISTINCT ON (_seq, _row) * FROM {source})"
+        key = ", ".join(KEYS[table])
+        return (f"SELECT {cols} FROM (SELECT DISTINCT ON (_seq, _row) *, "
+                f"max(_seq) OVER (PARTITION BY {key}) AS _newest FROM {source}) "
+                f"WHERE _seq = _newest AND NOT _tombstone")
+
+    def _catalog_version(self) -> str:
+        text = "\n".join([str(self.data_dir.resolve()), *(self._view_sql(t) for t in SCHEMA)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def create_views(self, con, temp: bool = False, tables=None) -> None:
+        """Create the views of ``tables`` (default: all, and the catalog version) in the connection ``con``."""
+        kind = "TEMP VIEW" if temp else "VIEW"
+        for table in tables or SCHEMA:
+            con.execute(f"CREATE OR REPLACE {kind} {table} AS {self._view_sql(table)}")
+        con.execute(f"CREATE OR REPLACE {kind} {CATALOG_VERSION_VIEW} AS "
+                    f"SELECT {_sql_text(self._catalog_version())} AS version")
+
+    def _ensure_schema_files(self) -> None:
+        """Write each table's empty ``_schema.parquet`` (every column, typed) when missing or outdated."""
+        for table in SCHEMA:
+            path = self.data_dir / table / SCHEMA_FILE
+            if path.exists():
+                with _memory() as con:
+                    present = [row[0] for row in con.execute(
+                        "SELECT name FROM parquet_schema(?) WHERE name NOT IN ('duckdb_schema', 'schema')",
+                        [str(path)]).fetchall()]
+                if present == [*columns(table), "_seq", "_row", "_tombstone"]:
+                    continue
+            self._write_parquet(table, None, path)
+
+    def _ensure_ready(self) -> None:
+        """Schema files in place and the catalog current (old single-file tables migrated first).
+
+        Checked once per process and store location."""
+        marker = (str(self.path.resolve()), str(self.data_dir.resolve()))
+        if marker in _READY:
+            return
+        self._ensure_schema_files()
+        if self._read_catalog_version() != self._catalog_version():
+            with self._file_lock("catalog"):
+                if self._read_catalog_version() != self._catalog_version():
+                    self._rebuild_catalog()
+        _READY.add(marker)
+
+    def _read_catalog_version(self) -> str | None:
+        if not self.path.exists():
+            return None
+        with self._open_catalog(read_only=True) as con:
+            try:
+                return con.execute(f"SELECT version FROM {CATALOG_VERSION_VIEW}").fetchone()[0]
+            except duckdb.Error:  # no catalog view yet: a database of the single-file design
+                return None
+
+    def _rebuild_catalog(self) -> None:
+        """Migrate tables of the single-file design into segments, then (re)create the views."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._open_catalog(read_only=False) as con:
+            tables = [row[0] for row in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()]
+            for table in tables:
+                if table in SCHEMA:
+                    frame = con.execute(f"SELECT * FROM {table}").df()
+                    if len(frame):
+                        self._write_segment(table, frame, ("_migrated",), seq="0" * 20 + "-migrated")
+                con.execute(f"DROP TABLE {table}")
+            self.create_views(con)
 
     @contextmanager
-    def _connect(self, read_only: bool = False):
-        """A connection, retried with jittered exponential backoff while another process holds the file."""
+    def _open_catalog(self, read_only: bool):
+        """A connection to the catalog file, retried while another process rebuilds it."""
         deadline = time.monotonic() + self.max_wait_seconds
         delay = 0.05
         while True:
             try:
-                if read_only and not self.path.exists():
-                    con = duckdb.connect(":memory:")
-                    self._create_tables(con)
-                else:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    con = duckdb.connect(str(self.path), read_only=read_only)
+                con = duckdb.connect(str(self.path), read_only=read_only)
                 break
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
-                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                if not _is_error(exc, _LOCK_MARKERS) or time.monotonic() > deadline:
                     raise
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.5)
         try:
-            if not read_only and not self._schema_ready:
-                self._create_tables(con)
-                self._schema_ready = True
             yield con
         finally:
             con.close()
 
-    @staticmethod
-    def _create_tables(con) -> None:
-        """Create missing tables, and add columns a newer version introduced to existing ones."""
-        for table, columns in SCHEMA.items():
-            con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-            for column in columns.split(","):
-                con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column.strip()}")
+    @contextmanager
+    def _file_lock(self, name: str):
+        """An exclusive lock among the processes of this machine (catalog rebuild, breaker update)."""
+        folder = self.data_dir / "_locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{name}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # --- writing -------------------------------------------------------------------------------------------
+
+    def _write_parquet(self, table: str, frame: pd.DataFrame | None, path: Path) -> None:
+        """``frame`` (``None``: no rows) typed as ``table`` (plus the hidden columns) to ``path``, atomically."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with _memory() as con:
+                con.execute(f"CREATE TEMP TABLE segment ({SCHEMA[table]}, {HIDDEN})")
+                if frame is not None and len(frame):
+                    con.register("incoming", frame)
+                    con.execute("INSERT INTO segment BY NAME SELECT * FROM incoming")
+                con.execute(f"COPY segment TO {_sql_text(str(tmp))} (FORMAT parquet)")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _write_segment(self, table: str, frame: pd.DataFrame, where: tuple, seq: str | None = None) -> str:
+        """One immutable segment of ``table`` under ``<table>/<where...>/``; returns its sequence."""
+        seq = seq or new_seq()
+        frame = frame.reset_index(drop=True)
+        frame = frame.assign(_seq=seq, _row=range(len(frame)))
+        if "_tombstone" not in frame:
+            frame = frame.assign(_tombstone=False)
+        self._write_parquet(table, frame, self.data_dir / table / Path(*map(_part, where)) / f"{seq}.parquet")
+        return seq
 
     def replace_block_rows(
         self, table: str, pipeline: str, block: str, rows: pd.DataFrame | list[dict], scope: dict | None = None
     ) -> int:
-        """Replace ``table``'s rows of (pipeline, block) by ``rows`` in one transaction; return the count.
+        """Replace ``table``'s rows of (pipeline, block) by ``rows``; return the count.
 
-        ``scope`` narrows what is replaced to rows with these column values too (e.g. the ``performance``
-        rows of one ``evaluated_on``), and is written into the new rows.
+        One new segment: from now on the view shows these rows and no earlier ones of the same key. ``scope``
+        gives the table's further key columns (``performance``: ``evaluated_on``), and is written into the
+        new rows. Replacing by no rows writes a tombstone, so the block shows no rows.
         """
         import pandas as pd
 
         scope = scope or {}
+        extra = KEYS[table][2:]
+        if set(scope) != set(extra):
+            raise ValueError(f"{table}: scope must give exactly {list(extra)}, got {sorted(scope)}")
+        self._ensure_ready()
         frame = pd.DataFrame(rows)
-        if len(frame):
+        count = len(frame)
+        if count:
             frame = frame.assign(pipeline=pipeline, block=block, **scope)
-        where = " AND ".join(f"{column} = ?" for column in ["pipeline", "block", *scope])
-        with self._connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(f"DELETE FROM {table} WHERE {where}", [pipeline, block, *scope.values()])
-                if len(frame):
-                    con.register("incoming", frame)
-                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        return len(frame)
+        else:
+            frame = pd.DataFrame([{"pipeline": pipeline, "block": block, **scope, "_tombstone": True}])
+        self._write_segment(table, frame, (pipeline, block, *scope.values()))
+        return count
 
     def append_rows(self, table: str, rows: pd.DataFrame | list[dict]) -> int:
-        """Append rows (for event logs such as ``quarantine``); one transaction."""
+        """Append rows to an event table (``quarantine``, ``breaker_events``): one segment per pipeline."""
         import pandas as pd
 
+        if table not in APPEND_ONLY:
+            raise ValueError(f"{table} is keyed by block: use replace_block_rows")
         frame = pd.DataFrame(rows)
         if not len(frame):
             return 0
-        with self._connect() as con:
-            con.register("incoming", frame)
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+        self._ensure_ready()
+        if "pipeline" not in frame:
+            frame = frame.assign(pipeline=None)
+        for pipeline, part in frame.groupby("pipeline", dropna=False, sort=False):
+            self._write_segment(table, part, (pipeline, "_events"))
         return len(frame)
 
+    # --- reading -------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def connect(self, sql: str | None = None):
+        """An in-memory DuckDB connection with the tables as views over the segments (no file is opened).
+
+        With ``sql``, only the tables it names get a view (binding a view lists its segments)."""
+        if not all((self.data_dir / table / SCHEMA_FILE).exists() for table in SCHEMA):
+            self._ensure_schema_files()
+        named = [t for t in SCHEMA if sql and re.search(rf"\b{t}\b", sql, re.IGNORECASE)]
+        with _memory() as con:
+            self.create_views(con, temp=True, tables=named or None)
+            yield con
+
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
-        """Run a read-only query and return a DataFrame (an empty schema when the file does not exist)."""
-        with self._connect(read_only=True) as con:
-            return con.execute(sql, params or []).df()
+        """Run a query over the tables and return a DataFrame; never waits for, nor fails on, a writer."""
+        for attempt in range(5):
+            try:
+                with self.connect(sql) as con:
+                    return con.execute(sql, params or []).df()
+            except duckdb.IOException as exc:  # a compaction removed a segment between listing and reading
+                if not _is_error(exc, _VANISHED_MARKERS) or attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def rows(self, sql: str, params: list | None = None) -> list[dict]:
-        """Run a read-only query and return its rows as dicts (no pandas: for quick reads such as
-        ``calmops list``); no rows when the file does not exist."""
-        with self._connect(read_only=True) as con:
-            return _dicts(con.execute(sql, params or []))
+        """Like :meth:`query`, but rows as dicts and no pandas: for quick reads such as ``calmops list``."""
+        for attempt in range(5):
+            try:
+                with self.connect(sql) as con:
+                    return _dicts(con.execute(sql, params or []))
+            except duckdb.IOException as exc:  # a compaction removed a segment between listing and reading
+                if not _is_error(exc, _VANISHED_MARKERS) or attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def read_only_query(self, sql: str) -> pd.DataFrame:
+        """Run one ``SELECT`` (``calmops sql``): anything else (several statements, ``COPY``, ``CREATE``...)
+        is refused with a :class:`~calmops_dagster.errors.CalmOpsError` before it runs."""
+        with _memory() as con:
+            try:
+                statements = con.extract_statements(sql)
+            except duckdb.Error as exc:
+                raise CalmOpsError(f"not a valid query: {exc}") from exc
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            kinds = ", ".join(s.type.name for s in statements) or "nothing"
+            raise CalmOpsError(f"calmops sql runs exactly one SELECT (read-only); got {kinds}")
+        try:
+            return self.query(sql)
+        except duckdb.Error as exc:
+            raise CalmOpsError(f"query failed: {exc}") from exc
 
     # --- circuit breaker -----------------------------------------------------------------------------------
 
     def breaker_state(self, pipeline: str):
         """The stored :class:`~calmops_dagster.store.breaker_state.BreakerState` of ``pipeline`` (closed if none)."""
-        try:
-            found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline])
-        except duckdb.CatalogException:  # a database written before the breaker existed
-            found = []
+        found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline])
         return _state_from_row(found[0] if found else None)
 
     def update_breaker(self, pipeline: str, transition, *, run_id: str | None = None, block: str | None = None,
                        step: str | None = None):
-        """Apply ``transition(state) -> (state, event)`` and record it, in one transaction.
+        """Apply ``transition(state) -> (state, event)`` and record it, under the pipeline's breaker lock.
 
         A ``run_id`` already recorded is not counted again (the run-failure sensor and ``calmops run`` may
         both report the same run). Returns ``(state, event)``; ``event`` is ``None`` for such a repeat.
         """
-        from datetime import UTC, datetime
+        from datetime import datetime
 
-        with self._connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                found = _dicts(con.execute("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline]))
-                row = found[0] if found else None
-                if run_id and con.execute("SELECT 1 FROM breaker_events WHERE pipeline = ? AND run_id = ?",
-                                          [pipeline, run_id]).fetchone():
-                    con.execute("ROLLBACK")
-                    return _state_from_row(row), None
-                state, event = transition(_state_from_row(row))
-                now = datetime.now(UTC)
-                con.execute("DELETE FROM breaker_state WHERE pipeline = ?", [pipeline])
-                con.execute("INSERT INTO breaker_state VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [pipeline, state.status, state.consecutive_failures, state.opened_at,
-                             state.reopen_at, state.last_reason, now])
-                con.execute("INSERT INTO breaker_events BY NAME SELECT ? AS pipeline, ? AS block, ? AS run_id, "
-                            "? AS event, ? AS step, ? AS reason, ? AS consecutive_failures, ? AS status, "
-                            "? AS event_at", [pipeline, block, run_id, event, step, state.last_reason,
-                                        state.consecutive_failures, state.status, now])
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        import pandas as pd
+
+        self._ensure_ready()
+        with self._file_lock(f"breaker-{_part(pipeline)}"):
+            current = self.breaker_state(pipeline)
+            if run_id and self.rows("SELECT 1 FROM breaker_events WHERE pipeline = ? AND run_id = ?",
+                                    [pipeline, run_id]):
+                return current, None
+            state, event = transition(current)
+            now = datetime.now(UTC)
+            # state first: a crash between the two writes can at worst count a retried run twice
+            self._write_segment("breaker_state", pd.DataFrame([{
+                "pipeline": pipeline, "status": state.status, "consecutive_failures": state.consecutive_failures,
+                "opened_at": state.opened_at, "reopen_at": state.reopen_at, "last_reason": state.last_reason,
+                "updated_at": now}]), (pipeline,))
+            self.append_rows("breaker_events", [{
+                "pipeline": pipeline, "block": block, "run_id": run_id, "event": event, "step": step,
+                "reason": state.last_reason, "consecutive_failures": state.consecutive_failures,
+                "status": state.status, "event_at": now}])
         return state, event
 
-    # --- archive and removal of one pipeline's rows (calmops delete) --------------------------------------
+    # --- compaction, archive and removal -------------------------------------------------------------------
+
+    def compact(self, pipeline: str | None = None) -> dict[str, tuple[int, int]]:
+        """Merge each (table, pipeline)'s segments into one; every row (superseded ones too) is kept.
+
+        Readers keep working meanwhile: the merged segment is renamed into place before the merged ones are
+        removed, and rows are de-duplicated on ``(_seq, _row)`` while both exist. Returns
+        ``{table: (segments before, segments after)}`` summed over the pipelines compacted.
+        """
+        self._ensure_ready()
+        result = {}
+        for table in SCHEMA:
+            before = after = 0
+            root = self.data_dir / table
+            folders = [root / _part(pipeline)] if pipeline else sorted(p for p in root.glob("*") if p.is_dir())
+            for folder in folders:
+                files = sorted(folder.rglob("*.parquet"))
+                before += len(files)
+                if len(files) < 2:
+                    after += len(files)
+                    continue
+                with _memory() as con:
+                    listed = ", ".join(_sql_text(str(f)) for f in files)
+                    frame = con.execute(f"SELECT DISTINCT ON (_seq, _row) * FROM read_parquet([{listed}], "
+                                        f"union_by_name = true)").df()
+                self._write_parquet(table, frame, folder / f"{new_seq()}-compacted.parquet")
+                for file in files:
+                    file.unlink(missing_ok=True)
+                for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+                    if not any(sub.iterdir()):
+                        sub.rmdir()
+                after += 1
+            result[table] = (before, after)
+        return result
 
     def export_pipeline_rows(self, pipeline: str, folder: str | os.PathLike) -> dict[str, int]:
         """Write every table's rows of ``pipeline`` to ``folder/<table>.parquet``; return the row counts."""
-        import pandas as pd
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         counts = {}
         for table in SCHEMA:
-            try:
-                frame = self.query(f"SELECT * FROM {table} WHERE pipeline = ?", [pipeline])
-            except duckdb.CatalogException:
-                frame = pd.DataFrame()
+            frame = self.query(f"SELECT * FROM {table} WHERE pipeline = ?", [pipeline])
             frame.to_parquet(folder / f"{table}.parquet", index=False)
             counts[table] = len(frame)
         return counts
 
     def delete_pipeline_rows(self, pipeline: str) -> None:
-        """Remove every row of ``pipeline`` from every table, in one transaction."""
-        with self._connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for table in SCHEMA:
-                    con.execute(f"DELETE FROM {table} WHERE pipeline = ?", [pipeline])
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        """Remove every segment of ``pipeline`` from every table."""
+        self._ensure_ready()
+        for table in SCHEMA:
+            shutil.rmtree(self.data_dir / table / _part(pipeline), ignore_errors=True)
+        self._drop_migrated_rows(pipeline)
+
+    def _drop_migrated_rows(self, pipeline: str) -> None:
+        """Rows migrated from the single-file design share one segment per table: rewrite it without them."""
+        for table in SCHEMA:
+            folder = self.data_dir / table / "_migrated"
+            for file in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+                with _memory() as con:
+                    frame = con.execute("SELECT * FROM read_parquet(?) WHERE pipeline IS DISTINCT FROM ?",
+                                        [str(file), pipeline]).df()
+                self._write_parquet(table, frame, file)
 
 
 def _dicts(cursor) -> list[dict]:

@@ -4,7 +4,8 @@ One object answers every "where is ..." question so that the CLI, the code locat
 tests agree on the layout::
 
     $CALMOPS_HOME/
-      metrics.duckdb                 every metric (see metrics_store.py)
+      metrics.duckdb                 the metric tables as DuckDB views (see metrics_store.py)
+      metrics/                       the metric rows: immutable Parquet segments, one per write
       dagster/                       DAGSTER_HOME: Dagster's SQLite instance, shared by `dagster dev` and `calmops run`
       storage/                       Dagster's IO manager outputs
       pipelines/<name>/pipeline.yaml the pipeline spec

@@ -1,0 +1,181 @@
+"""The metric tables as immutable Parquet segments: newest write wins, no lock, compaction, migration, sql."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import duckdb
+import pandas as pd
+import pytest
+
+from calmops_dagster.errors import CalmOpsError
+from calmops_dagster.interfaces.cli import main
+from calmops_dagster.store.metrics_store import SCHEMA, MetricsStore, columns
+
+
+@pytest.fixture
+def store(tmp_path):
+    return MetricsStore(tmp_path / "metrics.duckdb")
+
+
+def drift_rows(n, p=0.5):
+    return [{"feature": f"f{i}", "test": "ks", "p_value": p} for i in range(n)]
+
+
+def test_replacing_a_block_shows_only_the_newest_write_and_never_doubles(store):
+    store.replace_block_rows("drift_results", "a", "1", drift_rows(3, 0.1))
+    store.replace_block_rows("drift_results", "a", "2", drift_rows(2, 0.2))
+    store.replace_block_rows("drift_results", "a", "1", drift_rows(4, 0.3))
+    frame = store.query("SELECT block, p_value FROM drift_results ORDER BY block")
+    assert list(frame["block"]) == ["1"] * 4 + ["2"] * 2
+    assert set(frame[frame.block == "1"]["p_value"]) == {0.3}
+    # replacing by nothing empties the block (a tombstone), other blocks untouched
+    store.replace_block_rows("drift_results", "a", "1", [])
+    assert list(store.query("SELECT block FROM drift_results")["block"]) == ["2", "2"]
+    store.replace_block_rows("drift_results", "a", "1", drift_rows(1, 0.4))
+    assert len(store.query("SELECT * FROM drift_results WHERE block = '1'")) == 1
+
+
+def test_performance_rows_are_replaced_per_evaluated_on(store):
+    store.replace_block_rows("performance", "a", "1", [{"metric": "acc", "value": 0.5}], scope={"evaluated_on": "block"})
+    store.replace_block_rows("performance", "a", "1", [{"metric": "acc", "value": 0.6}],
+                             scope={"evaluated_on": "eval_split"})
+    store.replace_block_rows("performance", "a", "1", [{"metric": "acc", "value": 0.7}],
+                             scope={"evaluated_on": "eval_split"})
+    frame = store.query("SELECT evaluated_on, value FROM performance ORDER BY evaluated_on")
+    assert frame.values.tolist() == [["block", 0.5], ["eval_split", 0.7]]
+    with pytest.raises(ValueError, match="evaluated_on"):
+        store.replace_block_rows("performance", "a", "1", [{"metric": "acc", "value": 0.1}])
+    with pytest.raises(ValueError, match="replace_block_rows"):
+        store.append_rows("promotions", [{"pipeline": "a", "block": "1"}])
+
+
+def test_tables_keep_their_names_and_columns_in_the_catalog_file(store):
+    store.replace_block_rows("promotions", "a", "1", [{"decision": "promote", "reason": "first model"}])
+    with duckdb.connect(str(store.path), read_only=True) as con:
+        for table in SCHEMA:
+            assert [d[0] for d in con.execute(f"SELECT * FROM {table} LIMIT 0").description] == columns(table)
+        assert con.execute("SELECT decision FROM promotions").fetchall() == [("promote",)]
+    typed = store.query("SELECT * FROM blocks")
+    assert list(typed.columns) == columns("blocks") and len(typed) == 0
+
+
+READER = """
+import sys, time
+from calmops_dagster.store.metrics_store import MetricsStore
+store, failures, reads = MetricsStore(sys.argv[1]), 0, 0
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        store.query("SELECT count(*) FROM drift_results")
+        reads += 1
+    except Exception as exc:
+        failures += 1
+        print(exc, file=sys.stderr)
+print(reads, failures)
+"""
+
+WRITER = """
+import sys
+from calmops_dagster.store.metrics_store import MetricsStore
+store = MetricsStore(sys.argv[1])
+for block in range(int(sys.argv[3])):
+    store.replace_block_rows("drift_results", sys.argv[2], str(block),
+                             [{"feature": f"f{i}", "test": "ks", "p_value": i / 10} for i in range(10)])
+"""
+
+
+def test_readers_never_fail_while_writers_write(store):
+    """Three writer processes and a reader process at once: every read succeeds, every row arrives, and an
+    analyst's connection held open on the catalog file blocks nobody."""
+    store.replace_block_rows("drift_results", "x", "0", drift_rows(1))  # catalog exists
+    analyst = duckdb.connect(str(store.path), read_only=True)
+    try:
+        reader = subprocess.Popen([sys.executable, "-c", READER, str(store.path), "20"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(store.path), name, "15"])
+                   for name in ("a", "b", "c")]
+        assert [w.wait(timeout=300) for w in writers] == [0, 0, 0]
+        out, err = reader.communicate(timeout=300)
+        reads, failures = map(int, out.split())
+        assert failures == 0, err
+        assert reads > 0
+        counts = dict(analyst.execute("SELECT pipeline, count(*) FROM drift_results GROUP BY 1").fetchall())
+    finally:
+        analyst.close()
+    assert counts == {"x": 1, "a": 150, "b": 150, "c": 150}
+
+
+def test_compaction_merges_segments_and_keeps_tables_and_history(store):
+    for round_ in range(3):
+        for block in ("1", "2"):
+            store.replace_block_rows("drift_results", "a", block, drift_rows(2, round_ / 10))
+    store.replace_block_rows("drift_results", "b", "1", drift_rows(1))
+    store.append_rows("quarantine", [{"pipeline": "a", "file": f"{i}.csv", "reason": "bad"} for i in range(3)])
+    store.append_rows("quarantine", [{"pipeline": "a", "file": "3.csv", "reason": "bad"}])
+    before = {t: store.query(f"SELECT * FROM {t} ORDER BY ALL") for t in ("drift_results", "quarantine")}
+
+    result = store.compact("a")
+    assert result["drift_results"] == (6, 1) and result["quarantine"] == (2, 1)
+    for table, frame in before.items():
+        pd.testing.assert_frame_equal(store.query(f"SELECT * FROM {table} ORDER BY ALL"), frame)
+    segments = list((store.data_dir / "drift_results" / "a").rglob("*.parquet"))
+    assert len(segments) == 1
+    assert len(pd.read_parquet(segments[0])) == 12  # superseded rows are kept on disk: the history
+    assert len(list((store.data_dir / "drift_results" / "b").rglob("*.parquet"))) == 1  # not asked for
+
+    store.replace_block_rows("drift_results", "a", "1", drift_rows(1, 0.9))  # a write after compaction wins
+    assert store.query("SELECT p_value FROM drift_results WHERE pipeline = 'a' AND block = '1'").values.tolist() \
+        == [[0.9]]
+
+
+def test_a_database_of_the_single_file_design_is_migrated(tmp_path):
+    path = tmp_path / "metrics.duckdb"
+    with duckdb.connect(str(path)) as con:
+        for table, cols in SCHEMA.items():
+            con.execute(f"CREATE TABLE {table} ({cols})")
+        con.execute("INSERT INTO promotions (pipeline, block, decision) VALUES ('a', '1', 'promote'), "
+                    "('a', '2', 'keep'), ('b', '1', 'promote')")
+        con.execute("INSERT INTO quarantine (pipeline, file) VALUES ('a', 'x.csv')")
+    store = MetricsStore(path)
+    store.replace_block_rows("promotions", "a", "2", [{"decision": "reject"}])
+    frame = store.query("SELECT pipeline, block, decision FROM promotions ORDER BY pipeline, block")
+    assert frame.values.tolist() == [["a", "1", "promote"], ["a", "2", "reject"], ["b", "1", "promote"]]
+    assert len(store.query("SELECT * FROM quarantine")) == 1
+    with duckdb.connect(str(path), read_only=True) as con:
+        kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
+    assert {kinds[t] for t in SCHEMA} == {"VIEW"}
+
+    store.delete_pipeline_rows("a")
+    assert store.query("SELECT pipeline, block FROM promotions").values.tolist() == [["b", "1"]]
+    assert len(store.query("SELECT * FROM quarantine")) == 0
+
+
+def test_breaker_update_counts_a_run_once(store):
+    from calmops_dagster.store.breaker_state import BreakerState
+
+    def fail(state):
+        return BreakerState(status="closed", consecutive_failures=state.consecutive_failures + 1,
+                            last_reason="boom"), "failure"
+
+    assert store.update_breaker("a", fail, run_id="r1")[1] == "failure"
+    assert store.update_breaker("a", fail, run_id="r1")[1] is None
+    assert store.update_breaker("a", fail, run_id="r2")[0].consecutive_failures == 2
+    assert store.breaker_state("a").consecutive_failures == 2
+    assert len(store.query("SELECT * FROM breaker_state")) == 1
+    assert store.query("SELECT run_id FROM breaker_events ORDER BY event_at")["run_id"].tolist() == ["r1", "r2"]
+
+
+def test_calmops_sql_prints_rows_and_refuses_anything_but_one_select(tmp_path, capsys):
+    store = MetricsStore(tmp_path / "metrics.duckdb")
+    store.replace_block_rows("promotions", "demo", "1", [{"decision": "promote", "reason": "first model"}])
+    assert main(["--home", str(tmp_path), "sql", "SELECT block, decision FROM promotions", "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "block,decision\n1,promote\n"
+    for statement in ("COPY promotions TO 'out.csv'", "DROP VIEW promotions", "SELECT 1; SELECT 2",
+                      "CREATE TABLE t AS SELECT 1"):
+        with pytest.raises(CalmOpsError, match="exactly one SELECT"):
+            store.read_only_query(statement)
+    assert main(["--home", str(tmp_path), "sql", "SELECT nope FROM promotions"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
