@@ -37,6 +37,20 @@ def test_replacing_a_block_shows_only_the_newest_write_and_never_doubles(store):
     assert len(store.query("SELECT * FROM drift_results WHERE block = '1'")) == 1
 
 
+def test_replaced_rows_stay_readable_in_the_history_view(store):
+    store.replace_block_rows("drift_results", "a", "1", drift_rows(2, 0.1))
+    store.replace_block_rows("drift_results", "a", "2", drift_rows(1, 0.2))
+    store.replace_block_rows("drift_results", "a", "1", drift_rows(3, 0.3))
+    store.replace_block_rows("drift_results", "a", "1", [])
+    history = store.query("SELECT block, p_value, replaced_at FROM drift_results_history ORDER BY replaced_at")
+    assert history[["block", "p_value"]].values.tolist() == [["1", 0.1]] * 2 + [["1", 0.3]] * 3
+    assert history["replaced_at"].is_monotonic_increasing and history["replaced_at"].notna().all()
+    assert list(store.query("SELECT * FROM drift_results_history LIMIT 0").columns) == [
+        *columns("drift_results"), "replaced_at"]
+    store.compact()
+    assert len(store.query("SELECT * FROM drift_results_history")) == 5
+
+
 def test_performance_rows_are_replaced_per_evaluated_on(store):
     store.replace_block_rows("performance", "a", "1", [{"metric": "acc", "value": 0.5}], scope={"evaluated_on": "block"})
     store.replace_block_rows("performance", "a", "1", [{"metric": "acc", "value": 0.6}],
@@ -56,6 +70,7 @@ def test_tables_keep_their_names_and_columns_in_the_catalog_file(store):
     with duckdb.connect(str(store.path), read_only=True) as con:
         for table in SCHEMA:
             assert [d[0] for d in con.execute(f"SELECT * FROM {table} LIMIT 0").description] == columns(table)
+        assert con.execute("SELECT count(*) FROM promotions_history").fetchone() == (0,)
         assert con.execute("SELECT decision FROM promotions").fetchall() == [("promote",)]
     typed = store.query("SELECT * FROM blocks")
     assert list(typed.columns) == columns("blocks") and len(typed) == 0

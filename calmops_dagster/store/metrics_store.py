@@ -26,8 +26,9 @@ Each row carries three hidden columns: ``_seq`` (the write's sequence: nanosecon
 suffix, so later writes sort higher), ``_row`` (its position in the write) and ``_tombstone`` (a write that
 replaced a block's rows by none). A table is a view over ``read_parquet('<table>/**/*.parquet',
 union_by_name=true)``: for the tables keyed by block ("replace a block's rows"), the rows of the newest write
-of each key (:data:`KEYS`) win, so re-materializing a partition never doubles its rows and the earlier rows
-stay on disk; event tables (:data:`APPEND_ONLY`) show every row. Rows are de-duplicated on ``(_seq, _row)``,
+of each key (:data:`KEYS`) win, so re-materializing a partition never doubles its rows; the rows a later write
+replaced stay on disk and readable in ``<table>_history`` (same columns plus ``replaced_at``, the time of
+the write that replaced them). Event tables (:data:`APPEND_ONLY`) show every row. Rows are de-duplicated on ``(_seq, _row)``,
 which is what lets :meth:`MetricsStore.compact` merge many segments into one while readers keep reading.
 
 ``metrics.duckdb`` holds only these views (the *catalog*), so ``duckdb.connect(..., read_only=True)`` and
@@ -111,6 +112,8 @@ KEYS = {
 #: Event logs: every row ever written is part of the table.
 APPEND_ONLY = ("quarantine", "breaker_events")
 
+#: Suffix of the views of superseded rows: ``blocks_history`` holds every row a later write of its block replaced.
+HISTORY = "_history"
 HIDDEN = "_seq VARCHAR, _row BIGINT, _tombstone BOOLEAN"
 SCHEMA_FILE = "_schema.parquet"
 CATALOG_VERSION_VIEW = "_catalog_version"
@@ -146,6 +149,11 @@ def _memory():
         yield cursor
     finally:
         cursor.close()
+
+
+def views() -> list[str]:
+    """Every view of the catalog: the tables, and ``<table>_history`` of each table keyed by block."""
+    return [*SCHEMA, *(f"{table}{HISTORY}" for table in SCHEMA if table in KEYS)]
 
 
 def columns(table: str) -> list[str]:
@@ -186,26 +194,34 @@ class MetricsStore:
 
     # --- layout and catalog --------------------------------------------------------------------------------
 
-    def _view_sql(self, table: str) -> str:
-        """The SELECT that makes ``table`` out of its segments."""
+    def _view_sql(self, view: str) -> str:
+        """The SELECT that makes the table (or ``<table>_history``) ``view`` out of the table's segments."""
+        table = view.removesuffix(HISTORY) if view.endswith(HISTORY) else view
         files = _sql_text(str(self.data_dir.resolve() / table / "**" / "*.parquet"))
-        source = f"read_parquet({files}, union_by_name = true)"
+        rows = f"SELECT DISTINCT ON (_seq, _row) * FROM read_parquet({files}, union_by_name = true)"
         cols = ", ".join(columns(table))
         if table in APPEND_ONLY:
-            return f"SELECT {cols} FROM (SELECT DISTINCT ON (_seq, _row) * FROM {source})"
+            return f"SELECT {cols} FROM ({rows})"
         key = ", ".join(KEYS[table])
-        return (f"SELECT {cols} FROM (SELECT DISTINCT ON (_seq, _row) *, "
-                f"max(_seq) OVER (PARTITION BY {key}) AS _newest FROM {source}) "
-                f"WHERE _seq = _newest AND NOT _tombstone")
+        if view == table:
+            return (f"SELECT {cols} FROM (SELECT *, max(_seq) OVER (PARTITION BY {key}) AS _newest FROM ({rows})) "
+                    f"WHERE _seq = _newest AND NOT _tombstone")
+        # superseded rows: each write's rows, replaced at the time of the next write of the same key
+        same = " AND ".join(f"r.{k} IS NOT DISTINCT FROM w.{k}" for k in KEYS[table])
+        return (f"WITH r AS ({rows}), w AS (SELECT {key}, _seq, lead(_seq) OVER (PARTITION BY {key} ORDER BY _seq) "
+                f"AS _next FROM (SELECT DISTINCT {key}, _seq FROM r)) "
+                f"SELECT {', '.join(f'r.{c}' for c in columns(table))}, "
+                f"to_timestamp(CAST(left(w._next, 20) AS BIGINT) / 1e9) AS replaced_at "
+                f"FROM r JOIN w ON {same} AND r._seq = w._seq WHERE w._next IS NOT NULL AND NOT r._tombstone")
 
     def _catalog_version(self) -> str:
-        text = "\n".join([str(self.data_dir.resolve()), *(self._view_sql(t) for t in SCHEMA)])
+        text = "\n".join([str(self.data_dir.resolve()), *(self._view_sql(v) for v in views())])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def create_views(self, con, temp: bool = False, tables=None) -> None:
         """Create the views of ``tables`` (default: all, and the catalog version) in the connection ``con``."""
         kind = "TEMP VIEW" if temp else "VIEW"
-        for table in tables or SCHEMA:
+        for table in tables or views():
             con.execute(f"CREATE OR REPLACE {kind} {table} AS {self._view_sql(table)}")
         con.execute(f"CREATE OR REPLACE {kind} {CATALOG_VERSION_VIEW} AS "
                     f"SELECT {_sql_text(self._catalog_version())} AS version")
@@ -320,13 +336,16 @@ class MetricsStore:
         return seq
 
     def replace_block_rows(
-        self, table: str, pipeline: str, block: str, rows: pd.DataFrame | list[dict], scope: dict | None = None
+        self, table: str, pipeline: str, block: str, rows: pd.DataFrame | list[dict], scope: dict | None = None,
+        run_id: str | None = None,
     ) -> int:
         """Replace ``table``'s rows of (pipeline, block) by ``rows``; return the count.
 
         One new segment: from now on the view shows these rows and no earlier ones of the same key. ``scope``
         gives the table's further key columns (``performance``: ``evaluated_on``), and is written into the
-        new rows. Replacing by no rows writes a tombstone, so the block shows no rows.
+        new rows. Replacing by no rows writes a tombstone, so the block shows no rows. ``run_id`` (the Dagster
+        run writing them) goes into a ``run_id`` column when the table has one. The rows replaced stay
+        readable in ``<table>_history``, with ``replaced_at``.
         """
         import pandas as pd
 
@@ -339,6 +358,8 @@ class MetricsStore:
         count = len(frame)
         if count:
             frame = frame.assign(pipeline=pipeline, block=block, **scope)
+            if run_id is not None and "run_id" in columns(table):
+                frame = frame.assign(run_id=run_id)
         else:
             frame = pd.DataFrame([{"pipeline": pipeline, "block": block, **scope, "_tombstone": True}])
         self._write_segment(table, frame, (pipeline, block, *scope.values()))
@@ -369,7 +390,7 @@ class MetricsStore:
         With ``sql``, only the tables it names get a view (binding a view lists its segments)."""
         if not all((self.data_dir / table / SCHEMA_FILE).exists() for table in SCHEMA):
             self._ensure_schema_files()
-        named = [t for t in SCHEMA if sql and re.search(rf"\b{t}\b", sql, re.IGNORECASE)]
+        named = [t for t in views() if sql and re.search(rf"\b{t}\b", sql, re.IGNORECASE)]
         with _memory() as con:
             self.create_views(con, temp=True, tables=named or None)
             yield con
