@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 import struct
 
-import duckdb
 from cdp_browser import Browser
 from plotly.offline import get_plotlyjs
 from processed_home import copy_home, processed_home  # noqa: F401 -- session fixture
 
 from calmops_dagster.interfaces.cli import main
 from calmops_dagster.interfaces.pipeline_report import build_pipeline_report
+from calmops_dagster.store.metrics_store import MetricsStore
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -32,8 +32,8 @@ def test_report_is_self_contained_and_holds_every_section(processed_home):  # no
 
 def test_report_renders_in_chromium_without_console_errors(processed_home, tmp_path):  # noqa: F811
     home = copy_home(processed_home, tmp_path)
-    with duckdb.connect(str(home.metrics_db)) as con:  # a breaker state table, as the breaker writes it
-        con.execute("INSERT INTO breaker_state (pipeline, status, consecutive_failures) VALUES ('demo', 'closed', 0)")
+    # a breaker state row, as the breaker writes it (closed, no failure)
+    MetricsStore(home.metrics_db).update_breaker("demo", lambda state: (state, "reset"))
     out = tmp_path / "report.html"
     assert main(["--home", str(home.root), "report", "demo", "--out", str(out)]) == 0
     assert out.stat().st_size > 3_000_000  # plotly.js embedded: works offline
