@@ -66,6 +66,7 @@ def write_blocks(
     fmt: str = "csv",
     ground_truth: Sequence[Mapping[str, Any]] = (),
     source: Mapping[str, Any] | None = None,
+    first_number: int = 0,
 ) -> list[Path]:
     """Write one file per block value and ``ground_truth.json`` into ``out_dir``.
 
@@ -83,6 +84,9 @@ def write_blocks(
         Drift records (from the generators or :class:`~generators.drift_injection.DriftInjector`).
     source : dict, optional
         How the data were made (generator, settings, seed); stored in the ground-truth file.
+    first_number : int
+        Number in the first file's name; files are numbered in block order from it (the demo's blocks are
+        ``1..n``, so it passes 1 and ``block_001.csv`` holds block 1).
 
     Returns
     -------
@@ -95,11 +99,11 @@ def write_blocks(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     blocks = sorted(frame[block_col].unique().tolist())
-    width = max(3, len(str(len(blocks))))
+    width = max(3, len(str(len(blocks) - 1 + first_number)))
     paths: list[Path] = []
     files: dict[str, str] = {}
     for i, value in enumerate(blocks):
-        path = out / f"block_{i:0{width}d}.{fmt}"
+        path = out / f"block_{i + first_number:0{width}d}.{fmt}"
         part = frame[frame[block_col] == value]
         if fmt == "csv":
             part.to_csv(path, index=False)

@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -134,3 +135,30 @@ def data_frame_and_model():
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60)})
     return X, DecisionTreeClassifier(random_state=0).fit(X, (X["a"] > 0).astype(int))
+
+
+def test_demo_tells_one_story_and_next_drops_the_blocks_in_order(home, capsys):
+    assert main(["demo", "--blocks", "4", "--rows-per-block", "30", "--drift-at", "3", "--initial", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    blocks_dir, data_dir = home.root / "demo" / "demo" / "blocks", home.root / "demo" / "demo" / "data"
+    names = sorted(p.name for p in blocks_dir.glob("*.csv"))
+    assert names == ["block_001.csv", "block_002.csv", "block_003.csv", "block_004.csv"]
+    for name in names:  # file number = block number
+        assert set(pd.read_csv(blocks_dir / name)["block"]) == {int(name[6:9])}
+    story = [line.split() for line in out if line.strip().startswith("block_")]
+    assert [(s[0], s[2], s[3]) for s in story] == [("block_001.csv", "1", "in"), ("block_002.csv", "2", "next"),
+                                                   ("block_003.csv", "3", "waiting"), ("block_004.csv", "4", "waiting")]
+    assert "abrupt drift" in out[out.index(next(line for line in out if "block_003.csv" in line))]
+    assert out[-1].strip() == "drop the next one with: calmops demo --next"
+
+    for expected in ("block_002.csv (block 2)", "block_003.csv (block 3)", "block_004.csv (block 4)"):
+        assert main(["demo", "--next"]) == 0
+        assert capsys.readouterr().out.startswith(f"copied {expected} into {data_dir}")
+    assert sorted(p.name for p in data_dir.iterdir()) == names  # no temporary file left
+    assert main(["demo", "--next"]) == 0
+    assert "the demo is complete" in capsys.readouterr().out
+
+
+def test_demo_next_without_a_demo_says_what_to_run(home, capsys):
+    assert main(["demo", "--next"]) == 2
+    assert "run `calmops demo` first" in capsys.readouterr().err

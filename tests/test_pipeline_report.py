@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 import struct
+from html.parser import HTMLParser
 
 from cdp_browser import Browser
 from plotly.offline import get_plotlyjs
@@ -37,6 +39,7 @@ def test_report_renders_in_chromium_without_console_errors(processed_home, tmp_p
     out = tmp_path / "report.html"
     assert main(["--home", str(home.root), "report", "demo", "--out", str(out)]) == 0
     assert out.stat().st_size > 3_000_000  # plotly.js embedded: works offline
+    assert out.stat().st_mode & 0o777 == 0o644  # readable like the per-block reports
 
     with Browser(tmp_path / "profile") as browser:
         browser.open(out.as_uri())
@@ -61,3 +64,77 @@ def test_report_renders_in_chromium_without_console_errors(processed_home, tmp_p
     width, height = _png_size(shot)
     assert width >= 1000 and height >= 1500
     assert shot.stat().st_size > 50_000  # charts drawn, not a blank page
+
+
+class _Tables(HTMLParser):
+    """The cells of every ``<table id=...>`` of a page, by id."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self._id, self._row, self._cell = {}, None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._id = dict(attrs).get("id")
+            self.tables[self._id] = []
+        elif tag == "tr" and self._id:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[self._id].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._id = None
+
+
+def _same_number(shown: str, stored) -> bool:
+    if stored is None or (isinstance(stored, float) and math.isnan(stored)):
+        return shown == "—"
+    return math.isclose(float(shown), float(stored), rel_tol=5e-3, abs_tol=1e-300)
+
+
+def test_block_report_shows_the_numbers_of_drift_results_and_explains_them(processed_home):  # noqa: F811
+    home, spec = processed_home
+    page = (home.reports_dir("demo") / "3.html").read_text(encoding="utf-8")
+    parser = _Tables()
+    parser.feed(page)
+    header, *rows = parser.tables["all-tests"]
+    shown = [dict(zip(header, row, strict=True)) for row in rows]
+    with duckdb.connect(str(home.metrics_db), read_only=True) as con:
+        stored = con.execute("SELECT feature, test, statistic, p_value, effect_size, threshold, drifted "
+                             "FROM drift_results WHERE pipeline = 'demo' AND block = '3'").df()
+    assert len(shown) == len(stored) > 10  # every drift_results row of the block, and only those
+    by_key = {(r["feature"], r["test"]): r for r in shown}
+    for row in stored.itertuples():
+        cells = by_key[(row.feature, row.test)]
+        for column in ("statistic", "p_value", "effect_size", "threshold"):
+            assert _same_number(cells[column], getattr(row, column)), (row.feature, row.test, column, cells)
+        assert cells["drifted"] == ("yes" if row.drifted else "no")
+
+    summary = dict(parser.tables["summary"][1:])
+    dataset = stored[stored["feature"] == "__dataset__"].iloc[0]
+    assert _same_number(summary["drift share (drifted / tested features)"], dataset["statistic"])
+    classifier = stored[(stored["feature"] == "__multivariate__") & (stored["test"] == "classifier")].iloc[0]
+    assert classifier["p_value"] > 0 and _same_number(summary["classifier: p-value"], classifier["p_value"])
+    assert f"classifier p={float(summary['classifier: p-value']):.3g}" in page  # the header: the same number
+
+    alpha, share = spec.drift.alpha, spec.drift.multivariate_alpha_share
+    uni, each = alpha * (1 - share), alpha * share / len(spec.drift.multivariate_tests)
+    assert _same_number(summary["classifier: alpha"], each)
+    legend = page[page.index("How to read this report"):page.index("All tests")]
+    assert f"The block's alpha ({alpha:.3g}" in legend and f"share {uni:.3g}" in legend
+    assert f"{each:.3g} each" in legend
+    distances = set(stored.loc[stored["p_value"].isna() & ~stored["feature"].str.startswith("__"), "test"])
+    assert distances and all(test in legend for test in distances)
+    assert "have no p-value (shown as —)" in legend
+    assert page.count("class='caption'") >= 2  # every figure says how to read it

@@ -137,10 +137,12 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
         multivariate, mv_note = run_multivariate(reference, current, numeric, categorical, config)
     mv_drift = any(r.drifted for r in multivariate or [])
     decision = univariate_drift or mv_drift
-    note = (f"{len(drifted)}/{len(tested_names)} features drifted ({config.correction}, alpha="
-            f"{config.univariate_alpha:g}, min_drift_share={config.min_drift_share:g})")
+    split = (f", the univariate part of alpha={config.alpha:g}" if config.univariate_alpha != config.alpha else "")
+    note = (f"{len(drifted)}/{len(tested_names)} features drifted ({config.correction}-corrected p < "
+            f"{config.univariate_alpha:g}{split}; min_drift_share={config.min_drift_share:g})")
     if multivariate:
-        note += "; " + ", ".join(f"{r.test} p={r.p_value:.3g} {'drift' if r.drifted else 'ok'}" for r in multivariate)
+        note += "; " + ", ".join(f"{r.test} p={r.p_value:.3g} vs {r.alpha:.3g}: {'drift' if r.drifted else 'ok'}"
+                                 for r in multivariate)
     elif config.multivariate:
         note += f"; {mv_note}"
     if not tested_names:

@@ -4,6 +4,7 @@
     calmops [--home DIR] run NAME        materialize every pending block, in order, in-process
     calmops [--home DIR] list            pipelines, their champion and last block
     calmops [--home DIR] demo            generate a drifting dataset and create the demo pipeline
+    calmops [--home DIR] demo --next     drop the demo's next block file into its watched folder
     calmops [--home DIR] dev             start `dagster dev` on this home (what `make run` does)
     calmops [--home DIR] relaunch NAME   sensor/schedule on, circuit breaker closed, pending blocks run
     calmops [--home DIR] update NAME --key value ...   change spec fields (dotted keys), reload
@@ -138,33 +139,32 @@ def cmd_list(args, home: CalmOpsHome) -> int:
 
 
 def cmd_demo(args, home: CalmOpsHome) -> int:
-    from calmops_dagster.spec import parse_spec, save_spec
-    from generators.drifting_blocks import make_drifting_blocks
-    from generators.writer import write_blocks
+    from calmops_dagster.interfaces.demo import create_demo, drop_next, load_demo, story_lines
 
-    base = home.root / "demo" / check_pipeline_name(args.name)
-    blocks_dir, data_dir = base / "blocks", base / "data"
-    frame = make_drifting_blocks(n_blocks=args.blocks, rows_per_block=args.rows_per_block,
-                                 drift_at=args.drift_at, seed=args.seed)
-    files = write_blocks(frame, blocks_dir, block_col="block",
-                         ground_truth=[{"type": "abrupt", "from_block": args.drift_at,
-                                        "what": "x1 shift, x2 scale, segment mix, decision boundary"}])
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for path in files[: args.initial]:
-        shutil.copy2(path, data_dir / path.name)
-    raw = {
-        "name": args.name, "type": "block", "data_dir": str(data_dir), "target": "y", "block_col": "block",
-        "model_spec": {"module": "sklearn.ensemble", "class": "RandomForestClassifier",
-                       "params": {"n_estimators": 100, "random_state": args.seed}},
-        "performance": {"thresholds": {"balanced_accuracy": 0.6}},
-        "sensor": {"interval_seconds": 5, "settle_seconds": 2},
-    }
-    save_spec(parse_spec(raw, home.spec_path(args.name)), home.spec_path(args.name))
-    print(f"demo pipeline '{args.name}': spec {home.spec_path(args.name)}")
-    print(f"  {len(files)} block files in {blocks_dir} (abrupt drift from block {args.drift_at})")
-    print(f"  {args.initial} already copied into the watched folder {data_dir}")
-    print(f"  copy more to see them processed: cp {files[-1]} {data_dir}/")
+    check_pipeline_name(args.name)
+    if args.next:
+        demo = load_demo(home, args.name)
+        dropped = drop_next(demo)
+        if dropped is None:
+            print(f"all {len(demo.files)} block files are already in {demo.data_dir}: the demo is complete")
+            return 0
+        print(f"copied {dropped.path.name} (block {dropped.block}) into {demo.data_dir}; "
+              "the sensor processes it within seconds")
+    else:
+        demo = create_demo(home, args.name, blocks=args.blocks, rows_per_block=args.rows_per_block,
+                           drift_at=args.drift_at, initial=args.initial, seed=args.seed)
+        print(f"demo pipeline '{args.name}': spec {home.spec_path(args.name)}")
+        print(f"  {len(demo.files)} block files in {demo.blocks_dir} (file number = block number), "
+              f"watched folder {demo.data_dir}:")
+    for line in story_lines(demo):
+        print(line)
+    if demo.pending():
+        print(f"  drop the next one with: calmops demo --next{_name_flag(args.name)}")
     return 0
+
+
+def _name_flag(name: str) -> str:
+    return "" if name == "demo" else f" --name {name}"
 
 
 def cmd_rollback(args, home: CalmOpsHome) -> int:
@@ -474,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--drift-at", type=int, default=4)
     demo.add_argument("--initial", type=int, default=2, help="block files copied into the watched folder")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--next", action="store_true",
+                      help="copy the next block file of an existing demo into its watched folder")
     demo.set_defaults(func=cmd_demo)
 
     rollback = subparsers.add_parser("rollback", help="make a previous champion the champion again")

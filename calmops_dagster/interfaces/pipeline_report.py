@@ -13,6 +13,7 @@ plotly.js is embedded once (about 4.8 MB) so the page works on a machine without
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 
 import numpy as np
@@ -212,8 +213,10 @@ def build_pipeline_report(home: CalmOpsHome, name: str) -> str:
 
 
 def write_pipeline_report(home: CalmOpsHome, name: str, out: str | Path) -> Path:
-    """Write the report of ``name`` to ``out`` atomically; return the path."""
+    """Write the report of ``name`` to ``out`` atomically, readable by everyone (0644, like the per-block
+    reports: the temporary file it is renamed from is private); return the path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, build_pipeline_report(home, name))
+    os.chmod(out, 0o644)
     return out
