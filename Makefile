@@ -38,9 +38,11 @@ chromium:
 	  exit 1; \
 	fi
 
+# calmops serve (port 5001) answers the report links of the UI's metadata; it stops with dagster dev.
 run: venv
 	$(BIN)/calmops demo
-	$(BIN)/calmops dev --host 127.0.0.1 --port 3000
+	$(BIN)/calmops serve --port 5001 & serve=$$!; trap 'kill $$serve 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/calmops dev --host 127.0.0.1 --port 3000
 
 # tests/test_postgres_instance.py runs Dagster on a real PostgreSQL server (Debian's package `postgresql`,
 # started by the test itself in a temporary data directory). Installed like Chromium when missing.

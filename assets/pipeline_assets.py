@@ -21,6 +21,8 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
+    AssetMaterialization,
+    AssetSpec,
     DynamicPartitionsDefinition,
     MetadataValue,
     Output,
@@ -38,6 +40,7 @@ from calmops_dagster.ingest.block_data import (
 from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
 from calmops_dagster.ingest.labels import attach_labels, read_label_files
 from calmops_dagster.interfaces.block_report import write_drift_report_html
+from calmops_dagster.interfaces.pipeline_overview import pipeline_overview, reports_url
 from calmops_dagster.learning.block_assessment import assess_block, assessment_rows
 from calmops_dagster.learning.evaluation import threshold_failures
 from calmops_dagster.learning.retrain_modes import history_needed
@@ -58,6 +61,7 @@ from resources.home import CalmOpsHomeResource, MetricsStoreResource
 SCHEMA_CHECK = "schema_and_nulls"
 DRIFT_CHECK = "no_data_drift"
 PERFORMANCE_CHECK = "champion_meets_thresholds"
+MONITORING = "monitoring"
 DRIFT_COLUMNS = ["feature", "test", "statistic", "p_value", "effect_size", "threshold", "drifted", "note"]
 
 
@@ -87,8 +91,29 @@ def _drifted_table(drift_rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def monitoring_materialization(spec: PipelineSpec, home, metrics) -> AssetMaterialization:
+    """The ``<name>/monitoring`` overview after a block: champion, decisions, drift, links (see
+    :mod:`calmops_dagster.interfaces.pipeline_overview`)."""
+    view = pipeline_overview(home.paths, spec.name, spec.performance.metric, metrics=metrics.store())
+    metadata = {
+        "champion": view.champion, "champion_since": view.champion_since, "last_block": view.last_block,
+        "blocks_processed": view.blocks_processed, "promotions": view.promotions, "rollbacks": view.rollbacks,
+        **view.numbers,
+        "last_decisions": MetadataValue.md(view.decisions_md),
+        "drift_per_block": MetadataValue.md(view.drift_md),
+        "most_drifting_features": MetadataValue.md(view.features_md),
+        "pipeline_report": MetadataValue.url(view.pipeline_report_url),
+    }
+    if view.block_report_url:
+        metadata["last_block_report"] = MetadataValue.url(view.block_report_url)
+        metadata["last_block_report_path"] = MetadataValue.path(view.block_report_path)
+    return AssetMaterialization(AssetKey([spec.name, MONITORING]), metadata=metadata,
+                                description=f"after block {view.last_block}")
+
+
 def build_pipeline_assets(spec: PipelineSpec) -> list:
-    """The five assets of ``spec`` (two in prediction-only mode), with their checks."""
+    """The five assets of ``spec`` (two or three in prediction-only mode) with their checks, and the
+    ``monitoring`` overview they report after every block."""
     partitions = DynamicPartitionsDefinition(name=spec.partitions_name)
     prefix = [spec.name]
 
@@ -203,7 +228,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         drifted = report.drifted_features if report is not None else []
         change_row = assessment.stream.first_drift_index if assessment.stream is not None else None
         stamp = now_utc()
-        drift_rows = assessment_rows(assessment).reindex(columns=DRIFT_COLUMNS)
+        all_rows = assessment_rows(assessment)  # what drift_results stores and the block report shows
+        drift_rows = all_rows.reindex(columns=DRIFT_COLUMNS)
         db.replace_block_rows("drift_results", spec.name, block, drift_rows.assign(computed_at=stamp))
         db.replace_block_rows("drift_summary", spec.name, block, [{
             "reference_version": champion, "drift_detected": bool(summary.get("drift_detected", False)),
@@ -230,9 +256,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             path = write_drift_report_html(
                 report, reference[features], data_block[features],
                 home.paths.reports_dir(spec.name) / f"{block}.html", history=history,
-                title=f"{spec.name} block {block}", plotlyjs="directory",
+                title=f"{spec.name} block {block}", plotlyjs="directory", results=all_rows,
             )
-            report_meta = {"report": MetadataValue.path(str(path))}
+            report_meta = {"report": MetadataValue.path(str(path)), "report_url": MetadataValue.url(
+                reports_url(spec.name, block))}
         context.log.info(f"block {block}: {decision.reason}")
         outcome = {
             "block": block, "reference_version": champion, "drift_detected": bool(summary.get("drift_detected")),
@@ -336,6 +363,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "late": late, "decided_at": now_utc(),
         }])
         context.log.info(f"block {block}: {decision.decision} ({reason})")
+        # the overview first: a failing blocking check below ends this step, and the story must show it
+        context.log_event(monitoring_materialization(spec, home, metrics))
         yield Output(
             {"champion_version": after, "decision": decision.decision, "reason": reason},
             metadata={"champion_version": after or "none", "decision": decision.decision,
@@ -363,18 +392,30 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         deps=[] if spec.prediction_only else [key("champion_model")],
         **common,
     )
-    def predictions(context: AssetExecutionContext, data_block: pd.DataFrame, home: CalmOpsHomeResource):
+    def predictions(context: AssetExecutionContext, data_block: pd.DataFrame, home: CalmOpsHomeResource,
+                    metrics: MetricsStoreResource):
         block, store = context.partition_key, home.model_store(spec.name)
         version = ensure_champion(spec, store)
         result = predict_block(store, version, data_block, spec)
         path = write_predictions(result, home.paths.predictions_dir(spec.name), block)
         counts = result["prediction"].value_counts(normalize=True) if spec.task == "classification" else None
+        if spec.prediction_only:  # no champion_model step: the overview follows the predictions
+            context.log_event(monitoring_materialization(spec, home, metrics))
         return Output(str(path), metadata={
             "rows": len(result), "model_version": version, "path": MetadataValue.path(str(path)),
             **({f"share_{k}": float(v) for k, v in counts.items()} if counts is not None else
                {"mean_prediction": float(result["prediction"].mean())}),
         })
 
+    monitoring = AssetSpec(
+        key(MONITORING), group_name=spec.name,
+        deps=[key("predictions") if spec.prediction_only else key("champion_model")],
+        description=f"Overview of pipeline {spec.name}, reported after every block by the block's run: "
+        "champion and since when, the last decisions and their reasons, drift per block, the features that "
+        "drift most, links to the reports (served by `calmops serve`).",
+    )
     if spec.prediction_only:
-        return [data_block, drift_report, predictions] if spec.reference_file else [data_block, predictions]
-    return [data_block, drift_report, challenger_model, champion_model, predictions]
+        chain = [data_block, drift_report, predictions] if spec.reference_file else [data_block, predictions]
+    else:
+        chain = [data_block, drift_report, challenger_model, champion_model, predictions]
+    return [*chain, monitoring]

@@ -33,7 +33,7 @@ def chromium_path() -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise RuntimeError("chromium is not installed: apt-get install -y chromium (what .ci/run does)")
+    raise RuntimeError("chromium is not installed: `make chromium` installs it (apt-get install -y chromium)")
 
 
 class Browser:
@@ -131,6 +131,10 @@ class Browser:
         while True:
             if self._receive(max(deadline - time.monotonic(), 0.01)).get("method") == "Page.loadEventFired":
                 return
+
+    def before_each_page(self, source: str) -> None:
+        """Run ``source`` in every page before its own scripts (``Page.addScriptToEvaluateOnNewDocument``)."""
+        self.call("Page.addScriptToEvaluateOnNewDocument", source=source)
 
     def evaluate(self, expression: str):
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)

@@ -84,6 +84,36 @@ def test_materializations_carry_numeric_metadata_for_the_ui(home, demo_spec, blo
     assert 0 <= champion_md["balanced_accuracy"].value <= 1 and "f1" in champion_md
     rows = instance.get_latest_materialization_event(AssetKey(["demo", "data_block"]))
     assert rows.asset_materialization.metadata["rows"].value == 300
+    assert metadata["report_url"].value == "http://127.0.0.1:5001/reports/demo/3.html"
+
+
+def test_monitoring_overview_tells_the_story_after_every_block(home, demo_spec, block_files, instance,
+                                                              monkeypatch):
+    monkeypatch.setenv("CALMOPS_REPORTS_URL", "http://reports.example:8080/")
+    for path in block_files[:3]:
+        shutil.copy(path, demo_spec.data_dir)
+    run_pipeline(home, demo_spec, instance)
+    key = AssetKey(["demo", "monitoring"])
+    events = instance.fetch_materializations(key, limit=10).records
+    assert len(events) == 3  # one per block
+    overview = instance.get_latest_materialization_event(key).asset_materialization.metadata
+    champion = ModelStore(home.models_dir("demo")).champion_version()
+    assert overview["champion"].value == champion == "v0002"
+    assert overview["champion_since"].value.startswith("block 3 (promoted")
+    assert overview["last_block"].value == "3" and overview["blocks_processed"].value == 3
+    assert overview["promotions"].value == 2 and overview["promoted"].value == 1
+    summary = query(home, "SELECT drift_share, n_drifted FROM drift_summary WHERE block = '3'").iloc[0]
+    assert overview["drift_share"].value == summary["drift_share"] > 0
+    assert overview["drifted_features_count"].value == summary["n_drifted"]
+    assert 0 < overview["champion_balanced_accuracy"].value <= 1
+    decisions = overview["last_decisions"].value.splitlines()
+    assert decisions[0].startswith("| block | decision | champion | reason |") and len(decisions) == 2 + 3
+    assert decisions[2].startswith("| 3 | promoted | v0002 |") and "first champion" in decisions[-1]
+    assert "| 3 | yes | 0.6" in overview["drift_per_block"].value
+    assert overview["most_drifting_features"].value.splitlines()[2].startswith("| x1 | 1 |")
+    assert overview["pipeline_report"].value == "http://reports.example:8080/reports/demo/"
+    assert overview["last_block_report"].value == "http://reports.example:8080/reports/demo/3.html"
+    assert overview["last_block_report_path"].value == str(home.reports_dir("demo") / "3.html")
 
 
 def test_every_check_result_carries_its_block(home, demo_spec, block_files, instance):

@@ -1,7 +1,8 @@
 """End to end with the real `dagster dev` (webserver, daemon, sensor, run launcher) on a temporary home.
 
-A block file copied into the watched folder must be processed with nobody clicking, stopping `dagster dev`
-must leave no process behind, and a `dagster dev` killed mid-run must pick up where it was after a restart.
+Stopping `dagster dev` must leave no process behind, and a `dagster dev` killed mid-run must pick up where
+it was after a restart. Block files processed with nobody clicking, and the UI, are in test_dagster_ui.py,
+which uses the helpers of this module.
 """
 
 from __future__ import annotations
@@ -86,9 +87,9 @@ def running_dev(home: Path, port: int, log_path: Path, **env):
     assert not group_alive(pgid), "dagster dev left processes behind"
 
 
-def make_demo(home: Path, **env) -> None:
-    subprocess.run([*CALMOPS, "demo", "--initial", "0", "--blocks", "3", "--rows-per-block", "200"],
-                   env={**os.environ, "CALMOPS_HOME": str(home), **env}, check=True, capture_output=True)
+def make_demo(home: Path, *args: str) -> None:
+    subprocess.run([*CALMOPS, "demo", "--initial", "0", "--blocks", "3", "--rows-per-block", "200", *args],
+                   env={**os.environ, "CALMOPS_HOME": str(home)}, check=True, capture_output=True)
 
 
 def server_up(process, port):
@@ -98,26 +99,6 @@ def server_up(process, port):
             return response.status == 200
     except OSError:
         return False
-
-
-@pytest.fixture
-def dev_server(tmp_path):
-    """`calmops demo` then `calmops dev`; stopped (whole process group) after the test."""
-    home, port = tmp_path / "home", free_port()
-    make_demo(home)
-    with running_dev(home, port, tmp_path / "dagster_dev.log") as process:
-        yield home, port, process
-
-
-def test_dropped_block_file_is_processed_unattended(dev_server):
-    home, port, process = dev_server
-    wait_for(lambda: server_up(process, port), 120, "the webserver to answer /server_info")
-    blocks_dir, data_dir = home / "demo" / "demo" / "blocks", home / "demo" / "demo" / "data"
-    first = min(blocks_dir.glob("*.csv"))
-    shutil.copy(first, data_dir / first.name)
-    wait_for(lambda: "1" in processed_blocks(home / "metrics.duckdb"), 240, "block 1 to be processed")
-    assert (home / "pipelines" / "demo" / "models" / "champion.json").is_file()
-    assert (home / "dagster" / "dagster.yaml").is_file()
 
 
 def promotion_order(db: Path) -> list[str]:
@@ -139,14 +120,14 @@ def test_dagster_dev_killed_mid_training_resumes_in_block_order_after_a_restart(
 
     with running_dev(home, port, tmp_path / "dev1.log", CALMOPS_TEST_FIT_SIGNAL=str(signal_file),
                      CALMOPS_TEST_FIT_SLEEP="600") as process:
-        wait_for(lambda: server_up(process, port), 120, "the webserver to answer /server_info")
+        wait_for(lambda: server_up(process, port), 300, "the webserver to answer /server_info")
         for path in sorted(blocks_dir.glob("*.csv"))[:2]:
             shutil.copy(path, data_dir / path.name)
-        wait_for(signal_file.exists, 180, "block 1 to start training")
+        wait_for(signal_file.exists, 400, "block 1 to start training")
         os.killpg(os.getpgid(process.pid), signal.SIGKILL)  # no clean shutdown: the run stays "started"
 
     with running_dev(home, port, tmp_path / "dev2.log") as process:
-        wait_for(lambda: len(processed_blocks(home / "metrics.duckdb")) == 2, 300, "blocks 1 and 2")
+        wait_for(lambda: len(processed_blocks(home / "metrics.duckdb")) == 2, 600, "blocks 1 and 2")
     assert promotion_order(home / "metrics.duckdb") == ["1", "2"]
     with DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()

@@ -23,7 +23,8 @@ def test_good_and_broken_specs(home, tmp_path):
     graph = defs.resolve_asset_graph()
     keys = {key for key in graph.get_all_asset_keys()}
     assert keys == {AssetKey(["good", name]) for name in
-                    ("data_block", "drift_report", "challenger_model", "champion_model", "predictions")}
+                    ("data_block", "drift_report", "challenger_model", "champion_model", "predictions",
+                     "monitoring")}
     assert {graph.get(key).group_name for key in keys} == {"good"}
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {"schema_and_nulls", "no_data_drift", "champion_meets_thresholds"}

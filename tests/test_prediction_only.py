@@ -56,7 +56,8 @@ def test_prediction_only_pipeline_without_target(home, tmp_path, fitted):
     del raw["target"]
     spec = parse_spec(raw, home.spec_path("scoring"))
     save_spec(spec, home.spec_path("scoring"))
-    assert [a.key.path[-1] for a in build_pipeline_definitions(spec).assets] == ["data_block", "predictions"]
+    assert [a.key.path[-1] for a in build_pipeline_definitions(spec).assets] == ["data_block", "predictions",
+                                                                                 "monitoring"]
 
     results = run(home, spec)
     assert [r.block for r in results] == ["1", "2", "3"] and all(r.success for r in results)

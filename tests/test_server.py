@@ -252,3 +252,35 @@ def test_with_a_signing_key_unsigned_versions_are_never_served(processed_home, t
     with TestClient(create_app(home)) as c:  # a fresh server has nothing it may serve
         response = c.post("/predict/demo", json=records)
         assert response.status_code == 503 and "manifest is not signed" in response.json()["detail"]
+
+
+def test_reports_are_served_for_the_links_of_the_dagster_ui(client, processed_home):  # noqa: F811
+    home, _ = processed_home
+    block = client.get("/reports/demo/4.html")
+    assert block.status_code == 200 and block.headers["content-type"].startswith("text/html")
+    assert block.content == (home.reports_dir("demo") / "4.html").read_bytes()
+    assert client.get("/reports/demo/plotly.min.js").status_code == 200
+    page = client.get("/reports/demo/")
+    assert page.status_code == 200 and "Champion: <b>v0002</b>" in page.text
+    assert client.get("/reports/nobody/").status_code == 404
+    assert client.get("/reports/demo/9.html").status_code == 404
+
+
+@pytest.mark.parametrize("path", [
+    "/reports/demo/..%2Fpipeline.yaml", "/reports/demo/..", "/reports/demo/.%2E%2F..%2Fmetrics.duckdb",
+    "/reports/demo/%2Fetc%2Fpasswd", "/reports/..%2Fdemo/4.html", "/reports/demo/.4.html.tmp",
+    "/reports/demo/4.html%00.png",
+])
+def test_report_paths_cannot_leave_the_report_folder(client, path):
+    answer = client.get(path)
+    assert answer.status_code == 404, (path, answer.status_code, answer.text[:200])
+
+
+def test_reports_need_the_api_key_as_header_or_query(processed_home):  # noqa: F811
+    home, _ = processed_home
+    with TestClient(create_app(home, api_key="s3cret")) as c:
+        assert c.get("/reports/demo/4.html").status_code == 401
+        assert c.get("/reports/demo/4.html?key=wrong").status_code == 401
+        assert c.get("/reports/demo/4.html?key=s3cret").status_code == 200
+        assert c.get("/reports/demo/4.html", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/pipelines?key=s3cret").status_code == 401  # the query form is for report pages only

@@ -7,6 +7,9 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
   probabilities (classifiers) and the champion version that made them.
 - ``GET /pipelines``, ``GET /pipelines/{name}``: champion version, the last drift decision (DuckDB
   ``drift_summary``) and the circuit breaker's state (``breaker_state`` table, when it exists).
+- ``GET /reports/{pipeline}/``: the pipeline report (``calmops report``), built from DuckDB on each request;
+  ``GET /reports/{pipeline}/{file}``: a file of the pipeline's report folder (per-block drift reports
+  ``<block>.html`` and their shared ``plotly.min.js``). These are the links of the Dagster UI's metadata.
 - ``GET /health``.
 
 **Hot reload.** Every request looks at the pipeline's ``champion.json`` (one ``stat``). When the file changed
@@ -18,10 +21,13 @@ mismatch...) is not served: the previous one stays, and ``GET /pipelines/{name}`
 **Input checks** (4xx with what is wrong): unknown pipeline (404), empty body, invalid JSON, neither records
 nor columns/data, no rows, missing or extra columns, a value of the wrong type (a number expected and text
 given...), too many rows (422), a body larger than ``max_body_bytes`` (413). A pipeline name must match the
-spec's name pattern before it is joined to ``CALMOPS_HOME``, so it can never reach outside it.
+spec's name pattern before it is joined to ``CALMOPS_HOME``, so it can never reach outside it; a report file
+name must be a plain name (letters, digits, ``_ . : + -``, not starting with a dot) of a file directly in
+the pipeline's report folder.
 
 **Security.** Binds to 127.0.0.1 by default. With ``api_key`` (``$CALMOPS_API_KEY`` for ``calmops serve``)
-every endpoint but ``/health`` and the docs needs the header ``X-API-Key``; :func:`serve` refuses to bind to
+every endpoint but ``/health`` and the docs needs the header ``X-API-Key`` (report pages, opened from
+a browser link, also take it as the query parameter ``?key=``); :func:`serve` refuses to bind to
 anything but loopback without a key.
 """
 
@@ -32,6 +38,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
@@ -56,6 +63,8 @@ API_KEY_HEADER = "X-API-Key"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_ROWS = 100_000
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+#: A file name the report endpoint serves: what block keys and report names are made of, no leading dot.
+REPORT_FILE = re.compile(r"^[A-Za-z0-9_+:-][A-Za-z0-9_.+:-]*$")
 
 
 class InputError(Exception):
@@ -317,6 +326,11 @@ def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[st
         if api_key is not None and not (key and hmac.compare_digest(key.encode(), api_key.encode())):
             raise InputError(401, f"missing or wrong {API_KEY_HEADER} header")
 
+    def require_key_or_query(request: Request, key: str | None = Depends(header)) -> None:
+        given = key or request.query_params.get("key")
+        if api_key is not None and not (given and hmac.compare_digest(given.encode(), api_key.encode())):
+            raise InputError(401, f"missing or wrong {API_KEY_HEADER} header (or ?key= for report pages)")
+
     @app.exception_handler(InputError)
     async def _input_error(_request, exc: InputError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
@@ -335,6 +349,20 @@ def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[st
     def get_pipeline(name: str) -> dict:
         registry.check_name(name)
         return {**pipeline_status(home, name), "served": registry.status(name)}
+
+    @app.get("/reports/{name}/", summary="The pipeline report (HTML, built from DuckDB now)",
+             response_class=HTMLResponse, dependencies=[Depends(require_key_or_query)])
+    def pipeline_report(name: str) -> HTMLResponse:
+        from calmops_dagster.interfaces.pipeline_report import build_pipeline_report
+
+        registry.check_name(name)
+        return HTMLResponse(build_pipeline_report(home, name))
+
+    @app.get("/reports/{name}/{file}", summary="A file of the pipeline's report folder (block drift reports)",
+             dependencies=[Depends(require_key_or_query)])
+    def report_file(name: str, file: str) -> FileResponse:
+        registry.check_name(name)
+        return FileResponse(report_path(home, name, file))
 
     body_schema = {
         "oneOf": [
@@ -364,6 +392,17 @@ def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[st
         return JSONResponse(await run_in_threadpool(_predict, registry, pipeline, payload, max_rows))
 
     return app
+
+
+def report_path(home: CalmOpsHome, name: str, file: str):
+    """The file ``file`` directly inside ``name``'s report folder; 404 for anything else (no traversal)."""
+    folder = home.reports_dir(name).resolve()
+    if not REPORT_FILE.match(file or ""):
+        raise InputError(404, f"'{file}' is not a report file name")
+    path = (folder / file).resolve()
+    if path.parent != folder or not path.is_file():
+        raise InputError(404, f"no report '{file}' for pipeline '{name}'")
+    return path
 
 
 def _predict(registry: ChampionRegistry, pipeline: str, payload, max_rows: int) -> dict:
