@@ -11,7 +11,7 @@ import pytest
 
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.interfaces.cli import main
-from calmops_dagster.store.metrics_store import SCHEMA, MetricsStore, columns
+from calmops_dagster.store.metrics_store import APPEND_ONLY, SCHEMA, MetricsStore, columns, key_of
 
 
 @pytest.fixture
@@ -63,6 +63,11 @@ def test_performance_rows_are_replaced_per_evaluated_on(store):
         store.replace_block_rows("performance", "a", "1", [{"metric": "acc", "value": 0.1}])
     with pytest.raises(ValueError, match="replace_block_rows"):
         store.append_rows("promotions", [{"pipeline": "a", "block": "1"}])
+
+
+def test_every_table_has_a_key_or_is_an_event_log():
+    for table in SCHEMA:
+        assert table in APPEND_ONLY or set(key_of(table)) <= set(columns(table)), table
 
 
 def test_tables_keep_their_names_and_columns_in_the_catalog_file(store):

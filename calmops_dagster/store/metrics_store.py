@@ -103,12 +103,15 @@ SCHEMA = {
 #: data by two assets (the block, the challenger's evaluation split), each replacing only its own rows.
 KEYS = {
     "blocks": ("pipeline", "block"),
+    "labels": ("pipeline", "block"),
     "drift_results": ("pipeline", "block"),
     "drift_summary": ("pipeline", "block"),
     "performance": ("pipeline", "block", "evaluated_on"),
     "promotions": ("pipeline", "block"),
     "breaker_state": ("pipeline",),
 }
+#: A table in neither :data:`KEYS` nor :data:`APPEND_ONLY` is keyed by (pipeline, block).
+DEFAULT_KEY = ("pipeline", "block")
 #: Event logs: every row ever written is part of the table.
 APPEND_ONLY = ("quarantine", "breaker_events")
 
@@ -153,7 +156,12 @@ def _memory():
 
 def views() -> list[str]:
     """Every view of the catalog: the tables, and ``<table>_history`` of each table keyed by block."""
-    return [*SCHEMA, *(f"{table}{HISTORY}" for table in SCHEMA if table in KEYS)]
+    return [*SCHEMA, *(f"{table}{HISTORY}" for table in SCHEMA if table not in APPEND_ONLY)]
+
+
+def key_of(table: str) -> tuple[str, ...]:
+    """The columns one write of ``table`` replaces the rows of (the newest write of each key wins)."""
+    return KEYS.get(table, DEFAULT_KEY)
 
 
 def columns(table: str) -> list[str]:
@@ -202,12 +210,12 @@ class MetricsStore:
         cols = ", ".join(columns(table))
         if table in APPEND_ONLY:
             return f"SELECT {cols} FROM ({rows})"
-        key = ", ".join(KEYS[table])
+        key = ", ".join(key_of(table))
         if view == table:
             return (f"SELECT {cols} FROM (SELECT *, max(_seq) OVER (PARTITION BY {key}) AS _newest FROM ({rows})) "
                     f"WHERE _seq = _newest AND NOT _tombstone")
         # superseded rows: each write's rows, replaced at the time of the next write of the same key
-        same = " AND ".join(f"r.{k} IS NOT DISTINCT FROM w.{k}" for k in KEYS[table])
+        same = " AND ".join(f"r.{k} IS NOT DISTINCT FROM w.{k}" for k in key_of(table))
         return (f"WITH r AS ({rows}), w AS (SELECT {key}, _seq, lead(_seq) OVER (PARTITION BY {key} ORDER BY _seq) "
                 f"AS _next FROM (SELECT DISTINCT {key}, _seq FROM r)) "
                 f"SELECT {', '.join(f'r.{c}' for c in columns(table))}, "
@@ -350,7 +358,7 @@ class MetricsStore:
         import pandas as pd
 
         scope = scope or {}
-        extra = KEYS[table][2:]
+        extra = key_of(table)[2:]
         if set(scope) != set(extra):
             raise ValueError(f"{table}: scope must give exactly {list(extra)}, got {sorted(scope)}")
         self._ensure_ready()
