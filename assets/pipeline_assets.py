@@ -260,7 +260,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             )
             report_meta = {"report": MetadataValue.path(str(path)), "report_url": MetadataValue.url(
                 reports_url(spec.name, block))}
-        context.log.info(f"block {block}: {decision.reason}")
+        # DEBUG: the block's one INFO line is its decision (champion_model, or predictions when prediction-only)
+        context.log.debug(f"block {block}: {decision.reason}")
         outcome = {
             "block": block, "reference_version": champion, "drift_detected": bool(summary.get("drift_detected")),
             "drifted_features": drifted, "performance_drop": decision.performance_drop,
@@ -324,7 +325,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                                     (challenger["champion_version"], "champion", challenger["champion_scores"]))
             for m, s in (scores or {}).items()
         ], scope={"evaluated_on": "eval_split"})
-        context.log.info(f"block {block}: trained challenger {challenger['version']} ({challenger['note']})")
+        context.log.debug(f"block {block}: trained challenger {challenger['version']} ({challenger['note']})")
         return Output({**challenger, "reason": drift_report["reason"]}, metadata={
             "trained": 1, "version": challenger["version"], "retrain_mode": spec.retrain_mode,
             "note": challenger["note"], "train_rows": challenger["train_rows"],
@@ -362,7 +363,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "p_value": decision.p_value, "ci_low": decision.ci_low, "ci_high": decision.ci_high,
             "late": late, "decided_at": now_utc(),
         }])
-        context.log.info(f"block {block}: {decision.decision} ({reason})")
+        drift = "drift" if drift_report.get("drift_detected") else "no drift"
+        context.log.info(f"block {block}: {decision.decision} ({reason}); {drift}; champion {after or 'none'}")
         # the overview first: a failing blocking check below ends this step, and the story must show it
         context.log_event(monitoring_materialization(spec, home, metrics))
         yield Output(
@@ -400,6 +402,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         path = write_predictions(result, home.paths.predictions_dir(spec.name), block)
         counts = result["prediction"].value_counts(normalize=True) if spec.task == "classification" else None
         if spec.prediction_only:  # no champion_model step: the overview follows the predictions
+            context.log.info(f"block {block}: {len(result)} rows predicted by {version}")  # its one INFO line
             context.log_event(monitoring_materialization(spec, home, metrics))
         return Output(str(path), metadata={
             "rows": len(result), "model_version": version, "path": MetadataValue.path(str(path)),

@@ -358,8 +358,12 @@ def cmd_dev(args, home: CalmOpsHome) -> int:
     # SIGTERM like SIGINT: restore both so `kill` (or Ctrl-C) stops webserver, daemon and code server.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    command = [sys.executable, "-m", "dagster", "dev", "-m", "calmops_dagster.definitions",
-               "-h", args.host, "-p", str(args.port)]
+    # Quiet start-up and running: `dagster dev` without its supersession notice (see
+    # calmops_dagster/orchestration/dagster_dev.py); --log-level warning keeps the daemon's per-tick INFO lines
+    # ("Checking for new runs for sensor ...", every few seconds per sensor) off the terminal, while the runs'
+    # console logger still prints one INFO line per block decision and the UI keeps every tick.
+    command = [sys.executable, "-m", "calmops_dagster.orchestration.dagster_dev", "dev",
+               "-m", "calmops_dagster.definitions", "-h", args.host, "-p", str(args.port), "--log-level", "warning"]
     print(f"DAGSTER_HOME={home.dagster_home}; UI on http://{args.host}:{args.port}")
     os.execvpe(command[0], command, os.environ)
     return 0  # not reached: exec replaces this process

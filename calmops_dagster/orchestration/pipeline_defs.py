@@ -42,7 +42,9 @@ def build_job(spec: PipelineSpec):
         executor_def=EXECUTORS[spec.executor],
         # Default run config: a logger runs only when named in the run config; these defaults are merged
         # into whatever run config a sensor, schedule, the UI or `calmops run` passes.
-        config={"loggers": {key: {} for key in PIPELINE_LOGGERS}},
+        # The console logger at INFO: one line per block (its decision) and failures, not Dagster's DEBUG line
+        # for every event, which under `dagster dev` fill the terminal (the UI keeps every event anyway).
+        config={"loggers": {"console": {"config": {"log_level": "INFO"}}, "calmops_file": {}}},
         description=f"Process one block of pipeline {spec.name}.",
     )
 
