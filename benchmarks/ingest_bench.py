@@ -111,6 +111,8 @@ def in_process(frames, args, root: Path) -> tuple[list[float], list[float]]:
             record = instance.fetch_materializations(AssetRecordsFilter(
                 asset_key=AssetKey(["bench", "drift_report"]), asset_partitions=[str(block)]), limit=1).records[0]
             to_report.append(record.timestamp - started_wall)
+            print(f"  in-process   block {block:2}: run {walls[-1]:5.1f} s, drift report {to_report[-1]:5.1f} s after "
+                  "its start", flush=True)
     return walls[1:], to_report[1:]
 
 
