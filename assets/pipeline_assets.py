@@ -30,15 +30,10 @@ from dagster import (
     asset,
 )
 
-from calmops_dagster.ingest.block_data import (
-    frame_sha256,
-    incoming_dir,
-    load_block,
-    load_stream_block,
-    sort_block_keys,
-)
+from calmops_dagster.ingest.block_data import frame_sha256, incoming_dir, load_stream_block, sort_block_keys
 from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
 from calmops_dagster.ingest.labels import attach_labels, read_label_files
+from calmops_dagster.ingest.ingest_record import block_records, block_version, load_recorded_block
 from calmops_dagster.interfaces.block_report import write_drift_report_html
 from calmops_dagster.interfaces.pipeline_overview import pipeline_overview, reports_url
 from calmops_dagster.learning.block_assessment import assess_block, assessment_rows
@@ -53,7 +48,7 @@ from calmops_dagster.orchestration.champion_challenger import (
 )
 from calmops_dagster.orchestration.estimated_performance import BlockEstimates, estimate_block, estimated_drop
 from calmops_dagster.orchestration.prediction import ensure_champion, predict_block, write_predictions
-from calmops_dagster.orchestration.runner import breaker_pause_reason
+from calmops_dagster.orchestration.runner import VERSION_TAG, breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
@@ -132,7 +127,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
 
     @asset(
         name="data_block",
-        description=f"Rows of one block of {spec.data_dir}, schema-checked.",
+        description=f"Rows of one block of {spec.data_dir}: exactly the file versions the ingest record holds "
+        "for it (block_files), schema-checked.",
         check_specs=[check(SCHEMA_CHECK, "data_block", "Feature null share within data_quality.max_null_share")],
         **common,
     )
@@ -141,12 +137,13 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         store = home.model_store(spec.name)
         champion = store.champion_version()
         expected = store.manifest(champion).get("feature_kinds") if champion else None
+        db, folder = metrics.store(), home.paths.pipeline_dir(spec.name)
         if spec.type == "stream":  # exactly the file version accepted under this key
-            rows = load_stream_block(spec, block, incoming_dir(home.paths.pipeline_dir(spec.name)), expected)
-        else:
-            rows = load_block(spec, block, expected)
-        for name, reason in rows.skipped.items():
-            context.log.warning(f"skipped data file {name}: {reason}")
+            rows = load_stream_block(spec, block, incoming_dir(folder), expected)
+            version = block_version([sha for _file, sha, _rows in block_records(db, spec.name, block)])
+        else:  # exactly the file versions the ingest record holds for this block
+            rows, version = load_recorded_block(spec, db, folder, block)
+        context.instance.add_run_tags(context.run_id, {VERSION_TAG: version})
         frame = rows.frame
         if spec.prediction_only and spec.target and spec.target in frame.columns:
             context.log.info(f"prediction-only pipeline: column '{spec.target}' is ignored")
@@ -177,7 +174,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "null_cells": int(frame[features].isna().sum().sum()),
             "source_files": ", ".join(rows.source_files),
             "content_hash": content_hash,
-            "skipped_files": len(rows.skipped),
+            "block_version": version,
             **label_meta,
             **({} if spec.prediction_only else {"circuit_breaker": circuit_breaker.describe(
                 metrics.store().breaker_state(spec.name), datetime.now(UTC))}),

@@ -37,6 +37,11 @@ class SchemaError(DataFileError):
     """The file parses but its columns are not what the pipeline expects."""
 
 
+class IncompleteFileError(DataFileError):
+    """The file looks half-written (a truncated last line, a Parquet file without its footer): it is still
+    being written, so the scan waits for it instead of quarantining it."""
+
+
 class ModelIntegrityError(CalmOpsError):
     """A model file fails its hash or its format check; it is never loaded."""
 

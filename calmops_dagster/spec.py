@@ -242,6 +242,10 @@ class SensorConfig(StrictModel):
     settle_seconds: float = Field(5.0, ge=0)
     """A file is read only once its modification time is at least this old and its size has not changed
     since the previous look (a file still being copied is not read)."""
+    incomplete_wait_seconds: float = Field(600.0, ge=0)
+    """A settled file that looks half-written (a CSV's last line without newline or with fewer fields, a
+    missing block value on the last row only, a Parquet file without footer) is waited for until its
+    modification time is this old; then it is read like any other file (and quarantined if it is bad)."""
 
 
 class DataQualityConfig(StrictModel):

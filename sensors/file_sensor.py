@@ -1,9 +1,15 @@
-"""One file sensor per pipeline: new stable files in ``data_dir`` become partitions and run requests.
+"""One file sensor per pipeline: new stable file versions in ``data_dir`` become partitions and run requests.
 
-The cursor is the scan state of :mod:`calmops_dagster.ingest.file_scan` (file -> size, mtime, sha256), returned in
-the same ``SensorResult`` as the run requests, so a tick is recorded whole or not at all. Run keys are built
-from the block and the content hashes of the files that hold it: seeing the same files again requests
-nothing, a changed file requests its blocks again.
+Each tick ingests ``data_dir`` through the ingest record (:mod:`calmops_dagster.ingest.ingest_record`, in
+DuckDB, shared with the schedule and ``calmops run``): files already known by size and mtime are not read
+again, new versions are recorded as the blocks' current file versions. The cursor stays small whatever the
+number of files: the files not yet stable (``seen``) and the ``seq`` of the last record change the sensor
+acted on. It is returned in the same ``SensorResult`` as the run requests; a tick that fails after the record
+was written acts on the change at the next tick (its ``seq`` is still newer than the cursor's).
+
+A run is requested for every block whose file versions changed since the cursor's ``seq`` and that no
+successful run processed at its current version, with ``run_key = <block>:<block version>``: seeing the same
+files again requests nothing, a changed file requests its blocks again.
 
 Stream pipelines: every accepted file version is one partition (``<stem>-<sha12>``, copied into
 ``pipelines/<name>/incoming/``), requested in arrival order. The cursor is stored by Dagster with the sensor's
@@ -27,14 +33,16 @@ from dagster import (
     sensor,
 )
 
-from calmops_dagster.ingest.file_scan import load_cursor, scan_data_dir
+from calmops_dagster.ingest.block_data import sort_block_keys
+from calmops_dagster.ingest.file_scan import load_cursor
+from calmops_dagster.ingest.ingest_record import changed_blocks, current_versions, ingest_data_dir
 from calmops_dagster.orchestration.runner import (
     PIPELINE_TAG,
     expected_kinds,
-    ordered_blocks,
+    pipeline_dir,
+    processed_versions,
     reap_dead_runs,
     record_bad_files,
-    stream_store,
     times_reaped,
 )
 from calmops_dagster.spec import PipelineSpec
@@ -52,28 +60,26 @@ def build_file_sensor(spec: PipelineSpec, job):
         description=f"Watches {spec.data_dir} ({spec.file_pattern}) for new block files.",
     )
     def file_sensor(context: SensorEvaluationContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
-        models = home.model_store(spec.name)
-        scan = scan_data_dir(spec, load_cursor(context.cursor), expected_kinds=expected_kinds(models),
-                             incoming=stream_store(models))
-        record_bad_files(spec, scan.bad, metrics.store(), context.log)
+        models, db = home.model_store(spec.name), metrics.store()
+        cursor = load_cursor(context.cursor)
+        scan = ingest_data_dir(spec, db, pipeline_dir(models), cursor, expected_kinds(models)).scan
+        record_bad_files(spec, scan.bad, db, context.log)
         for name in scan.waiting:
             context.log.info(f"{name} is not stable yet (still being written?); will look again")
         for name in scan.duplicates:
-            context.log.info(f"{name} holds content already processed; ignored")
-        found = scan.blocks()
+            context.log.info(f"{name} holds content already accepted; ignored")
+        changed, seq = changed_blocks(db, spec.name, cursor["seq"])
+        versions = current_versions(db, spec.name)
+        done = processed_versions(context.instance, spec)
+        order = [b for b in (changed if spec.type == "stream" else sort_block_keys(changed)) if b in versions]
         known = set(context.instance.get_dynamic_partitions(spec.partitions_name))
-        order = ordered_blocks(spec, scan)
         new_blocks = [b for b in order if b not in known]
         requests = rerun_requests(context, spec) + [
-            RunRequest(
-                run_key=f"{block}:" + "+".join(sorted(sha[:16] for sha in found[block])),
-                partition_key=block,
-                tags={PIPELINE_TAG: spec.name},
-            )
-            for block in order
+            RunRequest(run_key=f"{block}:{versions[block]}", partition_key=block, tags={PIPELINE_TAG: spec.name})
+            for block in order if (block, versions[block]) not in done
         ]
-        cursor = json.dumps(scan.cursor, sort_keys=True)
-        if not requests:
+        cursor = json.dumps({"seen": scan.cursor["seen"], "seq": seq}, sort_keys=True)
+        if not requests and not new_blocks:
             return SensorResult(skip_reason=SkipReason("no new stable data files"), cursor=cursor)
         add = AddDynamicPartitionsRequest(partitions_def_name=spec.partitions_name, partition_keys=new_blocks)
         return SensorResult(

@@ -1,10 +1,17 @@
-"""Schedules from the spec (``cron`` or CalmOps' ``interval``): run every block not yet processed."""
+"""Schedules from the spec (``cron`` or CalmOps' ``interval``): ingest ``data_dir`` as the sensor does, then
+run every block not yet processed at its current version."""
 
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
-from calmops_dagster.orchestration.runner import PIPELINE_TAG, failed_runs, pending_blocks
+from calmops_dagster.orchestration.runner import (
+    PIPELINE_TAG,
+    failed_runs,
+    pending_blocks,
+    register_new_blocks,
+)
 from calmops_dagster.spec import PipelineSpec, ScheduleConfig
+from resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 
 def cron_of(config: ScheduleConfig) -> str:
@@ -28,8 +35,9 @@ MAX_SCHEDULED_ATTEMPTS = 3
 
 
 def build_schedule(spec: PipelineSpec, job):
-    """A schedule requesting one run per pending block (none for blocks already queued or running, or whose
-    runs failed :data:`MAX_SCHEDULED_ATTEMPTS` times)."""
+    """A schedule that ingests ``data_dir`` (new partitions, quarantine) and requests one run per pending
+    block (none for blocks already queued or running, or whose runs failed :data:`MAX_SCHEDULED_ATTEMPTS`
+    times)."""
 
     @schedule(
         name=f"{spec.name}_schedule",
@@ -38,8 +46,11 @@ def build_schedule(spec: PipelineSpec, job):
         default_status=DefaultScheduleStatus.RUNNING,
         description=f"Processes pending blocks of {spec.name} on {cron_of(spec.schedule)}.",
     )
-    def pipeline_schedule(context: ScheduleEvaluationContext):
-        pending = pending_blocks(context.instance, spec)
+    def pipeline_schedule(context: ScheduleEvaluationContext, home: CalmOpsHomeResource,
+                          metrics: MetricsStoreResource):
+        db = metrics.store()
+        register_new_blocks(context.instance, spec, db, home.model_store(spec.name), context.log)
+        pending = pending_blocks(context.instance, spec, metrics=db)
         blocks = [b for b in pending if failed_runs(context.instance, spec, b) < MAX_SCHEDULED_ATTEMPTS]
         for block in [b for b in pending if b not in blocks]:
             context.log.warning(f"block {block} failed {MAX_SCHEDULED_ATTEMPTS} times; the schedule leaves it "

@@ -24,7 +24,13 @@ from dagster import (
 from dagster._core.test_utils import create_run_for_test
 
 from calmops_dagster.ingest import file_scan
-from calmops_dagster.ingest.block_data import SAFE_BLOCK_KEY, incoming_dir, load_stream_block, stream_key
+from calmops_dagster.ingest.block_data import (
+    SAFE_BLOCK_KEY,
+    file_sha256,
+    incoming_dir,
+    load_stream_block,
+    stream_key,
+)
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.orchestration.runner import pending_blocks, register_new_blocks, run_pending
 from calmops_dagster.spec import parse_spec, save_spec
@@ -91,7 +97,7 @@ def test_hundred_files_at_once(home, tmp_path, instance):
     for i in range(15):
         path = data_dir / (f"bad_{i:03d}.parquet" if i % 3 == 0 else f"bad_{i:03d}.csv")
         if i % 3 == 0:
-            path.write_bytes(b"PAR1 not parquet" * (i + 1))
+            path.write_bytes(b"not parquet " * (i + 1))  # (PAR1 without its footer would be waited for)
         elif i % 3 == 1:
             path.write_text("")
         else:
@@ -108,7 +114,7 @@ def test_hundred_files_at_once(home, tmp_path, instance):
     first = evaluate_file_sensor(spec, home, instance)
     keys = [r.partition_key for r in first.run_requests]
     assert len(keys) == len(set(keys)) == 60
-    assert keys == [stream_key(p.name, file_scan.file_sha256(p)) for p in good]  # arrival order
+    assert keys == [stream_key(p.name, file_sha256(p)) for p in good]  # arrival order
     assert len({r.run_key for r in first.run_requests}) == 60
     assert instance.get_dynamic_partitions(spec.partitions_name) == keys
     bad = quarantine_rows(home)
@@ -117,7 +123,9 @@ def test_hundred_files_at_once(home, tmp_path, instance):
     assert sorted(p.name for p in (data_dir / "quarantine").iterdir()) == sorted(corrupt)
     cursor = json.loads(first.cursor)
     assert sorted(cursor["seen"]) == sorted(p.name for p in finished)
-    assert sum(v["status"] == "duplicate" for v in cursor["files"].values()) == 10
+    with duckdb.connect(str(home.metrics_db), read_only=True) as con:
+        duplicates = con.execute("SELECT file, note FROM data_files WHERE status = 'duplicate'").fetchall()
+    assert len(duplicates) == 10 and all(note.startswith("same content as") for _file, note in duplicates)
 
     for path, text in finished.items():  # the copies finish
         path.write_text(text)
@@ -126,7 +134,7 @@ def test_hundred_files_at_once(home, tmp_path, instance):
     assert not settling.run_requests  # size changed since the last look: one more tick
     done = evaluate_file_sensor(spec, home, instance, cursor=settling.cursor)
     assert sorted(r.partition_key for r in done.run_requests) == sorted(
-        stream_key(p.name, file_scan.file_sha256(p)) for p in finished)
+        stream_key(p.name, file_sha256(p)) for p in finished)
     # a restarted daemon gets the stored cursor back: nothing is requested again
     restarted = evaluate_file_sensor(spec, home, instance, cursor=json.loads(json.dumps(done.cursor)))
     assert not restarted.run_requests and isinstance(restarted.skip_reason, SkipReason)
@@ -197,14 +205,15 @@ def test_read_only_folder_records_quarantine_once(demo_spec, home, instance, mon
     assert len(quarantine_rows(home)) == 1
 
 
-def test_cursor_forgets_removed_files_but_not_their_content(demo_spec, home, block_files, instance):
+def test_cursor_stays_small_and_removed_files_content_is_still_known(demo_spec, home, block_files, instance):
     target = demo_spec.data_dir / block_files[0].name
     shutil.copy(block_files[0], target)
     stamp(target, 60)
     first = evaluate_file_sensor(demo_spec, home, instance)
+    assert json.loads(first.cursor) == {"seen": {}, "seq": 1}  # the file index lives in DuckDB, not here
     target.unlink()
     gone = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
-    assert json.loads(gone.cursor)["files"] == {}
+    assert json.loads(gone.cursor) == {"seen": {}, "seq": 1}
     shutil.copy(block_files[0], demo_spec.data_dir / "back_again.csv")
     stamp(demo_spec.data_dir / "back_again.csv", 60)
     back = evaluate_file_sensor(demo_spec, home, instance, cursor=gone.cursor)
@@ -223,13 +232,15 @@ def test_schedule_requests_every_pending_block_in_order(home, tmp_path, block_fi
     tick = datetime(2026, 1, 1, 12, 10, tzinfo=UTC)
     (tmp_path / "dagster").mkdir()
     with DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:  # schedules need an instance ref
-        assert isinstance(schedule(build_schedule_context(instance=instance, scheduled_execution_time=tick)),
-                          SkipReason)
+        resources = {k: v for k, v in build_resources(home).items() if k in ("home", "metrics")}
+
+        def tick_context():
+            return build_schedule_context(instance=instance, scheduled_execution_time=tick, resources=resources)
+
+        assert isinstance(schedule(tick_context()), SkipReason)
         for file in block_files[:3]:
-            shutil.copy(file, data_dir)
-        register_new_blocks(instance, spec, MetricsStore(home.metrics_db), ModelStore(home.models_dir("sched")),
-                            log)
-        requests = schedule(build_schedule_context(instance=instance, scheduled_execution_time=tick))
+            stamp(shutil.copy(file, data_dir), 60)
+        requests = schedule(tick_context())  # the schedule ingests data_dir itself, as the sensor does
         assert [r.partition_key for r in requests] == ["1", "2", "3"]
         assert all(r.tags["calmops/pipeline"] == "sched" for r in requests)
         assert len({r.run_key for r in requests}) == 3
@@ -238,7 +249,7 @@ def test_schedule_requests_every_pending_block_in_order(home, tmp_path, block_fi
         for _ in range(MAX_SCHEDULED_ATTEMPTS):  # block 2 keeps failing: the schedule stops asking for it
             create_run_for_test(instance, job_name=job_name(spec), status=DagsterRunStatus.FAILURE,
                                 tags={"calmops/pipeline": "sched", "dagster/partition": "2"})
-        requests = schedule(build_schedule_context(instance=instance, scheduled_execution_time=tick))
+        requests = schedule(tick_context())
         assert [r.partition_key for r in requests] == ["1", "3"]
         assert pending_blocks(instance, spec) == ["1", "2", "3"]  # still pending for calmops relaunch / run
 

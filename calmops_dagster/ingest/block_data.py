@@ -7,22 +7,24 @@ partition keys. It raises :mod:`calmops_dagster.errors` exceptions that name the
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from calmops_dagster.errors import CorruptFileError, EmptyFileError, SchemaError
-from calmops_dagster.spec import SUPPORTED_SUFFIXES, PipelineSpec, is_numeric_kind
-from calmops_dagster.store.atomic import write_text_atomic
+from calmops_dagster.errors import CorruptFileError, EmptyFileError, IncompleteFileError, SchemaError
+from calmops_dagster.spec import SUPPORTED_SUFFIXES, PipelineSpec, column_kinds, is_numeric_kind
+from calmops_dagster.store.atomic import write_bytes_atomic, write_text_atomic
 
 QUARANTINE_DIR = "quarantine"
 #: Block keys become partition keys and file names: letters, digits and ``_ . : + -`` only.
@@ -60,13 +62,38 @@ def frame_sha256(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def read_data_file(path: Path) -> pd.DataFrame:
-    """Parse a CSV or Parquet file; unparseable bytes and empty files raise typed errors."""
+def incomplete_reason(data: bytes, suffix: str) -> str | None:
+    """Why a file's bytes look half-written, or ``None``: a CSV whose last line has no newline or fewer
+    fields than its header, a Parquet file with its ``PAR1`` header but not yet its footer. (Bytes that are
+    no Parquet at all are not waited for: they fail to parse and are quarantined.)"""
+    if not data:
+        return None  # nothing written yet: the empty-file check decides once it is settled
+    if suffix.lower() != ".csv":  # Parquet starts and ends with PAR1; without the end it is still being written
+        return "the Parquet footer is missing" if data.startswith(b"PAR1") and not data.endswith(b"PAR1") else None
+    if not data.endswith(b"\n"):
+        return "its last line has no newline"
+    head, _, _ = data.partition(b"\n")
+    last = data.rstrip(b"\r\n").rpartition(b"\n")[2]
+    if last == head.rstrip(b"\r"):
+        return None  # a header only: the empty-file check decides
+    try:
+        header, row = (next(csv.reader([line.decode("utf-8", "replace")])) for line in (head, last))
+    except (csv.Error, StopIteration):
+        return None
+    if len(row) < len(header):
+        return f"its last line has {len(row)} of {len(header)} fields"
+    return None
+
+
+def read_data_file(path: Path, data: bytes | None = None) -> pd.DataFrame:
+    """Parse a CSV or Parquet file (or ``data``, its bytes already read); unparseable bytes and empty files
+    raise typed errors."""
+    source = path if data is None else io.BytesIO(data)
     try:
         if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(source)
         else:
-            frame = pd.read_parquet(path)
+            frame = pd.read_parquet(source)
     except pd.errors.EmptyDataError:
         raise EmptyFileError(path, "the file is empty") from None
     except Exception as exc:  # noqa: BLE001 -- pandas and pyarrow raise many types for damaged bytes
@@ -86,18 +113,22 @@ def validate_frame(
 
     Checks: the block column exists and has no missing values; the target exists (unless prediction-only,
     or with delayed ``labels``, where the id column must exist instead) and has no missing values; the
-    spec's features exist; with ``expected_kinds`` (the champion's training schema), numeric features are
-    still numeric.
+    spec's features exist; with ``expected_kinds`` (the champion's training schema, or the first accepted
+    file's), every expected feature exists and numeric features are still numeric. A CSV whose only missing
+    block or target value is on its last row was cut short while being written: :class:`IncompleteFileError`.
     """
     delayed = spec.labels is not None
     target = None if spec.prediction_only or (delayed and spec.target not in frame.columns) else spec.target
     needed = [c for c in (spec.block_col, target, spec.labels.id_col if delayed else None) if c]
     features = spec.feature_columns(frame.columns)
-    missing = [c for c in [*needed, *features] if c not in frame.columns]
+    expected = [c for c in (expected_kinds or {}) if c not in features and c not in needed]
+    missing = [c for c in [*needed, *features, *expected] if c not in frame.columns]
     if missing:
         raise SchemaError(path, f"missing column(s) {missing}; found {list(frame.columns)}")
     for column in needed:
         n_missing = int(frame[column].isna().sum())
+        if n_missing == 1 and frame[column].iloc[-1:].isna().all() and str(path).lower().endswith(".csv"):
+            raise IncompleteFileError(path, f"column '{column}' is missing on the last row only (cut short)")
         if n_missing:
             raise SchemaError(path, f"column '{column}' has {n_missing} missing value(s)")
     if not features:
@@ -130,55 +161,76 @@ def sort_block_keys(keys) -> list[str]:
 
 @dataclass(frozen=True)
 class FileInspection:
-    """What a readable, valid data file holds."""
+    """What a readable, valid data file holds: its block keys in block order and the rows of each."""
 
     path: Path
     sha256: str
     rows: int
     blocks: list[str]
+    block_rows: dict[str, int] = field(default_factory=dict)
+    schema: dict[str, str] = field(default_factory=dict)  # feature -> numeric/categorical
 
 
-def inspect_file(path: Path, spec: PipelineSpec, expected_kinds: dict[str, str] | None = None) -> FileInspection:
-    """Read and validate one file, listing its block keys in block order. Raises a DataFileError."""
-    frame = validate_frame(read_data_file(path), spec, path, expected_kinds)
-    blocks = sort_block_keys(block_keys(frame[spec.block_col])) if spec.block_col else []
-    unsafe = [b for b in blocks if not SAFE_BLOCK_KEY.match(b)]
+def inspect_frame(path: Path, spec: PipelineSpec, expected_kinds: dict[str, str] | None = None,
+                  data: bytes | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
+    """Read (or parse ``data``, the file's bytes) and validate one file; return the frame and its rows' block
+    keys. Raises a DataFileError (unsafe block values are a :class:`SchemaError`)."""
+    frame = validate_frame(read_data_file(path, data), spec, path, expected_kinds)
+    if not spec.block_col:
+        return frame, None
+    keys = block_keys(frame[spec.block_col])
+    unsafe = [b for b in sort_block_keys(keys) if not SAFE_BLOCK_KEY.match(b)]
     if unsafe:
         raise SchemaError(path, f"block value(s) {unsafe[:3]} in '{spec.block_col}' hold characters other "
                           "than letters, digits and _ . : + -")
-    return FileInspection(path=path, sha256=file_sha256(path), rows=len(frame), blocks=blocks)
+    return frame, keys
 
 
 @dataclass
 class BlockRows:
-    """The rows of one block gathered from every file that holds it."""
+    """The rows of one block gathered from the file versions recorded for it."""
 
     frame: pd.DataFrame
     source_files: list[str]
-    skipped: dict[str, str]  # file -> reason, for files that could not be read
 
 
-def load_block(spec: PipelineSpec, block: str, expected_kinds: dict[str, str] | None = None) -> BlockRows:
-    """Collect the rows of ``block`` from the pipeline's data files.
+def keep_block_pieces(frame: pd.DataFrame, keys: pd.Series, sha256: str, root: Path) -> dict[str, int]:
+    """Keep the rows of each block of an accepted file version as an immutable piece
+    ``root/<block>/<sha256>.parquet`` (written atomically, never rewritten); return the rows per block.
 
-    Unreadable or invalid files are skipped and reported in ``skipped`` (the sensor quarantines them); they
-    never stop the other files. Raises :class:`EmptyFileError` when no readable file holds the block.
+    The pieces are what ``data_block`` loads: exactly the accepted version, whatever happens to the file in
+    ``data_dir`` afterwards (changed, deleted), and only the rows of the block asked for.
     """
-    parts, sources, skipped = [], [], {}
-    for path in candidate_files(spec):
+    counts = {}
+    for block, rows in frame.groupby(keys.to_numpy(), sort=False):
+        path = Path(root) / str(block) / f"{sha256}.parquet"
+        if not path.is_file():
+            buffer = io.BytesIO()
+            rows.to_parquet(buffer, index=False)
+            write_bytes_atomic(path, buffer.getvalue())
+        counts[str(block)] = len(rows)
+    return counts
+
+
+def load_pieces(root: Path, block: str, versions: list[tuple[str, str, int]]) -> BlockRows:
+    """The rows of ``block`` from its recorded file versions ``[(file, sha256, rows), ...]``, in that order.
+
+    Raises :class:`CorruptFileError` naming the piece when one is missing or holds another number of rows
+    than recorded, and :class:`EmptyFileError` when no version is recorded for the block.
+    """
+    if not versions:
+        raise EmptyFileError(Path(root) / block, f"no accepted file version holds rows of block '{block}'")
+    parts = []
+    for file, sha, rows in versions:
+        path = Path(root) / block / f"{sha}.parquet"
         try:
-            frame = validate_frame(read_data_file(path), spec, path, expected_kinds)
-        except (CorruptFileError, EmptyFileError, SchemaError) as exc:
-            skipped[path.name] = exc.reason
-            continue
-        rows = frame[block_keys(frame[spec.block_col]) == block]
-        if len(rows):
-            parts.append(rows)
-            sources.append(path.name)
-    if not parts:
-        raise EmptyFileError(spec.data_dir, f"no readable file holds rows of block '{block}'")
-    frame = pd.concat(parts, ignore_index=True)
-    return BlockRows(frame=frame, source_files=sources, skipped=skipped)
+            part = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise CorruptFileError(path, f"the kept rows of {file} (block '{block}') cannot be read: {exc}") from None
+        if len(part) != rows:
+            raise CorruptFileError(path, f"holds {len(part)} rows of {file}, {rows} were recorded")
+        parts.append(part)
+    return BlockRows(frame=pd.concat(parts, ignore_index=True), source_files=[v[0] for v in versions])
 
 
 # --- Stream pipelines: one partition per accepted file version ------------------------------------------------
@@ -237,7 +289,8 @@ def accept_stream_file(path: Path, spec: PipelineSpec, store: Path,
         if known:
             record = _record_of(store, known[0].stem)
             stored = store / f"{known[0].stem}{Path(record['stored_file']).suffix}"
-            return FileInspection(path=stored, sha256=sha, rows=record["rows"], blocks=[known[0].stem]), False
+            return FileInspection(path=stored, sha256=sha, rows=record["rows"], blocks=[known[0].stem],
+                                  block_rows={known[0].stem: record["rows"]}), False
         frame = validate_frame(read_data_file(tmp), spec, path, expected_kinds)
         target = store / f"{key}{path.suffix.lower()}"
         os.replace(tmp, target)
@@ -245,7 +298,8 @@ def accept_stream_file(path: Path, spec: PipelineSpec, store: Path,
                   "size": target.stat().st_size, "rows": len(frame),
                   "accepted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_text_atomic(store / f"{key}.json", json.dumps(record, indent=1))
-        return FileInspection(path=target, sha256=sha, rows=len(frame), blocks=[key]), True
+        return FileInspection(path=target, sha256=sha, rows=len(frame), blocks=[key], block_rows={key: len(frame)},
+                              schema=column_kinds(frame, spec.feature_columns(frame.columns))), True
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -262,4 +316,4 @@ def load_stream_block(spec: PipelineSpec, key: str, store: Path,
     if not stored.is_file() or file_sha256(stored) != record["sha256"]:
         raise CorruptFileError(stored, f"the stored copy of '{key}' is missing or no longer matches its sha256")
     frame = validate_frame(read_data_file(stored), spec, record["source_file"], expected_kinds)
-    return BlockRows(frame=frame, source_files=[Path(record["source_file"]).name], skipped={})
+    return BlockRows(frame=frame, source_files=[Path(record["source_file"]).name])

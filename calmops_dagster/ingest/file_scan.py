@@ -1,57 +1,66 @@
-"""What is new in a pipeline's ``data_dir``: the logic behind the file sensor and ``calmops run``.
+"""What is new in a pipeline's ``data_dir``: the logic behind the file sensor, the schedule and ``calmops run``.
 
-A scan compares the folder with a cursor (JSON-serializable)::
+A scan compares the folder with the *ingest index* (what earlier scans accepted; kept in DuckDB by
+:mod:`calmops_dagster.ingest.ingest_record`, passed in here as plain dicts) and a small cursor::
 
-    {"files":  {name: {"size": ..., "mtime_ns": ..., "sha256": ..., "status": "ok|duplicate|bad"}},
-     "seen":   {name: [size, mtime_ns]},      # files looked at but not yet stable
-     "hashes": {sha256: name}}                # contents already accepted
+    index:  {name: {"size": ..., "mtime_ns": ..., "sha256": ..., "status": "accepted|duplicate|quarantined"}}
+    owners: {sha256: name}                   # every content accepted so far, and the file it came from
+    cursor: {"seen": {name: [size, mtime_ns]}, "seq": N}   # files not yet stable; the sensor's last record
 
-A file is read only when it is *stable*: its modification time is at least ``settle_seconds`` old and its
-size and mtime equal what the previous scan saw (when one saw it). A file whose size or mtime changed since
-it was processed is a new version and is read again. The same content is accepted once, whatever its file
-name. A file that cannot be read or fails the schema is reported with the reason (the caller quarantines
-it); it never stops the other files.
+A file whose size and mtime equal its index entry is not opened again, so the cost of a scan is one
+``stat`` per file plus the reading of what is new. Any other file is read only when it is *stable*: its
+modification time is at least ``settle_seconds`` old and its size and mtime equal what the previous scan saw
+(when one saw it). A stable file that still looks half-written (a CSV whose last line has no newline or fewer
+fields than the header, or whose block or target value is missing on the last row only; a Parquet file
+without its footer) waits too, up to ``sensor.incomplete_wait_seconds``. A file whose size or mtime changed
+since it was accepted is read again: new bytes are a new version of its blocks. Content accepted before
+under another name is a duplicate: it is ignored and said so. A file that cannot be read or fails the schema
+(the spec's features, else the champion's training schema, else the first accepted file's) is reported with
+the reason (the caller quarantines it); it never stops the other files.
 
-Stream pipelines (``type: stream``) pass ``incoming``: each accepted file version is copied into that
-immutable store and becomes one partition keyed ``<stem>-<sha12>`` (:func:`block_data.accept_stream_file`);
-files are looked at in arrival order (mtime, then name), so partitions are registered in that order.
-Entries of files that disappeared (moved to quarantine, deleted) are pruned from ``files`` and ``seen``;
-``hashes`` is kept, so their content is still never processed twice.
+Every accepted version of a block pipeline's file is cut into immutable per-block pieces
+(:func:`block_data.keep_block_pieces`), which is what ``data_block`` loads. Stream pipelines pass
+``incoming``: each accepted file version is copied into that immutable store and becomes one partition keyed
+``<stem>-<sha12>`` (:func:`block_data.accept_stream_file`); files are looked at in arrival order (mtime,
+then name), so partitions are registered in that order.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from calmops_dagster.errors import DataFileError
+from calmops_dagster.errors import DataFileError, IncompleteFileError
 from calmops_dagster.ingest.block_data import (
     QUARANTINE_DIR,
     FileInspection,
     accept_stream_file,
     candidate_files,
-    file_sha256,
-    inspect_file,
+    incomplete_reason,
+    inspect_frame,
+    keep_block_pieces,
+    sort_block_keys,
 )
-from calmops_dagster.spec import PipelineSpec
+from calmops_dagster.spec import PipelineSpec, column_kinds
 
 
 def empty_cursor() -> dict:
-    return {"files": {}, "seen": {}, "hashes": {}}
+    return {"seen": {}, "seq": 0}
 
 
 def load_cursor(text: str | None) -> dict:
-    """Parse a cursor string; a missing or unreadable cursor starts empty."""
+    """Parse a cursor string; a missing or unreadable cursor starts empty (older cursors' keys are dropped)."""
     if not text:
         return empty_cursor()
     try:
         cursor = json.loads(text)
     except json.JSONDecodeError:
         return empty_cursor()
-    return {**empty_cursor(), **cursor}
+    return {"seen": dict(cursor.get("seen") or {}), "seq": int(cursor.get("seq") or 0)}
 
 
 @dataclass
@@ -65,8 +74,10 @@ class BadFile:
 class ScanResult:
     ready: list[FileInspection] = field(default_factory=list)
     bad: list[BadFile] = field(default_factory=list)
-    waiting: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # "name (why)"
+    duplicates: list[str] = field(default_factory=list)  # "name (same content as other)"
+    #: data_files rows for the index: every file this scan read (accepted, duplicate, quarantined)
+    index: list[dict] = field(default_factory=list)
     cursor: dict = field(default_factory=empty_cursor)
 
     def blocks(self) -> dict[str, list[str]]:
@@ -84,17 +95,25 @@ def scan_data_dir(
     now: float | None = None,
     expected_kinds: dict[str, str] | None = None,
     incoming: Path | None = None,
+    index: dict[str, dict] | None = None,
+    owners: dict[str, str] | None = None,
+    pieces: Path | None = None,
 ) -> ScanResult:
-    """Find the new, stable, readable file versions of ``spec.data_dir`` since ``cursor``.
+    """Find the new, stable, readable file versions of ``spec.data_dir`` that ``index`` does not know.
 
-    ``incoming`` (required for stream pipelines) is the store accepted stream files are copied into.
+    ``expected_kinds`` is the schema files must have (feature -> kind); without it the first file accepted
+    by this scan sets it. ``pieces`` (block pipelines) is where accepted versions are cut into per-block
+    pieces; ``incoming`` (stream pipelines) the store accepted stream files are copied into.
     """
     if spec.type == "stream" and incoming is None:
         raise ValueError(f"pipeline '{spec.name}' is a stream pipeline: scan_data_dir needs its incoming store")
+    if spec.type != "stream" and pieces is None:
+        raise ValueError(f"pipeline '{spec.name}': scan_data_dir needs the folder of its block pieces")
     now = time.time() if now is None else now
-    cursor = json.loads(json.dumps(cursor or empty_cursor()))  # never mutate the caller's cursor
+    cursor = load_cursor(json.dumps(cursor)) if cursor else empty_cursor()  # never mutate the caller's
     result = ScanResult(cursor=cursor)
-    files, seen, hashes = cursor["files"], cursor["seen"], cursor["hashes"]
+    seen, index, owners = cursor["seen"], index or {}, dict(owners or {})
+    expected = dict(expected_kinds) if expected_kinds else None
     stats = {}
     for path in candidate_files(spec):
         try:
@@ -102,53 +121,87 @@ def scan_data_dir(
         except FileNotFoundError:  # removed between listing and stat
             continue
     present = {path.name for path in stats}
-    for table in (files, seen):
-        for name in [n for n in table if n not in present]:
-            del table[name]
+    for name in [n for n in seen if n not in present]:
+        del seen[name]
     for path, stat in sorted(stats.items(), key=lambda item: (item[1].st_mtime_ns, item[0].name)):
         signature = [stat.st_size, stat.st_mtime_ns]
-        known = files.get(path.name)
+        known = index.get(path.name)
         if known and [known["size"], known["mtime_ns"]] == signature:
             continue
         previous = seen.get(path.name)
         seen[path.name] = signature
-        settled = now - stat.st_mtime >= spec.sensor.settle_seconds
-        if not settled or (previous is not None and previous != signature):
-            result.waiting.append(path.name)
+        age = now - stat.st_mtime
+        if age < spec.sensor.settle_seconds or (previous is not None and previous != signature):
+            result.waiting.append(f"{path.name} (changed since the last look)")
             continue
-        del seen[path.name]
+        young = age < spec.sensor.incomplete_wait_seconds
         try:
-            sha = file_sha256(path)
+            data = path.read_bytes()  # hashed and parsed from these very bytes: the version is exact
         except OSError:  # vanished or unreadable since it was listed: look again next time
-            result.waiting.append(path.name)
+            result.waiting.append(f"{path.name} (unreadable for now)")
             continue
-        entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
-        if sha in hashes:  # same bytes already accepted, under this name or another
-            files[path.name] = {**entry, "status": "duplicate"}
-            result.duplicates.append(path.name)
+        cut_short = incomplete_reason(data, path.suffix) if young else None
+        if cut_short is not None:
+            result.waiting.append(f"{path.name} ({cut_short}: still being written?)")
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        del seen[path.name]
+        entry = {"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "content_hash": sha,
+                 "note": None, "schema": None}
+        owner = owners.get(sha)
+        if owner is not None and owner != path.name:  # the same bytes were accepted under another name
+            result.index.append({**entry, "status": "duplicate", "note": f"same content as {owner}"})
+            result.duplicates.append(f"{path.name} (same content as {owner})")
+            continue
+        if owner == path.name and known and known.get("sha256") == sha:  # touched, not changed
+            result.index.append({**entry, "status": "accepted", "schema": known.get("schema")})
             continue
         try:
             if spec.type == "stream":
-                inspection, is_new = accept_stream_file(path, spec, incoming, expected_kinds)
-                entry["sha256"] = inspection.sha256  # the hash of the bytes actually stored
+                inspection, is_new = accept_stream_file(path, spec, incoming, expected)
+                entry["content_hash"] = inspection.sha256  # the hash of the bytes actually stored
                 if not is_new and stream_version_elsewhere(inspection, path):
-                    files[path.name] = {**entry, "status": "duplicate"}
-                    hashes.setdefault(inspection.sha256, path.name)
-                    result.duplicates.append(path.name)
+                    result.index.append({**entry, "status": "duplicate", "note": "same content as an "
+                                         f"accepted file (partition {inspection.blocks[0]})"})
+                    result.duplicates.append(f"{path.name} (same content as partition {inspection.blocks[0]})")
                     continue
             else:
-                inspection = inspect_file(path, spec, expected_kinds)
+                inspection = accept_block_file(path, data, spec, sha, pieces, expected)
+        except IncompleteFileError as exc:
+            if young:
+                result.waiting.append(f"{path.name} ({exc.reason}: still being written?)")
+                seen[path.name] = signature
+                continue
+            result.index.append({**entry, "status": "quarantined", "note": exc.reason})
+            result.bad.append(BadFile(path, exc.reason, sha))
+            continue
         except DataFileError as exc:
-            files[path.name] = {**entry, "status": "bad"}
+            result.index.append({**entry, "status": "quarantined", "note": exc.reason})
             result.bad.append(BadFile(path, exc.reason, sha))
             continue
         except OSError:  # vanished or unreadable between stat and read: look again next time
-            result.waiting.append(path.name)
+            result.waiting.append(f"{path.name} (unreadable for now)")
             continue
-        files[path.name] = {**entry, "status": "ok"}
-        hashes[sha] = hashes[inspection.sha256] = path.name
+        schema = inspection.schema or (known or {}).get("schema") or None
+        result.index.append({**entry, "status": "accepted",
+                             "schema": json.dumps(schema, sort_keys=True) if isinstance(schema, dict) else schema})
+        owners[sha] = owners[inspection.sha256] = path.name
+        if expected is None and inspection.schema:
+            expected = inspection.schema  # the first accepted file sets the features the next ones must have
         result.ready.append(inspection)
     return result
+
+
+def accept_block_file(path: Path, data: bytes, spec: PipelineSpec, sha: str, pieces: Path,
+                      expected_kinds: dict[str, str] | None) -> FileInspection:
+    """Validate a block pipeline's file (its bytes ``data``, hashed ``sha``) and keep its rows as per-block
+    pieces under ``pieces``."""
+    frame, keys = inspect_frame(path, spec, expected_kinds, data)
+    counts = keep_block_pieces(frame, keys, sha, pieces)
+    blocks = sort_block_keys(counts)
+    return FileInspection(path=path, sha256=sha, rows=len(frame), blocks=blocks,
+                          block_rows={b: counts[b] for b in blocks},
+                          schema=column_kinds(frame, spec.feature_columns(frame.columns)))
 
 
 def stream_version_elsewhere(inspection: FileInspection, path: Path) -> bool:

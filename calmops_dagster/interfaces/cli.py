@@ -98,9 +98,7 @@ def cmd_run(args, home: CalmOpsHome) -> int:
 
     spec, job, instance = _pipeline_runtime(home, args.name)
     metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
-    new = register_new_blocks(instance, spec, metrics, models, log)
-    if new:
-        print(f"{spec.name}: {len(new)} new block(s): {', '.join(new)}")
+    _print_registered(spec.name, register_new_blocks(instance, spec, metrics, models, log))
     results = run_pending(instance, spec, job, metrics)
     if not results:
         print(f"{spec.name}: nothing pending")
@@ -108,6 +106,20 @@ def cmd_run(args, home: CalmOpsHome) -> int:
         status = "ok" if result.success else "FAILED"
         print(f"block {result.block}: {status} in {result.seconds:.1f}s: {result.summary}")
     return 0 if all(r.success for r in results) else 1
+
+
+def _print_registered(name: str, found) -> None:
+    """What a scan of ``data_dir`` found, one line per kind (files set aside: one line each)."""
+    if found.new_blocks:
+        print(f"{name}: {len(found.new_blocks)} new block(s): {', '.join(found.new_blocks)}")
+    if found.changed_blocks:
+        print(f"{name}: new file version(s) for block(s) {', '.join(found.changed_blocks)}: processed again")
+    for line in found.duplicates:
+        print(f"{name}: ignored {line}")
+    for line in found.waiting:
+        print(f"{name}: waiting for {line}")
+    for line in found.set_aside:
+        print(f"{name}: set aside {line} (see data_dir/quarantine/ and the quarantine table)")
 
 
 def cmd_list(args, home: CalmOpsHome) -> int:
@@ -224,7 +236,8 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
     if location is not None:
         for line in control.start_instigators_graphql(client, location, name, spec.schedule is not None):
             print(f"{name}: {line}")
-        blocks = pending_blocks(instance, spec)
+        _print_registered(name, register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log))
+        blocks = pending_blocks(instance, spec, metrics=metrics)
         run_ids = control.submit_block_runs(client, location, name, job_name(spec), blocks)
         print(f"{name}: {len(run_ids)} run(s) submitted to dagster dev for pending block(s) {', '.join(blocks)}"
               if run_ids else f"{name}: nothing pending")
@@ -234,7 +247,7 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
               "running locally", file=sys.stderr)
     for line in control.start_instigators_local(instance, name, spec.schedule is not None):
         print(f"{name}: {line}")
-    register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log)
+    _print_registered(name, register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log))
     results = run_pending(instance, spec, job, metrics)
     if not results:
         print(f"{name}: nothing pending")

@@ -24,12 +24,14 @@ from dagster import (
     RunsFilter,
 )
 
-from calmops_dagster.ingest.block_data import incoming_dir, sort_block_keys
-from calmops_dagster.ingest.file_scan import quarantine_file, scan_data_dir
+from calmops_dagster.ingest.block_data import sort_block_keys
+from calmops_dagster.ingest.file_scan import quarantine_file
+from calmops_dagster.ingest.ingest_record import current_versions, ingest_data_dir
 from calmops_dagster.orchestration import circuit_breaker
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore, now_utc
+from calmops_dagster.store.paths import CalmOpsHome
 
 PIPELINE_TAG = "calmops/pipeline"
 #: Runs executed in-process by ``calmops run`` carry the host and pid of their process, so a later
@@ -37,6 +39,10 @@ PIPELINE_TAG = "calmops/pipeline"
 PID_TAG, HOST_TAG = "calmops/pid", "calmops/host"
 #: Set on a run whose dead process :func:`reap_dead_runs` found and marked failed.
 REAPED_TAG = "calmops/reaped"
+#: Set by ``data_block`` on its run: the version of the block it loaded (hash of its file versions' hashes,
+#: :func:`calmops_dagster.ingest.ingest_record.block_version`). A block is processed at a version when a
+#: successful run carries it.
+VERSION_TAG = "calmops/block_version"
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
              DagsterRunStatus.STARTED]
 
@@ -73,21 +79,36 @@ def _already_quarantined(metrics: MetricsStore, spec: PipelineSpec, item) -> boo
     return len(rows) > 0
 
 
-def pending_blocks(instance: DagsterInstance, spec: PipelineSpec, skip_in_flight: bool = True) -> list[str]:
-    """Registered blocks whose final asset is not materialized, in block order (stream pipelines: in the
-    order their files arrived, which is the order their partitions were registered).
+def pending_blocks(instance: DagsterInstance, spec: PipelineSpec, skip_in_flight: bool = True,
+                   metrics: MetricsStore | None = None) -> list[str]:
+    """Registered blocks not yet processed at their current version, in block order (stream pipelines: in
+    the order their files arrived, which is the order their partitions were registered).
 
-    With ``skip_in_flight``, blocks that already have a queued or running run are left out.
+    A block is processed at its current version (the ingest record's, :mod:`~calmops_dagster.ingest.
+    ingest_record`) when a successful run carries that version (:data:`VERSION_TAG`): a file that changed
+    after its blocks were processed makes them pending again. A block the record does not know (registered
+    by hand) is pending until its final asset is materialized. With ``skip_in_flight``, blocks that already
+    have a queued or running run are left out. ``metrics`` defaults to ``CALMOPS_HOME``'s database.
     """
     reap_dead_runs(instance, spec)
+    metrics = metrics or MetricsStore(CalmOpsHome.from_env().metrics_db)
     registered = instance.get_dynamic_partitions(spec.partitions_name)
-    done = instance.get_materialized_partitions(final_asset(spec))
-    pending = [block for block in registered if block not in done]
+    versions = current_versions(metrics, spec.name)
+    done = processed_versions(instance, spec)
+    materialized = instance.get_materialized_partitions(final_asset(spec)) if set(registered) - set(versions) else set()
+    pending = [block for block in registered
+               if ((block, versions[block]) not in done if block in versions else block not in materialized)]
     if skip_in_flight and pending:
         runs = instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT))
         busy = {run.tags.get("dagster/partition") for run in runs}
         pending = [block for block in pending if block not in busy]
     return pending if spec.type == "stream" else sort_block_keys(pending)
+
+
+def processed_versions(instance: DagsterInstance, spec: PipelineSpec) -> set[tuple[str, str]]:
+    """(block, version) of every successful run of ``spec`` (see :data:`VERSION_TAG`)."""
+    runs = instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=[DagsterRunStatus.SUCCESS]))
+    return {(run.tags.get("dagster/partition"), run.tags[VERSION_TAG]) for run in runs if VERSION_TAG in run.tags}
 
 
 def reap_dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[DagsterRun]:
@@ -166,30 +187,46 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def stream_store(models: ModelStore) -> Path:
-    """The incoming store of a stream pipeline, beside its models (``pipelines/<name>/incoming``)."""
-    return incoming_dir(Path(models.root).parent)
+def pipeline_dir(models: ModelStore) -> Path:
+    """The pipeline's folder (``pipelines/<name>``), where its models, incoming store and lock live."""
+    return Path(models.root).parent
 
 
-def ordered_blocks(spec: PipelineSpec, scan) -> list[str]:
-    """The block keys a scan found: stream keys in arrival order, other keys in block order."""
-    found = scan.blocks()
-    return list(found) if spec.type == "stream" else sort_block_keys(found)
+@dataclass
+class Registered:
+    """What :func:`register_new_blocks` found: new partitions, blocks with new file versions, files set aside
+    ("name: reason"), duplicates and files still being written ("name (why)")."""
+
+    new_blocks: list[str]
+    changed_blocks: list[str]
+    set_aside: list[str]
+    duplicates: list[str]
+    waiting: list[str]
 
 
 def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: MetricsStore,
-                        models: ModelStore, log) -> list[str]:
-    """Scan ``data_dir`` as the sensor does (no cursor: every stable file), quarantine bad files, and add
-    partitions for blocks the instance does not know yet. Returns the new block keys."""
-    scan = scan_data_dir(spec, expected_kinds=expected_kinds(models), incoming=stream_store(models))
+                        models: ModelStore, log) -> Registered:
+    """Ingest ``data_dir`` as the sensor does (through the ingest record, so files already known by size,
+    mtime and hash are not read again), quarantine bad files, and add partitions for every recorded block the
+    instance does not know yet."""
+    ingest = ingest_data_dir(spec, metrics, pipeline_dir(models), expected_kinds=expected_kinds(models))
+    scan = ingest.scan
     record_bad_files(spec, scan.bad, metrics, log)
     for name in scan.waiting:
-        log.info(f"file {name} is still being written; it will be read on a later run")
+        log.info(f"file {name} is not complete yet; it will be read on a later run")
+    for name in scan.duplicates:
+        log.warning(f"file {name} holds content already accepted; ignored")
+    versions = current_versions(metrics, spec.name)
     known = set(instance.get_dynamic_partitions(spec.partitions_name))
-    new = [block for block in ordered_blocks(spec, scan) if block not in known]
+    found = scan.blocks()
+    order = list(found) if spec.type == "stream" else sort_block_keys(found)
+    new = [block for block in [*order, *sort_block_keys(versions)] if block in versions and block not in known]
+    new = list(dict.fromkeys(new))
     if new:
         instance.add_dynamic_partitions(spec.partitions_name, new)
-    return new
+    return Registered(new_blocks=new, changed_blocks=[b for b in order if b in known],
+                      set_aside=[f"{item.path.name}: {item.reason}" for item in scan.bad],
+                      duplicates=scan.duplicates, waiting=scan.waiting)
 
 
 @dataclass
@@ -237,7 +274,7 @@ def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: Met
                            [f"{step}: interrupted (the run's process died while it ran)" for step in steps],
                            run_failed=True)
     tags = {PIPELINE_TAG: spec.name, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-    for block in pending_blocks(instance, spec):
+    for block in pending_blocks(instance, spec, metrics=metrics):
         started = time.monotonic()
         outcome = job.execute_in_process(instance=instance, partition_key=block, tags=tags,
                                          run_config=QUIET_RUN_CONFIG, raise_on_error=False)

@@ -12,6 +12,10 @@ Tables (all carry ``pipeline``; see the README for every column):
 - ``quarantine``: every data file set aside, with the reason.
 - ``breaker_state``: one row per pipeline: the circuit breaker (status, consecutive failures, reopen time).
 - ``breaker_events``: every breaker transition (failure, success, opened, reset...) with its run id.
+- ``data_files``: the ingest index: one row per file of ``data_dir`` looked at (size, mtime, content hash,
+  accepted / duplicate / quarantined), so a scan never re-reads a file it knows.
+- ``block_files``: the ingest record: which file version (content hash) holds how many rows of which block
+  (``current``, or ``replaced`` by a newer version of the same file).
 
 Why not one DuckDB file: DuckDB lets one process write a database file at a time, and while it writes no
 other process may even open the file read-only, so runs of different pipelines queued behind each other's
@@ -97,6 +101,12 @@ SCHEMA = {
     "breaker_events": """
         pipeline VARCHAR, block VARCHAR, run_id VARCHAR, event VARCHAR, step VARCHAR, reason VARCHAR,
         consecutive_failures BIGINT, status VARCHAR, event_at TIMESTAMPTZ""",
+    "data_files": """
+        pipeline VARCHAR, file VARCHAR, size BIGINT, mtime_ns BIGINT, content_hash VARCHAR, status VARCHAR,
+        note VARCHAR, schema VARCHAR, seen_at TIMESTAMPTZ""",
+    "block_files": """
+        pipeline VARCHAR, block VARCHAR, file VARCHAR, content_hash VARCHAR, rows BIGINT, status VARCHAR,
+        seq BIGINT, recorded_at TIMESTAMPTZ""",
 }
 
 #: What one write replaces: the newest write of each key wins. ``performance`` is scored on two kinds of
@@ -372,6 +382,18 @@ class MetricsStore:
             frame = pd.DataFrame([{"pipeline": pipeline, "block": block, **scope, "_tombstone": True}])
         self._write_segment(table, frame, (pipeline, block, *scope.values()))
         return count
+
+    @contextmanager
+    def transaction(self):
+        """One write transaction on a (retried) connection: committed when the block ends, else rolled back."""
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     def append_rows(self, table: str, rows: pd.DataFrame | list[dict]) -> int:
         """Append rows to an event table (``quarantine``, ``breaker_events``): one segment per pipeline."""
