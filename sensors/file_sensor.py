@@ -35,7 +35,7 @@ from dagster import (
 
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import load_cursor
-from calmops_dagster.ingest.ingest_record import changed_blocks, current_versions, ingest_data_dir
+from calmops_dagster.ingest.ingest_record import ingest_data_dir
 from calmops_dagster.orchestration.runner import (
     PIPELINE_TAG,
     expected_kinds,
@@ -62,14 +62,13 @@ def build_file_sensor(spec: PipelineSpec, job):
     def file_sensor(context: SensorEvaluationContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         models, db = home.model_store(spec.name), metrics.store()
         cursor = load_cursor(context.cursor)
-        scan = ingest_data_dir(spec, db, pipeline_dir(models), cursor, expected_kinds(models)).scan
+        ingest = ingest_data_dir(spec, db, pipeline_dir(models), cursor, expected_kinds(models))
+        scan, changed, seq, versions = ingest.scan, ingest.changed, ingest.seq, ingest.versions
         record_bad_files(spec, scan.bad, db, context.log)
         for name in scan.waiting:
             context.log.info(f"{name} is not stable yet (still being written?); will look again")
         for name in scan.duplicates:
             context.log.info(f"{name} holds content already accepted; ignored")
-        changed, seq = changed_blocks(db, spec.name, cursor["seq"])
-        versions = current_versions(db, spec.name)
         done = processed_versions(context.instance, spec)
         order = [b for b in (changed if spec.type == "stream" else sort_block_keys(changed)) if b in versions]
         known = set(context.instance.get_dynamic_partitions(spec.partitions_name))

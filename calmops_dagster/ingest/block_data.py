@@ -194,22 +194,33 @@ class BlockRows:
     source_files: list[str]
 
 
-def keep_block_pieces(frame: pd.DataFrame, keys: pd.Series, sha256: str, root: Path) -> dict[str, int]:
-    """Keep the rows of each block of an accepted file version as an immutable piece
-    ``root/<block>/<sha256>.parquet`` (written atomically, never rewritten); return the rows per block.
+def keep_block_pieces(frame: pd.DataFrame, keys: pd.Series, sha256: str, root: Path, data: bytes,
+                      suffix: str) -> dict[str, int]:
+    """Keep the rows of each block of an accepted file version as an immutable piece under
+    ``root/<block>/<sha256>.*`` (written atomically, never rewritten); return the rows per block.
 
-    The pieces are what ``data_block`` loads: exactly the accepted version, whatever happens to the file in
-    ``data_dir`` afterwards (changed, deleted), and only the rows of the block asked for.
+    A file holding one block is kept as its very bytes (``data``, no re-encoding); a file holding several
+    is cut into one Parquet piece per block. The pieces are what ``data_block`` loads: exactly the accepted
+    version, whatever happens to the file in ``data_dir`` afterwards (changed, deleted), and only the rows of
+    the block asked for.
     """
     counts = {}
     for block, rows in frame.groupby(keys.to_numpy(), sort=False):
-        path = Path(root) / str(block) / f"{sha256}.parquet"
-        if not path.is_file():
+        counts[str(block)] = len(rows)
+        if _piece_path(root, str(block), sha256) is not None:
+            continue
+        if len(rows) == len(frame):
+            write_bytes_atomic(Path(root) / str(block) / f"{sha256}{suffix.lower()}", data)
+        else:
             buffer = io.BytesIO()
             rows.to_parquet(buffer, index=False)
-            write_bytes_atomic(path, buffer.getvalue())
-        counts[str(block)] = len(rows)
+            write_bytes_atomic(Path(root) / str(block) / f"{sha256}.parquet", buffer.getvalue())
     return counts
+
+
+def _piece_path(root: Path, block: str, sha256: str) -> Path | None:
+    return next((path for suffix in SUPPORTED_SUFFIXES
+                 if (path := Path(root) / block / f"{sha256}{suffix}").is_file()), None)
 
 
 def load_pieces(root: Path, block: str, versions: list[tuple[str, str, int]]) -> BlockRows:
@@ -222,11 +233,10 @@ def load_pieces(root: Path, block: str, versions: list[tuple[str, str, int]]) ->
         raise EmptyFileError(Path(root) / block, f"no accepted file version holds rows of block '{block}'")
     parts = []
     for file, sha, rows in versions:
-        path = Path(root) / block / f"{sha}.parquet"
-        try:
-            part = pd.read_parquet(path)
-        except (OSError, ValueError) as exc:
-            raise CorruptFileError(path, f"the kept rows of {file} (block '{block}') cannot be read: {exc}") from None
+        path = _piece_path(root, block, sha)
+        if path is None:
+            raise CorruptFileError(Path(root) / block / sha, f"the kept rows of {file} (block '{block}') are gone")
+        part = read_data_file(path)
         if len(part) != rows:
             raise CorruptFileError(path, f"holds {len(part)} rows of {file}, {rows} were recorded")
         parts.append(part)

@@ -197,7 +197,7 @@ def accept_block_file(path: Path, data: bytes, spec: PipelineSpec, sha: str, pie
     """Validate a block pipeline's file (its bytes ``data``, hashed ``sha``) and keep its rows as per-block
     pieces under ``pieces``."""
     frame, keys = inspect_frame(path, spec, expected_kinds, data)
-    counts = keep_block_pieces(frame, keys, sha, pieces)
+    counts = keep_block_pieces(frame, keys, sha, pieces, data, path.suffix)
     blocks = sort_block_keys(counts)
     return FileInspection(path=path, sha256=sha, rows=len(frame), blocks=blocks,
                           block_rows={b: counts[b] for b in blocks},

@@ -27,6 +27,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from calmops_dagster.ingest.block_data import BlockRows, incoming_dir, load_pieces
@@ -55,26 +56,28 @@ def block_version(content_hashes) -> str:
 def load_index(metrics: MetricsStore, pipeline: str) -> tuple[dict[str, dict], dict[str, str], dict | None]:
     """The scan's inputs from the record: the index of known files, the owner (file name) of every content
     hash accepted so far, and the schema of the first accepted file (``None`` before the first)."""
-    files = metrics.query("SELECT file, size, mtime_ns, content_hash, status, schema FROM data_files "
-                          "WHERE pipeline = ? ORDER BY seen_at", [pipeline])
+    try:
+        with metrics.reading() as con:
+            files = con.execute("SELECT file, size, mtime_ns, content_hash, status, schema FROM data_files "
+                                "WHERE pipeline = ? ORDER BY seen_at", [pipeline]).df()
+            versions = con.execute("SELECT content_hash, any_value(file) AS file FROM block_files "
+                                   "WHERE pipeline = ? GROUP BY content_hash", [pipeline]).df()
+    except duckdb.CatalogException:  # a database from before the ingest record: nothing known yet
+        return {}, {}, None
     index = {row.file: {"size": int(row.size), "mtime_ns": int(row.mtime_ns), "sha256": row.content_hash,
                         "status": row.status, "schema": row.schema} for row in files.itertuples()}
-    versions = metrics.query("SELECT content_hash, any_value(file) AS file FROM block_files WHERE pipeline = ? "
-                             "GROUP BY content_hash", [pipeline])
     owners = dict(zip(versions["content_hash"], versions["file"], strict=True))
     accepted = files[(files["status"] == "accepted") & files["schema"].notna()]
     schema = json.loads(accepted["schema"].iloc[0]) if len(accepted) else None
     return index, owners, schema
 
 
-def record_scan(metrics: MetricsStore, spec: PipelineSpec, scan: ScanResult) -> int:
-    """Write what ``scan`` found in one transaction; return the ``seq`` of this change (0: nothing changed).
+def record_scan(con, spec: PipelineSpec, scan: ScanResult) -> None:
+    """Write what ``scan`` found, on ``con`` (a transaction), under a new ``seq``.
 
     Each ready file version becomes ``current`` rows of its blocks; of a block pipeline's file, the rows of
     its earlier versions become ``replaced`` (stream partitions are immutable: a new version is a new key).
     """
-    if not scan.index and not scan.ready:
-        return 0
     stamp = now_utc()
     versions = pd.DataFrame([
         {"block": block, "file": inspection.path.name if spec.type != "stream" else _source_name(scan, inspection),
@@ -83,30 +86,27 @@ def record_scan(metrics: MetricsStore, spec: PipelineSpec, scan: ScanResult) -> 
     ], columns=["block", "file", "content_hash", "rows"])
     index = pd.DataFrame(scan.index, columns=["file", "size", "mtime_ns", "content_hash", "status", "note",
                                                "schema"]).drop_duplicates("file", keep="last")
-    with metrics.transaction() as con:
-        seq = 0
-        if len(versions):
-            seq = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM block_files WHERE pipeline = ?",
-                              [spec.name]).fetchall()[0][0]
-            con.register("new_versions", versions)
-            if spec.type != "stream":
-                con.execute("UPDATE block_files SET status = 'replaced', seq = ? WHERE pipeline = ? AND "
-                            "status = 'current' AND file IN (SELECT file FROM new_versions) AND NOT EXISTS ("
-                            "SELECT 1 FROM new_versions n WHERE n.file = block_files.file AND "
-                            "n.content_hash = block_files.content_hash)", [seq, spec.name])
-            con.execute("DELETE FROM block_files WHERE pipeline = ? AND EXISTS (SELECT 1 FROM new_versions n "
-                        "WHERE n.file = block_files.file AND n.content_hash = block_files.content_hash)",
-                        [spec.name])
-            con.execute("INSERT INTO block_files BY NAME SELECT ? AS pipeline, block, file, content_hash, rows, "
-                        "'current' AS status, ? AS seq, ? AS recorded_at FROM new_versions",
-                        [spec.name, seq, stamp])
-        if len(index):
-            con.register("new_index", index)
-            con.execute("DELETE FROM data_files WHERE pipeline = ? AND file IN (SELECT file FROM new_index)",
-                        [spec.name])
-            con.execute("INSERT INTO data_files BY NAME SELECT ? AS pipeline, *, ? AS seen_at FROM new_index",
-                        [spec.name, stamp])
-    return seq
+    if len(versions):
+        seq = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM block_files WHERE pipeline = ?",
+                          [spec.name]).fetchall()[0][0]
+        con.register("new_versions", versions)
+        if spec.type != "stream":
+            con.execute("UPDATE block_files SET status = 'replaced', seq = ? WHERE pipeline = ? AND "
+                        "status = 'current' AND file IN (SELECT file FROM new_versions) AND NOT EXISTS ("
+                        "SELECT 1 FROM new_versions n WHERE n.file = block_files.file AND "
+                        "n.content_hash = block_files.content_hash)", [seq, spec.name])
+        con.execute("DELETE FROM block_files WHERE pipeline = ? AND EXISTS (SELECT 1 FROM new_versions n "
+                    "WHERE n.file = block_files.file AND n.content_hash = block_files.content_hash)",
+                    [spec.name])
+        con.execute("INSERT INTO block_files BY NAME SELECT ? AS pipeline, block, file, content_hash, rows, "
+                    "'current' AS status, ? AS seq, ? AS recorded_at FROM new_versions",
+                    [spec.name, seq, stamp])
+    if len(index):
+        con.register("new_index", index)
+        con.execute("DELETE FROM data_files WHERE pipeline = ? AND file IN (SELECT file FROM new_index)",
+                    [spec.name])
+        con.execute("INSERT INTO data_files BY NAME SELECT ? AS pipeline, *, ? AS seen_at FROM new_index",
+                    [spec.name, stamp])
 
 
 def _source_name(scan: ScanResult, inspection) -> str:
@@ -117,10 +117,14 @@ def _source_name(scan: ScanResult, inspection) -> str:
 
 @dataclass
 class Ingest:
-    """What one ingest pass did: the scan (ready, bad, waiting, duplicates) and the record's new ``seq``."""
+    """What one ingest pass did and what the record holds after it: the scan (ready, bad, waiting,
+    duplicates), the blocks whose file versions changed after the cursor's ``seq`` (in the order they were
+    recorded), the newest ``seq``, and every block's current version."""
 
     scan: ScanResult
+    changed: list[str]
     seq: int
+    versions: dict[str, str]
 
 
 def ingest_data_dir(spec: PipelineSpec, metrics: MetricsStore, pipeline_dir: Path, cursor: dict | None = None,
@@ -128,22 +132,32 @@ def ingest_data_dir(spec: PipelineSpec, metrics: MetricsStore, pipeline_dir: Pat
     """Scan ``data_dir`` against the record and record what is new (the one entry of every entry point).
 
     ``expected_kinds`` is the champion's training schema; without one, the first accepted file's schema is
-    what every later file must have. ``cursor`` carries the files not yet stable between sensor ticks.
+    what every later file must have. ``cursor`` carries the files not yet stable between sensor ticks and
+    the ``seq`` the caller has acted on. One read connection before the scan, one write transaction after
+    it (none when nothing is new): the database is never held while files are read.
     """
+    cursor = cursor or empty_cursor()
     index, owners, first_schema = load_index(metrics, spec.name)
-    scan = scan_data_dir(spec, cursor or empty_cursor(), now=now, expected_kinds=expected_kinds or first_schema,
+    scan = scan_data_dir(spec, cursor, now=now, expected_kinds=expected_kinds or first_schema,
                          incoming=incoming_dir(pipeline_dir), index=index, owners=owners,
                          pieces=pieces_dir(pipeline_dir))
-    return Ingest(scan=scan, seq=record_scan(metrics, spec, scan))
+    if scan.index or scan.ready:
+        with metrics.transaction() as con:
+            record_scan(con, spec, scan)
+            changed, seq, versions = _record_state(con, spec.name, cursor.get("seq", 0))
+    else:
+        with metrics.reading() as con:
+            changed, seq, versions = _record_state(con, spec.name, cursor.get("seq", 0))
+    return Ingest(scan=scan, changed=changed, seq=seq, versions=versions)
 
 
-def changed_blocks(metrics: MetricsStore, pipeline: str, after_seq: int) -> tuple[list[str], int]:
-    """Blocks whose set of file versions changed after ``after_seq`` (in the order they were recorded), and
-    the newest ``seq``."""
-    rows = metrics.query("SELECT block, min(rowid) AS first, max(seq) AS seq FROM block_files "
-                         "WHERE pipeline = ? AND seq > ? GROUP BY block ORDER BY min(seq), first",
-                         [pipeline, after_seq])
-    return list(rows["block"]), max([after_seq, *[int(s) for s in rows["seq"]]])
+def _record_state(con, pipeline: str, after_seq: int) -> tuple[list[str], int, dict[str, str]]:
+    changed = con.execute("SELECT block, max(seq) AS seq FROM block_files WHERE pipeline = ? AND seq > ? "
+                          "GROUP BY block ORDER BY min(seq), min(rowid)", [pipeline, after_seq]).df()
+    current = con.execute("SELECT block, list(content_hash) AS hashes FROM block_files "
+                          "WHERE pipeline = ? AND status = 'current' GROUP BY block", [pipeline]).df()
+    seq = max([after_seq, *[int(s) for s in changed["seq"]]])
+    return list(changed["block"]), seq, {row.block: block_version(row.hashes) for row in current.itertuples()}
 
 
 def current_versions(metrics: MetricsStore, pipeline: str) -> dict[str, str]:

@@ -92,19 +92,37 @@ def _pipeline_runtime(home: CalmOpsHome, name: str):
 
 
 def cmd_run(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.orchestration.run_guard import StopSignals, pipeline_lock
     from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore
 
-    spec, job, instance = _pipeline_runtime(home, args.name)
-    metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
-    _print_registered(spec.name, register_new_blocks(instance, spec, metrics, models, log))
-    results = run_pending(instance, spec, job, metrics)
-    if not results:
-        print(f"{spec.name}: nothing pending")
+    name = _checked_name(home, args.name)
+    with pipeline_lock(home.pipeline_dir(name), name, wait=args.wait), StopSignals() as stop:
+        spec, job, instance = _pipeline_runtime(home, name)
+        metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
+        _print_registered(spec.name, register_new_blocks(instance, spec, metrics, models, log))
+        results = run_pending(instance, spec, job, metrics, stop=stop)
+        return _report_results(spec, results, stop, instance, metrics)
+
+
+def _report_results(spec, results, stop, instance, metrics) -> int:
+    """Print one line per processed block; the exit code: 0 all ok, 1 a block failed, 128+N stopped by
+    signal N (SIGTERM 143, Ctrl-C 130)."""
+    from calmops_dagster.orchestration.runner import pending_blocks
+
+    name = spec.name
+    if not results and not stop.received:
+        print(f"{name}: nothing pending")
     for result in results:
         status = "ok" if result.success else "FAILED"
         print(f"block {result.block}: {status} in {result.seconds:.1f}s: {result.summary}")
+    if stop.received:
+        left = pending_blocks(instance, spec, metrics=metrics)
+        print(f"{name}: stopped by {stop.name}" + (f" after block {results[-1].block}" if results else "")
+              + f"; {len(left)} block(s) still pending ({', '.join(left) or 'none'}): run again to go on",
+              file=sys.stderr)
+        return 128 + stop.received
     return 0 if all(r.success for r in results) else 1
 
 
@@ -217,6 +235,7 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
     """Sensors and schedule on, circuit breaker closed, runs requested for pending blocks."""
     from calmops_dagster.orchestration import dagster_control as control
     from calmops_dagster.orchestration.pipeline_defs import job_name
+    from calmops_dagster.orchestration.run_guard import StopSignals, pipeline_lock
     from calmops_dagster.orchestration.runner import (
         close_breaker,
         pending_blocks,
@@ -247,14 +266,10 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
               "running locally", file=sys.stderr)
     for line in control.start_instigators_local(instance, name, spec.schedule is not None):
         print(f"{name}: {line}")
-    _print_registered(name, register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log))
-    results = run_pending(instance, spec, job, metrics)
-    if not results:
-        print(f"{name}: nothing pending")
-    for result in results:
-        print(f"block {result.block}: {'ok' if result.success else 'FAILED'} in {result.seconds:.1f}s: "
-              f"{result.summary}")
-    return 0 if all(r.success for r in results) else 1
+    with pipeline_lock(home.pipeline_dir(name), name, wait=True), StopSignals() as stop:
+        _print_registered(name, register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)),
+                                                     log))
+        return _report_results(spec, run_pending(instance, spec, job, metrics, stop=stop), stop, instance, metrics)
 
 
 def _parse_updates(items: list[str]) -> list[tuple[str, object]]:
@@ -480,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = subparsers.add_parser("run", help="process every pending block of a pipeline, in order")
     run.add_argument("name")
+    run.add_argument("--wait", action="store_true",
+                     help="wait for another `calmops run` of this pipeline to finish instead of exiting")
     run.set_defaults(func=cmd_run)
 
     subparsers.add_parser("list", help="list pipelines").set_defaults(func=cmd_list)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import quarantine_file
 from calmops_dagster.ingest.ingest_record import current_versions, ingest_data_dir
 from calmops_dagster.orchestration import circuit_breaker
+from calmops_dagster.orchestration.run_guard import StopSignals
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore, now_utc
@@ -216,7 +218,7 @@ def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: 
         log.info(f"file {name} is not complete yet; it will be read on a later run")
     for name in scan.duplicates:
         log.warning(f"file {name} holds content already accepted; ignored")
-    versions = current_versions(metrics, spec.name)
+    versions = ingest.versions
     known = set(instance.get_dynamic_partitions(spec.partitions_name))
     found = scan.blocks()
     order = list(found) if spec.type == "stream" else sort_block_keys(found)
@@ -260,12 +262,16 @@ def summarize_block(metrics: MetricsStore, spec: PipelineSpec, block: str) -> st
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, "calmops_file": {}}}
 
 
-def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: MetricsStore) -> list[BlockRun]:
+def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: MetricsStore,
+                stop: StopSignals | None = None, say=print) -> list[BlockRun]:
     """Execute the pipeline's job for every pending block, in order, in-process, on ``instance``.
 
     ``job`` is the resolved job of the pipeline (``Definitions.resolve_job_def``), so runs appear in the UI
     under the same job the sensor uses. A failing block is reported and the next blocks still run (the
-    champion only changes when a block succeeds).
+    champion only changes when a block succeeds). Before each block, runs of the pipeline that another
+    process started (``dagster dev``'s launcher) are waited for, and the pending blocks are looked up again,
+    so one block is processed at a time whoever started it. With ``stop``, SIGTERM/SIGINT are held while a
+    block runs; once one arrived, no next block starts (``stop.received`` says which).
     """
     results = []
     for run in reap_dead_runs(instance, spec):  # an earlier `calmops run` killed mid-block
@@ -274,10 +280,17 @@ def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: Met
                            [f"{step}: interrupted (the run's process died while it ran)" for step in steps],
                            run_failed=True)
     tags = {PIPELINE_TAG: spec.name, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-    for block in pending_blocks(instance, spec, metrics=metrics):
+    tried: set[str] = set()
+    while not (stop and stop.received):
+        wait_for_other_runs(instance, spec, stop, say)
+        block = next((b for b in pending_blocks(instance, spec, metrics=metrics) if b not in tried), None)
+        if block is None or (stop and stop.received):
+            break
+        tried.add(block)
         started = time.monotonic()
-        outcome = job.execute_in_process(instance=instance, partition_key=block, tags=tags,
-                                         run_config=QUIET_RUN_CONFIG, raise_on_error=False)
+        with stop.held() if stop else nullcontext():
+            outcome = job.execute_in_process(instance=instance, partition_key=block, tags=tags,
+                                             run_config=QUIET_RUN_CONFIG, raise_on_error=False)
         seconds = time.monotonic() - started
         failed_steps = [e.step_key for e in breaker_step_failures(outcome.all_events)]
         record_run_outcome(metrics, spec, outcome.run_id, block, failed_steps, _failure_messages(outcome),
@@ -288,6 +301,27 @@ def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: Met
             summary = "; ".join(_failure_messages(outcome)) or "failed"
         results.append(BlockRun(block, outcome.success, seconds, summary))
     return results
+
+
+#: Statuses of a run that is executing now (a queued run waits for the run queue, which counts ours).
+EXECUTING = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+
+
+def wait_for_other_runs(instance: DagsterInstance, spec: PipelineSpec, stop: StopSignals | None = None,
+                        say=print, poll_seconds: float = 1.0) -> None:
+    """Wait while a run of ``spec`` started by another process executes (dead ones are reaped first)."""
+    told = False
+    while not (stop and stop.received):
+        reap_dead_runs(instance, spec)
+        running = instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=EXECUTING))
+        if not running:
+            return
+        if not told:
+            run = running[0]
+            say(f"{spec.name}: waiting for run {run.run_id[:8]} (block {run.tags.get('dagster/partition')}) "
+                "started elsewhere to finish")
+            told = True
+        time.sleep(poll_seconds)
 
 
 def _failure_messages(outcome) -> list[str]:

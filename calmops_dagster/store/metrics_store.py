@@ -384,6 +384,12 @@ class MetricsStore:
         return count
 
     @contextmanager
+    def reading(self):
+        """One read-only connection for several queries (empty tables when the file does not exist yet)."""
+        with self._connect(read_only=True) as con:
+            yield con
+
+    @contextmanager
     def transaction(self):
         """One write transaction on a (retried) connection: committed when the block ends, else rolled back."""
         with self._connect() as con:
