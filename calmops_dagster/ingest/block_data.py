@@ -2,7 +2,9 @@
 
 A data file (CSV or Parquet) in a pipeline's ``data_dir`` holds rows with a ``block_col``; every distinct
 block value is one Dagster partition. This module turns files into validated frames and block values into
-partition keys. It raises :mod:`calmops_dagster.errors` exceptions that name the file and what is wrong.
+partition keys, tells a half-written file from a bad one, and keeps each accepted file version's rows per
+block as immutable pieces (what ``data_block`` loads). It raises :mod:`calmops_dagster.errors` exceptions
+that name the file and what is wrong.
 """
 
 from __future__ import annotations
