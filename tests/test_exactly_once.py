@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from conftest import evaluate_file_sensor
 
+from calmops_dagster.ingest import file_scan
 from calmops_dagster.interfaces.cli import main
 from calmops_dagster.store.metrics_store import MetricsStore
 
@@ -127,3 +128,20 @@ def test_schema_problems_are_set_aside_and_the_run_exits_0(demo_spec, home, bloc
         or demo_spec.data_dir / "no_x1.csv")
     assert main(["run", "demo"]) == 0
     assert "set aside no_x1.csv: missing column(s) ['x1']" in capsys.readouterr().out
+
+
+def test_files_already_known_are_not_read_again_and_the_cursor_stays_small(demo_spec, home, block_files,
+                                                                           instance, monkeypatch):
+    for path in block_files[:3]:
+        age(shutil.copy(path, demo_spec.data_dir))
+    first = evaluate_file_sensor(demo_spec, home, instance)
+    assert [r.partition_key for r in first.run_requests] == ["1", "2", "3"]
+    read = []
+    real = file_scan.incomplete_reason
+    monkeypatch.setattr(file_scan, "incomplete_reason", lambda data, suffix: read.append(data) or real(data, suffix))
+    age(shutil.copy(block_files[3], demo_spec.data_dir))
+    tick = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
+    assert [r.partition_key for r in tick.run_requests] == ["4"] and len(tick.cursor) < 100
+    fresh = evaluate_file_sensor(demo_spec, home, instance)  # no cursor, as calmops run and the schedule scan
+    assert [r.partition_key for r in fresh.run_requests] == ["1", "2", "3", "4"]  # none processed yet
+    assert len(read) == 1  # only the new file was opened, once
