@@ -43,13 +43,13 @@ def test_sigterm_stops_after_the_current_block_and_exits_non_zero(demo_spec, hom
     process = subprocess.Popen([sys.executable, "-m", "calmops_dagster.interfaces.cli", "run", "demo"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900
         while not (log.is_file() and "block 1:" in log.read_text()):  # block 1 is past drift_report
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "block 1 never started"
             time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=300)
+        out, err = process.communicate(timeout=900)
     finally:
         if process.poll() is None:
             process.kill()

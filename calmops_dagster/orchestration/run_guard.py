@@ -6,9 +6,9 @@ twice. :func:`pipeline_lock` takes an exclusive ``fcntl`` lock on ``pipelines/<n
 whole invocation: a second invocation exits with a message naming the holder, or waits with ``--wait``. The
 kernel drops the lock when the holder dies, so a killed run never leaves a stale lock behind.
 
-:class:`StopSignals` turns SIGTERM and SIGINT into a request to stop: while a block's run executes the
-signals are held (blocked, so Dagster never sees them and no step is cut halfway), and once it has finished
-the request is noticed and no next block starts.
+:class:`StopSignals` turns SIGTERM and SIGINT into a request to stop: a block's run executes in a worker
+thread (Dagster's interrupt handlers are only installed on the main thread, so no step is cut halfway),
+the main thread notes the signal, and once the run has finished no next block starts.
 """
 
 from __future__ import annotations
@@ -17,14 +17,16 @@ import fcntl
 import os
 import signal
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 from calmops_dagster.errors import CalmOpsError
 
+T = TypeVar("T")
 LOCK_FILE = ".run.lock"
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -83,13 +85,25 @@ class StopSignals:
     def name(self) -> str | None:
         return signal.Signals(self.received).name if self.received else None
 
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """Hold SIGTERM/SIGINT while the body runs (a block's run); a signal that arrived meanwhile is
-        delivered when it ends, setting :attr:`received`."""
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-            time.sleep(0)  # let the interpreter run the handler of a signal that was pending
+    def finish(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (a block's run) to its end whatever signal arrives meanwhile, and return its result.
+
+        It runs in a worker thread: Dagster installs its interrupt handlers only on the main thread, so it
+        never turns a signal into an error inside a step, while the main thread waits here and records the
+        signal (:attr:`received`) for the caller to stop before the next block.
+        """
+        outcome: dict = {}
+
+        def target():
+            try:
+                outcome["value"] = work()
+            except BaseException as exc:  # noqa: BLE001 -- handed back to the caller's thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=target, name="calmops-block-run")
+        worker.start()
+        while worker.is_alive():
+            worker.join(timeout=0.2)  # short waits: the main thread runs the signal handler in between
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -270,8 +269,9 @@ def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: Met
     under the same job the sensor uses. A failing block is reported and the next blocks still run (the
     champion only changes when a block succeeds). Before each block, runs of the pipeline that another
     process started (``dagster dev``'s launcher) are waited for, and the pending blocks are looked up again,
-    so one block is processed at a time whoever started it. With ``stop``, SIGTERM/SIGINT are held while a
-    block runs; once one arrived, no next block starts (``stop.received`` says which).
+    so one block is processed at a time whoever started it. With ``stop``, each block's run finishes whatever
+    SIGTERM/SIGINT arrives meanwhile (:meth:`StopSignals.finish`); once one arrived, no next block starts
+    (``stop.received`` says which).
     """
     results = []
     for run in reap_dead_runs(instance, spec):  # an earlier `calmops run` killed mid-block
@@ -288,9 +288,11 @@ def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: Met
             break
         tried.add(block)
         started = time.monotonic()
-        with stop.held() if stop else nullcontext():
-            outcome = job.execute_in_process(instance=instance, partition_key=block, tags=tags,
-                                             run_config=QUIET_RUN_CONFIG, raise_on_error=False)
+        def execute(block=block):
+            return job.execute_in_process(instance=instance, partition_key=block, tags=tags,
+                                          run_config=QUIET_RUN_CONFIG, raise_on_error=False)
+
+        outcome = stop.finish(execute) if stop else execute()
         seconds = time.monotonic() - started
         failed_steps = [e.step_key for e in breaker_step_failures(outcome.all_events)]
         record_run_outcome(metrics, spec, outcome.run_id, block, failed_steps, _failure_messages(outcome),
