@@ -32,8 +32,8 @@ from dagster import (
 
 from calmops_dagster.ingest.block_data import frame_sha256, incoming_dir, load_stream_block, sort_block_keys
 from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
-from calmops_dagster.ingest.labels import attach_labels, read_label_files
 from calmops_dagster.ingest.ingest_record import block_records, block_version, load_recorded_block
+from calmops_dagster.ingest.labels import attach_labels, read_label_files
 from calmops_dagster.interfaces.block_report import write_drift_report_html
 from calmops_dagster.interfaces.pipeline_overview import pipeline_overview, reports_url
 from calmops_dagster.learning.block_assessment import assess_block, assessment_rows
