@@ -140,7 +140,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         db, folder = metrics.store(), home.paths.pipeline_dir(spec.name)
         if spec.type == "stream":  # exactly the file version accepted under this key
             rows = load_stream_block(spec, block, incoming_dir(folder), expected)
-            version = block_version([sha for _file, sha, _rows in block_records(db, spec.name, block)])
+            version = block_version([sha for _file, sha, _rows in block_records(db, spec, block)])
         else:  # exactly the file versions the ingest record holds for this block
             rows, version = load_recorded_block(spec, db, folder, block)
         context.instance.add_run_tags(context.run_id, {VERSION_TAG: version})

@@ -15,6 +15,7 @@ import pytest
 from conftest import evaluate_file_sensor
 
 from calmops_dagster.ingest import file_scan
+from calmops_dagster.ingest.ingest_record import current_rows
 from calmops_dagster.interfaces.cli import main
 from calmops_dagster.store.metrics_store import MetricsStore
 
@@ -96,8 +97,8 @@ def test_changed_file_is_processed_again_by_calmops_run_with_all_its_rows(demo_s
     age(first, 60)
     assert main(["run", "demo"]) == 0
     assert rows_of(home, "SELECT rows FROM blocks") == [(301,)]
-    assert rows_of(home, "SELECT status, rows FROM block_files WHERE file = 'a.csv' ORDER BY status") == [
-        ("current", 100), ("replaced", 300)]
+    assert rows_of(home, "SELECT rows FROM block_files WHERE file = 'a.csv' ORDER BY seq") == [(300,), (100,)]
+    assert list(current_rows(MetricsStore(home.metrics_db), demo_spec)["rows"]) == [100, 201]
     kept = pd.read_parquet(home.blocks_dir("demo") / "1.parquet")
     assert len(kept) == 301  # the history window/replay_mix learn from holds the current rows only
     assert main(["run", "demo"]) == 0

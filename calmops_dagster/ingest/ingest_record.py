@@ -2,16 +2,17 @@
 
 The sensor, the schedule, ``calmops run`` and ``calmops relaunch`` all go through :func:`ingest_data_dir`,
 and the ``data_block`` asset loads exactly the versions recorded here, never "every file in the folder". Two
-DuckDB tables (in the metrics database, so a scan in the sensor and one in ``calmops run`` see the same
-record):
+event tables of the metrics store (so a scan in the sensor and one in ``calmops run`` see the same record;
+each scan that finds something appends one segment to each):
 
-- ``data_files`` (pipeline, file, size, mtime_ns, content_hash, status, note, schema, seen_at): the index, one
-  row per file name looked at, with the size and mtime it had when read, so the next scan does not open it
-  again. ``status``: ``accepted``, ``duplicate`` (the same bytes were accepted under another name: ignored;
-  ``note`` says which) or ``quarantined``. ``schema`` is the accepted file's features and their kinds.
+- ``data_files`` (pipeline, file, size, mtime_ns, content_hash, status, note, schema, seen_at): the index, a
+  row each time a file is read, with the size and mtime it had, so the next scan does not open it again (a
+  file's newest row counts). ``status``: ``accepted``, ``duplicate`` (the same bytes were accepted under
+  another name: ignored; ``note`` says which) or ``quarantined``. ``schema``: the file's features and kinds.
 - ``block_files`` (pipeline, block, file, content_hash, rows, status, seq, recorded_at): one row per block
-  and accepted file version, ``current`` or ``replaced`` (the file changed since: its new version's rows
-  count instead). ``seq`` numbers the scans that changed the record, so the sensor's cursor is one number.
+  and accepted file version; ``seq`` numbers the scans, so the sensor's cursor is one number. Of a block
+  pipeline's file, only the newest version is current (:func:`current_rows`): the rows of its earlier
+  versions are replaced.
 
 A block's *version* is the hash of the content hashes of its current file versions
 (:func:`block_version`). A block is processed at a version when a successful run of its partition loaded that
@@ -27,7 +28,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from calmops_dagster.ingest.block_data import BlockRows, incoming_dir, load_pieces
@@ -54,16 +54,14 @@ def block_version(content_hashes) -> str:
 
 
 def load_index(metrics: MetricsStore, pipeline: str) -> tuple[dict[str, dict], dict[str, str], dict | None]:
-    """The scan's inputs from the record: the index of known files, the owner (file name) of every content
-    hash accepted so far, and the schema of the first accepted file (``None`` before the first)."""
-    try:
-        with metrics.reading() as con:
-            files = con.execute("SELECT file, size, mtime_ns, content_hash, status, schema FROM data_files "
-                                "WHERE pipeline = ? ORDER BY seen_at", [pipeline]).df()
-            versions = con.execute("SELECT content_hash, any_value(file) AS file FROM block_files "
-                                   "WHERE pipeline = ? GROUP BY content_hash", [pipeline]).df()
-    except duckdb.CatalogException:  # a database from before the ingest record: nothing known yet
-        return {}, {}, None
+    """The scan's inputs from the record: the index of known files (each file's newest row), the owner
+    (file name) of every content hash accepted so far, and the schema of the first accepted file (``None``
+    before the first)."""
+    files = metrics.query("SELECT file, size, mtime_ns, content_hash, status, schema, seen_at FROM data_files "
+                          "WHERE pipeline = ? QUALIFY row_number() OVER (PARTITION BY file ORDER BY seen_at DESC) "
+                          "= 1 ORDER BY seen_at", [pipeline])
+    versions = metrics.query("SELECT content_hash, any_value(file) AS file FROM block_files WHERE pipeline = ? "
+                             "GROUP BY content_hash", [pipeline])
     index = {row.file: {"size": int(row.size), "mtime_ns": int(row.mtime_ns), "sha256": row.content_hash,
                         "status": row.status, "schema": row.schema} for row in files.itertuples()}
     owners = dict(zip(versions["content_hash"], versions["file"], strict=True))
@@ -72,41 +70,36 @@ def load_index(metrics: MetricsStore, pipeline: str) -> tuple[dict[str, dict], d
     return index, owners, schema
 
 
-def record_scan(con, spec: PipelineSpec, scan: ScanResult) -> None:
-    """Write what ``scan`` found, on ``con`` (a transaction), under a new ``seq``.
-
-    Each ready file version becomes ``current`` rows of its blocks; of a block pipeline's file, the rows of
-    its earlier versions become ``replaced`` (stream partitions are immutable: a new version is a new key).
-    """
+def record_scan(metrics: MetricsStore, spec: PipelineSpec, scan: ScanResult, seq: int) -> None:
+    """Append what ``scan`` found to the record under ``seq``: one ``block_files`` row per block of each ready
+    file version, one ``data_files`` row per file read. (A file's newest version is its current one: the
+    rows of its earlier versions count as replaced, see :func:`current_rows`.)"""
     stamp = now_utc()
-    versions = pd.DataFrame([
-        {"block": block, "file": inspection.path.name if spec.type != "stream" else _source_name(scan, inspection),
-         "content_hash": inspection.sha256, "rows": rows}
+    versions = [
+        {"pipeline": spec.name, "block": block,
+         "file": inspection.path.name if spec.type != "stream" else _source_name(scan, inspection),
+         "content_hash": inspection.sha256, "rows": rows, "status": "current", "seq": seq, "recorded_at": stamp}
         for inspection in scan.ready for block, rows in inspection.block_rows.items()
-    ], columns=["block", "file", "content_hash", "rows"])
+    ]
     index = pd.DataFrame(scan.index, columns=["file", "size", "mtime_ns", "content_hash", "status", "note",
                                                "schema"]).drop_duplicates("file", keep="last")
-    if len(versions):
-        seq = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM block_files WHERE pipeline = ?",
-                          [spec.name]).fetchall()[0][0]
-        con.register("new_versions", versions)
-        if spec.type != "stream":
-            con.execute("UPDATE block_files SET status = 'replaced', seq = ? WHERE pipeline = ? AND "
-                        "status = 'current' AND file IN (SELECT file FROM new_versions) AND NOT EXISTS ("
-                        "SELECT 1 FROM new_versions n WHERE n.file = block_files.file AND "
-                        "n.content_hash = block_files.content_hash)", [seq, spec.name])
-        con.execute("DELETE FROM block_files WHERE pipeline = ? AND EXISTS (SELECT 1 FROM new_versions n "
-                    "WHERE n.file = block_files.file AND n.content_hash = block_files.content_hash)",
-                    [spec.name])
-        con.execute("INSERT INTO block_files BY NAME SELECT ? AS pipeline, block, file, content_hash, rows, "
-                    "'current' AS status, ? AS seq, ? AS recorded_at FROM new_versions",
-                    [spec.name, seq, stamp])
-    if len(index):
-        con.register("new_index", index)
-        con.execute("DELETE FROM data_files WHERE pipeline = ? AND file IN (SELECT file FROM new_index)",
-                    [spec.name])
-        con.execute("INSERT INTO data_files BY NAME SELECT ? AS pipeline, *, ? AS seen_at FROM new_index",
-                    [spec.name, stamp])
+    metrics.append_rows("block_files", versions)
+    metrics.append_rows("data_files", index.assign(pipeline=spec.name, seen_at=stamp))
+
+
+def current_rows(metrics: MetricsStore, spec: PipelineSpec, block: str | None = None) -> pd.DataFrame:
+    """The current file versions (block, file, content_hash, rows): of a block pipeline's file only its newest
+    version counts (the rows of the earlier ones are replaced); stream partitions are immutable, all count."""
+    where, params = ("AND block = ?", [block]) if block is not None else ("", [])
+    if spec.type == "stream":
+        return metrics.query("SELECT DISTINCT block, file, content_hash, rows FROM block_files "
+                             f"WHERE pipeline = ? {where} ORDER BY block, file", [spec.name, *params])
+    return metrics.query(
+        "WITH rec AS (SELECT * FROM block_files WHERE pipeline = ?), "
+        "latest AS (SELECT file, arg_max(content_hash, seq) AS sha FROM rec GROUP BY file) "
+        "SELECT DISTINCT r.block, r.file, r.content_hash, r.rows FROM rec r JOIN latest l "
+        f"ON r.file = l.file AND r.content_hash = l.sha WHERE true {where.replace('block', 'r.block')} "
+        "ORDER BY r.block, r.file, r.content_hash", [spec.name, *params])
 
 
 def _source_name(scan: ScanResult, inspection) -> str:
@@ -133,8 +126,7 @@ def ingest_data_dir(spec: PipelineSpec, metrics: MetricsStore, pipeline_dir: Pat
 
     ``expected_kinds`` is the champion's training schema; without one, the first accepted file's schema is
     what every later file must have. ``cursor`` carries the files not yet stable between sensor ticks and
-    the ``seq`` the caller has acted on. One read connection before the scan, one write transaction after
-    it (none when nothing is new): the database is never held while files are read.
+    the ``seq`` the caller has acted on.
     """
     cursor = cursor or empty_cursor()
     index, owners, first_schema = load_index(metrics, spec.name)
@@ -142,40 +134,36 @@ def ingest_data_dir(spec: PipelineSpec, metrics: MetricsStore, pipeline_dir: Pat
                          incoming=incoming_dir(pipeline_dir), index=index, owners=owners,
                          pieces=pieces_dir(pipeline_dir))
     if scan.index or scan.ready:
-        with metrics.transaction() as con:
-            record_scan(con, spec, scan)
-            changed, seq, versions = _record_state(con, spec.name, cursor.get("seq", 0))
-    else:
-        with metrics.reading() as con:
-            changed, seq, versions = _record_state(con, spec.name, cursor.get("seq", 0))
-    return Ingest(scan=scan, changed=changed, seq=seq, versions=versions)
+        last = metrics.query("SELECT coalesce(max(seq), 0) AS seq FROM block_files WHERE pipeline = ?",
+                             [spec.name])["seq"].iloc[0]
+        record_scan(metrics, spec, scan, int(last) + 1)
+    after = int(cursor.get("seq", 0))
+    touched = metrics.query(  # blocks with a new version, and (block pipelines) those of replaced versions
+        "SELECT block, max(seq) AS seq FROM block_files WHERE pipeline = ? AND "
+        + ("seq > ?" if spec.type == "stream" else
+           "file IN (SELECT file FROM block_files WHERE pipeline = ? AND seq > ?)")
+        + " GROUP BY block", [spec.name, after] if spec.type == "stream" else [spec.name, spec.name, after])
+    newest = metrics.query("SELECT coalesce(max(seq), 0) AS seq FROM block_files WHERE pipeline = ?",
+                           [spec.name])["seq"].iloc[0]
+    arrived = list(scan.blocks())
+    changed = [b for b in arrived if b in set(touched["block"])] + sorted(set(touched["block"]) - set(arrived))
+    return Ingest(scan=scan, changed=changed, seq=max(after, int(newest)), versions=current_versions(metrics, spec))
 
 
-def _record_state(con, pipeline: str, after_seq: int) -> tuple[list[str], int, dict[str, str]]:
-    changed = con.execute("SELECT block, max(seq) AS seq FROM block_files WHERE pipeline = ? AND seq > ? "
-                          "GROUP BY block ORDER BY min(seq), min(rowid)", [pipeline, after_seq]).df()
-    current = con.execute("SELECT block, list(content_hash) AS hashes FROM block_files "
-                          "WHERE pipeline = ? AND status = 'current' GROUP BY block", [pipeline]).df()
-    seq = max([after_seq, *[int(s) for s in changed["seq"]]])
-    return list(changed["block"]), seq, {row.block: block_version(row.hashes) for row in current.itertuples()}
-
-
-def current_versions(metrics: MetricsStore, pipeline: str) -> dict[str, str]:
+def current_versions(metrics: MetricsStore, spec: PipelineSpec) -> dict[str, str]:
     """Every block with a current file version, and its version (:func:`block_version`)."""
-    rows = metrics.query("SELECT block, list(content_hash) AS hashes FROM block_files "
-                         "WHERE pipeline = ? AND status = 'current' GROUP BY block", [pipeline])
-    return {row.block: block_version(row.hashes) for row in rows.itertuples()}
+    rows = current_rows(metrics, spec)
+    return {block: block_version(group["content_hash"]) for block, group in rows.groupby("block", sort=False)}
 
 
-def block_records(metrics: MetricsStore, pipeline: str, block: str) -> list[tuple[str, str, int]]:
+def block_records(metrics: MetricsStore, spec: PipelineSpec, block: str) -> list[tuple[str, str, int]]:
     """The current file versions of ``block``: ``[(file, content_hash, rows), ...]`` by file name."""
-    rows = metrics.query("SELECT file, content_hash, rows FROM block_files WHERE pipeline = ? AND block = ? "
-                         "AND status = 'current' ORDER BY file, content_hash", [pipeline, block])
+    rows = current_rows(metrics, spec, block)
     return [(row.file, row.content_hash, int(row.rows)) for row in rows.itertuples()]
 
 
 def load_recorded_block(spec: PipelineSpec, metrics: MetricsStore, pipeline_dir: Path,
                         block: str) -> tuple[BlockRows, str]:
     """The rows of ``block`` from exactly its current recorded file versions, and the block's version."""
-    records = block_records(metrics, spec.name, block)
+    records = block_records(metrics, spec, block)
     return load_pieces(pieces_dir(pipeline_dir), block, records), block_version([r[1] for r in records])

@@ -94,7 +94,7 @@ def pending_blocks(instance: DagsterInstance, spec: PipelineSpec, skip_in_flight
     reap_dead_runs(instance, spec)
     metrics = metrics or MetricsStore(CalmOpsHome.from_env().metrics_db)
     registered = instance.get_dynamic_partitions(spec.partitions_name)
-    versions = current_versions(metrics, spec.name)
+    versions = current_versions(metrics, spec)
     done = processed_versions(instance, spec)
     materialized = instance.get_materialized_partitions(final_asset(spec)) if set(registered) - set(versions) else set()
     pending = [block for block in registered

@@ -12,10 +12,10 @@ Tables (all carry ``pipeline``; see the README for every column):
 - ``quarantine``: every data file set aside, with the reason.
 - ``breaker_state``: one row per pipeline: the circuit breaker (status, consecutive failures, reopen time).
 - ``breaker_events``: every breaker transition (failure, success, opened, reset...) with its run id.
-- ``data_files``: the ingest index: one row per file of ``data_dir`` looked at (size, mtime, content hash,
-  accepted / duplicate / quarantined), so a scan never re-reads a file it knows.
-- ``block_files``: the ingest record: which file version (content hash) holds how many rows of which block
-  (``current``, or ``replaced`` by a newer version of the same file).
+- ``data_files``: the ingest index (an event log): a row each time a file of ``data_dir`` is read (size,
+  mtime, content hash, accepted / duplicate / quarantined); a file's newest row is what the scan knows.
+- ``block_files``: the ingest record (an event log): which file version (content hash) holds how many rows
+  of which block, per scan (``seq``); a file's newest version is current, its earlier ones replaced.
 
 Why not one DuckDB file: DuckDB lets one process write a database file at a time, and while it writes no
 other process may even open the file read-only, so runs of different pipelines queued behind each other's
@@ -123,7 +123,7 @@ KEYS = {
 #: A table in neither :data:`KEYS` nor :data:`APPEND_ONLY` is keyed by (pipeline, block).
 DEFAULT_KEY = ("pipeline", "block")
 #: Event logs: every row ever written is part of the table.
-APPEND_ONLY = ("quarantine", "breaker_events")
+APPEND_ONLY = ("quarantine", "breaker_events", "data_files", "block_files")
 
 #: Suffix of the views of superseded rows: ``blocks_history`` holds every row a later write of its block replaced.
 HISTORY = "_history"
@@ -382,24 +382,6 @@ class MetricsStore:
             frame = pd.DataFrame([{"pipeline": pipeline, "block": block, **scope, "_tombstone": True}])
         self._write_segment(table, frame, (pipeline, block, *scope.values()))
         return count
-
-    @contextmanager
-    def reading(self):
-        """One read-only connection for several queries (empty tables when the file does not exist yet)."""
-        with self._connect(read_only=True) as con:
-            yield con
-
-    @contextmanager
-    def transaction(self):
-        """One write transaction on a (retried) connection: committed when the block ends, else rolled back."""
-        with self._connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
 
     def append_rows(self, table: str, rows: pd.DataFrame | list[dict]) -> int:
         """Append rows to an event table (``quarantine``, ``breaker_events``): one segment per pipeline."""
