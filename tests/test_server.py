@@ -116,8 +116,8 @@ def test_pipelines_health_and_openapi(client, processed_home):  # noqa: F811
     assert detail["breaker"]["status"] == "closed" and detail["breaker"]["consecutive_failures"] == 0
     assert client.get("/pipelines/not_there").status_code == 404
     spec = client.get("/openapi.json").json()
-    assert {"/predict/{pipeline}", "/pipelines", "/pipelines/{name}", "/health"} <= set(spec["paths"])
-    assert "requestBody" in spec["paths"]["/predict/{pipeline}"]["post"]
+    assert {"/predict/demo", "/pipelines", "/pipelines/{name}", "/health"} <= set(spec["paths"])
+    assert "requestBody" in spec["paths"]["/predict/demo"]["post"]
 
 
 def test_breaker_state_is_reported_when_the_table_exists(processed_home, tmp_path):  # noqa: F811
@@ -284,3 +284,77 @@ def test_reports_need_the_api_key_as_header_or_query(processed_home):  # noqa: F
         assert c.get("/reports/demo/4.html?key=s3cret").status_code == 200
         assert c.get("/reports/demo/4.html", headers={"X-API-Key": "s3cret"}).status_code == 200
         assert c.get("/pipelines?key=s3cret").status_code == 401  # the query form is for report pages only
+
+
+def body_schema(openapi: dict, name: str = "demo") -> dict:
+    return openapi["paths"][f"/predict/{name}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+
+def test_openapi_describes_the_champions_columns_and_every_answer(processed_home):  # noqa: F811
+    home, _ = processed_home
+    with TestClient(create_app(home, max_rows=50)) as c:
+        doc = c.get("/openapi.json").json()
+    records, columns_form = body_schema(doc)["oneOf"]
+    record = records["items"]
+    assert record["required"] == FEATURES and record["additionalProperties"] is False
+    assert record["properties"]["x1"]["type"] == ["number", "null"] and record["properties"]["x1"]["maximum"] > 3e38
+    assert record["properties"]["segment"] == {"type": ["string", "null"]}
+    assert records["maxItems"] == 50 and records["minItems"] == 1
+    assert columns_form["properties"]["columns"] == {"const": FEATURES}
+    responses = doc["paths"]["/predict/demo"]["post"]["responses"]
+    assert {"200", "400", "404", "413", "422", "503"} <= set(responses) and "401" not in responses
+    assert doc["paths"]["/pipelines/{name}"]["get"]["parameters"][0]["schema"]["pattern"].startswith("^[A-Za-z]")
+    assert "HTTPValidationError" not in str(doc)
+    assert "securitySchemes" not in doc.get("components", {}) and "security" not in str(doc["paths"])
+    with TestClient(create_app(home, api_key="secret")) as c:
+        doc = c.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["APIKeyHeader"] == {"type": "apiKey", "in": "header",
+                                                                     "name": "X-API-Key"}
+    assert doc["paths"]["/predict/demo"]["post"]["security"] == [{"APIKeyHeader": []}]
+    assert "401" in doc["paths"]["/pipelines"]["get"]["responses"] and "security" not in doc["paths"]["/health"]["get"]
+
+
+def test_deeply_nested_and_non_json_numbers_are_400(client):
+    for depth in (33, 1_000, 100_000):
+        response = client.post("/predict/demo", content=b"[" * depth + b"]" * depth)
+        assert response.status_code == 400 and f"nested {depth} levels deep" in response.json()["detail"]
+    brackets_in_text = [{"x1": 1.0, "x2": 1.0, "x3": 0.0, "x4": 0.0, "segment": "[" * 100 + '\\"{'}]
+    assert client.post("/predict/demo", json=brackets_in_text).status_code == 200
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):
+        body = b'[{"x1": ' + constant + b', "x2": 1, "x3": 0, "x4": 0, "segment": "a"}]'
+        response = client.post("/predict/demo", content=body)
+        assert response.status_code == 400 and "not valid JSON" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("value", ["10" * 200, "1e39", "-1e39", "1e400"])
+def test_numbers_outside_float_range_are_422_naming_the_column(client, value):
+    for body in (f'[{{"x1": 1, "x2": {value}, "x3": 0, "x4": 0, "segment": "a"}}]',
+                 f'{{"columns": {FEATURES!r}, "data": [[1, {value}, 0, 0, "a"]]}}'.replace("'", '"')):
+        response = client.post("/predict/demo", content=body.encode())
+        assert response.status_code == 422, response.text
+        assert "column 'x2' holds a number outside the float range" in response.json()["detail"]
+    edge = [{"x1": 3.4e38, "x2": -3.4e38, "x3": 0, "x4": 0, "segment": "a"}]
+    assert client.post("/predict/demo", json=edge).status_code == 200
+
+
+def test_unseen_categories_are_answered_with_warnings(client, rows):
+    records = rows.head(3).to_dict(orient="records")
+    records[0]["segment"], records[2]["segment"] = "never-seen", "never-seen"
+    response = client.post("/predict/demo", json=records)
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 3
+    (warning,) = response.json()["warnings"]
+    assert warning["column"] == "segment" and warning["value"] == "never-seen" and warning["rows"] == 2
+    assert client.post("/predict/demo", json=rows.head(3).to_dict(orient="records")).json()["warnings"] == []
+
+
+@pytest.mark.parametrize("pointer", ["{not json", "[]", '{"version": 7, "history": []}'])
+def test_a_corrupt_champion_pointer_is_503_with_the_reason(processed_home, tmp_path, rows, pointer):  # noqa: F811
+    home = copy_home(processed_home, tmp_path)
+    (home.models_dir("demo") / "champion.json").write_text(pointer)
+    with TestClient(create_app(home)) as c:
+        listed = c.get("/pipelines")
+        assert listed.status_code == 200 and "champion pointer is not" in listed.json()[0]["error"]
+        status = c.get("/pipelines/demo")
+        assert status.status_code == 503 and "champion.json: champion pointer is not" in status.json()["detail"]
+        predicted = c.post("/predict/demo", json=rows.head(2).to_dict(orient="records"))
+        assert predicted.status_code == 503 and "champion pointer is not" in predicted.json()["detail"]

@@ -4,7 +4,8 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
 
 - ``POST /predict/{pipeline}``: a JSON body of records ``[{"x1": 0.3, "segment": "a"}, ...]`` or
   ``{"columns": ["x1", "segment"], "data": [[0.3, "a"], ...]}``; answers the predictions, the class
-  probabilities (classifiers) and the champion version that made them.
+  probabilities (classifiers), the champion version that made them and ``warnings`` (categories the champion
+  never saw, by column and value).
 - ``GET /pipelines``, ``GET /pipelines/{name}``: champion version, the last drift decision (DuckDB
   ``drift_summary``) and the circuit breaker's state (``breaker_state`` table, when it exists).
 - ``GET /reports/{pipeline}/``: the pipeline report (``calmops report``), built from DuckDB on each request;
@@ -13,17 +14,20 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
 - ``GET /health``.
 
 **Hot reload.** Every request looks at the pipeline's ``champion.json`` (one ``stat``). When the file changed
-and names another version, the new model is loaded and hash-verified *before* the served reference is
-swapped, under a per-pipeline lock; requests in flight keep the model they started with. So a promotion is
-picked up without a restart and no request fails in between. A new champion that fails to load (hash
-mismatch...) is not served: the previous one stays, and ``GET /pipelines/{name}`` shows ``reload_error``.
+and names another version, the new model is loaded and verified (signature, path, hash, format) *before* the
+served reference is swapped, under a per-pipeline lock; requests in flight keep the model they started with.
+So a promotion is picked up without a restart and no request fails in between. A new champion that fails to
+load is not served: the previous one stays, and ``GET /pipelines/{name}`` shows ``reload_error``.
 
-**Input checks** (4xx with what is wrong): unknown pipeline (404), empty body, invalid JSON, neither records
-nor columns/data, no rows, missing or extra columns, a value of the wrong type (a number expected and text
-given...), too many rows (422), a body larger than ``max_body_bytes`` (413). A pipeline name must match the
-spec's name pattern before it is joined to ``CALMOPS_HOME``, so it can never reach outside it; a report file
-name must be a plain name (letters, digits, ``_ . : + -``, not starting with a dot) of a file directly in
-the pipeline's report folder.
+**Input checks** (:mod:`calmops_dagster.interfaces.predict_input`): 404 unknown pipeline (its name is checked
+by :func:`~calmops_dagster.store.paths.check_pipeline_name` before it is joined to a path), 400 empty, not
+JSON or nested too deep, 413 larger than ``max_body_bytes``, 422 wrong rows (naming column and row), 503 no
+usable champion or a corrupt champion pointer (with the reason). A report file name must be a plain name
+(letters, digits, ``_ . : + -``, not starting with a dot) of a file directly in the pipeline's report folder.
+
+**OpenAPI** is built per request from the served champions: one ``/predict/<name>`` operation per pipeline
+whose champion is loaded, with its feature columns and types as the body schema, so a request the document
+allows is answered; ``X-API-Key`` is declared only when a key is configured.
 
 **Security.** Binds to 127.0.0.1 by default. With ``api_key`` (``$CALMOPS_API_KEY`` for ``calmops serve``)
 every endpoint but ``/health`` and the docs needs the header ``X-API-Key`` (report pages, opened from
@@ -36,7 +40,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import math
 import os
 import re
 import threading
@@ -46,11 +49,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from calmops_dagster.errors import CalmOpsError, PipelineNameError
+from calmops_dagster.errors import CalmOpsError, ModelIntegrityError, PipelineNameError
+from calmops_dagster.interfaces.predict_input import (
+    DEFAULT_MAX_DEPTH,
+    InputError,
+    InputSchema,
+    check_columns,
+    parse_body,
+    parse_rows,
+    unseen_categories,
+)
 from calmops_dagster.spec import load_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import CHAMPION_POINTER, ModelStore
@@ -67,22 +80,13 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 REPORT_FILE = re.compile(r"^[A-Za-z0-9_+:-][A-Za-z0-9_.+:-]*$")
 
 
-class InputError(Exception):
-    """A request the server refuses; ``status`` is the HTTP status, the message says what is wrong."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
 @dataclass
 class Champion:
     """A loaded champion: what serves predictions until the pointer changes."""
 
     version: str
     model: Any
-    features: list[str]
-    kinds: dict[str, str]
+    schema: InputSchema
     task: str
     classes: list | None
 
@@ -161,11 +165,11 @@ class ChampionRegistry:
             # signature, path, hash and format verified, fully deserialized before anything is swapped
             model, manifest = store.load_verified(version, spec.pickle_trusted)
             task = manifest.get("task") or spec.task
-            features = list(manifest["features"])
+            schema = InputSchema.from_champion(list(manifest["features"]), dict(manifest.get("feature_kinds") or {}),
+                                               store.reference(version))
             classes = list(getattr(model, "classes_", [])) if task == "classification" else None
-            champion = Champion(version, model, features, dict(manifest.get("feature_kinds") or {}), task,
-                                classes if hasattr(model, "predict_proba") else None)
-        except (CalmOpsError, OSError, KeyError, ValueError) as exc:
+            champion = Champion(version, model, schema, task, classes if hasattr(model, "predict_proba") else None)
+        except (CalmOpsError, OSError, KeyError, ValueError, TypeError) as exc:
             # keep serving the previous champion (if any); try again when the pointer changes next
             slot.reload_error = f"{type(exc).__name__}: {exc}"
             slot.pointer_stamp = stamp
@@ -183,89 +187,13 @@ class ChampionRegistry:
                 "reload_error": slot.reload_error}
 
 
-# ---- request parsing and validation (pure functions, tested directly) -----------------------------------
-def parse_rows(payload: Any, max_rows: int) -> pd.DataFrame:
-    """Records or ``{"columns", "data"}`` into a DataFrame; :class:`InputError` says what is wrong."""
-    if isinstance(payload, dict) and set(payload) == {"columns", "data"}:
-        columns, data = payload["columns"], payload["data"]
-        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-            raise InputError(422, "'columns' must be a list of column names")
-        if len(set(columns)) != len(columns):
-            raise InputError(422, "'columns' holds a name twice")
-        if not isinstance(data, list):
-            raise InputError(422, "'data' must be a list of rows (lists of values)")
-        _check_row_count(len(data), max_rows)
-        for i, row in enumerate(data):
-            if not isinstance(row, list) or len(row) != len(columns):
-                raise InputError(422, f"row {i} of 'data' must be a list of {len(columns)} values")
-        return pd.DataFrame(data, columns=columns)
-    if isinstance(payload, list):
-        _check_row_count(len(payload), max_rows)
-        first = payload[0]
-        if not isinstance(first, dict):
-            raise InputError(422, "records must be JSON objects {column: value}")
-        keys = first.keys()
-        for i, record in enumerate(payload):
-            if not isinstance(record, dict):
-                raise InputError(422, f"record {i} is not a JSON object")
-            if record.keys() != keys:
-                missing, extra = sorted(set(keys) - set(record)), sorted(set(record) - set(keys))
-                raise InputError(422, f"record {i} has other columns than record 0 "
-                                      f"(missing {missing}, extra {extra})")
-        return pd.DataFrame.from_records(payload, columns=list(keys))
-    raise InputError(422, 'expected a JSON list of records [{"col": value, ...}] or '
-                          '{"columns": [...], "data": [[...], ...]}')
-
-
-def _check_row_count(n: int, max_rows: int) -> None:
-    if n == 0:
-        raise InputError(422, "no rows to predict")
-    if n > max_rows:
-        raise InputError(422, f"{n} rows is more than the limit of {max_rows} per request")
-
-
-def _is_number(value) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-
-
-def _is_category(value) -> bool:
-    return value is None or isinstance(value, (str, bool))
-
-
-def check_columns(frame: pd.DataFrame, champion: Champion) -> pd.DataFrame:
-    """The champion's feature columns of ``frame``, in its order, after checking names and value types."""
-    missing = [c for c in champion.features if c not in frame.columns]
-    extra = [c for c in frame.columns if c not in champion.features]
-    if missing or extra:
-        parts = ([f"missing column(s) {missing}"] if missing else []) + (
-            [f"unexpected column(s) {extra}"] if extra else [])
-        raise InputError(422, f"{'; '.join(parts)}; champion {champion.version} expects {champion.features}")
-    frame = frame[champion.features]
-    problems = []
-    for column in champion.features:
-        values = frame[column]
-        kind = champion.kinds.get(column)
-        if kind == "numeric":
-            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-                continue
-            bad = next((i for i, v in enumerate(values) if not _is_number(v) and not _nan(v)), None)
-            if bad is not None:
-                problems.append(f"column '{column}' expects numbers; row {bad} holds {values.iloc[bad]!r}")
-            else:
-                frame = frame.assign(**{column: pd.to_numeric(values)})
-        else:
-            if values.dtype == object or pd.api.types.is_numeric_dtype(values):
-                bad = next((i for i, v in enumerate(values) if not _is_category(v)), None)
-                if bad is not None:
-                    problems.append(f"column '{column}' expects a category (text); row {bad} holds "
-                                    f"{type(values.iloc[bad]).__name__} {values.iloc[bad]!r}")
-    if problems:
-        raise InputError(422, "; ".join(problems))
-    return frame
-
-
-def _nan(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)
+def _finite(values) -> tuple[list, int]:
+    """``values`` as JSON-ready lists with NaN and infinities as ``null`` (JSON has neither), and how many."""
+    array = np.asarray(values)
+    if array.dtype.kind != "f":
+        return array.tolist(), 0
+    bad = ~np.isfinite(array)
+    return np.where(bad, None, array).tolist(), int(bad.sum())
 
 
 def predict_payload(champion: Champion, frame: pd.DataFrame) -> dict:
@@ -275,11 +203,17 @@ def predict_payload(champion: Champion, frame: pd.DataFrame) -> dict:
         proba = champion.model.predict_proba(frame) if champion.classes is not None else None
     except (ValueError, TypeError) as exc:
         raise InputError(422, f"the model cannot predict these rows: {exc}") from None
+    values, n_bad = _finite(predictions)
     result = {"model_version": champion.version, "task": champion.task, "n_rows": len(frame),
-              "predictions": np.asarray(predictions).tolist()}
+              "predictions": values}
+    warnings = unseen_categories(frame, champion.schema)
+    if n_bad:
+        warnings.append({"column": "predictions", "value": None, "rows": n_bad,
+                         "message": "the model predicted NaN or infinity for these rows; answered as null"})
     if proba is not None:
         result["classes"] = np.asarray(champion.classes).tolist()
-        result["probabilities"] = np.round(np.asarray(proba, dtype=float), 6).tolist()
+        result["probabilities"] = _finite(np.round(np.asarray(proba, dtype=float), 6))[0]
+    result["warnings"] = warnings
     return result
 
 
@@ -294,10 +228,13 @@ def _latest_row(store: MetricsStore, sql: str, name: str) -> dict | None:
 
 def pipeline_status(home: CalmOpsHome, name: str) -> dict:
     """Champion, last drift decision and breaker state of one pipeline (a missing table or a busy database
-    gives ``null`` and a note instead of an error)."""
+    gives ``null`` and a note instead of an error; a corrupt champion pointer is a 503 with the reason)."""
     store = ModelStore(home.models_dir(name))
-    history = store.champion_history()
-    out: dict[str, Any] = {"name": name, "champion_version": store.champion_version(),
+    try:
+        version, history = store.champion_version(), store.champion_history()
+    except ModelIntegrityError as exc:
+        raise InputError(503, str(exc)) from None
+    out: dict[str, Any] = {"name": name, "champion_version": version,
                            "champion_since": history[-1] if history else None, "versions": store.versions()}
     metrics = MetricsStore(home.metrics_db, max_wait_seconds=2.0)
     try:
@@ -313,21 +250,152 @@ def pipeline_status(home: CalmOpsHome, name: str) -> dict:
     return out
 
 
+# ---- response models: what /openapi.json promises ------------------------------------------------------
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer: what is wrong."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    status: str
+    pipelines: int
+
+
+class PipelineSummary(BaseModel):
+    name: str
+    champion_version: str | None
+    error: str | None = None
+    """Why the champion pointer cannot be read (the other pipelines are still listed)."""
+
+
+class Served(BaseModel):
+    loaded_version: str | None
+    reload_error: str | None
+    """Why the current champion is not served (the previous one stays), e.g. a failed signature."""
+
+
+class PipelineStatus(BaseModel):
+    name: str
+    champion_version: str | None
+    champion_since: dict | None
+    versions: list[str]
+    last_drift: dict | None = None
+    breaker: dict | None = None
+    metrics_error: str | None = None
+    served: Served
+
+
+class PredictionWarning(BaseModel):
+    """Something the server answered despite: a category the champion never saw, a non-finite prediction."""
+
+    column: str
+    value: Any
+    rows: int
+    message: str
+
+
+class Prediction(BaseModel):
+    pipeline: str
+    model_version: str
+    task: str
+    n_rows: int
+    predictions: list
+    classes: list | None = None
+    probabilities: list[list[float | None]] | None = None
+    warnings: list[PredictionWarning]
+
+
+_ERRORS = {
+    400: "empty body, not JSON, or nested too deep",
+    401: f"missing or wrong {API_KEY_HEADER} header",
+    404: "unknown pipeline",
+    413: "body larger than the limit",
+    422: "rows that do not fit the champion: what is wrong, by column and row",
+    503: "no usable champion, or a corrupt champion pointer: the reason",
+}
+
+
+def _error_responses(*statuses: int) -> dict:
+    return {status: {"model": ErrorBody, "description": _ERRORS[status]} for status in statuses}
+
+
+def _ref(model: type[BaseModel]) -> dict:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _predict_operation(name: str, champion: Champion | None, max_rows: int) -> dict:
+    """The OpenAPI operation ``POST /predict/<name>``: the champion's columns and types as the body schema."""
+    errors = {str(s): {"description": _ERRORS[s], "content": {"application/json": {"schema": _ref(ErrorBody)}}}
+              for s in (400, 404, 413, 422, 503)}
+    if champion is None:
+        body = {"type": ["array", "object"], "description": "no champion is loaded: every request is a 503"}
+    else:
+        body = champion.schema.body_schema(max_rows)
+    return {"post": {
+        "summary": f"Predictions of the champion of '{name}'",
+        "description": (f"Champion {champion.version}: columns {champion.schema.features}." if champion
+                        else "No champion is served yet."),
+        "operationId": f"predict_{name}",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {"200": {"description": "predictions, probabilities (classifiers), warnings",
+                              "content": {"application/json": {"schema": _ref(Prediction)}}}, **errors},
+    }}
+
+
+def build_openapi(app: FastAPI, registry: ChampionRegistry, api_key: str | None, max_rows: int) -> dict:
+    """The OpenAPI document of the served pipelines as they are now (built per request: champions change)."""
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for model in (Prediction, ErrorBody):
+        definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(definition.pop("$defs", {}))
+        schemas[model.__name__] = definition
+    for operations in doc["paths"].values():
+        for operation in operations.values():
+            # FastAPI documents its own 422 for path parameters; this server never answers it for them
+            if "HTTPValidationError" in json.dumps(operation.get("responses", {}).get("422", {})):
+                del operation["responses"]["422"]
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path":
+                    parameter["schema"]["pattern"] = PIPELINE_NAME.pattern
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    for name in registry.names():
+        try:
+            champion = registry.champion(name)
+        except InputError:
+            champion = None
+        doc["paths"][f"/predict/{name}"] = _predict_operation(name, champion, max_rows)
+    if api_key is not None:
+        schemas_security = doc["components"].setdefault("securitySchemes", {})
+        schemas_security["APIKeyHeader"] = {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
+        for path, operations in doc["paths"].items():
+            if path == "/health":
+                continue
+            for operation in operations.values():
+                operation["security"] = [{"APIKeyHeader": []}]
+                operation["responses"]["401"] = {"description": _ERRORS[401],
+                                                 "content": {"application/json": {"schema": _ref(ErrorBody)}}}
+    return doc
+
+
 def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[str] | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_rows: int = DEFAULT_MAX_ROWS):
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_rows: int = DEFAULT_MAX_ROWS,
+               max_depth: int = DEFAULT_MAX_DEPTH):
     """The FastAPI app serving the champions of ``home`` (only ``pipelines`` when given)."""
     registry = ChampionRegistry(home, pipelines)
     app = FastAPI(title="calmops prediction server", version="1",
                   description="Predictions of each pipeline's champion model; reloaded on promotion.")
     app.state.registry = registry
-    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
-    def require_key(key: str | None = Depends(header)) -> None:
+    def require_key(request: Request) -> None:
+        key = request.headers.get(API_KEY_HEADER)
         if api_key is not None and not (key and hmac.compare_digest(key.encode(), api_key.encode())):
             raise InputError(401, f"missing or wrong {API_KEY_HEADER} header")
 
-    def require_key_or_query(request: Request, key: str | None = Depends(header)) -> None:
-        given = key or request.query_params.get("key")
+    def require_key_or_query(request: Request) -> None:
+        given = request.headers.get(API_KEY_HEADER) or request.query_params.get("key")
         if api_key is not None and not (given and hmac.compare_digest(given.encode(), api_key.encode())):
             raise InputError(401, f"missing or wrong {API_KEY_HEADER} header (or ?key= for report pages)")
 
@@ -335,23 +403,31 @@ def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[st
     async def _input_error(_request, exc: InputError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    @app.get("/health", summary="Liveness: the server answers")
+    @app.get("/health", summary="Liveness: the server answers", response_model=Health)
     def health() -> dict:
         return {"status": "ok", "pipelines": len(registry.names())}
 
-    @app.get("/pipelines", summary="Served pipelines and their champion versions", dependencies=[Depends(require_key)])
-    def list_pipelines() -> list[dict]:
-        return [{"name": n, "champion_version": ModelStore(home.models_dir(n)).champion_version()}
-                for n in registry.names()]
+    @app.get("/pipelines", summary="Served pipelines and their champion versions",
+             dependencies=[Depends(require_key)], response_model=list[PipelineSummary])
+    def list_pipelines() -> JSONResponse:
+        listed = []
+        for name in registry.names():
+            try:
+                listed.append({"name": name, "champion_version": ModelStore(home.models_dir(name)).champion_version()})
+            except ModelIntegrityError as exc:
+                listed.append({"name": name, "champion_version": None, "error": str(exc)})
+        return JSONResponse(listed)
 
     @app.get("/pipelines/{name}", summary="Champion, last drift decision and breaker state",
-             dependencies=[Depends(require_key)])
-    def get_pipeline(name: str) -> dict:
+             dependencies=[Depends(require_key)], response_model=PipelineStatus,
+             responses=_error_responses(404, 503))
+    def get_pipeline(name: str) -> JSONResponse:
         registry.check_name(name)
-        return {**pipeline_status(home, name), "served": registry.status(name)}
+        return JSONResponse({**pipeline_status(home, name), "served": registry.status(name)})
 
     @app.get("/reports/{name}/", summary="The pipeline report (HTML, built from DuckDB now)",
-             response_class=HTMLResponse, dependencies=[Depends(require_key_or_query)])
+             response_class=HTMLResponse, dependencies=[Depends(require_key_or_query)],
+             include_in_schema=False)
     def pipeline_report(name: str) -> HTMLResponse:
         from calmops_dagster.interfaces.pipeline_report import build_pipeline_report
 
@@ -359,38 +435,18 @@ def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[st
         return HTMLResponse(build_pipeline_report(home, name))
 
     @app.get("/reports/{name}/{file}", summary="A file of the pipeline's report folder (block drift reports)",
-             dependencies=[Depends(require_key_or_query)])
+             dependencies=[Depends(require_key_or_query)], include_in_schema=False)
     def report_file(name: str, file: str) -> FileResponse:
         registry.check_name(name)
         return FileResponse(report_path(home, name, file))
 
-    body_schema = {
-        "oneOf": [
-            {"type": "array", "items": {"type": "object"}, "description": "records: one object per row"},
-            {"type": "object", "required": ["columns", "data"],
-             "properties": {"columns": {"type": "array", "items": {"type": "string"}},
-                            "data": {"type": "array", "items": {"type": "array"}}}},
-        ]
-    }
-
-    @app.post("/predict/{pipeline}", summary="Predictions of the pipeline's champion",
-              dependencies=[Depends(require_key)],
-              openapi_extra={"requestBody": {"required": True,
-                                             "content": {"application/json": {"schema": body_schema}}}},
-              responses={200: {"description": "model_version, predictions, classes and probabilities"},
-                         404: {"description": "unknown pipeline"}, 413: {"description": "body too large"},
-                         422: {"description": "bad rows: what is wrong"}})
+    @app.post("/predict/{pipeline}", include_in_schema=False, dependencies=[Depends(require_key)])
     async def predict(pipeline: str, request: Request):
         registry.check_name(pipeline)
-        body = await _read_body(request, max_body_bytes)
-        if not body.strip():
-            raise InputError(400, "empty body: send JSON records or {\"columns\": [...], \"data\": [...]}")
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(400, f"body is not valid JSON: {exc}") from None
+        payload = parse_body(await _read_body(request, max_body_bytes), max_depth)
         return JSONResponse(await run_in_threadpool(_predict, registry, pipeline, payload, max_rows))
 
+    app.openapi = lambda: build_openapi(app, registry, api_key, max_rows)
     return app
 
 
@@ -408,7 +464,7 @@ def report_path(home: CalmOpsHome, name: str, file: str):
 def _predict(registry: ChampionRegistry, pipeline: str, payload, max_rows: int) -> dict:
     frame = parse_rows(payload, max_rows)
     champion = registry.champion(pipeline)  # the reference used for this whole request
-    result = predict_payload(champion, check_columns(frame, champion))
+    result = predict_payload(champion, check_columns(frame, champion.schema, champion.version))
     return {"pipeline": pipeline, **result}
 
 
