@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,8 +178,23 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+_ALLOWED_TYPES = {"number": {int, float, type(None)}, "string": {str, type(None)}, "boolean": {bool, type(None)},
+                  "any": {int, float, str, bool, type(None)}}
+
+
 def _column_problem(column: str, kind: str, values: list) -> str | None:
-    """What is wrong with one column's values, or ``None``; the first bad row is named."""
+    """What is wrong with one column's values, or ``None``; the first bad row is named. The common case (every
+    value of an allowed type, numbers finite and in range) is decided on whole columns; only a column with a
+    problem is walked row by row to name it."""
+    if set(map(type, values)) <= _ALLOWED_TYPES[kind]:
+        if kind not in ("number", "any"):
+            return None
+        try:
+            numbers = np.array([v for v in values if type(v) in (int, float)], dtype=float)
+        except OverflowError:
+            numbers = None
+        if numbers is not None and np.all(np.abs(numbers) <= NUMBER_LIMIT):
+            return None
     for i, value in enumerate(values):
         if value is None:
             continue
@@ -215,7 +231,7 @@ def check_columns(frame: pd.DataFrame, schema: InputSchema, version: str) -> pd.
     ready = {}
     for column in schema.features:
         if schema.types[column] == "number":
-            ready[column] = pd.to_numeric(frame[column].astype("float64"))
+            ready[column] = np.array(frame[column].tolist(), dtype=float)  # null -> NaN
         elif schema.types[column] == "any":
             ready[column] = pd.Series(frame[column].tolist(), index=frame.index)  # pandas infers the dtype
         else:
@@ -229,10 +245,9 @@ def unseen_categories(frame: pd.DataFrame, schema: InputSchema) -> list[dict]:
     for column, known in schema.categories.items():
         if not known:
             continue
-        values = frame[column].dropna()
-        unseen = values[~values.isin(list(known))].value_counts(sort=False)
+        unseen = Counter(v for v in frame[column].tolist() if v is not None and v not in known)
         for value, rows in list(unseen.items())[:MAX_WARNED_VALUES]:
-            warnings.append({"column": column, "value": value, "rows": int(rows),
+            warnings.append({"column": column, "value": value, "rows": rows,
                              "message": f"category {value!r} of column '{column}' was not seen in training; "
                                         "the model encodes it as all zeros"})
     return warnings
