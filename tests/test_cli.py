@@ -162,3 +162,20 @@ def test_demo_tells_one_story_and_next_drops_the_blocks_in_order(home, capsys):
 def test_demo_next_without_a_demo_says_what_to_run(home, capsys):
     assert main(["demo", "--next"]) == 2
     assert "run `calmops demo` first" in capsys.readouterr().err
+
+
+def test_serve_and_dev_warn_without_a_model_key(home, capsys, monkeypatch):
+    from calmops_dagster.interfaces import server
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # `calmops dev` sets it: restored after the test
+    monkeypatch.delenv("CALMOPS_MODEL_KEY", raising=False)
+    monkeypatch.delenv("CALMOPS_MODEL_KEY_FILE", raising=False)
+    monkeypatch.setattr(server, "serve", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(os, "execvpe", lambda *args: 0)  # what `calmops dev` would exec: dagster dev
+    for command in (["serve"], ["dev"]):
+        assert main(command) == 0
+        assert "WARNING: no model signing key" in capsys.readouterr().err
+    monkeypatch.setenv("CALMOPS_MODEL_KEY", "k" * 40)
+    for command in (["serve"], ["dev"]):
+        assert main(command) == 0
+        assert "WARNING" not in capsys.readouterr().err
