@@ -34,7 +34,7 @@ def wait_for(url: str, server: subprocess.Popen, deadline_seconds: float = 120) 
     while time.monotonic() < deadline:
         assert server.poll() is None, f"calmops serve exited with {server.returncode}"
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=60) as response:
                 if response.status == 200:
                     return
         except OSError:
@@ -53,6 +53,9 @@ def test_schemathesis_finds_no_failure_of_any_check(processed_home, tmp_path):  
                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(f"http://127.0.0.1:{port}/health", server)
+        # the document names the champion's columns, so the first one loads the champion: let that happen
+        # here, with a generous timeout, rather than within schemathesis' 10 s for loading a schema
+        wait_for(f"http://127.0.0.1:{port}/openapi.json", server)
         run = subprocess.run(
             [str(Path(sys.executable).parent / "st"), "run", f"http://127.0.0.1:{port}/openapi.json",
              "--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples",
