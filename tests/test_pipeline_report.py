@@ -110,9 +110,9 @@ def test_block_report_shows_the_numbers_of_drift_results_and_explains_them(proce
     parser.feed(page)
     header, *rows = parser.tables["all-tests"]
     shown = [dict(zip(header, row, strict=True)) for row in rows]
-    with duckdb.connect(str(home.metrics_db), read_only=True) as con:
-        stored = con.execute("SELECT feature, test, statistic, p_value, effect_size, threshold, drifted "
-                             "FROM drift_results WHERE pipeline = 'demo' AND block = '3'").df()
+    stored = MetricsStore(home.metrics_db).query(
+        "SELECT feature, test, statistic, p_value, effect_size, threshold, drifted "
+        "FROM drift_results WHERE pipeline = 'demo' AND block = '3'")
     assert len(shown) == len(stored) > 10  # every drift_results row of the block, and only those
     by_key = {(r["feature"], r["test"]): r for r in shown}
     for row in stored.itertuples():

@@ -497,7 +497,7 @@ def serve(home: CalmOpsHome, pipelines: list[str] | None, host: str = "127.0.0.1
     check_bind(host, api_key)
     app = create_app(home, api_key=api_key, pipelines=pipelines, max_body_bytes=max_body_bytes)
     served = ", ".join(pipelines) if pipelines else "every pipeline"
-    print(f"serving {served} of {home.root} on http://{host}:{port} (docs: /docs)"
+    print(f"serving {served} of {home.root} on http://{host}:{port} (docs: /docs, reports: /reports/<name>/)"
           + ("; API key required" if api_key else ""), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
