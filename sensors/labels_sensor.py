@@ -1,6 +1,7 @@
 """The labels sensor of a pipeline with delayed labels (``labels: {dir, id_col}``): ``<name>_labels``.
 
-Every tick that sees the label files change (cursor: file -> sha256) matches all labels to the kept
+Every tick that sees the settled label files change (cursor: file -> sha256; a file modified less than
+``sensor.settle_seconds`` ago is left for a later tick) matches all labels to the kept
 blocks that came without their target (:func:`~calmops_dagster.ingest.labels.label_arrival`), records each
 such block's counts (and labels for rows never seen, as block ``__unmatched__``) in the ``labels`` table,
 and requests one run per block whose labels are now complete, in block order: the block is processed
@@ -32,10 +33,12 @@ def build_labels_sensor(spec: PipelineSpec, job):
         description=f"Watches {spec.labels.dir} for label files ({spec.labels.id_col}, {spec.target}).",
     )
     def labels_sensor(context: SensorEvaluationContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
-        hashes = label_file_hashes(spec.labels.dir)
+        hashes, waiting = label_file_hashes(spec.labels.dir, spec.sensor.settle_seconds)
+        for name in waiting:
+            context.log.info(f"label file {name} is not settled yet (still being written?); will look again")
         if context.cursor and json.loads(context.cursor) == hashes:
             return SkipReason("no new label files")
-        labels = read_label_files(spec.labels.dir, spec.labels.id_col, spec.target)
+        labels = read_label_files(spec.labels.dir, spec.labels.id_col, spec.target, only=set(hashes))
         for name, reason in labels.bad.items():
             context.log.error(f"label file {name} not read: {reason}")
         arrival = label_arrival(home.paths.blocks_dir(spec.name), labels.frame, spec.labels.id_col, spec.target,

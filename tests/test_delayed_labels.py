@@ -8,7 +8,7 @@ import os
 import pandas as pd
 from dagster import Definitions, build_sensor_context
 
-from calmops_dagster.ingest.labels import attach_labels
+from calmops_dagster.ingest.labels import attach_labels, label_file_hashes
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
@@ -26,6 +26,13 @@ def test_attach_labels_counts_missing_duplicate_and_conflicting_ids():
     assert (count.rows, count.labelled, count.missing, count.duplicate_ids, count.conflicting_ids) == (4, 2, 2, 2, 1)
     attached, count = attach_labels(block.iloc[:2], labels, "id", "y")
     assert count.complete and attached["y"].tolist() == [0, 1]
+
+
+def test_a_label_file_still_being_written_waits_for_a_later_tick(tmp_path):
+    (tmp_path / "l.csv").write_text("id,y\n1,0\n")
+    assert label_file_hashes(tmp_path, settle_seconds=3600) == ({}, ["l.csv"])
+    hashes, waiting = label_file_hashes(tmp_path, settle_seconds=0)
+    assert list(hashes) == ["l.csv"] and not waiting
 
 
 def test_labels_landing_later_give_realized_performance_beside_the_estimate(home, tmp_path, instance):

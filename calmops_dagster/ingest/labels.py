@@ -10,6 +10,7 @@ is dropped silently: every count goes to the block's metadata and the ``labels``
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,15 +59,25 @@ def _label_paths(labels_dir: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
 
 
-def label_file_hashes(labels_dir: Path) -> dict[str, str]:
-    """``{file name: sha256}`` of the label files: what the labels sensor compares between ticks."""
-    return {p.name: file_sha256(p) for p in _label_paths(labels_dir)}
+def label_file_hashes(labels_dir: Path, settle_seconds: float = 0.0) -> tuple[dict[str, str], list[str]]:
+    """``{file name: sha256}`` of the settled label files (what the labels sensor compares between ticks),
+    and the names of files modified less than ``settle_seconds`` ago (maybe still being written)."""
+    hashes, waiting, now = {}, [], time.time()
+    for path in _label_paths(labels_dir):
+        if now - path.stat().st_mtime < settle_seconds:
+            waiting.append(path.name)
+        else:
+            hashes[path.name] = file_sha256(path)
+    return hashes, waiting
 
 
-def read_label_files(labels_dir: Path, id_col: str, target: str) -> LabelFiles:
-    """Every label file in ``labels_dir`` (sorted by name), the id and target columns and the file name."""
+def read_label_files(labels_dir: Path, id_col: str, target: str, only=None) -> LabelFiles:
+    """Every label file in ``labels_dir`` (sorted by name; only the names in ``only`` when given), the id
+    and target columns and the file name."""
     parts, files, bad = [], [], {}
     for path in _label_paths(labels_dir):
+        if only is not None and path.name not in only:
+            continue
         try:
             frame = read_data_file(path)
         except Exception as exc:  # noqa: BLE001 -- any unreadable file is reported with its reason
