@@ -33,6 +33,9 @@ from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.atomic import write_bytes_atomic
 from calmops_dagster.store.model_store import ModelStore, file_sha256
 
+#: Retrain modes whose champion is more than a fresh fit on its training rows (it goes on from an earlier
+#: model): the cross-fitted folds only approximate it, and the ``estimation`` note says so.
+APPROXIMATE_MODES = ("incremental", "stacking", "recalibration", "ipip")
 #: Pipeline metrics the estimator computes with the same definition.
 ESTIMABLE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
 
@@ -88,6 +91,10 @@ def calibration_data(spec: PipelineSpec, store: ModelStore, version: str, model,
         return None, fingerprint
     path = Path(cache_dir) / f"{version}-{fingerprint}.parquet"
     note = f"calibrated on {version}'s {len(frame)} training rows, cross-fitted ({folds} folds)"
+    mode = store.manifest(version).get("retrain_mode")
+    if mode in APPROXIMATE_MODES:
+        note += (f"; approximate: each fold fits the model afresh on those rows, while this {mode} champion "
+                 "also carries what it learned before them")
     if path.is_file():
         return pd.read_parquet(path), note
     features = store.manifest(version)["features"]
