@@ -39,13 +39,23 @@ from calmops_dagster.interfaces.pipeline_overview import pipeline_overview, repo
 from calmops_dagster.learning.block_assessment import assess_block, assessment_rows
 from calmops_dagster.learning.evaluation import threshold_failures
 from calmops_dagster.learning.retrain_modes import history_needed
-from calmops_dagster.learning.retrain_policy import RetrainDecision
 from calmops_dagster.orchestration import circuit_breaker
+from calmops_dagster.orchestration.block_context import (
+    champions_before,
+    is_rerun,
+    read_context,
+    settings_of,
+    spec_with_settings,
+    write_context,
+)
 from calmops_dagster.orchestration.champion_challenger import (
+    judge_champion,
     make_challenger,
     place_in_event_time,
+    rescore_challenger,
     settle_champion,
 )
+from calmops_dagster.orchestration.drift_step import hold_retrain, summary_row
 from calmops_dagster.orchestration.estimated_performance import BlockEstimates, estimate_block, estimated_drop
 from calmops_dagster.orchestration.prediction import ensure_champion, predict_block, write_predictions
 from calmops_dagster.orchestration.runner import VERSION_TAG, breaker_pause_reason
@@ -135,7 +145,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     def data_block(context: AssetExecutionContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         block = context.partition_key
         store = home.model_store(spec.name)
-        champion = store.champion_version()
+        recorded = None if spec.prediction_only else read_context(metrics.store(), spec, block)
+        champion = recorded.champion_version if is_rerun(recorded) else store.champion_version()
         expected = store.manifest(champion).get("feature_kinds") if champion else None
         db, folder = metrics.store(), home.paths.pipeline_dir(spec.name)
         if spec.type == "stream":  # exactly the file version accepted under this key
@@ -162,10 +173,14 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         features = spec.feature_columns(frame.columns)
         null_share = frame[features].isna().mean()
         content_hash = frame_sha256(frame)
+        if is_rerun(recorded) and recorded.content_hash not in (None, content_hash):
+            context.log.warning(f"block {block}: its rows changed since it was processed; the new version is "
+                                "processed as new data, not as a rerun")
+            write_context(metrics.store(), spec, block, context.run_id, decided=False)
         metrics.store().replace_block_rows("blocks", spec.name, block, [{
             "rows": len(frame), "source_file": ",".join(rows.source_files), "content_hash": content_hash,
             "null_cells": int(frame[features].isna().sum().sum()), "loaded_at": now_utc(),
-        }])
+        }], run_id=context.run_id)
         if not spec.prediction_only:
             save_block(home.paths.blocks_dir(spec.name), block, frame)
         yield Output(frame, metadata={
@@ -199,53 +214,61 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     def drift_report(context: AssetExecutionContext, data_block: pd.DataFrame,
                      home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
-        champion = ensure_champion(spec, store)
+        recorded = None if spec.prediction_only else read_context(db, spec, block)
+        rerun = is_rerun(recorded)
+        if rerun:  # what was in force when the block was first processed: champion, settings, late verdict
+            run_spec, champion = spec_with_settings(spec, recorded.settings), recorded.champion_version
+            late, hold, rollback_hold = recorded.late, recorded.promotion_hold, recorded.rollback_hold
+            context.log.info(f"block {block} was processed before: rerun against champion {champion} and "
+                             "the settings recorded then")
+        else:
+            run_spec, champion = spec, ensure_champion(spec, store)
+            when = None if spec.prediction_only else place_in_event_time(
+                spec, store, block, context.instance.get_materialized_partitions(key("champion_model")),
+                context.instance.get_dynamic_partitions(spec.partitions_name) if spec.type == "stream" else None)
+            late = bool(when and when.late)
+            hold = when.promotion_hold(spec.promotion.allow_late_promotion) if when else None
+            rollback_hold = when.rollback_hold() if when else None
+            if late:
+                context.log.warning(f"block {block} is late: block {when.newest_processed} was already processed")
+            if not spec.prediction_only:
+                write_context(db, spec, block, context.run_id, champion_version=champion,
+                              settings=settings_of(spec), late=late, promotion_hold=hold,
+                              rollback_hold=rollback_hold, content_hash=frame_sha256(data_block))
         if champion:  # the estimate first, from the features alone: no label is read for it
             manifest, reference = store.manifest(champion), store.reference(champion)
             model = store.load(champion, spec.pickle_trusted)
-            estimates = estimate_block(spec, store, champion, model, data_block.drop(columns=spec.target or [],
-                                       errors="ignore"), home.paths.estimation_dir(spec.name))
-            assessment = assess_block(spec, data_block, model, manifest, reference, estimated_drop(spec, estimates))
+            estimates = estimate_block(run_spec, store, champion, model, data_block.drop(
+                columns=spec.target or [], errors="ignore"), home.paths.estimation_dir(spec.name))
+            assessment = assess_block(run_spec, data_block, model, manifest, reference,
+                                      estimated_drop(run_spec, estimates))
         else:
             estimates = BlockEstimates(note="no estimate: no champion yet")
-            assessment = assess_block(spec, data_block)
-        report, decision, perf = assessment.report, assessment.decision, assessment.performance
-        when = None if spec.prediction_only else place_in_event_time(
-            spec, store, block, context.instance.get_materialized_partitions(key("champion_model")),
-            context.instance.get_dynamic_partitions(spec.partitions_name) if spec.type == "stream" else None)
-        hold = when.promotion_hold(spec.promotion.allow_late_promotion) if when else None
-        held = None
-        if hold and decision.retrain:  # a late block is monitored, but trains no challenger to promote
-            held = f"{decision.reason}; {hold}"
-            decision = RetrainDecision(False, decision.performance_drop, f"{held}: no challenger trained")
-        late = bool(when and when.late)
-        if late:
-            context.log.warning(f"block {block} is late: block {when.newest_processed} was already processed")
+            assessment = assess_block(run_spec, data_block)
+        # a late block is monitored, but trains no challenger to promote over newer data
+        decision, held = hold_retrain(assessment.decision, hold)
+        report = assessment.report
         summary = report.summary() if report is not None else {}
         drifted = report.drifted_features if report is not None else []
         change_row = assessment.stream.first_drift_index if assessment.stream is not None else None
         stamp = now_utc()
         all_rows = assessment_rows(assessment)  # what drift_results stores and the block report shows
         drift_rows = all_rows.reindex(columns=DRIFT_COLUMNS)
-        db.replace_block_rows("drift_results", spec.name, block, drift_rows.assign(computed_at=stamp))
+        db.replace_block_rows("drift_results", spec.name, block, drift_rows.assign(computed_at=stamp),
+                              run_id=context.run_id)
         db.replace_block_rows("drift_summary", spec.name, block, [{
-            "reference_version": champion, "drift_detected": bool(summary.get("drift_detected", False)),
-            "drift_share": summary.get("drift_share", 0.0), "n_drifted": len(drifted),
-            "n_tested": summary.get("n_tested", 0), "drifted_features": ",".join(drifted),
-            "performance_drop": decision.performance_drop, "retrain": decision.retrain,
-            "reason": decision.reason, "performance_metric": perf.metric if perf else None,
-            "performance_value": perf.current if perf else None, "performance_ci_low": perf.ci_low if perf else None,
-            "performance_ci_high": perf.ci_high if perf else None, "error_change_row": change_row,
+            **summary_row(assessment, decision, champion), "error_change_row": change_row,
             "late": late, "computed_at": stamp,
-        }])
+        }], run_id=context.run_id)
         db.replace_block_rows("performance", spec.name, block, [
             *({"model_version": champion, "role": "realized" if spec.labels else "champion", "metric": m,
                "value": v, "computed_at": stamp}
               for m, v in (assessment.block_scores or {}).items()),
             *({**row, "computed_at": stamp} for row in estimates.rows(champion)),
-        ], scope={"evaluated_on": "block"})
+        ], scope={"evaluated_on": "block"}, run_id=context.run_id)
         report_meta = {}
         if report is not None:
+            manifest, reference = store.manifest(champion), store.reference(champion)
             history = db.query("SELECT block, drift_share, n_drifted, drift_detected FROM drift_summary "
                                "WHERE pipeline = ?", [spec.name])
             history = history.iloc[[i for i in _block_order(history["block"])]]
@@ -264,7 +287,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "drifted_features": drifted, "performance_drop": decision.performance_drop,
             "retrain": decision.retrain, "reason": decision.reason,
             "champion_block_scores": assessment.block_scores, "late": late, "held": held,
-            "rollback_hold": when.rollback_hold() if when else None,
+            "rollback_hold": rollback_hold, "rerun": rerun,
         }
         yield Output(outcome, metadata={
             "drift_detected": int(bool(summary.get("drift_detected"))),
@@ -274,8 +297,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "performance_drop": int(decision.performance_drop),
             "reason": decision.reason,
             "reference_version": champion or "none",
-            "late": int(late),
-            **({"newest_block_processed": when.newest_processed} if late else {}),
+            "late": int(late), "rerun": int(rerun),
+            **({"newest_block_processed": when.newest_processed} if late and not rerun else {}),
             "top_features": ", ".join(summary.get("top_features", [])) or "none",
             "drifted_features": MetadataValue.md(_drifted_table(drift_rows)),
             **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
@@ -300,32 +323,50 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     )
     def challenger_model(context: AssetExecutionContext, data_block: pd.DataFrame, drift_report: dict,
                          home: CalmOpsHomeResource, metrics: MetricsStoreResource):
-        block, store = context.partition_key, home.model_store(spec.name)
-        if paused := breaker_pause_reason(metrics.store(), spec):  # circuit breaker open: no training
-            return Output({"version": None, "champion_version": store.champion_version(), "reason": paused},
-                          metadata={"trained": 0, "reason": paused, "circuit_breaker": "open"})
-        if not drift_report["retrain"]:
-            return Output({"version": None, "champion_version": store.champion_version(),
-                           "reason": drift_report["reason"]},
-                          metadata={"trained": 0, "reason": drift_report["reason"]})
-        wanted, last = history_needed(spec)
-        history, earlier = None, []
-        if wanted:  # earlier blocks' rows, in processing order (stream partitions: arrival order)
-            order = context.instance.get_dynamic_partitions(spec.partitions_name) if spec.type == "stream" else None
-            earlier = blocks_before(home.paths.blocks_dir(spec.name), block, last, order)
-            history = read_blocks(home.paths.blocks_dir(spec.name), earlier)
-        challenger = make_challenger(spec, store, block, data_block, history, history_blocks=earlier)
+        block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
+        recorded = read_context(db, spec, block)
+        if is_rerun(recorded):  # never trains over the current champion: the challenger trained then, if any
+            if recorded.challenger is None:
+                reason = recorded.challenger_reason or drift_report["reason"]
+                return Output({"version": None, "champion_version": recorded.champion_version, "reason": reason},
+                              metadata={"trained": 0, "rerun": 1, "reason": reason})
+            challenger = rescore_challenger(spec_with_settings(spec, recorded.settings), store, block, data_block,
+                                            recorded.challenger, recorded.champion_version)
+            trained = 0
+        else:
+            champion_now = store.champion_version()
+            reason = None
+            if paused := breaker_pause_reason(db, spec):  # circuit breaker open: no training
+                reason, extra = paused, {"circuit_breaker": "open"}
+            elif not drift_report["retrain"]:
+                reason, extra = drift_report["reason"], {}
+            if reason is not None:
+                write_context(db, spec, block, context.run_id, challenger=None, challenger_reason=reason)
+                return Output({"version": None, "champion_version": champion_now, "reason": reason},
+                              metadata={"trained": 0, "reason": reason, **extra})
+            wanted, last = history_needed(spec)
+            history, earlier = None, []
+            if wanted:  # earlier blocks' rows, in processing order (stream partitions: arrival order)
+                order = (context.instance.get_dynamic_partitions(spec.partitions_name)
+                         if spec.type == "stream" else None)
+                earlier = blocks_before(home.paths.blocks_dir(spec.name), block, last, order)
+                history = read_blocks(home.paths.blocks_dir(spec.name), earlier)
+            challenger = make_challenger(spec, store, block, data_block, history, history_blocks=earlier)
+            write_context(db, spec, block, context.run_id, challenger=challenger["version"],
+                          challenger_reason=drift_report["reason"])
+            trained = 1
         stamp = now_utc()
-        metrics.store().replace_block_rows("performance", spec.name, block, [
+        db.replace_block_rows("performance", spec.name, block, [
             {"model_version": v, "role": role, "metric": m, "value": s, "computed_at": stamp}
             for v, role, scores in ((challenger["version"], "challenger", challenger["challenger_scores"]),
                                     (challenger["champion_version"], "champion", challenger["champion_scores"]))
             for m, s in (scores or {}).items()
-        ], scope={"evaluated_on": "eval_split"})
-        context.log.debug(f"block {block}: trained challenger {challenger['version']} ({challenger['note']})")
+        ], scope={"evaluated_on": "eval_split"}, run_id=context.run_id)
+        context.log.debug(f"block {block}: {'trained' if trained else 'rerun: re-scored'} challenger "
+                          f"{challenger['version']} ({challenger['note']})")
         return Output({**challenger, "reason": drift_report["reason"]}, metadata={
-            "trained": 1, "version": challenger["version"], "retrain_mode": spec.retrain_mode,
-            "note": challenger["note"], "train_rows": challenger["train_rows"],
+            "trained": trained, "rerun": 1 - trained, "version": challenger["version"],
+            "retrain_mode": spec.retrain_mode, "note": challenger["note"], "train_rows": challenger["train_rows"],
             "eval_rows": challenger["eval_rows"],
             **{k: v for k, v in challenger.items() if k.startswith("ipip_")},
             **_scores_metadata("challenger_", challenger["challenger_scores"]),
@@ -344,22 +385,31 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     )
     def champion_model(context: AssetExecutionContext, challenger_model: dict, drift_report: dict,
                        data_block: pd.DataFrame, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
-        block, store, perf = context.partition_key, home.model_store(spec.name), spec.performance
-        before = store.champion_version()
-        late = bool(drift_report.get("late"))
-        decision, in_force = settle_champion(spec, store, block, data_block, challenger_model,
-                                             drift_report["champion_block_scores"], drift_report.get("held"),
-                                             drift_report.get("rollback_hold"))
-        after = store.champion_version()
+        block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
+        late, recorded = bool(drift_report.get("late")), read_context(db, spec, block)
+        rerun = is_rerun(recorded)
+        if rerun:  # the decision as it was made, against the champions of the time; nothing is moved
+            run_spec, before = spec_with_settings(spec, recorded.settings), recorded.champion_version
+            decision, in_force, after = judge_champion(
+                run_spec, store, data_block, challenger_model, drift_report["champion_block_scores"], before,
+                champions_before(store, recorded), drift_report.get("held"), drift_report.get("rollback_hold"))
+        else:
+            run_spec, before = spec, store.champion_version()
+            decision, in_force = settle_champion(spec, store, block, data_block, challenger_model,
+                                                 drift_report["champion_block_scores"], drift_report.get("held"),
+                                                 drift_report.get("rollback_hold"))
+            after = store.champion_version()
+            write_context(db, spec, block, context.run_id, champion_after=after, decided=True)
+        perf = run_spec.performance
         reason = decision.reason if challenger_model["version"] or decision.decision != "kept" else (
             challenger_model["reason"])
-        metrics.store().replace_block_rows("promotions", spec.name, block, [{
+        db.replace_block_rows("promotions", spec.name, block, [{
             "champion_before": before, "challenger": challenger_model["version"], "decision": decision.decision,
             "reason": reason, "metric": perf.metric, "champion_score": decision.champion_score,
             "challenger_score": decision.challenger_score, "champion_after": after, "test": decision.test,
             "p_value": decision.p_value, "ci_low": decision.ci_low, "ci_high": decision.ci_high,
             "late": late, "decided_at": now_utc(),
-        }])
+        }], run_id=context.run_id)
         drift = "drift" if drift_report.get("drift_detected") else "no drift"
         context.log.info(f"block {block}: {decision.decision} ({reason}); {drift}; champion {after or 'none'}")
         # the overview first: a failing blocking check below ends this step, and the story must show it
@@ -368,7 +418,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             {"champion_version": after, "decision": decision.decision, "reason": reason},
             metadata={"champion_version": after or "none", "decision": decision.decision,
                       "promoted": int(decision.promoted), "rolled_back": int(decision.decision == "rolled_back"),
-                      "late": int(late),
+                      "late": int(late), "rerun": int(rerun),
                       "reason": reason, **({"test": decision.test} if decision.test else {}),
                       **{k: float(v) for k in ("p_value", "ci_low", "ci_high")
                          if (v := getattr(decision, k)) is not None},
@@ -394,7 +444,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     def predictions(context: AssetExecutionContext, data_block: pd.DataFrame, home: CalmOpsHomeResource,
                     metrics: MetricsStoreResource):
         block, store = context.partition_key, home.model_store(spec.name)
-        version = ensure_champion(spec, store)
+        recorded = None if spec.prediction_only else read_context(metrics.store(), spec, block)
+        # the champion the block's decision left in force (a rerun predicts as the block's first run did)
+        version = recorded.champion_after if is_rerun(recorded) else ensure_champion(spec, store)
         result = predict_block(store, version, data_block, spec)
         path = write_predictions(result, home.paths.predictions_dir(spec.name), block)
         counts = result["prediction"].value_counts(normalize=True) if spec.task == "classification" else None

@@ -134,3 +134,36 @@ def test_dagster_dev_killed_mid_training_resumes_in_block_order_after_a_restart(
     reaped = [run for run in runs if run.tags.get("calmops/reaped") == "true"]
     assert len(reaped) == 1 and reaped[0].status == DagsterRunStatus.FAILURE
     assert reaped[0].tags["dagster/partition"] == "1"
+
+
+def promotions_by_block(db: Path) -> dict:
+    try:
+        with duckdb.connect(str(db), read_only=True) as con:
+            rows = con.execute("SELECT block, decision, late, champion_after FROM promotions").fetchall()
+    except duckdb.Error:  # a run holds the write lock, or tables are not created yet
+        return {}
+    return {block: (decision, late, after) for block, decision, late, after in rows}
+
+
+def test_a_late_block_dropped_into_dagster_dev_does_not_turn_production_back(tmp_path):
+    """The issue's recipe through the real sensor, daemon and run launcher: blocks 1, 2, 4, 5 (drift at 4
+    promotes v0002), then block 3 of the old regime is copied in. It is processed, recorded as late, and the
+    champion stays v0002."""
+    home, port = tmp_path / "home", free_port()
+    subprocess.run([*CALMOPS, "demo", "--initial", "0", "--blocks", "5", "--rows-per-block", "200"],
+                   env={**os.environ, "CALMOPS_HOME": str(home)}, check=True, capture_output=True)
+    blocks_dir, data_dir = home / "demo" / "demo" / "blocks", home / "demo" / "demo" / "data"
+    files, db = sorted(blocks_dir.glob("*.csv")), home / "metrics.duckdb"
+    with running_dev(home, port, tmp_path / "dagster_dev.log") as process:
+        wait_for(lambda: server_up(process, port), 120, "the webserver to answer /server_info")
+        for index in (0, 1, 3, 4):
+            shutil.copy(files[index], data_dir / files[index].name)
+        wait_for(lambda: {"1", "2", "4", "5"} <= set(promotions_by_block(db)), 480, "blocks 1, 2, 4, 5")
+        assert promotions_by_block(db)["4"][0] == "promoted"
+        champion = promotions_by_block(db)["5"][2]
+        shutil.copy(files[2], data_dir / files[2].name)
+        wait_for(lambda: "3" in promotions_by_block(db), 300, "the late block 3")
+    decision, late, after = promotions_by_block(db)["3"]
+    assert decision == "late_kept" and late and after == champion
+    pointer = yaml.safe_load((home / "pipelines" / "demo" / "models" / "champion.json").read_text())
+    assert pointer["version"] == champion

@@ -8,6 +8,8 @@
     calmops [--home DIR] dev             start `dagster dev` on this home (what `make run` does)
     calmops [--home DIR] relaunch NAME   sensor/schedule on, circuit breaker closed, pending blocks run
     calmops [--home DIR] update NAME --key value ...   change spec fields (dotted keys), reload
+    calmops [--home DIR] reevaluate NAME [--blocks 1-5] [--against current|VERSION] [--drift.alpha 0.01 ...]
+                                         re-run drift/performance of past blocks beside the original decisions
     calmops [--home DIR] delete NAME [--yes] [--purge] archive (default) or delete a pipeline
     calmops [--home DIR] sql "SELECT ..."   read-only query over the metric tables (never waits for a run)
     calmops [--home DIR] compact [NAME]     merge the metric tables' Parquet segments (history kept)
@@ -328,6 +330,58 @@ def cmd_update(args, home: CalmOpsHome) -> int:
     return 0
 
 
+def cmd_reevaluate(args, home: CalmOpsHome) -> int:
+    """Re-run drift and performance of processed blocks through the pipeline's ``<name>_reevaluate`` job."""
+    from dagster import Definitions
+
+    from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
+    from calmops_dagster.orchestration.reevaluation import (
+        reevaluation_job_name,
+        run_reevaluation,
+        select_blocks,
+    )
+    from calmops_dagster.store.metrics_store import MetricsStore
+    from resources import build_resources
+
+    spec, _, instance = _pipeline_runtime(home, args.name)
+    if spec.prediction_only:
+        raise CalmOpsError(f"'{spec.name}' is prediction-only: it has no decisions to re-evaluate")
+    changes = dict(_parse_updates(args.changes)) if args.changes else {}
+    for option in ("blocks", "against"):  # REMAINDER also swallows these options after NAME
+        if option in changes:
+            setattr(args, option, str(changes.pop(option)))
+    metrics = MetricsStore(home.metrics_db)
+    processed = metrics.query("SELECT DISTINCT block FROM drift_summary WHERE pipeline = ?", [spec.name])
+    blocks = select_blocks(args.blocks, processed["block"].tolist())
+    if not blocks:
+        raise CalmOpsError(f"'{spec.name}' has no processed block to re-evaluate")
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    job = defs.resolve_job_def(reevaluation_job_name(spec))
+    against = "" if args.against in (None, "then") else args.against
+    reevaluation_id, results = run_reevaluation(instance, spec, job, blocks, against, changes)
+    print(f"{spec.name}: re-evaluation {reevaluation_id} of block(s) {', '.join(blocks)} "
+          f"(against {args.against or 'the champion of the time'}; changes {changes or 'none'})")
+    rows = metrics.query("SELECT * FROM reevaluation_summary WHERE pipeline = ? AND reevaluation_id = ?",
+                         [spec.name, reevaluation_id]).set_index("block")
+    failed = 0
+    for block, outcome in results:
+        if not outcome.success or block not in rows.index:
+            failed += 1
+            errors = [e.step_failure_data.error.message.strip() for e in outcome.all_events if e.is_step_failure]
+            print(f"block {block}: FAILED: {'; '.join(errors) or 'failed'}")
+            continue
+        row = rows.loc[block]
+
+        def verdict(drift, retrain):
+            return f"{'drift' if drift else 'no drift'}, {'retrain' if retrain else 'no retrain'}"
+        print(f"block {block}: was {verdict(row['original_drift_detected'], row['original_retrain'])} "
+              f"(against {row['original_reference_version']}); now {verdict(row['drift_detected'], row['retrain'])}"
+              f" against {row['against']} (share {row['drift_share']:.2f}): {row['reason']}")
+    print(f"rows in reevaluation_summary / reevaluation_results (reevaluation_id = '{reevaluation_id}'); "
+          "the original decisions are unchanged")
+    return 1 if failed else 0
+
+
 def _reload_code_location(control, args, name: str) -> None:
     client = control.running_dagster(args.dagster_host, args.dagster_port)
     if client is None:
@@ -534,6 +588,17 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("changes", nargs=argparse.REMAINDER, help="--key value pairs, e.g. "
                         "--performance.max_relative_drop 0.2 --sensor.settle_seconds 10")
     update.set_defaults(func=cmd_update)
+
+    reevaluate = subparsers.add_parser(
+        "reevaluate", help="re-run drift and performance of past blocks with another champion and/or settings",
+        usage="calmops reevaluate NAME [--blocks 1-5] [--against current|VERSION] [--drift.alpha 0.01 ...]")
+    reevaluate.add_argument("name")
+    reevaluate.add_argument("--blocks", default=None, help="processed blocks: 1-5, 1,3,7 (default: all)")
+    reevaluate.add_argument("--against", default=None, help="current, a model version, or (default) the "
+                            "champion in force when each block was first processed")
+    reevaluate.add_argument("changes", nargs=argparse.REMAINDER, help="--key value setting changes, "
+                            "drift.* and performance.* only, e.g. --drift.alpha 0.01")
+    reevaluate.set_defaults(func=cmd_reevaluate)
 
     delete = subparsers.add_parser("delete", help="remove a pipeline (archived under CALMOPS_HOME/archive "
                                    "unless --purge)")

@@ -79,6 +79,10 @@ def load_report_data(home: CalmOpsHome, name: str) -> dict[str, pd.DataFrame]:
         "blocks": metrics.query("SELECT block, rows, loaded_at FROM blocks WHERE pipeline = ?", [name]),
     }
     tables = set(metrics.query("SELECT table_name FROM information_schema.tables")["table_name"])
+    data["reevaluations"] = (metrics.query(
+        "SELECT reevaluation_id, block, against, changes, original_reference_version, original_drift_detected, "
+        "drift_detected, original_retrain, retrain, drift_share, reason, computed_at FROM reevaluation_summary "
+        "WHERE pipeline = ? ORDER BY computed_at", [name]) if "reevaluation_summary" in tables else None)
     data["breaker"] = (metrics.query("SELECT * FROM breaker_state WHERE pipeline = ?", [name])
                        if "breaker_state" in tables else None)
     return data
@@ -200,6 +204,12 @@ def build_pipeline_report(home: CalmOpsHome, name: str) -> str:
         if div_id == "performance":
             sections.append(_table(data["promotions"].drop(columns=["decided_at"])))
 
+    sections.append("<h2>Re-evaluations</h2><p class='muted'>calmops reevaluate: past blocks judged again "
+                    "against another champion and/or settings, beside the original decisions above</p>")
+    reevaluations = data["reevaluations"]
+    sections.append(_table(reevaluations.drop(columns=["computed_at"]))
+                    if reevaluations is not None and not reevaluations.empty
+                    else "<p class='muted'>no re-evaluation yet</p>")
     sections.append("<h2>Circuit breaker</h2>")
     breaker = data["breaker"]
     sections.append(_table(breaker) if breaker is not None

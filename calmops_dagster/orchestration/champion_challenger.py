@@ -73,15 +73,8 @@ def make_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
         trained = _ipip_challenger(spec, split.X_train, split.y_train, champion)
     else:
         trained = train_challenger(spec, split.X_train, split.y_train, champion, history)
-    challenger_pred = trained.model.predict(split.X_eval)
-    challenger_scores = score_model(trained.model, split.X_eval, split.y_eval, spec.task)
-    champion_scores = paired = None
-    if champion is not None:
-        champion_features = store.manifest(champion_version)["features"]
-        champion_pred = champion.predict(split.X_eval[champion_features])
-        champion_scores = score_model(champion, split.X_eval[champion_features], split.y_eval, spec.task)
-        paired = {"y_true": np.asarray(split.y_eval), "champion_pred": np.asarray(champion_pred),
-                  "challenger_pred": np.asarray(challenger_pred)}
+    challenger_scores, champion_scores, paired = _score_pair(spec, store, split, trained.model,
+                                                             champion_version, champion)
     version = store.save(
         trained.model, reference=trained.rows,
         pipeline=spec.name, role="challenger", retrain_mode="ipip" if spec.type == "ipip" else spec.retrain_mode,
@@ -95,6 +88,38 @@ def make_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
         "challenger_scores": challenger_scores, "champion_scores": champion_scores,
         "paired": paired, "train_rows": len(trained.rows),
         "eval_rows": len(split.X_eval), **ipip_stats(trained.model),
+    }
+
+
+def _score_pair(spec: PipelineSpec, store: ModelStore, split, model, champion_version: str | None, champion):
+    """Challenger and champion scored on the same held-out rows, with their per-row predictions."""
+    challenger_pred = model.predict(split.X_eval)
+    challenger_scores = score_model(model, split.X_eval, split.y_eval, spec.task)
+    champion_scores = paired = None
+    if champion is not None:
+        champion_features = store.manifest(champion_version)["features"]
+        champion_pred = champion.predict(split.X_eval[champion_features])
+        champion_scores = score_model(champion, split.X_eval[champion_features], split.y_eval, spec.task)
+        paired = {"y_true": np.asarray(split.y_eval), "champion_pred": np.asarray(champion_pred),
+                  "challenger_pred": np.asarray(challenger_pred)}
+    return challenger_scores, champion_scores, paired
+
+
+def rescore_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame: pd.DataFrame, version: str,
+                       champion_version: str | None) -> dict:
+    """A rerun's challenger: the stored ``version`` trained for ``block`` when it was first processed, scored
+    with ``champion_version`` (the champion then) on the same held-out rows (the split is seeded), so the
+    scores and the decision come out as they did; nothing is trained or stored."""
+    model = store.load(version, spec.pickle_trusted)
+    champion = store.load(champion_version, spec.pickle_trusted) if champion_version else None
+    split = evaluation_split(frame, spec, spec.feature_columns(frame.columns))
+    challenger_scores, champion_scores, paired = _score_pair(spec, store, split, model, champion_version,
+                                                             champion)
+    manifest = store.manifest(version)
+    return {
+        "version": version, "champion_version": champion_version, "note": manifest.get("note", ""),
+        "challenger_scores": challenger_scores, "champion_scores": champion_scores, "paired": paired,
+        "train_rows": len(store.reference(version)), "eval_rows": len(split.X_eval), **ipip_stats(model),
     }
 
 
@@ -113,13 +138,15 @@ def place_in_event_time(spec: PipelineSpec, store: ModelStore, block: str, proce
     return place_block(block, order, processed, champion, champion_blocks)
 
 
-def _rollback(spec: PipelineSpec, store: ModelStore, frame: pd.DataFrame, block_scores: dict | None):
-    """The automatic rollback decision, or ``None`` (see :func:`choose_rollback`)."""
-    current_version, metric = store.champion_version(), spec.performance.metric
+def _rollback(spec: PipelineSpec, store: ModelStore, frame: pd.DataFrame, block_scores: dict | None,
+              current_version: str | None, previous: set[str]):
+    """The automatic rollback decision from ``current_version`` to one of the ``previous`` champions, or
+    ``None`` (see :func:`choose_rollback`)."""
+    metric = spec.performance.metric
     if current_version is None or not block_scores or metric not in block_scores:
         return None
     reference = (store.manifest(current_version).get("metrics") or {}).get(metric)
-    previous = {h["version"] for h in store.champion_history()} - {current_version}
+    previous = set(previous) - {current_version}
     if reference is None or not previous:
         return None
     candidates = {}
@@ -157,6 +184,21 @@ def settle_champion(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
     decision is then ``late_kept``); ``rollback_hold`` why an automatic rollback must not happen (a late
     block): a rollback that would have happened is then recorded as ``late_kept`` and not applied.
     """
+    current = store.champion_version()
+    previous = {h["version"] for h in store.champion_history()}
+    decision, in_force, target = judge_champion(spec, store, frame, challenger, block_scores, current, previous,
+                                                held, rollback_hold)
+    if target != current:
+        store.set_champion(target, block, decision.decision)
+    return decision, in_force
+
+
+def judge_champion(spec: PipelineSpec, store: ModelStore, frame: pd.DataFrame, challenger: dict,
+                   block_scores: dict | None, current: str | None, previous: set[str], held: str | None = None,
+                   rollback_hold: str | None = None) -> tuple[PromotionDecision, dict | None, str | None]:
+    """The decision of :func:`settle_champion` with ``current`` in force and ``previous`` champions to roll
+    back to, without moving anything: ``(decision, in-force scores, champion after)``. A rerun calls it with
+    the champions of the time the block was first processed."""
     perf = spec.performance
     if challenger["version"] is None:
         decision = decide_promotion(perf.metric, None, None, perf.thresholds)
@@ -169,24 +211,22 @@ def settle_champion(spec: PipelineSpec, store: ModelStore, block: str, frame: pd
         decision = decide_promotion(perf.metric, challenger["challenger_scores"], challenger["champion_scores"],
                                     perf.thresholds, perf.min_improvement, evidence)
     if decision.promoted:
-        store.set_champion(challenger["version"], block, decision.decision)
-        return decision, challenger["challenger_scores"]
+        return decision, challenger["challenger_scores"], challenger["version"]
+    kept_scores = challenger.get("champion_scores") or block_scores
     if spec.type != "ipip" and spec.target in frame.columns:
-        rolled = _rollback(spec, store, frame, block_scores)
+        rolled = _rollback(spec, store, frame, block_scores, current, previous)
         if rolled is not None and rollback_hold:
             why = "; ".join(part for part in (held, rollback_hold) if part)
             return PromotionDecision(LATE_KEPT, f"{why}; it would have rolled back: {rolled[0].reason}",
-                                     perf.metric, rolled[0].champion_score, None), (
-                challenger.get("champion_scores") or block_scores)
+                                     perf.metric, rolled[0].champion_score, None), kept_scores, current
         if rolled is not None:
             rollback, target = rolled
             if challenger["version"] is not None:  # say what became of the challenger too
                 rollback = replace(rollback, reason=f"{rollback.reason}; challenger {challenger['version']} "
                                                     f"{decision.decision}: {decision.reason}")
-            store.set_champion(target, block, ROLLED_BACK)
             features = store.manifest(target)["features"]
-            return rollback, score_model(store.load(target, spec.pickle_trusted), frame[features],
-                                         frame[spec.target], spec.task)
+            model = store.load(target, spec.pickle_trusted)
+            return rollback, score_model(model, frame[features], frame[spec.target], spec.task), target
     if held and challenger["version"] is None:
         decision = replace(decision, decision=LATE_KEPT, reason=held)
-    return decision, challenger.get("champion_scores") or block_scores
+    return decision, kept_scores, current

@@ -11,6 +11,7 @@ from dagster import (
 
 from assets.pipeline_assets import build_pipeline_assets
 from calmops_dagster.orchestration.pipeline_logs import pipeline_file_logger
+from calmops_dagster.orchestration.reevaluation import build_reevaluation_job
 from calmops_dagster.orchestration.runner import PIPELINE_TAG
 from calmops_dagster.spec import PipelineSpec
 from sensors.file_sensor import build_file_sensor
@@ -50,12 +51,13 @@ def build_job(spec: PipelineSpec):
 
 
 def build_pipeline_definitions(spec: PipelineSpec) -> Definitions:
-    """Assets, job, sensor and schedule of one valid spec."""
+    """Assets, job, sensor and schedule of one valid spec; the re-evaluation job unless prediction-only."""
     job = build_job(spec)
     schedules = [build_schedule(spec, job)] if spec.schedule else []
     breaker = [] if spec.prediction_only else build_breaker_sensors(spec, job)
     labels = [build_labels_sensor(spec, job)] if spec.labels else []
-    return Definitions(assets=build_pipeline_assets(spec), jobs=[job],
+    reevaluate = [] if spec.prediction_only else [build_reevaluation_job(spec)]
+    return Definitions(assets=build_pipeline_assets(spec), jobs=[job, *reevaluate],
                        sensors=[build_file_sensor(spec, job), *breaker, *labels], schedules=schedules,
                        loggers=PIPELINE_LOGGERS)
 

@@ -17,6 +17,11 @@ Tables (all carry ``pipeline``; see the README for every column):
 - ``block_files``: the ingest record (an event log): which file version (content hash) holds how many rows
   of which block, per scan (``seq``); a file's newest version is current, its earlier ones replaced.
 
+Every materialization is on record: the tables of :data:`VERSIONED` carry the ``run_id`` of the run that
+wrote them; ``block_context`` records what was in force when a block was first processed (champion,
+settings), so a rerun reproduces it; re-evaluations (``calmops reevaluate``) write ``reevaluation_summary``
+and ``reevaluation_results`` (keyed by ``reevaluation_id``) beside the decisions, never over them.
+
 Why not one DuckDB file: DuckDB lets one process write a database file at a time, and while it writes no
 other process may even open the file read-only, so runs of different pipelines queued behind each other's
 locks and an analyst's read failed with ``Could not set lock``. Here every write is a new, immutable Parquet
@@ -92,6 +97,22 @@ SCHEMA = {
         pipeline VARCHAR, block VARCHAR, label_files VARCHAR, rows BIGINT, labelled BIGINT, missing BIGINT,
         duplicate_ids BIGINT, conflicting_ids BIGINT, unknown_ids BIGINT, bad_files BIGINT, complete BOOLEAN,
         computed_at TIMESTAMPTZ""",
+    "block_context": """
+        pipeline VARCHAR, block VARCHAR, champion_version VARCHAR, settings VARCHAR, late BOOLEAN,
+        promotion_hold VARCHAR, rollback_hold VARCHAR, challenger VARCHAR, challenger_reason VARCHAR,
+        champion_after VARCHAR, decided BOOLEAN, run_id VARCHAR, recorded_at TIMESTAMPTZ,
+        content_hash VARCHAR""",
+    "reevaluation_summary": """
+        pipeline VARCHAR, block VARCHAR, reevaluation_id VARCHAR, run_id VARCHAR, against VARCHAR,
+        changes VARCHAR, original_reference_version VARCHAR, original_drift_detected BOOLEAN,
+        original_retrain BOOLEAN, reference_version VARCHAR, drift_detected BOOLEAN, drift_share DOUBLE,
+        n_drifted BIGINT, n_tested BIGINT, drifted_features VARCHAR, performance_drop BOOLEAN,
+        retrain BOOLEAN, reason VARCHAR, performance_metric VARCHAR, performance_value DOUBLE,
+        performance_ci_low DOUBLE, performance_ci_high DOUBLE, computed_at TIMESTAMPTZ""",
+    "reevaluation_results": """
+        pipeline VARCHAR, block VARCHAR, reevaluation_id VARCHAR, run_id VARCHAR, feature VARCHAR,
+        test VARCHAR, statistic DOUBLE, p_value DOUBLE, effect_size DOUBLE, threshold DOUBLE,
+        drifted BOOLEAN, note VARCHAR, computed_at TIMESTAMPTZ""",
     "quarantine": """
         pipeline VARCHAR, file VARCHAR, reason VARCHAR, content_hash VARCHAR, moved_to VARCHAR,
         quarantined_at TIMESTAMPTZ""",
@@ -109,6 +130,12 @@ SCHEMA = {
         seq BIGINT, recorded_at TIMESTAMPTZ""",
 }
 
+#: Per-block tables whose rows carry the ``run_id`` of the Dagster run that wrote them (every
+#: materialization is on record; the rows a rerun replaced stay in ``<table>_history``).
+VERSIONED = ("blocks", "drift_results", "drift_summary", "performance", "promotions")
+for _table in VERSIONED:
+    SCHEMA[_table] += ", run_id VARCHAR"
+
 #: What one write replaces: the newest write of each key wins. ``performance`` is scored on two kinds of
 #: data by two assets (the block, the challenger's evaluation split), each replacing only its own rows.
 KEYS = {
@@ -118,6 +145,8 @@ KEYS = {
     "drift_summary": ("pipeline", "block"),
     "performance": ("pipeline", "block", "evaluated_on"),
     "promotions": ("pipeline", "block"),
+    "reevaluation_summary": ("pipeline", "block", "reevaluation_id"),
+    "reevaluation_results": ("pipeline", "block", "reevaluation_id"),
     "breaker_state": ("pipeline",),
 }
 #: A table in neither :data:`KEYS` nor :data:`APPEND_ONLY` is keyed by (pipeline, block).
