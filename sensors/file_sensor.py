@@ -15,9 +15,9 @@ Stream pipelines: every accepted file version is one partition (``<stem>-<sha12>
 ``pipelines/<name>/incoming/``), requested in arrival order. The cursor is stored by Dagster with the sensor's
 state in the instance, so it survives restarts of the daemon and of ``dagster dev``.
 
-Every tick also marks failed the pipeline's runs whose process died
-(:func:`~calmops_dagster.orchestration.runner.reap_dead_runs`) and requests each such block once more, so a killed run
-worker does not hold up the pipeline's run queue.
+Every tick also looks after the pipeline's runs whose process died
+(:func:`~calmops_dagster.orchestration.runner.dead_runs`): each such block is requested once more and the dead
+run marked failed (:func:`rerun_requests`), so a killed run worker does not hold up the pipeline's run queue.
 """
 
 
@@ -27,6 +27,7 @@ from dagster import (
     AddDynamicPartitionsRequest,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -38,10 +39,12 @@ from calmops_dagster.ingest.file_scan import load_cursor
 from calmops_dagster.ingest.ingest_record import ingest_data_dir
 from calmops_dagster.orchestration.runner import (
     PIPELINE_TAG,
+    RERUN_OF_TAG,
+    dead_runs,
     expected_kinds,
     pipeline_dir,
     processed_versions,
-    reap_dead_runs,
+    reap_run,
     record_bad_files,
     times_reaped,
 )
@@ -91,20 +94,30 @@ def build_file_sensor(spec: PipelineSpec, job):
 
 
 def rerun_requests(context: SensorEvaluationContext, spec: PipelineSpec) -> list[RunRequest]:
-    """One more run for each block whose run lost its process; a block that lost it twice is left for
-    ``calmops relaunch`` (a block that kills its worker every time, e.g. by running out of memory, must not
-    loop for ever)."""
+    """One more run for each block whose run lost its process, in two ticks so blocks stay in order.
+
+    First tick: the rerun is requested (``dagster/priority`` 1, ahead of runs queued for later blocks) while
+    the dead run still holds the pipeline's run-queue slot. A later tick, once the rerun is queued, marks the
+    dead run failed, which frees the slot: the queue then starts the rerun, not a later block that was
+    queued behind the dead run (marking it failed first let the queue start that later block in between).
+    A block that lost its process twice is left for ``calmops relaunch`` (a block that kills its worker
+    every time, e.g. by running out of memory, must not loop for ever).
+    """
     requests = []
-    for run in reap_dead_runs(context.instance, spec):
+    for run, pid, host in dead_runs(context.instance, spec):
         block = run.tags.get("dagster/partition")
-        if block is None:
+        if block is None or times_reaped(context.instance, spec, block) >= 1:
+            reap_run(context.instance, run, pid, host)
+            if block is not None:
+                context.log.error(f"block {block}: run {run.run_id} lost its process again; not retried "
+                                  f"automatically (`calmops relaunch {spec.name}` retries it)")
             continue
-        if times_reaped(context.instance, spec, block) > 1:
-            context.log.error(f"block {block}: run {run.run_id} lost its process again; not retried "
-                              f"automatically (`calmops relaunch {spec.name}` retries it)")
+        if context.instance.get_run_ids(RunsFilter(tags={RERUN_OF_TAG: run.run_id}), limit=1):
+            reap_run(context.instance, run, pid, host)
+            context.log.warning(f"block {block}: run {run.run_id} lost its process; marked failed, its rerun "
+                                f"goes next")
             continue
-        context.log.warning(f"block {block}: run {run.run_id} lost its process; marked failed, running it again")
-        # ahead of runs already queued for later blocks, so blocks are still processed in order
         requests.append(RunRequest(run_key=f"rerun-of-{run.run_id}", partition_key=block,
-                                   tags={PIPELINE_TAG: spec.name, "dagster/priority": "1"}))
+                                   tags={PIPELINE_TAG: spec.name, "dagster/priority": "1",
+                                         RERUN_OF_TAG: run.run_id}))
     return requests

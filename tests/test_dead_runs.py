@@ -22,7 +22,13 @@ from dagster._core.execution.plan.objects import StepSuccessData
 from dagster._core.test_utils import create_run_for_test
 
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.orchestration.runner import PIPELINE_TAG, REAPED_TAG, pending_blocks, reap_dead_runs
+from calmops_dagster.orchestration.runner import (
+    PIPELINE_TAG,
+    REAPED_TAG,
+    RERUN_OF_TAG,
+    pending_blocks,
+    reap_dead_runs,
+)
 from calmops_dagster.store.metrics_store import MetricsStore
 from resources import build_resources
 
@@ -57,15 +63,24 @@ def test_sensor_marks_a_dead_run_failed_and_reruns_its_block_once(demo_spec, hom
     dead = started_run(instance, demo_spec, "1", dead_pid())
     alive = started_run(instance, demo_spec, "2", os.getpid())
 
+    # first tick: the rerun is requested while the dead run still holds the run-queue slot ...
     result = evaluate_file_sensor(demo_spec, home, instance)
     assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("1", f"rerun-of-{dead.run_id}")]
-    assert result.run_requests[0].tags["dagster/priority"] == "1"  # before runs queued for later blocks
+    request = result.run_requests[0]
+    assert request.tags["dagster/priority"] == "1"  # before runs queued for later blocks
+    assert status(instance, dead) == DagsterRunStatus.STARTED
+    # ... the daemon starts it; next tick: the dead run is marked failed (the queue would now pick the rerun)
+    worker = subprocess.Popen(["sleep", "120"])
+    rerun = started_run(instance, demo_spec, "1", worker.pid)
+    instance.add_run_tags(rerun.run_id, request.tags)  # carries calmops/rerun_of
+    assert not (evaluate_file_sensor(demo_spec, home, instance).run_requests or [])
     assert status(instance, dead) == DagsterRunStatus.FAILURE
     assert instance.get_run_by_id(dead.run_id).tags[REAPED_TAG] == "true"
-    assert status(instance, alive) == DagsterRunStatus.STARTED
+    assert status(instance, rerun) == status(instance, alive) == DagsterRunStatus.STARTED
 
     # the rerun's worker dies too: marked failed, but not requested a third time
-    rerun = started_run(instance, demo_spec, "1", dead_pid())
+    worker.kill()
+    worker.wait()
     again = evaluate_file_sensor(demo_spec, home, instance)
     assert not (again.run_requests or [])
     assert status(instance, rerun) == DagsterRunStatus.FAILURE

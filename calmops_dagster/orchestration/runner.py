@@ -40,6 +40,8 @@ PIPELINE_TAG = "calmops/pipeline"
 PID_TAG, HOST_TAG = "calmops/pid", "calmops/host"
 #: Set on a run whose dead process :func:`reap_dead_runs` found and marked failed.
 REAPED_TAG = "calmops/reaped"
+#: Set on the run the file sensor requested to replace a dead run (its run id).
+RERUN_OF_TAG = "calmops/rerun_of"
 #: Set by ``data_block`` on its run: the version of the block it loaded (hash of its file versions' hashes,
 #: :func:`calmops_dagster.ingest.ingest_record.block_version`). A block is processed at a version when a
 #: successful run carries it.
@@ -112,24 +114,36 @@ def processed_versions(instance: DagsterInstance, spec: PipelineSpec) -> set[tup
     return {(run.tags.get("dagster/partition"), run.tags[VERSION_TAG]) for run in runs if VERSION_TAG in run.tags}
 
 
-def reap_dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[DagsterRun]:
-    """Mark failed the in-flight runs of ``spec`` whose process on this host no longer exists, so their
-    blocks are pending again and the pipeline's run-queue slot is free. Returns the runs marked failed.
+def dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[DagsterRun]:
+    """The in-flight runs of ``spec`` whose process on this host no longer exists.
 
     Two kinds of run are looked after: runs executed in-process by ``calmops run`` (pid and host tags) and
     runs launched by ``dagster dev``'s default run launcher, a subprocess on this host whose pid Dagster
-    records in the run's "Started process for run" event. Without this, a run worker killed mid-block
-    (OOM, SIGKILL, a machine reboot) would stay "started" for ever and, with one run per pipeline at a time,
-    hold up every later block. Runs of other launchers (Docker, Kubernetes) are left to Dagster's run
-    monitoring. Each reaped run is tagged ``calmops/reaped``.
+    records in the run's "Started process for run" event. Runs of other launchers (Docker, Kubernetes) are
+    left to Dagster's run monitoring.
     """
-    reaped = []
+    dead = []
     for run in instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT)):
         pid, host = _run_process(instance, run)
-        if pid is None or host != socket.gethostname() or _alive(pid):
-            continue
-        instance.report_run_failed(run, f"its process {pid} on {host} is gone (killed mid-run?)")
-        instance.add_run_tags(run.run_id, {REAPED_TAG: "true"})
+        if pid is not None and host == socket.gethostname() and not _alive(pid):
+            dead.append((run, pid, host))
+    return dead
+
+
+def reap_run(instance: DagsterInstance, run: DagsterRun, pid: int, host: str) -> None:
+    """Mark a dead run failed and tag it ``calmops/reaped``: its block is pending again and the pipeline's
+    run-queue slot is free."""
+    instance.report_run_failed(run, f"its process {pid} on {host} is gone (killed mid-run?)")
+    instance.add_run_tags(run.run_id, {REAPED_TAG: "true"})
+
+
+def reap_dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[DagsterRun]:
+    """Mark failed every run of :func:`dead_runs`. Without this, a run worker killed mid-block (OOM,
+    SIGKILL, a machine reboot) would stay "started" for ever and, with one run per pipeline at a time,
+    hold up every later block. Returns the runs marked failed."""
+    reaped = []
+    for run, pid, host in dead_runs(instance, spec):
+        reap_run(instance, run, pid, host)
         reaped.append(run)
     return reaped
 

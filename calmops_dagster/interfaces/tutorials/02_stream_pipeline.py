@@ -40,12 +40,13 @@ for path in exports:
     deliver([path], data_dir)
     calmops("run", "events")
 
-# 4. Bad and repeated input: a truncated upload is quarantined, a copy of an old export is ignored.
-truncated = staged / "export_05h.csv"
-truncated.write_text("x1,x2,x3\n0.1,0.2")
+# 4. Bad and repeated input: an export without the target column is quarantined (a file whose last line
+#    is cut short would instead wait: it is still being written), a copy of an old export is ignored.
+no_target = staged / "export_05h.csv"
+no_target.write_text("x1,x2,x3\n0.1,0.2,0.3\n")
 duplicate = staged / "export_01h_copy.csv"
 shutil.copy(exports[0], duplicate)
-deliver([truncated, duplicate], data_dir)
+deliver([no_target, duplicate], data_dir)
 calmops("run", "events")
 
 # 5. A rewritten file is a new version: a new partition, the old one kept as it was.
