@@ -68,6 +68,7 @@ def test_sensor_marks_a_dead_run_failed_and_reruns_its_block_once(demo_spec, hom
     assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("1", f"rerun-of-{dead.run_id}")]
     request = result.run_requests[0]
     assert request.tags["dagster/priority"] == "1"  # before runs queued for later blocks
+    assert request.tags[RERUN_OF_TAG] == dead.run_id
     assert status(instance, dead) == DagsterRunStatus.STARTED
     # ... the daemon starts it; next tick: the dead run is marked failed (the queue would now pick the rerun)
     worker = subprocess.Popen(["sleep", "120"])
