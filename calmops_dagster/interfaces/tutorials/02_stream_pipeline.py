@@ -43,7 +43,7 @@ for path in exports:
 # 4. Bad and repeated input: an export without the target column is quarantined (a file whose last line
 #    is cut short would instead wait: it is still being written), a copy of an old export is ignored.
 no_target = staged / "export_05h.csv"
-no_target.write_text("x1,x2,x3\n0.1,0.2,0.3\n")
+no_target.write_text("x1,x2,x3,x4,segment\n0.1,0.2,0.3,0.4,a\n")
 duplicate = staged / "export_01h_copy.csv"
 shutil.copy(exports[0], duplicate)
 deliver([no_target, duplicate], data_dir)
