@@ -18,25 +18,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,serve,docker,postgres]'
 	touch $(STAMP)
 
-# The report and Dagster UI tests drive headless Chromium (Debian's package `chromium`). Installed with
-# apt-get when missing and permitted (root, or sudo without a password); otherwise stop and say the command.
-APT_CHROMIUM := apt-get install -y --no-install-recommends chromium
-chromium:
-	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
-	    || command -v google-chrome >/dev/null 2>&1; then \
+# apt_ensure(PACKAGE, TEST-COMMAND, WHAT-FOR): nothing when TEST-COMMAND succeeds; else install the Debian
+# PACKAGE with apt-get when permitted (root, or sudo without a password); else stop and name the command.
+define apt_ensure
+	@if $(2); then \
 	  :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "Installing Chromium (Debian package chromium) for the report and UI tests"; \
-	  apt-get update -qq </dev/null && DEBIAN_FRONTEND=noninteractive $(APT_CHROMIUM) </dev/null; \
+	  echo "Installing the Debian package $(1) for $(3)"; \
+	  apt-get update -qq </dev/null \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(1) </dev/null; \
 	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	  echo "Installing Chromium (Debian package chromium) for the report and UI tests"; \
-	  sudo -n apt-get update -qq </dev/null && sudo -n env DEBIAN_FRONTEND=noninteractive $(APT_CHROMIUM) </dev/null; \
+	  echo "Installing the Debian package $(1) for $(3)"; \
+	  sudo -n apt-get update -qq </dev/null \
+	    && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(1) </dev/null; \
 	else \
-	  echo "make test needs Chromium (headless) for the report and Dagster UI tests. Install it with:" >&2; \
-	  echo "    sudo apt-get install -y chromium" >&2; \
-	  echo "(or put chromium, chromium-browser or google-chrome on PATH), then run make test again." >&2; \
+	  echo "make test needs the Debian package $(1) for $(3). Install it with:" >&2; \
+	  echo "    sudo apt-get install -y $(1)" >&2; \
 	  exit 1; \
 	fi
+endef
+
+# The report and Dagster UI tests drive headless Chromium (or chromium-browser / google-chrome on PATH).
+chromium:
+	$(call apt_ensure,chromium,command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1,the report and Dagster UI tests)
 
 # calmops serve (port 5001) answers the report links of the UI's metadata; it stops with dagster dev.
 run: venv
@@ -44,23 +48,10 @@ run: venv
 	$(BIN)/calmops serve --port 5001 & serve=$$!; trap 'kill $$serve 2>/dev/null' EXIT INT TERM; \
 	  $(BIN)/calmops dev --host 127.0.0.1 --port 3000
 
-# tests/test_postgres_instance.py runs Dagster on a real PostgreSQL server (Debian's package `postgresql`,
-# started by the test itself in a temporary data directory). Installed like Chromium when missing.
-APT_POSTGRESQL := apt-get install -y --no-install-recommends postgresql
+# tests/test_postgres_instance.py runs Dagster on a real PostgreSQL server (initdb, pg_ctl), started by the
+# test itself in a temporary data directory.
 postgresql:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
-	  :; \
-	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "Installing PostgreSQL (Debian package postgresql) for the Dagster-on-Postgres test"; \
-	  apt-get update -qq </dev/null && DEBIAN_FRONTEND=noninteractive $(APT_POSTGRESQL) </dev/null; \
-	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	  echo "Installing PostgreSQL (Debian package postgresql) for the Dagster-on-Postgres test"; \
-	  sudo -n apt-get update -qq </dev/null && sudo -n env DEBIAN_FRONTEND=noninteractive $(APT_POSTGRESQL) </dev/null; \
-	else \
-	  echo "make test needs PostgreSQL's server binaries (initdb, pg_ctl). Install them with:" >&2; \
-	  echo "    sudo apt-get install -y postgresql" >&2; \
-	  exit 1; \
-	fi
+	$(call apt_ensure,postgresql,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1,the Dagster-on-Postgres test)
 
 # One worker per core (pytest-xdist); tests marked xdist_group (the dagster dev ones) share a worker.
 test: venv chromium postgresql
