@@ -17,12 +17,15 @@ at every ``--drift-every``-th block, so some blocks train a challenger). Three m
    used before): the same through a second pipeline, on ``--baseline-blocks`` blocks.
 
     python benchmarks/ingest_bench.py [--blocks 10] [--rows 10000] [--features 16] [--interval 5]
-                                      [--settle 2] [--baseline-blocks 3]
+                                      [--settle 2] [--baseline-blocks 3] [--in-process-only]
+
+The in-process lines also give each step's seconds (STEP_START to STEP_SUCCESS in the run's events).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -86,8 +89,10 @@ def in_process(frames, args, root: Path) -> tuple[list[float], list[float]]:
 
     from calmops_dagster.orchestration.instance import prepare_instance
     from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-    from calmops_dagster.orchestration.runner import QUIET_RUN_CONFIG
+    from calmops_dagster.orchestration.runner import QUIET_RUN_CONFIG, register_new_blocks
     from calmops_dagster.spec import parse_spec, save_spec
+    from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.model_store import ModelStore
     from calmops_dagster.store.paths import CalmOpsHome
     from resources import build_resources
 
@@ -95,15 +100,17 @@ def in_process(frames, args, root: Path) -> tuple[list[float], list[float]]:
     prepare_instance(home)
     data_dir = root / "data_in_process"
     data_dir.mkdir()
-    spec = parse_spec(pipeline_raw("bench", data_dir, args, "in_process"), home.spec_path("bench"))
+    compute_only = argparse.Namespace(**{**vars(args), "settle": 0})  # a landed file is read at once
+    spec = parse_spec(pipeline_raw("bench", data_dir, compute_only, "in_process"), home.spec_path("bench"))
     save_spec(spec, home.spec_path("bench"))
     defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
     job = defs.resolve_job_def(job_name(spec))
+    metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir("bench"))
     walls, to_report = [], []
     with DagsterInstance.get() as instance:
         for block, frame in enumerate(frames, start=1):
-            land(frame, data_dir, block)
-            instance.add_dynamic_partitions(spec.partitions_name, [str(block)])
+            land(frame, data_dir, block)  # registered as the sensor and `calmops run` do (the ingest record)
+            register_new_blocks(instance, spec, metrics, models, logging.getLogger("ingest_bench"))
             started, started_wall = time.perf_counter(), time.time()
             result = job.execute_in_process(instance=instance, partition_key=str(block), run_config=QUIET_RUN_CONFIG)
             assert result.success, f"in-process run of block {block} failed"
@@ -111,9 +118,26 @@ def in_process(frames, args, root: Path) -> tuple[list[float], list[float]]:
             record = instance.fetch_materializations(AssetRecordsFilter(
                 asset_key=AssetKey(["bench", "drift_report"]), asset_partitions=[str(block)]), limit=1).records[0]
             to_report.append(record.timestamp - started_wall)
+            steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in step_seconds(instance, result.run_id))
             print(f"  in-process   block {block:2}: run {walls[-1]:5.1f} s, drift report {to_report[-1]:5.1f} s after "
-                  "its start", flush=True)
+                  f"its start ({steps})", flush=True)
     return walls[1:], to_report[1:]
+
+
+def step_seconds(instance, run_id: str) -> list[tuple[str, float]]:
+    """(asset, seconds) of each step of the run, from its STEP_START to its STEP_SUCCESS/FAILURE event."""
+    from dagster import DagsterEventType
+
+    started, spans = {}, []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            started[event.step_key] = entry.timestamp
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            spans.append((event.step_key.split("__")[-1], entry.timestamp - started[event.step_key]))
+    return spans
 
 
 def free_port() -> int:
@@ -226,6 +250,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=2.0, help="sensor.settle_seconds")
     parser.add_argument("--baseline-blocks", type=int, default=3, help="measured blocks of the multiprocess "
                         "baseline (0: skip it)")
+    parser.add_argument("--in-process-only", action="store_true", help="measure the in-process runs only")
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes and dagster dev's log")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stopped: still stop dagster dev (finally below)
@@ -233,7 +258,7 @@ def main() -> None:
     frames = make_blocks(args.blocks + 1, args.rows, args.features, args.drift_every)
     try:
         walls, to_report = in_process(frames, args, root)
-        dev = through_dagster_dev(frames, args, root)
+        dev = {} if args.in_process_only else through_dagster_dev(frames, args, root)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -248,8 +273,8 @@ def main() -> None:
             continue
         for key, values in timings.items():
             print(f"{f'dagster dev, {executor}: landing -> {key}':44} {describe(values)}")
-    base, ours = dev.get("multiprocess"), dev["in_process"]
-    if base and base["to drift report"]:
+    base, ours = dev.get("multiprocess"), dev.get("in_process")
+    if base and ours and base["to drift report"]:
         ratio = statistics.median(base["to run end"]) / statistics.median(ours["to run end"])
         print(f"multiprocess / in_process executor, landing -> run end (median): {ratio:.1f}x")
     print(f"target: landing -> drift report <= interval + 5 = {args.interval + 5} s; run end <= "
