@@ -44,6 +44,15 @@ def test_ks_matches_frouros_and_scipy(samples, case):
     assert ours.effect_size == ours.statistic
 
 
+@pytest.mark.parametrize("shift", [0.0, 0.04, 0.08])
+def test_ks_above_the_exact_switch_is_scipys_asymptotic_p_value_close_to_the_exact_one(shift):
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=7_000), rng.normal(shift, size=uv.KS_EXACT_MAX_N + 3_000)
+    ours = uv.ks(_merged(x, y))
+    assert ours.p_value == pytest.approx(stats.ks_2samp(x, y, method="asymp").pvalue, rel=1e-9, abs=1e-300)
+    assert ours.p_value == pytest.approx(stats.ks_2samp(x, y, method="exact").pvalue, rel=0.03)
+
+
 @pytest.mark.parametrize("case", ["continuous", "ties", "small"])
 def test_mannwhitney_matches_frouros(samples, case):
     x, y = samples[case]
