@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
+from calmops_dagster.drift import model_drift as md
 from calmops_dagster.drift.model_drift import (
     DEFAULT_DETECTORS,
+    bootstrap_scores,
     error_stream,
     performance_drift,
     score,
@@ -32,6 +34,30 @@ def test_scores_match_scikit_learn(labels):
     assert score(t, tp, "r2") == pytest.approx(metrics.r2_score(t, tp))
     with pytest.raises(ValueError, match="valid"):
         score(y, pred, "auc")
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced_accuracy", "f1_macro", "rmse", "r2"])
+def test_the_vectorised_bootstrap_has_the_distribution_of_resampled_rows(labels, metric):
+    """Multinomial confusion counts (classification) and index matrices (regression) against the plain
+    loop over resampled rows: the same mean and spread, and each resample is a valid score."""
+    y, pred, t, tp = labels
+    truth, guess = (y, pred) if metric in ("accuracy", "balanced_accuracy", "f1_macro") else (t, tp)
+    fast = bootstrap_scores(truth, guess, metric, 4_000, np.random.default_rng(1), chunk_cells=100_000)
+    rng = np.random.default_rng(2)
+    loop = np.array([score(truth[i], guess[i], metric) for i in (rng.integers(0, 500, 500) for _ in range(4_000))])
+    assert fast.shape == (4_000,)
+    assert fast.mean() == pytest.approx(loop.mean(), abs=0.1 * loop.std())
+    assert fast.std() == pytest.approx(loop.std(), rel=0.08)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced_accuracy", "f1_macro"])
+def test_a_resample_scored_from_its_confusion_counts_equals_its_rows_scored(metric):
+    """Classes missing from a resample (here 2, then 0) count as scikit-learn counts them on the rows."""
+    y, pred = np.array([0, 0, 1, 2, 2, 1]), np.array([0, 1, 1, 1, 2, 0])
+    for rows in ([0, 1, 1, 2, 5, 5], [2, 2, 3, 3, 4, 5], [0, 1, 2, 3, 4, 5]):
+        t, p = y[rows], pred[rows]
+        cm = np.bincount(t * 3 + p, minlength=9).reshape(3, 3)
+        assert md._confusion_scores(cm, metric) == pytest.approx(score(t, p, metric))
 
 
 def test_classification_performance_drift_and_no_drift(labels):
