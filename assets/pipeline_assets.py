@@ -8,6 +8,11 @@ Every asset is partitioned by the pipeline's dynamic partitions (one per block) 
 ``<pipeline>/<asset>``. The assets are thin: they read and write through the resources and call the pure
 functions of ``calmops_dagster`` for every decision. The champion carries state from block to block through
 the model store's champion pointer (runs of one pipeline are processed one at a time, in block order).
+
+The modules that compute (the drift engine and scipy, training and scikit-learn, the promotion tests, the
+estimator, the plotly report) are imported inside the assets that use them, when a step runs: the code
+location, which only builds these definitions (``dagster dev``'s code server, every run worker, the CLI),
+does not load them, and a run loads only what its steps use.
 """
 
 import warnings
@@ -34,11 +39,7 @@ from calmops_dagster.ingest.block_data import frame_sha256, incoming_dir, load_s
 from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
 from calmops_dagster.ingest.ingest_record import block_records, block_version, load_recorded_block
 from calmops_dagster.ingest.labels import attach_labels, read_label_files
-from calmops_dagster.interfaces.block_report import write_drift_report_html
 from calmops_dagster.interfaces.pipeline_overview import pipeline_overview, reports_url
-from calmops_dagster.learning.block_assessment import assess_block, assessment_rows
-from calmops_dagster.learning.evaluation import threshold_failures
-from calmops_dagster.learning.retrain_modes import history_needed
 from calmops_dagster.orchestration import circuit_breaker
 from calmops_dagster.orchestration.block_context import (
     champions_before,
@@ -48,15 +49,6 @@ from calmops_dagster.orchestration.block_context import (
     spec_with_settings,
     write_context,
 )
-from calmops_dagster.orchestration.champion_challenger import (
-    judge_champion,
-    make_challenger,
-    place_in_event_time,
-    rescore_challenger,
-    settle_champion,
-)
-from calmops_dagster.orchestration.drift_step import hold_retrain, summary_row
-from calmops_dagster.orchestration.estimated_performance import BlockEstimates, estimate_block, estimated_drop
 from calmops_dagster.orchestration.prediction import ensure_champion, predict_block, write_predictions
 from calmops_dagster.orchestration.runner import VERSION_TAG, breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
@@ -213,6 +205,16 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     )
     def drift_report(context: AssetExecutionContext, data_block: pd.DataFrame,
                      home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+        from calmops_dagster.interfaces.block_report import write_drift_report_html
+        from calmops_dagster.learning.block_assessment import assess_block, assessment_rows
+        from calmops_dagster.orchestration.champion_challenger import place_in_event_time
+        from calmops_dagster.orchestration.drift_step import hold_retrain, summary_row
+        from calmops_dagster.orchestration.estimated_performance import (
+            BlockEstimates,
+            estimate_block,
+            estimated_drop,
+        )
+
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
         recorded = None if spec.prediction_only else read_context(db, spec, block)
         rerun = is_rerun(recorded)
@@ -323,6 +325,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     )
     def challenger_model(context: AssetExecutionContext, data_block: pd.DataFrame, drift_report: dict,
                          home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+        from calmops_dagster.learning.retrain_modes import history_needed
+        from calmops_dagster.orchestration.champion_challenger import make_challenger, rescore_challenger
+
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
         recorded = read_context(db, spec, block)
         if is_rerun(recorded):  # never trains over the current champion: the challenger trained then, if any
@@ -385,6 +390,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     )
     def champion_model(context: AssetExecutionContext, challenger_model: dict, drift_report: dict,
                        data_block: pd.DataFrame, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+        from calmops_dagster.learning.evaluation import threshold_failures
+        from calmops_dagster.orchestration.champion_challenger import judge_champion, settle_champion
+
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
         late, recorded = bool(drift_report.get("late")), read_context(db, spec, block)
         rerun = is_rerun(recorded)

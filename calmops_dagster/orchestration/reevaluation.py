@@ -7,7 +7,8 @@ in the UI under that job). Each run judges the block's kept rows (``pipelines/<n
 against the champion asked for (by default the one in force when the block was first processed) with the
 settings recorded then plus the changes, and writes ``reevaluation_summary`` / ``reevaluation_results`` rows
 marked with the re-evaluation's id and what was changed, beside the original decisions, never over them. It
-trains nothing and moves no champion.
+trains nothing and moves no champion. The drift engine is imported when the op runs, not when the code
+location builds the job.
 """
 
 
@@ -20,9 +21,7 @@ from dagster import Config, DynamicPartitionsDefinition, OpExecutionContext, Out
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.block_history import read_blocks
-from calmops_dagster.learning.block_assessment import assessment_rows
 from calmops_dagster.orchestration.block_context import read_context, settings_of, spec_with_settings
-from calmops_dagster.orchestration.drift_step import assess_against, hold_retrain, summary_row
 from calmops_dagster.orchestration.runner import PIPELINE_TAG
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
@@ -96,6 +95,9 @@ def build_reevaluation_job(spec: PipelineSpec):
         "champion and/or changed settings; rows beside the original decisions.")
     def reevaluate_block(context: OpExecutionContext, config: ReevaluationConfig, home: CalmOpsHomeResource,
                          metrics: MetricsStoreResource):
+        from calmops_dagster.learning.block_assessment import assessment_rows
+        from calmops_dagster.orchestration.drift_step import assess_against, hold_retrain, summary_row
+
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
         recorded = read_context(db, spec, block)
         original = db.query("SELECT reference_version, drift_detected, retrain FROM drift_summary "
