@@ -42,6 +42,7 @@ from calmops_dagster.errors import ModelIntegrityError
 from calmops_dagster.store.atomic import write_text_atomic
 from calmops_dagster.store.model_signing import model_key, sign_manifest, verify_manifest
 from calmops_dagster.store.paths import CalmOpsHome
+from calmops_dagster.store.skops_io import skops_io
 
 if TYPE_CHECKING:  # pandas and skops are imported where models and frames are read or written, so that
     import pandas as pd  # reading the champion pointer (``calmops list``) stays cheap
@@ -88,14 +89,14 @@ TRUSTED_TYPES = frozenset({
 
 def untrusted_types(path: Path) -> list[str]:
     """The types in a skops file outside skops' defaults and :data:`TRUSTED_TYPES` (empty: safe to load)."""
-    import skops.io as sio
+    sio = skops_io()
 
     return sorted(t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES)
 
 
 def load_skops(path: Path):
     """Load a skops file whose every type is trusted; skops itself enforces the allow-list while loading."""
-    import skops.io as sio
+    sio = skops_io()
 
     refused = untrusted_types(path)
     if refused:
@@ -121,7 +122,7 @@ def _serialize(model) -> tuple[str, bytes]:
     """skops bytes when skops can store the model with allow-listed types only, else pickle bytes (guarded
     by the manifest hash): river models (their state holds ``random.Random``, ``functools.partial``...) and
     models of packages a spec opted into with ``allow_any_module``."""
-    import skops.io as sio
+    sio = skops_io()
 
     try:
         blob = sio.dumps(model)
@@ -331,7 +332,7 @@ def load_model_file(path: Path, trust: bool):
     ``.skops`` files load when every type they hold is on the allow-list, or with ``trust``; pickle and
     joblib files (``.pkl``, ``.pickle``, ``.joblib``) run code when loaded and need ``trust``.
     """
-    import skops.io as sio
+    sio = skops_io()
 
     path = Path(path)
     if not path.is_file():
