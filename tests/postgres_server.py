@@ -12,12 +12,13 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from live_processes import free_port
 
 SUPERUSER = "calmops"
 
@@ -41,12 +42,6 @@ def _bindir() -> Path:
     raise RuntimeError("PostgreSQL's initdb is not installed: apt-get install postgresql (make test does)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def postgres_server(database: str = "calmops_dagster"):
     """Start a PostgreSQL server with ``database`` in it; yield its :class:`PostgresServer`; stop it after."""
@@ -68,7 +63,7 @@ def postgres_server(database: str = "calmops_dagster"):
             log = data / "server.log"
             raise RuntimeError(f"{argv[0]} failed: {exc.stderr}{log.read_text() if log.exists() else ''}") from exc
 
-    port = _free_port()
+    port = free_port()
     started = False
     try:
         setup(str(bindir / "initdb"), "-D", str(data / "cluster"), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",

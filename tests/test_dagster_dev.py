@@ -10,11 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,36 +19,13 @@ import duckdb
 import pytest
 import yaml
 from dagster import DagsterInstance, DagsterRunStatus
+from live_processes import answers_200, free_port, group_alive, wait_for
 
 CALMOPS = [sys.executable, "-m", "calmops_dagster.interfaces.cli"]
 
 # Each test starts a whole `dagster dev` (webserver, daemon, code server): under pytest-xdist they run one
 # after the other on one worker instead of competing for the machine's cores.
 pytestmark = pytest.mark.xdist_group("dagster_dev")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def processed_blocks(db: Path) -> set[str]:
@@ -93,12 +67,7 @@ def make_demo(home: Path, *args: str) -> None:
 
 
 def server_up(process, port):
-    assert process.poll() is None, "dagster dev exited early"
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    return answers_200(f"http://127.0.0.1:{port}/server_info", process, timeout=2)
 
 
 def promotion_order(db: Path) -> list[str]:

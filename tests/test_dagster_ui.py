@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from cdp_browser import Browser
 from dagster import DagsterInstance
-from test_dagster_dev import CALMOPS, free_port, make_demo, processed_blocks, running_dev, server_up, wait_for
+from live_processes import free_port, wait_for
+from test_dagster_dev import CALMOPS, make_demo, processed_blocks, running_dev, server_up
 
 pytestmark = pytest.mark.xdist_group("dagster_dev")  # one `dagster dev` at a time, on one worker
 

@@ -27,8 +27,9 @@ from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+from live_processes import group_alive, wait_for
 from postgres_server import postgres_server
-from test_dagster_dev import CALMOPS, group_alive, wait_for
+from test_dagster_dev import CALMOPS
 
 pytestmark = pytest.mark.xdist_group("dagster_dev")  # heavy like the dagster dev tests: on their worker
 

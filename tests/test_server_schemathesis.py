@@ -11,35 +11,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
+from live_processes import answers_200, free_port, wait_for
 from processed_home import copy_home, processed_home  # noqa: F401 -- session fixture
 
 EXAMPLES_PER_OPERATION = 100
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, server: subprocess.Popen, deadline_seconds: float = 120) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"calmops serve exited with {server.returncode}"
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {deadline_seconds} s")
 
 
 def test_schemathesis_finds_no_failure_of_any_check(processed_home, tmp_path):  # noqa: F811
@@ -52,10 +31,12 @@ def test_schemathesis_finds_no_failure_of_any_check(processed_home, tmp_path):  
     server = subprocess.Popen([str(calmops), "--home", str(home.root), "serve", "--port", str(port)],
                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(f"http://127.0.0.1:{port}/health", server)
+        health = f"http://127.0.0.1:{port}/health"
+        wait_for(lambda: answers_200(health, server), 120, health, interval=0.5)
         # the document names the champion's columns, so the first one loads the champion: let that happen
         # here, with a generous timeout, rather than within schemathesis' 10 s for loading a schema
-        wait_for(f"http://127.0.0.1:{port}/openapi.json", server)
+        openapi = f"http://127.0.0.1:{port}/openapi.json"
+        wait_for(lambda: answers_200(openapi, server), 120, openapi, interval=0.5)
         run = subprocess.run(
             [str(Path(sys.executable).parent / "st"), "run", f"http://127.0.0.1:{port}/openapi.json",
              "--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples",

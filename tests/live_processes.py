@@ -1,0 +1,45 @@
+"""Helpers for tests that start a real process (dagster dev, calmops serve, PostgreSQL, moto): a free port,
+a poll with a deadline, and whether a process group is still alive."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def answers_200(url: str, process, timeout: float = 60) -> bool:
+    """Whether ``url`` answers 200; fails at once when the ``process`` serving it has exited."""
+    assert process.poll() is None, f"the server for {url} exited with {process.returncode}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` is still running."""
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
