@@ -25,6 +25,10 @@ run_queue:
       value:
         applyLimitPerUniqueValue: true
       limit: 1
+# DEBUG lines (the IO manager's "Loading partition ..." / "Writing file at ...", about a quarter of a
+# run's events) are not stored: every stored event is a SQLite write
+python_logs:
+  python_log_level: INFO
 telemetry:
   enabled: false
 """
