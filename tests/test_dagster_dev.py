@@ -24,7 +24,7 @@ from live_processes import answers_200, free_port, group_alive, wait_for
 CALMOPS = [sys.executable, "-m", "calmops_dagster.interfaces.cli"]
 
 # Each test starts a whole `dagster dev` (webserver, daemon, code server): under pytest-xdist they run one
-# after the other on one worker instead of competing for the machine's cores.
+# after the other on one worker; the UI and Postgres tests form the other such group.
 pytestmark = pytest.mark.xdist_group("dagster_dev")
 
 

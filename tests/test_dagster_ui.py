@@ -22,7 +22,8 @@ from dagster import DagsterInstance
 from live_processes import free_port, wait_for
 from test_dagster_dev import CALMOPS, make_demo, processed_blocks, running_dev, server_up
 
-pytestmark = pytest.mark.xdist_group("dagster_dev")  # one `dagster dev` at a time, on one worker
+# the other long-running `dagster dev` group (test_dagster_dev.py has the first): each worker runs at most one
+pytestmark = pytest.mark.xdist_group("dagster_ui_postgres")
 
 REPO = Path(__file__).resolve().parents[1]
 NO_COMMUNITY_MODAL = "localStorage.setItem('communityNux', JSON.stringify('1'))"
