@@ -79,6 +79,7 @@ def test_a_file_failing_its_hash_is_never_deserialized(tmp_path, data, models, m
         raise AssertionError("deserialized a file that failed its hash")
 
     monkeypatch.setattr(sio, "load", must_not_run)
+    monkeypatch.setattr(sio, "loads", must_not_run)
     monkeypatch.setattr(sio, "get_untrusted_types", must_not_run)
     with pytest.raises(ModelIntegrityError, match="does not match the manifest"):
         store.load(version)

@@ -13,7 +13,8 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
   ``<block>.html`` and their shared ``plotly.min.js``). These are the links of the Dagster UI's metadata.
 - ``GET /health``.
 
-**Hot reload.** Every request looks at the pipeline's ``champion.json`` (one ``stat``). When the file changed
+**Hot reload.** Every request looks at the pipeline's ``champion.json`` (one ``stat``; one HEAD request in
+object storage). When the file changed
 and names another version, the new model is loaded and verified (signature, path, hash, format) *before* the
 served reference is swapped, under a per-pipeline lock; requests in flight keep the model they started with.
 So a promotion is picked up without a restart and no request fails in between. A new champion that fails to
@@ -68,6 +69,7 @@ from calmops_dagster.spec import load_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import CHAMPION_POINTER, ModelStore
 from calmops_dagster.store.paths import PIPELINE_NAME, CalmOpsHome, check_pipeline_name
+from calmops_dagster.store.storage import stamp as storage_stamp
 
 log = logging.getLogger("calmops.server")
 
@@ -102,14 +104,6 @@ class PipelineSlot:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _pointer_stamp(path) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
 class ChampionRegistry:
     """Loaded champions per pipeline, reloaded when ``champion.json`` changes."""
 
@@ -141,7 +135,7 @@ class ChampionRegistry:
         """The current champion of ``name``, reloading it first when the pointer changed."""
         slot = self._slot(name)
         pointer = self.home.models_dir(name) / CHAMPION_POINTER
-        stamp = _pointer_stamp(pointer)
+        stamp = storage_stamp(pointer)
         if stamp != slot.pointer_stamp or slot.champion is None:
             with slot.lock:
                 if stamp != slot.pointer_stamp or slot.champion is None:

@@ -1,32 +1,20 @@
 """Atomic file writes: readers see the old content or the new, never half of it.
 
-The pattern is the classic one: write a temporary file in the same folder, flush and fsync it, then
-``os.replace`` it over the target (atomic on POSIX within one file system).
+On the local disk the pattern is the classic one: write a temporary file in the same folder, flush and
+fsync it, then ``os.replace`` it over the target (atomic on POSIX within one file system). In object
+storage one PUT is atomic by itself (:func:`calmops_dagster.store.storage.write_atomic`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
+from calmops_dagster.store.storage import Location, write_atomic
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_bytes_atomic(path: Location, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a local path or a :class:`~calmops_dagster.store.storage.StoragePath`)."""
+    write_atomic(path, data)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: Location, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+    write_atomic(path, text.encode("utf-8"))

@@ -7,8 +7,15 @@ Layout under ``pipelines/<name>/models/``::
     v0001/manifest.json      sha256 of both files, library versions, training blocks, metrics
     champion.json            {"version": "v0003", "history": [...]}: which version serves, and since when
 
-A version folder is assembled under a temporary name and renamed into place, so a crash leaves either a
-whole version or none. ``champion.json`` is replaced atomically. Old versions are never deleted, which is
+A version exists when its ``manifest.json`` does (:meth:`ModelStore.versions`), and becomes visible whole or
+not at all. On the local disk the folder is assembled under a temporary name and renamed into place. In
+object storage (:mod:`calmops_dagster.store.storage`), where nothing can be renamed, a writer first claims
+the version number by creating ``vNNNN/.claim`` exclusively (S3 ``If-None-Match``; of two writers racing
+for a number one moves on to the next), writes the model and reference, and writes the manifest last: a
+crash leaves a claimed folder without a manifest, which is no version and whose number is never reused.
+``champion.json`` is changed by an atomic read-modify-write (:func:`~calmops_dagster.store.storage.update_atomically`:
+a folder lock locally, ``If-Match`` on S3), so two writers racing never lose an update: the second change
+is applied on top of the first, and both are in its history. Old versions are never deleted, which is
 what makes rollback possible.
 
 Loading a version checks, in this order, and refuses with :class:`ModelIntegrityError` before any byte of
@@ -39,10 +46,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from calmops_dagster.errors import ModelIntegrityError
-from calmops_dagster.store.atomic import write_text_atomic
 from calmops_dagster.store.model_signing import model_key, sign_manifest, verify_manifest
 from calmops_dagster.store.paths import CalmOpsHome
 from calmops_dagster.store.skops_io import skops_io
+from calmops_dagster.store.storage import Location, StoragePath, create_exclusive, update_atomically
 
 if TYPE_CHECKING:  # pandas and skops are imported where models and frames are read or written, so that
     import pandas as pd  # reading the champion pointer (``calmops list``) stays cheap
@@ -51,6 +58,7 @@ if TYPE_CHECKING:  # pandas and skops are imported where models and frames are r
 MANIFEST = "manifest.json"
 CHAMPION_POINTER = "champion.json"
 REFERENCE = "reference.parquet"
+CLAIM = ".claim"  # object storage: marks a version number as taken by one writer (see the module docstring)
 _SKOPS_MAGIC = b"PK\x03\x04"  # a skops file is a zip archive
 _PICKLE_PROTOCOLS = range(2, 6)  # a pickle of protocol 2+ starts with PROTO (0x80) and the protocol number
 PICKLE_REFUSED = ("a pickle runs code when loaded: set trust_pickle: true in the pipeline spec to load it "
@@ -87,25 +95,26 @@ TRUSTED_TYPES = frozenset({
 })
 
 
-def untrusted_types(path: Path) -> list[str]:
-    """The types in a skops file outside skops' defaults and :data:`TRUSTED_TYPES` (empty: safe to load)."""
+def untrusted_types(data: bytes) -> list[str]:
+    """The types in a skops file's bytes outside skops' defaults and :data:`TRUSTED_TYPES` (empty: safe)."""
     sio = skops_io()
 
-    return sorted(t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES)
+    return sorted(t for t in sio.get_untrusted_types(data=data) if t not in TRUSTED_TYPES)
 
 
-def load_skops(path: Path):
-    """Load a skops file whose every type is trusted; skops itself enforces the allow-list while loading."""
+def load_skops(data: bytes, name):
+    """Load a skops file's bytes (``name`` for messages) whose every type is trusted; skops itself enforces
+    the allow-list while loading."""
     sio = skops_io()
 
-    refused = untrusted_types(path)
+    refused = untrusted_types(data)
     if refused:
-        raise ModelIntegrityError(f"{path}: holds types outside the allow-list: {refused}; refusing to load it")
-    return sio.load(path, trusted=sorted(TRUSTED_TYPES))
+        raise ModelIntegrityError(f"{name}: holds types outside the allow-list: {refused}; refusing to load it")
+    return sio.loads(data, trusted=sorted(TRUSTED_TYPES))
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def file_sha256(path: str | os.PathLike | StoragePath) -> str:
+    return hashlib.sha256((path if isinstance(path, StoragePath) else Path(path)).read_bytes()).hexdigest()
 
 
 def _library_versions() -> dict[str, str]:
@@ -139,15 +148,28 @@ def now_utc() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def sniff_format(path: Path) -> str:
-    """``skops`` or ``pickle`` from the file's first bytes; :class:`ModelIntegrityError` for anything else."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
+def sniff_format(data: bytes, name) -> str:
+    """``skops`` or ``pickle`` from a file's first bytes; :class:`ModelIntegrityError` for anything else."""
+    head = data[:4]
     if head == _SKOPS_MAGIC:
         return "skops"
     if len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
         return "pickle"
-    raise ModelIntegrityError(f"{path}: neither a skops file nor a pickle (first bytes {head!r}); refusing it")
+    raise ModelIntegrityError(f"{name}: neither a skops file nor a pickle (first bytes {head!r}); refusing it")
+
+
+def _manifest(fmt: str, blob: bytes, reference: bytes, facts: dict) -> dict:
+    """A version's manifest (unsigned, without its version name): files, their sha256, libraries, ``facts``."""
+    return {
+        "format": fmt,
+        "model_file": f"model.{fmt}",
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "reference_file": REFERENCE,
+        "reference_sha256": hashlib.sha256(reference).hexdigest(),
+        "created_at": now_utc(),
+        "libraries": _library_versions(),
+        **facts,
+    }
 
 
 _KEY_FROM_ENV = object()
@@ -161,8 +183,8 @@ class ModelStore:
     store or inside ``$CALMOPS_HOME``.
     """
 
-    def __init__(self, models_dir: str | os.PathLike, key: bytes | None | object = _KEY_FROM_ENV):
-        self.root = Path(models_dir)
+    def __init__(self, models_dir: str | os.PathLike | StoragePath, key: bytes | None | object = _KEY_FROM_ENV):
+        self.root = models_dir if isinstance(models_dir, StoragePath) else Path(models_dir)
         self._key = key
 
     @property
@@ -174,6 +196,8 @@ class ModelStore:
     # ---- versions -------------------------------------------------------------------------------
     def versions(self) -> list[str]:
         """Every complete version, oldest first."""
+        if isinstance(self.root, StoragePath):  # one listing: the manifests are what make versions exist
+            return sorted({p.parent.name for p in self.root.glob(f"v[0-9][0-9][0-9][0-9]*/{MANIFEST}")})
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.glob("v[0-9][0-9][0-9][0-9]*") if (p / MANIFEST).is_file())
@@ -183,28 +207,26 @@ class ModelStore:
 
         ``facts`` (e.g. ``trained_on_blocks``, ``metrics``, ``features``, ``role``) go into the manifest.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
         fmt, blob = _serialize(model)
+        buffer = io.BytesIO()
+        reference.to_parquet(buffer, index=False)
+        if isinstance(self.root, StoragePath):
+            return self._publish_remote(fmt, blob, buffer.getvalue(), facts)
+        self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
         try:
             model_file = staging / f"model.{fmt}"
             model_file.write_bytes(blob)
-            buffer = io.BytesIO()
-            reference.to_parquet(buffer, index=False)
             (staging / REFERENCE).write_bytes(buffer.getvalue())
-            manifest = {
-                "format": fmt,
-                "model_file": model_file.name,
-                "sha256": file_sha256(model_file),
-                "reference_file": REFERENCE,
-                "reference_sha256": file_sha256(staging / REFERENCE),
-                "created_at": now_utc(),
-                "libraries": _library_versions(),
-                **facts,
-            }
-            return self._publish(staging, manifest)
+            return self._publish(staging, _manifest(fmt, blob, buffer.getvalue(), facts))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _sign(self, manifest: dict, version: str) -> bytes:
+        manifest["version"] = version
+        # through JSON once, so the signature covers exactly what is written (dates as text...)
+        signed = sign_manifest(json.loads(json.dumps(manifest, default=str)), self.key)
+        return json.dumps(signed, indent=2).encode()
 
     def _publish(self, staging: Path, manifest: dict) -> str:
         """Rename the staging folder to the next free version name (atomic; retried on a race)."""
@@ -212,10 +234,7 @@ class ModelStore:
         number = max((int(v[1:]) for v in taken), default=0) + 1
         while True:
             version = f"v{number:04d}"
-            manifest["version"] = version
-            # through JSON once, so the signature covers exactly what is written (dates as text...)
-            signed = sign_manifest(json.loads(json.dumps(manifest, default=str)), self.key)
-            (staging / MANIFEST).write_text(json.dumps(signed, indent=2))
+            (staging / MANIFEST).write_bytes(self._sign(manifest, version))
             for path in staging.iterdir():
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
@@ -226,6 +245,20 @@ class ModelStore:
                 if not (self.root / version).exists():
                     raise
                 number += 1
+
+    def _publish_remote(self, fmt: str, blob: bytes, reference: bytes, facts: dict) -> str:
+        """Object storage: claim the next free number exclusively, write the files, the manifest last."""
+        taken = {p.parent.name for p in self.root.glob("v[0-9][0-9][0-9][0-9]*/*")}
+        number = max((int(v[1:]) for v in taken), default=0) + 1
+        while not create_exclusive(self.root / f"v{number:04d}" / CLAIM, now_utc().encode()):
+            number += 1
+        version = f"v{number:04d}"
+        folder = self.root / version
+        manifest = _manifest(fmt, blob, reference, facts)
+        (folder / manifest["model_file"]).write_bytes(blob)
+        (folder / REFERENCE).write_bytes(reference)
+        (folder / MANIFEST).write_bytes(self._sign(manifest, version))  # from here on the version exists
+        return version
 
     def manifest(self, version: str) -> dict:
         """The manifest of ``version`` as written, unverified: for listing and display. Loading goes through
@@ -245,8 +278,9 @@ class ModelStore:
         """The manifest of ``version`` after its signature is verified (when a signing key is set)."""
         return verify_manifest(self.manifest(version), self.key, self.root / version / MANIFEST)
 
-    def _verified(self, version: str, manifest: dict, file_key: str, hash_key: str) -> Path:
-        """The file ``manifest[file_key]`` of ``version``, inside the version folder and matching its hash."""
+    def _verified(self, version: str, manifest: dict, file_key: str, hash_key: str) -> tuple[Location, bytes]:
+        """The file ``manifest[file_key]`` of ``version`` and its bytes, inside the version folder and matching
+        its hash. The bytes returned are the bytes hashed: nothing is read a second time."""
         folder = (self.root / version).resolve()
         name, expected = manifest.get(file_key), manifest.get(hash_key)
         if not isinstance(name, str) or not isinstance(expected, str):
@@ -255,15 +289,17 @@ class ModelStore:
         if path.parent != folder:
             raise ModelIntegrityError(f"{folder / MANIFEST}: {file_key} '{name}' lies outside the version folder "
                                       f"{folder}; refusing it")
-        if not path.is_file():
-            raise ModelIntegrityError(f"{path}: file listed in the manifest is missing")
-        actual = file_sha256(path)
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ModelIntegrityError(f"{path}: file listed in the manifest is missing") from None
+        actual = hashlib.sha256(data).hexdigest()
         if not hmac.compare_digest(actual, expected):
             raise ModelIntegrityError(
                 f"{path}: sha256 {actual[:12]}... does not match the manifest ({expected[:12]}...); "
                 "refusing to load it"
             )
-        return path
+        return path, data
 
     def load(self, version: str, trust_pickle: bool = False):
         """The fitted model of ``version``, after the checks of the module docstring; a pickle only with
@@ -273,15 +309,14 @@ class ModelStore:
     def load_verified(self, version: str, trust_pickle: bool = False) -> tuple[object, dict]:
         """The fitted model of ``version`` and the verified manifest it was loaded under."""
         manifest = self.verified_manifest(version)
-        path = self._verified(version, manifest, "model_file", "sha256")
-        fmt = sniff_format(path)
+        path, data = self._verified(version, manifest, "model_file", "sha256")
+        fmt = sniff_format(data, path)
         if fmt == "pickle" and not trust_pickle:
             raise ModelIntegrityError(f"{path}: {PICKLE_REFUSED}")
         try:
             if fmt == "skops":
-                return load_skops(path), manifest
-            with open(path, "rb") as handle:
-                return pickle.load(handle), manifest
+                return load_skops(data, path), manifest
+            return pickle.load(io.BytesIO(data)), manifest
         except ModelIntegrityError:
             raise
         except Exception as exc:  # noqa: BLE001 -- any failure to deserialize is an integrity failure
@@ -293,15 +328,21 @@ class ModelStore:
         import pandas as pd
 
         manifest = self.verified_manifest(version)
-        return pd.read_parquet(self._verified(version, manifest, "reference_file", "reference_sha256"))
+        return pd.read_parquet(io.BytesIO(self._verified(version, manifest, "reference_file", "reference_sha256")[1]))
 
     # ---- champion pointer -----------------------------------------------------------------------
-    def _pointer(self) -> dict:
+    def _pointer(self, raw: bytes | None = None, read: bool = True) -> dict:
+        """The pointer as a dict: read from storage, or parsed from ``raw`` (``read=False``; ``None``: none)."""
         path = self.root / CHAMPION_POINTER
-        if not path.is_file():
+        if read:
+            try:
+                raw = path.read_bytes()
+            except (FileNotFoundError, IsADirectoryError):
+                raw = None
+        if raw is None:
             return {"version": None, "history": []}
         try:
-            pointer = json.loads(path.read_text())
+            pointer = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelIntegrityError(f"{path}: champion pointer is not valid JSON: {exc}") from None
         if (not isinstance(pointer, dict) or not isinstance(pointer.get("history"), list)
@@ -317,13 +358,20 @@ class ModelStore:
         return self._pointer()["history"]
 
     def set_champion(self, version: str, block: str, decision: str) -> None:
-        """Make ``version`` the champion (atomic pointer swap); the previous champion file stays."""
+        """Make ``version`` the champion (atomic pointer swap); the previous champion file stays.
+
+        The change is applied to the pointer as it is when written (:func:`update_atomically`): a writer
+        racing with another never drops the other's history entry."""
         self.manifest(version)  # refuse a version that does not exist
-        pointer = self._pointer()
-        pointer["history"].append({"version": version, "block": block, "decision": decision, "at": now_utc()})
-        pointer["version"] = version
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.root / CHAMPION_POINTER, json.dumps(pointer, indent=2))
+        entry = {"version": version, "block": block, "decision": decision, "at": now_utc()}
+
+        def change(raw: bytes | None) -> bytes:
+            pointer = self._pointer(raw, read=False)
+            pointer["history"].append(entry)
+            pointer["version"] = version
+            return json.dumps(pointer, indent=2).encode()
+
+        update_atomically(self.root / CHAMPION_POINTER, change)
 
 
 def load_model_file(path: Path, trust: bool):
@@ -341,7 +389,7 @@ def load_model_file(path: Path, trust: bool):
     if suffix == ".skops":
         if not trust:
             try:
-                return load_skops(path)
+                return load_skops(path.read_bytes(), path)
             except ModelIntegrityError as exc:
                 raise ModelIntegrityError(f"{exc} (set trust_model_file: true to load it anyway)") from None
             except Exception as exc:  # noqa: BLE001 -- not a skops file

@@ -1,7 +1,10 @@
-"""Where things live under ``CALMOPS_HOME``.
+"""Where things live under ``CALMOPS_HOME`` and ``CALMOPS_STORAGE_URL``.
 
 One object answers every "where is ..." question so that the CLI, the code location, the sensors and the
-tests agree on the layout::
+tests agree on the layout. Pipeline state (models, blocks, incoming file versions, predictions, reports,
+estimation data, metric segments) lives under the storage root (:mod:`calmops_dagster.store.storage`:
+``$CALMOPS_STORAGE_URL``, by default ``CALMOPS_HOME`` itself) in the same layout; specs, run locks, logs,
+the metrics catalog and the Dagster instance stay in ``CALMOPS_HOME``::
 
     $CALMOPS_HOME/
       metrics.duckdb                 the metric tables as DuckDB views (see metrics_store.py)
@@ -21,9 +24,11 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from calmops_dagster.errors import PipelineNameError
+from calmops_dagster.store.storage import Location, storage_root
 
 DEFAULT_HOME = ".calmops"
 #: A pipeline name: it names a folder under ``CALMOPS_HOME/pipelines``, Dagster asset keys and partitions.
@@ -59,6 +64,16 @@ class CalmOpsHome:
     def pipelines_dir(self) -> Path:
         return self.root / "pipelines"
 
+    @cached_property
+    def state_root(self) -> Location:
+        """Where pipeline state lives: ``$CALMOPS_STORAGE_URL``, else this home (a local path)."""
+        return storage_root(self.root)
+
+    @property
+    def metrics_dir(self) -> Location:
+        """The metric tables' Parquet segments (see :mod:`calmops_dagster.store.metrics_store`)."""
+        return self.state_root / "metrics"
+
     @property
     def metrics_db(self) -> Path:
         return self.root / "metrics.duckdb"
@@ -75,25 +90,29 @@ class CalmOpsHome:
         """``pipelines/<name>``; a name that is not a pipeline name is refused before it touches a path."""
         return self.pipelines_dir / check_pipeline_name(name)
 
+    def state_dir(self, name: str) -> Location:
+        """``pipelines/<name>`` under the storage root: the pipeline's state (``pipeline_dir`` when local)."""
+        return self.state_root / "pipelines" / check_pipeline_name(name)
+
     def spec_path(self, name: str) -> Path:
         return self.pipeline_dir(name) / "pipeline.yaml"
 
-    def models_dir(self, name: str) -> Path:
-        return self.pipeline_dir(name) / "models"
+    def models_dir(self, name: str) -> Location:
+        return self.state_dir(name) / "models"
 
-    def blocks_dir(self, name: str) -> Path:
+    def blocks_dir(self, name: str) -> Location:
         """Processed blocks' rows, one Parquet file per block: the history of ``window``/``replay_mix``."""
-        return self.pipeline_dir(name) / "blocks"
+        return self.state_dir(name) / "blocks"
 
-    def predictions_dir(self, name: str) -> Path:
-        return self.pipeline_dir(name) / "predictions"
+    def predictions_dir(self, name: str) -> Location:
+        return self.state_dir(name) / "predictions"
 
-    def reports_dir(self, name: str) -> Path:
-        return self.pipeline_dir(name) / "reports"
+    def reports_dir(self, name: str) -> Location:
+        return self.state_dir(name) / "reports"
 
-    def estimation_dir(self, name: str) -> Path:
+    def estimation_dir(self, name: str) -> Location:
         """Per model version, the labels and out-of-fold probabilities label-free estimation calibrates on."""
-        return self.pipeline_dir(name) / "estimation"
+        return self.state_dir(name) / "estimation"
 
     def spec_files(self) -> list[Path]:
         """Every ``pipelines/<name>/pipeline.yaml``, sorted by name."""

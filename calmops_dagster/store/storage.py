@@ -1,0 +1,362 @@
+"""The storage seam: where a pipeline's state lives, on the local disk or in object storage.
+
+``CALMOPS_STORAGE_URL`` (default: ``CALMOPS_HOME`` itself) is an fsspec URL under which models, processed
+blocks, incoming file versions, predictions, reports, estimation data and the metric Parquet segments live,
+in the same layout as under ``CALMOPS_HOME``. Specs, run locks, pipeline logs, the metrics catalog
+(``metrics.duckdb``, views only) and the local Dagster instance stay in ``CALMOPS_HOME``.
+
+A location is a :class:`pathlib.Path` on the local disk (``file://`` URLs and plain paths: exactly the
+behaviour before this seam) or a :class:`StoragePath` in object storage, which offers the part of the
+``pathlib`` interface the stores use (``/``, ``name``, ``read_bytes``, ``glob``, ``exists``...). The
+operations whose meaning differs between the two are functions here, one place for each guarantee:
+
+- :func:`write_atomic`: readers see the old content or the new, never part of it. Local: a temporary file
+  in the same folder, fsync, ``os.replace``. Object storage: one PUT (an object appears whole or not at all).
+- :func:`create_exclusive`: create a file only if it does not exist; of two writers exactly one wins.
+  Local: ``os.link`` of a written temporary file (fails on an existing name). S3: ``If-None-Match: *``.
+- :func:`update_atomically`: read-modify-write that never loses a concurrent update. Local: an exclusive
+  ``flock`` on the folder around the read and the atomic replace. S3: the write carries ``If-Match`` with
+  the ETag that was read (or ``If-None-Match`` when there was none) and is retried on a conflict.
+- :func:`stamp`: a cheap fingerprint that changes when a file is replaced (inode/mtime/size, or the ETag).
+
+Object storage means S3 and S3-compatible servers (``s3://bucket/prefix``; ``AWS_ENDPOINT_URL`` and the
+usual AWS variables configure the client; ``pip install -e '.[s3]'``): its conditional writes are what the
+guarantees above rest on, and they are tested against moto's S3 server. Other fsspec protocols (``gs://``,
+``az://``...) are refused with that reason rather than used without those guarantees.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import os
+import posixpath
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from calmops_dagster.errors import CalmOpsError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STORAGE_URL_ENV = "CALMOPS_STORAGE_URL"
+#: Protocols whose conditional writes this module implements (and the tests exercise).
+OBJECT_PROTOCOLS = ("s3", "s3a")
+_LOCAL_PROTOCOLS = ("file", "local")
+#: How long :func:`update_atomically` retries on conflicting writers before giving up.
+UPDATE_DEADLINE_SECONDS = 60.0
+
+
+class StorageError(CalmOpsError):
+    """A storage URL that cannot be used, or a conditional update that kept conflicting."""
+
+
+def _filesystem(protocol: str):
+    """One fsspec filesystem per protocol and process, without listing caches: other processes write the
+    same prefixes, so a cached listing would hide their files."""
+    return _filesystem_of(protocol, os.getpid())  # a forked child must not reuse its parent's event loop
+
+
+@cache
+def _filesystem_of(protocol: str, pid: int):
+    import fsspec
+
+    return fsspec.filesystem(protocol, use_listings_cache=False, skip_instance_cache=True)
+
+
+class StoragePath:
+    """A file or prefix in object storage, with the ``pathlib`` methods the stores use.
+
+    Object storage has no folders: ``mkdir`` does nothing, and a "folder" exists when some object lies
+    under its prefix."""
+
+    __slots__ = ("path", "protocol")
+
+    def __init__(self, protocol: str, path: str):
+        self.protocol = protocol
+        self.path = posixpath.normpath(path.strip("/")) if path.strip("/") else ""
+
+    @property
+    def fs(self):
+        return _filesystem(self.protocol)
+
+    # ---- pure path operations -------------------------------------------------------------------------
+    def __truediv__(self, part) -> StoragePath:
+        return StoragePath(self.protocol, f"{self.path}/{part}")
+
+    def joinpath(self, *parts) -> StoragePath:
+        out = self
+        for part in parts:
+            out = out / part
+        return out
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    @property
+    def suffix(self) -> str:
+        return posixpath.splitext(self.name)[1]
+
+    @property
+    def stem(self) -> str:
+        return self.name[: len(self.name) - len(self.suffix)] if self.suffix else self.name
+
+    @property
+    def parent(self) -> StoragePath:
+        return StoragePath(self.protocol, posixpath.dirname(self.path))
+
+    def resolve(self) -> StoragePath:
+        return self  # normalised when built: no "..", no symlinks
+
+    def relative_to(self, other: StoragePath) -> str:
+        return posixpath.relpath(self.path, other.path)
+
+    def __str__(self) -> str:
+        return f"{self.protocol}://{self.path}"
+
+    def __repr__(self) -> str:
+        return f"StoragePath({str(self)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, StoragePath) and (self.protocol, self.path) == (other.protocol, other.path)
+
+    def __hash__(self) -> int:
+        return hash((self.protocol, self.path))
+
+    def __lt__(self, other: StoragePath) -> bool:
+        return self.path < other.path
+
+    # ---- queries -------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.fs.exists(self.path)
+
+    def is_file(self) -> bool:
+        return self.fs.isfile(self.path)
+
+    def is_dir(self) -> bool:
+        return self.fs.isdir(self.path)
+
+    def glob(self, pattern: str) -> Iterator[StoragePath]:
+        for found in sorted(self.fs.glob(f"{self.path}/{pattern}")):
+            yield StoragePath(self.protocol, found)
+
+    def rglob(self, pattern: str) -> Iterator[StoragePath]:
+        return self.glob(f"**/{pattern}")
+
+    def iterdir(self) -> Iterator[StoragePath]:
+        try:
+            found = self.fs.ls(self.path, detail=False)
+        except FileNotFoundError:
+            return iter(())
+        return iter(StoragePath(self.protocol, p) for p in sorted(found) if p.strip("/") != self.path)
+
+    # ---- content -------------------------------------------------------------------------------------
+    def read_bytes(self) -> bytes:
+        return self.fs.cat_file(self.path)
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> int:
+        """One PUT: the object appears whole or not at all (no temporary name needed)."""
+        self.fs.pipe_file(self.path, bytes(data))
+        return len(data)
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> int:
+        return self.write_bytes(text.encode(encoding))
+
+    def open(self, mode: str = "rb"):
+        return self.fs.open(self.path, mode)
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Nothing to do: a prefix exists as soon as an object is written under it."""
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            self.fs.rm_file(self.path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+
+#: A place in storage: a local path, or a file or prefix in object storage.
+Location = Path | StoragePath
+
+
+def storage_root(home_root: Path, url: str | None = None) -> Location:
+    """Where pipeline state lives: ``url`` (default ``$CALMOPS_STORAGE_URL``), else ``home_root``.
+
+    A plain path or ``file://`` URL is a local :class:`~pathlib.Path`; ``s3://bucket/prefix`` a
+    :class:`StoragePath`; any other protocol is refused with the reason."""
+    url = url if url is not None else os.environ.get(STORAGE_URL_ENV, "")
+    if not url.strip():
+        return Path(home_root)
+    protocol, _, rest = url.partition("://")
+    if not rest:  # a plain path
+        return Path(url).expanduser().resolve()
+    protocol = protocol.lower()
+    if protocol in _LOCAL_PROTOCOLS:
+        return Path(rest).expanduser().resolve()
+    if protocol not in OBJECT_PROTOCOLS:
+        raise StorageError(f"{STORAGE_URL_ENV}={url}: protocol '{protocol}' is not supported; use a local "
+                           "path, file:// or s3:// (the atomic steps rest on S3's conditional writes, which "
+                           "are implemented and tested for S3 only)")
+    if not rest.strip("/"):
+        raise StorageError(f"{STORAGE_URL_ENV}={url}: name a bucket (s3://bucket/prefix)")
+    try:
+        _filesystem("s3")
+    except ImportError as exc:
+        raise StorageError(f"{STORAGE_URL_ENV}={url}: s3fs is not installed ({exc}); "
+                           "install the s3 extra: pip install -e '.[s3]'") from None
+    return StoragePath("s3", rest)
+
+
+def is_remote(location: Location) -> bool:
+    return isinstance(location, StoragePath)
+
+
+# ---- the operations whose meaning differs between the local disk and object storage --------------------
+
+def write_atomic(location: Location, data: bytes) -> None:
+    """Write ``data`` so that readers see the old content or the new, never part of it."""
+    if isinstance(location, StoragePath):
+        location.write_bytes(data)
+        return
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def create_exclusive(location: Location, data: bytes) -> bool:
+    """Create ``location`` holding ``data`` unless it exists; ``True`` when this call created it.
+
+    Of any number of concurrent callers exactly one gets ``True``, and the file is never seen half-written."""
+    if isinstance(location, StoragePath):
+        try:
+            location.fs.pipe_file(location.path, bytes(data), mode="create")  # If-None-Match: *
+        except FileExistsError:
+            return False
+        return True
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)  # fails when the name exists: the exclusive step
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def update_atomically(location: Location, change: Callable[[bytes | None], bytes]) -> bytes:
+    """Replace ``location``'s content by ``change(old content or None)`` without losing a concurrent update.
+
+    Every caller's change is applied to the content the previous caller wrote: ``change`` may be called
+    more than once (on S3, once per conflicting writer), so it must only compute. Returns what was written.
+    """
+    if isinstance(location, StoragePath):
+        return _update_s3(location, change)
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)  # the folder's lock: held across read and replace
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            old = path.read_bytes() if path.is_file() else None
+            new = change(old)
+            write_atomic(path, new)
+            return new
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _etag(location: StoragePath) -> str | None:
+    try:
+        return location.fs.info(location.path)["ETag"]
+    except FileNotFoundError:
+        return None
+
+
+def _update_s3(location: StoragePath, change: Callable[[bytes | None], bytes]) -> bytes:
+    deadline = time.monotonic() + UPDATE_DEADLINE_SECONDS
+    delay = 0.02
+    while True:
+        etag = _etag(location)
+        try:
+            # read after the ETag: if the object changed in between, the conditional PUT below fails
+            old = None if etag is None else location.read_bytes()
+        except FileNotFoundError:
+            old, etag = None, None
+        new = change(old)
+        try:
+            if etag is None:
+                location.fs.pipe_file(location.path, new, mode="create")
+            else:
+                location.fs.pipe_file(location.path, new, IfMatch=etag)
+            return new
+        except OSError as exc:
+            conflict = isinstance(exc, FileExistsError) or _etag(location) != etag or exc.errno == errno.EINVAL
+            if not conflict:
+                raise
+        if time.monotonic() > deadline:
+            raise StorageError(f"{location}: still conflicting with other writers after "
+                               f"{UPDATE_DEADLINE_SECONDS:.0f} s; not written")
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 0.5)
+
+
+def stamp(location: Location) -> tuple | None:
+    """A fingerprint that changes whenever the file is replaced; ``None`` when it does not exist."""
+    if isinstance(location, StoragePath):
+        etag = _etag(location)
+        return None if etag is None else (etag,)
+    try:
+        st = os.stat(location)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def read_parquet(location: Location, **kwargs) -> pd.DataFrame:
+    """A Parquet file as a DataFrame, wherever it lives."""
+    import pandas as pd
+
+    if isinstance(location, StoragePath):
+        return pd.read_parquet(io.BytesIO(location.read_bytes()), **kwargs)
+    return pd.read_parquet(location, **kwargs)
+
+
+def remove_tree(location: Location) -> None:
+    """Delete a folder (prefix) and everything under it; nothing when it is absent."""
+    if isinstance(location, StoragePath):
+        try:
+            location.fs.rm(location.path, recursive=True)
+        except FileNotFoundError:
+            pass
+        return
+    shutil.rmtree(location, ignore_errors=True)

@@ -1,0 +1,68 @@
+"""A throw-away S3-compatible server for tests: moto's ``moto_server`` (dev extra ``moto[server]``).
+
+Started as a subprocess on a free port of 127.0.0.1, polled until it answers, stopped (its whole process
+group) afterwards. Everything it stores lives in its memory and goes with it. It implements S3's
+conditional writes (``If-None-Match: *``, ``If-Match: <etag>``), which the storage seam relies on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+#: Dummy credentials: moto accepts any; botocore needs some to sign requests.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def moto_s3(bucket: str = "calmops-test", timeout: float = 60.0):
+    """Start moto's S3 server with ``bucket`` in it; yield the environment that points clients at it
+    (``AWS_ENDPOINT_URL`` and dummy credentials); stop it after."""
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = Path(sys.executable).parent / "moto_server"
+    log = tempfile.TemporaryFile()  # a file, not a pipe: moto logs every request, a full pipe would stall it
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"moto_server exited {proc.returncode}: {log.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not answer on {endpoint} within {timeout:.0f} s") from None
+                time.sleep(0.2)
+        env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
