@@ -43,6 +43,13 @@ which is what lets :meth:`MetricsStore.compact` merge many segments into one whi
 ``metrics.duckdb`` holds only these views (the *catalog*), so ``duckdb.connect(..., read_only=True)`` and
 ``calmops sql`` see the tables under their usual names; :meth:`MetricsStore.query` builds the same views in
 an in-memory DuckDB and never opens the file at all, so it cannot meet a lock.
+
+The segments live under the storage root (:mod:`calmops_dagster.store.storage`): ``CALMOPS_HOME/metrics``
+by default, ``$CALMOPS_STORAGE_URL/metrics`` in object storage. There DuckDB reads them through the same
+fsspec filesystem the stores write with (``register_filesystem``), not through its ``httpfs`` extension,
+which it would have to download; a segment is written locally, then put as one object. The catalog file
+stays in ``CALMOPS_HOME``; its views then name ``s3://`` paths, which a DuckDB client outside this package
+reads once it registers an fsspec S3 filesystem (or loads ``httpfs``).
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ import math
 import os
 import random
 import re
-import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -68,6 +75,7 @@ import duckdb
 
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.store.breaker_state import BreakerState
+from calmops_dagster.store.storage import Location, StoragePath, remove_tree, storage_root, write_atomic
 
 if TYPE_CHECKING:  # pandas is imported where frames are built: `calmops list` reads rows without it
     import pandas as pd
@@ -166,6 +174,8 @@ _LOCK_MARKERS = ("lock", "conflict", "could not set", "different configuration")
 #: (catalog, data folder) pairs this process has already checked (schema files and catalog current).
 _READY: set[tuple[str, str]] = set()
 _ENGINE: dict[int, duckdb.DuckDBPyConnection] = {}
+#: Per engine (process), the protocols of the fsspec filesystems registered on it.
+_REGISTERED: dict[int, set[str]] = {}
 _ENGINE_LOCK = threading.Lock()
 
 
@@ -179,14 +189,19 @@ atexit.register(_close_engine)
 
 
 @contextmanager
-def _memory():
+def _memory(where: Location | None = None):
     """A fresh connection (cursor) to this process's in-memory DuckDB: opening a database costs tenths of a
     second, a cursor milliseconds. Tables and views made on it are TEMP, so they stay private to the cursor.
-    A forked child opens its own database rather than sharing its parent's."""
+    A forked child opens its own database rather than sharing its parent's. When ``where`` is in object
+    storage, its fsspec filesystem is registered first, so DuckDB reads its paths."""
+    pid = os.getpid()
     with _ENGINE_LOCK:
-        if os.getpid() not in _ENGINE:
-            _ENGINE[os.getpid()] = duckdb.connect()
-        cursor = _ENGINE[os.getpid()].cursor()
+        if pid not in _ENGINE:
+            _ENGINE[pid], _REGISTERED[pid] = duckdb.connect(), set()
+        if isinstance(where, StoragePath) and where.protocol not in _REGISTERED[pid]:
+            _ENGINE[pid].register_filesystem(where.fs)
+            _REGISTERED[pid].add(where.protocol)
+        cursor = _ENGINE[pid].cursor()
     try:
         yield cursor
     finally:
@@ -230,14 +245,20 @@ class MetricsStore:
     """Writes immutable Parquet segments; reads them through DuckDB views (see the module docstring).
 
     ``path`` is the catalog file (``CALMOPS_HOME/metrics.duckdb``); the segments live in ``data_dir``
-    (default: the folder ``metrics`` beside it).
+    (default: the folder ``metrics`` under the storage root, which is the catalog's folder unless
+    ``$CALMOPS_STORAGE_URL`` names another).
     """
 
-    def __init__(self, path: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+    def __init__(self, path: str | os.PathLike, data_dir: str | os.PathLike | StoragePath | None = None,
                  max_wait_seconds: float = 120.0):
         self.path = Path(path)
-        self.data_dir = Path(data_dir) if data_dir is not None else self.path.parent / "metrics"
+        if data_dir is None:
+            data_dir = storage_root(self.path.parent) / "metrics"
+        self.data_dir = data_dir if isinstance(data_dir, StoragePath) else Path(data_dir)
         self.max_wait_seconds = max_wait_seconds
+
+    def _memory(self):
+        return _memory(self.data_dir)
 
     # --- layout and catalog --------------------------------------------------------------------------------
 
@@ -278,13 +299,18 @@ class MetricsStore:
         for table in SCHEMA:
             path = self.data_dir / table / SCHEMA_FILE
             if path.exists():
-                with _memory() as con:
+                with self._memory() as con:
                     present = [row[0] for row in con.execute(
                         "SELECT name FROM parquet_schema(?) WHERE name NOT IN ('duckdb_schema', 'schema')",
                         [str(path)]).fetchall()]
                 if present == [*columns(table), "_seq", "_row", "_tombstone"]:
                     continue
             self._write_parquet(table, None, path)
+
+    def _schema_files_present(self) -> bool:
+        if isinstance(self.data_dir, StoragePath):  # one listing rather than a request per table
+            return {p.parent.name for p in self.data_dir.glob(f"*/{SCHEMA_FILE}")} >= set(SCHEMA)
+        return all((self.data_dir / table / SCHEMA_FILE).exists() for table in SCHEMA)
 
     def _ensure_ready(self) -> None:
         """Schema files in place and the catalog current (old single-file tables migrated first).
@@ -331,6 +357,8 @@ class MetricsStore:
         while True:
             try:
                 con = duckdb.connect(str(self.path), read_only=read_only)
+                if isinstance(self.data_dir, StoragePath):  # the views read the segments through fsspec
+                    con.register_filesystem(self.data_dir.fs)
                 break
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 if not _is_error(exc, _LOCK_MARKERS) or time.monotonic() > deadline:
@@ -344,8 +372,9 @@ class MetricsStore:
 
     @contextmanager
     def _file_lock(self, name: str):
-        """An exclusive lock among the processes of this machine (catalog rebuild, breaker update)."""
-        folder = self.data_dir / "_locks"
+        """An exclusive lock among the processes of this machine (catalog rebuild, breaker update); kept
+        beside the catalog when the segments are in object storage (a lock there would need a lock service)."""
+        folder = self.path.parent / ".locks" if isinstance(self.data_dir, StoragePath) else self.data_dir / "_locks"
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / f"{name}.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -356,21 +385,29 @@ class MetricsStore:
 
     # --- writing -------------------------------------------------------------------------------------------
 
-    def _write_parquet(self, table: str, frame: pd.DataFrame | None, path: Path) -> None:
-        """``frame`` (``None``: no rows) typed as ``table`` (plus the hidden columns) to ``path``, atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    def _write_parquet(self, table: str, frame: pd.DataFrame | None, path: Location) -> None:
+        """``frame`` (``None``: no rows) typed as ``table`` (plus the hidden columns) to ``path``, atomically:
+        written under a temporary name beside it and renamed, or (object storage) written to a local
+        temporary file and put as one object."""
+        remote = isinstance(path, StoragePath)
+        if remote:
+            tmp = Path(tempfile.gettempdir()) / f"calmops-segment-{uuid.uuid4().hex}.parquet"
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            with _memory() as con:
+            with self._memory() as con:
                 con.execute(f"CREATE TEMP TABLE segment ({SCHEMA[table]}, {HIDDEN})")
                 if frame is not None and len(frame):
                     con.register("incoming", frame)
                     con.execute("INSERT INTO segment BY NAME SELECT * FROM incoming")
                 con.execute(f"COPY segment TO {_sql_text(str(tmp))} (FORMAT parquet)")
-            os.replace(tmp, path)
-        except BaseException:
+            if remote:
+                write_atomic(path, tmp.read_bytes())
+            else:
+                os.replace(tmp, path)
+        finally:
             tmp.unlink(missing_ok=True)
-            raise
 
     def _write_segment(self, table: str, frame: pd.DataFrame, where: tuple, seq: str | None = None) -> str:
         """One immutable segment of ``table`` under ``<table>/<where...>/``; returns its sequence."""
@@ -379,7 +416,10 @@ class MetricsStore:
         frame = frame.assign(_seq=seq, _row=range(len(frame)))
         if "_tombstone" not in frame:
             frame = frame.assign(_tombstone=False)
-        self._write_parquet(table, frame, self.data_dir / table / Path(*map(_part, where)) / f"{seq}.parquet")
+        folder = self.data_dir / table
+        for part in where:
+            folder = folder / _part(part)
+        self._write_parquet(table, frame, folder / f"{seq}.parquet")
         return seq
 
     def replace_block_rows(
@@ -435,10 +475,10 @@ class MetricsStore:
         """An in-memory DuckDB connection with the tables as views over the segments (no file is opened).
 
         With ``sql``, only the tables it names get a view (binding a view lists its segments)."""
-        if not all((self.data_dir / table / SCHEMA_FILE).exists() for table in SCHEMA):
+        if not self._schema_files_present():
             self._ensure_schema_files()
         named = [t for t in views() if sql and re.search(rf"\b{t}\b", sql, re.IGNORECASE)]
-        with _memory() as con:
+        with self._memory() as con:
             self.create_views(con, temp=True, tables=named or None)
             yield con
 
@@ -467,7 +507,7 @@ class MetricsStore:
     def read_only_query(self, sql: str) -> pd.DataFrame:
         """Run one ``SELECT`` (``calmops sql``): anything else (several statements, ``COPY``, ``CREATE``...)
         is refused with a :class:`~calmops_dagster.errors.CalmOpsError` before it runs."""
-        with _memory() as con:
+        with self._memory() as con:
             try:
                 statements = con.extract_statements(sql)
             except duckdb.Error as exc:
@@ -533,20 +573,21 @@ class MetricsStore:
             root = self.data_dir / table
             folders = [root / _part(pipeline)] if pipeline else sorted(p for p in root.glob("*") if p.is_dir())
             for folder in folders:
-                files = sorted(folder.rglob("*.parquet"))
+                files = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
                 before += len(files)
                 if len(files) < 2:
                     after += len(files)
                     continue
-                with _memory() as con:
+                with self._memory() as con:
                     listed = ", ".join(_sql_text(str(f)) for f in files)
                     frame = con.execute(f"SELECT DISTINCT ON (_seq, _row) * FROM read_parquet([{listed}], "
                                         f"union_by_name = true)").df()
                 self._write_parquet(table, frame, folder / f"{new_seq()}-compacted.parquet")
                 for file in files:
                     file.unlink(missing_ok=True)
-                for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
-                    if not any(sub.iterdir()):
+                for sub in [] if isinstance(folder, StoragePath) else sorted(
+                        (p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+                    if not any(sub.iterdir()):  # object storage has no empty folders to remove
                         sub.rmdir()
                 after += 1
             result[table] = (before, after)
@@ -567,15 +608,15 @@ class MetricsStore:
         """Remove every segment of ``pipeline`` from every table."""
         self._ensure_ready()
         for table in SCHEMA:
-            shutil.rmtree(self.data_dir / table / _part(pipeline), ignore_errors=True)
+            remove_tree(self.data_dir / table / _part(pipeline))
         self._drop_migrated_rows(pipeline)
 
     def _drop_migrated_rows(self, pipeline: str) -> None:
         """Rows migrated from the single-file design share one segment per table: rewrite it without them."""
         for table in SCHEMA:
             folder = self.data_dir / table / "_migrated"
-            for file in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-                with _memory() as con:
+            for file in sorted(folder.glob("*.parquet")) if folder.exists() else []:
+                with self._memory() as con:
                     frame = con.execute("SELECT * FROM read_parquet(?) WHERE pipeline IS DISTINCT FROM ?",
                                         [str(file), pipeline]).df()
                 self._write_parquet(table, frame, file)

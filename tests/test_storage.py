@@ -1,0 +1,187 @@
+"""The storage seam: atomic steps on the local disk and on S3 (moto's server), and the model store on both."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.dummy import DummyClassifier
+
+from calmops_dagster.errors import ModelIntegrityError
+from calmops_dagster.store import storage
+from calmops_dagster.store.model_store import CLAIM, MANIFEST, ModelStore
+from calmops_dagster.store.paths import CalmOpsHome
+from calmops_dagster.store.storage import (
+    StorageError,
+    StoragePath,
+    create_exclusive,
+    storage_root,
+    update_atomically,
+)
+from tests.moto_s3 import moto_s3
+
+BUCKET = "calmops-test"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server for this module, its endpoint and dummy credentials in the environment."""
+    with moto_s3(BUCKET) as env, pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        yield env
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path):
+    """A fresh storage root: a local folder, or a prefix in moto's bucket."""
+    if request.param == "local":
+        return tmp_path / "state"
+    request.getfixturevalue("s3")
+    return StoragePath("s3", f"{BUCKET}/{uuid.uuid4().hex}")
+
+
+def small_model():
+    X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
+    return DummyClassifier(strategy="prior").fit(X, np.arange(20) % 2), X
+
+
+def race(workers: int, target) -> list:
+    """Run ``target(i)`` on ``workers`` threads released together; their results, in worker order."""
+    results, start = [None] * workers, threading.Barrier(workers)
+
+    def run(i):
+        start.wait()
+        results[i] = target(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_storage_url_selects_the_root(tmp_path, monkeypatch):
+    monkeypatch.delenv(storage.STORAGE_URL_ENV, raising=False)
+    assert storage_root(tmp_path) == tmp_path  # the default: CALMOPS_HOME itself, as before the seam
+    assert storage_root(tmp_path, f"file://{tmp_path}/elsewhere") == tmp_path / "elsewhere"
+    assert storage_root(tmp_path, "s3://bucket/some/prefix") == StoragePath("s3", "bucket/some/prefix")
+    with pytest.raises(StorageError, match="protocol 'gs' is not supported"):
+        storage_root(tmp_path, "gs://bucket/prefix")
+    monkeypatch.setenv(storage.STORAGE_URL_ENV, "s3://bucket/p")
+    home = CalmOpsHome(tmp_path)
+    assert home.models_dir("demo") == StoragePath("s3", "bucket/p/pipelines/demo/models")
+    assert home.spec_path("demo") == tmp_path / "pipelines" / "demo" / "pipeline.yaml"  # specs stay local
+
+
+def test_create_exclusive_has_exactly_one_winner(root):
+    target = root / "claims" / "one"
+    wins = race(6, lambda i: create_exclusive(target, f"writer {i}".encode()))
+    assert sum(wins) == 1
+    assert target.read_bytes() == f"writer {wins.index(True)}".encode()
+
+
+def test_concurrent_updates_are_never_lost(root):
+    """Each writer appends to a JSON list between reading and writing it, slowly: a plain read-modify-write
+    would drop updates; :func:`update_atomically` applies every one on top of the previous."""
+    target = root / "counter.json"
+
+    def append(tag):
+        def change(old):
+            items = json.loads(old) if old is not None else []
+            time.sleep(0.01)  # widen the window between read and write
+            return json.dumps([*items, tag]).encode()
+        return change
+
+    race(4, lambda i: [update_atomically(target, append(f"{i}-{n}")) for n in range(3)])
+    assert sorted(json.loads(target.read_bytes())) == sorted(f"{i}-{n}" for i in range(4) for n in range(3))
+
+
+def test_two_writers_racing_on_the_champion_pointer_lose_no_update(root):
+    store = ModelStore(root / "models", key=None)
+    model, X = small_model()
+    versions = [store.save(model, X), store.save(model, X)]
+    race(2, lambda i: [store.set_champion(versions[i], f"{i}-{n}", "promoted") for n in range(4)])
+    history = store.champion_history()
+    assert sorted(h["block"] for h in history) == sorted(f"{i}-{n}" for i in range(2) for n in range(4))
+    assert store.champion_version() == history[-1]["version"]  # the pointer names the last change applied
+
+
+def test_concurrent_saves_get_distinct_whole_versions(root):
+    store = ModelStore(root / "models", key=None)
+    model, X = small_model()
+    versions = race(3, lambda i: store.save(model, X, trained_on_blocks=[str(i)]))
+    assert sorted(versions) == ["v0001", "v0002", "v0003"] == store.versions()
+    assert sorted(store.manifest(v)["trained_on_blocks"][0] for v in versions) == ["0", "1", "2"]
+    for version in versions:
+        store.load(version)  # each one's files match its own manifest
+
+
+def test_an_s3_version_is_invisible_until_its_manifest_is_written(s3, monkeypatch):
+    root = StoragePath("s3", f"{BUCKET}/{uuid.uuid4().hex}")
+    store = ModelStore(root / "models", key=None)
+    model, X = small_model()
+    store.save(model, X)
+    listed_during_writes = []
+    real_write = StoragePath.write_bytes
+
+    def watched_write(self, data):
+        listed_during_writes.append((self.name, store.versions()))
+        return real_write(self, data)
+
+    monkeypatch.setattr(StoragePath, "write_bytes", watched_write)
+    assert store.save(model, X) == "v0002"
+    assert [name for name, _ in listed_during_writes] == ["model.skops", "reference.parquet", MANIFEST]
+    assert all(listed == ["v0001"] for _, listed in listed_during_writes)  # the manifest is written last
+    assert store.versions() == ["v0001", "v0002"]
+
+
+def test_a_crashed_s3_save_leaves_no_version_and_its_number_is_not_reused(s3):
+    root = StoragePath("s3", f"{BUCKET}/{uuid.uuid4().hex}")
+    store = ModelStore(root / "models", key=None)
+    model, X = small_model()
+    assert store.save(model, X) == "v0001"
+    # a writer claimed v0002 and wrote its model, then died before the manifest
+    assert create_exclusive(store.root / "v0002" / CLAIM, b"crashed")
+    (store.root / "v0002" / "model.skops").write_bytes(b"PK\x03\x04 half a model")
+    assert store.versions() == ["v0001"]
+    with pytest.raises(ModelIntegrityError, match="does not exist"):
+        store.load("v0002")
+    with pytest.raises(ModelIntegrityError, match="does not exist"):
+        store.set_champion("v0002", "1", "promoted")
+    assert store.save(model, X) == "v0003"
+    assert store.versions() == ["v0001", "v0003"]
+
+
+def test_metric_segments_in_s3_are_read_by_duckdb_without_httpfs(s3, tmp_path):
+    """Segments written to the bucket, read back through DuckDB views (fsspec registered, no extension):
+    a block's rows replaced, never doubled; compaction keeps every row; nothing written beside the catalog
+    but the catalog itself and its lock files."""
+    import duckdb
+
+    from calmops_dagster.store.metrics_store import MetricsStore
+
+    data = StoragePath("s3", f"{BUCKET}/{uuid.uuid4().hex}/metrics")
+    store = MetricsStore(tmp_path / "metrics.duckdb", data_dir=data)
+    for value in (0.1, 0.2):  # the second write of block 1 replaces the first
+        store.replace_block_rows("drift_results", "demo", "1", [
+            {"feature": f, "test": "ks", "statistic": value, "drifted": False} for f in ("x1", "x2")])
+    store.replace_block_rows("drift_results", "demo", "2", [{"feature": "x1", "test": "ks", "statistic": 0.5}])
+    store.append_rows("quarantine", [{"pipeline": "demo", "file": "bad.csv", "reason": "empty"}])
+    counts = "SELECT block, count(*) AS n, max(statistic) AS s FROM drift_results GROUP BY block ORDER BY block"
+    assert store.query(counts).values.tolist() == [["1", 2, 0.2], ["2", 1, 0.5]]
+    assert len(store.read_only_query("SELECT * FROM drift_results_history")) == 2  # the replaced rows
+    assert len(store.query("SELECT * FROM quarantine")) == 1
+    assert [p.name for p in (data / "drift_results" / "demo" / "1").glob("*.parquet")].__len__() == 2
+
+    assert store.compact("demo")["drift_results"] == (3, 1)
+    assert store.query(counts).values.tolist() == [["1", 2, 0.2], ["2", 1, 0.5]]
+    assert not list(tmp_path.rglob("*.parquet"))  # every segment went to the bucket
+    loaded = duckdb.sql("SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()
+    assert ("httpfs",) not in loaded
