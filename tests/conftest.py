@@ -75,3 +75,12 @@ def demo_spec(home, tmp_path):
     spec = parse_spec(block_spec_dict("demo", data_dir), path)
     save_spec(spec, path)
     return spec
+
+
+@pytest.fixture(scope="session")
+def processed_home(tmp_path_factory):
+    """(home, spec) of a processed ``demo`` pipeline (processed_home.py), built once per pytest worker;
+    tests must not modify it (``processed_home.copy_home`` gives a writable copy)."""
+    from processed_home import build_processed_home
+
+    return build_processed_home(tmp_path_factory.mktemp("processed"))

@@ -1,8 +1,9 @@
 """A CALMOPS_HOME with one block pipeline processed through Dagster (models, metrics, logs), built once.
 
-Shared by the server, report and logs tests: import the fixture (``from processed_home import
-processed_home``). The pipeline runs in-process on an ephemeral Dagster instance, as in
-``test_block_pipeline.py``; block 3 drifts, so there are two champion versions and a promotion.
+Built by the session fixture ``processed_home`` of conftest.py (one definition, so one build per pytest
+worker), shared by the server, report, reruns and logs tests. The pipeline runs in-process on an ephemeral
+Dagster instance, as in ``test_block_pipeline.py``; block 3 drifts, so there are two champion versions and
+a promotion.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import os
 import shutil
 
-import pytest
 from conftest import block_spec_dict
 from dagster import DagsterInstance, Definitions
 
@@ -53,12 +53,6 @@ def build_processed_home(root, n_blocks: int = 4):
             os.environ["CALMOPS_HOME"] = previous
     assert all(r.success for r in results), [r.summary for r in results]
     return home, spec
-
-
-@pytest.fixture(scope="session")
-def processed_home(tmp_path_factory):
-    """(home, spec) of a processed ``demo`` pipeline; tests must not modify it (copy it first)."""
-    return build_processed_home(tmp_path_factory.mktemp("processed"))
 
 
 def copy_home(processed, dest) -> CalmOpsHome:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from processed_home import processed_home  # noqa: F401 -- session fixture
-
 from calmops_dagster.interfaces.cli import main
 from calmops_dagster.orchestration.pipeline_logs import LOG_FILE, logs_dir, pipeline_logger, tail_lines
 from calmops_dagster.store.paths import CalmOpsHome
 
 
-def test_runs_write_every_block_decision_to_the_pipelines_log(processed_home):  # noqa: F811
+def test_runs_write_every_block_decision_to_the_pipelines_log(processed_home):
     home, _ = processed_home
     text = (logs_dir(home, "demo") / LOG_FILE).read_text()
     for block in ("1", "2", "3", "4"):
@@ -19,7 +17,7 @@ def test_runs_write_every_block_decision_to_the_pipelines_log(processed_home):  
     assert "block 3: promoted" in text and "demo_job" in text
 
 
-def test_calmops_logs_prints_the_latest_lines(processed_home, capsys):  # noqa: F811
+def test_calmops_logs_prints_the_latest_lines(processed_home, capsys):
     home, _ = processed_home
     assert main(["--home", str(home.root), "logs", "demo", "-n", "2"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 from cdp_browser import Browser
 from plotly.offline import get_plotlyjs
-from processed_home import copy_home, processed_home  # noqa: F401 -- session fixture
+from processed_home import copy_home
 
 from calmops_dagster.interfaces.cli import main
 from calmops_dagster.interfaces.pipeline_report import build_pipeline_report
@@ -22,7 +22,7 @@ def _png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_report_is_self_contained_and_holds_every_section(processed_home):  # noqa: F811
+def test_report_is_self_contained_and_holds_every_section(processed_home):
     home, _ = processed_home
     page = build_pipeline_report(home, "demo")
     assert page.count(get_plotlyjs()) == 1  # plotly.js embedded once: the page works offline
@@ -32,7 +32,7 @@ def test_report_is_self_contained_and_holds_every_section(processed_home):  # no
         assert text in page
 
 
-def test_report_renders_in_chromium_without_console_errors(processed_home, tmp_path):  # noqa: F811
+def test_report_renders_in_chromium_without_console_errors(processed_home, tmp_path):
     home = copy_home(processed_home, tmp_path)
     # a breaker state row, as the breaker writes it (closed, no failure)
     MetricsStore(home.metrics_db).update_breaker("demo", lambda state: (state, "reset"))
@@ -103,7 +103,7 @@ def _same_number(shown: str, stored) -> bool:
     return math.isclose(float(shown), float(stored), rel_tol=5e-3, abs_tol=1e-300)
 
 
-def test_block_report_shows_the_numbers_of_drift_results_and_explains_them(processed_home):  # noqa: F811
+def test_block_report_shows_the_numbers_of_drift_results_and_explains_them(processed_home):
     home, spec = processed_home
     page = (home.reports_dir("demo") / "3.html").read_text(encoding="utf-8")
     parser = _Tables()

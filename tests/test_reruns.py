@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, RunsFilter
-from processed_home import copy_home, processed_home  # noqa: F401 -- the fixture
+from processed_home import copy_home
 
 from calmops_dagster.interfaces.cli import main
 from calmops_dagster.interfaces.pipeline_report import build_pipeline_report
@@ -45,7 +45,7 @@ def champion_state(home) -> tuple:
 
 
 @pytest.fixture
-def rerun_home(processed_home, tmp_path, monkeypatch):  # noqa: F811
+def rerun_home(processed_home, tmp_path, monkeypatch):
     """A writable copy of the processed 4-block pipeline, its job, and an instance knowing its blocks."""
     home = copy_home(processed_home, tmp_path)
     monkeypatch.setenv("CALMOPS_HOME", str(home.root))

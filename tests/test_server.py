@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from processed_home import copy_home, processed_home  # noqa: F401 -- session fixture
+from processed_home import copy_home
 
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.interfaces.server import check_bind, create_app
@@ -26,13 +26,13 @@ def rows():
 
 
 @pytest.fixture
-def client(processed_home):  # noqa: F811
+def client(processed_home):
     home, _ = processed_home
     with TestClient(create_app(home)) as c:
         yield c
 
 
-def test_records_and_columns_forms_give_the_champions_predictions(client, processed_home, rows):  # noqa: F811
+def test_records_and_columns_forms_give_the_champions_predictions(client, processed_home, rows):
     home, _ = processed_home
     store = ModelStore(home.models_dir("demo"))
     version = store.champion_version()
@@ -86,7 +86,7 @@ def test_bad_requests_say_what_is_wrong(client, path, body, status, words):
     assert words in response.json()["detail"]
 
 
-def test_empty_invalid_and_too_large_bodies(processed_home, rows):  # noqa: F811
+def test_empty_invalid_and_too_large_bodies(processed_home, rows):
     home, _ = processed_home
     with TestClient(create_app(home, max_body_bytes=2_000)) as c:
         empty = c.post("/predict/demo", content=b"", headers={"content-type": "application/json"})
@@ -100,14 +100,14 @@ def test_empty_invalid_and_too_large_bodies(processed_home, rows):  # noqa: F811
         assert small.status_code == 200
 
 
-def test_row_limit(processed_home, rows):  # noqa: F811
+def test_row_limit(processed_home, rows):
     home, _ = processed_home
     with TestClient(create_app(home, max_rows=5)) as c:
         response = c.post("/predict/demo", json=rows.to_dict(orient="records"))
     assert response.status_code == 422 and "limit of 5" in response.json()["detail"]
 
 
-def test_pipelines_health_and_openapi(client, processed_home):  # noqa: F811
+def test_pipelines_health_and_openapi(client, processed_home):
     assert client.get("/health").json()["status"] == "ok"
     assert client.get("/pipelines").json() == [{"name": "demo", "champion_version": "v0002"}]
     detail = client.get("/pipelines/demo").json()
@@ -120,7 +120,7 @@ def test_pipelines_health_and_openapi(client, processed_home):  # noqa: F811
     assert "requestBody" in spec["paths"]["/predict/demo"]["post"]
 
 
-def test_breaker_state_is_reported_when_the_table_exists(processed_home, tmp_path):  # noqa: F811
+def test_breaker_state_is_reported_when_the_table_exists(processed_home, tmp_path):
     home = copy_home(processed_home, tmp_path)
     from datetime import UTC, datetime
 
@@ -136,7 +136,7 @@ def test_breaker_state_is_reported_when_the_table_exists(processed_home, tmp_pat
     assert breaker["consecutive_failures"] == 3 and breaker["reopen_at"]
 
 
-def test_serving_one_pipeline_refuses_the_others(processed_home, rows):  # noqa: F811
+def test_serving_one_pipeline_refuses_the_others(processed_home, rows):
     home, _ = processed_home
     with TestClient(create_app(home, pipelines=["other"])) as c:
         response = c.post("/predict/demo", json=rows.to_dict(orient="records"))
@@ -144,7 +144,7 @@ def test_serving_one_pipeline_refuses_the_others(processed_home, rows):  # noqa:
         assert c.get("/pipelines").json() == []
 
 
-def test_api_key_is_required_when_configured(processed_home, rows):  # noqa: F811
+def test_api_key_is_required_when_configured(processed_home, rows):
     home, _ = processed_home
     with TestClient(create_app(home, api_key="s3cret")) as c:
         records = rows.to_dict(orient="records")
@@ -162,7 +162,7 @@ def test_binding_beyond_loopback_needs_a_key():
         check_bind("0.0.0.0", None)
 
 
-def test_cli_serve_refuses_public_bind_without_key(processed_home, monkeypatch, capsys):  # noqa: F811
+def test_cli_serve_refuses_public_bind_without_key(processed_home, monkeypatch, capsys):
     from calmops_dagster.interfaces.cli import main
 
     home, _ = processed_home
@@ -172,7 +172,7 @@ def test_cli_serve_refuses_public_bind_without_key(processed_home, monkeypatch, 
     assert main(["--home", str(home.root), "serve", "../x"]) == 2
 
 
-def test_promotion_is_picked_up_without_a_failed_request(processed_home, tmp_path, rows):  # noqa: F811
+def test_promotion_is_picked_up_without_a_failed_request(processed_home, tmp_path, rows):
     """Requests run in threads while the champion pointer flips between versions: every request succeeds
     and answers with one of the two versions' exact predictions; after the last flip the new one serves."""
     home = copy_home(processed_home, tmp_path)
@@ -215,7 +215,7 @@ def test_promotion_is_picked_up_without_a_failed_request(processed_home, tmp_pat
     assert final["model_version"] == "v0001" and final["predictions"] == expected["v0001"]
 
 
-def test_a_tampered_new_champion_is_not_served(processed_home, tmp_path, rows):  # noqa: F811
+def test_a_tampered_new_champion_is_not_served(processed_home, tmp_path, rows):
     home = copy_home(processed_home, tmp_path)
     store = ModelStore(home.models_dir("demo"))
     with TestClient(create_app(home)) as c:
@@ -230,13 +230,13 @@ def test_a_tampered_new_champion_is_not_served(processed_home, tmp_path, rows): 
     assert served["loaded_version"] == "v0002" and "does not match the manifest" in served["reload_error"]
 
 
-def test_metrics_of_the_processed_home_are_there(processed_home):  # noqa: F811
+def test_metrics_of_the_processed_home_are_there(processed_home):
     home, _ = processed_home
     decisions = MetricsStore(home.metrics_db).query("SELECT decision FROM promotions ORDER BY block")
     assert pd.Series(decisions["decision"]).tolist() == ["promoted", "kept", "promoted", "kept"]
 
 
-def test_with_a_signing_key_unsigned_versions_are_never_served(processed_home, tmp_path, rows, monkeypatch):  # noqa: F811
+def test_with_a_signing_key_unsigned_versions_are_never_served(processed_home, tmp_path, rows, monkeypatch):
     """The demo's versions were saved without a key: once one is set they are refused and the server says why."""
     home = copy_home(processed_home, tmp_path)
     store = ModelStore(home.models_dir("demo"), key=None)
@@ -254,7 +254,7 @@ def test_with_a_signing_key_unsigned_versions_are_never_served(processed_home, t
         assert response.status_code == 503 and "manifest is not signed" in response.json()["detail"]
 
 
-def test_reports_are_served_for_the_links_of_the_dagster_ui(client, processed_home):  # noqa: F811
+def test_reports_are_served_for_the_links_of_the_dagster_ui(client, processed_home):
     home, _ = processed_home
     block = client.get("/reports/demo/4.html")
     assert block.status_code == 200 and block.headers["content-type"].startswith("text/html")
@@ -276,7 +276,7 @@ def test_report_paths_cannot_leave_the_report_folder(client, path):
     assert answer.status_code == 404, (path, answer.status_code, answer.text[:200])
 
 
-def test_reports_need_the_api_key_as_header_or_query(processed_home):  # noqa: F811
+def test_reports_need_the_api_key_as_header_or_query(processed_home):
     home, _ = processed_home
     with TestClient(create_app(home, api_key="s3cret")) as c:
         assert c.get("/reports/demo/4.html").status_code == 401
@@ -290,7 +290,7 @@ def body_schema(openapi: dict, name: str = "demo") -> dict:
     return openapi["paths"][f"/predict/{name}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
 
 
-def test_openapi_describes_the_champions_columns_and_every_answer(processed_home):  # noqa: F811
+def test_openapi_describes_the_champions_columns_and_every_answer(processed_home):
     home, _ = processed_home
     with TestClient(create_app(home, max_rows=50)) as c:
         doc = c.get("/openapi.json").json()
@@ -348,7 +348,7 @@ def test_unseen_categories_are_answered_with_warnings(client, rows):
 
 
 @pytest.mark.parametrize("pointer", ["{not json", "[]", '{"version": 7, "history": []}'])
-def test_a_corrupt_champion_pointer_is_503_with_the_reason(processed_home, tmp_path, rows, pointer):  # noqa: F811
+def test_a_corrupt_champion_pointer_is_503_with_the_reason(processed_home, tmp_path, rows, pointer):
     home = copy_home(processed_home, tmp_path)
     (home.models_dir("demo") / "champion.json").write_text(pointer)
     with TestClient(create_app(home)) as c:

@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 from live_processes import answers_200, free_port, wait_for
-from processed_home import copy_home, processed_home  # noqa: F401 -- session fixture
+from processed_home import copy_home
 
 EXAMPLES_PER_OPERATION = 100
 
 
-def test_schemathesis_finds_no_failure_of_any_check(processed_home, tmp_path):  # noqa: F811
+def test_schemathesis_finds_no_failure_of_any_check(processed_home, tmp_path):
     home = copy_home(processed_home, tmp_path)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("CALMOPS_API_KEY", "CALMOPS_MODEL_KEY",
