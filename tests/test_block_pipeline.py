@@ -7,12 +7,19 @@ import shutil
 
 import duckdb
 import pandas as pd
-from dagster import AssetCheckKey, AssetKey, Definitions
+import pytest
+from conftest import block_spec_dict
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions
 
+from calmops_dagster.interfaces.pipeline_overview import reports_url
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
+from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
+from calmops_dagster.store.paths import CalmOpsHome
+from generators.drifting_blocks import make_drifting_blocks
+from generators.writer import write_blocks
 from resources import build_resources
 
 log = logging.getLogger("test")
@@ -24,6 +31,27 @@ def run_pipeline(home, spec, instance):
     metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
     register_new_blocks(instance, spec, metrics, models, log)
     return run_pending(instance, spec, defs.resolve_job_def(job_name(spec)), metrics)
+
+
+REPORTS_URL = "http://reports.example:8080/"
+
+
+@pytest.fixture(scope="module")
+def three_blocks(tmp_path_factory):
+    """(home, instance) after blocks 1-3 (drift at 3) ran once, with ``CALMOPS_REPORTS_URL`` set; shared by
+    the tests that only read what the run left (metadata, checks, the overview)."""
+    root = tmp_path_factory.mktemp("three_blocks")
+    home = CalmOpsHome(root / "calmops")
+    frame = make_drifting_blocks(n_blocks=4, rows_per_block=300, drift_at=3, seed=7)  # as ``block_files``
+    write_blocks(frame[frame["block"] <= 3], root / "data", block_col="block")
+    spec = parse_spec(block_spec_dict("demo", root / "data"), home.spec_path("demo"))
+    save_spec(spec, home.spec_path("demo"))
+    with pytest.MonkeyPatch.context() as patch, DagsterInstance.ephemeral() as instance:
+        patch.setenv("CALMOPS_HOME", str(home.root))
+        patch.setenv("CALMOPS_REPORTS_URL", REPORTS_URL)
+        results = run_pipeline(home, spec, instance)
+        assert [r.block for r in results] == ["1", "2", "3"] and all(r.success for r in results)
+        yield home, instance
 
 
 def query(home, sql):
@@ -66,10 +94,9 @@ def test_abrupt_drift_at_block_3_trains_and_promotes_a_challenger(home, demo_spe
     assert (home.predictions_dir("demo") / "3.parquet").is_file()
 
 
-def test_materializations_carry_numeric_metadata_for_the_ui(home, demo_spec, block_files, instance):
-    for path in block_files[:3]:
-        shutil.copy(path, demo_spec.data_dir)
-    run_pipeline(home, demo_spec, instance)
+@pytest.mark.xdist_group("three_blocks")
+def test_materializations_carry_numeric_metadata_for_the_ui(three_blocks):
+    home, instance = three_blocks
     drift_event = instance.get_latest_materialization_event(AssetKey(["demo", "drift_report"]))
     metadata = drift_event.asset_materialization.metadata
     assert metadata["drift_share"].value > 0 and metadata["drift_detected"].value == 1
@@ -84,15 +111,12 @@ def test_materializations_carry_numeric_metadata_for_the_ui(home, demo_spec, blo
     assert 0 <= champion_md["balanced_accuracy"].value <= 1 and "f1" in champion_md
     rows = instance.get_latest_materialization_event(AssetKey(["demo", "data_block"]))
     assert rows.asset_materialization.metadata["rows"].value == 300
-    assert metadata["report_url"].value == "http://127.0.0.1:5001/reports/demo/3.html"
+    assert metadata["report_url"].value == "http://reports.example:8080/reports/demo/3.html"
 
 
-def test_monitoring_overview_tells_the_story_after_every_block(home, demo_spec, block_files, instance,
-                                                              monkeypatch):
-    monkeypatch.setenv("CALMOPS_REPORTS_URL", "http://reports.example:8080/")
-    for path in block_files[:3]:
-        shutil.copy(path, demo_spec.data_dir)
-    run_pipeline(home, demo_spec, instance)
+@pytest.mark.xdist_group("three_blocks")
+def test_monitoring_overview_tells_the_story_after_every_block(three_blocks):
+    home, instance = three_blocks
     key = AssetKey(["demo", "monitoring"])
     events = instance.fetch_materializations(key, limit=10).records
     assert len(events) == 3  # one per block
@@ -116,12 +140,11 @@ def test_monitoring_overview_tells_the_story_after_every_block(home, demo_spec, 
     assert overview["last_block_report_path"].value == str(home.reports_dir("demo") / "3.html")
 
 
-def test_every_check_result_carries_its_block(home, demo_spec, block_files, instance):
+@pytest.mark.xdist_group("three_blocks")
+def test_every_check_result_carries_its_block(three_blocks):
     """Checks are partitioned like their assets: the UI's check history (GraphQL
     ``assetCheckExecutions[].partition``) names the block of each result."""
-    for path in block_files[:3]:
-        shutil.copy(path, demo_spec.data_dir)
-    run_pipeline(home, demo_spec, instance)
+    _, instance = three_blocks
     checks = {("data_block", "schema_and_nulls"), ("drift_report", "no_data_drift"),
               ("champion_model", "champion_meets_thresholds")}
     for asset_name, check_name in checks:
@@ -198,3 +221,10 @@ def test_corrupted_champion_file_is_refused_and_pointer_kept(home, demo_spec, bl
     assert "does not match the manifest" in results[0].summary
     assert models.champion_version() == champion
     assert query(home, "SELECT count(*) AS n FROM promotions WHERE block = '3'")["n"][0] == 0
+
+
+def test_report_links_point_at_calmops_serve_unless_calmops_reports_url_says_otherwise(monkeypatch):
+    monkeypatch.delenv("CALMOPS_REPORTS_URL", raising=False)
+    assert reports_url("demo", "3") == "http://127.0.0.1:5001/reports/demo/3.html"
+    monkeypatch.setenv("CALMOPS_REPORTS_URL", "https://calmops.example/ops/")
+    assert reports_url("demo") == "https://calmops.example/ops/reports/demo/"
