@@ -392,6 +392,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                        data_block: pd.DataFrame, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         from calmops_dagster.learning.evaluation import threshold_failures
         from calmops_dagster.orchestration.champion_challenger import judge_champion, settle_champion
+        from calmops_dagster.orchestration.estimated_performance import prepare_calibration
 
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
         late, recorded = bool(drift_report.get("late")), read_context(db, spec, block)
@@ -408,6 +409,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                                                  drift_report.get("rollback_hold"))
             after = store.champion_version()
             write_context(db, spec, block, context.run_id, champion_after=after, decided=True)
+            if after not in (None, before):  # the next block's estimate reads the folds instead of fitting them
+                context.log.debug(f"block {block}: estimation for {after}: " + prepare_calibration(
+                    spec, store, after, home.paths.estimation_dir(spec.name)))
         perf = run_spec.performance
         reason = decision.reason if challenger_model["version"] or decision.decision != "kept" else (
             challenger_model["reason"])

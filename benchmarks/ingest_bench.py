@@ -200,8 +200,10 @@ def through_dagster_dev(frames, args, root: Path) -> dict[str, dict[str, list[fl
                     asset_key=AssetKey([name, "drift_report"]), asset_partitions=[str(block)]), limit=1).records[0]
                 row = (record.create_timestamp.timestamp() - landed, report.timestamp - landed,
                        done.end_time - landed)
-                print(f"  {executor:12} block {block:2}: run created {row[0]:5.1f} s, drift report {row[1]:5.1f} s, "
-                      f"run end {row[2]:5.1f} s after landing", flush=True)
+                steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in step_seconds(instance, record.dagster_run.run_id))
+                print(f"  {executor:12} block {block:2}: run created {row[0]:5.1f} s, started "
+                      f"{done.start_time - landed:5.1f} s, drift report {row[1]:5.1f} s, run end {row[2]:5.1f} s "
+                      f"after landing ({steps})", flush=True)
                 if block > 1:
                     for key, value in zip(timings, row):
                         timings[key].append(value)

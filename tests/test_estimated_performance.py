@@ -52,6 +52,12 @@ def test_every_block_after_the_first_gets_an_estimate_beside_the_realized_score(
     assert list(home.estimation_dir("demo").glob("v0001-*.parquet"))  # calibration kept with the version
 
 
+def test_the_block_that_promotes_a_champion_prepares_its_calibration(home, demo_spec, block_files, instance):
+    shutil.copy(block_files[0], demo_spec.data_dir)  # the first champion, and no block after it yet
+    assert all(r.success for r in run_pipeline(home, demo_spec, instance))
+    assert [p.name.split("-")[0] for p in home.estimation_dir("demo").glob("*.parquet")] == ["v0001"]
+
+
 def test_regression_and_multiclass_get_no_estimate_and_say_so(home, tmp_path):
     frame = make_drifting_blocks(n_blocks=1, rows_per_block=200, seed=1)
     raw = block_spec_dict("reg", tmp_path, model_spec={"module": "sklearn.linear_model", "class": "Ridge"},

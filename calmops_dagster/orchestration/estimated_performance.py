@@ -7,7 +7,9 @@ Between the model store and :class:`~calmops_dagster.estimation.PerformanceEstim
   ``reference_file``, which must hold the target) with *cross-fitted* probabilities: each row scored by a
   clone of the champion fitted on the other folds. That costs ``folds`` fits, so it is done once per
   version and kept in ``pipelines/<name>/estimation/<version>-<reference sha256[:12]>.parquet`` (labels and
-  probabilities only); every block refits the cheap calibration map from it.
+  probabilities only); every block refits the cheap calibration map from it. The block that promotes a
+  champion prepares it (:func:`prepare_calibration`, in ``champion_model``), so the next block's drift
+  report does not wait for the folds.
 - **What is estimated**: every metric of the pipeline the estimator computes the same way (``accuracy``,
   ``balanced_accuracy``, ``roc_auc``); the pipeline's ``f1`` is macro F1, the estimator's is the positive
   class's, so it is not estimated. Regressors and multiclass classifiers get no estimate, with the reason.
@@ -113,20 +115,36 @@ def calibration_data(spec: PipelineSpec, store: ModelStore, version: str, model,
     return data, note
 
 
+def _not_estimable(spec: PipelineSpec, model) -> str | None:
+    """Why the champion ``model`` of ``spec`` gets no estimate, or ``None`` when it can."""
+    if spec.task != "classification":
+        return (f"no estimate: label-free estimation covers binary classifiers only, not {spec.task} "
+                f"({spec.performance.metric})")
+    classes = getattr(model, "classes_", None)
+    if not hasattr(model, "predict_proba") or classes is None:
+        return "no estimate: the champion has no predict_proba"
+    if len(classes) != 2:
+        return (f"no estimate: multiclass champion ({len(classes)} classes); label-free estimation covers "
+                "binary classifiers only")
+    return None
+
+
+def prepare_calibration(spec: PipelineSpec, store: ModelStore, version: str, cache_dir: Path) -> str:
+    """Cross-fit the calibration data of ``version``, just promoted, into ``cache_dir`` now: the run that
+    trained it pays for the folds, and the next block's drift report reads them. Returns the note (why
+    there is none, or what it was calibrated on)."""
+    model = store.load(version, spec.pickle_trusted)
+    return _not_estimable(spec, model) or calibration_data(spec, store, version, model, cache_dir)[1]
+
+
 def estimate_block(spec: PipelineSpec, store: ModelStore, version: str | None, model, block: pd.DataFrame,
                    cache_dir: Path) -> BlockEstimates:
     """Estimate the champion's metrics on ``block`` from its probabilities alone (labels are never read)."""
     if version is None or model is None:
         return BlockEstimates(note="no estimate: no champion yet")
-    if spec.task != "classification":
-        return BlockEstimates(note=f"no estimate: label-free estimation covers binary classifiers only, "
-                                   f"not {spec.task} ({spec.performance.metric})")
-    classes = getattr(model, "classes_", None)
-    if not hasattr(model, "predict_proba") or classes is None:
-        return BlockEstimates(note="no estimate: the champion has no predict_proba")
-    if len(classes) != 2:
-        return BlockEstimates(note=f"no estimate: multiclass champion ({len(classes)} classes); "
-                                   "label-free estimation covers binary classifiers only")
+    if reason := _not_estimable(spec, model):
+        return BlockEstimates(note=reason)
+    classes = model.classes_
     data, note = calibration_data(spec, store, version, model, cache_dir)
     if data is None:
         return BlockEstimates(note=note)
