@@ -103,6 +103,20 @@ def _same_number(shown: str, stored) -> bool:
     return math.isclose(float(shown), float(stored), rel_tol=5e-3, abs_tol=1e-300)
 
 
+def test_block_report_draws_its_charts_in_chromium(processed_home, tmp_path):
+    """The charts are plotly.js specifications written by the report itself: Chromium draws them."""
+    home, _ = processed_home
+    with Browser(tmp_path / "profile") as browser:
+        browser.open((home.reports_dir("demo") / "3.html").as_uri())
+        charts = browser.wait_for("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2 && "
+                                  "document.querySelectorAll('.js-plotly-plot').length")
+        bars = browser.evaluate("document.querySelectorAll('#chart-0 .bars .point').length")
+        history = browser.evaluate("document.querySelectorAll('.js-plotly-plot .scatterlayer .point').length")
+        errors = browser.errors()
+    assert errors == [], errors
+    assert charts >= 2 and bars > 10 and history >= 3  # every tested feature; blocks 1-3 on the history
+
+
 def test_block_report_shows_the_numbers_of_drift_results_and_explains_them(processed_home):
     home, spec = processed_home
     page = (home.reports_dir("demo") / "3.html").read_text(encoding="utf-8")
