@@ -36,6 +36,17 @@ def test_good_and_broken_specs(home, tmp_path):
     assert job.tags["calmops/pipeline"] == "good"
 
 
+def test_several_pipelines_load_in_one_code_location(home, tmp_path):
+    for name in ("first", "second"):
+        path = home.spec_path(name)
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(block_spec_dict(name, str(tmp_path))))
+    defs = build_definitions(home)
+    Definitions.validate_loadable(defs)  # every job resolved: op names unique across pipelines
+    assert {job.name for job in defs.get_repository_def().get_all_jobs()} >= {
+        "first_job", "second_job", "first_reevaluate", "second_reevaluate"}
+
+
 def test_blocking_performance_check(home, tmp_path):
     path = home.spec_path("good")
     path.parent.mkdir(parents=True)

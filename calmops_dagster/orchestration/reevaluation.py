@@ -37,6 +37,12 @@ def reevaluation_job_name(spec: PipelineSpec) -> str:
     return f"{spec.name}_reevaluate"
 
 
+def reevaluation_op_name(spec: PipelineSpec) -> str:
+    """The op of the ``<name>_reevaluate`` job: named after the pipeline, since op names are unique across a
+    code location (two pipelines' ops of one name fail to load)."""
+    return f"{spec.name}_reevaluate_block"
+
+
 def select_blocks(text: str | None, processed: list[str]) -> list[str]:
     """The processed blocks named by ``text`` (``1-5``, ``1,3,7``, ``2-4,9``; ``None``: all), in block order.
 
@@ -91,7 +97,7 @@ class ReevaluationConfig(Config):
 def build_reevaluation_job(spec: PipelineSpec):
     """The pipeline's ``<name>_reevaluate`` job: one op, partitioned like the pipeline's assets."""
 
-    @op(name="reevaluate_block", description="Drift and performance of one processed block against a chosen "
+    @op(name=reevaluation_op_name(spec), description="Drift and performance of one processed block against a chosen "
         "champion and/or changed settings; rows beside the original decisions.")
     def reevaluate_block(context: OpExecutionContext, config: ReevaluationConfig, home: CalmOpsHomeResource,
                          metrics: MetricsStoreResource):
@@ -153,7 +159,7 @@ def run_reevaluation(instance, spec: PipelineSpec, job_def, blocks: list[str], a
     changes = dict(changes or {})
     check_changes(spec, changes)
     reevaluation_id = uuid.uuid4().hex[:12]
-    config = {"ops": {"reevaluate_block": {"config": {
+    config = {"ops": {reevaluation_op_name(spec): {"config": {
         "reevaluation_id": reevaluation_id, "against": against, "changes": json.dumps(changes)}}}}
     results = []
     for block in blocks:
