@@ -69,15 +69,19 @@ def test_dropped_block_files_are_processed_unattended(demo_story):
     assert {run.tags.get("dagster/sensor_name") for run in runs} == {"demo_files"}  # nobody clicked
 
 
-#: page, its path in the UI, and texts that show it rendered the story (not a spinner or an error)
+#: the lineage graph draws its edges (SVG paths) a moment after its nodes; the pipeline has 9 dependencies
+EDGES_DRAWN = "document.querySelectorAll('path[stroke=\"var(--color-lineage-edge)\"]').length >= 9"
+#: page, its path in the UI, texts that show it rendered the story (not a spinner or an error), and any other
+#: condition it must meet before its screenshot
 PAGES = [
     ("asset_graph", "/asset-groups/demo",
-     ["data_block", "drift_report", "challenger_model", "champion_model", "predictions", "monitoring"]),
+     ["data_block", "drift_report", "challenger_model", "champion_model", "predictions", "monitoring"],
+     EDGES_DRAWN),
     ("drift_report_partition", "/assets/demo/drift_report?view=partitions&partition=3",
-     ["drift_share", "drifted_features", "report_url"]),
-    ("checks", "/assets/demo/drift_report?view=checks", ["no_data_drift"]),
+     ["drift_share", "drifted_features", "report_url"], None),
+    ("checks", "/assets/demo/drift_report?view=checks", ["no_data_drift"], None),
     ("monitoring_overview", "/assets/demo/monitoring",
-     ["champion", "last_decisions", "drift_per_block", "pipeline_report"]),
+     ["champion", "last_decisions", "drift_per_block", "pipeline_report"], None),
 ]
 
 
@@ -86,9 +90,10 @@ def test_the_dagster_ui_tells_the_story(demo_story, artifacts, tmp_path):
     shots = {}
     with Browser(tmp_path / "profile", width=1400, height=900) as browser:
         browser.before_each_page(NO_COMMUNITY_MODAL)
-        for name, path, texts in PAGES:
+        for name, path, texts, extra in PAGES:
             browser.open(f"http://127.0.0.1:{port}{path}")
-            condition = " && ".join(f"document.body.innerText.includes({text!r})" for text in texts)
+            condition = " && ".join([*(f"document.body.innerText.includes({text!r})" for text in texts),
+                                     *([extra] if extra else [])])
             browser.wait_for(condition, timeout=120)
             assert "Join the Dagster community" not in browser.evaluate("document.body.innerText")
             shots[name] = browser.screenshot(artifacts / f"{name}.png", full_page=False)
