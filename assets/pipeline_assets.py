@@ -140,7 +140,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         recorded = None if spec.prediction_only else read_context(metrics.store(), spec, block)
         champion = recorded.champion_version if is_rerun(recorded) else store.champion_version()
         expected = store.manifest(champion).get("feature_kinds") if champion else None
-        db, folder = metrics.store(), home.paths.pipeline_dir(spec.name)
+        db, folder = metrics.store(), home.paths.state_dir(spec.name)
         if spec.type == "stream":  # exactly the file version accepted under this key
             rows = load_stream_block(spec, block, incoming_dir(folder), expected)
             version = block_version([sha for _file, sha, _rows in block_records(db, spec, block)])

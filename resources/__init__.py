@@ -13,5 +13,6 @@ def build_resources(home: CalmOpsHome) -> dict:
     return {
         "home": CalmOpsHomeResource(root=str(home.root)),
         "metrics": MetricsStoreResource(db_path=str(home.metrics_db)),
+        # Dagster's own pickles of asset values: under the storage root too (UPath over fsspec for s3://)
         "io_manager": FilesystemIOManager(base_dir=str(home.storage_dir)),
     }

@@ -13,10 +13,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +24,7 @@ import pandas as pd
 from calmops_dagster.errors import CorruptFileError, EmptyFileError, IncompleteFileError, SchemaError
 from calmops_dagster.spec import SUPPORTED_SUFFIXES, PipelineSpec, column_kinds, is_numeric_kind
 from calmops_dagster.store.atomic import write_bytes_atomic, write_text_atomic
+from calmops_dagster.store.storage import Location, as_location
 
 QUARANTINE_DIR = "quarantine"
 #: Block keys become partition keys and file names: letters, digits and ``_ . : + -`` only.
@@ -196,7 +194,7 @@ class BlockRows:
     source_files: list[str]
 
 
-def keep_block_pieces(frame: pd.DataFrame, keys: pd.Series, sha256: str, root: Path, data: bytes,
+def keep_block_pieces(frame: pd.DataFrame, keys: pd.Series, sha256: str, root: Location, data: bytes,
                       suffix: str) -> dict[str, int]:
     """Keep the rows of each block of an accepted file version as an immutable piece under
     ``root/<block>/<sha256>.*`` (written atomically, never rewritten); return the rows per block.
@@ -206,39 +204,40 @@ def keep_block_pieces(frame: pd.DataFrame, keys: pd.Series, sha256: str, root: P
     version, whatever happens to the file in ``data_dir`` afterwards (changed, deleted), and only the rows of
     the block asked for.
     """
-    counts = {}
+    counts, root = {}, as_location(root)
     for block, rows in frame.groupby(keys.to_numpy(), sort=False):
         counts[str(block)] = len(rows)
         if _piece_path(root, str(block), sha256) is not None:
             continue
         if len(rows) == len(frame):
-            write_bytes_atomic(Path(root) / str(block) / f"{sha256}{suffix.lower()}", data)
+            write_bytes_atomic(root / str(block) / f"{sha256}{suffix.lower()}", data)
         else:
             buffer = io.BytesIO()
             rows.to_parquet(buffer, index=False)
-            write_bytes_atomic(Path(root) / str(block) / f"{sha256}.parquet", buffer.getvalue())
+            write_bytes_atomic(root / str(block) / f"{sha256}.parquet", buffer.getvalue())
     return counts
 
 
-def _piece_path(root: Path, block: str, sha256: str) -> Path | None:
+def _piece_path(root: Location, block: str, sha256: str) -> Location | None:
     return next((path for suffix in SUPPORTED_SUFFIXES
-                 if (path := Path(root) / block / f"{sha256}{suffix}").is_file()), None)
+                 if (path := as_location(root) / block / f"{sha256}{suffix}").is_file()), None)
 
 
-def load_pieces(root: Path, block: str, versions: list[tuple[str, str, int]]) -> BlockRows:
+def load_pieces(root: Location, block: str, versions: list[tuple[str, str, int]]) -> BlockRows:
     """The rows of ``block`` from its recorded file versions ``[(file, sha256, rows), ...]``, in that order.
 
     Raises :class:`CorruptFileError` naming the piece when one is missing or holds another number of rows
     than recorded, and :class:`EmptyFileError` when no version is recorded for the block.
     """
+    root = as_location(root)
     if not versions:
-        raise EmptyFileError(Path(root) / block, f"no accepted file version holds rows of block '{block}'")
+        raise EmptyFileError(root / block, f"no accepted file version holds rows of block '{block}'")
     parts = []
     for file, sha, rows in versions:
         path = _piece_path(root, block, sha)
         if path is None:
-            raise CorruptFileError(Path(root) / block / sha, f"the kept rows of {file} (block '{block}') are gone")
-        part = read_data_file(path)
+            raise CorruptFileError(root / block / sha, f"the kept rows of {file} (block '{block}') are gone")
+        part = read_data_file(path, path.read_bytes())
         if len(part) != rows:
             raise CorruptFileError(path, f"holds {len(part)} rows of {file}, {rows} were recorded")
         parts.append(part)
@@ -269,54 +268,49 @@ def stream_key(file_name: str, sha256: str) -> str:
     return key
 
 
-def incoming_dir(pipeline_dir: Path) -> Path:
+def incoming_dir(pipeline_dir: Location) -> Location:
     """The immutable store of a stream pipeline's accepted files (``pipelines/<name>/incoming``)."""
-    return Path(pipeline_dir) / INCOMING_DIR
+    return as_location(pipeline_dir) / INCOMING_DIR
 
 
-def _record_of(store: Path, key: str) -> dict | None:
-    path = store / f"{key}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def _record_of(store: Location, key: str) -> dict | None:
+    try:
+        return json.loads((store / f"{key}.json").read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        return None
 
 
-def accept_stream_file(path: Path, spec: PipelineSpec, store: Path,
+def accept_stream_file(path: Path, spec: PipelineSpec, store: Location,
                        expected_kinds: dict[str, str] | None = None) -> tuple[FileInspection, bool]:
-    """Copy ``path`` into ``store``, hash and validate *the copy*, and file it under its stream key.
+    """Read ``path`` once; hash, validate and keep *those bytes* in ``store`` under their stream key.
 
     Returns ``(inspection, is_new)``; ``inspection.blocks`` is ``[key]`` and ``inspection.path`` the stored
     copy. ``is_new`` is False when the same content was accepted before (under this key: the same version
-    seen again; under another key: a duplicate by content, for the caller to ignore). Hashing the copy, not
-    the source, means the key always describes the bytes that will be processed, even if the source changes
-    while it is copied. Raises a :class:`DataFileError` (the copy is removed) when the file is unusable.
+    seen again; under another key: a duplicate by content, for the caller to ignore). The file is read once;
+    those very bytes are hashed, checked and stored, so the key always describes the bytes that will be
+    processed, even if the source changes meanwhile. Raises a :class:`DataFileError` (nothing is stored)
+    when the file is unusable.
     """
-    store.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=store, prefix=".accepting.", suffix=path.suffix.lower())
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        shutil.copyfile(path, tmp)
-        sha = file_sha256(tmp)
-        key = stream_key(path.name, sha)
-        known = [p for p in store.glob(f"*-{sha[:12]}.json") if (_record_of(store, p.stem) or {}).get("sha256") == sha]
-        if known:
-            record = _record_of(store, known[0].stem)
-            stored = store / f"{known[0].stem}{Path(record['stored_file']).suffix}"
-            return FileInspection(path=stored, sha256=sha, rows=record["rows"], blocks=[known[0].stem],
-                                  block_rows={known[0].stem: record["rows"]}), False
-        frame = validate_frame(read_data_file(tmp), spec, path, expected_kinds)
-        target = store / f"{key}{path.suffix.lower()}"
-        os.replace(tmp, target)
-        record = {"key": key, "source_file": str(path), "stored_file": target.name, "sha256": sha,
-                  "size": target.stat().st_size, "rows": len(frame),
-                  "accepted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_text_atomic(store / f"{key}.json", json.dumps(record, indent=1))
-        return FileInspection(path=target, sha256=sha, rows=len(frame), blocks=[key], block_rows={key: len(frame)},
-                              schema=column_kinds(frame, spec.feature_columns(frame.columns))), True
-    finally:
-        tmp.unlink(missing_ok=True)
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    key = stream_key(path.name, sha)
+    known = [p for p in store.glob(f"*-{sha[:12]}.json") if (_record_of(store, p.stem) or {}).get("sha256") == sha]
+    if known:
+        record = _record_of(store, known[0].stem)
+        stored = store / f"{known[0].stem}{Path(record['stored_file']).suffix}"
+        return FileInspection(path=stored, sha256=sha, rows=record["rows"], blocks=[known[0].stem],
+                              block_rows={known[0].stem: record["rows"]}), False
+    frame = validate_frame(read_data_file(path, data), spec, path, expected_kinds)
+    target = store / f"{key}{path.suffix.lower()}"
+    write_bytes_atomic(target, data)
+    record = {"key": key, "source_file": str(path), "stored_file": target.name, "sha256": sha,
+              "size": len(data), "rows": len(frame), "accepted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_text_atomic(store / f"{key}.json", json.dumps(record, indent=1))
+    return FileInspection(path=target, sha256=sha, rows=len(frame), blocks=[key], block_rows={key: len(frame)},
+                          schema=column_kinds(frame, spec.feature_columns(frame.columns))), True
 
 
-def load_stream_block(spec: PipelineSpec, key: str, store: Path,
+def load_stream_block(spec: PipelineSpec, key: str, store: Location,
                       expected_kinds: dict[str, str] | None = None) -> BlockRows:
     """The rows of one stream partition: exactly the file version stored under ``key``."""
     if not SAFE_BLOCK_KEY.match(key):
@@ -325,7 +319,11 @@ def load_stream_block(spec: PipelineSpec, key: str, store: Path,
     if record is None:
         raise EmptyFileError(store / f"{key}.json", f"no accepted stream file is recorded under key '{key}'")
     stored = store / record["stored_file"]
-    if not stored.is_file() or file_sha256(stored) != record["sha256"]:
+    try:
+        data = stored.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest() != record["sha256"]:
         raise CorruptFileError(stored, f"the stored copy of '{key}' is missing or no longer matches its sha256")
-    frame = validate_frame(read_data_file(stored), spec, record["source_file"], expected_kinds)
+    frame = validate_frame(read_data_file(stored, data), spec, record["source_file"], expected_kinds)
     return BlockRows(frame=frame, source_files=[Path(record["source_file"]).name])

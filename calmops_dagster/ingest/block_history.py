@@ -8,31 +8,32 @@ order, or for stream pipelines the order their files arrived in (the partitions'
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pandas as pd
 
 from calmops_dagster.ingest.block_data import sort_block_keys
-from calmops_dagster.store.atomic import write_bytes_atomic
+from calmops_dagster.store.storage import Location, as_location, read_parquet, write_atomic
 
 
-def save_block(blocks_dir: Path, block: str, frame: pd.DataFrame) -> Path:
-    """Keep the rows of ``block`` (replacing an earlier version of the same block)."""
+def save_block(blocks_dir: Location, block: str, frame: pd.DataFrame) -> Location:
+    """Keep the rows of ``block`` (replacing an earlier version of the same block: one file, written
+    whole, so a block's rows are never doubled)."""
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    path = Path(blocks_dir) / f"{block}.parquet"
-    write_bytes_atomic(path, buffer.getvalue())
+    path = as_location(blocks_dir) / f"{block}.parquet"
+    write_atomic(path, buffer.getvalue())
     return path
 
 
-def blocks_before(blocks_dir: Path, block: str, last: int | None = None,
+def blocks_before(blocks_dir: Location, block: str, last: int | None = None,
                   order: list[str] | None = None) -> list[str]:
     """Keys of the kept blocks that come before ``block`` (the ``last`` N of them, or all), oldest first.
 
     ``order`` lists block keys in processing order (a stream pipeline's partitions in arrival order); by
     default blocks are in block order. Kept blocks missing from ``order`` are left out.
     """
-    kept = {p.stem for p in Path(blocks_dir).glob("*.parquet")} if Path(blocks_dir).is_dir() else set()
+    blocks_dir = as_location(blocks_dir)
+    kept = {p.stem for p in blocks_dir.glob("*.parquet")} if blocks_dir.exists() else set()
     ordered = sort_block_keys([*kept, block]) if order is None else list(order)
     if block not in ordered:
         raise ValueError(f"block {block!r} is not in the given processing order")
@@ -42,8 +43,9 @@ def blocks_before(blocks_dir: Path, block: str, last: int | None = None,
     return earlier
 
 
-def read_blocks(blocks_dir: Path, keys: list[str]) -> pd.DataFrame:
+def read_blocks(blocks_dir: Location, keys: list[str]) -> pd.DataFrame:
     """The kept rows of ``keys``, concatenated in that order (an empty frame for no keys)."""
     if not keys:
         return pd.DataFrame()
-    return pd.concat([pd.read_parquet(Path(blocks_dir) / f"{key}.parquet") for key in keys], ignore_index=True)
+    blocks_dir = as_location(blocks_dir)
+    return pd.concat([read_parquet(blocks_dir / f"{key}.parquet") for key in keys], ignore_index=True)

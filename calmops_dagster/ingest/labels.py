@@ -19,6 +19,7 @@ import pandas as pd
 from calmops_dagster.ingest.block_data import read_data_file
 from calmops_dagster.spec import SUPPORTED_SUFFIXES
 from calmops_dagster.store.model_store import file_sha256
+from calmops_dagster.store.storage import Location, as_location, read_parquet
 
 SOURCE = "__label_file__"
 #: The ``labels`` row (block key) counting labels for rows never seen.
@@ -127,14 +128,15 @@ class LabelArrival:
     unmatched: int
 
 
-def label_arrival(blocks_dir: Path, labels: pd.DataFrame, id_col: str, target: str, order) -> LabelArrival:
+def label_arrival(blocks_dir: Location, labels: pd.DataFrame, id_col: str, target: str, order) -> LabelArrival:
     """Match ``labels`` to the rows kept in ``blocks_dir`` (``<block>.parquet``); ``order`` sorts block keys.
 
     A block kept with its target is labelled already: its ids count as seen, it is not processed again."""
-    kept = sorted(Path(blocks_dir).glob("*.parquet")) if Path(blocks_dir).is_dir() else []
+    blocks_dir = as_location(blocks_dir)
+    kept = sorted(blocks_dir.glob("*.parquet")) if blocks_dir.exists() else []
     counts, complete, seen = {}, [], set()
     for path in kept:
-        rows = pd.read_parquet(path)
+        rows = read_parquet(path)
         if id_col not in rows.columns:
             continue
         seen.update(rows[id_col].tolist())

@@ -33,6 +33,7 @@ from calmops_dagster.drift.report import (
     DriftReport,
 )
 from calmops_dagster.store.atomic import write_text_atomic
+from calmops_dagster.store.storage import Location, as_location, is_remote
 
 PLOTLY_JS = "plotly.min.js"
 
@@ -264,7 +265,7 @@ def write_drift_report_html(report: DriftReport, reference: pd.DataFrame, curren
     """
     if plotlyjs not in ("embed", "directory"):
         raise ValueError(f"plotlyjs must be 'embed' or 'directory', got {plotlyjs!r}")
-    path = Path(path)
+    path = as_location(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if plotlyjs == "directory" and not (path.parent / PLOTLY_JS).is_file():
         _write_atomic(path.parent / PLOTLY_JS, get_plotlyjs())
@@ -304,7 +305,9 @@ def write_drift_report_html(report: DriftReport, reference: pd.DataFrame, curren
     return path
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it, readable by the web UI (0644)."""
+def _write_atomic(path: Location, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it, readable by the web UI (0644); in
+    object storage, one PUT."""
     write_text_atomic(path, text)
-    os.chmod(path, 0o644)
+    if not is_remote(path):
+        os.chmod(path, 0o644)

@@ -400,6 +400,7 @@ def cmd_delete(args, home: CalmOpsHome) -> int:
 
     from calmops_dagster.orchestration import dagster_control as control
     from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.storage import copy_tree, remove_tree
 
     name = _checked_name(home, args.name)
     folder = home.pipeline_dir(name)
@@ -413,15 +414,24 @@ def cmd_delete(args, home: CalmOpsHome) -> int:
             print("nothing deleted")
             return 1
     metrics = MetricsStore(home.metrics_db)
+    state = home.state_dir(name)  # the pipeline folder itself unless CALMOPS_STORAGE_URL puts state elsewhere
     if args.purge:
         metrics.delete_pipeline_rows(name)
+        if state != folder:
+            remove_tree(state)
         shutil.rmtree(folder)
         print(f"{name}: deleted {folder} and its metrics (purged, no archive)")
     else:
-        archive = home.root / "archive" / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        archive = home.state_root / "archive" / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
         counts = metrics.export_pipeline_rows(name, archive / "metrics")
-        archive.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(folder), str(archive / "pipeline"))
+        if state == folder:
+            archive.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(folder), str(archive / "pipeline"))
+        else:  # state in object storage, spec and logs local: both into the archive there
+            copy_tree(state, archive / "pipeline")
+            copy_tree(folder, archive / "pipeline")
+            remove_tree(state)
+            shutil.rmtree(folder)
         metrics.delete_pipeline_rows(name)  # only once every row is safe in the archive
         print(f"{name}: archived to {archive} (spec, models, blocks, predictions, reports; "
               f"{sum(counts.values())} metric rows in metrics/*.parquet)")

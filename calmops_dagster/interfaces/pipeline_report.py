@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +26,7 @@ from calmops_dagster.store.atomic import write_text_atomic
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import CalmOpsHome
+from calmops_dagster.store.storage import Location, as_location, is_remote
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1180px;color:#1f2933}
@@ -222,11 +222,13 @@ def build_pipeline_report(home: CalmOpsHome, name: str) -> str:
             + "\n".join(sections) + "</body></html>")
 
 
-def write_pipeline_report(home: CalmOpsHome, name: str, out: str | Path) -> Path:
+def write_pipeline_report(home: CalmOpsHome, name: str, out: Location) -> Location:
     """Write the report of ``name`` to ``out`` atomically, readable by everyone (0644, like the per-block
-    reports: the temporary file it is renamed from is private); return the path."""
-    out = Path(out)
+    reports: the temporary file it is renamed from is private); return the path. ``out`` may be in object
+    storage (the default place, the pipeline's report folder, is under the storage root)."""
+    out = as_location(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, build_pipeline_report(home, name))
-    os.chmod(out, 0o644)
+    if not is_remote(out):
+        os.chmod(out, 0o644)
     return out

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import mimetypes
 import os
 import re
 import threading
@@ -51,7 +52,7 @@ import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -69,6 +70,7 @@ from calmops_dagster.spec import load_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import CHAMPION_POINTER, ModelStore
 from calmops_dagster.store.paths import PIPELINE_NAME, CalmOpsHome, check_pipeline_name
+from calmops_dagster.store.storage import StoragePath
 from calmops_dagster.store.storage import stamp as storage_stamp
 
 log = logging.getLogger("calmops.server")
@@ -430,9 +432,13 @@ def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[st
 
     @app.get("/reports/{name}/{file}", summary="A file of the pipeline's report folder (block drift reports)",
              dependencies=[Depends(require_key_or_query)], include_in_schema=False)
-    def report_file(name: str, file: str) -> FileResponse:
+    def report_file(name: str, file: str) -> Response:
         registry.check_name(name)
-        return FileResponse(report_path(home, name, file))
+        path = report_path(home, name, file)
+        if isinstance(path, StoragePath):  # in object storage: its bytes, typed by its name
+            media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            return Response(path.read_bytes(), media_type=media)
+        return FileResponse(path)
 
     @app.post("/predict/{pipeline}", include_in_schema=False, dependencies=[Depends(require_key)])
     async def predict(pipeline: str, request: Request):

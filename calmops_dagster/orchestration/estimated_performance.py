@@ -34,6 +34,7 @@ from calmops_dagster.ingest.block_data import read_data_file
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.atomic import write_bytes_atomic
 from calmops_dagster.store.model_store import ModelStore, file_sha256
+from calmops_dagster.store.storage import Location, as_location, read_parquet
 
 #: Retrain modes whose champion is more than a fresh fit on its training rows (it goes on from an earlier
 #: model): the cross-fitted folds only approximate it, and the ``estimation`` note says so.
@@ -84,21 +85,21 @@ def _calibration_source(spec: PipelineSpec, store: ModelStore, version: str) -> 
     return frame, str(manifest.get("reference_sha256", ""))[:12]
 
 
-def calibration_data(spec: PipelineSpec, store: ModelStore, version: str, model, cache_dir: Path,
+def calibration_data(spec: PipelineSpec, store: ModelStore, version: str, model, cache_dir: Location,
                      folds: int = 5) -> tuple[pd.DataFrame | None, str]:
     """``(frame of y and out-of-fold proba, note)`` for ``version``: read from ``cache_dir`` or cross-fitted
     on the version's training rows and written there atomically. ``None`` with the reason when impossible."""
     frame, fingerprint = _calibration_source(spec, store, version)
     if frame is None:
         return None, fingerprint
-    path = Path(cache_dir) / f"{version}-{fingerprint}.parquet"
+    path = as_location(cache_dir) / f"{version}-{fingerprint}.parquet"
     note = f"calibrated on {version}'s {len(frame)} training rows, cross-fitted ({folds} folds)"
     mode = store.manifest(version).get("retrain_mode")
     if mode in APPROXIMATE_MODES:
         note += (f"; approximate: each fold fits the model afresh on those rows, while this {mode} champion "
                  "also carries what it learned before them")
     if path.is_file():
-        return pd.read_parquet(path), note
+        return read_parquet(path), note
     features = store.manifest(version)["features"]
     y = frame[spec.target].to_numpy()
     if np.bincount(pd.factorize(y)[0]).min() < folds:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,7 @@ from calmops_dagster.ingest.block_data import read_data_file
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.atomic import write_bytes_atomic
 from calmops_dagster.store.model_store import ModelStore, file_sha256, load_model_file
+from calmops_dagster.store.storage import Location, as_location
 
 
 def predict_frame(model, features: list[str], frame: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -75,10 +75,10 @@ def predict_block(store: ModelStore, version: str | None, frame: pd.DataFrame, s
     return result.reset_index(drop=True)
 
 
-def write_predictions(result: pd.DataFrame, predictions_dir: Path, block: str) -> Path:
-    """Write ``predictions_dir/<block>.parquet`` atomically; return its path."""
+def write_predictions(result: pd.DataFrame, predictions_dir: Location, block: str) -> Location:
+    """Write ``predictions_dir/<block>.parquet`` atomically (a rerun replaces it whole); return its path."""
     buffer = io.BytesIO()
     result.to_parquet(buffer, index=False)
-    path = Path(predictions_dir) / f"{block}.parquet"
+    path = as_location(predictions_dir) / f"{block}.parquet"
     write_bytes_atomic(path, buffer.getvalue())
     return path

@@ -33,6 +33,7 @@ from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore, now_utc
 from calmops_dagster.store.paths import CalmOpsHome
+from calmops_dagster.store.storage import Location
 
 PIPELINE_TAG = "calmops/pipeline"
 #: Runs executed in-process by ``calmops run`` carry the host and pid of their process, so a later
@@ -202,9 +203,10 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def pipeline_dir(models: ModelStore) -> Path:
-    """The pipeline's folder (``pipelines/<name>``), where its models, incoming store and lock live."""
-    return Path(models.root).parent
+def pipeline_dir(models: ModelStore) -> Location:
+    """The pipeline's state folder (``pipelines/<name>`` under the storage root), where its models and
+    incoming store live."""
+    return models.root.parent
 
 
 @dataclass

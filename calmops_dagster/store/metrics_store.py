@@ -57,6 +57,7 @@ from __future__ import annotations
 import atexit
 import fcntl
 import hashlib
+import io
 import math
 import os
 import random
@@ -75,7 +76,14 @@ import duckdb
 
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.store.breaker_state import BreakerState
-from calmops_dagster.store.storage import Location, StoragePath, remove_tree, storage_root, write_atomic
+from calmops_dagster.store.storage import (
+    Location,
+    StoragePath,
+    as_location,
+    remove_tree,
+    storage_root,
+    write_atomic,
+)
 
 if TYPE_CHECKING:  # pandas is imported where frames are built: `calmops list` reads rows without it
     import pandas as pd
@@ -174,8 +182,8 @@ _LOCK_MARKERS = ("lock", "conflict", "could not set", "different configuration")
 #: (catalog, data folder) pairs this process has already checked (schema files and catalog current).
 _READY: set[tuple[str, str]] = set()
 _ENGINE: dict[int, duckdb.DuckDBPyConnection] = {}
-#: Per engine (process), the protocols of the fsspec filesystems registered on it.
-_REGISTERED: dict[int, set[str]] = {}
+#: Per engine (process), the fsspec filesystem registered on it for each protocol.
+_REGISTERED: dict[int, dict[str, object]] = {}
 _ENGINE_LOCK = threading.Lock()
 
 
@@ -197,10 +205,12 @@ def _memory(where: Location | None = None):
     pid = os.getpid()
     with _ENGINE_LOCK:
         if pid not in _ENGINE:
-            _ENGINE[pid], _REGISTERED[pid] = duckdb.connect(), set()
-        if isinstance(where, StoragePath) and where.protocol not in _REGISTERED[pid]:
+            _ENGINE[pid], _REGISTERED[pid] = duckdb.connect(), {}
+        if isinstance(where, StoragePath) and _REGISTERED[pid].get(where.protocol) is not where.fs:
+            if where.protocol in _REGISTERED[pid]:  # the client settings changed: another filesystem
+                _ENGINE[pid].unregister_filesystem(where.protocol)
             _ENGINE[pid].register_filesystem(where.fs)
-            _REGISTERED[pid].add(where.protocol)
+            _REGISTERED[pid][where.protocol] = where.fs
         cursor = _ENGINE[pid].cursor()
     try:
         yield cursor
@@ -593,14 +603,16 @@ class MetricsStore:
             result[table] = (before, after)
         return result
 
-    def export_pipeline_rows(self, pipeline: str, folder: str | os.PathLike) -> dict[str, int]:
-        """Write every table's rows of ``pipeline`` to ``folder/<table>.parquet``; return the row counts."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+    def export_pipeline_rows(self, pipeline: str, folder: str | os.PathLike | StoragePath) -> dict[str, int]:
+        """Write every table's rows of ``pipeline`` to ``folder/<table>.parquet`` (local or in object storage);
+        return the row counts."""
+        folder = as_location(folder)
         counts = {}
         for table in SCHEMA:
             frame = self.query(f"SELECT * FROM {table} WHERE pipeline = ?", [pipeline])
-            frame.to_parquet(folder / f"{table}.parquet", index=False)
+            buffer = io.BytesIO()
+            frame.to_parquet(buffer, index=False)
+            write_atomic(folder / f"{table}.parquet", buffer.getvalue())
             counts[table] = len(frame)
         return counts
 

@@ -190,7 +190,9 @@ class ModelStore:
     @property
     def key(self) -> bytes | None:
         if self._key is _KEY_FROM_ENV:
-            self._key = model_key(forbidden=(self.root, CalmOpsHome.from_env().root))
+            # a key file is local: it can only lie inside a local store (an object store holds no key files)
+            local = [p for p in (self.root, CalmOpsHome.from_env().root) if isinstance(p, Path)]
+            self._key = model_key(forbidden=tuple(local))
         return self._key
 
     # ---- versions -------------------------------------------------------------------------------

@@ -83,8 +83,9 @@ class CalmOpsHome:
         return self.root / "dagster"
 
     @property
-    def storage_dir(self) -> Path:
-        return self.root / "storage"
+    def storage_dir(self) -> Location:
+        """Dagster's IO manager outputs (pickled asset values), under the storage root."""
+        return self.state_root / "storage"
 
     def pipeline_dir(self, name: str) -> Path:
         """``pipelines/<name>``; a name that is not a pipeline name is refused before it touches a path."""

@@ -58,14 +58,20 @@ class StorageError(CalmOpsError):
     """A storage URL that cannot be used, or a conditional update that kept conflicting."""
 
 
+#: Environment variables that configure the S3 client: a change of any of them means another filesystem.
+_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_REGION",
+               "AWS_DEFAULT_REGION")
+
+
 def _filesystem(protocol: str):
-    """One fsspec filesystem per protocol and process, without listing caches: other processes write the
-    same prefixes, so a cached listing would hide their files."""
-    return _filesystem_of(protocol, os.getpid())  # a forked child must not reuse its parent's event loop
+    """One fsspec filesystem per protocol, process and client settings, without listing caches: other
+    processes write the same prefixes, so a cached listing would hide their files."""
+    # a forked child must not reuse its parent's event loop; new AWS settings need a new client
+    return _filesystem_of(protocol, os.getpid(), tuple(os.environ.get(k) for k in _CLIENT_ENV))
 
 
 @cache
-def _filesystem_of(protocol: str, pid: int):
+def _filesystem_of(protocol: str, pid: int, settings: tuple):
     import fsspec
 
     return fsspec.filesystem(protocol, use_listings_cache=False, skip_instance_cache=True)
@@ -223,6 +229,11 @@ def is_remote(location: Location) -> bool:
     return isinstance(location, StoragePath)
 
 
+def as_location(value: str | os.PathLike | StoragePath) -> Location:
+    """``value`` as a location: a :class:`StoragePath` stays one, anything else is a local path."""
+    return value if isinstance(value, StoragePath) else Path(value)
+
+
 # ---- the operations whose meaning differs between the local disk and object storage --------------------
 
 def write_atomic(location: Location, data: bytes) -> None:
@@ -349,6 +360,22 @@ def read_parquet(location: Location, **kwargs) -> pd.DataFrame:
     if isinstance(location, StoragePath):
         return pd.read_parquet(io.BytesIO(location.read_bytes()), **kwargs)
     return pd.read_parquet(location, **kwargs)
+
+
+def copy_tree(source: Location, target: Location) -> int:
+    """Copy every file under ``source`` to the same relative path under ``target`` (either may be local or in
+    object storage); return how many files were copied."""
+    if isinstance(source, StoragePath):
+        files = [(StoragePath(source.protocol, f), posixpath.relpath(f, source.path))
+                 for f in source.fs.find(source.path)]
+    else:
+        files = [(p, p.relative_to(source).as_posix()) for p in sorted(Path(source).rglob("*")) if p.is_file()]
+    for path, relative in files:
+        if isinstance(path, StoragePath) and isinstance(target, StoragePath) and path.protocol == target.protocol:
+            path.fs.copy(path.path, (target / relative).path)
+        else:
+            write_atomic(target / relative, path.read_bytes())
+    return len(files)
 
 
 def remove_tree(location: Location) -> None:
