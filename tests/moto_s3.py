@@ -36,9 +36,14 @@ def moto_s3(bucket: str = "calmops-test", timeout: float = 60.0):
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
     server = Path(sys.executable).parent / "moto_server"
-    log = tempfile.TemporaryFile()  # a file, not a pipe: moto logs every request, a full pipe would stall it
-    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    # a file, not a pipe: moto logs every request, and a full pipe would stall it
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        yield from _serve(proc, log, endpoint, bucket, timeout)
+
+
+def _serve(proc, log, endpoint: str, bucket: str, timeout: float):
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -65,4 +70,3 @@ def moto_s3(bucket: str = "calmops-test", timeout: float = 60.0):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        log.close()
