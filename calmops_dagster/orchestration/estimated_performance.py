@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -130,7 +129,7 @@ def _not_estimable(spec: PipelineSpec, model) -> str | None:
     return None
 
 
-def prepare_calibration(spec: PipelineSpec, store: ModelStore, version: str, cache_dir: Path) -> str:
+def prepare_calibration(spec: PipelineSpec, store: ModelStore, version: str, cache_dir: Location) -> str:
     """Cross-fit the calibration data of ``version``, just promoted, into ``cache_dir`` now: the run that
     trained it pays for the folds, and the next block's drift report reads them. Returns the note (why
     there is none, or what it was calibrated on)."""
@@ -139,7 +138,7 @@ def prepare_calibration(spec: PipelineSpec, store: ModelStore, version: str, cac
 
 
 def estimate_block(spec: PipelineSpec, store: ModelStore, version: str | None, model, block: pd.DataFrame,
-                   cache_dir: Path) -> BlockEstimates:
+                   cache_dir: Location) -> BlockEstimates:
     """Estimate the champion's metrics on ``block`` from its probabilities alone (labels are never read)."""
     if version is None or model is None:
         return BlockEstimates(note="no estimate: no champion yet")
