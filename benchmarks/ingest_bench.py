@@ -120,7 +120,7 @@ def in_process(frames, args, root: Path) -> tuple[list[float], list[float]]:
             to_report.append(record.timestamp - started_wall)
             steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in step_seconds(instance, result.run_id))
             print(f"  in-process   block {block:2}: run {walls[-1]:5.1f} s, drift report {to_report[-1]:5.1f} s after "
-                  f"its start ({steps})", flush=True)
+                  f"its start ({steps}); {load()}", flush=True)
     return walls[1:], to_report[1:]
 
 
@@ -203,7 +203,7 @@ def through_dagster_dev(frames, args, root: Path) -> dict[str, dict[str, list[fl
                 steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in step_seconds(instance, record.dagster_run.run_id))
                 print(f"  {executor:12} block {block:2}: run created {row[0]:5.1f} s, started "
                       f"{done.start_time - landed:5.1f} s, drift report {row[1]:5.1f} s, run end {row[2]:5.1f} s "
-                      f"after landing ({steps})", flush=True)
+                      f"after landing ({steps}); {load()}", flush=True)
                 if block > 1:
                     for key, value in zip(timings, row):
                         timings[key].append(value)
@@ -238,6 +238,11 @@ def _finished(instance, run_id: str):
     return record if record is not None and record.dagster_run.is_finished else None
 
 
+def load() -> str:
+    """The machine's load average (1, 5, 15 min), printed beside every figure: the machine may be shared."""
+    return "load " + " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def describe(values: list[float]) -> str:
     return f"{statistics.median(values):6.1f} {max(values):6.1f}"
 
@@ -266,7 +271,7 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     print(f"\ningest_bench {datetime.now():%Y-%m-%d %H:%M}: {args.blocks} measured blocks of {args.rows:,} x "
           f"{args.features} (LightGBM, 100 trees; drift every {args.drift_every} blocks); sensor interval "
-          f"{args.interval} s, settle {args.settle:g} s; seconds, median and max")
+          f"{args.interval} s, settle {args.settle:g} s; seconds, median and max; at the end {load()}")
     print(f"{'':44} {'median':>6} {'max':>6}")
     print(f"{'in-process: per-block compute (whole run)':44} {describe(walls)}")
     print(f"{'in-process: run start -> drift report':44} {describe(to_report)}")
