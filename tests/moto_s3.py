@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,22 +17,18 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from live_processes import free_port
+
 #: Dummy credentials: moto accepts any; botocore needs some to sign requests.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
 def moto_s3(bucket: str = "calmops-test", timeout: float = 60.0):
     """Start moto's S3 server with ``bucket`` in it; yield the environment that points clients at it
     (``AWS_ENDPOINT_URL`` and dummy credentials); stop it after."""
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     server = Path(sys.executable).parent / "moto_server"
     # a file, not a pipe: moto logs every request, and a full pipe would stall it
