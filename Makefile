@@ -53,7 +53,7 @@ run: venv
 postgresql:
 	$(call apt_ensure,postgresql,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1,the Dagster-on-Postgres test)
 
-# One worker per core (pytest-xdist); tests of one xdist_group (dagster dev / UI and Postgres) share a worker.
+# One worker per core (pytest-xdist); tests of one xdist_group (dagster dev, and the UI) share a worker.
 test: venv chromium postgresql
 	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 

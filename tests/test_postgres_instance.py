@@ -31,8 +31,6 @@ from live_processes import group_alive, wait_for
 from postgres_server import postgres_server
 from test_dagster_dev import CALMOPS
 
-pytestmark = pytest.mark.xdist_group("dagster_ui_postgres")  # a daemon like the UI test's: on its worker
-
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER_DAEMON = [sys.executable, "-m", "dagster._daemon", "run", "-m", "calmops_dagster.definitions"]
 
