@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.live_processes import free_port, wait_for  # after ROOT is on the path
+
+#: How often the benchmark looks for a block's run and its end: the resolution of the figures it prints.
+POLL_SECONDS = 0.2
 
 
 def make_blocks(n_blocks: int, rows: int, features: int, drift_every: int, seed: int = 0):
@@ -140,22 +143,6 @@ def step_seconds(instance, run_id: str) -> list[tuple[str, float]]:
     return spans
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
 def through_dagster_dev(frames, args, root: Path) -> dict[str, dict[str, list[float]]]:
     """Timings per block (first left out) for the in_process pipeline, then the multiprocess baseline."""
     home_dir = root / "home_dev"
@@ -192,9 +179,9 @@ def through_dagster_dev(frames, args, root: Path) -> dict[str, dict[str, list[fl
                 landed = land(frame, root / f"data_{name}", block)
                 runs_filter = RunsFilter(tags={"calmops/pipeline": name, "dagster/partition": str(block)})
                 record = wait_for(lambda f=runs_filter: next(iter(instance.get_run_records(f, limit=1)), None),
-                                  600, f"the run of {name} block {block}")
+                                  600, f"the run of {name} block {block}", POLL_SECONDS)
                 done = wait_for(lambda r=record: _finished(instance, r.dagster_run.run_id), 900,
-                                f"the end of {name} block {block}'s run")
+                                f"the end of {name} block {block}'s run", POLL_SECONDS)
                 assert done.dagster_run.is_success, f"{name} block {block}: run {done.dagster_run.run_id} failed"
                 report = instance.fetch_materializations(AssetRecordsFilter(
                     asset_key=AssetKey([name, "drift_report"]), asset_partitions=[str(block)]), limit=1).records[0]

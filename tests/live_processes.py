@@ -1,9 +1,11 @@
 """Helpers for tests that start a real process (dagster dev, calmops serve, PostgreSQL, moto): a free port,
-a poll with a deadline, and whether a process group is still alive."""
+a poll with a deadline, whether a process group is still alive, and stopping one."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 import urllib.request
 
@@ -43,3 +45,20 @@ def group_alive(pgid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def stop_group(process, timeout: float = 30) -> None:
+    """Stop ``process`` and every process of its group (started with ``start_new_session=True``): SIGTERM,
+    then, when the group has not exited within ``timeout`` seconds, SIGKILL."""
+    pgid = process.pid  # a session leader's group id is its pid
+    if group_alive(pgid):
+        os.killpg(pgid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+        wait_for(lambda: not group_alive(pgid), timeout, "the process group to exit", 0.5)
+    except (subprocess.TimeoutExpired, AssertionError):
+        pass
+    finally:
+        if group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+            process.wait()

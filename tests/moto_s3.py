@@ -7,8 +7,6 @@ conditional writes (``If-None-Match: *``, ``If-Match: <etag>``), which the stora
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +15,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from live_processes import free_port
+from live_processes import free_port, stop_group
 
 #: Dummy credentials: moto accepts any; botocore needs some to sign requests.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -59,9 +57,4 @@ def _serve(proc, log, endpoint: str, bucket: str, timeout: float):
                      aws_secret_access_key="testing").create_bucket(Bucket=bucket)
         yield env
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout=20)

@@ -19,7 +19,7 @@ import duckdb
 import pytest
 import yaml
 from dagster import DagsterInstance, DagsterRunStatus
-from live_processes import answers_200, free_port, group_alive, wait_for
+from live_processes import answers_200, free_port, group_alive, stop_group, wait_for
 
 CALMOPS = [sys.executable, "-m", "calmops_dagster.interfaces.cli"]
 
@@ -46,19 +46,11 @@ def running_dev(home: Path, port: int, log_path: Path, **env):
         # `calmops dev` restores default SIGINT/SIGTERM handling before it execs dagster dev
         process = subprocess.Popen([*CALMOPS, "dev", "--port", str(port)], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        pgid = os.getpgid(process.pid)
         try:
             yield process
         finally:
-            if group_alive(pgid):
-                os.killpg(pgid, signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-                wait_for(lambda: not group_alive(pgid), 30, "dagster dev's children to exit", 0.5)
-            finally:
-                if group_alive(pgid):
-                    os.killpg(pgid, signal.SIGKILL)
-    assert not group_alive(pgid), "dagster dev left processes behind"
+            stop_group(process, timeout=60)
+    assert not group_alive(process.pid), "dagster dev left processes behind"
 
 
 def make_demo(home: Path, *args: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
-from live_processes import group_alive, wait_for
+from live_processes import stop_group, wait_for
 from postgres_server import postgres_server
 from test_dagster_dev import CALMOPS
 
@@ -82,19 +81,12 @@ def test_a_pipeline_runs_end_to_end_on_postgres_with_the_daemon_sensor_and_run_q
         with open(tmp_path / "daemon.log", "w") as log:
             daemon = subprocess.Popen(DAGSTER_DAEMON, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True)
-            pgid = os.getpgid(daemon.pid)
             try:
                 for path in blocks_dir.glob("*.csv"):
                     shutil.copy(path, data_dir / path.name)
                 [run] = wait_for(finished_runs, 1800, "a successful run of the demo pipeline", interval=2)
             finally:
-                os.killpg(pgid, signal.SIGTERM)
-                try:
-                    daemon.wait(timeout=60)
-                    wait_for(lambda: not group_alive(pgid), 90, "the daemon's children to exit", 0.5)
-                finally:
-                    if group_alive(pgid):
-                        os.killpg(pgid, signal.SIGKILL)
+                stop_group(daemon, timeout=90)
 
         # Run storage: the block's run went through the queue (enqueued by the sensor, launched by the daemon)
         assert run.tags["dagster/partition"] == "1"

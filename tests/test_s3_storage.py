@@ -7,8 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ import urllib.request
 
 import boto3
 import pandas as pd
+from live_processes import answers_200, free_port, stop_group, wait_for
 
 from calmops_dagster.interfaces.cli import main
 from generators.drifting_blocks import make_drifting_blocks
@@ -28,12 +27,6 @@ BUCKET, PREFIX, NAME = "calmops-e2e", "team/prod", "s3demo"
 #: report or metric row.
 LOCAL_ALLOWED = re.compile(rf"^(pipelines/{NAME}/(pipeline\.yaml|\.run\.lock|logs/pipeline\.log.*)"
                            r"|dagster/.*|metrics\.duckdb(\.wal)?|\.locks/.*)$")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _objects(s3, prefix: str) -> list[str]:
@@ -49,21 +42,13 @@ def _local_files(root) -> list[str]:
 
 def _serve_one_prediction(env: dict, row: dict) -> tuple[dict, int]:
     """Start ``calmops serve`` on a free port, predict one row, fetch block 2's report; stop it."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "calmops_dagster.interfaces.cli", "serve", NAME, "--port",
                              str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"calmops serve exited {proc.returncode}"
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "calmops serve did not answer /health"
-                time.sleep(0.5)
+        wait_for(lambda: answers_200(f"{base}/health", proc, timeout=5), 180, "calmops serve's /health", 0.5)
         request = urllib.request.Request(f"{base}/predict/{NAME}", data=json.dumps([row]).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=120) as response:
@@ -72,12 +57,7 @@ def _serve_one_prediction(env: dict, row: dict) -> tuple[dict, int]:
             report_status = response.status
         return answer, report_status
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 def test_every_command_works_on_s3_and_leaves_no_state_on_the_local_disk(tmp_path, monkeypatch, capsys):

@@ -10,12 +10,11 @@ allows gets a 2xx) and ``negative_data_rejection`` (one it forbids gets a 4xx) a
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from live_processes import answers_200, free_port, wait_for
+from live_processes import answers_200, free_port, stop_group, wait_for
 from processed_home import copy_home
 
 EXAMPLES_PER_OPERATION = 100
@@ -43,8 +42,7 @@ def test_schemathesis_finds_no_failure_of_any_check(processed_home, tmp_path):
              str(EXAMPLES_PER_OPERATION), "--workers", "1", "--seed", "13", "--no-color"],
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_group(server)
         log.close()
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-6000:]

@@ -236,12 +236,9 @@ def as_location(value: str | os.PathLike | StoragePath) -> Location:
 
 # ---- the operations whose meaning differs between the local disk and object storage --------------------
 
-def write_atomic(location: Location, data: bytes) -> None:
-    """Write ``data`` so that readers see the old content or the new, never part of it."""
-    if isinstance(location, StoragePath):
-        location.write_bytes(data)
-        return
-    path = Path(location)
+def _synced_temp(path: Path, data: bytes) -> Path:
+    """``data`` written and fsynced to a new temporary file beside ``path`` (same folder, so a rename or a
+    link onto ``path`` stays on one file system); the caller renames or links it, then removes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -249,9 +246,23 @@ def write_atomic(location: Location, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def write_atomic(location: Location, data: bytes) -> None:
+    """Write ``data`` so that readers see the old content or the new, never part of it."""
+    if isinstance(location, StoragePath):
+        location.write_bytes(data)
+        return
+    path = Path(location)
+    tmp = _synced_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -266,20 +277,14 @@ def create_exclusive(location: Location, data: bytes) -> bool:
             return False
         return True
     path = Path(location)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _synced_temp(path, data)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)  # fails when the name exists: the exclusive step
-        except FileExistsError:
-            return False
-        return True
+        os.link(tmp, path)  # fails when the name exists: the exclusive step
+    except FileExistsError:
+        return False
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return True
 
 
 def update_atomically(location: Location, change: Callable[[bytes | None], bytes]) -> bytes:
