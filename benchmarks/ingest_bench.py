@@ -7,14 +7,15 @@ at every ``--drift-every``-th block, so some blocks train a challenger). Three m
    as ``calmops run`` does; per-block compute = the run's wall time, and the time to the ``drift_report``
    materialization.
 2. **dagster dev** (what a user gets): ``calmops dev`` on a fresh home (webserver, daemon, file sensor, run
-   queue, default run launcher: one process per run), the pipeline's default ``executor: in_process``. Each
+   queue, the warm run launcher: one process per run, forked from a warm one), the pipeline's default
+   ``executor: in_process``. Each
    block file is written beside ``data_dir`` and renamed into it (it lands whole at a known instant), then
    the script waits for its run to end before dropping the next. Timed from the landing: the run's creation
    by the sensor tick ("sensor wait", bounded by ``sensor.interval_seconds`` + ``settle_seconds`` + the
    daemon's 5 s loop), the ``drift_report`` materialization ("to drift report"), the run's end. The first
-   block (it trains the first champion, and the code server warms up) is left out of the figures.
-3. **dagster dev, executor: multiprocess** (the baseline: Dagster's default executor, which every pipeline
-   used before): the same through a second pipeline, on ``--baseline-blocks`` blocks.
+   block (it trains the first champion, and the warm process starts) is left out of the figures.
+3. **dagster dev, Dagster's default run launcher** (the baseline, ``CALMOPS_RUN_LAUNCHER=dagster``: the code
+   server spawns a fresh Python process per run): the same on a second home, on ``--baseline-blocks`` blocks.
 
     python benchmarks/ingest_bench.py [--blocks 10] [--rows 10000] [--features 16] [--interval 5]
                                       [--settle 2] [--baseline-blocks 3] [--in-process-only]
@@ -143,58 +144,49 @@ def step_seconds(instance, run_id: str) -> list[tuple[str, float]]:
     return spans
 
 
-def through_dagster_dev(frames, args, root: Path) -> dict[str, dict[str, list[float]]]:
-    """Timings per block (first left out) for the in_process pipeline, then the multiprocess baseline."""
-    home_dir = root / "home_dev"
-    env = {**os.environ, "CALMOPS_HOME": str(home_dir), "PYTHONPATH": str(ROOT)}
-    os.environ["CALMOPS_HOME"] = str(home_dir)
+def through_dagster_dev(frames, args, root: Path, launcher: str) -> dict[str, list[float]]:
+    """Timings per block (first left out) through ``calmops dev`` on a fresh home whose instance uses the run
+    launcher ``launcher`` (``CALMOPS_RUN_LAUNCHER``)."""
+    name, home_dir = "bench_dev", root / f"home_{launcher}"
+    env = {**os.environ, "CALMOPS_HOME": str(home_dir), "PYTHONPATH": str(ROOT), "CALMOPS_RUN_LAUNCHER": launcher}
+    os.environ.update(CALMOPS_HOME=str(home_dir), CALMOPS_RUN_LAUNCHER=launcher)
     from calmops_dagster.spec import parse_spec, save_spec
     from calmops_dagster.store.paths import CalmOpsHome
 
     home = CalmOpsHome.from_env()
     os.environ["DAGSTER_HOME"] = str(home.dagster_home)  # the instance `calmops dev` prepares and uses
-    pipelines = {"in_process": ("bench_dev", len(frames)),
-                 "multiprocess": ("bench_dev_mp", args.baseline_blocks + 1 if args.baseline_blocks else 0)}
-    for executor, (name, _) in pipelines.items():
-        data_dir = root / f"data_{name}"
-        data_dir.mkdir()
-        spec = parse_spec(pipeline_raw(name, data_dir, args, executor), home.spec_path(name))
-        save_spec(spec, home.spec_path(name))
+    data_dir = root / f"data_{launcher}"
+    data_dir.mkdir()
+    save_spec(parse_spec(pipeline_raw(name, data_dir, args, "in_process"), home.spec_path(name)), home.spec_path(name))
     port = free_port()
-    with open(root / "dagster_dev.log", "w") as log:
+    with open(root / f"dagster_dev_{launcher}.log", "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "calmops_dagster.interfaces.cli", "dev", "--port",
                                     str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(ROOT))
-    results = {}
+    timings = {"sensor wait": [], "to drift report": [], "to run end": []}
     try:
         wait_for(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 300, "dagster dev's webserver", 1.0)
         from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
 
         instance = DagsterInstance.get()
-        for executor, (name, count) in pipelines.items():
-            timings = {"sensor wait": [], "to drift report": [], "to run end": []}
-            if not count:
-                continue
-            for block, frame in enumerate(frames[:count], start=1):
-                landed = land(frame, root / f"data_{name}", block)
-                runs_filter = RunsFilter(tags={"calmops/pipeline": name, "dagster/partition": str(block)})
-                record = wait_for(lambda f=runs_filter: next(iter(instance.get_run_records(f, limit=1)), None),
-                                  600, f"the run of {name} block {block}", POLL_SECONDS)
-                done = wait_for(lambda r=record: _finished(instance, r.dagster_run.run_id), 900,
-                                f"the end of {name} block {block}'s run", POLL_SECONDS)
-                assert done.dagster_run.is_success, f"{name} block {block}: run {done.dagster_run.run_id} failed"
-                report = instance.fetch_materializations(AssetRecordsFilter(
-                    asset_key=AssetKey([name, "drift_report"]), asset_partitions=[str(block)]), limit=1).records[0]
-                row = (record.create_timestamp.timestamp() - landed, report.timestamp - landed,
-                       done.end_time - landed)
-                steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in step_seconds(instance, record.dagster_run.run_id))
-                print(f"  {executor:12} block {block:2}: run created {row[0]:5.1f} s, started "
-                      f"{done.start_time - landed:5.1f} s, drift report {row[1]:5.1f} s, run end {row[2]:5.1f} s "
-                      f"after landing ({steps}); {load()}", flush=True)
-                if block > 1:
-                    for key, value in zip(timings, row):
-                        timings[key].append(value)
-            results[executor] = timings
+        for block, frame in enumerate(frames, start=1):
+            landed = land(frame, data_dir, block)
+            runs_filter = RunsFilter(tags={"calmops/pipeline": name, "dagster/partition": str(block)})
+            record = wait_for(lambda f=runs_filter: next(iter(instance.get_run_records(f, limit=1)), None),
+                              600, f"the run of block {block}", POLL_SECONDS)
+            done = wait_for(lambda r=record: _finished(instance, r.dagster_run.run_id), 900,
+                            f"the end of block {block}'s run", POLL_SECONDS)
+            assert done.dagster_run.is_success, f"{launcher} block {block}: run {done.dagster_run.run_id} failed"
+            report = instance.fetch_materializations(AssetRecordsFilter(
+                asset_key=AssetKey([name, "drift_report"]), asset_partitions=[str(block)]), limit=1).records[0]
+            row = (record.create_timestamp.timestamp() - landed, report.timestamp - landed, done.end_time - landed)
+            steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in step_seconds(instance, record.dagster_run.run_id))
+            print(f"  {launcher:7} launcher, block {block:2}: run created {row[0]:5.1f} s, started "
+                  f"{done.start_time - landed:5.1f} s, drift report {row[1]:5.1f} s, run end {row[2]:5.1f} s "
+                  f"after landing ({steps}); {load()}", flush=True)
+            if block > 1:
+                for key, value in zip(timings, row):
+                    timings[key].append(value)
         instance.dispose()
     finally:
         stop_group(process.pid)  # webserver, daemon, code server and run workers: the whole group
@@ -202,7 +194,7 @@ def through_dagster_dev(frames, args, root: Path) -> dict[str, dict[str, list[fl
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             stop_group(process.pid, signal.SIGKILL)
-    return results
+    return timings
 
 
 def stop_group(pgid: int, sig: int = signal.SIGTERM) -> None:
@@ -242,8 +234,8 @@ def main() -> None:
     parser.add_argument("--drift-every", type=int, default=4)
     parser.add_argument("--interval", type=int, default=5, help="sensor.interval_seconds")
     parser.add_argument("--settle", type=float, default=2.0, help="sensor.settle_seconds")
-    parser.add_argument("--baseline-blocks", type=int, default=3, help="measured blocks of the multiprocess "
-                        "baseline (0: skip it)")
+    parser.add_argument("--baseline-blocks", type=int, default=3, help="measured blocks of the baseline, "
+                        "Dagster's default run launcher (0: skip it)")
     parser.add_argument("--in-process-only", action="store_true", help="measure the in-process runs only")
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes and dagster dev's log")
     args = parser.parse_args()
@@ -252,7 +244,11 @@ def main() -> None:
     frames = make_blocks(args.blocks + 1, args.rows, args.features, args.drift_every)
     try:
         walls, to_report = in_process(frames, args, root)
-        dev = {} if args.in_process_only else through_dagster_dev(frames, args, root)
+        dev = {}
+        if not args.in_process_only:
+            dev["warm"] = through_dagster_dev(frames, args, root, "warm")
+            if args.baseline_blocks:
+                dev["dagster"] = through_dagster_dev(frames[:args.baseline_blocks + 1], args, root, "dagster")
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -262,15 +258,15 @@ def main() -> None:
     print(f"{'':44} {'median':>6} {'max':>6}")
     print(f"{'in-process: per-block compute (whole run)':44} {describe(walls)}")
     print(f"{'in-process: run start -> drift report':44} {describe(to_report)}")
-    for executor, timings in dev.items():
+    for launcher, timings in dev.items():
         if not timings["to drift report"]:
             continue
         for key, values in timings.items():
-            print(f"{f'dagster dev, {executor}: landing -> {key}':44} {describe(values)}")
-    base, ours = dev.get("multiprocess"), dev.get("in_process")
+            print(f"{f'dagster dev, {launcher} launcher: landing -> {key}':52} {describe(values)}")
+    base, ours = dev.get("dagster"), dev.get("warm")
     if base and ours and base["to drift report"]:
         ratio = statistics.median(base["to run end"]) / statistics.median(ours["to run end"])
-        print(f"multiprocess / in_process executor, landing -> run end (median): {ratio:.1f}x")
+        print(f"Dagster's default launcher / warm launcher, landing -> run end (median): {ratio:.1f}x")
     print(f"target: landing -> drift report <= interval + 5 = {args.interval + 5} s; run end <= "
           f"{args.interval + 10} s; per-block compute <= 3 s")
 

@@ -1,8 +1,11 @@
 """The local Dagster instance under ``CALMOPS_HOME/dagster``, shared by ``dagster dev`` and ``calmops run``.
 
 Its ``dagster.yaml`` keeps Dagster's embedded SQLite storage and adds a run queue that lets at most one run
-per pipeline (tag ``calmops/pipeline``) execute at a time (queued runs are looked at every second), so blocks are processed one by one, in the order
-their runs were requested, and one pipeline's runs never race for its champion.
+per pipeline (tag ``calmops/pipeline``) execute at a time (queued runs are looked at every second), so blocks
+are processed one by one, in the order their runs were requested, and one pipeline's runs never race for its
+champion. Runs are launched by :class:`~calmops_dagster.orchestration.warm_run_launcher.WarmRunLauncher`
+(each run its own process, forked from a process that has already imported the libraries), or by Dagster's
+default launcher (a fresh process per run) when the environment sets ``CALMOPS_RUN_LAUNCHER=dagster``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 
+from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.store.atomic import write_text_atomic
 from calmops_dagster.store.paths import CalmOpsHome
 
@@ -33,6 +37,25 @@ telemetry:
   enabled: false
 """
 
+WARM_RUN_LAUNCHER_YAML = """\
+# each run is its own process, forked from one that has already imported Dagster and the model libraries
+# (CALMOPS_RUN_LAUNCHER=dagster: Dagster's default launcher, a fresh process per run)
+run_launcher:
+  module: calmops_dagster.orchestration.warm_run_launcher
+  class: WarmRunLauncher
+"""
+
+#: ``CALMOPS_RUN_LAUNCHER``: ``warm`` (the default) or ``dagster``.
+RUN_LAUNCHERS = ("warm", "dagster")
+
+
+def instance_yaml() -> str:
+    """The local instance's ``dagster.yaml``, with the run launcher ``CALMOPS_RUN_LAUNCHER`` names."""
+    launcher = os.environ.get("CALMOPS_RUN_LAUNCHER", "warm")
+    if launcher not in RUN_LAUNCHERS:
+        raise CalmOpsError(f"CALMOPS_RUN_LAUNCHER={launcher!r}: expected one of {', '.join(RUN_LAUNCHERS)}")
+    return INSTANCE_YAML + (WARM_RUN_LAUNCHER_YAML if launcher == "warm" else "")
+
 
 def prepare_instance(home: CalmOpsHome) -> None:
     """Create ``DAGSTER_HOME`` with its ``dagster.yaml`` and point the environment at it.
@@ -45,8 +68,9 @@ def prepare_instance(home: CalmOpsHome) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             config = home.dagster_home / "dagster.yaml"
-            if not config.exists() or config.read_text() != INSTANCE_YAML:
-                write_text_atomic(config, INSTANCE_YAML)
+            text = instance_yaml()
+            if not config.exists() or config.read_text() != text:
+                write_text_atomic(config, text)
             os.environ["DAGSTER_HOME"] = str(home.dagster_home)
             os.environ["CALMOPS_HOME"] = str(home.root)
             marker = home.dagster_home / ".calmops-storage-ready"

@@ -36,8 +36,8 @@ from calmops_dagster.store.paths import CalmOpsHome
 from calmops_dagster.store.storage import Location
 
 PIPELINE_TAG = "calmops/pipeline"
-#: Runs executed in-process by ``calmops run`` carry the host and pid of their process, so a later
-#: ``calmops run`` can tell a run whose process was killed from one that is still going.
+#: Runs executed in-process by ``calmops run``, and runs of the warm run launcher, carry the host and pid of
+#: their process, so a later ``calmops run`` can tell a run whose process was killed from one still going.
 PID_TAG, HOST_TAG = "calmops/pid", "calmops/host"
 #: Set on a run whose dead process :func:`reap_dead_runs` found and marked failed.
 REAPED_TAG = "calmops/reaped"
@@ -118,15 +118,16 @@ def processed_versions(instance: DagsterInstance, spec: PipelineSpec) -> set[tup
 def dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[DagsterRun]:
     """The in-flight runs of ``spec`` whose process on this host no longer exists.
 
-    Two kinds of run are looked after: runs executed in-process by ``calmops run`` (pid and host tags) and
-    runs launched by ``dagster dev``'s default run launcher, a subprocess on this host whose pid Dagster
+    Three kinds of run are looked after: runs executed in-process by ``calmops run`` and runs launched by the
+    local instance's warm run launcher (both carry pid and host tags), and runs launched by Dagster's
+    default run launcher (``CALMOPS_RUN_LAUNCHER=dagster``), a subprocess on this host whose pid Dagster
     records in the run's "Started process for run" event. Runs of other launchers (Docker, Kubernetes) are
     left to Dagster's run monitoring.
     """
     dead = []
     for run in instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT)):
         pid, host = _run_process(instance, run)
-        if pid is not None and host == socket.gethostname() and not _alive(pid):
+        if pid is not None and host == socket.gethostname() and not process_alive(pid):
             dead.append((run, pid, host))
     return dead
 
@@ -190,7 +191,8 @@ def _run_process(instance: DagsterInstance, run: DagsterRun) -> tuple[int | None
     return None, None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

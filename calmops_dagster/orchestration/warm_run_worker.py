@@ -1,0 +1,126 @@
+"""``python -m calmops_dagster.orchestration.warm_run_worker``: run workers forked from one warm process.
+
+Dagster's default run launcher has the code server spawn a fresh Python process for every run. Before the
+run's first step that process imports Dagster, the code location, pandas, scikit-learn, LightGBM and skops
+(whose list of trusted estimators walks all of scikit-learn): about 8.5 s of a 2-core machine, for a block
+whose math takes 2-4 s. This process pays for those imports once. It then reads one run per line on standard
+input (a serialized ``ExecuteRunArgs``), forks, and answers the child's pid on standard output.
+
+The child is the run worker, its own process as with Dagster's launcher: it executes the run exactly as
+``dagster api execute_run`` does (the command Dagster's Docker and Kubernetes launchers start), and it
+imports the code location itself, so a pipeline added after this process started is found. This process
+stays single-threaded and opens no database, DuckDB file or OpenMP thread pool, so forking it is safe.
+It exits when its standard input closes (the launcher's process ended).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import threading
+import traceback
+
+#: What a block's run imports, the code location module (``calmops_dagster.definitions``, which builds the
+#: pipelines from the specs on disk when imported) excepted. A module missing here is imported by the run.
+PRELOADED_MODULES = (
+    "dagster",
+    "dagster._cli.api",
+    "pandas",
+    "lightgbm",
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "calmops_dagster.orchestration.pipeline_defs",
+    "calmops_dagster.orchestration.drift_step",
+    "calmops_dagster.orchestration.champion_challenger",
+    "calmops_dagster.orchestration.estimated_performance",
+    "calmops_dagster.learning.block_assessment",
+    "calmops_dagster.learning.evaluation",
+    "calmops_dagster.learning.retrain_modes",
+    "calmops_dagster.interfaces.block_report",
+    "resources",
+)
+
+
+def preload() -> None:
+    """Import :data:`PRELOADED_MODULES` and skops (with its walk over scikit-learn's estimators), and open
+    and close the instance of ``DAGSTER_HOME`` once: its storage classes, SQLAlchemy and alembic, about
+    1 s of imports per run. Nothing stays open and no thread is left running (checked), so forking is safe.
+    """
+    for name in PRELOADED_MODULES:
+        importlib.import_module(name)
+    from calmops_dagster.store.skops_io import skops_io
+
+    skops_io()
+    if os.environ.get("DAGSTER_HOME"):
+        from dagster import DagsterInstance
+
+        with DagsterInstance.get() as instance:
+            instance.get_runs(limit=1)
+    if threading.active_count() != 1:
+        raise RuntimeError(f"the warm process must be single-threaded to fork; running: {threading.enumerate()}")
+
+
+def execute_run(execute_run_args: str) -> int:
+    """``dagster api execute_run EXECUTE_RUN_ARGS`` in this process; its exit code."""
+    from dagster._cli.api import execute_run_command
+
+    try:
+        execute_run_command.main(args=[execute_run_args], prog_name="dagster api execute_run",
+                                 standalone_mode=False)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    except BaseException:  # noqa: BLE001 -- the run worker reports, then exits with a failure code
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def _become_run_worker(execute_run_args: str) -> None:
+    """In the forked child: let go of the server's pipes and signal settings, run, exit. Never returns."""
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the run's own subprocesses are waited for
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(2, 1)  # the run's prints go where the server's errors go (the `dagster dev` log)
+        os.close(devnull)
+        code = execute_run(execute_run_args)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(requests, answers) -> None:
+    """Fork one run worker per line of ``requests`` and write its pid (or ``error: ...``) to ``answers``."""
+    for line in requests:
+        execute_run_args = line.strip()
+        if not execute_run_args:
+            continue
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            answers.write(f"error: cannot fork a run worker: {exc}\n")
+        else:
+            if pid == 0:
+                _become_run_worker(execute_run_args)
+            answers.write(f"{pid}\n")
+        answers.flush()
+
+
+def main() -> None:
+    # Ctrl-C in the `dagster dev` terminal reaches the whole process group: end quietly, like the daemon.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # finished run workers are reaped by the kernel; their outcome is in Dagster's event log
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    preload()
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    serve(sys.stdin, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
