@@ -1,35 +1,71 @@
-"""Many pipelines through one instance: ``calmops run`` of different pipelines at once, and no metric row lost.
+"""Many pipelines through one instance: ``calmops run`` of different pipelines at once, or one ``dagster dev``.
 
-``--pipelines`` demo pipelines (``calmops demo --name pN``, every block file already in the watched folder)
-share one ``CALMOPS_HOME``, so one Dagster instance and one set of metric tables. They are processed twice,
-each time on a fresh home: baseline ``one at a time`` (one ``calmops run`` after the other) and
+``--pipelines`` demo pipelines (``calmops demo --name pN``) share one ``CALMOPS_HOME``, so one Dagster
+instance and one set of metric tables. ``--pipelines`` takes several sizes (``10,50``): each is measured on
+fresh homes, and the growth from the smallest size (the baseline) is printed side by side at the end.
+Every mode checks metric rows lost: every pipeline must have every block in ``blocks``, ``drift_summary`` and
+``promotions``, and no block twice.
+
+Without ``--through-dev``, each size is processed twice by ``calmops run`` processes (every block file
+already in the watched folder): baseline ``one at a time`` (one ``calmops run`` after the other) and
 ``N at once`` (``--parallel`` ``calmops run`` processes of different pipelines at the same time, as the run
 queue allows). Printed per mode: wall time, blocks per minute, the largest peak memory of one
-``calmops run`` process, and metric rows lost: every pipeline must have every block in ``blocks``,
-``drift_summary`` and ``promotions``, and no block twice.
+``calmops run`` process.
+
+With ``--through-dev``, each size goes through ONE real ``dagster dev`` (``calmops dev`` in its own process
+group): once every pipeline's file sensor has ticked, every block file of every pipeline is dropped into its
+watched folder at once (written beside it, renamed in); the file sensors request the runs, the run queue
+(4 runs at once, one per pipeline) and the instance's run launcher (the warm launcher;
+``CALMOPS_RUN_LAUNCHER=dagster`` in the environment: Dagster's default) process them. Printed per size:
+
+- start-up: ``calmops dev`` started -> webserver answers -> every file sensor has a tick;
+- wall time from the first drop to the end of the last run, blocks per minute, median run duration;
+- file sensor ticks in that window (Dagster's tick records, ``instance.get_ticks``): duration (tick start
+  to end) median and max, and lateness: the gap between consecutive tick starts of one sensor minus its
+  ``interval_seconds`` (0 = on time; it includes the daemon's loop and every other sensor evaluated before);
+- peak memory of dagster dev's process group, sampled each second from ``/proc``: the peak of the summed
+  RSS (forked run workers share pages with the warm process, so this counts them more than once), the peak
+  of the summed PSS (shared pages split between their processes: the honest total), the largest single
+  process, and the most processes at once;
+- failed runs and metric rows lost.
 
     python benchmarks/scale_bench.py [--pipelines 4] [--blocks 3] [--rows 200] [--parallel 4]
+    python benchmarks/scale_bench.py --through-dev --pipelines 10,50 --blocks 20 --rows 200
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Self
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.live_processes import answers_200, free_port, stop_group, wait_for  # after ROOT is on the path
 
 CALMOPS = [sys.executable, "-m", "calmops_dagster.interfaces.cli"]
 
 
-def make_home(home: Path, pipelines: int, blocks: int, rows: int) -> list[str]:
+def make_home(home: Path, pipelines: int, blocks: int, rows: int, initial: int) -> list[str]:
+    """``pipelines`` demo pipelines ``p0``, ``p1`` ... (what ``calmops demo --name pN`` creates), each with
+    its first ``initial`` block files in its watched folder; their names."""
+    from calmops_dagster.interfaces.demo import create_demo
+    from calmops_dagster.store.paths import CalmOpsHome
+
     names = [f"p{i}" for i in range(pipelines)]
     for i, name in enumerate(names):
-        subprocess.run([*CALMOPS, "--home", str(home), "demo", "--name", name, "--blocks", str(blocks),
-                        "--initial", str(blocks), "--rows-per-block", str(rows), "--seed", str(i),
-                        "--drift-at", str(max(2, blocks))], check=True, capture_output=True)
+        create_demo(CalmOpsHome.from_env(home), name, blocks=blocks, rows_per_block=rows,
+                    drift_at=max(2, blocks), initial=initial, seed=i)
     return names
 
 
@@ -64,23 +100,252 @@ def lost_rows(home: Path, names: list[str], blocks: int) -> int:
     return lost
 
 
+class GroupMemory:
+    """Samples, each second, the memory of every process of one process group (from ``/proc``) and keeps
+    the peaks: summed RSS, summed PSS, the largest single RSS (and its command), the most processes."""
+
+    def __init__(self, pgid: int, every: float = 1.0):
+        self.pgid, self.every = pgid, every
+        self.rss_sum = self.pss_sum = self.largest = self.processes = 0
+        self.largest_command = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every)
+
+    def sample(self) -> None:
+        rss_sum = pss_sum = count = 0
+        for pid in group_pids(self.pgid):
+            rss, pss = _kb(f"/proc/{pid}/status", "VmRSS:"), _kb(f"/proc/{pid}/smaps_rollup", "Pss:")
+            rss_sum, pss_sum, count = rss_sum + rss, pss_sum + pss, count + (rss > 0)
+            if rss > self.largest:
+                self.largest, self.largest_command = rss, _command(pid)
+        self.rss_sum, self.pss_sum = max(self.rss_sum, rss_sum), max(self.pss_sum, pss_sum)
+        self.processes = max(self.processes, count)
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The pids of the processes of process group ``pgid``, from ``/proc/<pid>/stat``."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:  # after "(comm) ": state, ppid, pgrp
+            pids.append(int(entry.name))
+    return pids
+
+
+def _kb(path: str, key: str) -> int:
+    try:
+        with open(path) as lines:
+            return next((int(line.split()[1]) for line in lines if line.startswith(key)), 0)
+    except OSError:  # exited meanwhile
+        return 0
+
+
+def _command(pid: int) -> str:
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return "?"
+    return " ".join(arg for arg in args[1:5] if arg)[:70]
+
+
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+def through_dev(root: Path, pipelines: int, blocks: int, rows: int, timeout: float) -> dict:
+    """Process ``pipelines`` x ``blocks`` demo blocks through one ``calmops dev``; its figures."""
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    from calmops_dagster.interfaces.demo import drop, load_demo
+    from calmops_dagster.spec import load_spec
+    from calmops_dagster.store.paths import CalmOpsHome
+
+    home = CalmOpsHome.from_env(root / f"home_{pipelines}")
+    names = make_home(home.root, pipelines, blocks, rows, initial=0)
+    demos = [load_demo(home, name) for name in names]
+    interval = {name: load_spec(home.spec_path(name)).sensor.interval_seconds for name in names}
+    env = {**os.environ, "CALMOPS_HOME": str(home.root), "PYTHONPATH": str(ROOT)}
+    port, figures = free_port(), {"pipelines": pipelines, "blocks": pipelines * blocks}
+    started = time.time()
+    with open(root / f"dagster_dev_{pipelines}.log", "w") as log:
+        process = subprocess.Popen([*CALMOPS, "dev", "--port", str(port)], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                   cwd=str(ROOT))
+    try:
+        with GroupMemory(process.pid) as memory:
+            wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/server_info", process, timeout=2), 900,
+                     "dagster dev's webserver")
+            figures["to webserver"] = time.time() - started
+            instance = DagsterInstance.from_config(str(home.dagster_home))
+            sensors = {f"{name}_files" for name in names}
+
+            def file_sensor_states():
+                states = [state for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+                          if state.instigator_name in sensors]
+                ticked = [s for s in states if instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1)]
+                return states if len(ticked) == len(sensors) else None
+
+            states = wait_for(file_sensor_states, 900, "a tick of every file sensor")
+            figures["to sensors"] = time.time() - started
+            print(f"  {pipelines} pipelines: webserver up {figures['to webserver']:.0f} s, every file sensor "
+                  f"ticked {figures['to sensors']:.0f} s after `calmops dev` started; dropping "
+                  f"{figures['blocks']} block files; {load()}", flush=True)
+            first_drop = time.time()
+            for demo in demos:
+                for file in demo.files:
+                    drop(file, demo.data_dir)
+            records = wait_for_runs(instance, figures["blocks"], first_drop, timeout)
+            memory.sample()
+        last_end = max(record.end_time for record in records)
+        figures["wall"] = last_end - first_drop
+        figures["run"] = statistics.median(r.end_time - r.start_time for r in records if r.start_time)
+        figures["failed"] = sum(r.dagster_run.status != DagsterRunStatus.SUCCESS for r in records)
+        durations, lateness = [], []
+        for state in states:
+            name = state.instigator_name.removesuffix("_files")
+            ticks = sorted(instance.get_ticks(state.instigator_origin_id, state.selector_id, after=first_drop,
+                                              before=last_end), key=lambda tick: tick.timestamp)
+            durations += [t.end_timestamp - t.timestamp for t in ticks if t.end_timestamp is not None]
+            lateness += [b.timestamp - a.timestamp - interval[name] for a, b in itertools.pairwise(ticks)]
+        figures["tick"], figures["late"] = durations, lateness
+        figures["memory"] = memory
+        instance.dispose()
+    finally:
+        stop_group(process, timeout=60)  # webserver, daemon, code server, warm process and run workers
+    figures["lost"] = lost_rows(home.root, names, blocks)
+    return figures
+
+
+def wait_for_runs(instance, expected: int, since: float, timeout: float) -> list:
+    """Wait until ``expected`` runs have finished and none is queued or running; their records. Prints the
+    progress every 30 s."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    finished = RunsFilter(statuses=[DagsterRunStatus[status] for status in FINISHED])
+    pending = RunsFilter(statuses=[s for s in DagsterRunStatus if s.value not in FINISHED])
+    deadline, next_report = time.monotonic() + timeout, time.monotonic() + 30
+    while True:
+        done, waiting = instance.get_runs_count(finished), instance.get_runs_count(pending)
+        if done >= expected and not waiting:
+            return instance.get_run_records(finished)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s: {done} of {expected} runs finished")
+        if time.monotonic() > next_report:
+            next_report += 30
+            print(f"    {time.time() - since:6.0f} s: {done}/{expected} runs finished, {waiting} queued or "
+                  f"running; {load()}", flush=True)
+        time.sleep(1.0)
+
+
+def load() -> str:
+    """The machine's load average (1, 5, 15 min), printed beside the figures: the machine may be shared."""
+    return "load " + " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def _median_max(values: list[float]) -> tuple[float, float]:
+    return (statistics.median(values), max(values)) if values else (float("nan"), float("nan"))
+
+
+DEV_HEADER = (f"{'pipelines':>9} {'blocks':>6} {'start s':>7} {'wall s':>7} {'blocks/min':>10} {'run s':>6} "
+              f"{'tick s med/max':>14} {'late s med/max':>14} {'RSS sum':>8} {'PSS sum':>8} {'largest':>8} "
+              f"{'procs':>5} {'failed':>6} {'rows lost':>9}")
+
+
+def dev_row(f: dict) -> str:
+    """One size's figures under :data:`DEV_HEADER` (memory in MB)."""
+    memory, tick, late = f["memory"], _median_max(f["tick"]), _median_max(f["late"])
+    return (f"{f['pipelines']:9} {f['blocks']:6} {f['to sensors']:7.0f} {f['wall']:7.1f} "
+            f"{f['blocks'] / f['wall'] * 60:10.1f} {f['run']:6.1f} {tick[0]:6.2f}/{tick[1]:<7.2f} "
+            f"{late[0]:6.1f}/{late[1]:<7.1f} {memory.rss_sum / 1024:8.0f} {memory.pss_sum / 1024:8.0f} "
+            f"{memory.largest / 1024:8.0f} {memory.processes:5} {f['failed']:6} {f['lost']:9}")
+
+
+def report_dev(sizes: list[dict], blocks: int, rows: int) -> None:
+    print(f"\nthrough one dagster dev: demo pipelines x {blocks} blocks x {rows} rows; seconds, MB; {load()}")
+    print(DEV_HEADER)
+    for f in sizes:
+        print(dev_row(f))
+    for f in sizes:
+        print(f"  largest process at {f['pipelines']} pipelines: {f['memory'].largest_command}")
+    base = sizes[0]
+    print(f"\ngrowth against the baseline, {base['pipelines']} pipelines (x = ratio to it):")
+    print(f"{'pipelines':>9} {'x pipelines':>11} {'x wall':>7} {'s/block':>8} {'x s/block':>9} "
+          f"{'x tick med':>10} {'x late med':>10} {'PSS MB/pipeline':>15} {'x PSS sum':>9}")
+    for f in sizes:
+        per_block = f["wall"] / f["blocks"]
+        tick, late = _median_max(f["tick"])[0], _median_max(f["late"])[0]
+        base_tick, base_late = _median_max(base["tick"])[0], _median_max(base["late"])[0]
+        print(f"{f['pipelines']:9} {f['pipelines'] / base['pipelines']:11.1f} {f['wall'] / base['wall']:7.2f} "
+              f"{per_block:8.2f} {per_block / (base['wall'] / base['blocks']):9.2f} {_ratio(tick, base_tick):>10} "
+              f"{_ratio(late, base_late):>10} {f['memory'].pss_sum / 1024 / f['pipelines']:15.0f} "
+              f"{f['memory'].pss_sum / base['memory'].pss_sum:9.2f}")
+
+
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}" if base > 0 else "-"
+
+
+def sizes_list(text: str) -> list[int]:
+    sizes = sorted({int(part) for part in text.split(",") if part.strip()})
+    if not sizes or sizes[0] < 1:
+        raise argparse.ArgumentTypeError(f"--pipelines {text!r}: expected counts such as 4 or 10,50")
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pipelines", type=int, default=4)
+    parser.add_argument("--pipelines", type=sizes_list, default=[4], help="pipeline counts, e.g. 10,50")
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--rows", type=int, default=200)
-    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--parallel", type=int, default=4, help="`calmops run` processes at once")
+    parser.add_argument("--through-dev", action="store_true", help="process the blocks through one dagster dev")
+    parser.add_argument("--timeout", type=float, help="--through-dev: seconds to wait for one size's runs "
+                        "(default 600 + 30 per block)")
+    parser.add_argument("--keep", action="store_true", help="--through-dev: keep the homes and dagster dev's logs")
     args = parser.parse_args()
-    total = args.pipelines * args.blocks
-    print(f"{args.pipelines} pipelines x {args.blocks} blocks x {args.rows} rows through one CALMOPS_HOME")
-    print(f"{'mode':14} {'wall s':>7} {'blocks/min':>11} {'peak MB/run':>12} {'failed':>7} {'rows lost':>10}")
-    for label, parallel in (("one at a time", 1), (f"{args.parallel} at once", args.parallel)):
-        with tempfile.TemporaryDirectory() as folder:
-            home = Path(folder) / "home"
-            names = make_home(home, args.pipelines, args.blocks, args.rows)
-            wall, peak, failed = run_all(home, names, parallel)
-            lost = lost_rows(home, names, args.blocks)
-        print(f"{label:14} {wall:7.1f} {total / wall * 60:11.1f} {peak:12.0f} {len(failed):7} {lost:10}")
+    if args.through_dev:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stopped: still stop dagster dev (finally)
+        root, sizes = Path(tempfile.mkdtemp(prefix="scale_bench_")), []
+        print(f"homes and dagster dev logs under {root}")
+        try:
+            for pipelines in args.pipelines:
+                timeout = args.timeout or 600 + 30 * pipelines * args.blocks
+                sizes.append(through_dev(root, pipelines, args.blocks, args.rows, timeout))
+                print(f"{DEV_HEADER}\n{dev_row(sizes[-1])}; {load()}", flush=True)
+        finally:
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+        report_dev(sizes, args.blocks, args.rows)
+        return
+    for pipelines in args.pipelines:
+        total = pipelines * args.blocks
+        print(f"{pipelines} pipelines x {args.blocks} blocks x {args.rows} rows through one CALMOPS_HOME")
+        print(f"{'mode':14} {'wall s':>7} {'blocks/min':>11} {'peak MB/run':>12} {'failed':>7} {'rows lost':>10}")
+        for label, parallel in (("one at a time", 1), (f"{args.parallel} at once", args.parallel)):
+            with tempfile.TemporaryDirectory() as folder:
+                home = Path(folder) / "home"
+                names = make_home(home, pipelines, args.blocks, args.rows, initial=args.blocks)
+                wall, peak, failed = run_all(home, names, parallel)
+                lost = lost_rows(home, names, args.blocks)
+            print(f"{label:14} {wall:7.1f} {total / wall * 60:11.1f} {peak:12.0f} {len(failed):7} {lost:10}")
 
 
 if __name__ == "__main__":
