@@ -106,6 +106,7 @@ def test_every_command_works_on_s3_and_leaves_no_state_on_the_local_disk(tmp_pat
         assert pointer["version"] == pointer["history"][-1]["version"]
         segments = _objects(s3, f"{PREFIX}/metrics/")
         assert any(key.startswith(f"drift_results/{NAME}/2/") for key in segments)
+        assert f"_breaker/{NAME}/head.json" in segments  # the circuit breaker's state, beside its rows
         assert not [f for f in _local_files(home) if not LOCAL_ALLOWED.match(f)], _local_files(home)
         assert not list(home.rglob("*.parquet")) and not list(home.rglob("*.skops"))
 
@@ -115,5 +116,6 @@ def test_every_command_works_on_s3_and_leaves_no_state_on_the_local_disk(tmp_pat
         assert any(key.endswith("/pipeline/pipeline.yaml") for key in archived)
         assert any(key.endswith("/metrics/blocks.parquet") for key in archived)
         assert _objects(s3, f"{PREFIX}/pipelines/{NAME}/") == []
+        assert f"_breaker/{NAME}/head.json" not in _objects(s3, f"{PREFIX}/metrics/")
         blocks = pd.read_parquet(f"s3://{BUCKET}/{PREFIX}/archive/" + next(k for k in archived if k.endswith("/blocks.parquet")))
         assert sorted(blocks["block"]) == ["1", "2"]

@@ -185,3 +185,56 @@ def test_metric_segments_in_s3_are_read_by_duckdb_without_httpfs(s3, tmp_path):
     assert not list(tmp_path.rglob("*.parquet"))  # every segment went to the bucket
     loaded = duckdb.sql("SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()
     assert ("httpfs",) not in loaded
+
+
+def _failure(state):
+    """A breaker failure, with a widened window between reading the state and writing the next one."""
+    from datetime import UTC, datetime
+
+    from calmops_dagster.orchestration import circuit_breaker
+
+    time.sleep(0.02)
+    return circuit_breaker.on_failure(state, 100, 60, datetime.now(UTC), "boom")
+
+
+def test_racing_breaker_updates_lose_no_failure_and_count_no_run_twice(root, tmp_path):
+    """Two "machines" (each its own catalog and local locks) share the metric segments: each counts two
+    failed runs of its own, and both report one shared run at the same moment. Every failure counts, once."""
+    from calmops_dagster.store.metrics_store import MetricsStore
+
+    stores = [MetricsStore(tmp_path / f"machine{i}" / "metrics.duckdb", data_dir=root / "metrics")
+              for i in range(2)]
+    runs = [["shared", f"{i}-a", f"{i}-b"] for i in range(2)]
+    outcomes = race(2, lambda i: [stores[i].update_breaker("p", _failure, run_id=run) for run in runs[i]])
+    assert sum(event is not None for results in outcomes for _, event in results) == 5
+    state = stores[0].breaker_state("p")
+    assert state.consecutive_failures == 5 and stores[1].breaker_state("p") == state
+    events = stores[1].query("SELECT run_id, consecutive_failures FROM breaker_events "
+                             "ORDER BY consecutive_failures")
+    assert sorted(events["run_id"]) == sorted({run for mine in runs for run in mine})
+    assert events["consecutive_failures"].tolist() == [1, 2, 3, 4, 5]  # each applied on top of the previous
+    row = stores[0].rows("SELECT consecutive_failures FROM breaker_state WHERE pipeline = 'p'")
+    assert row == [{"consecutive_failures": 5}]  # the newest row is the last transition's
+
+
+def test_breaker_rows_a_dead_writer_left_unwritten_are_written_by_the_next(tmp_path, monkeypatch):
+    """A writer that died between changing the breaker's head and writing its rows: the state counts its
+    failure at once, and the next transition writes the missing rows (the head is storage-agnostic code, so
+    the local disk stands for S3 here). A breaker with no head yet starts from its ``breaker_state`` row."""
+    from calmops_dagster.store.metrics_store import BREAKER_HEADS, MetricsStore
+
+    store = MetricsStore(tmp_path / "metrics.duckdb")
+    store.update_breaker("p", _failure, run_id="r1")
+    (tmp_path / "metrics" / BREAKER_HEADS / "p" / "head.json").unlink()  # as before heads existed
+    write_rows = store._write_breaker_rows
+    monkeypatch.setattr(store, "_write_breaker_rows", lambda *args: (_ for _ in ()).throw(OSError("died")))
+    with pytest.raises(OSError, match="died"):
+        store.update_breaker("p", _failure, run_id="r2")  # the head holds r2; its rows were never written
+    assert store.breaker_state("p").consecutive_failures == 2
+    monkeypatch.setattr(store, "_write_breaker_rows", write_rows)
+    assert store.update_breaker("p", _failure, run_id="r2")[1] is None  # the head counted it already
+    store.update_breaker("p", _failure, run_id="r3")
+    events = store.query("SELECT run_id, consecutive_failures FROM breaker_events "
+                         "ORDER BY consecutive_failures")
+    assert events.values.tolist() == [["r1", 1], ["r2", 2], ["r3", 3]]
+    assert store.query("SELECT consecutive_failures FROM breaker_state")["consecutive_failures"].tolist() == [3]

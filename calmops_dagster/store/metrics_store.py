@@ -40,6 +40,12 @@ replaced stay on disk and readable in ``<table>_history`` (same columns plus ``r
 the write that replaced them). Event tables (:data:`APPEND_ONLY`) show every row. Rows are de-duplicated on ``(_seq, _row)``,
 which is what lets :meth:`MetricsStore.compact` merge many segments into one while readers keep reading.
 
+The circuit breaker is the one read-modify-write: a transition depends on the state before it. Its truth is
+one small object per pipeline, ``metrics/_breaker/<pipeline>/head.json`` (the state, the last transition and
+the run ids recently counted), changed by :func:`~calmops_dagster.store.storage.update_atomically` (a folder
+lock on the local disk, conditional writes in S3), so writers on many machines apply their transitions one on
+top of the other; its ``breaker_state`` and ``breaker_events`` rows follow (:meth:`MetricsStore.update_breaker`).
+
 ``metrics.duckdb`` holds only these views (the *catalog*), so ``duckdb.connect(..., read_only=True)`` and
 ``calmops sql`` see the tables under their usual names; :meth:`MetricsStore.query` builds the same views in
 an in-memory DuckDB and never opens the file at all, so it cannot meet a lock.
@@ -58,6 +64,7 @@ import atexit
 import fcntl
 import hashlib
 import io
+import json
 import math
 import os
 import random
@@ -67,7 +74,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -82,6 +89,7 @@ from calmops_dagster.store.storage import (
     as_location,
     remove_tree,
     storage_root,
+    update_atomically,
     write_atomic,
 )
 
@@ -170,6 +178,12 @@ DEFAULT_KEY = ("pipeline", "block")
 #: Event logs: every row ever written is part of the table.
 APPEND_ONLY = ("quarantine", "breaker_events", "data_files", "block_files")
 
+#: Folder (under the metrics folder) of each pipeline's circuit-breaker head, ``<pipeline>/head.json``.
+BREAKER_HEADS = "_breaker"
+#: How many of the run ids it counted last a breaker head remembers: a run reported by two writers at
+#: once is counted once, although neither sees the other's ``breaker_events`` row yet.
+BREAKER_RECENT_RUNS = 1000
+
 #: Suffix of the views of superseded rows: ``blocks_history`` holds every row a later write of its block replaced.
 HISTORY = "_history"
 HIDDEN = "_seq VARCHAR, _row BIGINT, _tombstone BOOLEAN"
@@ -241,9 +255,13 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def new_seq() -> str:
-    """A write's sequence: later writes sort higher (nanosecond clock), ties broken by a random suffix."""
-    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+def new_seq(after: str | None = None) -> str:
+    """A write's sequence: later writes sort higher (nanosecond clock), ties broken by a random suffix.
+
+    With ``after``, the sequence sorts above it even when this machine's clock is behind the one that wrote
+    ``after`` (the circuit breaker's transitions are numbered so, in the order they were applied)."""
+    ns = time.time_ns() if after is None else max(time.time_ns(), int(after[:20]) + 1)
+    return f"{ns:020d}-{uuid.uuid4().hex[:12]}"
 
 
 def _part(value) -> str:
@@ -382,8 +400,8 @@ class MetricsStore:
 
     @contextmanager
     def _file_lock(self, name: str):
-        """An exclusive lock among the processes of this machine (catalog rebuild, breaker update); kept
-        beside the catalog when the segments are in object storage (a lock there would need a lock service)."""
+        """An exclusive lock among the processes of this machine (the catalog rebuild: the catalog file is
+        local too); kept beside the catalog when the segments are in object storage."""
         folder = self.path.parent / ".locks" if isinstance(self.data_dir, StoragePath) else self.data_dir / "_locks"
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / f"{name}.lock", "a") as handle:
@@ -419,6 +437,12 @@ class MetricsStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def _segment_path(self, table: str, where: tuple, seq: str) -> Location:
+        folder = self.data_dir / table
+        for part in where:
+            folder = folder / _part(part)
+        return folder / f"{seq}.parquet"
+
     def _write_segment(self, table: str, frame: pd.DataFrame, where: tuple, seq: str | None = None) -> str:
         """One immutable segment of ``table`` under ``<table>/<where...>/``; returns its sequence."""
         seq = seq or new_seq()
@@ -426,10 +450,7 @@ class MetricsStore:
         frame = frame.assign(_seq=seq, _row=range(len(frame)))
         if "_tombstone" not in frame:
             frame = frame.assign(_tombstone=False)
-        folder = self.data_dir / table
-        for part in where:
-            folder = folder / _part(part)
-        self._write_parquet(table, frame, folder / f"{seq}.parquet")
+        self._write_parquet(table, frame, self._segment_path(table, where, seq))
         return seq
 
     def replace_block_rows(
@@ -532,40 +553,78 @@ class MetricsStore:
 
     # --- circuit breaker -----------------------------------------------------------------------------------
 
+    def _breaker_head(self, pipeline: str) -> Location:
+        return self.data_dir / BREAKER_HEADS / _part(pipeline) / "head.json"
+
     def breaker_state(self, pipeline: str):
-        """The stored :class:`~calmops_dagster.store.breaker_state.BreakerState` of ``pipeline`` (closed if none)."""
-        found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline])
-        return _state_from_row(found[0] if found else None)
+        """The stored :class:`~calmops_dagster.store.breaker_state.BreakerState` of ``pipeline`` (closed if none):
+        its head's, or the ``breaker_state`` row of a breaker last changed before heads existed."""
+        try:
+            return _state_from_row(_from_json(json.loads(self._breaker_head(pipeline).read_bytes())["state"]))
+        except FileNotFoundError:
+            found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline])
+            return _state_from_row(found[0] if found else None)
 
     def update_breaker(self, pipeline: str, transition, *, run_id: str | None = None, block: str | None = None,
                        step: str | None = None):
-        """Apply ``transition(state) -> (state, event)`` and record it, under the pipeline's breaker lock.
+        """Apply ``transition(state) -> (state, event)`` and record it; never loses a concurrent transition.
+
+        The pipeline's head (module docstring) is changed by :func:`update_atomically`, so each transition is
+        applied to the state the previous one left, whichever machine wrote it; ``transition`` must only
+        compute, as it may be called again when another writer got there first. Each transition gets a
+        sequence above the previous one's, and its ``breaker_state`` and ``breaker_events`` rows are written
+        under it once the head holds it: the newest ``breaker_state`` row is the head's state, whatever order
+        the writers finish in. Rows a writer did not get to write (it died after changing the head) are
+        written by the next transition, under their own sequence, so never twice.
 
         A ``run_id`` already recorded is not counted again (the run-failure sensor and ``calmops run`` may
-        both report the same run). Returns ``(state, event)``; ``event`` is ``None`` for such a repeat.
+        both report the same run, at the same moment): it is looked up in ``breaker_events`` and in the
+        head's last :data:`BREAKER_RECENT_RUNS` run ids. Returns ``(state, event)``; ``event`` is ``None``
+        for such a repeat.
         """
-        from datetime import datetime
-
-        import pandas as pd
-
         self._ensure_ready()
-        with self._file_lock(f"breaker-{_part(pipeline)}"):
-            current = self.breaker_state(pipeline)
-            if run_id and self.rows("SELECT 1 FROM breaker_events WHERE pipeline = ? AND run_id = ?",
-                                    [pipeline, run_id]):
-                return current, None
+        if run_id and self.rows("SELECT 1 FROM breaker_events WHERE pipeline = ? AND run_id = ?",
+                                [pipeline, run_id]):
+            return self.breaker_state(pipeline), None
+        outcome = {}
+
+        def change(old: bytes | None) -> bytes:
+            head = json.loads(old) if old else None
+            current = _state_from_row(_from_json(head["state"])) if head else self.breaker_state(pipeline)
+            if head and run_id and run_id in head["recent_runs"]:
+                outcome.update(state=current, event=None, previous=None, head=None)
+                return old  # unchanged: a repeat of a run counted since the head was read
             state, event = transition(current)
             now = datetime.now(UTC)
-            # state first: a crash between the two writes can at worst count a retried run twice
-            self._write_segment("breaker_state", pd.DataFrame([{
-                "pipeline": pipeline, "status": state.status, "consecutive_failures": state.consecutive_failures,
-                "opened_at": state.opened_at, "reopen_at": state.reopen_at, "last_reason": state.last_reason,
-                "updated_at": now}]), (pipeline,))
-            self.append_rows("breaker_events", [{
-                "pipeline": pipeline, "block": block, "run_id": run_id, "event": event, "step": step,
-                "reason": state.last_reason, "consecutive_failures": state.consecutive_failures,
-                "status": state.status, "event_at": now}])
-        return state, event
+            recent = head["recent_runs"] if head else []
+            new = _to_json({"seq": new_seq(after=head and head["seq"]),
+                   "state": {"status": state.status, "consecutive_failures": state.consecutive_failures,
+                             "opened_at": state.opened_at, "reopen_at": state.reopen_at,
+                             "last_reason": state.last_reason, "updated_at": now},
+                   "event": {"block": block, "run_id": run_id, "event": event, "step": step,
+                             "reason": state.last_reason, "consecutive_failures": state.consecutive_failures,
+                             "status": state.status, "event_at": now},
+                   "recent_runs": [*recent, run_id][-BREAKER_RECENT_RUNS:] if run_id else recent})
+            outcome.update(state=state, event=event, previous=head, head=new)
+            return json.dumps(new).encode()
+
+        update_atomically(self._breaker_head(pipeline), change)  # outcome: of the change that was written
+        previous = outcome["previous"]
+        if previous and not self._segment_path("breaker_events", (pipeline, "_events"), previous["seq"]).exists():
+            self._write_breaker_rows(pipeline, previous)
+        if outcome["head"]:
+            self._write_breaker_rows(pipeline, outcome["head"])
+        return outcome["state"], outcome["event"]
+
+    def _write_breaker_rows(self, pipeline: str, head: dict) -> None:
+        """The ``breaker_state`` and ``breaker_events`` rows of the transition ``head`` holds (events last:
+        their segment's presence says both were written), under the transition's sequence."""
+        import pandas as pd
+
+        for table, row, where in (("breaker_state", head["state"], (pipeline,)),
+                                  ("breaker_events", head["event"], (pipeline, "_events"))):
+            self._write_segment(table, pd.DataFrame([{"pipeline": pipeline, **_from_json(row)}]), where,
+                                seq=head["seq"])
 
     # --- compaction, archive and removal -------------------------------------------------------------------
 
@@ -621,6 +680,7 @@ class MetricsStore:
         self._ensure_ready()
         for table in SCHEMA:
             remove_tree(self.data_dir / table / _part(pipeline))
+        remove_tree(self.data_dir / BREAKER_HEADS / _part(pipeline))
         self._drop_migrated_rows(pipeline)
 
     def _drop_migrated_rows(self, pipeline: str) -> None:
@@ -637,6 +697,17 @@ class MetricsStore:
 def _dicts(cursor) -> list[dict]:
     names = [column[0] for column in cursor.description]
     return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+
+
+def _to_json(head: dict) -> dict:
+    """``head`` with its times as ISO text (the keys ending in ``_at``), for JSON."""
+    return {k: _to_json(v) if isinstance(v, dict) else v.isoformat() if isinstance(v, datetime) else v
+            for k, v in head.items()}
+
+
+def _from_json(row: dict) -> dict:
+    """A row of a head with its times (the keys ending in ``_at``) as aware datetimes again."""
+    return {k: datetime.fromisoformat(v) if k.endswith("_at") and v else v for k, v in row.items()}
 
 
 def _state_from_row(row: dict | None) -> BreakerState:
