@@ -29,6 +29,14 @@ run_queue:
       value:
         applyLimitPerUniqueValue: true
       limit: 1
+# the daemon evaluates sensors (three per pipeline: the file sensor and two run-status sensors) and schedules
+# in 4 threads, not one after the other: with many pipelines one after the other, ticks come late
+sensors:
+  use_threads: true
+  num_workers: 4
+schedules:
+  use_threads: true
+  num_workers: 4
 # DEBUG lines (the IO manager's "Loading partition ..." / "Writing file at ...", about a quarter of a
 # run's events) are not stored: every stored event is a SQLite write
 python_logs:
