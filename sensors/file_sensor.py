@@ -1,5 +1,9 @@
 """One file sensor per pipeline: new stable file versions in ``data_dir`` become partitions and run requests.
 
+A file modified less than ``settle_seconds`` ago is read once it has been left alone that long; when that is
+sooner than the next tick, the tick waits for it (:func:`~calmops_dagster.ingest.file_scan.settle_wait`), so a
+landed file is read ``settle_seconds`` after it landed, not up to an interval later.
+
 Each tick ingests ``data_dir`` through the ingest record (:mod:`calmops_dagster.ingest.ingest_record`, in
 DuckDB, shared with the schedule and ``calmops run``): files already known by size and mtime are not read
 again, new versions are recorded as the blocks' current file versions. The cursor stays small whatever the
@@ -22,6 +26,7 @@ run marked failed (:func:`rerun_requests`), so a killed run worker does not hold
 
 
 import json
+import time
 
 from dagster import (
     AddDynamicPartitionsRequest,
@@ -35,7 +40,7 @@ from dagster import (
 )
 
 from calmops_dagster.ingest.block_data import sort_block_keys
-from calmops_dagster.ingest.file_scan import load_cursor
+from calmops_dagster.ingest.file_scan import load_cursor, settle_wait
 from calmops_dagster.ingest.ingest_record import ingest_data_dir
 from calmops_dagster.orchestration.runner import (
     PIPELINE_TAG,
@@ -63,6 +68,9 @@ def build_file_sensor(spec: PipelineSpec, job):
         description=f"Watches {spec.data_dir} ({spec.file_pattern}) for new block files.",
     )
     def file_sensor(context: SensorEvaluationContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+        pause = settle_wait(spec)
+        if pause:  # a file landed just now: read it in this tick rather than one interval later
+            time.sleep(pause)
         models, db = home.model_store(spec.name), metrics.store()
         cursor = load_cursor(context.cursor)
         ingest = ingest_data_dir(spec, db, pipeline_dir(models), cursor, expected_kinds(models))

@@ -10,6 +10,8 @@ import time
 import duckdb
 from conftest import evaluate_file_sensor
 
+from calmops_dagster.ingest.file_scan import settle_wait
+
 
 def age(path, seconds=60):
     """Make a file look as if it was written ``seconds`` ago (stable)."""
@@ -65,6 +67,31 @@ def test_file_still_being_written_is_not_read(demo_spec, home, block_files, inst
     assert not changed.run_requests  # its size changed since the last look: wait one more tick
     done = evaluate_file_sensor(spec, home, instance, cursor=changed.cursor)
     assert [r.partition_key for r in done.run_requests] == ["1"]
+
+
+def with_sensor(spec, **sensor):
+    return spec.model_copy(update={"sensor": spec.sensor.model_copy(update=sensor)})
+
+
+def test_settle_wait_is_the_time_until_young_files_have_settled_when_sooner_than_the_next_tick(
+        demo_spec, block_files):
+    spec = with_sensor(demo_spec, settle_seconds=2, interval_seconds=5)
+    target = spec.data_dir / block_files[0].name
+    shutil.copy(block_files[0], target)
+    now = target.stat().st_mtime
+    assert settle_wait(spec, now=now + 0.5) == 1.5
+    assert settle_wait(spec, now=now + 2.5) == 0  # settled already
+    assert settle_wait(with_sensor(spec, interval_seconds=1), now=now + 0.5) == 0  # the next tick is sooner
+    assert settle_wait(with_sensor(spec, settle_seconds=30, interval_seconds=60), now=now) == 0  # too long
+
+
+def test_a_file_landing_just_before_a_tick_is_read_by_that_tick(demo_spec, home, block_files, instance):
+    spec = with_sensor(demo_spec, settle_seconds=1, interval_seconds=5)
+    target = spec.data_dir / block_files[0].name
+    shutil.copy(block_files[0], target)  # modified just now: younger than settle_seconds
+    result = evaluate_file_sensor(spec, home, instance)
+    assert [r.partition_key for r in result.run_requests] == ["1"]
+    assert time.time() - target.stat().st_mtime >= 1
 
 
 def test_unreadable_file_is_reported_by_name_and_others_processed(demo_spec, home, block_files, instance, caplog):

@@ -89,6 +89,30 @@ class ScanResult:
         return found
 
 
+#: The longest a sensor tick waits for a file about to settle (:func:`settle_wait`), in seconds.
+MAX_SETTLE_WAIT = 10.0
+
+
+def settle_wait(spec: PipelineSpec, now: float | None = None) -> float:
+    """Seconds until every data file modified in the last ``settle_seconds`` has been left alone that long,
+    or 0 when none was, or when waiting would take longer than the next tick (``interval_seconds``) or
+    :data:`MAX_SETTLE_WAIT`.
+
+    A tick that sees a file younger than ``settle_seconds`` leaves it for the next tick, a whole interval
+    later; a tick that first waits this long reads it at once, if no one wrote to it meanwhile (the scan
+    still checks its age). Bounded so that a file still being written, or a long settle time, never holds a
+    tick up for long.
+    """
+    now = time.time() if now is None else now
+    remaining = 0.0
+    for path in candidate_files(spec):
+        try:
+            remaining = max(remaining, spec.sensor.settle_seconds - (now - path.stat().st_mtime))
+        except FileNotFoundError:  # removed since it was listed
+            continue
+    return remaining if 0 < remaining <= min(spec.sensor.interval_seconds, MAX_SETTLE_WAIT) else 0.0
+
+
 def scan_data_dir(
     spec: PipelineSpec,
     cursor: dict | None = None,
