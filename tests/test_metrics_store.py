@@ -199,3 +199,13 @@ def test_calmops_sql_prints_rows_and_refuses_anything_but_one_select(tmp_path, c
     assert main(["--home", str(tmp_path), "sql", "SELECT nope FROM promotions"]) == 2
     assert "nope" in capsys.readouterr().err
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_schema_files_are_checked_together_and_only_missing_or_outdated_ones_rewritten(store, monkeypatch):
+    store.query("SELECT * FROM blocks")  # the schema files are written
+    pd.DataFrame({"pipeline": ["old"]}).to_parquet(store.data_dir / "blocks" / "_schema.parquet")  # outdated
+    (store.data_dir / "promotions" / "_schema.parquet").unlink()  # missing
+    rewritten = []
+    monkeypatch.setattr(MetricsStore, "_write_parquet", lambda self, table, frame, path: rewritten.append(table))
+    MetricsStore(store.path, data_dir=store.data_dir)._ensure_schema_files()
+    assert sorted(rewritten) == ["blocks", "promotions"]
