@@ -17,7 +17,6 @@ process under ``dagster dev``) and 0.4 s after that, for the same page.
 import base64
 import html
 import json
-import os
 import pkgutil
 from pathlib import Path
 
@@ -32,8 +31,8 @@ from calmops_dagster.drift.report import (
     NOT_TESTED,
     DriftReport,
 )
-from calmops_dagster.store.atomic import write_text_atomic
-from calmops_dagster.store.storage import Location, as_location, is_remote
+from calmops_dagster.store.atomic import write_readable_text_atomic
+from calmops_dagster.store.storage import as_location
 
 PLOTLY_JS = "plotly.min.js"
 
@@ -268,7 +267,7 @@ def write_drift_report_html(report: DriftReport, reference: pd.DataFrame, curren
     path = as_location(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if plotlyjs == "directory" and not (path.parent / PLOTLY_JS).is_file():
-        _write_atomic(path.parent / PLOTLY_JS, get_plotlyjs())
+        write_readable_text_atomic(path.parent / PLOTLY_JS, get_plotlyjs())
     results = (report.to_frame() if results is None else results).reindex(
         columns=FRAME_COLUMNS + EXTRA_COLUMNS)
     univariate = results[~results["feature"].astype(str).str.startswith("__")]
@@ -301,13 +300,6 @@ def write_drift_report_html(report: DriftReport, reference: pd.DataFrame, curren
     if report.multivariate_note:
         parts.append(f"<p>Multivariate: {html.escape(report.multivariate_note)}</p>")
     parts.append("</body></html>")
-    _write_atomic(path, "\n".join(parts))
+    write_readable_text_atomic(path, "\n".join(parts))
     return path
 
-
-def _write_atomic(path: Location, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it, readable by the web UI (0644); in
-    object storage, one PUT."""
-    write_text_atomic(path, text)
-    if not is_remote(path):
-        os.chmod(path, 0o644)

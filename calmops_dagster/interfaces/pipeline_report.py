@@ -13,7 +13,6 @@ plotly.js is embedded once (about 4.8 MB) so the page works on a machine without
 from __future__ import annotations
 
 import html
-import os
 
 import numpy as np
 import pandas as pd
@@ -22,11 +21,11 @@ from plotly.offline import get_plotlyjs
 
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.spec import load_spec
-from calmops_dagster.store.atomic import write_text_atomic
+from calmops_dagster.store.atomic import write_readable_text_atomic
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import CalmOpsHome
-from calmops_dagster.store.storage import Location, as_location, is_remote
+from calmops_dagster.store.storage import Location, as_location
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1180px;color:#1f2933}
@@ -228,7 +227,5 @@ def write_pipeline_report(home: CalmOpsHome, name: str, out: Location) -> Locati
     storage (the default place, the pipeline's report folder, is under the storage root)."""
     out = as_location(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, build_pipeline_report(home, name))
-    if not is_remote(out):
-        os.chmod(out, 0o644)
+    write_readable_text_atomic(out, build_pipeline_report(home, name))
     return out

@@ -7,7 +7,9 @@ storage one PUT is atomic by itself (:func:`calmops_dagster.store.storage.write_
 
 from __future__ import annotations
 
-from calmops_dagster.store.storage import Location, write_atomic
+import os
+
+from calmops_dagster.store.storage import Location, is_remote, write_atomic
 
 
 def write_bytes_atomic(path: Location, data: bytes) -> None:
@@ -18,3 +20,12 @@ def write_bytes_atomic(path: Location, data: bytes) -> None:
 def write_text_atomic(path: Location, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     write_atomic(path, text.encode("utf-8"))
+
+
+def write_readable_text_atomic(path: Location, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by everyone (0644) on the local disk: the temporary
+    file it is renamed from is private (0600). Reports are written so, for the web UI and other users to
+    open; object storage has no file modes."""
+    write_text_atomic(path, text)
+    if not is_remote(path):
+        os.chmod(path, 0o644)
