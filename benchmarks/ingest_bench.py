@@ -36,13 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.live_processes import free_port, wait_for  # after ROOT is on the path
+from tests.live_processes import answers_200, free_port, stop_group, wait_for  # after ROOT is on the path
 
 #: How often the benchmark looks for a block's run and its end: the resolution of the figures it prints.
 POLL_SECONDS = 0.2
@@ -167,7 +166,8 @@ def through_dagster_dev(frames, args, root: Path, launcher: str) -> dict[str, li
     timings = {"sensor wait": [], "to drift report": [], "to run end": [],
                "run created -> drift report": [], "run created -> run end": []}
     try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 300, "dagster dev's webserver", 1.0)
+        wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/server_info", process, timeout=2), 300,
+                 "dagster dev's webserver", 1.0)
         from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
 
         instance = DagsterInstance.get()
@@ -193,27 +193,8 @@ def through_dagster_dev(frames, args, root: Path, launcher: str) -> dict[str, li
                     timings[key].append(value)
         instance.dispose()
     finally:
-        stop_group(process.pid)  # webserver, daemon, code server and run workers: the whole group
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            stop_group(process.pid, signal.SIGKILL)
+        stop_group(process, timeout=60)  # webserver, daemon, code server, warm process and run workers
     return timings
-
-
-def stop_group(pgid: int, sig: int = signal.SIGTERM) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def _finished(instance, run_id: str):
