@@ -604,14 +604,16 @@ class MetricsStore:
             state, event = transition(current)
             now = datetime.now(UTC)
             recent = head["recent_runs"] if head else []
-            new = _to_json({"seq": new_seq(after=head and head["seq"]),
-                   "state": {"status": state.status, "consecutive_failures": state.consecutive_failures,
-                             "opened_at": state.opened_at, "reopen_at": state.reopen_at,
-                             "last_reason": state.last_reason, "updated_at": now},
-                   "event": {"block": block, "run_id": run_id, "event": event, "step": step,
-                             "reason": state.last_reason, "consecutive_failures": state.consecutive_failures,
-                             "status": state.status, "event_at": now},
-                   "recent_runs": [*recent, run_id][-BREAKER_RECENT_RUNS:] if run_id else recent})
+            new = _to_json({
+                "seq": new_seq(after=head and head["seq"]),
+                "state": {"status": state.status, "consecutive_failures": state.consecutive_failures,
+                          "opened_at": state.opened_at, "reopen_at": state.reopen_at,
+                          "last_reason": state.last_reason, "updated_at": now},
+                "event": {"block": block, "run_id": run_id, "event": event, "step": step,
+                          "reason": state.last_reason, "consecutive_failures": state.consecutive_failures,
+                          "status": state.status, "event_at": now},
+                "recent_runs": [*recent, run_id][-BREAKER_RECENT_RUNS:] if run_id else recent,
+            })
             outcome.update(state=state, event=event, previous=head, head=new)
             return json.dumps(new).encode()
 
