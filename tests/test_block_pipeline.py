@@ -94,7 +94,6 @@ def test_abrupt_drift_at_block_3_trains_and_promotes_a_challenger(home, demo_spe
     assert (home.predictions_dir("demo") / "3.parquet").is_file()
 
 
-@pytest.mark.xdist_group("three_blocks")
 def test_materializations_carry_numeric_metadata_for_the_ui(three_blocks):
     home, instance = three_blocks
     drift_event = instance.get_latest_materialization_event(AssetKey(["demo", "drift_report"]))
@@ -114,7 +113,6 @@ def test_materializations_carry_numeric_metadata_for_the_ui(three_blocks):
     assert metadata["report_url"].value == "http://reports.example:8080/reports/demo/3.html"
 
 
-@pytest.mark.xdist_group("three_blocks")
 def test_monitoring_overview_tells_the_story_after_every_block(three_blocks):
     home, instance = three_blocks
     key = AssetKey(["demo", "monitoring"])
@@ -140,7 +138,6 @@ def test_monitoring_overview_tells_the_story_after_every_block(three_blocks):
     assert overview["last_block_report_path"].value == str(home.reports_dir("demo") / "3.html")
 
 
-@pytest.mark.xdist_group("three_blocks")
 def test_every_check_result_carries_its_block(three_blocks):
     """Checks are partitioned like their assets: the UI's check history (GraphQL
     ``assetCheckExecutions[].partition``) names the block of each result."""

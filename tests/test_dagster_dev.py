@@ -16,16 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
-import pytest
 import yaml
 from dagster import DagsterInstance, DagsterRunStatus
 from live_processes import answers_200, free_port, group_alive, stop_group, wait_for
 
 CALMOPS = [sys.executable, "-m", "calmops_dagster.interfaces.cli"]
 
-# Each test starts a whole `dagster dev` (webserver, daemon, code server): under pytest-xdist they run one
-# after the other on one worker; the UI and Postgres tests form the other such group.
-pytestmark = pytest.mark.xdist_group("dagster_dev")
+# Each test starts a whole `dagster dev` (webserver, daemon, code server): `make test` distributes whole
+# modules (`--dist loadfile`), so they run one after the other on one worker.
 
 
 def processed_blocks(db: Path) -> set[str]:

@@ -22,9 +22,8 @@ from dagster import DagsterInstance
 from live_processes import free_port, wait_for
 from test_dagster_dev import CALMOPS, make_demo, processed_blocks, running_dev, server_up
 
-# The other long-running `dagster dev` group (test_dagster_dev.py has the first). Only this module's tests are
-# in it: a worker that ran another module's test between them would tear down and rebuild `demo_story`.
-pytestmark = pytest.mark.xdist_group("dagster_ui")
+# `make test` distributes whole modules (`--dist loadfile`): both tests run on one worker, one after the
+# other, so `demo_story` is built once.
 
 REPO = Path(__file__).resolve().parents[1]
 NO_COMMUNITY_MODAL = "localStorage.setItem('communityNux', JSON.stringify('1'))"
