@@ -77,10 +77,10 @@ def finished(instance, run_id):
 def test_the_local_instance_names_the_warm_launcher_unless_told_otherwise(monkeypatch, instance):
     assert isinstance(instance.run_launcher, WarmRunLauncher)
     monkeypatch.setenv("CALMOPS_RUN_LAUNCHER", "dagster")
-    assert "run_launcher" not in instance_yaml()
+    assert "run_launcher" not in instance_yaml(Path("/tmp/home/dagster"))
     monkeypatch.setenv("CALMOPS_RUN_LAUNCHER", "fast")
     with pytest.raises(CalmOpsError, match="CALMOPS_RUN_LAUNCHER='fast'"):
-        instance_yaml()
+        instance_yaml(Path("/tmp/home/dagster"))
 
 
 def test_a_run_is_its_own_process_forked_from_the_warm_one(instance):

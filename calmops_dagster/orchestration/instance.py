@@ -11,14 +11,25 @@ default launcher (a fresh process per run) when the environment sets ``CALMOPS_R
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+from pathlib import Path
 
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.store.atomic import write_text_atomic
 from calmops_dagster.store.paths import CalmOpsHome
 
 INSTANCE_YAML = """\
-# Written by calmops (calmops_dagster/orchestration/instance.py). Embedded SQLite storage under this folder.
+# Written by calmops (calmops_dagster/orchestration/instance.py).
+# Dagster's embedded SQLite storage under this folder (the same files as `storage: sqlite`), keeping each
+# database's connections open between statements instead of making an engine per statement; every calmops
+# command rewrites the folder's path if the home has moved
+storage:
+  custom:
+    module: calmops_dagster.orchestration.sqlite_storage
+    class: PooledSqliteStorage
+    config:
+      base_dir: {base_dir}
 run_queue:
   max_concurrent_runs: 4
   # look for queued runs every second (Dagster's default: 5 s), so a block's run starts soon after the
@@ -57,12 +68,14 @@ run_launcher:
 RUN_LAUNCHERS = ("warm", "dagster")
 
 
-def instance_yaml() -> str:
-    """The local instance's ``dagster.yaml``, with the run launcher ``CALMOPS_RUN_LAUNCHER`` names."""
+def instance_yaml(dagster_home: Path) -> str:
+    """The ``dagster.yaml`` of the local instance in ``dagster_home``, with the run launcher
+    ``CALMOPS_RUN_LAUNCHER`` names."""
     launcher = os.environ.get("CALMOPS_RUN_LAUNCHER", "warm")
     if launcher not in RUN_LAUNCHERS:
         raise CalmOpsError(f"CALMOPS_RUN_LAUNCHER={launcher!r}: expected one of {', '.join(RUN_LAUNCHERS)}")
-    return INSTANCE_YAML + (WARM_RUN_LAUNCHER_YAML if launcher == "warm" else "")
+    storage = INSTANCE_YAML.replace("{base_dir}", json.dumps(str(Path(dagster_home).resolve())))
+    return storage + (WARM_RUN_LAUNCHER_YAML if launcher == "warm" else "")
 
 
 def prepare_instance(home: CalmOpsHome) -> None:
@@ -76,7 +89,7 @@ def prepare_instance(home: CalmOpsHome) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             config = home.dagster_home / "dagster.yaml"
-            text = instance_yaml()
+            text = instance_yaml(home.dagster_home)
             if not config.exists() or config.read_text() != text:
                 write_text_atomic(config, text)
             os.environ["DAGSTER_HOME"] = str(home.dagster_home)

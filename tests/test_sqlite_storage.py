@@ -1,0 +1,141 @@
+"""The local instance's SQLite storage: Dagster's files and tables, with connections kept between statements.
+
+An existing home written with Dagster's own ``storage: sqlite`` keeps its runs and events when it is opened
+with the pooled storage; threads share one engine safely; a forked child never uses its parent's engine;
+the event log keeps engines for a bounded number of run databases.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import yaml
+from dagster import DagsterInstance, in_process_executor, job, op
+
+from calmops_dagster.orchestration import sqlite_storage
+from calmops_dagster.orchestration.instance import prepare_instance
+from calmops_dagster.orchestration.sqlite_storage import (
+    EnginesByDatabase,
+    PooledSqliteEventLogStorage,
+    PooledSqliteRunStorage,
+)
+from calmops_dagster.store.paths import CalmOpsHome
+
+
+@op
+def say_hello(context):
+    context.log.info("hello from the op")
+
+
+@job(executor_def=in_process_executor)
+def hello_job():
+    say_hello()
+
+
+def local_home(tmp_path: Path, monkeypatch) -> CalmOpsHome:
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = CalmOpsHome.from_env()
+    prepare_instance(home)
+    monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home))  # restored by monkeypatch afterwards
+    return home
+
+
+def test_a_home_written_by_dagsters_sqlite_storage_keeps_its_history(tmp_path, monkeypatch):
+    home = local_home(tmp_path, monkeypatch)
+    config = home.dagster_home / "dagster.yaml"
+    pooled_yaml = config.read_text()
+    config.write_text(f"storage:\n  sqlite:\n    base_dir: {home.dagster_home}\n")  # Dagster's own, same folders
+    with DagsterInstance.get() as instance:
+        assert type(instance.event_log_storage) is not PooledSqliteEventLogStorage
+        old_run = hello_job.execute_in_process(instance=instance).run_id
+    config.write_text(pooled_yaml)
+    with DagsterInstance.get() as instance:
+        assert isinstance(instance.run_storage, PooledSqliteRunStorage)
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        assert instance.get_run_by_id(old_run).is_success
+        assert any(e.user_message == "hello from the op" for e in instance.all_logs(old_run))
+        new_run = hello_job.execute_in_process(instance=instance).run_id
+    config.write_text(f"storage:\n  sqlite:\n    base_dir: {home.dagster_home}\n")  # and back again
+    with DagsterInstance.get() as instance:
+        assert {r.run_id for r in instance.get_runs()} == {old_run, new_run}
+        assert any(e.user_message == "hello from the op" for e in instance.all_logs(new_run))
+
+
+def test_the_local_instance_names_the_pooled_storage_in_its_own_folder(tmp_path, monkeypatch):
+    """The storage's folder is written into ``dagster.yaml``, so the instance opens from its folder alone
+    (``DagsterInstance.from_config``, no ``DAGSTER_HOME``), and a moved home is pointed at its new place."""
+    home = local_home(tmp_path, monkeypatch)
+    monkeypatch.delenv("DAGSTER_HOME")
+    with DagsterInstance.from_config(str(home.dagster_home)) as instance:
+        assert isinstance(instance.run_storage, PooledSqliteRunStorage)
+        run_id = hello_job.execute_in_process(instance=instance).run_id
+    moved = CalmOpsHome(tmp_path / "moved")
+    (tmp_path / "home").rename(moved.root)
+    prepare_instance(moved)
+    config = yaml.safe_load((moved.dagster_home / "dagster.yaml").read_text())
+    assert config["storage"]["custom"]["config"]["base_dir"] == str(moved.dagster_home.resolve())
+    with DagsterInstance.from_config(str(moved.dagster_home)) as instance:
+        assert instance.get_run_by_id(run_id).is_success
+
+
+def test_threads_write_runs_events_and_partitions_through_shared_engines(tmp_path, monkeypatch):
+    """As the daemon's sensor threads do: runs, events and dynamic partitions written from several threads
+    at once (each thread's statements on connections the engines hand out one thread at a time)."""
+    local_home(tmp_path, monkeypatch)
+    errors, run_ids = [], []
+    with DagsterInstance.get() as instance:
+        def work(worker: int):
+            try:
+                for n in range(5):
+                    run = instance.create_run_for_job(hello_job, tags={"worker": str(worker)})
+                    instance.report_engine_event(f"worker {worker} run {n}", run)
+                    instance.add_dynamic_partitions("threads", [f"{worker}-{n}"])
+                    assert instance.has_dynamic_partition("threads", f"{worker}-{n}")
+                    run_ids.append(run.run_id)
+            except Exception as exc:  # noqa: BLE001 - the assertion below reports it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert len(set(run_ids)) == 20 and len(instance.get_runs()) == 20
+        assert len(instance.get_dynamic_partitions("threads")) == 20
+        logs = {run_id: [e.message for e in instance.all_logs(run_id)] for run_id in run_ids}
+        assert all(any(m.startswith("worker ") for m in messages) for messages in logs.values()), logs
+
+
+def test_a_forked_child_makes_its_own_engine(tmp_path):
+    engines = EnginesByDatabase()
+    conn_string = f"sqlite:///{tmp_path / 'a.db'}"
+    parent_engine = engines.get(conn_string)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new engine, and the parent's is left alone
+        child_engine = engines.get(conn_string)
+        os.write(write, b"new" if child_engine is not parent_engine else b"same")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 10) == b"new"
+    assert engines.get(conn_string) is parent_engine
+
+
+def test_the_event_log_keeps_engines_for_the_most_recent_run_databases(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_storage, "MAX_EVENT_LOG_ENGINES", 3)
+    storage = PooledSqliteEventLogStorage(str(tmp_path / "events"))
+    for run in range(5):
+        with storage.run_connection(f"run{run}"):
+            pass
+    kept = list(storage._engines._engines)
+    assert len(kept) == 3
+    assert kept[-1].endswith("run4.db") and not any(k.endswith("run0.db") for k in kept)
+    storage.wipe()
+    assert not list((tmp_path / "events").glob("run*.db"))
+    with storage.run_connection("run9"):  # usable after the wipe
+        pass
+    storage.dispose()
