@@ -5,7 +5,8 @@ at every ``--drift-every``-th block, so some blocks train a challenger). Three m
 
 1. **in-process** (the floor): the pipeline's job executed with ``execute_in_process`` block after block,
    as ``calmops run`` does; per-block compute = the run's wall time, and the time to the ``drift_report``
-   materialization.
+   materialization. Its baseline: the first ``--storage-baseline-blocks`` blocks again on a home whose
+   instance has Dagster's own ``storage: sqlite`` instead of the pooled storage ``calmops`` writes.
 2. **dagster dev** (what a user gets): ``calmops dev`` on a fresh home (webserver, daemon, file sensor, run
    queue, the warm run launcher: one process per run, forked from a warm one), the pipeline's default
    ``executor: in_process``. Each block file is written beside ``data_dir`` and renamed into it (it lands
@@ -19,7 +20,8 @@ at every ``--drift-every``-th block, so some blocks train a challenger). Three m
    server spawns a fresh Python process per run): the same on a second home, on ``--baseline-blocks`` blocks.
 
     python benchmarks/ingest_bench.py [--blocks 10] [--rows 10000] [--features 16] [--interval 5]
-                                      [--settle 2] [--baseline-blocks 3] [--in-process-only]
+                                      [--settle 2] [--baseline-blocks 3] [--storage-baseline-blocks 3]
+                                      [--in-process-only]
 
 The in-process lines also give each step's seconds (STEP_START to STEP_SUCCESS in the run's events).
 """
@@ -86,9 +88,12 @@ def land(frame, data_dir: Path, block: int) -> float:
     return time.time()
 
 
-def in_process(frames, args, root: Path) -> tuple[list[float], list[float]]:
-    """Per-block wall time of ``execute_in_process`` and its time to the drift_report materialization."""
-    os.environ["CALMOPS_HOME"] = str(root / "home_in_process")
+def in_process(frames, args, root: Path, storage: str = "pooled") -> tuple[list[float], list[float]]:
+    """Per-block wall time of ``execute_in_process`` and its time to the drift_report materialization.
+
+    ``storage``: ``pooled``, the local instance as ``calmops`` writes it, or ``dagster``, the same instance
+    on Dagster's own ``storage: sqlite`` (an engine per statement): the baseline of the pooled storage."""
+    os.environ["CALMOPS_HOME"] = str(root / f"home_in_process_{storage}")
     from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
 
     from calmops_dagster.orchestration.instance import prepare_instance
@@ -102,7 +107,14 @@ def in_process(frames, args, root: Path) -> tuple[list[float], list[float]]:
 
     home = CalmOpsHome.from_env()
     prepare_instance(home)
-    data_dir = root / "data_in_process"
+    if storage == "dagster":
+        import yaml
+
+        config = home.dagster_home / "dagster.yaml"
+        raw = yaml.safe_load(config.read_text())
+        raw["storage"] = {"sqlite": {"base_dir": str(home.dagster_home)}}
+        config.write_text(yaml.safe_dump(raw))
+    data_dir = root / f"data_in_process_{storage}"
     data_dir.mkdir()
     compute_only = argparse.Namespace(**{**vars(args), "settle": 0})  # a landed file is read at once
     spec = parse_spec(pipeline_raw("bench", data_dir, compute_only, "in_process"), home.spec_path("bench"))
@@ -123,7 +135,7 @@ def in_process(frames, args, root: Path) -> tuple[list[float], list[float]]:
                 asset_key=AssetKey(["bench", "drift_report"]), asset_partitions=[str(block)]), limit=1).records[0]
             to_report.append(record.timestamp - started_wall)
             steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in step_seconds(instance, result.run_id))
-            print(f"  in-process   block {block:2}: run {walls[-1]:5.1f} s, drift report {to_report[-1]:5.1f} s after "
+            print(f"  in-process, {storage} storage, block {block:2}: run {walls[-1]:5.1f} s, drift report {to_report[-1]:5.1f} s after "
                   f"its start ({steps}); {load()}", flush=True)
     return walls[1:], to_report[1:]
 
@@ -221,6 +233,8 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=2.0, help="sensor.settle_seconds")
     parser.add_argument("--baseline-blocks", type=int, default=3, help="measured blocks of the baseline, "
                         "Dagster's default run launcher (0: skip it)")
+    parser.add_argument("--storage-baseline-blocks", type=int, default=3, help="measured in-process blocks on "
+                        "Dagster's own SQLite storage, the pooled storage's baseline (0: skip it)")
     parser.add_argument("--in-process-only", action="store_true", help="measure the in-process runs only")
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes and dagster dev's log")
     args = parser.parse_args()
@@ -229,6 +243,8 @@ def main() -> None:
     frames = make_blocks(args.blocks + 1, args.rows, args.features, args.drift_every)
     try:
         walls, to_report = in_process(frames, args, root)
+        storage_walls = (in_process(frames[:args.storage_baseline_blocks + 1], args, root, "dagster")[0]
+                         if args.storage_baseline_blocks else [])
         dev = {}
         if not args.in_process_only:
             dev["warm"] = through_dagster_dev(frames, args, root, "warm")
@@ -243,6 +259,12 @@ def main() -> None:
     print(f"{'':60} {'median':>6} {'max':>6}")
     print(f"{'in-process: per-block compute (whole run)':60} {describe(walls)}")
     print(f"{'in-process: run start -> drift report':60} {describe(to_report)}")
+    if storage_walls:
+        label = "in-process, Dagster's SQLite storage: per-block compute"
+        print(f"{label:60} {describe(storage_walls)}")
+        comparable = walls[:len(storage_walls)]  # the same blocks
+        print(f"Dagster's SQLite storage / pooled storage, per-block compute on the same {len(comparable)} blocks "
+              f"(median): {statistics.median(storage_walls) / statistics.median(comparable):.2f}x")
     for launcher, timings in dev.items():
         if not timings["to drift report"]:
             continue
