@@ -46,4 +46,16 @@ def test_python_logger_for_code_outside_runs(tmp_path):
     for handler in log.handlers:
         handler.flush()
     assert tail_lines(home, "solo", 5)[-1].endswith("INFO served by the prediction server")
-    assert logging.getLogger("calmops.pipeline.solo") is log
+    assert pipeline_logger(home, "solo") is log
+
+
+def test_a_pipeline_of_the_same_name_in_another_home_writes_to_its_own_file_only(tmp_path):
+    first, second = CalmOpsHome(tmp_path / "first"), CalmOpsHome(tmp_path / "second")
+    pipeline_logger(first, "demo").info("a line of the first home")
+    pipeline_logger(second, "demo").info("a line of the second home")
+    for handler in logging.getLogger().manager.loggerDict.values():
+        for h in getattr(handler, "handlers", []):
+            h.flush()
+    assert tail_lines(first, "demo", 5) and tail_lines(first, "demo", 5)[-1].endswith("a line of the first home")
+    assert tail_lines(second, "demo", 5)[-1].endswith("a line of the second home")
+    assert len(tail_lines(first, "demo", 5)) == 1 and len(tail_lines(second, "demo", 5)) == 1

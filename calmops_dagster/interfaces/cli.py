@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from calmops_dagster.errors import CalmOpsError
@@ -78,8 +79,11 @@ def _warn_without_key(home: CalmOpsHome) -> None:
               f"{KEY_HOWTO}", file=sys.stderr)
 
 
+@contextmanager
 def _pipeline_runtime(home: CalmOpsHome, name: str):
-    """The spec and resolved job of one pipeline, and the shared Dagster instance."""
+    """The spec and resolved job of one pipeline, and the local Dagster instance, open for the ``with``
+    block: the job is resolved inside it (against that instance's state) and its storage connections are
+    closed at the end."""
     from dagster import DagsterInstance, Definitions
 
     from calmops_dagster.orchestration.instance import prepare_instance
@@ -89,8 +93,9 @@ def _pipeline_runtime(home: CalmOpsHome, name: str):
 
     prepare_instance(home)
     spec = load_spec(home.spec_path(_checked_name(home, name)))
-    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
-    return spec, defs.resolve_job_def(job_name(spec)), DagsterInstance.get()
+    with DagsterInstance.get() as instance:
+        defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+        yield spec, defs.resolve_job_def(job_name(spec)), instance
 
 
 def cmd_run(args, home: CalmOpsHome) -> int:
@@ -100,8 +105,8 @@ def cmd_run(args, home: CalmOpsHome) -> int:
     from calmops_dagster.store.model_store import ModelStore
 
     name = _checked_name(home, args.name)
-    with pipeline_lock(home.pipeline_dir(name), name, wait=args.wait), StopSignals() as stop:
-        spec, job, instance = _pipeline_runtime(home, name)
+    with (pipeline_lock(home.pipeline_dir(name), name, wait=args.wait), StopSignals() as stop,
+          _pipeline_runtime(home, name) as (spec, job, instance)):
         metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
         _print_registered(spec.name, register_new_blocks(instance, spec, metrics, models, log))
         results = run_pending(instance, spec, job, metrics, stop=stop)
@@ -248,30 +253,30 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
     from calmops_dagster.store.model_store import ModelStore
 
     name = _checked_name(home, args.name)
-    spec, job, instance = _pipeline_runtime(home, name)
-    metrics = MetricsStore(home.metrics_db)
-    close_breaker(metrics, spec)
-    print(f"{name}: circuit breaker closed")
-    client = control.running_dagster(args.dagster_host, args.dagster_port)
-    location = control.find_location(client, name) if client else None
-    if location is not None:
-        for line in control.start_instigators_graphql(client, location, name, spec.schedule is not None):
+    with _pipeline_runtime(home, name) as (spec, job, instance):
+        metrics = MetricsStore(home.metrics_db)
+        close_breaker(metrics, spec)
+        print(f"{name}: circuit breaker closed")
+        client = control.running_dagster(args.dagster_host, args.dagster_port)
+        location = control.find_location(client, name) if client else None
+        if location is not None:
+            for line in control.start_instigators_graphql(client, location, name, spec.schedule is not None):
+                print(f"{name}: {line}")
+            _print_registered(name, register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log))
+            blocks = pending_blocks(instance, spec, metrics=metrics)
+            run_ids = control.submit_block_runs(client, location, name, job_name(spec), blocks)
+            print(f"{name}: {len(run_ids)} run(s) submitted to dagster dev for pending block(s) {', '.join(blocks)}"
+                  if run_ids else f"{name}: nothing pending")
+            return 0
+        if client is not None:
+            print(f"{name}: dagster dev answers but does not know this pipeline (reload its code location?); "
+                  "running locally", file=sys.stderr)
+        for line in control.start_instigators_local(instance, name, spec.schedule is not None):
             print(f"{name}: {line}")
-        _print_registered(name, register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log))
-        blocks = pending_blocks(instance, spec, metrics=metrics)
-        run_ids = control.submit_block_runs(client, location, name, job_name(spec), blocks)
-        print(f"{name}: {len(run_ids)} run(s) submitted to dagster dev for pending block(s) {', '.join(blocks)}"
-              if run_ids else f"{name}: nothing pending")
-        return 0
-    if client is not None:
-        print(f"{name}: dagster dev answers but does not know this pipeline (reload its code location?); "
-              "running locally", file=sys.stderr)
-    for line in control.start_instigators_local(instance, name, spec.schedule is not None):
-        print(f"{name}: {line}")
-    with pipeline_lock(home.pipeline_dir(name), name, wait=True), StopSignals() as stop:
-        _print_registered(name, register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)),
-                                                     log))
-        return _report_results(spec, run_pending(instance, spec, job, metrics, stop=stop), stop, instance, metrics)
+        with pipeline_lock(home.pipeline_dir(name), name, wait=True), StopSignals() as stop:
+            _print_registered(name, register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)),
+                                                         log))
+            return _report_results(spec, run_pending(instance, spec, job, metrics, stop=stop), stop, instance, metrics)
 
 
 def _parse_updates(items: list[str]) -> list[tuple[str, object]]:
@@ -343,43 +348,43 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
     from calmops_dagster.store.metrics_store import MetricsStore
     from resources import build_resources
 
-    spec, _, instance = _pipeline_runtime(home, args.name)
-    if spec.prediction_only:
-        raise CalmOpsError(f"'{spec.name}' is prediction-only: it has no decisions to re-evaluate")
-    changes = dict(_parse_updates(args.changes)) if args.changes else {}
-    for option in ("blocks", "against"):  # REMAINDER also swallows these options after NAME
-        if option in changes:
-            setattr(args, option, str(changes.pop(option)))
-    metrics = MetricsStore(home.metrics_db)
-    processed = metrics.query("SELECT DISTINCT block FROM drift_summary WHERE pipeline = ?", [spec.name])
-    blocks = select_blocks(args.blocks, processed["block"].tolist())
-    if not blocks:
-        raise CalmOpsError(f"'{spec.name}' has no processed block to re-evaluate")
-    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
-    job = defs.resolve_job_def(reevaluation_job_name(spec))
-    against = "" if args.against in (None, "then") else args.against
-    reevaluation_id, results = run_reevaluation(instance, spec, job, blocks, against, changes)
-    print(f"{spec.name}: re-evaluation {reevaluation_id} of block(s) {', '.join(blocks)} "
-          f"(against {args.against or 'the champion of the time'}; changes {changes or 'none'})")
-    rows = metrics.query("SELECT * FROM reevaluation_summary WHERE pipeline = ? AND reevaluation_id = ?",
-                         [spec.name, reevaluation_id]).set_index("block")
-    failed = 0
-    for block, outcome in results:
-        if not outcome.success or block not in rows.index:
-            failed += 1
-            errors = [e.step_failure_data.error.message.strip() for e in outcome.all_events if e.is_step_failure]
-            print(f"block {block}: FAILED: {'; '.join(errors) or 'failed'}")
-            continue
-        row = rows.loc[block]
+    with _pipeline_runtime(home, args.name) as (spec, _, instance):
+        if spec.prediction_only:
+            raise CalmOpsError(f"'{spec.name}' is prediction-only: it has no decisions to re-evaluate")
+        changes = dict(_parse_updates(args.changes)) if args.changes else {}
+        for option in ("blocks", "against"):  # REMAINDER also swallows these options after NAME
+            if option in changes:
+                setattr(args, option, str(changes.pop(option)))
+        metrics = MetricsStore(home.metrics_db)
+        processed = metrics.query("SELECT DISTINCT block FROM drift_summary WHERE pipeline = ?", [spec.name])
+        blocks = select_blocks(args.blocks, processed["block"].tolist())
+        if not blocks:
+            raise CalmOpsError(f"'{spec.name}' has no processed block to re-evaluate")
+        defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+        job = defs.resolve_job_def(reevaluation_job_name(spec))
+        against = "" if args.against in (None, "then") else args.against
+        reevaluation_id, results = run_reevaluation(instance, spec, job, blocks, against, changes)
+        print(f"{spec.name}: re-evaluation {reevaluation_id} of block(s) {', '.join(blocks)} "
+              f"(against {args.against or 'the champion of the time'}; changes {changes or 'none'})")
+        rows = metrics.query("SELECT * FROM reevaluation_summary WHERE pipeline = ? AND reevaluation_id = ?",
+                             [spec.name, reevaluation_id]).set_index("block")
+        failed = 0
+        for block, outcome in results:
+            if not outcome.success or block not in rows.index:
+                failed += 1
+                errors = [e.step_failure_data.error.message.strip() for e in outcome.all_events if e.is_step_failure]
+                print(f"block {block}: FAILED: {'; '.join(errors) or 'failed'}")
+                continue
+            row = rows.loc[block]
 
-        def verdict(drift, retrain):
-            return f"{'drift' if drift else 'no drift'}, {'retrain' if retrain else 'no retrain'}"
-        print(f"block {block}: was {verdict(row['original_drift_detected'], row['original_retrain'])} "
-              f"(against {row['original_reference_version']}); now {verdict(row['drift_detected'], row['retrain'])}"
-              f" against {row['against']} (share {row['drift_share']:.2f}): {row['reason']}")
-    print(f"rows in reevaluation_summary / reevaluation_results (reevaluation_id = '{reevaluation_id}'); "
-          "the original decisions are unchanged")
-    return 1 if failed else 0
+            def verdict(drift, retrain):
+                return f"{'drift' if drift else 'no drift'}, {'retrain' if retrain else 'no retrain'}"
+            print(f"block {block}: was {verdict(row['original_drift_detected'], row['original_retrain'])} "
+                  f"(against {row['original_reference_version']}); now {verdict(row['drift_detected'], row['retrain'])}"
+                  f" against {row['against']} (share {row['drift_share']:.2f}): {row['reason']}")
+        print(f"rows in reevaluation_summary / reevaluation_results (reevaluation_id = '{reevaluation_id}'); "
+              "the original decisions are unchanged")
+        return 1 if failed else 0
 
 
 def _reload_code_location(control, args, name: str) -> None:

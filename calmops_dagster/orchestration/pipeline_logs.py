@@ -20,6 +20,7 @@ writers in several processes interleave whole lines.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import logging.handlers
 import threading
@@ -59,11 +60,15 @@ def file_handler(path: Path) -> logging.Handler:
 
 
 def pipeline_logger(home: CalmOpsHome, name: str, level: int = logging.INFO) -> logging.Logger:
-    """A python logger writing to the pipeline's log file (also usable outside Dagster runs)."""
-    log = logging.getLogger(f"calmops.pipeline.{name}")
+    """A python logger writing to the pipeline's log file (also usable outside Dagster runs).
+
+    One logger per log file, not per pipeline name: a process that runs a pipeline of one home and then a
+    pipeline of the same name in another home writes each one's lines to its own file only."""
+    path = logs_dir(home, name) / LOG_FILE
+    log = logging.getLogger(f"calmops.pipeline.{name}.{hashlib.sha256(str(path).encode()).hexdigest()[:12]}")
     log.setLevel(level)
     log.propagate = False
-    handler = file_handler(logs_dir(home, name) / LOG_FILE)
+    handler = file_handler(path)
     if handler not in log.handlers:
         log.addHandler(handler)
     return log
