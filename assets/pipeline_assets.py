@@ -272,7 +272,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         if report is not None:
             manifest, reference = store.manifest(champion), store.reference(champion)
             history = db.query("SELECT block, drift_share, n_drifted, drift_detected FROM drift_summary "
-                               "WHERE pipeline = ?", [spec.name])
+                               "WHERE pipeline = ?", [spec.name], pipeline=spec.name)
             history = history.iloc[[i for i in _block_order(history["block"])]]
             features = manifest["features"]
             path = write_drift_report_html(

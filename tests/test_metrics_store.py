@@ -150,6 +150,32 @@ def test_compaction_merges_segments_and_keeps_tables_and_history(store):
         == [[0.9]]
 
 
+def test_a_query_for_one_pipeline_reads_only_its_segments_and_answers_as_the_whole_store(store, monkeypatch):
+    """``pipeline=``: the same rows for that pipeline, its history too, typed columns when it has no rows,
+    and no other pipeline's segment opened."""
+    for pipeline in ("a", "b", "c d/é"):
+        for block in ("1", "2"):
+            store.replace_block_rows("drift_results", pipeline, block, drift_rows(2, 0.1))
+        store.replace_block_rows("drift_results", pipeline, "1", drift_rows(3, 0.2))
+    store.append_rows("quarantine", [{"pipeline": "c d/é", "file": "x.csv", "reason": "bad"}])
+    for pipeline in ("a", "c d/é"):
+        for sql in ("SELECT * FROM drift_results WHERE pipeline = ? ORDER BY ALL",
+                    "SELECT * FROM drift_results_history WHERE pipeline = ? ORDER BY ALL",
+                    "SELECT * FROM quarantine WHERE pipeline = ? ORDER BY ALL"):
+            pd.testing.assert_frame_equal(store.query(sql, [pipeline], pipeline=pipeline), store.query(sql, [pipeline]))
+    assert set(store.query("SELECT pipeline FROM drift_results", pipeline="a")["pipeline"]) == {"a"}
+    empty = store.query("SELECT * FROM drift_results", pipeline="never-ran")
+    assert empty.empty and list(empty.columns) == columns("drift_results")
+
+    read = []
+    real = MetricsStore._segments
+    monkeypatch.setattr(MetricsStore, "_segments",
+                        lambda self, table, pipeline: read.append(real(self, table, pipeline)) or read[-1])
+    store.rows("SELECT count(*) AS n FROM drift_results WHERE pipeline = ?", ["a"], pipeline="a")
+    listed = next(files for files in read if "/drift_results/" in files and "**" not in files)
+    assert "/drift_results/a/" in listed and "/b/" not in listed and "c%20d" not in listed
+
+
 def test_a_database_of_the_single_file_design_is_migrated(tmp_path):
     path = tmp_path / "metrics.duckdb"
     with duckdb.connect(str(path)) as con:
@@ -163,6 +189,8 @@ def test_a_database_of_the_single_file_design_is_migrated(tmp_path):
     frame = store.query("SELECT pipeline, block, decision FROM promotions ORDER BY pipeline, block")
     assert frame.values.tolist() == [["a", "1", "promote"], ["a", "2", "reject"], ["b", "1", "promote"]]
     assert len(store.query("SELECT * FROM quarantine")) == 1
+    assert store.query("SELECT block, decision FROM promotions ORDER BY block", pipeline="a").values.tolist() == [
+        ["1", "promote"], ["2", "reject"]]
     with duckdb.connect(str(path), read_only=True) as con:
         kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
     assert {kinds[t] for t in SCHEMA} == {"VIEW"}

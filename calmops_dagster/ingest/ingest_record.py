@@ -59,9 +59,9 @@ def load_index(metrics: MetricsStore, pipeline: str) -> tuple[dict[str, dict], d
     before the first)."""
     files = metrics.query("SELECT file, size, mtime_ns, content_hash, status, schema, seen_at FROM data_files "
                           "WHERE pipeline = ? QUALIFY row_number() OVER (PARTITION BY file ORDER BY seen_at DESC) "
-                          "= 1 ORDER BY seen_at", [pipeline])
+                          "= 1 ORDER BY seen_at", [pipeline], pipeline=pipeline)
     versions = metrics.query("SELECT content_hash, any_value(file) AS file FROM block_files WHERE pipeline = ? "
-                             "GROUP BY content_hash", [pipeline])
+                             "GROUP BY content_hash", [pipeline], pipeline=pipeline)
     index = {row.file: {"size": int(row.size), "mtime_ns": int(row.mtime_ns), "sha256": row.content_hash,
                         "status": row.status, "schema": row.schema} for row in files.itertuples()}
     owners = dict(zip(versions["content_hash"], versions["file"], strict=True))
@@ -93,13 +93,14 @@ def current_rows(metrics: MetricsStore, spec: PipelineSpec, block: str | None = 
     where, params = ("AND block = ?", [block]) if block is not None else ("", [])
     if spec.type == "stream":
         return metrics.query("SELECT DISTINCT block, file, content_hash, rows FROM block_files "
-                             f"WHERE pipeline = ? {where} ORDER BY block, file", [spec.name, *params])
+                             f"WHERE pipeline = ? {where} ORDER BY block, file", [spec.name, *params],
+                             pipeline=spec.name)
     return metrics.query(
         "WITH rec AS (SELECT * FROM block_files WHERE pipeline = ?), "
         "latest AS (SELECT file, arg_max(content_hash, seq) AS sha FROM rec GROUP BY file) "
         "SELECT DISTINCT r.block, r.file, r.content_hash, r.rows FROM rec r JOIN latest l "
         f"ON r.file = l.file AND r.content_hash = l.sha WHERE true {where.replace('block', 'r.block')} "
-        "ORDER BY r.block, r.file, r.content_hash", [spec.name, *params])
+        "ORDER BY r.block, r.file, r.content_hash", [spec.name, *params], pipeline=spec.name)
 
 
 def _source_name(scan: ScanResult, inspection) -> str:
@@ -135,16 +136,17 @@ def ingest_data_dir(spec: PipelineSpec, metrics: MetricsStore, pipeline_dir: Pat
                          pieces=pieces_dir(pipeline_dir))
     if scan.index or scan.ready:
         last = metrics.query("SELECT coalesce(max(seq), 0) AS seq FROM block_files WHERE pipeline = ?",
-                             [spec.name])["seq"].iloc[0]
+                             [spec.name], pipeline=spec.name)["seq"].iloc[0]
         record_scan(metrics, spec, scan, int(last) + 1)
     after = int(cursor.get("seq", 0))
     touched = metrics.query(  # blocks with a new version, and (block pipelines) those of replaced versions
         "SELECT block, max(seq) AS seq FROM block_files WHERE pipeline = ? AND "
         + ("seq > ?" if spec.type == "stream" else
            "file IN (SELECT file FROM block_files WHERE pipeline = ? AND seq > ?)")
-        + " GROUP BY block", [spec.name, after] if spec.type == "stream" else [spec.name, spec.name, after])
+        + " GROUP BY block", [spec.name, after] if spec.type == "stream" else [spec.name, spec.name, after],
+        pipeline=spec.name)
     newest = metrics.query("SELECT coalesce(max(seq), 0) AS seq FROM block_files WHERE pipeline = ?",
-                           [spec.name])["seq"].iloc[0]
+                           [spec.name], pipeline=spec.name)["seq"].iloc[0]
     arrived = list(scan.blocks())
     changed = [b for b in arrived if b in set(touched["block"])] + sorted(set(touched["block"]) - set(arrived))
     return Ingest(scan=scan, changed=changed, seq=max(after, int(newest)), versions=current_versions(metrics, spec))

@@ -356,7 +356,8 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
             if option in changes:
                 setattr(args, option, str(changes.pop(option)))
         metrics = MetricsStore(home.metrics_db)
-        processed = metrics.query("SELECT DISTINCT block FROM drift_summary WHERE pipeline = ?", [spec.name])
+        processed = metrics.query("SELECT DISTINCT block FROM drift_summary WHERE pipeline = ?", [spec.name],
+                                  pipeline=spec.name)
         blocks = select_blocks(args.blocks, processed["block"].tolist())
         if not blocks:
             raise CalmOpsError(f"'{spec.name}' has no processed block to re-evaluate")
@@ -367,7 +368,7 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
         print(f"{spec.name}: re-evaluation {reevaluation_id} of block(s) {', '.join(blocks)} "
               f"(against {args.against or 'the champion of the time'}; changes {changes or 'none'})")
         rows = metrics.query("SELECT * FROM reevaluation_summary WHERE pipeline = ? AND reevaluation_id = ?",
-                             [spec.name, reevaluation_id]).set_index("block")
+                             [spec.name, reevaluation_id], pipeline=spec.name).set_index("block")
         failed = 0
         for block, outcome in results:
             if not outcome.success or block not in rows.index:

@@ -77,15 +77,16 @@ def pipeline_overview(home: CalmOpsHome, name: str, metric: str, last_n: int = 1
     since = next((h for h in reversed(history) if h["version"] == champion), None)
     promotions = metrics.query(
         "SELECT block, decision, champion_after, reason, champion_score, challenger_score FROM promotions "
-        "WHERE pipeline = ? ORDER BY decided_at", [name])
+        "WHERE pipeline = ? ORDER BY decided_at", [name], pipeline=name)
     summary = metrics.query(
         "SELECT block, drift_detected, drift_share, n_drifted, n_tested, drifted_features, retrain, "
-        "performance_value FROM drift_summary WHERE pipeline = ? ORDER BY computed_at", [name])
+        "performance_value FROM drift_summary WHERE pipeline = ? ORDER BY computed_at", [name], pipeline=name)
     drifted = metrics.query(
         "SELECT feature, count(DISTINCT block) AS blocks, max(effect_size) AS max_effect FROM drift_results "
         "WHERE pipeline = ? AND drifted AND feature NOT LIKE '\\_\\_%' ESCAPE '\\' "
-        "GROUP BY feature ORDER BY blocks DESC, max_effect DESC LIMIT ?", [name, top_features])
-    processed = metrics.query("SELECT count(*) AS n FROM blocks WHERE pipeline = ?", [name])["n"].iloc[0]
+        "GROUP BY feature ORDER BY blocks DESC, max_effect DESC LIMIT ?", [name, top_features], pipeline=name)
+    processed = metrics.query("SELECT count(*) AS n FROM blocks WHERE pipeline = ?", [name],
+                              pipeline=name)["n"].iloc[0]
 
     last = summary.iloc[-1] if len(summary) else None
     last_block = str(promotions["block"].iloc[-1]) if len(promotions) else (

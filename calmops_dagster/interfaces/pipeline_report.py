@@ -68,21 +68,21 @@ def load_report_data(home: CalmOpsHome, name: str) -> dict[str, pd.DataFrame]:
     metrics = MetricsStore(home.metrics_db)
     data = {
         "drift": metrics.query("SELECT block, feature, test, statistic, p_value, effect_size, threshold, "
-                               "drifted, note FROM drift_results WHERE pipeline = ?", [name]),
-        "summary": metrics.query("SELECT * FROM drift_summary WHERE pipeline = ?", [name]),
+                               "drifted, note FROM drift_results WHERE pipeline = ?", [name], pipeline=name),
+        "summary": metrics.query("SELECT * FROM drift_summary WHERE pipeline = ?", [name], pipeline=name),
         "performance": metrics.query("SELECT block, model_version, role, evaluated_on, metric, value "
-                                     "FROM performance WHERE pipeline = ?", [name]),
+                                     "FROM performance WHERE pipeline = ?", [name], pipeline=name),
         "promotions": metrics.query("SELECT block, decision, champion_before, challenger, champion_after, reason, "
                                     "metric, champion_score, challenger_score, decided_at FROM promotions "
-                                    "WHERE pipeline = ? ORDER BY decided_at", [name]),
-        "blocks": metrics.query("SELECT block, rows, loaded_at FROM blocks WHERE pipeline = ?", [name]),
+                                    "WHERE pipeline = ? ORDER BY decided_at", [name], pipeline=name),
+        "blocks": metrics.query("SELECT block, rows, loaded_at FROM blocks WHERE pipeline = ?", [name], pipeline=name),
     }
     tables = set(metrics.query("SELECT table_name FROM information_schema.tables")["table_name"])
     data["reevaluations"] = (metrics.query(
         "SELECT reevaluation_id, block, against, changes, original_reference_version, original_drift_detected, "
         "drift_detected, original_retrain, retrain, drift_share, reason, computed_at FROM reevaluation_summary "
-        "WHERE pipeline = ? ORDER BY computed_at", [name]) if "reevaluation_summary" in tables else None)
-    data["breaker"] = (metrics.query("SELECT * FROM breaker_state WHERE pipeline = ?", [name])
+        "WHERE pipeline = ? ORDER BY computed_at", [name], pipeline=name) if "reevaluation_summary" in tables else None)
+    data["breaker"] = (metrics.query("SELECT * FROM breaker_state WHERE pipeline = ?", [name], pipeline=name)
                        if "breaker_state" in tables else None)
     return data
 

@@ -215,7 +215,7 @@ def predict_payload(champion: Champion, frame: pd.DataFrame) -> dict:
 
 # ---- the app -------------------------------------------------------------------------------------------
 def _latest_row(store: MetricsStore, sql: str, name: str) -> dict | None:
-    frame = store.query(sql, [name])
+    frame = store.query(sql, [name], pipeline=name)
     if frame.empty:
         return None
     row = frame.iloc[0].to_dict()

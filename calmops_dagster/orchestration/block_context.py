@@ -59,7 +59,8 @@ def _clean(value):
 
 def read_context(metrics: MetricsStore, spec: PipelineSpec, block: str) -> BlockContext | None:
     """The recorded context of ``block``, or ``None`` when it has none yet."""
-    rows = metrics.query("SELECT * FROM block_context WHERE pipeline = ? AND block = ?", [spec.name, block])
+    rows = metrics.query("SELECT * FROM block_context WHERE pipeline = ? AND block = ?", [spec.name, block],
+                         pipeline=spec.name)
     if rows.empty:
         return None
     row = rows.iloc[0]

@@ -107,7 +107,7 @@ def build_reevaluation_job(spec: PipelineSpec):
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
         recorded = read_context(db, spec, block)
         original = db.query("SELECT reference_version, drift_detected, retrain FROM drift_summary "
-                            "WHERE pipeline = ? AND block = ?", [spec.name, block])
+                            "WHERE pipeline = ? AND block = ?", [spec.name, block], pipeline=spec.name)
         if original.empty:
             raise CalmOpsError(f"block {block} of '{spec.name}' was never processed: nothing to re-evaluate")
         first = original.iloc[0]

@@ -79,7 +79,8 @@ def record_bad_files(spec: PipelineSpec, bad, metrics: MetricsStore, log) -> Non
 
 def _already_quarantined(metrics: MetricsStore, spec: PipelineSpec, item) -> bool:
     rows = metrics.query("SELECT 1 FROM quarantine WHERE pipeline = ? AND file = ? AND content_hash IS NOT "
-                         "DISTINCT FROM ? AND moved_to IS NULL", [spec.name, str(item.path), item.sha256])
+                         "DISTINCT FROM ? AND moved_to IS NULL", [spec.name, str(item.path), item.sha256],
+                         pipeline=spec.name)
     return len(rows) > 0
 
 
@@ -262,7 +263,7 @@ def summarize_block(metrics: MetricsStore, spec: PipelineSpec, block: str) -> st
         "SELECT b.rows, s.drift_detected, s.drift_share, p.decision, p.champion_after, p.reason "
         "FROM blocks b LEFT JOIN drift_summary s USING (pipeline, block) "
         "LEFT JOIN promotions p USING (pipeline, block) WHERE b.pipeline = ? AND b.block = ?",
-        [spec.name, block],
+        [spec.name, block], pipeline=spec.name,
     )
     if rows.empty:
         return "no metrics recorded"

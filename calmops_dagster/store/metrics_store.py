@@ -188,6 +188,8 @@ BREAKER_RECENT_RUNS = 1000
 HISTORY = "_history"
 HIDDEN = "_seq VARCHAR, _row BIGINT, _tombstone BOOLEAN"
 SCHEMA_FILE = "_schema.parquet"
+#: The folder of each table holding the rows migrated from the single-file design, every pipeline's together.
+MIGRATED = "_migrated"
 CATALOG_VERSION_VIEW = "_catalog_version"
 #: Errors a reader meets when a compaction removes segments it had just listed; the query is retried.
 _VANISHED_MARKERS = ("no such file", "no files found", "cannot open file", "could not open file")
@@ -290,11 +292,24 @@ class MetricsStore:
 
     # --- layout and catalog --------------------------------------------------------------------------------
 
-    def _view_sql(self, view: str) -> str:
-        """The SELECT that makes the table (or ``<table>_history``) ``view`` out of the table's segments."""
+    def _segments(self, table: str, pipeline: str | None) -> str:
+        """What the views of ``table`` read: every segment (a glob), or with ``pipeline`` that pipeline's
+        segments only, listed: its own folder's, those migrated from the single-file design (every pipeline's
+        rows in one) and the schema file (typed columns for a pipeline with no rows yet)."""
+        root = self.data_dir.resolve() / table
+        if pipeline is None:
+            return _sql_text(str(root / "**" / "*.parquet"))
+        files = [root / SCHEMA_FILE, *(path for folder in (_part(pipeline), MIGRATED)
+                                       for path in (root / folder).rglob("*.parquet"))]
+        return "[" + ", ".join(_sql_text(str(path)) for path in files) + "]"
+
+    def _view_sql(self, view: str, pipeline: str | None = None) -> str:
+        """The SELECT that makes the table (or ``<table>_history``) ``view`` out of the table's segments (of
+        ``pipeline`` only, when given)."""
         table = view.removesuffix(HISTORY) if view.endswith(HISTORY) else view
-        files = _sql_text(str(self.data_dir.resolve() / table / "**" / "*.parquet"))
-        rows = f"SELECT DISTINCT ON (_seq, _row) * FROM read_parquet({files}, union_by_name = true)"
+        files = self._segments(table, pipeline)
+        only = "" if pipeline is None else f" WHERE pipeline = {_sql_text(pipeline)}"  # migrated rows: all pipelines'
+        rows = f"SELECT DISTINCT ON (_seq, _row) * FROM read_parquet({files}, union_by_name = true){only}"
         cols = ", ".join(columns(table))
         if table in APPEND_ONLY:
             return f"SELECT {cols} FROM ({rows})"
@@ -314,11 +329,12 @@ class MetricsStore:
         text = "\n".join([str(self.data_dir.resolve()), *(self._view_sql(v) for v in views())])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def create_views(self, con, temp: bool = False, tables=None) -> None:
-        """Create the views of ``tables`` (default: all, and the catalog version) in the connection ``con``."""
+    def create_views(self, con, temp: bool = False, tables=None, pipeline: str | None = None) -> None:
+        """Create the views of ``tables`` (default: all, and the catalog version) in the connection ``con``,
+        over ``pipeline``'s segments only when given."""
         kind = "TEMP VIEW" if temp else "VIEW"
         for table in tables or views():
-            con.execute(f"CREATE OR REPLACE {kind} {table} AS {self._view_sql(table)}")
+            con.execute(f"CREATE OR REPLACE {kind} {table} AS {self._view_sql(table, pipeline)}")
         con.execute(f"CREATE OR REPLACE {kind} {CATALOG_VERSION_VIEW} AS "
                     f"SELECT {_sql_text(self._catalog_version())} AS version")
 
@@ -380,7 +396,7 @@ class MetricsStore:
                 if table in SCHEMA:
                     frame = con.execute(f"SELECT * FROM {table}").df()
                     if len(frame):
-                        self._write_segment(table, frame, ("_migrated",), seq="0" * 20 + "-migrated")
+                        self._write_segment(table, frame, (MIGRATED,), seq="0" * 20 + "-migrated")
                 con.execute(f"DROP TABLE {table}")
             self.create_views(con)
 
@@ -509,33 +525,36 @@ class MetricsStore:
     # --- reading -------------------------------------------------------------------------------------------
 
     @contextmanager
-    def connect(self, sql: str | None = None):
+    def connect(self, sql: str | None = None, pipeline: str | None = None):
         """An in-memory DuckDB connection with the tables as views over the segments (no file is opened).
 
-        With ``sql``, only the tables it names get a view (binding a view lists its segments)."""
+        With ``sql``, only the tables it names get a view (binding a view lists its segments). With
+        ``pipeline``, the views hold that pipeline's rows only and read only its segments: a query about one
+        pipeline then costs what its own history costs, however many other pipelines the store holds."""
         if not self._schema_files_present():
             self._ensure_schema_files()
         named = [t for t in views() if sql and re.search(rf"\b{t}\b", sql, re.IGNORECASE)]
         with self._memory() as con:
-            self.create_views(con, temp=True, tables=named or None)
+            self.create_views(con, temp=True, tables=named or None, pipeline=pipeline)
             yield con
 
-    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
-        """Run a query over the tables and return a DataFrame; never waits for, nor fails on, a writer."""
+    def query(self, sql: str, params: list | None = None, pipeline: str | None = None) -> pd.DataFrame:
+        """Run a query over the tables (``pipeline``'s rows only, when given: see :meth:`connect`) and return
+        a DataFrame; never waits for, nor fails on, a writer."""
         for attempt in range(5):
             try:
-                with self.connect(sql) as con:
+                with self.connect(sql, pipeline) as con:
                     return con.execute(sql, params or []).df()
             except duckdb.IOException as exc:  # a compaction removed a segment between listing and reading
                 if not _is_error(exc, _VANISHED_MARKERS) or attempt == 4:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
-    def rows(self, sql: str, params: list | None = None) -> list[dict]:
+    def rows(self, sql: str, params: list | None = None, pipeline: str | None = None) -> list[dict]:
         """Like :meth:`query`, but rows as dicts and no pandas: for quick reads such as ``calmops list``."""
         for attempt in range(5):
             try:
-                with self.connect(sql) as con:
+                with self.connect(sql, pipeline) as con:
                     return _dicts(con.execute(sql, params or []))
             except duckdb.IOException as exc:  # a compaction removed a segment between listing and reading
                 if not _is_error(exc, _VANISHED_MARKERS) or attempt == 4:
@@ -569,7 +588,7 @@ class MetricsStore:
         try:
             return _state_from_row(_from_json(json.loads(self._breaker_head(pipeline).read_bytes())["state"]))
         except FileNotFoundError:
-            found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline])
+            found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline], pipeline=pipeline)
             return _state_from_row(found[0] if found else None)
 
     def update_breaker(self, pipeline: str, transition, *, run_id: str | None = None, block: str | None = None,
@@ -591,7 +610,7 @@ class MetricsStore:
         """
         self._ensure_ready()
         if run_id and self.rows("SELECT 1 FROM breaker_events WHERE pipeline = ? AND run_id = ?",
-                                [pipeline, run_id]):
+                                [pipeline, run_id], pipeline=pipeline):
             return self.breaker_state(pipeline), None
         outcome = {}
 
@@ -677,7 +696,7 @@ class MetricsStore:
         folder = as_location(folder)
         counts = {}
         for table in SCHEMA:
-            frame = self.query(f"SELECT * FROM {table} WHERE pipeline = ?", [pipeline])
+            frame = self.query(f"SELECT * FROM {table} WHERE pipeline = ?", [pipeline], pipeline=pipeline)
             buffer = io.BytesIO()
             frame.to_parquet(buffer, index=False)
             write_atomic(folder / f"{table}.parquet", buffer.getvalue())
@@ -695,7 +714,7 @@ class MetricsStore:
     def _drop_migrated_rows(self, pipeline: str) -> None:
         """Rows migrated from the single-file design share one segment per table: rewrite it without them."""
         for table in SCHEMA:
-            folder = self.data_dir / table / "_migrated"
+            folder = self.data_dir / table / MIGRATED
             for file in sorted(folder.glob("*.parquet")) if folder.exists() else []:
                 with self._memory() as con:
                     frame = con.execute("SELECT * FROM read_parquet(?) WHERE pipeline IS DISTINCT FROM ?",
