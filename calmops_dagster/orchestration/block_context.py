@@ -81,8 +81,8 @@ def write_context(metrics: MetricsStore, spec: PipelineSpec, block: str, run_id:
                   **changes) -> BlockContext:
     """Merge ``changes`` into the block's context (a new one when ``champion_version`` is given) and save
     it; return it."""
-    current = read_context(metrics, spec, block) or BlockContext()
-    if "champion_version" in changes or current.recorded_at is None:
+    current = None if "champion_version" in changes else read_context(metrics, spec, block)
+    if current is None or current.recorded_at is None:
         current = BlockContext(recorded_at=now_utc())
     for name, value in changes.items():
         setattr(current, name, value)
