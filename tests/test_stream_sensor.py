@@ -234,13 +234,17 @@ def test_schedule_requests_every_pending_block_in_order(home, tmp_path, block_fi
     with DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:  # schedules need an instance ref
         resources = {k: v for k, v in build_resources(home).items() if k in ("home", "metrics")}
 
-        def tick_context():
-            return build_schedule_context(instance=instance, scheduled_execution_time=tick, resources=resources)
+        def evaluate():
+            """One tick; the context is closed after it (it opens its own instance from the instance's ref,
+            which would otherwise be disposed at some later garbage collection, in another test)."""
+            with build_schedule_context(instance=instance, scheduled_execution_time=tick,
+                                        resources=resources) as context:
+                return schedule(context)
 
-        assert isinstance(schedule(tick_context()), SkipReason)
+        assert isinstance(evaluate(), SkipReason)
         for file in block_files[:3]:
             stamp(shutil.copy(file, data_dir), 60)
-        requests = schedule(tick_context())  # the schedule ingests data_dir itself, as the sensor does
+        requests = evaluate()  # the schedule ingests data_dir itself, as the sensor does
         assert [r.partition_key for r in requests] == ["1", "2", "3"]
         assert all(r.tags["calmops/pipeline"] == "sched" for r in requests)
         assert len({r.run_key for r in requests}) == 3
@@ -249,7 +253,7 @@ def test_schedule_requests_every_pending_block_in_order(home, tmp_path, block_fi
         for _ in range(MAX_SCHEDULED_ATTEMPTS):  # block 2 keeps failing: the schedule stops asking for it
             create_run_for_test(instance, job_name=job_name(spec), status=DagsterRunStatus.FAILURE,
                                 tags={"calmops/pipeline": "sched", "dagster/partition": "2"})
-        requests = schedule(tick_context())
+        requests = evaluate()
         assert [r.partition_key for r in requests] == ["1", "3"]
         assert pending_blocks(instance, spec) == ["1", "2", "3"]  # still pending for calmops relaunch / run
 
