@@ -77,13 +77,11 @@ def load_report_data(home: CalmOpsHome, name: str) -> dict[str, pd.DataFrame]:
                                     "WHERE pipeline = ? ORDER BY decided_at", [name], pipeline=name),
         "blocks": metrics.query("SELECT block, rows, loaded_at FROM blocks WHERE pipeline = ?", [name], pipeline=name),
     }
-    tables = set(metrics.query("SELECT table_name FROM information_schema.tables")["table_name"])
-    data["reevaluations"] = (metrics.query(
+    data["reevaluations"] = metrics.query(
         "SELECT reevaluation_id, block, against, changes, original_reference_version, original_drift_detected, "
         "drift_detected, original_retrain, retrain, drift_share, reason, computed_at FROM reevaluation_summary "
-        "WHERE pipeline = ? ORDER BY computed_at", [name], pipeline=name) if "reevaluation_summary" in tables else None)
-    data["breaker"] = (metrics.query("SELECT * FROM breaker_state WHERE pipeline = ?", [name], pipeline=name)
-                       if "breaker_state" in tables else None)
+        "WHERE pipeline = ? ORDER BY computed_at", [name], pipeline=name)
+    data["breaker"] = metrics.query("SELECT * FROM breaker_state WHERE pipeline = ?", [name], pipeline=name)
     return data
 
 
@@ -207,12 +205,10 @@ def build_pipeline_report(home: CalmOpsHome, name: str) -> str:
                     "against another champion and/or settings, beside the original decisions above</p>")
     reevaluations = data["reevaluations"]
     sections.append(_table(reevaluations.drop(columns=["computed_at"]))
-                    if reevaluations is not None and not reevaluations.empty
+                    if not reevaluations.empty
                     else "<p class='muted'>no re-evaluation yet</p>")
     sections.append("<h2>Circuit breaker</h2>")
-    breaker = data["breaker"]
-    sections.append(_table(breaker) if breaker is not None
-                    else "<p class='muted'>no breaker state recorded (no breaker_state table)</p>")
+    sections.append(_table(data["breaker"]))
     sections.append("<h2>Champion history</h2>" + _table(history))
 
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

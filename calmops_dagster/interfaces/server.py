@@ -238,9 +238,7 @@ def pipeline_status(home: CalmOpsHome, name: str) -> dict:
             "SELECT block, drift_detected, drift_share, n_drifted, drifted_features, performance_drop, retrain, "
             "reason, reference_version, computed_at FROM drift_summary WHERE pipeline = ? "
             "ORDER BY computed_at DESC LIMIT 1"), name)
-        tables = set(metrics.query("SELECT table_name FROM information_schema.tables")["table_name"])
-        out["breaker"] = (_latest_row(metrics, "SELECT * FROM breaker_state WHERE pipeline = ? LIMIT 1", name)
-                          if "breaker_state" in tables else None)
+        out["breaker"] = _latest_row(metrics, "SELECT * FROM breaker_state WHERE pipeline = ? LIMIT 1", name)
     except Exception as exc:  # noqa: BLE001 -- status must answer even when DuckDB is busy or old
         out["metrics_error"] = f"{type(exc).__name__}: {exc}"
     return out

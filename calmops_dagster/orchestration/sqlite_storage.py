@@ -69,45 +69,37 @@ class EnginesByDatabase:
 
     def dispose(self) -> None:
         with self._lock:
-            for engine in self._engines.values():
-                if self._pid == os.getpid():
+            if self._pid == os.getpid():  # a forked child leaves its parent's connections alone
+                for engine in self._engines.values():
                     engine.dispose()
             self._engines.clear()
 
 
-class PooledSqliteRunStorage(SqliteRunStorage):
+class _OneEnginePerProcess:
+    """For Dagster's single-database SQLite storages (``self._conn_string``): ``connect`` on one engine per
+    process instead of a new engine per statement."""
+
+    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None):
+        self._engines = EnginesByDatabase()
+        super().__init__(conn_string, inst_data)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self._engines.get(self._conn_string).connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engines.dispose()
+
+
+class PooledSqliteRunStorage(_OneEnginePerProcess, SqliteRunStorage):
     """Dagster's SQLite run storage (``runs.db``) on one engine per process."""
 
-    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None):
-        self._engines = EnginesByDatabase()
-        super().__init__(conn_string, inst_data)
 
-    @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        with self._engines.get(self._conn_string).connect() as conn, conn.begin():
-            yield conn
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._engines.dispose()
-
-
-class PooledSqliteScheduleStorage(SqliteScheduleStorage):
+class PooledSqliteScheduleStorage(_OneEnginePerProcess, SqliteScheduleStorage):
     """Dagster's SQLite schedule storage (``schedules.db``: sensor and schedule ticks) on one engine per
     process."""
-
-    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None):
-        self._engines = EnginesByDatabase()
-        super().__init__(conn_string, inst_data)
-
-    @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        with self._engines.get(self._conn_string).connect() as conn, conn.begin():
-            yield conn
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._engines.dispose()
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
