@@ -187,6 +187,48 @@ def test_metric_segments_in_s3_are_read_by_duckdb_without_httpfs(s3, tmp_path):
     assert ("httpfs",) not in loaded
 
 
+
+def test_duckdb_asks_s3_about_a_metric_segment_once_per_process(s3, tmp_path, monkeypatch):
+    """Segments are written once, so what a HEAD request said about one is kept: a repeated query sends no HEAD
+    at all. A schema file this process rewrites is asked about again, and deleting a pipeline's migrated rows
+    writes a new segment rather than changing one in place."""
+    from calmops_dagster.store.metrics_store import MIGRATED, SCHEMA_FILE, MetricsStore
+
+    data = StoragePath("s3", f"{BUCKET}/{uuid.uuid4().hex}/metrics")
+    store = MetricsStore(tmp_path / "metrics.duckdb", data_dir=data)
+    for block in ("1", "2"):
+        store.replace_block_rows("drift_results", "demo", block, [{"feature": "x1", "test": "ks", "statistic": 0.1}])
+    reader = storage.reader_filesystem(data)
+    heads, call_s3 = [], reader._call_s3
+
+    async def counting(method, *args, **kwargs):
+        if method == "head_object":
+            heads.append(kwargs["Key"])
+        return await call_s3(method, *args, **kwargs)
+
+    monkeypatch.setattr(reader, "_call_s3", counting)
+    sql = "SELECT count(*) AS n FROM drift_results"
+    assert store.query(sql, pipeline="demo")["n"].tolist() == [2]
+    assert len(heads) == len(set(heads))  # four look-ups by DuckDB per file, one request
+    asked = len(heads)
+    for _ in range(3):
+        assert store.query(sql, pipeline="demo")["n"].tolist() == [2]
+    assert len(heads) == asked
+
+    schema = data / "drift_results" / SCHEMA_FILE
+    store._write_parquet("drift_results", None, schema)
+    assert store.query(sql, pipeline="demo")["n"].tolist() == [2]
+    assert heads[asked:] == [schema.path.split("/", 1)[1]]  # the key, without the bucket
+
+    migrated = data / "drift_results" / MIGRATED / "old.parquet"
+    store._write_parquet("drift_results", pd.DataFrame([
+        {"pipeline": p, "block": "0", "feature": "x1", "test": "ks", "statistic": 0.3, "_seq": "0" * 20,
+         "_row": i, "_tombstone": False} for i, p in enumerate(("demo", "other"))]), migrated)
+    assert store.query(sql)["n"].tolist() == [4]
+    store.delete_pipeline_rows("demo")
+    assert store.query(sql)["n"].tolist() == [1]
+    assert not migrated.exists() and len(list((data / "drift_results" / MIGRATED).glob("*.parquet"))) == 1
+
 def _failure(state):
     """A breaker failure, with a widened window between reading the state and writing the next one."""
     from datetime import UTC, datetime

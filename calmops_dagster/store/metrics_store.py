@@ -87,6 +87,7 @@ from calmops_dagster.store.storage import (
     Location,
     StoragePath,
     as_location,
+    reader_filesystem,
     remove_tree,
     storage_root,
     update_atomically,
@@ -197,6 +198,8 @@ _VANISHED_MARKERS = ("no such file", "no files found", "cannot open file", "coul
 _LOCK_MARKERS = ("lock", "conflict", "could not set", "different configuration")
 #: (catalog, data folder) pairs this process has already checked (schema files and catalog current).
 _READY: set[tuple[str, str]] = set()
+#: Metric folders in object storage where this process has seen every table's schema file.
+_SCHEMA_FILES_SEEN: set[StoragePath] = set()
 _ENGINE: dict[int, duckdb.DuckDBPyConnection] = {}
 #: Per engine (process), the fsspec filesystem registered on it for each protocol.
 _REGISTERED: dict[int, dict[str, object]] = {}
@@ -222,11 +225,12 @@ def _memory(where: Location | None = None):
     with _ENGINE_LOCK:
         if pid not in _ENGINE:
             _ENGINE[pid], _REGISTERED[pid] = duckdb.connect(), {}
-        if isinstance(where, StoragePath) and _REGISTERED[pid].get(where.protocol) is not where.fs:
+        reader = reader_filesystem(where) if isinstance(where, StoragePath) else None
+        if reader is not None and _REGISTERED[pid].get(where.protocol) is not reader:
             if where.protocol in _REGISTERED[pid]:  # the client settings changed: another filesystem
                 _ENGINE[pid].unregister_filesystem(where.protocol)
-            _ENGINE[pid].register_filesystem(where.fs)
-            _REGISTERED[pid][where.protocol] = where.fs
+            _ENGINE[pid].register_filesystem(reader)
+            _REGISTERED[pid][where.protocol] = reader
         cursor = _ENGINE[pid].cursor()
     try:
         yield cursor
@@ -286,6 +290,8 @@ class MetricsStore:
             data_dir = storage_root(self.path.parent) / "metrics"
         self.data_dir = data_dir if isinstance(data_dir, StoragePath) else Path(data_dir)
         self.max_wait_seconds = max_wait_seconds
+        if isinstance(self.data_dir, StoragePath):  # segments are written once; _write_parquet says otherwise
+            reader_filesystem(self.data_dir).add_write_once_prefix(self.data_dir.path)
 
     def _memory(self):
         return _memory(self.data_dir)
@@ -360,9 +366,16 @@ class MetricsStore:
                 self._write_parquet(table, None, self.data_dir / table / SCHEMA_FILE)
 
     def _schema_files_present(self) -> bool:
-        if isinstance(self.data_dir, StoragePath):  # one listing rather than a request per table
-            return {p.parent.name for p in self.data_dir.glob(f"*/{SCHEMA_FILE}")} >= set(SCHEMA)
-        return all((self.data_dir / table / SCHEMA_FILE).exists() for table in SCHEMA)
+        """Whether every table has its schema file. In object storage the answer is asked once per process and
+        location (a listing of every table's folder, 16 requests): schema files are never deleted."""
+        if not isinstance(self.data_dir, StoragePath):
+            return all((self.data_dir / table / SCHEMA_FILE).exists() for table in SCHEMA)
+        if self.data_dir in _SCHEMA_FILES_SEEN:
+            return True
+        present = {p.parent.name for p in self.data_dir.glob(f"*/{SCHEMA_FILE}")} >= set(SCHEMA)
+        if present:
+            _SCHEMA_FILES_SEEN.add(self.data_dir)
+        return present
 
     def _ensure_ready(self) -> None:
         """Schema files in place and the catalog current (old single-file tables migrated first).
@@ -410,7 +423,7 @@ class MetricsStore:
             try:
                 con = duckdb.connect(str(self.path), read_only=read_only)
                 if isinstance(self.data_dir, StoragePath):  # the views read the segments through fsspec
-                    con.register_filesystem(self.data_dir.fs)
+                    con.register_filesystem(reader_filesystem(self.data_dir))
                 break
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 if not _is_error(exc, _LOCK_MARKERS) or time.monotonic() > deadline:
@@ -456,6 +469,7 @@ class MetricsStore:
                 con.execute(f"COPY segment TO {_sql_text(str(tmp))} (FORMAT parquet)")
             if remote:
                 write_atomic(path, tmp.read_bytes())
+                reader_filesystem(path).forget(path.path)  # a schema file rewritten by this process
             else:
                 os.replace(tmp, path)
         finally:
@@ -713,14 +727,17 @@ class MetricsStore:
         self._drop_migrated_rows(pipeline)
 
     def _drop_migrated_rows(self, pipeline: str) -> None:
-        """Rows migrated from the single-file design share one segment per table: rewrite it without them."""
+        """Rows migrated from the single-file design share one segment per table: write it again without them,
+        under a new name (segments are never rewritten in place: readers keep what they learnt about one), then
+        remove the old one. Until then a reader sees both, whose rows are the same ``(_seq, _row)`` once."""
         for table in SCHEMA:
             folder = self.data_dir / table / MIGRATED
             for file in sorted(folder.glob("*.parquet")) if folder.exists() else []:
                 with self._memory() as con:
                     frame = con.execute("SELECT * FROM read_parquet(?) WHERE pipeline IS DISTINCT FROM ?",
                                         [str(file), pipeline]).df()
-                self._write_parquet(table, frame, file)
+                self._write_parquet(table, frame, folder / f"{'0' * 20}-migrated-{uuid.uuid4().hex[:12]}.parquet")
+                file.unlink()
 
 
 def _dicts(cursor) -> list[dict]:

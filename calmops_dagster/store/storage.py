@@ -77,6 +77,19 @@ def _filesystem_of(protocol: str, pid: int, settings: tuple):
     return fsspec.filesystem(protocol, use_listings_cache=False, skip_instance_cache=True)
 
 
+def reader_filesystem(location: StoragePath):
+    """The filesystem DuckDB reads ``location``'s Parquet files through: like :attr:`StoragePath.fs`, but what
+    S3 said about a write-once object is kept (:mod:`calmops_dagster.store.write_once_reads`)."""
+    return _reader_of(location.protocol, os.getpid(), tuple(os.environ.get(k) for k in _CLIENT_ENV))
+
+
+@cache
+def _reader_of(protocol: str, pid: int, settings: tuple):
+    from calmops_dagster.store.write_once_reads import WriteOnceReadsS3
+
+    return WriteOnceReadsS3(use_listings_cache=False, skip_instance_cache=True)
+
+
 class StoragePath:
     """A file or prefix in object storage, with the ``pathlib`` methods the stores use.
 

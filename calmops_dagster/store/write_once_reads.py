@@ -1,0 +1,64 @@
+"""S3 for DuckDB's reads of metric segments: what a HEAD said about a write-once object is asked once.
+
+DuckDB reads a Parquet file through fsspec with four HEAD requests (its glob, ``open``, ``size`` and
+``modified`` each ask for the object's info) before the range GETs of its data, and it asks again in every
+query. A block's run makes about fifteen queries over the same segments, so on S3 most of its requests were
+HEADs of objects that cannot have changed: a metric segment is written once under a unique name and never
+rewritten (a compaction writes new segments and deletes the old). Its info is therefore kept for the life of
+the process, and a deleted segment fails its GET as before (the store's readers retry a query whose segment
+vanished).
+
+A table's ``_schema.parquet`` is rewritten only when it is missing or outdated, which each process checks
+once when it first opens the store (``MetricsStore._ensure_ready``); after that check its info is kept too.
+This filesystem is only handed to DuckDB: the stores' own listings, reads and writes keep using a filesystem
+without caches, so files that other processes write are always seen.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from s3fs import S3FileSystem
+
+#: How many objects' info a process keeps (a few hundred bytes each).
+MAX_KNOWN = 50_000
+
+
+class WriteOnceReadsS3(S3FileSystem):
+    """An :class:`s3fs.S3FileSystem` whose ``info`` of a Parquet object under a write-once prefix (see
+    :meth:`add_write_once_prefix`) is fetched once and then answered from memory."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._prefixes: set[str] = set()
+        self._known: OrderedDict[str, dict] = OrderedDict()
+        self._known_lock = threading.Lock()
+
+    def add_write_once_prefix(self, prefix: str) -> None:
+        """Declare the Parquet objects under ``prefix`` (bucket/key, no protocol) written once, never changed."""
+        self._prefixes.add(self._strip_protocol(prefix).rstrip("/") + "/")
+
+    def _write_once(self, name: str) -> bool:
+        return name.endswith(".parquet") and any(name.startswith(prefix) for prefix in self._prefixes)
+
+    async def _info(self, path, bucket=None, key=None, refresh=False, version_id=None):
+        name = self._strip_protocol(path)
+        if not refresh and version_id is None:
+            with self._known_lock:
+                known = self._known.get(name)
+                if known is not None:
+                    self._known.move_to_end(name)
+                    return dict(known)
+        info = await super()._info(path, bucket, key, refresh=refresh, version_id=version_id)
+        if info.get("type") == "file" and self._write_once(name):
+            with self._known_lock:
+                self._known[name] = dict(info)
+                while len(self._known) > MAX_KNOWN:
+                    self._known.popitem(last=False)
+        return info
+
+    def forget(self, path: str) -> None:
+        """Ask S3 again next time about ``path`` (this process rewrote or deleted it)."""
+        with self._known_lock:
+            self._known.pop(self._strip_protocol(path), None)
