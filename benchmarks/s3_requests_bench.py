@@ -1,0 +1,118 @@
+"""Requests each command sends to object storage, against a baseline of older code in the same run.
+
+A moto S3 server is started for each code version; a two-block pipeline is created with
+``CALMOPS_STORAGE_URL=s3://...`` and ``calmops run``, ``list``, ``sql``, ``report`` and ``delete`` are run
+(each in its own process, as a user runs them). The requests of each command are counted from moto's request
+log. A count, unlike a time against moto (in memory, on this machine), says what S3 itself would be asked.
+
+The baseline is the same commands on the code of a git revision (``--baseline-ref``, checked out into a
+temporary worktree and put first on ``PYTHONPATH``); it runs on this checkout's installed packages.
+
+    python benchmarks/s3_requests_bench.py [--baseline-ref 9e3e11c] [--rows 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+BUCKET, NAME = "calmops-bench", "s3bench"
+COMMANDS = {
+    "init": ["init", NAME, "--type", "block", "--data-dir", "{data}", "--target", "y", "--block-col", "block",
+             "--model", "sklearn.ensemble.RandomForestClassifier", "--param", "n_estimators=10",
+             "--param", "random_state=0"],
+    "run": ["run", NAME],
+    "list": ["list"],
+    "sql": ["sql", "SELECT block, rows FROM blocks ORDER BY block", "--format", "csv"],
+    "report": ["report", NAME],
+    "delete": ["delete", NAME, "--yes"],
+}
+#: A request line of moto's (werkzeug's) log: ``"GET /bucket/key HTTP/1.1" 200 -``.
+REQUEST = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) /')
+
+
+def count_requests(log: Path) -> int:
+    return sum(1 for line in log.read_text(errors="replace").splitlines() if REQUEST.search(line))
+
+
+def requests_per_command(code: Path, rows: int) -> dict[str, int]:
+    """Every command's request count, with ``code`` first on ``PYTHONPATH``."""
+    from live_processes import free_port, stop_group, wait_for
+
+    from generators.drifting_blocks import make_drifting_blocks
+    from generators.writer import write_blocks
+
+    work = Path(tempfile.mkdtemp(prefix="s3_requests_"))
+    data = work / "data"
+    data.mkdir()
+    old = time.time() - 60  # stable for the sensor's settle time
+    frame = make_drifting_blocks(n_blocks=2, rows_per_block=rows, drift_at=2, seed=3)
+    for path in write_blocks(frame, work / "staging", block_col="block"):
+        os.utime(shutil.copy(path, data), (old, old))
+    port, log = free_port(), work / "moto.log"
+    endpoint = f"http://127.0.0.1:{port}"
+    with open(log, "w") as out:
+        server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
+                                   str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint, "CALMOPS_HOME": str(work / "home"),
+           "CALMOPS_STORAGE_URL": f"s3://{BUCKET}/prefix", "PYTHONPATH": str(code)}
+    env.pop("DAGSTER_HOME", None)
+    try:
+        import boto3
+
+        def bucket_made():
+            try:
+                boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                             aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+                return True
+            except Exception:  # not answering yet
+                return False
+
+        wait_for(bucket_made, 60, "moto's S3 server", 0.2)
+        counts = {}
+        for command, argv in COMMANDS.items():
+            before = count_requests(log)
+            subprocess.run([sys.executable, "-m", "calmops_dagster.interfaces.cli",
+                            *[a.format(data=data) for a in argv]], env=env, cwd=code, check=True,
+                           capture_output=True)
+            counts[command] = count_requests(log) - before
+        return counts
+    finally:
+        stop_group(server)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline-ref", default="9e3e11c", help="git revision of the baseline's code")
+    parser.add_argument("--rows", type=int, default=150, help="rows per block")
+    args = parser.parse_args()
+    worktree = Path(tempfile.mkdtemp(prefix="s3_requests_baseline_")) / "code"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), args.baseline_ref],
+                   check=True, capture_output=True)
+    try:
+        baseline = requests_per_command(worktree, args.rows)
+        now = requests_per_command(ROOT, args.rows)
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
+    print(f"requests to S3 per command (moto's log), 2 blocks of {args.rows} rows")
+    print(f"{'command':8s} {'baseline ' + args.baseline_ref:>18s} {'this checkout':>14s} {'ratio':>6s}")
+    for command in COMMANDS:
+        ratio = baseline[command] / now[command] if now[command] else float("nan")
+        print(f"{command:8s} {baseline[command]:18d} {now[command]:14d} {ratio:6.1f}")
+
+
+if __name__ == "__main__":
+    main()
