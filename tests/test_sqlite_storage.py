@@ -139,3 +139,30 @@ def test_the_event_log_keeps_engines_for_the_most_recent_run_databases(tmp_path,
     with storage.run_connection("run9"):  # usable after the wipe
         pass
     storage.dispose()
+
+
+def _layout(path: Path) -> tuple:
+    """A SQLite database's tables and indexes, journal mode and migration stamp."""
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        return (sorted(con.execute("SELECT type, name, sql FROM sqlite_master").fetchall()),
+                con.execute("PRAGMA journal_mode").fetchone(),
+                con.execute("SELECT version_num FROM alembic_version").fetchall())
+
+
+def test_a_run_database_is_set_up_as_dagster_sets_it_up(tmp_path, monkeypatch):
+    """A new run's database is a copy of an empty one Dagster set up in this process; it has the tables,
+    indexes, journal mode and migration stamp of one Dagster sets up itself, and Dagster reads its events."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    local_home(tmp_path, monkeypatch)
+    with DagsterInstance.get() as instance:
+        run_id = hello_job.execute_in_process(instance=instance).run_id
+        runs_folder = Path(instance.event_log_storage._base_dir)
+    assert (runs_folder / f"{run_id}.db").is_file() and sqlite_storage._EMPTY_RUN_DATABASE is not None
+    with SqliteEventLogStorage(str(tmp_path / "dagster")).run_connection("another-run"):
+        pass
+    assert _layout(runs_folder / f"{run_id}.db") == _layout(tmp_path / "dagster" / "another-run.db")
+    events = SqliteEventLogStorage(str(runs_folder)).get_logs_for_run(run_id)
+    assert any(e.user_message == "hello from the op" for e in events)

@@ -11,22 +11,36 @@ database file and process, whose pool keeps connections open. The files, tables,
 and migrations are Dagster's, so an existing home keeps its history. Engines belong to the storage object and
 the process that made them: a forked child (the warm run launcher forks runs) makes its own and never uses or
 closes its parent's connections.
+
+Setting up a run's database is faster too, with the same result: Dagster creates its tables and stamps its
+migration revision, reading every migration script twice on the way (about 0.15 s per run), and every other
+process that opens the run's events reads them again to check the stamp. Here a new run database is a copy of
+an empty one that Dagster set up once in this process, and a database already stamped with the newest
+revision is left as it is.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
 
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
 )
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+from dagster._core.storage.sql import get_alembic_config
 from dagster._core.storage.sqlite_storage import (
     DagsterSqliteStorage,
     _event_logs_directory,
@@ -34,8 +48,13 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 from dagster._serdes import ConfigurableClassData
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
+
+from calmops_dagster.store.storage import create_exclusive
+
+#: An empty run database (see :meth:`PooledSqliteEventLogStorage.empty_run_database`), once made.
+_EMPTY_RUN_DATABASE: bytes | None = None
 
 #: The event log has one database per run: engines kept for the most recently used ones (each holds one
 #: open connection, since the event log serialises its statements).
@@ -120,6 +139,38 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn, conn.begin():
                 yield conn
 
+    def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
+        """Dagster's set-up of a database, without its cost where the outcome is known: a new run database is
+        created as a copy of an empty one (:func:`_empty_run_database`), and one stamped with the newest
+        migration revision needs nothing. Anything else (the index, an older database) is Dagster's."""
+        path = Path(engine.url.database)
+        new_run_database = path.stem != INDEX_SHARD_NAME and not for_index_shard and not path.exists()
+        if new_run_database and create_exclusive(path, self.empty_run_database()):
+            return
+        with engine.connect() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == _newest_revision():
+                return
+        super()._initdb(engine, for_index_shard)
+
+    def empty_run_database(self) -> bytes:
+        """The bytes of a run database as Dagster's own set-up leaves it (tables, WAL journal mode, migration
+        stamp), made once per process (and before forking, by the warm run launcher's process) in a temporary
+        folder and checkpointed, so that the file holds everything."""
+        global _EMPTY_RUN_DATABASE
+        if _EMPTY_RUN_DATABASE is None:
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, "empty.db")
+                engine = create_engine(f"sqlite:///{path}")
+                try:
+                    super()._initdb(engine)
+                    with engine.connect() as conn:
+                        conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+                finally:
+                    engine.dispose()
+                _EMPTY_RUN_DATABASE = Path(path).read_bytes()
+                _newest_revision()
+        return _EMPTY_RUN_DATABASE
+
     def wipe(self) -> None:
         with self._db_lock:  # the run databases' files are deleted: no connection may stay open on them
             self._engines.dispose()
@@ -145,3 +196,10 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: dict) -> PooledSqliteStorage:
         return cls.from_local(inst_data=inst_data, **config_value)
+
+
+@cache
+def _newest_revision() -> str:
+    """The head of Dagster's event-log migrations (read from its scripts once per process)."""
+    return ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__)).as_revision_number("head")
+

@@ -46,7 +46,7 @@ PRELOADED_MODULES = (
 def preload() -> None:
     """Import :data:`PRELOADED_MODULES` and skops (with its walk over scikit-learn's estimators), and open
     and close the instance of ``DAGSTER_HOME`` once: its storage classes, SQLAlchemy and alembic, about
-    1 s of imports per run. Nothing stays open and no thread is left running (checked), so forking is safe.
+    1 s of imports per run, and the empty run database the pooled event log copies for each run. Nothing stays open and no thread is left running (checked), so forking is safe.
     """
     for name in PRELOADED_MODULES:
         importlib.import_module(name)
@@ -56,8 +56,12 @@ def preload() -> None:
     if os.environ.get("DAGSTER_HOME"):
         from dagster import DagsterInstance
 
+        from calmops_dagster.orchestration.sqlite_storage import PooledSqliteEventLogStorage
+
         with DagsterInstance.get() as instance:
             instance.get_runs(limit=1)
+            if isinstance(instance.event_log_storage, PooledSqliteEventLogStorage):
+                instance.event_log_storage.empty_run_database()  # each run's database is a copy of it
     if threading.active_count() != 1:
         raise RuntimeError(f"the warm process must be single-threaded to fork; running: {threading.enumerate()}")
 
