@@ -58,7 +58,7 @@ def assess_block(spec: PipelineSpec, block: pd.DataFrame, champion=None, manifes
     if labelled:
         y = block[spec.target].to_numpy()
         predicted = champion.predict(block[features])
-        block_scores = score_model(champion, block[features], y, spec.task)
+        block_scores = score_model(champion, block[features], y, spec.task, predicted)
         metric = spec.performance.metric
         reference_score = (manifest.get("metrics") or {}).get(metric)
         if metric in BOOTSTRAP_METRIC and reference_score is not None:
