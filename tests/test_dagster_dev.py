@@ -1,8 +1,19 @@
 """End to end with the real `dagster dev` (webserver, daemon, sensor, run launcher) on a temporary home.
 
-Stopping `dagster dev` must leave no process behind, and a `dagster dev` killed mid-run must pick up where
-it was after a restart. Block files processed with nobody clicking, and the UI, are in test_dagster_ui.py,
-which uses the helpers of this module.
+One home with three pipelines and two lives of `dagster dev` (starting one is a good part of each story's
+time, so the stories share them; `make test` gives a whole module to one worker, `--dist loadfile`):
+
+- `stalled`: `dagster dev` killed mid-training must pick up where it was after a restart;
+- `late`: a late block dropped in must not turn production back to an old model;
+- `demo`: the demo's story as a newcomer sees it. Block files are dropped into the watched folder (by hand,
+  then with `calmops demo --next`) and processed by the sensor's runs with nobody clicking; then headless
+  Chromium opens the Dagster UI and keeps screenshots (test artifacts, under ``$CALMOPS_TEST_ARTIFACTS``,
+  default ``test-artifacts/`` of the repository) of the asset graph, the drifted block's ``drift_report``
+  partition, the checks and the ``monitoring`` overview.
+
+Stopping `dagster dev` must leave no process behind. Dagster shows a "Join the Dagster community" modal on
+the first visit to a local UI; it is dismissed the way the UI itself remembers it:
+``localStorage["communityNux"]`` set before every page loads.
 """
 
 from __future__ import annotations
@@ -19,13 +30,14 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
+from cdp_browser import Browser
 from dagster import DagsterInstance, DagsterRunStatus
 from live_processes import answers_200, free_port, group_alive, stop_group, wait_for
 
 CALMOPS = [sys.executable, "-m", "calmops_dagster.interfaces.cli"]
 
-# The module's scenario starts a whole `dagster dev` (webserver, daemon, code server) twice; `make test`
-# distributes whole modules (`--dist loadfile`), so both tests use the one scenario on one worker.
+REPO = Path(__file__).resolve().parents[1]
+NO_COMMUNITY_MODAL = "localStorage.setItem('communityNux', JSON.stringify('1'))"
 
 
 def processed_blocks(db: Path, pipeline: str = "demo") -> set[str]:
@@ -83,74 +95,146 @@ def promotion_order(db: Path, pipeline: str) -> list[str]:
 
 
 @dataclass
-class TwoLives:
-    """What the scenario of this module saw: its home, and the `late` pipeline's decisions and champion just
-    before its late block 3 was copied in."""
+class Story:
+    """What the module's scenario left and saw: its home, the live `dagster dev`'s port, what `calmops demo
+    --next` printed, and the `late` pipeline's decisions just before its late block 3 was copied in."""
 
     home: Path
+    port: int
+    dropped: list[str] = field(default_factory=list)
     late_before_block_3: dict = field(default_factory=dict)
+
+    @property
+    def db(self) -> Path:
+        return self.home / "metrics.duckdb"
 
 
 @pytest.fixture(scope="module")
-def two_lives(tmp_path_factory) -> TwoLives:
-    """One home with two pipelines, and two lives of `dagster dev` (one `dagster dev` start is about a third
-    of each story's time, so both stories share them):
+def story(tmp_path_factory) -> Story:
+    """Three pipelines in one home, and two lives of `dagster dev`:
 
-    1. `demo` (a tree whose fit stalls) gets blocks 1 and 2; the whole of `dagster dev` is SIGKILLed while
+    1. `stalled` (a tree whose fit stalls) gets blocks 1 and 2; the whole of `dagster dev` is SIGKILLed while
        block 1 trains, with block 2 queued behind it.
-    2. `dagster dev` is started again. `demo` resumes; meanwhile `late` gets blocks 1, 2, 4 and 5 (drift at 4
-       promotes v0002), then block 3 of the old regime.
+    2. `dagster dev` is started again, and stays up for the module's tests. `stalled` resumes. `late` gets
+       blocks 1, 2, 4 and 5 (drift at 4 promotes v0002), then block 3 of the old regime. `demo` (3 blocks,
+       drift at block 3) gets block 1 by hand, then blocks 2 and 3 by `calmops demo --next`.
     """
     root = tmp_path_factory.mktemp("dagster_dev")
-    home, port, signal_file, db = root / "home", free_port(), root / "training", root / "home" / "metrics.duckdb"
-    make_demo(home)
+    home, port, signal_file = root / "home", free_port(), root / "training"
+    make_demo(home, "--drift-at", "3")
+    make_demo(home, "--name", "stalled")
     make_demo(home, "--name", "late", "--blocks", "5")
-    spec_path = home / "pipelines" / "demo" / "pipeline.yaml"
+    spec_path = home / "pipelines" / "stalled" / "pipeline.yaml"
     raw = yaml.safe_load(spec_path.read_text())
     raw["model_spec"] = {"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
                          "params": {"random_state": 0}}
     spec_path.write_text(yaml.safe_dump(raw))
-    demo_blocks, demo_data = demo_files(home, "demo")
-    late_blocks, late_data = demo_files(home, "late")
-    scenario = TwoLives(home)
+    story = Story(home, port)
 
+    stalled_blocks, stalled_data = demo_files(home, "stalled")
     with running_dev(home, port, root / "dev1.log", CALMOPS_TEST_FIT_SIGNAL=str(signal_file),
                      CALMOPS_TEST_FIT_SLEEP="600") as process:
         wait_for(lambda: server_up(process, port), 300, "the webserver to answer /server_info")
-        for path in demo_blocks[:2]:
-            shutil.copy(path, demo_data / path.name)
-        wait_for(signal_file.exists, 400, "demo's block 1 to start training")
+        for path in stalled_blocks[:2]:
+            shutil.copy(path, stalled_data / path.name)
+        wait_for(signal_file.exists, 400, "stalled's block 1 to start training")
         os.killpg(os.getpgid(process.pid), signal.SIGKILL)  # no clean shutdown: the run stays "started"
 
-    with running_dev(home, port, root / "dev2.log"):
+    late_blocks, late_data = demo_files(home, "late")
+    demo_blocks, demo_data = demo_files(home, "demo")
+    with running_dev(home, port, root / "dev2.log") as process:
         for index in (0, 1, 3, 4):
             shutil.copy(late_blocks[index], late_data / late_blocks[index].name)
-        wait_for(lambda: {"1", "2", "4", "5"} <= set(promotions_by_block(db, "late")), 600, "late's blocks 1, 2, 4, 5")
-        scenario.late_before_block_3 = promotions_by_block(db, "late")
+        shutil.copy(demo_blocks[0], demo_data / demo_blocks[0].name)
+        wait_for(lambda: "1" in processed_blocks(story.db, "demo"), 300, "demo's block 1")
+        env = {**os.environ, "CALMOPS_HOME": str(home)}
+        story.dropped = [subprocess.run([*CALMOPS, "demo", "--next"], env=env, check=True, capture_output=True,
+                                        text=True).stdout.splitlines()[0] for _ in range(2)]
+        wait_for(lambda: {"1", "2", "4", "5"} <= set(promotions_by_block(story.db, "late")), 600,
+                 "late's blocks 1, 2, 4, 5")
+        story.late_before_block_3 = promotions_by_block(story.db, "late")
         shutil.copy(late_blocks[2], late_data / late_blocks[2].name)
-        wait_for(lambda: "3" in promotions_by_block(db, "late"), 300, "late's late block 3")
-        wait_for(lambda: len(processed_blocks(db, "demo")) == 2, 600, "demo's blocks 1 and 2")
-    return scenario
+        wait_for(lambda: "3" in promotions_by_block(story.db, "late"), 300, "late's late block 3")
+        wait_for(lambda: processed_blocks(story.db, "demo") == {"1", "2", "3"}, 600, "demo's blocks 2 and 3")
+        wait_for(lambda: len(processed_blocks(story.db, "stalled")) == 2, 600, "stalled's blocks 1 and 2")
+        wait_for(lambda: server_up(process, port), 120, "the webserver to answer /server_info")
+        yield story
 
 
-def test_dagster_dev_killed_mid_training_resumes_in_block_order_after_a_restart(two_lives):
+def runs_of(home: Path, pipeline: str) -> list:
+    with DagsterInstance.from_config(str(home / "dagster")) as instance:
+        return [run for run in instance.get_runs() if run.tags.get("calmops/pipeline") == pipeline]
+
+
+def test_dagster_dev_killed_mid_training_resumes_in_block_order_after_a_restart(story):
     """After the SIGKILL, the run left "started" is marked failed, and block 1 runs again ahead of block 2, in
     block order."""
-    assert promotion_order(two_lives.home / "metrics.duckdb", "demo") == ["1", "2"]
-    with DagsterInstance.from_config(str(two_lives.home / "dagster")) as instance:
-        runs = instance.get_runs()
-    reaped = [run for run in runs if run.tags.get("calmops/reaped") == "true"]
+    assert promotion_order(story.db, "stalled") == ["1", "2"]
+    reaped = [run for run in runs_of(story.home, "stalled") if run.tags.get("calmops/reaped") == "true"]
     assert len(reaped) == 1 and reaped[0].status == DagsterRunStatus.FAILURE
-    assert reaped[0].tags["dagster/partition"] == "1" and reaped[0].tags["calmops/pipeline"] == "demo"
+    assert reaped[0].tags["dagster/partition"] == "1"
+    assert not [run for run in runs_of(story.home, "late") + runs_of(story.home, "demo")
+                if run.tags.get("calmops/reaped")]
 
 
-def test_a_late_block_dropped_into_dagster_dev_does_not_turn_production_back(two_lives):
+def test_a_late_block_dropped_into_dagster_dev_does_not_turn_production_back(story):
     """The issue's recipe through the real sensor, daemon and run launcher: block 4 promoted v0002 before block
     3 of the old regime was copied in; block 3 is processed, recorded as late, and the champion stays."""
-    before = two_lives.late_before_block_3
+    before = story.late_before_block_3
     assert before["4"][0] == "promoted"
     champion = before["5"][2]
-    decision, late, after = promotions_by_block(two_lives.home / "metrics.duckdb", "late")["3"]
+    decision, late, after = promotions_by_block(story.db, "late")["3"]
     assert decision == "late_kept" and late and after == champion
-    pointer = yaml.safe_load((two_lives.home / "pipelines" / "late" / "models" / "champion.json").read_text())
+    pointer = yaml.safe_load((story.home / "pipelines" / "late" / "models" / "champion.json").read_text())
     assert pointer["version"] == champion
+
+
+def test_dropped_block_files_are_processed_unattended(story):
+    assert story.dropped[0].startswith("copied block_002.csv (block 2)")
+    assert story.dropped[1].startswith("copied block_003.csv (block 3)")
+    assert (story.home / "pipelines" / "demo" / "models" / "champion.json").is_file()
+    assert (story.home / "dagster" / "dagster.yaml").is_file()
+    runs = runs_of(story.home, "demo")
+    assert sorted(run.tags["dagster/partition"] for run in runs) == ["1", "2", "3"]
+    assert {run.tags.get("dagster/sensor_name") for run in runs} == {"demo_files"}  # nobody clicked
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    folder = Path(os.environ.get("CALMOPS_TEST_ARTIFACTS", REPO / "test-artifacts")) / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+#: the lineage graph draws its edges (SVG paths) a moment after its nodes; the pipeline has 9 dependencies
+EDGES_DRAWN = "document.querySelectorAll('path[stroke=\"var(--color-lineage-edge)\"]').length >= 9"
+#: page, its path in the UI, texts that show it rendered the story (not a spinner or an error), and any other
+#: condition it must meet before its screenshot
+PAGES = [
+    # the group's own page: `/asset-groups/demo` shows the global lineage, every group folded, once the code
+    # location holds more than one pipeline
+    ("asset_graph", "/locations/calmops_dagster.definitions/asset-groups/demo",
+     ["data_block", "drift_report", "challenger_model", "champion_model", "predictions", "monitoring"],
+     EDGES_DRAWN),
+    ("drift_report_partition", "/assets/demo/drift_report?view=partitions&partition=3",
+     ["drift_share", "drifted_features", "report_url"], None),
+    ("checks", "/assets/demo/drift_report?view=checks", ["no_data_drift"], None),
+    ("monitoring_overview", "/assets/demo/monitoring",
+     ["champion", "last_decisions", "drift_per_block", "pipeline_report"], None),
+]
+
+
+def test_the_dagster_ui_tells_the_story(story, artifacts, tmp_path):
+    shots = {}
+    with Browser(tmp_path / "profile", width=1400, height=900) as browser:
+        browser.before_each_page(NO_COMMUNITY_MODAL)
+        for name, path, texts, extra in PAGES:
+            browser.open(f"http://127.0.0.1:{story.port}{path}")
+            condition = " && ".join([*(f"document.body.innerText.includes({text!r})" for text in texts),
+                                     *([extra] if extra else [])])
+            browser.wait_for(condition, timeout=120)
+            assert "Join the Dagster community" not in browser.evaluate("document.body.innerText")
+            shots[name] = browser.screenshot(artifacts / f"{name}.png", full_page=False)
+    for name, shot in shots.items():
+        data = shot.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000, name  # a drawn page, not a blank one
