@@ -54,8 +54,8 @@ postgresql:
 	$(call apt_ensure,postgresql,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1,the Dagster-on-Postgres test)
 
 # One worker per core (pytest-xdist), whole modules to a worker (--dist loadfile): a module's tests share its
-# module fixtures (the UI's dagster dev story, the three-block run) and the two dagster dev tests never run at
-# once. (--dist loadgroup would group tests by xdist_group mark, but with pytest 9.2 and pytest-xdist 3.8 the
+# module fixtures (test_dagster_dev's one home and two lives of dagster dev for four stories, the three-block
+# run). (--dist loadgroup would group tests by xdist_group mark, but with pytest 9.2 and pytest-xdist 3.8 the
 # mark has no effect: xdist renames grouped tests through an attribute pytest no longer reads.)
 test: venv chromium postgresql
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
