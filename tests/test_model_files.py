@@ -85,6 +85,29 @@ def test_a_file_failing_its_hash_is_never_deserialized(tmp_path, data, models, m
         store.load(version)
 
 
+
+def test_a_version_loaded_again_is_a_copy_of_the_model_deserialized_before(tmp_path, data, models, monkeypatch):
+    """Loading a version again in the same process deserializes nothing: it is a deep copy (a change to one
+    copy reaches no other). The file is still checked at every load: changed on disk, it is refused."""
+    X, _ = data
+    store = ModelStore(tmp_path)
+    version = store.save(models["forest"], reference=X)
+    first = store.load(version)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("deserialized the same file twice")
+
+    monkeypatch.setattr(model_store, "load_skops", must_not_run)
+    second = store.load(version)
+    assert second is not first
+    np.testing.assert_array_equal(second.predict_proba(X), first.predict_proba(X))
+    first.steps[-1][1].classes_ = np.array([7, 8])
+    assert store.load(version).steps[-1][1].classes_.tolist() == [0, 1]
+    path = tmp_path / version / "model.skops"
+    path.write_bytes(path.read_bytes()[:-4] + b"evil")
+    with pytest.raises(ModelIntegrityError, match="does not match the manifest"):
+        store.load(version)
+
 def test_a_tampered_pickle_is_never_unpickled(tmp_path, data, monkeypatch):
     X, y = data
     store = ModelStore(tmp_path)

@@ -27,10 +27,17 @@ trusted by skops itself (plain data, numpy arrays, scikit-learn estimators) or n
 allow-list :data:`TRUSTED_TYPES`; skops enforces the same list while loading. Pickle is written only for
 models skops cannot store within the allow-list (river models, ``allow_any_module`` packages) and loaded
 only when the caller says the pipeline spec trusts it (``trust_pickle``).
+
+A block's run loads its champion more than once (its drift report, its promotion decision): a process keeps
+the last few models it deserialized, by their verified sha256, and hands out deep copies. Every load still
+reads the file and checks the signature, the path and the hash first, so a file changed on disk is a
+different hash and is deserialized (and refused) as before; a copy keeps one caller's changes to its model
+from reaching another's.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import io
@@ -40,6 +47,8 @@ import pickle
 import platform
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -315,14 +324,17 @@ class ModelStore:
         fmt = sniff_format(data, path)
         if fmt == "pickle" and not trust_pickle:
             raise ModelIntegrityError(f"{path}: {PICKLE_REFUSED}")
+        known = _deserialized_copy((fmt, manifest["sha256"]))
+        if known is not None:
+            return known, manifest
         try:
-            if fmt == "skops":
-                return load_skops(data, path), manifest
-            return pickle.load(io.BytesIO(data)), manifest
+            model = load_skops(data, path) if fmt == "skops" else pickle.load(io.BytesIO(data))
         except ModelIntegrityError:
             raise
         except Exception as exc:  # noqa: BLE001 -- any failure to deserialize is an integrity failure
             raise ModelIntegrityError(f"{path}: cannot be loaded as {fmt}: {exc}") from None
+        _remember_deserialized((fmt, manifest["sha256"]), model)
+        return model, manifest
 
     def reference(self, version: str) -> pd.DataFrame:
         """The training data of ``version`` (the drift reference while it is champion), verified like the
@@ -406,3 +418,34 @@ def load_model_file(path: Path, trust: bool):
 
         return joblib.load(path)
     raise ModelIntegrityError(f"{path}: unknown model file type '{suffix}' (use .skops, or .pkl/.joblib)")
+
+
+#: Models this process deserialized last, by (format, verified sha256 of the file): see the module docstring.
+_DESERIALIZED: OrderedDict[tuple[str, str], object] = OrderedDict()
+_DESERIALIZED_LOCK = threading.Lock()
+MAX_DESERIALIZED = 2
+
+
+def _deserialized_copy(key: tuple[str, str]):
+    """A deep copy of the model kept under ``key``, or ``None`` (none kept, or it cannot be copied)."""
+    with _DESERIALIZED_LOCK:
+        model = _DESERIALIZED.get(key)
+        if model is None:
+            return None
+        _DESERIALIZED.move_to_end(key)
+    try:
+        return copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 -- a model that cannot be copied is deserialized again
+        return None
+
+
+def _remember_deserialized(key: tuple[str, str], model) -> None:
+    """Keep a copy of ``model`` (the caller's own stays the caller's), unless it cannot be copied."""
+    try:
+        kept = copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 -- such a model is deserialized at every load
+        return
+    with _DESERIALIZED_LOCK:
+        _DESERIALIZED[key] = kept
+        while len(_DESERIALIZED) > MAX_DESERIALIZED:
+            _DESERIALIZED.popitem(last=False)
