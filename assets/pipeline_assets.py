@@ -346,7 +346,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             elif not drift_report["retrain"]:
                 reason, extra = drift_report["reason"], {}
             if reason is not None:
-                write_context(db, spec, block, context.run_id, challenger=None, challenger_reason=reason)
+                write_context(db, spec, block, context.run_id, recorded, challenger=None, challenger_reason=reason)
                 return Output({"version": None, "champion_version": champion_now, "reason": reason},
                               metadata={"trained": 0, "reason": reason, **extra})
             wanted, last = history_needed(spec)
@@ -357,7 +357,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 earlier = blocks_before(home.paths.blocks_dir(spec.name), block, last, order)
                 history = read_blocks(home.paths.blocks_dir(spec.name), earlier)
             challenger = make_challenger(spec, store, block, data_block, history, history_blocks=earlier)
-            write_context(db, spec, block, context.run_id, challenger=challenger["version"],
+            write_context(db, spec, block, context.run_id, recorded, challenger=challenger["version"],
                           challenger_reason=drift_report["reason"])
             trained = 1
         stamp = now_utc()
@@ -408,7 +408,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                                                  drift_report["champion_block_scores"], drift_report.get("held"),
                                                  drift_report.get("rollback_hold"))
             after = store.champion_version()
-            write_context(db, spec, block, context.run_id, champion_after=after, decided=True)
+            write_context(db, spec, block, context.run_id, recorded, champion_after=after, decided=True)
             if after not in (None, before):  # the next block's estimate reads the folds instead of fitting them
                 context.log.debug(f"block {block}: estimation for {after}: " + prepare_calibration(
                     spec, store, after, home.paths.estimation_dir(spec.name)))

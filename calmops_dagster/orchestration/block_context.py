@@ -12,7 +12,7 @@ rows, scores and the decision come out as they did, and history is not rewritten
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import pandas as pd
 
@@ -78,10 +78,14 @@ def is_rerun(context: BlockContext | None) -> bool:
 
 
 def write_context(metrics: MetricsStore, spec: PipelineSpec, block: str, run_id: str | None,
-                  **changes) -> BlockContext:
+                  base: BlockContext | None = None, **changes) -> BlockContext:
     """Merge ``changes`` into the block's context (a new one when ``champion_version`` is given) and save
-    it; return it."""
-    current = None if "champion_version" in changes else read_context(metrics, spec, block)
+    it; return it. ``base``: the context as the calling step read it (a pipeline's runs go one at a time, so
+    nothing else changed it since), which spares reading it again."""
+    if "champion_version" in changes:
+        current = None
+    else:
+        current = replace(base) if base is not None else read_context(metrics, spec, block)
     if current is None or current.recorded_at is None:
         current = BlockContext(recorded_at=now_utc())
     for name, value in changes.items():
