@@ -229,6 +229,32 @@ def test_duckdb_asks_s3_about_a_metric_segment_once_per_process(s3, tmp_path, mo
     assert store.query(sql)["n"].tolist() == [1]
     assert not migrated.exists() and len(list((data / "drift_results" / MIGRATED).glob("*.parquet"))) == 1
 
+
+def test_a_query_is_retried_when_a_segment_whose_info_was_kept_is_gone(s3, tmp_path, monkeypatch):
+    """A compaction elsewhere deletes a segment this process read before: the segment is listed, its kept info
+    spares the HEAD that would have found it gone, and its GET fails. The query is tried again on a fresh
+    listing and answers."""
+    from calmops_dagster.store.metrics_store import MetricsStore
+
+    data = StoragePath("s3", f"{BUCKET}/{uuid.uuid4().hex}/metrics")
+    store = MetricsStore(tmp_path / "metrics.duckdb", data_dir=data)
+    for value in (0.1, 0.2):
+        store.replace_block_rows("drift_results", "demo", "1", [{"feature": "x1", "test": "ks", "statistic": value}])
+    sql = "SELECT max(statistic) AS s FROM drift_results"
+    assert store.query(sql, pipeline="demo")["s"].tolist() == [0.2]
+    stale = store._segments("drift_results", "demo")
+    listed, segments = [], store._segments
+
+    def stale_first(*args):
+        listed.append(args)
+        return stale if len(listed) == 1 else segments(*args)
+
+    monkeypatch.setattr(store, "_segments", stale_first)
+    store.compact("demo")  # the two segments of block 1 become one; the old ones are deleted
+    listed.clear()
+    assert store.query(sql, pipeline="demo")["s"].tolist() == [0.2]
+    assert len(listed) == 2  # the stale listing, then a fresh one
+
 def _failure(state):
     """A breaker failure, with a widened window between reading the state and writing the next one."""
     from datetime import UTC, datetime

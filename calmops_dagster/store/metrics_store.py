@@ -51,9 +51,10 @@ top of the other; its ``breaker_state`` and ``breaker_events`` rows follow (:met
 an in-memory DuckDB and never opens the file at all, so it cannot meet a lock.
 
 The segments live under the storage root (:mod:`calmops_dagster.store.storage`): ``CALMOPS_HOME/metrics``
-by default, ``$CALMOPS_STORAGE_URL/metrics`` in object storage. There DuckDB reads them through the same
-fsspec filesystem the stores write with (``register_filesystem``), not through its ``httpfs`` extension,
-which it would have to download; a segment is written locally, then put as one object. The catalog file
+by default, ``$CALMOPS_STORAGE_URL/metrics`` in object storage. There DuckDB reads them through an fsspec
+filesystem (``register_filesystem``; :mod:`calmops_dagster.store.write_once_reads`, which asks S3 about a
+segment once per process), not through its ``httpfs`` extension, which it would have to download; a segment
+is written locally, then put as one object. The catalog file
 stays in ``CALMOPS_HOME``; its views then name ``s3://`` paths, which a DuckDB client outside this package
 reads once it registers an fsspec S3 filesystem (or loads ``httpfs``).
 """
@@ -193,7 +194,8 @@ SCHEMA_FILE = "_schema.parquet"
 MIGRATED = "_migrated"
 CATALOG_VERSION_VIEW = "_catalog_version"
 #: Errors a reader meets when a compaction removes segments it had just listed; the query is retried.
-_VANISHED_MARKERS = ("no such file", "no files found", "cannot open file", "could not open file")
+_VANISHED_MARKERS = ("no such file", "no files found", "cannot open file", "could not open file",
+                     "specified key does not exist")  # the last: S3, a segment whose HEAD was answered before
 #: Errors met opening the catalog file while another process rebuilds it.
 _LOCK_MARKERS = ("lock", "conflict", "could not set", "different configuration")
 #: (catalog, data folder) pairs this process has already checked (schema files and catalog current).
@@ -560,7 +562,7 @@ class MetricsStore:
             try:
                 with self.connect(sql, pipeline) as con:
                     return con.execute(sql, params or []).df()
-            except duckdb.IOException as exc:  # a compaction removed a segment between listing and reading
+            except duckdb.Error as exc:  # a compaction removed a segment between listing and reading
                 if not _is_error(exc, _VANISHED_MARKERS) or attempt == 4:
                     raise
                 time.sleep(0.05 * (attempt + 1))
@@ -571,7 +573,7 @@ class MetricsStore:
             try:
                 with self.connect(sql, pipeline) as con:
                     return _dicts(con.execute(sql, params or []))
-            except duckdb.IOException as exc:  # a compaction removed a segment between listing and reading
+            except duckdb.Error as exc:  # a compaction removed a segment between listing and reading
                 if not _is_error(exc, _VANISHED_MARKERS) or attempt == 4:
                     raise
                 time.sleep(0.05 * (attempt + 1))
