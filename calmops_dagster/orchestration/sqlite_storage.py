@@ -141,7 +141,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
         """Dagster's set-up of a database, without its cost where the outcome is known: a new run database is
-        created as a copy of an empty one (:func:`_empty_run_database`), and one stamped with the newest
+        created as a copy of an empty one (:meth:`empty_run_database`), and one stamped with the newest
         migration revision needs nothing. Anything else (the index, an older database) is Dagster's."""
         path = Path(engine.url.database)
         new_run_database = path.stem != INDEX_SHARD_NAME and not for_index_shard and not path.exists()
@@ -202,4 +202,3 @@ class PooledSqliteStorage(DagsterSqliteStorage):
 def _newest_revision() -> str:
     """The head of Dagster's event-log migrations (read from its scripts once per process)."""
     return ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__)).as_revision_number("head")
-
