@@ -1,6 +1,6 @@
 """Requests each command sends to object storage, against a baseline of older code in the same run.
 
-A moto S3 server is started for each code version; a two-block pipeline is created with
+A moto S3 server (``tests/moto_s3.py``) is started for each code version; a two-block pipeline is created with
 ``CALMOPS_STORAGE_URL=s3://...`` and ``calmops run``, ``list``, ``sql``, ``report`` and ``delete`` are run
 (each in its own process, as a user runs them). The requests of each command are counted from moto's request
 log. A count, unlike a time against moto (in memory, on this machine), says what S3 itself would be asked.
@@ -48,7 +48,7 @@ def count_requests(log: Path) -> int:
 
 def requests_per_command(code: Path, rows: int) -> dict[str, int]:
     """Every command's request count, with ``code`` first on ``PYTHONPATH``."""
-    from live_processes import free_port, stop_group, wait_for
+    from moto_s3 import moto_s3
 
     from generators.drifting_blocks import make_drifting_blocks
     from generators.writer import write_blocks
@@ -60,37 +60,21 @@ def requests_per_command(code: Path, rows: int) -> dict[str, int]:
     frame = make_drifting_blocks(n_blocks=2, rows_per_block=rows, drift_at=2, seed=3)
     for path in write_blocks(frame, work / "staging", block_col="block"):
         os.utime(shutil.copy(path, data), (old, old))
-    port, log = free_port(), work / "moto.log"
-    endpoint = f"http://127.0.0.1:{port}"
-    with open(log, "w") as out:
-        server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
-                                   str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint, "CALMOPS_HOME": str(work / "home"),
-           "CALMOPS_STORAGE_URL": f"s3://{BUCKET}/prefix", "PYTHONPATH": str(code)}
-    env.pop("DAGSTER_HOME", None)
+    log = work / "moto.log"
     try:
-        import boto3
-
-        def bucket_made():
-            try:
-                boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                             aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
-                return True
-            except Exception:  # not answering yet
-                return False
-
-        wait_for(bucket_made, 60, "moto's S3 server", 0.2)
-        counts = {}
-        for command, argv in COMMANDS.items():
-            before = count_requests(log)
-            subprocess.run([sys.executable, "-m", "calmops_dagster.interfaces.cli",
-                            *[a.format(data=data) for a in argv]], env=env, cwd=code, check=True,
-                           capture_output=True)
-            counts[command] = count_requests(log) - before
-        return counts
+        with moto_s3(BUCKET, log_path=log) as aws:
+            env = {**os.environ, **aws, "CALMOPS_HOME": str(work / "home"),
+                   "CALMOPS_STORAGE_URL": f"s3://{BUCKET}/prefix", "PYTHONPATH": str(code)}
+            env.pop("DAGSTER_HOME", None)
+            counts = {}
+            for command, argv in COMMANDS.items():
+                before = count_requests(log)
+                subprocess.run([sys.executable, "-m", "calmops_dagster.interfaces.cli",
+                                *[a.format(data=data) for a in argv]], env=env, cwd=code, check=True,
+                               capture_output=True)
+                counts[command] = count_requests(log) - before
+            return counts
     finally:
-        stop_group(server)
         shutil.rmtree(work, ignore_errors=True)
 
 

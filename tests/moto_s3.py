@@ -23,14 +23,15 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 
 @contextmanager
-def moto_s3(bucket: str = "calmops-test", timeout: float = 60.0):
+def moto_s3(bucket: str = "calmops-test", timeout: float = 60.0, log_path: Path | None = None):
     """Start moto's S3 server with ``bucket`` in it; yield the environment that points clients at it
-    (``AWS_ENDPOINT_URL`` and dummy credentials); stop it after."""
+    (``AWS_ENDPOINT_URL`` and dummy credentials); stop it after. ``log_path``: where moto's log (a line per
+    request) is kept, instead of a temporary file."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     server = Path(sys.executable).parent / "moto_server"
     # a file, not a pipe: moto logs every request, and a full pipe would stall it
-    with tempfile.TemporaryFile() as log:
+    with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log:
         proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         yield from _serve(proc, log, endpoint, bucket, timeout)
