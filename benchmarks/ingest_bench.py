@@ -15,7 +15,8 @@ at every ``--drift-every``-th block, so some blocks train a challenger). Three m
    ``interval_seconds`` plus the tick's own time), the ``drift_report`` materialization ("to drift report"),
    the run's end; and from the run's creation (queue, launcher, run), which leaves out the luck of where the
    landing falls between two ticks. The first block (it trains the first champion, and the warm process
-   starts) is left out of the figures.
+   starts) is left out of the figures. Also the spacing of the file sensor's ticks (Dagster's tick records)
+   against ``--interval``: how often the daemon really looked.
 3. **dagster dev, Dagster's default run launcher** (the baseline, ``CALMOPS_RUN_LAUNCHER=dagster``: the code
    server spawns a fresh Python process per run): the same on a second home, on ``--baseline-blocks`` blocks.
 
@@ -29,6 +30,7 @@ The in-process lines also give each step's seconds (STEP_START to STEP_SUCCESS i
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import shutil
@@ -176,13 +178,14 @@ def through_dagster_dev(frames, args, root: Path, launcher: str) -> dict[str, li
                                     str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(ROOT))
     timings = {"sensor wait": [], "to drift report": [], "to run end": [],
-               "run created -> drift report": [], "run created -> run end": []}
+               "run created -> drift report": [], "run created -> run end": [], "sensor tick spacing": []}
     try:
         wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/server_info", process, timeout=2), 300,
                  "dagster dev's webserver", 1.0)
         from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
 
         instance = DagsterInstance.get()
+        first_landing = time.time()
         for block, frame in enumerate(frames, start=1):
             landed = land(frame, data_dir, block)
             runs_filter = RunsFilter(tags={"calmops/pipeline": name, "dagster/partition": str(block)})
@@ -203,10 +206,23 @@ def through_dagster_dev(frames, args, root: Path, launcher: str) -> dict[str, li
             if block > 1:
                 for key, value in zip(timings, row):
                     timings[key].append(value)
+        timings["sensor tick spacing"] = tick_spacing(instance, f"{name}_files", first_landing)
         instance.dispose()
     finally:
         stop_group(process, timeout=60)  # webserver, daemon, code server, warm process and run workers
     return timings
+
+
+def tick_spacing(instance, sensor_name: str, since: float) -> list[float]:
+    """Seconds between consecutive ticks of the sensor ``sensor_name`` since ``since`` (Dagster's tick records):
+    how often the daemon really evaluated it, against the spec's ``interval_seconds``."""
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    state = next(s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+                 if s.instigator_name == sensor_name)
+    ticks = sorted(tick.timestamp for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id,
+                                                                   after=since))
+    return [later - earlier for earlier, later in itertools.pairwise(ticks)]
 
 
 def _finished(instance, run_id: str):
@@ -269,7 +285,7 @@ def main() -> None:
         if not timings["to drift report"]:
             continue
         for key, values in timings.items():
-            label = key if key.startswith("run created") else f"landing -> {key}"
+            label = key if key.startswith(("run created", "sensor tick")) else f"landing -> {key}"
             print(f"{f'dagster dev, {launcher} launcher: {label}':60} {describe(values)}")
     base, ours = dev.get("dagster"), dev.get("warm")
     if base and ours and base["to drift report"]:

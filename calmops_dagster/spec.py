@@ -239,6 +239,8 @@ class SensorConfig(StrictModel):
     """How the file sensor polls ``data_dir``."""
 
     interval_seconds: int = Field(15, ge=1)
+    """Seconds between two looks at ``data_dir``. Dagster's sensor daemon looks at sensors every 5 s, so the
+    interval is rounded up to a multiple of 5 s (1-5 s: every 5 s; 7 s: every 10 s)."""
     settle_seconds: float = Field(5.0, ge=0)
     """A file is read only once its modification time is at least this old and its size has not changed
     since the previous look (a file still being copied is not read)."""

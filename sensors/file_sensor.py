@@ -55,6 +55,7 @@ from calmops_dagster.orchestration.runner import (
 )
 from calmops_dagster.spec import PipelineSpec
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
+from sensors.daemon_interval import daemon_min_interval
 
 
 def build_file_sensor(spec: PipelineSpec, job):
@@ -63,7 +64,7 @@ def build_file_sensor(spec: PipelineSpec, job):
     @sensor(
         name=f"{spec.name}_files",
         job=job,
-        minimum_interval_seconds=spec.sensor.interval_seconds,
+        minimum_interval_seconds=daemon_min_interval(spec.sensor.interval_seconds),
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Watches {spec.data_dir} ({spec.file_pattern}) for new block files.",
     )

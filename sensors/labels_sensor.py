@@ -20,6 +20,7 @@ from calmops_dagster.orchestration.runner import PIPELINE_TAG
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
 from resources.home import CalmOpsHomeResource, MetricsStoreResource
+from sensors.daemon_interval import daemon_min_interval
 
 
 def build_labels_sensor(spec: PipelineSpec, job):
@@ -28,7 +29,7 @@ def build_labels_sensor(spec: PipelineSpec, job):
     @sensor(
         name=f"{spec.name}_labels",
         job=job,
-        minimum_interval_seconds=spec.sensor.interval_seconds,
+        minimum_interval_seconds=daemon_min_interval(spec.sensor.interval_seconds),
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Watches {spec.labels.dir} for label files ({spec.labels.id_col}, {spec.target}).",
     )

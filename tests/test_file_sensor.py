@@ -8,9 +8,11 @@ import shutil
 import time
 
 import duckdb
-from conftest import evaluate_file_sensor
+from conftest import block_spec_dict, evaluate_file_sensor
 
 from calmops_dagster.ingest.file_scan import settle_wait
+from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
+from calmops_dagster.spec import parse_spec
 
 
 def age(path, seconds=60):
@@ -109,3 +111,21 @@ def test_unreadable_file_is_reported_by_name_and_others_processed(demo_spec, hom
         status = con.execute("SELECT status FROM data_files WHERE file = 'broken.parquet'").fetchall()
     assert status == [("quarantined",)]
     assert len(rows) == 1 and rows[0][0].endswith("broken.parquet") and "cannot be parsed" in rows[0][1]
+
+
+def test_the_daemon_evaluates_the_sensor_at_its_first_look_an_interval_after_the_previous_tick(tmp_path):
+    """Dagster's own check (``is_under_min_interval``), at the daemon's look one loop (5 s) after a tick whose
+    start was stamped 10 ms after the previous look: a file sensor with a 5-s interval is due. With
+    ``minimum_interval_seconds`` = the interval it would wait one more loop (a tick every 10 s)."""
+    from types import SimpleNamespace
+
+    from dagster._core.scheduler.instigation import SensorInstigatorData
+    from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME, is_under_min_interval
+
+    raw = block_spec_dict("every_five", tmp_path, sensor={"interval_seconds": MIN_INTERVAL_LOOP_TIME})
+    spec = parse_spec(raw, tmp_path / "every_five" / "pipeline.yaml")
+    file_sensor = build_pipeline_definitions(spec).sensors[0]
+    ticked_at = time.time() - (MIN_INTERVAL_LOOP_TIME - 0.01)
+    state = SimpleNamespace(instigator_data=SensorInstigatorData(last_tick_start_timestamp=ticked_at))
+    assert not is_under_min_interval(state, SimpleNamespace(min_interval_seconds=file_sensor.minimum_interval_seconds))
+    assert is_under_min_interval(state, SimpleNamespace(min_interval_seconds=spec.sensor.interval_seconds))
