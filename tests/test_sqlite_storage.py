@@ -166,3 +166,24 @@ def test_a_run_database_is_set_up_as_dagster_sets_it_up(tmp_path, monkeypatch):
     assert _layout(runs_folder / f"{run_id}.db") == _layout(tmp_path / "dagster" / "another-run.db")
     events = SqliteEventLogStorage(str(runs_folder)).get_logs_for_run(run_id)
     assert any(e.user_message == "hello from the op" for e in events)
+
+
+def test_the_index_is_asked_about_a_table_until_it_is_there_then_never_again(tmp_path, monkeypatch):
+    """Dagster's ``has_table`` makes an engine per call; the pooled event log asks it until the table exists,
+    then remembers. A table created later (an ``instance migrate``) is found at the next question."""
+    from dagster._core.storage.event_log.sqlite import sqlite_event_log
+    from sqlalchemy import text
+
+    storage = PooledSqliteEventLogStorage(str(tmp_path / "events"))
+    engines = []
+    real_create_engine = sqlite_event_log.create_engine
+    monkeypatch.setattr(sqlite_event_log, "create_engine", lambda *a, **k: engines.append(a) or real_create_engine(*a, **k))
+    assert all(storage.has_table("dynamic_partitions") for _ in range(5))
+    assert len(engines) == 1
+    assert not storage.has_table("added_later") and not storage.has_table("added_later")
+    assert len(engines) == 3  # an absent table is asked about every time
+    with storage.index_connection() as conn:
+        conn.execute(text("CREATE TABLE added_later (id INTEGER)"))
+    assert storage.has_table("added_later") and storage.has_table("added_later")
+    assert len(engines) == 4
+    storage.dispose()

@@ -16,7 +16,8 @@ Setting up a run's database is faster too, with the same result: Dagster creates
 migration revision, reading every migration script twice on the way (about 0.15 s per run), and every other
 process that opens the run's events reads them again to check the stamp. Here a new run database is a copy of
 an empty one that Dagster set up once in this process, and a database already stamped with the newest
-revision is left as it is.
+revision is left as it is. And the index's tables are looked for until found, then remembered: Dagster
+checks that a table exists before every dynamic-partition lookup, with an engine of its own each time.
 """
 
 from __future__ import annotations
@@ -127,7 +128,17 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         self._engines = EnginesByDatabase(limit=MAX_EVENT_LOG_ENGINES)  # before Dagster's set-up, which connects
+        self._tables_present: set[str] = set()
         super().__init__(base_dir, inst_data)
+
+    def has_table(self, table_name: str) -> bool:
+        """Dagster's check that the index has a table, remembered once the table is there. Dagster asks before
+        every dynamic-partition lookup and asset-check event (about 70 times per block, 1 ms each: it makes an
+        engine per call); migrations add tables and never drop them while a process runs, and ``wipe``
+        forgets. (Dagster asks inside index transactions, holding ``_db_lock``: so this takes no lock.)"""
+        if table_name not in self._tables_present and super().has_table(table_name):
+            self._tables_present.add(table_name)
+        return table_name in self._tables_present
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
@@ -174,6 +185,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def wipe(self) -> None:
         with self._db_lock:  # the run databases' files are deleted: no connection may stay open on them
             self._engines.dispose()
+            self._tables_present.clear()
         super().wipe()
 
     def dispose(self) -> None:
