@@ -57,8 +57,10 @@ postgresql:
 # module fixtures (test_dagster_dev's one home and two lives of dagster dev for four stories, the three-block
 # run). (--dist loadgroup would group tests by xdist_group mark, but with pytest 9.2 and pytest-xdist 3.8 the
 # mark has no effect: xdist renames grouped tests through an attribute pytest no longer reads.)
+# --no-loadscope-reorder: modules go to workers in collection order, where tests/conftest.py puts the slowest
+# first (xdist's default order, most tests first, started the longest module late and ended on it alone).
 test: venv chromium postgresql
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) .calmops .pytest_cache

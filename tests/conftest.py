@@ -14,6 +14,29 @@ from generators.drifting_blocks import make_drifting_blocks
 from generators.writer import write_blocks
 from resources import build_resources
 
+#: The slowest modules (seconds of one worker, suite of 30 Nov 2026), collected first so that ``make test``'s
+#: workers (``--dist loadfile --no-loadscope-reorder``: whole modules, in collection order) start them first
+#: and end with short ones, instead of one worker finishing the long `dagster dev` module alone.
+SLOW_MODULES_FIRST = (
+    "test_dagster_dev.py",  # 183: two lives of dagster dev, three pipelines
+    "test_tutorials.py",  # 99: five tutorial scripts, each its own process
+    "test_faults.py",  # 58
+    "test_s3_storage.py",  # 56: moto and every command on S3
+    "test_postgres_instance.py",  # 47: a PostgreSQL server and dagster dev on it
+    "test_block_pipeline.py",  # 37
+    "test_circuit_breaker.py",  # 29
+    "test_server_schemathesis.py",  # 24
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the modules of :data:`SLOW_MODULES_FIRST` first, in that order; every module keeps its tests' order."""
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOW_MODULES_FIRST.index(name) if name in SLOW_MODULES_FIRST else len(SLOW_MODULES_FIRST)
+
+    items.sort(key=rank)
+
 
 def evaluate_file_sensor(spec, home: CalmOpsHome, instance, cursor: str | None = None):
     """One tick of ``spec``'s file sensor (``build_sensor_context``), applying its partition requests to
