@@ -48,13 +48,21 @@ def group_alive(pgid: int) -> bool:
 
 
 def stop_group(process, timeout: float = 30) -> None:
-    """Stop ``process`` and every process of its group (started with ``start_new_session=True``): SIGTERM,
-    then, when the group has not exited within ``timeout`` seconds, SIGKILL."""
+    """Stop ``process`` and every process of its group (started with ``start_new_session=True``).
+
+    SIGTERM goes to ``process`` first, alone: `dagster dev` then stops its webserver, daemon and code servers
+    in order. Signalled together, a code server may exit before `dagster dev`'s code-server manager stops
+    watching it, and the manager starts a new one, which waits 45 s for a heartbeat before it exits (seen:
+    the suite's `dagster dev` module spent 53 s in its teardown). What is left of the group once ``process``
+    has exited gets SIGTERM, then SIGKILL when it has not exited within ``timeout`` seconds.
+    """
     pgid = process.pid  # a session leader's group id is its pid
-    if group_alive(pgid):
-        os.killpg(pgid, signal.SIGTERM)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=timeout)
+        if group_alive(pgid):
+            os.killpg(pgid, signal.SIGTERM)
         wait_for(lambda: not group_alive(pgid), timeout, "the process group to exit", 0.5)
     except (subprocess.TimeoutExpired, AssertionError):
         pass
