@@ -187,3 +187,32 @@ def test_the_index_is_asked_about_a_table_until_it_is_there_then_never_again(tmp
     assert storage.has_table("added_later") and storage.has_table("added_later")
     assert len(engines) == 4
     storage.dispose()
+
+
+def test_run_and_schedule_databases_already_set_up_are_opened_without_dagsters_set_up(tmp_path, monkeypatch):
+    """A database stamped with the newest migration revision (and holding its set-up table) is opened as it is;
+    a missing one, or one stamped with an older revision, gets Dagster's own set-up."""
+    import sqlite3
+
+    from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+    from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+
+    from calmops_dagster.orchestration.sqlite_storage import PooledSqliteScheduleStorage
+
+    set_ups = []
+    for base in (SqliteRunStorage, SqliteScheduleStorage):
+        real = base.from_local.__func__
+        monkeypatch.setattr(base, "from_local", classmethod(
+            lambda cls, base_dir, inst_data=None, real=real: set_ups.append(cls.DATABASE) or real(cls, base_dir, inst_data)))
+    folder = str(tmp_path / "storage")
+    PooledSqliteRunStorage.from_local(folder).dispose()  # new: Dagster's set-up
+    PooledSqliteScheduleStorage.from_local(folder).dispose()
+    assert set_ups == ["runs", "schedules"]
+    runs = PooledSqliteRunStorage.from_local(folder)  # set up: opened as it is
+    assert runs.get_runs() == [] and PooledSqliteScheduleStorage.from_local(folder).all_instigator_state() == []
+    runs.dispose()
+    assert set_ups == ["runs", "schedules"]
+    with sqlite3.connect(tmp_path / "storage" / "runs.db") as con:
+        con.execute("UPDATE alembic_version SET version_num = 'an-older-revision'")
+    PooledSqliteRunStorage.from_local(folder).dispose()
+    assert set_ups == ["runs", "schedules", "runs"]
