@@ -14,18 +14,19 @@ from generators.drifting_blocks import make_drifting_blocks
 from generators.writer import write_blocks
 from resources import build_resources
 
-#: The slowest modules (seconds of one worker, suite of 30 Nov 2026), collected first so that ``make test``'s
-#: workers (``--dist loadfile --no-loadscope-reorder``: whole modules, in collection order) start them first
-#: and end with short ones, instead of one worker finishing the long `dagster dev` module alone.
+#: The slowest modules (seconds of one worker in the suite of 30 Nov 2026, 20:59), collected first so that
+#: ``make test``'s workers (``--dist loadfile --no-loadscope-reorder``: whole modules, in collection order)
+#: start them first and end on short ones. xdist's own order (most tests first) started the `dagster dev`
+#: module late, and a worker ended the run on it alone.
 SLOW_MODULES_FIRST = (
-    "test_dagster_dev.py",  # 183: two lives of dagster dev, three pipelines
-    "test_tutorials.py",  # 99: five tutorial scripts, each its own process
-    "test_faults.py",  # 58
-    "test_s3_storage.py",  # 56: moto and every command on S3
-    "test_postgres_instance.py",  # 47: a PostgreSQL server and dagster dev on it
-    "test_block_pipeline.py",  # 37
-    "test_circuit_breaker.py",  # 29
-    "test_server_schemathesis.py",  # 24
+    "test_dagster_dev.py",  # 168: two lives of dagster dev, three pipelines (mostly waiting on them)
+    "test_tutorials.py",  # 102: five tutorial scripts, each its own process
+    "test_faults.py",  # 66
+    "test_s3_storage.py",  # 53: moto and every command on S3
+    "test_postgres_instance.py",  # 48: a PostgreSQL server and a Dagster daemon on it (mostly waiting)
+    "test_block_pipeline.py",  # 42
+    "test_server_schemathesis.py",  # 38
+    "test_circuit_breaker.py",  # 27
 )
 
 
