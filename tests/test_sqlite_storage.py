@@ -142,34 +142,28 @@ def test_the_event_log_keeps_engines_for_the_most_recent_run_databases(tmp_path,
 
 
 def _layout(path: Path) -> tuple:
-    """A SQLite database's tables and indexes, journal mode, migration stamp and the data migrations marked
-    done (Dagster's ``secondary_indexes``, where the database has it)."""
+    """A SQLite database's tables and indexes, journal mode and migration stamp."""
     import sqlite3
 
     with sqlite3.connect(path) as con:
-        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        done = (sorted(con.execute("SELECT name FROM secondary_indexes WHERE migration_completed IS NOT NULL"))
-                if "secondary_indexes" in tables else None)
         return (sorted(con.execute("SELECT type, name, sql FROM sqlite_master").fetchall()),
                 con.execute("PRAGMA journal_mode").fetchone(),
-                con.execute("SELECT version_num FROM alembic_version").fetchall(), done)
+                con.execute("SELECT version_num FROM alembic_version").fetchall())
 
 
 def test_a_run_database_is_set_up_as_dagster_sets_it_up(tmp_path, monkeypatch):
-    """A new run's database, and the event log's index, are copies of empty ones Dagster set up in this
-    process; they have the tables, indexes, journal mode, migration stamp and data migrations of ones Dagster
-    sets up itself, and Dagster reads the run's events."""
+    """A new run's database is a copy of an empty one Dagster set up in this process; it has the tables,
+    indexes, journal mode and migration stamp of one Dagster sets up itself, and Dagster reads its events."""
     from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
     local_home(tmp_path, monkeypatch)
     with DagsterInstance.get() as instance:
         run_id = hello_job.execute_in_process(instance=instance).run_id
         runs_folder = Path(instance.event_log_storage._base_dir)
-    assert (runs_folder / f"{run_id}.db").is_file() and sqlite_storage.RUN_FILE in sqlite_storage._EMPTY_DATABASES
+    assert (runs_folder / f"{run_id}.db").is_file() and sqlite_storage._EMPTY_RUN_DATABASE is not None
     with SqliteEventLogStorage(str(tmp_path / "dagster")).run_connection("another-run"):
         pass
     assert _layout(runs_folder / f"{run_id}.db") == _layout(tmp_path / "dagster" / "another-run.db")
-    assert _layout(runs_folder / "index.db") == _layout(tmp_path / "dagster" / "index.db")  # a copy too
     events = SqliteEventLogStorage(str(runs_folder)).get_logs_for_run(run_id)
     assert any(e.user_message == "hello from the op" for e in events)
 
@@ -195,10 +189,9 @@ def test_the_index_is_asked_about_a_table_until_it_is_there_then_never_again(tmp
     storage.dispose()
 
 
-def test_run_and_schedule_databases_are_copies_of_dagsters_set_up_and_opened_as_they_are(tmp_path, monkeypatch):
-    """A new run or schedule database is a copy of an empty one Dagster set up (same tables, indexes, journal
-    mode and stamp as Dagster's own set-up leaves); one stamped with the newest migration revision is opened
-    as it is; one stamped with an older revision gets Dagster's own set-up."""
+def test_run_and_schedule_databases_already_set_up_are_opened_without_dagsters_set_up(tmp_path, monkeypatch):
+    """A database stamped with the newest migration revision (and holding its set-up table) is opened as it is;
+    a missing one, or one stamped with an older revision, gets Dagster's own set-up."""
     import sqlite3
 
     from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
@@ -206,26 +199,20 @@ def test_run_and_schedule_databases_are_copies_of_dagsters_set_up_and_opened_as_
 
     from calmops_dagster.orchestration.sqlite_storage import PooledSqliteScheduleStorage
 
-    dagsters = str(tmp_path / "dagster")
-    SqliteRunStorage.from_local(dagsters).dispose()
-    SqliteScheduleStorage.from_local(dagsters).dispose()
-    for name in ("runs.db", "schedules.db"):
-        sqlite_storage.empty_database(name)  # made before Dagster's set-up is watched below
     set_ups = []
     for base in (SqliteRunStorage, SqliteScheduleStorage):
         real = base.from_local.__func__
         monkeypatch.setattr(base, "from_local", classmethod(
             lambda cls, base_dir, inst_data=None, real=real: set_ups.append(cls.DATABASE) or real(cls, base_dir, inst_data)))
     folder = str(tmp_path / "storage")
-    PooledSqliteRunStorage.from_local(folder).dispose()  # new: a copy
+    PooledSqliteRunStorage.from_local(folder).dispose()  # new: Dagster's set-up
     PooledSqliteScheduleStorage.from_local(folder).dispose()
-    for name in ("runs.db", "schedules.db"):
-        assert _layout(tmp_path / "storage" / name) == _layout(tmp_path / "dagster" / name)
+    assert set_ups == ["runs", "schedules"]
     runs = PooledSqliteRunStorage.from_local(folder)  # set up: opened as it is
     assert runs.get_runs() == [] and PooledSqliteScheduleStorage.from_local(folder).all_instigator_state() == []
     runs.dispose()
-    assert set_ups == []
+    assert set_ups == ["runs", "schedules"]
     with sqlite3.connect(tmp_path / "storage" / "runs.db") as con:
         con.execute("UPDATE alembic_version SET version_num = 'an-older-revision'")
     PooledSqliteRunStorage.from_local(folder).dispose()
-    assert set_ups == ["runs"]
+    assert set_ups == ["runs", "schedules", "runs"]

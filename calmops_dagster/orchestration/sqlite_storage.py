@@ -51,13 +51,13 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 from dagster._serdes import ConfigurableClassData
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
 from calmops_dagster.store.storage import create_exclusive
 
-#: Empty databases as Dagster's own set-up leaves them, by file name, once made (see :func:`empty_database`).
-_EMPTY_DATABASES: dict[str, bytes] = {}
+#: An empty run database (see :meth:`PooledSqliteEventLogStorage.empty_run_database`), once made.
+_EMPTY_RUN_DATABASE: bytes | None = None
 
 #: The event log has one database per run: engines kept for the most recently used ones (each holds one
 #: open connection, since the event log serialises its statements).
@@ -115,12 +115,8 @@ class _OneEnginePerProcess:
         """Dagster's ``from_local``, except for a database already stamped with the newest migration revision
         and holding :attr:`SET_UP_TABLE`: that one is opened as it is. Dagster's set-up reads every migration
         script to learn the newest revision (about 0.15 s for each of the run and schedule databases, each
-        time an instance is made: every ``calmops`` command, every run worker). A new database is a copy of
-        an empty one Dagster set up once in this process (:func:`empty_database`)."""
+        time an instance is made: every ``calmops`` command, every run worker)."""
         path = Path(base_dir) / f"{cls.DATABASE}.db"
-        if not path.exists():  # a copy of an empty one Dagster set up (unless another process made it first)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            create_exclusive(path, empty_database(path.name))
         if _set_up(path, cls.SET_UP_TABLE):
             return cls(create_db_conn_string(base_dir, cls.DATABASE), inst_data)
         return super().from_local(base_dir, inst_data)
@@ -177,12 +173,12 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 yield conn
 
     def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
-        """Dagster's set-up of a database, without its cost where the outcome is known: a new run database or
-        index is created as a copy of an empty one (:func:`empty_database`), and one stamped with the newest
-        migration revision needs nothing. Anything else (an older database) is Dagster's."""
+        """Dagster's set-up of a database, without its cost where the outcome is known: a new run database is
+        created as a copy of an empty one (:meth:`empty_run_database`), and one stamped with the newest
+        migration revision needs nothing. Anything else (the index, an older database) is Dagster's."""
         path = Path(engine.url.database)
-        index = for_index_shard or path.stem == INDEX_SHARD_NAME
-        if not path.exists() and create_exclusive(path, empty_database(INDEX_FILE if index else RUN_FILE)):
+        new_run_database = path.stem != INDEX_SHARD_NAME and not for_index_shard and not path.exists()
+        if new_run_database and create_exclusive(path, self.empty_run_database()):
             return
         with engine.connect() as conn:
             if MigrationContext.configure(conn).get_current_revision() == _newest_revision():
@@ -190,9 +186,23 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         super()._initdb(engine, for_index_shard)
 
     def empty_run_database(self) -> bytes:
-        """The bytes of an empty run database (:func:`empty_database`); the warm run launcher's process makes it
-        before forking, so that forked runs share it."""
-        return empty_database(RUN_FILE)
+        """The bytes of a run database as Dagster's own set-up leaves it (tables, WAL journal mode, migration
+        stamp), made once per process (and before forking, by the warm run launcher's process) in a temporary
+        folder and checkpointed, so that the file holds everything."""
+        global _EMPTY_RUN_DATABASE
+        if _EMPTY_RUN_DATABASE is None:
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, "empty.db")
+                engine = create_engine(f"sqlite:///{path}")
+                try:
+                    super()._initdb(engine)
+                    with engine.connect() as conn:
+                        conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+                finally:
+                    engine.dispose()
+                _EMPTY_RUN_DATABASE = Path(path).read_bytes()
+                _newest_revision()
+        return _EMPTY_RUN_DATABASE
 
     def wipe(self) -> None:
         with self._db_lock:  # the run databases' files are deleted: no connection may stay open on them
@@ -220,44 +230,6 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: dict) -> PooledSqliteStorage:
         return cls.from_local(inst_data=inst_data, **config_value)
-
-
-#: File names of the empty databases :func:`empty_database` makes: the event log's index and a run's events.
-INDEX_FILE, RUN_FILE = f"{INDEX_SHARD_NAME}.db", "run.db"
-
-
-def _set_up_event_log(folder: str) -> None:
-    """Dagster's own set-up of an event log's index and of a run's database (``run``) in ``folder``."""
-    storage = SqliteEventLogStorage(folder)
-    with storage.run_connection("run"):
-        pass
-    storage.dispose()
-
-
-#: Dagster's own set-up of each database in an empty folder, by the database's file name.
-_DAGSTER_SET_UPS = {
-    "runs.db": lambda folder: SqliteRunStorage.from_local(folder).dispose(),
-    "schedules.db": lambda folder: SqliteScheduleStorage.from_local(folder).dispose(),
-    INDEX_FILE: _set_up_event_log,
-    RUN_FILE: _set_up_event_log,
-}
-
-
-def empty_database(file_name: str) -> bytes:
-    """The bytes of the empty database ``file_name`` (``runs.db``, ``schedules.db``, the event log's index or
-    a run's events) as Dagster's own set-up leaves it: tables, indexes, WAL journal mode, migration stamp,
-    data migrations marked done. Made once per process in a temporary folder and checkpointed, so that the
-    file holds everything. Dagster's set-up reads every migration script twice or more (0.1-0.25 s per
-    database); a copy costs a few milliseconds."""
-    if file_name not in _EMPTY_DATABASES:
-        with tempfile.TemporaryDirectory() as folder:
-            _DAGSTER_SET_UPS[file_name](folder)
-            path = Path(folder) / file_name
-            with closing(sqlite3.connect(path)) as con:
-                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            _EMPTY_DATABASES[file_name] = path.read_bytes()
-        _newest_revision()
-    return _EMPTY_DATABASES[file_name]
 
 
 def _set_up(path: Path, table: str) -> bool:
