@@ -32,7 +32,6 @@ from contextlib import closing, contextmanager
 from functools import cache
 from pathlib import Path
 
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
@@ -180,9 +179,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         new_run_database = path.stem != INDEX_SHARD_NAME and not for_index_shard and not path.exists()
         if new_run_database and create_exclusive(path, self.empty_run_database()):
             return
-        with engine.connect() as conn:
-            if MigrationContext.configure(conn).get_current_revision() == _newest_revision():
-                return
+        if _set_up(path):
+            return
         super()._initdb(engine, for_index_shard)
 
     def empty_run_database(self) -> bytes:
@@ -232,16 +230,16 @@ class PooledSqliteStorage(DagsterSqliteStorage):
         return cls.from_local(inst_data=inst_data, **config_value)
 
 
-def _set_up(path: Path, table: str) -> bool:
-    """Whether the SQLite database ``path`` exists, is stamped with the newest migration revision and holds
-    ``table`` (read with Python's sqlite3, read-only: no engine, no migration script)."""
+def _set_up(path: Path, table: str | None = None) -> bool:
+    """Whether the SQLite database ``path`` exists, is stamped with the newest migration revision and (when
+    given) holds ``table``; read with Python's sqlite3, read-only: no engine, no migration script."""
     if not path.is_file():
         return False
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)) as con:
             stamp = con.execute("SELECT version_num FROM alembic_version").fetchall()
-            has_table = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                                    [table]).fetchone() is not None
+            has_table = table is None or con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                                     "name = ?", [table]).fetchone() is not None
     except sqlite3.Error:  # no alembic_version table, unreadable: Dagster's set-up decides
         return False
     return stamp == [(_newest_revision(),)] and has_table
