@@ -7,7 +7,6 @@ import os
 import shutil
 
 import numpy as np
-import skops.io as sio
 from dagster import AssetKey, DagsterInstance
 from sklearn.linear_model import LogisticRegression
 
@@ -16,6 +15,7 @@ from calmops_dagster.learning.retrain_policy import decide_retrain
 from calmops_dagster.orchestration.estimated_performance import estimate_block
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.skops_io import skops_io
 from generators.drifting_blocks import make_drifting_blocks
 from tests.conftest import block_spec_dict
 from tests.test_block_pipeline import run_pipeline
@@ -91,7 +91,7 @@ def test_prediction_only_pipeline_estimates_from_a_labelled_reference_file(home,
     frame.drop(columns="y").to_csv(data / "blocks.csv", index=False)
     os.utime(data / "blocks.csv", (0, 0))
     frame[frame["block"] == 1][[*FEATURES, "y"]].to_parquet(tmp_path / "reference.parquet")
-    sio.dump(model, tmp_path / "model.skops")
+    skops_io().dump(model, tmp_path / "model.skops")
     raw = block_spec_dict("scoring", str(data), prediction_only=True, model_file=str(tmp_path / "model.skops"),
                           reference_file=str(tmp_path / "reference.parquet"), features=FEATURES,
                           model_spec={"module": "sklearn.linear_model", "class": "LogisticRegression"},

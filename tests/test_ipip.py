@@ -14,7 +14,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import skops.io as sio
 from sklearn.datasets import make_classification
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import balanced_accuracy_score
@@ -22,6 +21,7 @@ from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
 from calmops_dagster.learning.ipip import IPIPClassifier, draw_balanced_subset, grow_ensemble, ipip_sizes
+from calmops_dagster.store.skops_io import skops_io
 
 
 def _imbalanced(n_samples=600, seed=0, minority_weight=0.08, class_sep=1.5):
@@ -374,11 +374,11 @@ def test_pickle_and_skops_round_trips_predict_identically(tmp_path):
     np.testing.assert_array_equal(again.predict_proba(Xc), expected)
 
     path = tmp_path / "ipip.skops"
-    sio.dump(clf, path)
-    untrusted = sio.get_untrusted_types(file=path)
+    skops_io().dump(clf, path)
+    untrusted = skops_io().get_untrusted_types(file=path)
     # What a model store must allow-list for the default base tree (skops 0.16 does not trust Tree itself).
     assert sorted(untrusted) == ["calmops_dagster.learning.ipip.IPIPClassifier", "sklearn.tree._tree.Tree"]
-    loaded = sio.load(path, trusted=untrusted)
+    loaded = skops_io().load(path, trusted=untrusted)
     np.testing.assert_array_equal(loaded.predict_proba(Xc), expected)
     np.testing.assert_array_equal(loaded.predict(Xc), clf.predict(Xc))
     assert (loaded.p_, loaded.b_, loaded.np_, loaded.kept_new_share_) == (

@@ -8,13 +8,11 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-import skops.io as sio
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.tree import DecisionTreeClassifier
-from skops.io.exceptions import UntrustedTypesFoundException
 
 from calmops_dagster.errors import ModelIntegrityError
 from calmops_dagster.learning.ipip import IPIPClassifier
@@ -23,6 +21,7 @@ from calmops_dagster.learning.retrain_modes import StackedModel
 from calmops_dagster.spec import ModelSpec
 from calmops_dagster.store import model_store
 from calmops_dagster.store.model_store import TRUSTED_TYPES, ModelStore, file_sha256
+from calmops_dagster.store.skops_io import skops_io
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +77,9 @@ def test_a_file_failing_its_hash_is_never_deserialized(tmp_path, data, models, m
     def must_not_run(*args, **kwargs):
         raise AssertionError("deserialized a file that failed its hash")
 
-    monkeypatch.setattr(sio, "load", must_not_run)
-    monkeypatch.setattr(sio, "loads", must_not_run)
-    monkeypatch.setattr(sio, "get_untrusted_types", must_not_run)
+    monkeypatch.setattr(skops_io(), "load", must_not_run)
+    monkeypatch.setattr(skops_io(), "loads", must_not_run)
+    monkeypatch.setattr(skops_io(), "get_untrusted_types", must_not_run)
     with pytest.raises(ModelIntegrityError, match="does not match the manifest"):
         store.load(version)
 
@@ -258,14 +257,14 @@ def test_a_type_outside_the_allow_list_is_refused_even_with_a_matching_hash(tmp_
     version = store.save(models["forest"], reference=X)
     # someone swaps the file for one that calls eval, and rewrites the manifest's hash to match
     path = tmp_path / version / "model.skops"
-    sio.dump(Pipeline([("f", FunctionTransformer(func=eval)), ("m", DecisionTreeClassifier())]), path)
+    skops_io().dump(Pipeline([("f", FunctionTransformer(func=eval)), ("m", DecisionTreeClassifier())]), path)
     forge_manifest(store, version, sha256=file_sha256(path))
-    assert "builtins.eval" in sio.get_untrusted_types(file=path)
+    assert "builtins.eval" in skops_io().get_untrusted_types(file=path)
     with pytest.raises(ModelIntegrityError, match=r"outside the allow-list: \['builtins.eval'\]"):
         store.load(version)
     # skops enforces the same list while loading: the allow-list names types, not "whatever the file holds"
-    with pytest.raises(UntrustedTypesFoundException):
-        sio.load(path, trusted=sorted(TRUSTED_TYPES))
+    with pytest.raises(skops_io().exceptions.UntrustedTypesFoundException):
+        skops_io().load(path, trusted=sorted(TRUSTED_TYPES))
     assert not any(t.startswith("builtins.") for t in TRUSTED_TYPES)
 
 

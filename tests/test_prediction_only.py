@@ -8,7 +8,6 @@ import pickle
 
 import pandas as pd
 import pytest
-import skops.io as sio
 from dagster import DagsterInstance, Definitions
 from sklearn.linear_model import LogisticRegression
 
@@ -18,6 +17,7 @@ from calmops_dagster.orchestration.runner import register_new_blocks, run_pendin
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore, load_model_file
+from calmops_dagster.store.skops_io import skops_io
 from generators.drifting_blocks import make_drifting_blocks
 from resources import build_resources
 from tests.conftest import block_spec_dict
@@ -49,7 +49,7 @@ def test_prediction_only_pipeline_without_target(home, tmp_path, fitted):
     for path in data.iterdir():
         os.utime(path, (0, 0))
     model_file = tmp_path / "model.skops"
-    sio.dump(model, model_file)
+    skops_io().dump(model, model_file)
     raw = block_spec_dict("scoring", str(data), prediction_only=True, model_file=str(model_file),
                           features=FEATURES, model_spec={"module": "sklearn.linear_model",
                                                           "class": "LogisticRegression"}, performance={})
@@ -80,7 +80,7 @@ def test_prediction_only_reports_drift_against_a_reference_file(home, tmp_path, 
     os.utime(data / "blocks.csv", (0, 0))
     frame[frame["block"] == 1][FEATURES].to_parquet(tmp_path / "reference.parquet")
     model_file = tmp_path / "model.skops"
-    sio.dump(model, model_file)
+    skops_io().dump(model, model_file)
     raw = block_spec_dict("scoring", str(data), prediction_only=True, model_file=str(model_file),
                           reference_file=str(tmp_path / "reference.parquet"), features=FEATURES,
                           model_spec={"module": "sklearn.linear_model", "class": "LogisticRegression"},
@@ -104,7 +104,7 @@ def test_untrusted_model_files_are_refused(tmp_path, fitted):
     assert load_model_file(pickled, trust=True).coef_.shape == (1, 4)
 
     hostile = tmp_path / "hostile.skops"
-    sio.dump({"model": model, "extra": pd.Timestamp("2020-01-01")}, hostile)
+    skops_io().dump({"model": model, "extra": pd.Timestamp("2020-01-01")}, hostile)
     with pytest.raises(ModelIntegrityError, match="outside the allow-list"):
         load_model_file(hostile, trust=False)
 
