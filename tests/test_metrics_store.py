@@ -82,17 +82,18 @@ def test_tables_keep_their_names_and_columns_in_the_catalog_file(store):
 
 
 READER = """
-import sys, time
+import pathlib, sys
 from calmops_dagster.store.metrics_store import MetricsStore
-store, failures, reads = MetricsStore(sys.argv[1]), 0, 0
-deadline = time.monotonic() + float(sys.argv[2])
-while time.monotonic() < deadline:
+store, stop, failures, reads = MetricsStore(sys.argv[1]), pathlib.Path(sys.argv[2]), 0, 0
+while not stop.exists():  # read until the writers are done
     try:
         store.query("SELECT count(*) FROM drift_results")
         reads += 1
     except Exception as exc:
         failures += 1
         print(exc, file=sys.stderr)
+    if reads == 1:
+        print("reading", flush=True)
 print(reads, failures)
 """
 
@@ -106,21 +107,25 @@ for block in range(int(sys.argv[3])):
 """
 
 
-def test_readers_never_fail_while_writers_write(store):
+def test_readers_never_fail_while_writers_write(store, tmp_path):
     """Three writer processes and a reader process at once: every read succeeds, every row arrives, and an
-    analyst's connection held open on the catalog file blocks nobody."""
+    analyst's connection held open on the catalog file blocks nobody. The reader reads from before the
+    writers start until after they end."""
     store.replace_block_rows("drift_results", "x", "0", drift_rows(1))  # catalog exists
     analyst = duckdb.connect(str(store.path), read_only=True)
+    stop = tmp_path / "writers-done"
     try:
-        reader = subprocess.Popen([sys.executable, "-c", READER, str(store.path), "20"], stdout=subprocess.PIPE,
+        reader = subprocess.Popen([sys.executable, "-c", READER, str(store.path), str(stop)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
+        assert reader.stdout.readline() == "reading\n", reader.communicate(timeout=300)
         writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(store.path), name, "15"])
                    for name in ("a", "b", "c")]
         assert [w.wait(timeout=300) for w in writers] == [0, 0, 0]
+        stop.touch()
         out, err = reader.communicate(timeout=300)
         reads, failures = map(int, out.split())
         assert failures == 0, err
-        assert reads > 0
+        assert reads > 1  # at least one read after the writers started
         counts = dict(analyst.execute("SELECT pipeline, count(*) FROM drift_results GROUP BY 1").fetchall())
     finally:
         analyst.close()
