@@ -41,11 +41,15 @@ def test_skops_loads_without_torch_and_trusts_the_same_estimators_and_ufuncs():
     assert (int(count), ufuncs) == (int(plain_count), plain_ufuncs) and int(count) > 100
 
 
-def test_skops_names_every_ufunc_as_pickle_does():
-    ufuncs = [obj for module in (np, scipy.special) for attr in dir(module)
-              if isinstance(obj := getattr(module, attr), np.ufunc)]
-    assert len(ufuncs) > 300
-    for ufunc in ufuncs:
+def test_skops_names_ufuncs_as_pickle_does():
+    """numpy's ufuncs and every tenth of scipy.special's (pickle's walk costs about 10 ms a ufunc in a pytest
+    worker); the whole trusted list is compared with a plain import's above."""
+    def ufuncs(module):
+        return [obj for attr in sorted(dir(module)) if isinstance(obj := getattr(module, attr), np.ufunc)]
+
+    sample = ufuncs(np) + ufuncs(scipy.special)[::10]
+    assert len(sample) > 100
+    for ufunc in sample:
         assert first_module_holding(ufunc, ufunc.__name__) == pickle.whichmodule(ufunc, ufunc.__name__)
     assert first_module_holding(np.ndarray, "ndarray") == "numpy"
     assert first_module_holding(object(), "no_module_has_this") == "__main__"
