@@ -132,6 +132,12 @@ class Browser:
             if self._receive(max(deadline - time.monotonic(), 0.01)).get("method") == "Page.loadEventFired":
                 return
 
+    def follow(self, path: str) -> None:
+        """Go to ``path`` inside the loaded single-page app as its own links do: ``history.pushState``, then the
+        ``popstate`` event its router listens to. The app's scripts are not loaded again."""
+        self.evaluate(f"window.history.pushState({{}}, '', {json.dumps(path)}); "
+                      "window.dispatchEvent(new PopStateEvent('popstate', {state: {}}))")
+
     def before_each_page(self, source: str) -> None:
         """Run ``source`` in every page before its own scripts (``Page.addScriptToEvaluateOnNewDocument``)."""
         self.call("Page.addScriptToEvaluateOnNewDocument", source=source)
