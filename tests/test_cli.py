@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -179,3 +182,14 @@ def test_serve_and_dev_warn_without_a_model_key(home, capsys, monkeypatch):
     for command in (["serve"], ["dev"]):
         assert main(command) == 0
         assert "WARNING" not in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(home):
+    """`calmops demo --next | head -1` and the like: the pipe closes before the command prints; it exits with
+    the closed pipe's status (141), and no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "calmops_dagster.interfaces.cli", "--home", str(home.root), "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the command has imported what it needs, let alone printed
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGPIPE, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -678,6 +678,11 @@ def main(argv: list[str] | None = None) -> int:
     except CalmOpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader stopped reading (`calmops list | head -1`): stop quietly, as Unix tools do, rather than with
+        # a traceback; what is left to print goes to /dev/null, so Python's flush at exit does not fail too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE  # the status a shell reports for a tool stopped by a closed pipe
 
 
 if __name__ == "__main__":
