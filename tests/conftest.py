@@ -102,9 +102,12 @@ def demo_spec(home, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def processed_home(tmp_path_factory):
-    """(home, spec) of a processed ``demo`` pipeline (processed_home.py), built once per pytest worker;
-    tests must not modify it (``processed_home.copy_home`` gives a writable copy)."""
-    from processed_home import build_processed_home
+def processed_home(tmp_path_factory, worker_id):
+    """(home, spec) of a processed ``demo`` pipeline (processed_home.py), built once per test run: pytest-xdist
+    workers share it through the run's temporary folder. Tests must not modify it
+    (``processed_home.copy_home`` gives a writable copy)."""
+    from processed_home import build_processed_home, shared_processed_home
 
-    return build_processed_home(tmp_path_factory.mktemp("processed"))
+    if worker_id == "master":  # no workers: the folder above this run's would be shared with other runs
+        return build_processed_home(tmp_path_factory.mktemp("processed"))
+    return shared_processed_home(tmp_path_factory.getbasetemp().parent / "processed")

@@ -1,13 +1,15 @@
 """A CALMOPS_HOME with one block pipeline processed through Dagster (models, metrics, logs), built once.
 
-Built by the session fixture ``processed_home`` of conftest.py (one definition, so one build per pytest
-worker), shared by the server, report, reruns and logs tests. The pipeline runs in-process on an ephemeral
+Built by the session fixture ``processed_home`` of conftest.py, once per test run: the first pytest worker
+that needs it builds it in the run's temporary folder (:func:`shared_processed_home`), the others wait for
+that and read it. Shared by the server, report, reruns and logs tests, which never write into it. The pipeline runs in-process on an ephemeral
 Dagster instance, as in ``test_block_pipeline.py``; block 3 drifts, so there are two champion versions and
 a promotion.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -17,7 +19,7 @@ from dagster import DagsterInstance, Definitions
 
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
-from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.spec import load_spec, parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import CalmOpsHome
@@ -60,3 +62,19 @@ def copy_home(processed, dest) -> CalmOpsHome:
     home, _ = processed
     shutil.copytree(home.root, dest / "calmops")
     return CalmOpsHome(dest / "calmops")
+
+
+def shared_processed_home(root):
+    """(home, spec) of the processed home under ``root``, built there by the first process to ask (the others
+    wait on a lock beside it, then read what it built)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    built = root / "built"
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a build that died halfway
+            root.mkdir()
+            build_processed_home(root)
+            built.touch()
+    home = CalmOpsHome(root / "calmops")
+    return home, load_spec(home.spec_path(NAME))
