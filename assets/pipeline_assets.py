@@ -137,7 +137,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     def data_block(context: AssetExecutionContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         block = context.partition_key
         store = home.model_store(spec.name)
-        recorded = None if spec.prediction_only else read_context(metrics.store(), spec, block)
+        recorded = None if spec.prediction_only else read_context(metrics.store(), spec, block, context.run_id)
         champion = recorded.champion_version if is_rerun(recorded) else store.champion_version()
         expected = store.manifest(champion).get("feature_kinds") if champion else None
         db, folder = metrics.store(), home.paths.state_dir(spec.name)
@@ -216,7 +216,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         )
 
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
-        recorded = None if spec.prediction_only else read_context(db, spec, block)
+        recorded = None if spec.prediction_only else read_context(db, spec, block, context.run_id)
         rerun = is_rerun(recorded)
         if rerun:  # what was in force when the block was first processed: champion, settings, late verdict
             run_spec, champion = spec_with_settings(spec, recorded.settings), recorded.champion_version
@@ -329,7 +329,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         from calmops_dagster.orchestration.champion_challenger import make_challenger, rescore_challenger
 
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
-        recorded = read_context(db, spec, block)
+        recorded = read_context(db, spec, block, context.run_id)
         if is_rerun(recorded):  # never trains over the current champion: the challenger trained then, if any
             if recorded.challenger is None:
                 reason = recorded.challenger_reason or drift_report["reason"]
@@ -395,7 +395,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         from calmops_dagster.orchestration.estimated_performance import prepare_calibration
 
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
-        late, recorded = bool(drift_report.get("late")), read_context(db, spec, block)
+        late, recorded = bool(drift_report.get("late")), read_context(db, spec, block, context.run_id)
         rerun = is_rerun(recorded)
         if rerun:  # the decision as it was made, against the champions of the time; nothing is moved
             run_spec, before = spec_with_settings(spec, recorded.settings), recorded.champion_version
@@ -456,7 +456,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
     def predictions(context: AssetExecutionContext, data_block: pd.DataFrame, home: CalmOpsHomeResource,
                     metrics: MetricsStoreResource):
         block, store = context.partition_key, home.model_store(spec.name)
-        recorded = None if spec.prediction_only else read_context(metrics.store(), spec, block)
+        recorded = None if spec.prediction_only else read_context(metrics.store(), spec, block, context.run_id)
         # the champion the block's decision left in force (a rerun predicts as the block's first run did)
         version = recorded.champion_after if is_rerun(recorded) else ensure_champion(spec, store)
         result = predict_block(store, version, data_block, spec)
