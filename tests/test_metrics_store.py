@@ -220,6 +220,19 @@ def test_breaker_update_counts_a_run_once(store):
     assert store.query("SELECT run_id FROM breaker_events ORDER BY event_at")["run_id"].tolist() == ["r1", "r2"]
 
 
+def test_a_breaker_never_changed_is_closed_without_a_query(store, monkeypatch):
+    from calmops_dagster.store.breaker_state import BreakerState
+
+    store.update_breaker("a", lambda state: (state, "reset"))  # another pipeline's breaker has rows
+
+    def no_query(*args, **kwargs):
+        raise AssertionError("queried")
+
+    monkeypatch.setattr(store, "rows", no_query)
+    monkeypatch.setattr(store, "query", no_query)
+    assert store.breaker_state("never_changed") == BreakerState()
+
+
 def test_calmops_sql_prints_rows_and_refuses_anything_but_one_select(tmp_path, capsys):
     store = MetricsStore(tmp_path / "metrics.duckdb")
     store.replace_block_rows("promotions", "demo", "1", [{"decision": "promote", "reason": "first model"}])

@@ -307,9 +307,14 @@ class MetricsStore:
         root = self.data_dir.resolve() / table
         if pipeline is None:
             return _sql_text(str(root / "**" / "*.parquet"))
-        files = [root / SCHEMA_FILE, *(path for folder in (_part(pipeline), MIGRATED)
-                                       for path in (root / folder).rglob("*.parquet"))]
+        files = [root / SCHEMA_FILE, *self._pipeline_segments(table, pipeline)]
         return "[" + ", ".join(_sql_text(str(path)) for path in files) + "]"
+
+    def _pipeline_segments(self, table: str, pipeline: str) -> list:
+        """The segments that may hold ``pipeline``'s rows of ``table``: its own folder's, and those migrated
+        from the single-file design."""
+        root = self.data_dir.resolve() / table
+        return [path for folder in (_part(pipeline), MIGRATED) for path in (root / folder).rglob("*.parquet")]
 
     def _view_sql(self, view: str, pipeline: str | None = None) -> str:
         """The SELECT that makes the table (or ``<table>_history``) ``view`` out of the table's segments (of
@@ -605,6 +610,8 @@ class MetricsStore:
         try:
             return _state_from_row(_from_json(json.loads(self._breaker_head(pipeline).read_bytes())["state"]))
         except FileNotFoundError:
+            if not self._pipeline_segments("breaker_state", pipeline):  # never changed: closed, and no query
+                return BreakerState()
             found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline], pipeline=pipeline)
             return _state_from_row(found[0] if found else None)
 
