@@ -220,6 +220,17 @@ def test_breaker_update_counts_a_run_once(store):
     assert store.query("SELECT run_id FROM breaker_events ORDER BY event_at")["run_id"].tolist() == ["r1", "r2"]
 
 
+def test_queries_on_one_connection_answer_as_one_query_each(store):
+    store.replace_block_rows("drift_results", "a", "1", drift_rows(3))
+    store.replace_block_rows("promotions", "a", "1", [{"decision": "promote"}])
+    statements = [("SELECT feature, p_value FROM drift_results WHERE pipeline = ? ORDER BY feature", ["a"]),
+                  ("SELECT block, decision FROM promotions WHERE pipeline = ?", ["a"])]
+    together = store.queries(statements, pipeline="a")
+    for frame, (sql, params) in zip(together, statements, strict=True):
+        pd.testing.assert_frame_equal(frame, store.query(sql, params, pipeline="a"))
+    assert len(together[0]) == 3 and together[1].values.tolist() == [["1", "promote"]]
+
+
 def test_a_breaker_never_changed_is_closed_without_a_query(store, monkeypatch):
     from calmops_dagster.store.breaker_state import BreakerState
 

@@ -67,6 +67,18 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+#: The overview's four queries (``pipeline``; the drifted features' also ``top_features``), made on one
+#: connection by :meth:`~calmops_dagster.store.metrics_store.MetricsStore.queries`.
+PROMOTIONS_SQL = ("SELECT block, decision, champion_after, reason, champion_score, challenger_score FROM promotions "
+                  "WHERE pipeline = ? ORDER BY decided_at")
+SUMMARY_SQL = ("SELECT block, drift_detected, drift_share, n_drifted, n_tested, drifted_features, retrain, "
+               "performance_value FROM drift_summary WHERE pipeline = ? ORDER BY computed_at")
+DRIFTED_SQL = ("SELECT feature, count(DISTINCT block) AS blocks, max(effect_size) AS max_effect FROM drift_results "
+               "WHERE pipeline = ? AND drifted AND feature NOT LIKE '\\_\\_%' ESCAPE '\\' "
+               "GROUP BY feature ORDER BY blocks DESC, max_effect DESC LIMIT ?")
+PROCESSED_SQL = "SELECT count(*) AS n FROM blocks WHERE pipeline = ?"
+
+
 def pipeline_overview(home: CalmOpsHome, name: str, metric: str, last_n: int = 10, top_features: int = 5,
                       metrics: MetricsStore | None = None) -> Overview:
     """The overview of pipeline ``name``: blocks in the order they were processed, the last ``last_n``."""
@@ -75,18 +87,10 @@ def pipeline_overview(home: CalmOpsHome, name: str, metric: str, last_n: int = 1
     champion = store.champion_version()
     history = store.champion_history()
     since = next((h for h in reversed(history) if h["version"] == champion), None)
-    promotions = metrics.query(
-        "SELECT block, decision, champion_after, reason, champion_score, challenger_score FROM promotions "
-        "WHERE pipeline = ? ORDER BY decided_at", [name], pipeline=name)
-    summary = metrics.query(
-        "SELECT block, drift_detected, drift_share, n_drifted, n_tested, drifted_features, retrain, "
-        "performance_value FROM drift_summary WHERE pipeline = ? ORDER BY computed_at", [name], pipeline=name)
-    drifted = metrics.query(
-        "SELECT feature, count(DISTINCT block) AS blocks, max(effect_size) AS max_effect FROM drift_results "
-        "WHERE pipeline = ? AND drifted AND feature NOT LIKE '\\_\\_%' ESCAPE '\\' "
-        "GROUP BY feature ORDER BY blocks DESC, max_effect DESC LIMIT ?", [name, top_features], pipeline=name)
-    processed = metrics.query("SELECT count(*) AS n FROM blocks WHERE pipeline = ?", [name],
-                              pipeline=name)["n"].iloc[0]
+    promotions, summary, drifted, processed = metrics.queries(
+        [(PROMOTIONS_SQL, [name]), (SUMMARY_SQL, [name]), (DRIFTED_SQL, [name, top_features]),
+         (PROCESSED_SQL, [name])], pipeline=name)
+    processed = processed["n"].iloc[0]
 
     last = summary.iloc[-1] if len(summary) else None
     last_block = str(promotions["block"].iloc[-1]) if len(promotions) else (

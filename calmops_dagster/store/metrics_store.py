@@ -560,28 +560,32 @@ class MetricsStore:
             self.create_views(con, temp=True, tables=named or None, pipeline=pipeline)
             yield con
 
-    def query(self, sql: str, params: list | None = None, pipeline: str | None = None) -> pd.DataFrame:
-        """Run a query over the tables (``pipeline``'s rows only, when given: see :meth:`connect`) and return
-        a DataFrame; never waits for, nor fails on, a writer."""
+    def _read(self, sql: str, pipeline: str | None, read):
+        """``read(con)`` on a connection (:meth:`connect`) with the views ``sql`` names; tried again when a
+        compaction removed a segment between listing and reading it."""
         for attempt in range(5):
             try:
                 with self.connect(sql, pipeline) as con:
-                    return con.execute(sql, params or []).df()
-            except duckdb.Error as exc:  # a compaction removed a segment between listing and reading
+                    return read(con)
+            except duckdb.Error as exc:
                 if not _is_error(exc, _VANISHED_MARKERS) or attempt == 4:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
+    def query(self, sql: str, params: list | None = None, pipeline: str | None = None) -> pd.DataFrame:
+        """Run a query over the tables (``pipeline``'s rows only, when given: see :meth:`connect`) and return
+        a DataFrame; never waits for, nor fails on, a writer."""
+        return self._read(sql, pipeline, lambda con: con.execute(sql, params or []).df())
+
+    def queries(self, statements: list[tuple[str, list]], pipeline: str | None = None) -> list[pd.DataFrame]:
+        """Several ``(sql, params)`` queries like :meth:`query`, over one connection: the views they name are
+        made, and their segments listed, once."""
+        return self._read("\n".join(sql for sql, _ in statements), pipeline,
+                          lambda con: [con.execute(sql, params).df() for sql, params in statements])
+
     def rows(self, sql: str, params: list | None = None, pipeline: str | None = None) -> list[dict]:
         """Like :meth:`query`, but rows as dicts and no pandas: for quick reads such as ``calmops list``."""
-        for attempt in range(5):
-            try:
-                with self.connect(sql, pipeline) as con:
-                    return _dicts(con.execute(sql, params or []))
-            except duckdb.Error as exc:  # a compaction removed a segment between listing and reading
-                if not _is_error(exc, _VANISHED_MARKERS) or attempt == 4:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
+        return self._read(sql, pipeline, lambda con: _dicts(con.execute(sql, params or [])))
 
     def read_only_query(self, sql: str) -> pd.DataFrame:
         """Run one ``SELECT`` (``calmops sql``): anything else (several statements, ``COPY``, ``CREATE``...)
