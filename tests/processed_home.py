@@ -2,9 +2,9 @@
 
 Built by the session fixture ``processed_home`` of conftest.py, once per test run: the first pytest worker
 that needs it builds it in the run's temporary folder (:func:`shared_processed_home`), the others wait for
-that and read it. Shared by the server, report, reruns and logs tests, which never write into it. The pipeline runs in-process on an ephemeral
-Dagster instance, as in ``test_block_pipeline.py``; block 3 drifts, so there are two champion versions and
-a promotion.
+that and read it. Shared by the server, report, reruns and logs tests, which never write into it. The
+pipeline runs in-process on an ephemeral Dagster instance, as in ``test_block_pipeline.py``; block 3
+drifts, so there are two champion versions and a promotion.
 """
 
 from __future__ import annotations
