@@ -63,3 +63,12 @@ def test_the_code_location_imports_what_building_the_definitions_needs_only(tmp_
     loaded = imported_after("import calmops_dagster.definitions as d\nassert d.defs.resolve_job_def('fast_job')",
                             env=env, top_level=False)
     assert not [m for m in STEP_ONLY if m in loaded], [m for m in STEP_ONLY if m in loaded]
+
+
+def test_calmops_demo_names_its_model_without_importing_scikit_learn(tmp_path):
+    """The demo's spec names RandomForestClassifier; the run that trains it imports it."""
+    home = tmp_path / "home"
+    loaded = imported_after("from calmops_dagster.interfaces.cli import main\n"
+                            f"main(['--home', {str(home)!r}, 'demo', '--initial', '0', '--blocks', '2'])")
+    assert "sklearn" not in loaded and "pandas" in loaded  # it did write the demo's blocks
+    assert (home / "pipelines" / "demo" / "pipeline.yaml").is_file()
