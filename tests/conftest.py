@@ -14,19 +14,42 @@ from generators.drifting_blocks import make_drifting_blocks
 from generators.writer import write_blocks
 from resources import build_resources
 
-#: The slowest modules (seconds of one worker in the suite of 30 Nov 2026, 20:59), collected first so that
-#: ``make test``'s workers (``--dist loadfile --no-loadscope-reorder``: whole modules, in collection order)
-#: start them first and end on short ones. xdist's own order (most tests first) started the `dagster dev`
-#: module late, and a worker ended the run on it alone.
+#: The modules taking more than 5 s, slowest first (seconds of one worker in the suite of 1 Dec 2026, 01:08),
+#: collected first so that ``make test``'s workers (``--dist loadfile --no-loadscope-reorder``: whole modules,
+#: in collection order) start them first and end on short ones: the two workers then finish within seconds of
+#: each other (with only the eight slowest first, the modules after them went alphabetically and the workers
+#: ended 7-9 s apart, one on `test_storage`, the other on `test_warm_run_launcher`). xdist's own order (most
+#: tests first) started the `dagster dev` module late, and a worker ended the run on it alone.
 SLOW_MODULES_FIRST = (
-    "test_dagster_dev.py",  # 168: two lives of dagster dev, three pipelines (mostly waiting on them)
-    "test_tutorials.py",  # 102: five tutorial scripts, each its own process
-    "test_faults.py",  # 66
-    "test_s3_storage.py",  # 53: moto and every command on S3
-    "test_postgres_instance.py",  # 48: a PostgreSQL server and a Dagster daemon on it (mostly waiting)
-    "test_block_pipeline.py",  # 42
-    "test_server_schemathesis.py",  # 38
-    "test_circuit_breaker.py",  # 27
+    "test_dagster_dev.py",  # 115: two lives of dagster dev, three pipelines (mostly waiting on them)
+    "test_tutorials.py",  # 82: five tutorial scripts, each its own process
+    "test_faults.py",  # 44
+    "test_postgres_instance.py",  # 37: a PostgreSQL server and a Dagster daemon on it (mostly waiting)
+    "test_s3_storage.py",  # 37: moto and every command on S3
+    "test_server_schemathesis.py",  # 27
+    "test_block_pipeline.py",  # 27
+    "test_storage.py",  # 20
+    "test_stream_sensor.py",  # 19
+    "test_circuit_breaker.py",  # 18
+    "test_warm_run_launcher.py",  # 16
+    "test_reruns.py",  # 12
+    "test_exactly_once.py",  # 12
+    "test_skops_io.py",  # 12
+    "test_run_guard.py",  # 12
+    "test_metrics_store.py",  # 11
+    "test_ipip.py",  # 10
+    "test_promotion.py",  # 10
+    "test_drift_engine.py",  # 9
+    "test_generators_real.py",  # 9
+    "test_pipeline_report.py",  # 9
+    "test_cli.py",  # 8
+    "test_estimated_performance.py",  # 8
+    "test_cli_imports.py",  # 7
+    "test_late_blocks.py",  # 6
+    "test_sqlite_storage.py",  # 6
+    "test_server.py",  # 6
+    "test_delayed_labels.py",  # 5
+    "test_ipip_pipeline.py",  # 5
 )
 
 
