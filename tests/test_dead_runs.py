@@ -101,6 +101,28 @@ def test_runs_without_a_known_process_are_left_alone(demo_spec, instance):
     assert status(instance, waiting) == status(instance, other) == DagsterRunStatus.STARTED
 
 
+def test_a_run_that_ends_while_it_is_judged_is_not_rerun(demo_spec, home, instance, monkeypatch):
+    """The worker reports the run's success and exits between the sensor's read of the in-flight runs and its
+    look at the process (seen in `dagster dev` under load: a finished block was requested again)."""
+    from calmops_dagster.orchestration import runner
+
+    instance.add_dynamic_partitions(demo_spec.partitions_name, ["1"])
+    worker = subprocess.Popen(["sleep", "120"])
+    run = started_run(instance, demo_spec, "1", worker.pid)
+
+    def worker_ends_now(pid: int) -> bool:
+        success = DagsterEvent(DagsterEventType.RUN_SUCCESS.value, run.job_name, message="Finished.")
+        instance.report_dagster_event(success, run.run_id)
+        worker.kill()
+        worker.wait()
+        return False
+
+    monkeypatch.setattr(runner, "process_alive", worker_ends_now)
+    assert not (evaluate_file_sensor(demo_spec, home, instance).run_requests or [])
+    assert status(instance, run) == DagsterRunStatus.SUCCESS
+    assert REAPED_TAG not in instance.get_run_by_id(run.run_id).tags
+
+
 def step_started(instance, run, step_key: str) -> None:
     event = DagsterEvent(DagsterEventType.STEP_START.value, run.job_name, step_key=step_key,
                          message=f"Started execution of step {step_key}.")

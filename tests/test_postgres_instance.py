@@ -3,8 +3,8 @@
 A throw-away PostgreSQL server (tests/postgres_server.py) holds Dagster's run, event-log and schedule
 storage. ``dagster-daemon`` runs the demo pipeline's file sensor and the queued run coordinator; a block file
 dropped into the watched folder becomes a queued run, dequeued by the daemon and processed end to end
-(metrics in DuckDB, champion in the model store). One block only: each step of a run is a fresh process that
-imports the code location, which takes minutes on a loaded machine. What the test swaps in
+(metrics in DuckDB, champion in the model store). One block only: the run is a fresh process (Dagster's default
+launcher) that imports the code location, which takes long on a loaded machine. What the test swaps in
 ``deploy/dagster.yaml``, and why: the run launcher becomes Dagster's default one (runs as subprocesses of the code server) because no
 Docker engine runs here; the Postgres port becomes the test server's port; artifact and compute-log folders
 move from the Docker volume ``/calmops`` to the temporary directory. Storage, run queue, run monitoring and

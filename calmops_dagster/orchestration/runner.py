@@ -124,12 +124,18 @@ def dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[DagsterRun]
     default run launcher (``CALMOPS_RUN_LAUNCHER=dagster``), a subprocess on this host whose pid Dagster
     records in the run's "Started process for run" event. Runs of other launchers (Docker, Kubernetes) are
     left to Dagster's run monitoring.
+
+    A run whose process is gone is read again before it counts as dead: its worker may have reported the
+    run's end and exited between the first read and the look at its process (seen under load in `dagster
+    dev`: a finished block was requested again). Once the process is gone, every status it wrote is stored.
     """
     dead = []
     for run in instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT)):
         pid, host = _run_process(instance, run)
         if pid is not None and host == socket.gethostname() and not process_alive(pid):
-            dead.append((run, pid, host))
+            current = instance.get_run_by_id(run.run_id)
+            if current is not None and current.status in IN_FLIGHT:
+                dead.append((current, pid, host))
     return dead
 
 
