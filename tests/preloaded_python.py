@@ -84,7 +84,10 @@ class PreloadedPython:
                    "stdout": str(output / "stdout.txt"), "stderr": str(output / "stderr.txt")}
         self._helper.stdin.write(json.dumps(request).encode() + b"\n")
         self._helper.stdin.flush()
-        pid = int(self._read_line(60).removeprefix("pid "))
+        answer = self._read_line(60)
+        if answer is None or not answer.startswith("pid "):
+            raise RuntimeError(f"the preloading helper did not fork {script} (exit code {self._helper.poll()})")
+        pid = int(answer.removeprefix("pid "))
         answer = self._read_line(timeout)
         if answer is None:
             os.kill(pid, signal.SIGKILL)
