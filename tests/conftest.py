@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -128,12 +129,13 @@ def demo_spec(home, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def processed_home(tmp_path_factory, worker_id):
+def processed_home(tmp_path_factory):
     """(home, spec) of a processed ``demo`` pipeline (processed_home.py), built once per test run: pytest-xdist
     workers share it through the run's temporary folder. Tests must not modify it
     (``processed_home.copy_home`` gives a writable copy)."""
     from processed_home import build_processed_home, shared_processed_home
 
-    if worker_id == "master":  # no workers: the folder above this run's would be shared with other runs
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        # no workers (no -n, or -p no:xdist): the folder above this run's would be shared with other runs
         return build_processed_home(tmp_path_factory.mktemp("processed"))
     return shared_processed_home(tmp_path_factory.getbasetemp().parent / "processed")
