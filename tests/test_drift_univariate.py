@@ -1,6 +1,7 @@
 """Univariate tests against scipy and frouros reference values, and the multiple-testing corrections."""
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -51,6 +52,20 @@ def test_ks_above_the_exact_switch_is_scipys_asymptotic_p_value_close_to_the_exa
     ours = uv.ks(_merged(x, y))
     assert ours.p_value == pytest.approx(stats.ks_2samp(x, y, method="asymp").pvalue, rel=1e-9, abs=1e-300)
     assert ours.p_value == pytest.approx(stats.ks_2samp(x, y, method="exact").pvalue, rel=0.03)
+
+
+def test_ks_where_scipys_exact_p_value_fails_gives_the_asymptotic_one_without_a_warning():
+    """Two samples of 300 whose CDFs differ by one step (D = 1/300): scipy's exact computation overflows 1 and
+    falls back, with a RuntimeWarning, to the asymptotic p-value."""
+    x = np.random.default_rng(3).normal(size=300)
+    y = np.append(np.sort(x)[:-1], x.max() + 1.0)
+    with pytest.warns(RuntimeWarning, match="Exact calculation unsuccessful"):
+        reference = stats.ks_2samp(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = uv.ks(_merged(x, y))
+    assert ours.statistic == pytest.approx(1 / 300)
+    assert ours.p_value == reference.pvalue == stats.ks_2samp(x, y, method="asymp").pvalue
 
 
 @pytest.mark.parametrize("case", ["continuous", "ties", "small"])
