@@ -2,11 +2,12 @@
 
 A fresh interpreter per tutorial script spent about 4-5 s of CPU importing Dagster, pandas, scikit-learn,
 DuckDB and skops before the script's first line did anything. :class:`PreloadedPython` starts one helper
-process that imports them once (:data:`PRELOADED`), then forks a child per script, the way the warm run
-launcher forks run workers. Each child is its own process and runs the script as the interpreter would:
-module ``__main__``, ``sys.argv`` the script and its arguments, the script's folder first on ``sys.path``,
-the given working directory, its own standard output and error. The script's imports and code run as
-written; only modules already imported by the helper are found in ``sys.modules``.
+process that imports them once (:data:`PRELOADED`, then the warm run launcher's ``preload()``: a run's modules
+and skops' trusted list), then forks a child per script, the way the warm run launcher forks run workers. Each
+child is its own process and runs the script as the interpreter would: module ``__main__``, ``sys.argv`` the
+script and its arguments, the script's folder first on ``sys.path``, the given working directory, its own
+standard output and error. The script's imports and code run as written; only modules already imported by the
+helper are found in ``sys.modules``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ PRELOADED = ("dagster", "pandas", "duckdb", "sklearn.ensemble", "lightgbm", "cal
              "generators.drifting_blocks", "generators.writer", "resources")
 
 HELPER = r'''
-import importlib, json, os, runpy, sys, threading, traceback
+import importlib, json, os, runpy, sys, traceback
 
 def run_script(request):
     # in the forked child: the script's streams, folder, arguments and module __main__, as `python SCRIPT`
@@ -51,10 +52,8 @@ def run_script(request):
 
 for name in json.loads(sys.argv[1]):
     importlib.import_module(name)
-from calmops_dagster.store.skops_io import skops_io
-skops_io()
-if threading.active_count() != 1:
-    raise SystemExit(f"the helper must be single-threaded to fork; running: {threading.enumerate()}")
+from calmops_dagster.orchestration.warm_run_worker import preload
+preload()  # a run's modules and skops' trusted list too; checks that no thread runs (forking is then safe)
 print("ready", flush=True)
 for line in sys.stdin:
     pid = os.fork()
@@ -69,8 +68,10 @@ class PreloadedPython:
     """The helper process; :meth:`run` runs one script in a child forked from it. One script at a time."""
 
     def __init__(self, preloaded=PRELOADED):
+        # without DAGSTER_HOME, preload() opens no instance: a script's instance is the one its own home gives
+        env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
         self._helper = subprocess.Popen([sys.executable, "-c", HELPER, json.dumps(list(preloaded))],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._pending = b""
         if self._read_line(600) != "ready":
             self.close()
