@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,serve,docker,postgres,s3]'
+	$(BIN)/pip install --quiet -e '.[dev,serve,docker,postgres,s3,generators]'
 	touch $(STAMP)
 
 # apt_ensure(PACKAGE, TEST-COMMAND, WHAT-FOR): nothing when TEST-COMMAND succeeds; else install the Debian

@@ -53,7 +53,7 @@ from calmops_dagster.orchestration.prediction import ensure_champion, predict_bl
 from calmops_dagster.orchestration.runner import VERSION_TAG, breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
-from resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 SCHEMA_CHECK = "schema_and_nulls"
 DRIFT_CHECK = "no_data_drift"

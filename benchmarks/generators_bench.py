@@ -21,9 +21,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from generators.fidelity import fidelity_report
-from generators.real import RealGenerator
-from generators.synthetic import GENERATORS, generate_synthetic
+from calmops_dagster.generators.fidelity import fidelity_report
+from calmops_dagster.generators.real import RealGenerator
+from calmops_dagster.generators.synthetic import GENERATORS, generate_synthetic
 
 
 def mixed_table(n: int, seed: int = 0) -> pd.DataFrame:

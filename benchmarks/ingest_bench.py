@@ -105,7 +105,7 @@ def in_process(frames, args, root: Path, storage: str = "pooled") -> tuple[list[
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore
     from calmops_dagster.store.paths import CalmOpsHome
-    from resources import build_resources
+    from calmops_dagster.resources import build_resources
 
     home = CalmOpsHome.from_env()
     prepare_instance(home)

@@ -50,8 +50,8 @@ def requests_per_command(code: Path, rows: int) -> dict[str, int]:
     """Every command's request count, with ``code`` first on ``PYTHONPATH``."""
     from moto_s3 import moto_s3
 
-    from generators.drifting_blocks import make_drifting_blocks
-    from generators.writer import write_blocks
+    from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+    from calmops_dagster.generators.writer import write_blocks
 
     work = Path(tempfile.mkdtemp(prefix="s3_requests_"))
     data = work / "data"

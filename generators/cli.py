@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-from generators.errors import GeneratorConfigError
+from calmops_dagster.generators.errors import GeneratorConfigError
 
 # pandas, river and scipy.stats take seconds to import; every ``calmops`` command builds this parser, so the
 # modules that need them are imported inside the handlers, and their option names are repeated here (a test
@@ -55,7 +55,7 @@ def _inject(frame: pd.DataFrame, args: argparse.Namespace, truth: list[dict[str,
     steps = _json_arg(spec)
     if not isinstance(steps, list) or not all(isinstance(s, dict) and "method" in s for s in steps):
         raise GeneratorConfigError('injection spec must be a JSON list of objects with a "method" key')
-    from generators.drift_injection import DriftInjector
+    from calmops_dagster.generators.drift_injection import DriftInjector
 
     injector = DriftInjector(frame, seed=args.seed, block_col=args.block_col)
     for step in steps:
@@ -66,7 +66,7 @@ def _inject(frame: pd.DataFrame, args: argparse.Namespace, truth: list[dict[str,
 
 
 def _finish(frame: pd.DataFrame, args: argparse.Namespace, truth: list[dict[str, Any]], source: dict) -> int:
-    from generators.writer import write_blocks
+    from calmops_dagster.generators.writer import write_blocks
 
     frame = _inject(frame, args, truth)
     paths = write_blocks(frame, args.out, args.block_col, args.format, truth, source)
@@ -75,8 +75,8 @@ def _finish(frame: pd.DataFrame, args: argparse.Namespace, truth: list[dict[str,
 
 
 def _run_synthetic(args: argparse.Namespace) -> int:
-    from generators.synthetic import ConceptDrift, generate_synthetic
-    from generators.writer import assign_blocks
+    from calmops_dagster.generators.synthetic import ConceptDrift, generate_synthetic
+    from calmops_dagster.generators.writer import assign_blocks
 
     n_rows = args.blocks * args.rows_per_block
     drifts = []
@@ -94,9 +94,9 @@ def _run_synthetic(args: argparse.Namespace) -> int:
 
 
 def _run_real(args: argparse.Namespace) -> int:
-    from generators.fidelity import synthesize_and_report
-    from generators.real import RealGenerator
-    from generators.writer import assign_blocks, read_table
+    from calmops_dagster.generators.fidelity import synthesize_and_report
+    from calmops_dagster.generators.real import RealGenerator
+    from calmops_dagster.generators.writer import assign_blocks, read_table
 
     real = read_table(args.input)
     generator = RealGenerator(
@@ -125,7 +125,7 @@ def _pair(text: str, n: int, flag: str) -> list[str]:
 
 
 def _run_clinic(args: argparse.Namespace) -> int:
-    from generators.clinic import ClinicGenerator, GroupTransition, ModuleShift
+    from calmops_dagster.generators.clinic import ClinicGenerator, GroupTransition, ModuleShift
 
     try:
         transitions = [
@@ -158,7 +158,7 @@ def _run_clinic(args: argparse.Namespace) -> int:
 
 
 def _run_inject(args: argparse.Namespace) -> int:
-    from generators.writer import assign_blocks, read_table
+    from calmops_dagster.generators.writer import assign_blocks, read_table
 
     frame = read_table(args.input)
     if args.block_col not in frame.columns:

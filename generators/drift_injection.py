@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from generators.errors import GeneratorConfigError, check_option
+from calmops_dagster.generators.errors import GeneratorConfigError, check_option
 
 PROFILES = ("abrupt", "gradual", "incremental", "recurrent")
 CURVES = ("sigmoid", "linear", "cosine")

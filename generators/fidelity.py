@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from generators.errors import GeneratorConfigError
-from generators.real import describe_columns, encode
+from calmops_dagster.generators.errors import GeneratorConfigError
+from calmops_dagster.generators.real import describe_columns, encode
 
 
 def total_variation(a: pd.Series, b: pd.Series) -> float:

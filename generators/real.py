@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from generators.errors import GeneratorConfigError, check_option
+from calmops_dagster.generators.errors import GeneratorConfigError, check_option
 
 METHODS = ("cart", "rf", "lgbm", "sdv", "resample")
 SDV_MODELS = ("gaussian_copula", "ctgan", "tvae")

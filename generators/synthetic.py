@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from river.datasets import synth
 
-from generators.errors import GeneratorConfigError, check_option
+from calmops_dagster.generators.errors import GeneratorConfigError, check_option
 
 
 def _agrawal(seed: int, **kw: Any) -> synth.Agrawal:

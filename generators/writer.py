@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from generators.errors import GeneratorConfigError, check_option
+from calmops_dagster.generators.errors import GeneratorConfigError, check_option
 
 FORMATS = ("csv", "parquet")
 GROUND_TRUTH_FILE = "ground_truth.json"

@@ -3,7 +3,7 @@
 from dagster import FilesystemIOManager
 
 from calmops_dagster.store.paths import CalmOpsHome
-from resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 __all__ = ["CalmOpsHomeResource", "MetricsStoreResource", "build_resources"]
 

@@ -54,8 +54,8 @@ from calmops_dagster.orchestration.runner import (
     times_reaped,
 )
 from calmops_dagster.spec import PipelineSpec
-from resources.home import CalmOpsHomeResource, MetricsStoreResource
-from sensors.daemon_interval import daemon_min_interval
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.sensors.daemon_interval import daemon_min_interval
 
 
 def build_file_sensor(spec: PipelineSpec, job):

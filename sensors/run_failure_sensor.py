@@ -21,7 +21,7 @@ from dagster import (
 
 from calmops_dagster.orchestration.runner import breaker_step_failures, interrupted_steps, record_run_outcome
 from calmops_dagster.spec import PipelineSpec
-from resources.home import MetricsStoreResource
+from calmops_dagster.resources.home import MetricsStoreResource
 
 
 def _error_text(event) -> str:

@@ -11,7 +11,7 @@ from calmops_dagster.orchestration.runner import (
     register_new_blocks,
 )
 from calmops_dagster.spec import PipelineSpec, ScheduleConfig
-from resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 
 def cron_of(config: ScheduleConfig) -> str:

@@ -23,9 +23,9 @@ from calmops_dagster.spec import load_spec, parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import CalmOpsHome
-from generators.drifting_blocks import make_drifting_blocks
-from generators.writer import write_blocks
-from resources import build_resources
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.resources import build_resources
 
 NAME = "demo"
 

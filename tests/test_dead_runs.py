@@ -30,7 +30,7 @@ from calmops_dagster.orchestration.runner import (
     reap_dead_runs,
 )
 from calmops_dagster.store.metrics_store import MetricsStore
-from resources import build_resources
+from calmops_dagster.resources import build_resources
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from calmops_dagster.orchestration.estimated_performance import estimate_block
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.skops_io import skops_io
-from generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from tests.conftest import block_spec_dict
 from tests.test_block_pipeline import run_pipeline
 

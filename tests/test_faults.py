@@ -18,8 +18,8 @@ from calmops_dagster.interfaces.cli import main
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from generators.drifting_blocks import make_drifting_blocks
-from generators.writer import write_blocks
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
 
 WRITER = """
 import sys

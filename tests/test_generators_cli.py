@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from generators.cli import (
+from calmops_dagster.generators.cli import (
     FORMAT_CHOICES,
     GENERATOR_CHOICES,
     METHOD_CHOICES,
@@ -16,11 +16,11 @@ from generators.cli import (
     SDV_MODEL_CHOICES,
     add_generate_command,
 )
-from generators.clinic import MODALITIES
-from generators.errors import GeneratorConfigError, UnknownOptionError
-from generators.real import METHODS, SDV_MODELS
-from generators.synthetic import GENERATORS
-from generators.writer import FORMATS, GROUND_TRUTH_FILE, assign_blocks, read_table, write_blocks
+from calmops_dagster.generators.clinic import MODALITIES
+from calmops_dagster.generators.errors import GeneratorConfigError, UnknownOptionError
+from calmops_dagster.generators.real import METHODS, SDV_MODELS
+from calmops_dagster.generators.synthetic import GENERATORS
+from calmops_dagster.generators.writer import FORMATS, GROUND_TRUTH_FILE, assign_blocks, read_table, write_blocks
 
 
 def run(argv, home=None):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from generators.clinic import ClinicGenerator, GroupTransition, ModuleShift
-from generators.errors import GeneratorConfigError, UnknownOptionError
+from calmops_dagster.generators.clinic import ClinicGenerator, GroupTransition, ModuleShift
+from calmops_dagster.generators.errors import GeneratorConfigError, UnknownOptionError
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from generators.drift_injection import DriftInjector, transition_curve
-from generators.errors import GeneratorConfigError, UnknownOptionError
+from calmops_dagster.generators.drift_injection import DriftInjector, transition_curve
+from calmops_dagster.generators.errors import GeneratorConfigError, UnknownOptionError
 
 BLOCKS, ROWS = 6, 500
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from generators.errors import GeneratorConfigError, UnknownOptionError
-from generators.fidelity import fidelity_report, synthesize_and_report, total_variation
-from generators.real import RealGenerator, allot, describe_columns
+from calmops_dagster.generators.errors import GeneratorConfigError, UnknownOptionError
+from calmops_dagster.generators.fidelity import fidelity_report, synthesize_and_report, total_variation
+from calmops_dagster.generators.real import RealGenerator, allot, describe_columns
 
 NUMERIC = ["n0", "n1", "n2", "n3", "age"]
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from generators.errors import GeneratorConfigError, UnknownOptionError
-from generators.synthetic import GENERATORS, ConceptDrift, generate_synthetic, make_stream
+from calmops_dagster.generators.errors import GeneratorConfigError, UnknownOptionError
+from calmops_dagster.generators.synthetic import GENERATORS, ConceptDrift, generate_synthetic, make_stream
 
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))

@@ -16,7 +16,7 @@ from calmops_dagster.orchestration.runner import register_new_blocks, run_pendin
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from resources import build_resources
+from calmops_dagster.resources import build_resources
 from tests.conftest import block_spec_dict
 
 

@@ -18,8 +18,8 @@ from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore, load_model_file
 from calmops_dagster.store.skops_io import skops_io
-from generators.drifting_blocks import make_drifting_blocks
-from resources import build_resources
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.resources import build_resources
 from tests.conftest import block_spec_dict
 
 FEATURES = ["x1", "x2", "x3", "x4"]

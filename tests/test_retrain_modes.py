@@ -13,7 +13,7 @@ from calmops_dagster.learning.retrain_modes import StackedModel, history_needed,
 from calmops_dagster.learning.training import fit_full
 from calmops_dagster.spec import parse_spec
 from calmops_dagster.store.model_store import ModelStore
-from generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from tests.conftest import block_spec_dict
 
 FEATURES = ["x1", "x2", "x3", "x4", "segment"]

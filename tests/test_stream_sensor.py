@@ -36,9 +36,9 @@ from calmops_dagster.orchestration.runner import pending_blocks, register_new_bl
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from generators.drifting_blocks import make_drifting_blocks
-from resources import build_resources
-from sensors.schedules import MAX_SCHEDULED_ATTEMPTS
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.resources import build_resources
+from calmops_dagster.sensors.schedules import MAX_SCHEDULED_ATTEMPTS
 
 log = logging.getLogger("test")
 

@@ -89,7 +89,7 @@ def _pipeline_runtime(home: CalmOpsHome, name: str):
     from calmops_dagster.orchestration.instance import prepare_instance
     from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
     from calmops_dagster.spec import load_spec
-    from resources import build_resources
+    from calmops_dagster.resources import build_resources
 
     prepare_instance(home)
     spec = load_spec(home.spec_path(_checked_name(home, name)))
@@ -346,7 +346,7 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
         select_blocks,
     )
     from calmops_dagster.store.metrics_store import MetricsStore
-    from resources import build_resources
+    from calmops_dagster.resources import build_resources
 
     with _pipeline_runtime(home, args.name) as (spec, _, instance):
         if spec.prediction_only:
@@ -661,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     tutorials.add_argument("--force", action="store_true", help="overwrite files of an existing folder")
     tutorials.set_defaults(func=cmd_tutorials)
 
-    from generators.cli import add_generate_command
+    from calmops_dagster.generators.cli import add_generate_command
 
     add_generate_command(subparsers)
     return parser

@@ -49,8 +49,8 @@ def demo_dirs(home: CalmOpsHome, name: str) -> tuple[Path, Path]:
 def create_demo(home: CalmOpsHome, name: str = "demo", blocks: int = 6, rows_per_block: int = 400,
                 drift_at: int = 4, initial: int = 2, seed: int = 0) -> Demo:
     """Write the dataset, copy the first ``initial`` files into the watched folder, save the spec."""
-    from generators.drifting_blocks import make_drifting_blocks
-    from generators.writer import write_blocks
+    from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+    from calmops_dagster.generators.writer import write_blocks
 
     blocks_dir, data_dir = demo_dirs(home, name)
     frame = make_drifting_blocks(n_blocks=blocks, rows_per_block=rows_per_block, drift_at=drift_at, seed=seed)

@@ -25,7 +25,7 @@ from calmops_dagster.orchestration.block_context import read_context, settings_o
 from calmops_dagster.orchestration.runner import PIPELINE_TAG
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
-from resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 REEVALUATION_TAG = "calmops/reevaluation"
 #: Settings a re-evaluation may change (``--drift.alpha 0.01``, ``--performance.max_relative_drop 0.2``).

@@ -12,8 +12,8 @@ challenger is trained on block 3 and replaces the champion because it is signifi
 import duckdb
 from _common import calmops, deliver, tutorial_home
 
-from generators.drifting_blocks import make_drifting_blocks
-from generators.writer import write_blocks
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
 
 home = tutorial_home(__doc__.splitlines()[0])
 

@@ -14,7 +14,7 @@ import shutil
 import duckdb
 from _common import calmops, deliver, tutorial_home
 
-from generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 
 home = tutorial_home(__doc__.splitlines()[0])
 

@@ -13,9 +13,9 @@ import json
 from _common import calmops, tutorial_home
 
 from calmops_dagster.drift import DriftConfig, detect_drift
-from generators.drift_injection import DriftInjector
-from generators.drifting_blocks import make_drifting_blocks
-from generators.writer import write_blocks
+from calmops_dagster.generators.drift_injection import DriftInjector
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
 
 home = tutorial_home(__doc__.splitlines()[0])
 

@@ -22,8 +22,8 @@ import urllib.request
 
 from _common import calmops, deliver, tutorial_home
 
-from generators.drifting_blocks import make_drifting_blocks
-from generators.writer import write_blocks
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
 
 home = tutorial_home(__doc__.splitlines()[0])
 
