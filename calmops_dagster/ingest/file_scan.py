@@ -113,6 +113,37 @@ def settle_wait(spec: PipelineSpec, now: float | None = None) -> float:
     return remaining if 0 < remaining <= min(spec.sensor.interval_seconds, MAX_SETTLE_WAIT) else 0.0
 
 
+@dataclass
+class Unsettled:
+    """Files modified less than ``settle_seconds`` ago that the record does not know in this version: how
+    long until the youngest has settled, and each one's ``[size, mtime_ns]`` now (a cursor's ``seen``)."""
+
+    seconds: float
+    seen: dict[str, list[int]]
+
+
+def unsettled_files(spec: PipelineSpec, index: dict[str, dict], now: float | None = None) -> Unsettled:
+    """The young, not yet recorded files of ``data_dir`` (what a headless run waits out before its scan).
+
+    A file the record holds with the same size and mtime is not counted: it is not read again anyway.
+    """
+    now = time.time() if now is None else now
+    remaining, seen = 0.0, {}
+    for path in candidate_files(spec):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # removed since it was listed
+            continue
+        known = index.get(path.name)
+        if known and [known["size"], known["mtime_ns"]] == [stat.st_size, stat.st_mtime_ns]:
+            continue
+        left = spec.sensor.settle_seconds - (now - stat.st_mtime)
+        if left > 0:
+            remaining = max(remaining, left)
+            seen[path.name] = [stat.st_size, stat.st_mtime_ns]
+    return Unsettled(seconds=remaining, seen=seen)
+
+
 def scan_data_dir(
     spec: PipelineSpec,
     cursor: dict | None = None,
@@ -155,8 +186,12 @@ def scan_data_dir(
         previous = seen.get(path.name)
         seen[path.name] = signature
         age = now - stat.st_mtime
-        if age < spec.sensor.settle_seconds or (previous is not None and previous != signature):
-            result.waiting.append(f"{path.name} (changed since the last look)")
+        if previous is not None and previous != signature:
+            result.waiting.append(f"{path.name} (changed since the last look: still being written?)")
+            continue
+        if age < spec.sensor.settle_seconds:
+            result.waiting.append(f"{path.name} (modified {max(age, 0):.1f} s ago, under sensor.settle_seconds "
+                                  f"= {spec.sensor.settle_seconds:g})")
             continue
         young = age < spec.sensor.incomplete_wait_seconds
         try:

@@ -108,18 +108,40 @@ def cmd_run(args, home: CalmOpsHome) -> int:
     with (pipeline_lock(home.pipeline_dir(name), name, wait=args.wait), StopSignals() as stop,
           _pipeline_runtime(home, name) as (spec, job, instance)):
         metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
-        _print_registered(spec.name, register_new_blocks(instance, spec, metrics, models, log))
+        found = register_new_blocks(instance, spec, metrics, models, log, _settle_waiter(spec.name, stop))
+        _print_registered(spec.name, found)
         results = run_pending(instance, spec, job, metrics, stop=stop)
-        return _report_results(spec, results, stop, instance, metrics)
+        return _report_results(spec, results, stop, instance, metrics, found.waiting)
 
 
-def _report_results(spec, results, stop, instance, metrics) -> int:
+#: ``calmops run``'s exit status when every pending block was processed but files of ``data_dir`` are still
+#: being written (sysexits' EX_TEMPFAIL): automation can tell "done" (0) from "run again later".
+EXIT_WAITING = 75
+
+
+def _settle_waiter(name: str, stop):
+    """What a headless run does with files younger than ``settle_seconds``: say so once and wait them out
+    (a stop signal ends the wait early)."""
+    import time
+
+    def wait(young) -> None:
+        count = len(young.seen)
+        print(f"{name}: waiting {young.seconds:.1f} s for {count} file{'s' if count != 1 else ''} to settle",
+              flush=True)
+        deadline = time.monotonic() + young.seconds + 0.05
+        while not stop.received and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.2))
+
+    return wait
+
+
+def _report_results(spec, results, stop, instance, metrics, waiting=()) -> int:
     """Print one line per processed block; the exit code: 0 all ok, 1 a block failed, 128+N stopped by
-    signal N (SIGTERM 143, Ctrl-C 130)."""
+    signal N (SIGTERM 143, Ctrl-C 130), :data:`EXIT_WAITING` (75) files still being written."""
     from calmops_dagster.orchestration.runner import pending_blocks
 
     name = spec.name
-    if not results and not stop.received:
+    if not results and not stop.received and not waiting:
         print(f"{name}: nothing pending")
     for result in results:
         status = "ok" if result.success else "FAILED"
@@ -130,7 +152,13 @@ def _report_results(spec, results, stop, instance, metrics) -> int:
               + f"; {len(left)} block(s) still pending ({', '.join(left) or 'none'}): run again to go on",
               file=sys.stderr)
         return 128 + stop.received
-    return 0 if all(r.success for r in results) else 1
+    if not all(r.success for r in results):
+        return 1
+    if waiting:
+        print(f"{name}: {len(waiting)} file(s) not read yet, still being written: run again once they are "
+              f"complete (exit status {EXIT_WAITING})", file=sys.stderr)
+        return EXIT_WAITING
+    return 0
 
 
 def _print_registered(name: str, found) -> None:
@@ -274,9 +302,11 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
         for line in control.start_instigators_local(instance, name, spec.schedule is not None):
             print(f"{name}: {line}")
         with pipeline_lock(home.pipeline_dir(name), name, wait=True), StopSignals() as stop:
-            _print_registered(name, register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)),
-                                                         log))
-            return _report_results(spec, run_pending(instance, spec, job, metrics, stop=stop), stop, instance, metrics)
+            found = register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log,
+                                        _settle_waiter(name, stop))
+            _print_registered(name, found)
+            return _report_results(spec, run_pending(instance, spec, job, metrics, stop=stop), stop, instance,
+                                   metrics, found.waiting)
 
 
 def _parse_updates(items: list[str]) -> list[tuple[str, object]]:

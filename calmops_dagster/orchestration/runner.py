@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +26,8 @@ from dagster import (
 )
 
 from calmops_dagster.ingest.block_data import sort_block_keys
-from calmops_dagster.ingest.file_scan import quarantine_file
-from calmops_dagster.ingest.ingest_record import current_versions, ingest_data_dir
+from calmops_dagster.ingest.file_scan import Unsettled, quarantine_file, unsettled_files
+from calmops_dagster.ingest.ingest_record import current_versions, ingest_data_dir, load_index
 from calmops_dagster.orchestration import circuit_breaker
 from calmops_dagster.orchestration.run_guard import StopSignals
 from calmops_dagster.spec import PipelineSpec
@@ -231,11 +232,24 @@ class Registered:
 
 
 def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: MetricsStore,
-                        models: ModelStore, log) -> Registered:
+                        models: ModelStore, log,
+                        wait_to_settle: Callable[[Unsettled], None] | None = None) -> Registered:
     """Ingest ``data_dir`` as the sensor does (through the ingest record, so files already known by size,
     mtime and hash are not read again), quarantine bad files, and add partitions for every recorded block the
-    instance does not know yet."""
-    ingest = ingest_data_dir(spec, metrics, pipeline_dir(models), expected_kinds=expected_kinds(models))
+    instance does not know yet.
+
+    With ``wait_to_settle`` (a headless run), files younger than ``settle_seconds`` are waited out first,
+    once: it is called with them and returns when they should have settled; the scan then reads each one
+    that did not change meanwhile, so a run started right after its files were written processes them.
+    """
+    cursor = None
+    if wait_to_settle is not None:
+        young = unsettled_files(spec, load_index(metrics, spec.name)[0])
+        if young.seen:
+            wait_to_settle(young)
+            cursor = {"seen": young.seen, "seq": 0}
+    ingest = ingest_data_dir(spec, metrics, pipeline_dir(models), cursor=cursor,
+                             expected_kinds=expected_kinds(models))
     scan = ingest.scan
     record_bad_files(spec, scan.bad, metrics, log)
     for name in scan.waiting:
