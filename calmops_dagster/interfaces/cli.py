@@ -309,6 +309,11 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
                                    metrics, found.waiting)
 
 
+def _plain(text: str) -> str:
+    """Docstring text as help text: reST literals (````x````) become plain words."""
+    return text.replace("``", "")
+
+
 def _parse_updates(items: list[str]) -> list[tuple[str, object]]:
     """``["--a.b", "1", "--c=x"]`` -> ``[("a.b", 1), ("c", "x")]`` (values are YAML scalars)."""
     updates, i = [], 0
@@ -575,7 +580,7 @@ def cmd_tutorials(args, home: CalmOpsHome) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="calmops", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="calmops", description=_plain(__doc__.split("\n")[0]))
     parser.add_argument("--home", help="CALMOPS_HOME to use (default: $CALMOPS_HOME or ./.calmops)")
     subparsers = parser.add_subparsers(dest="command", required=True)
 
