@@ -35,6 +35,7 @@ from dagster import (
     asset,
 )
 
+from calmops_dagster.assets.block_alerts import alert_run
 from calmops_dagster.ingest.block_data import frame_sha256, incoming_dir, load_stream_block, sort_block_keys
 from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
 from calmops_dagster.ingest.ingest_record import block_records, block_version, load_recorded_block
@@ -438,6 +439,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         )
         failures = ["no champion"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
         unlabelled = spec.target not in data_block.columns  # delayed labels: nothing to check yet
+        alert_run(spec, home.paths, db, block, context.instance, context.run_id, {PERFORMANCE_CHECK: failures},
+                  context.log)
         yield AssetCheckResult(  # a late block's result is a warning: it never replaces the champion,
             check_name=PERFORMANCE_CHECK,  # so its predictions are made by the champion in force anyway
             passed=not failures,
@@ -465,6 +468,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         if spec.prediction_only:  # no champion_model step: the overview follows the predictions
             context.log.info(f"block {block}: {len(result)} rows predicted by {version}")  # its one INFO line
             context.log_event(monitoring_materialization(spec, home, metrics))
+            alert_run(spec, home.paths, metrics.store(), block, context.instance, context.run_id, log=context.log)
         return Output(str(path), metadata={
             "rows": len(result), "model_version": version, "path": MetadataValue.path(str(path)),
             **({f"share_{k}": float(v) for k, v in counts.items()} if counts is not None else

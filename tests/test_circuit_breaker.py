@@ -168,7 +168,7 @@ def test_run_failure_sensor_counts_a_failed_training_run_once(home, flaky, insta
     for _ in range(2):  # a second evaluation of the same run is not counted again
         context = build_run_status_sensor_context(
             sensor_name="flaky_run_failures", dagster_event=failure.dagster_event, dagster_instance=instance,
-            dagster_run=run, resources={"metrics": resources["metrics"]}).for_run_failure()
+            dagster_run=run, resources={k: resources[k] for k in ("home", "metrics")}).for_run_failure()
         failure_sensor(context)
     state = MetricsStore(home.metrics_db).breaker_state("flaky")
     assert state.consecutive_failures == 1 and "challenger_model" in state.last_reason
