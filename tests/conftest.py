@@ -23,12 +23,14 @@ from calmops_dagster.resources import build_resources
 #: tests first) started the `dagster dev` module late, and a worker ended the run on it alone.
 SLOW_MODULES_FIRST = (
     "test_dagster_dev.py",  # 115: two lives of dagster dev, three pipelines (mostly waiting on them)
+    "test_alerts_dagster_dev.py",  # 90-250: one life of dagster dev, two pipelines (mostly waiting on them)
     "test_tutorials.py",  # 82: five tutorial scripts, each its own process
     "test_faults.py",  # 44
     "test_postgres_instance.py",  # 37: a PostgreSQL server and a Dagster daemon on it (mostly waiting)
     "test_s3_storage.py",  # 37: moto and every command on S3
     "test_server_schemathesis.py",  # 27
     "test_block_pipeline.py",  # 27
+    "test_alerts.py",  # 25-70: five pipelines in-process against a local HTTP receiver
     "test_storage.py",  # 20
     "test_stream_sensor.py",  # 19
     "test_circuit_breaker.py",  # 18
