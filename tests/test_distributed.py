@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 from live_processes import free_port, group_alive, stop_group, wait_for
 from moto_s3 import moto_s3
 from postgres_server import postgres_server
+
+from calmops_dagster.interfaces.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 CALMOPS = [sys.executable, "-m", "calmops_dagster.interfaces.cli"]
@@ -90,7 +93,7 @@ def worker_env(base: dict, root: Path, name: str, signal_dir: Path) -> dict:
     home = root / name / "home"
     return {**base, "CALMOPS_HOME": str(home), "DAGSTER_HOME": str(root / name / "dagster_home"),
             "PYTHONPATH": os.pathsep.join([str(REPO / "deploy" / "celery"), str(REPO)]),
-            "CALMOPS_TEST_FIT_SIGNAL": str(signal_dir / f"{name}.training"), "CALMOPS_TEST_FIT_SLEEP": "8"}
+            "CALMOPS_TEST_FIT_SIGNAL": str(signal_dir / f"{name}.training"), "CALMOPS_TEST_FIT_SLEEP": "4"}
 
 
 def pool_children(pid: int) -> list[int]:
@@ -156,7 +159,7 @@ def test_four_pipelines_on_two_celery_workers_decide_as_in_process(tmp_path, mon
                             if run.tags.get("calmops/pipeline") in PIPELINES}) == 2 * len(PIPELINES)
             wait_for(all_blocks_decided, 1500, "every block of every pipeline to be decided", 2)
             runs = [run for run in instance.get_runs() if run.tags.get("calmops/pipeline") in PIPELINES]
-            hosts = set()
+            hosts, deliveries = set(), Counter()
             for run in runs:
                 for record in instance.get_records_for_run(run.run_id).records:
                     event = record.event_log_entry.dagster_event
@@ -164,21 +167,28 @@ def test_four_pipelines_on_two_celery_workers_decide_as_in_process(tmp_path, mon
                         metadata = event.event_specific_data.metadata or {}
                         if "Celery worker" in metadata:
                             hosts.add(metadata["Celery worker"].value.split("@")[0])
+                            deliveries[(run.tags["calmops/pipeline"], run.tags["dagster/partition"],
+                                        event.step_key)] += 1
         distributed = decisions(daemon_env)
 
     assert hosts == set(WORKERS), hosts  # both workers executed steps
     assert killed_at in WORKERS
+    # the killed step was delivered again and ran to its end; no other step ran twice
+    assert [key for key, count in deliveries.items() if count > 1] == [max(deliveries, key=deliveries.get)]
+    assert max(deliveries, key=deliveries.get)[:2] == ("stalled", "1")
     assert not group_alive(daemon.pid) and not any(group_alive(w.pid) for w in workers.values())
 
-    # the same files, in-process: the same rows and decisions, block by block
-    local_env = {**os.environ, "CALMOPS_HOME": str(local_home)}
-    for key in ("CALMOPS_STORAGE_URL", "CALMOPS_CELERY_BROKER", "DAGSTER_HOME"):
-        local_env.pop(key, None)
-    local_files = make_pipelines(local_home, local_env)
-    for name, (blocks, data_dir) in local_files.items():
+    # the same files, in-process on one local home: the same rows and decisions, block by block
+    for name, (blocks, _) in files.items():
+        spec = yaml.safe_load((root / "daemon" / "home" / "pipelines" / name / "pipeline.yaml").read_text())
+        spec["data_dir"] = str(local_home / "data" / name)
+        Path(spec["data_dir"]).mkdir(parents=True)
         for path in blocks:
-            shutil.copy(path, data_dir / path.name)
-            os.utime(data_dir / path.name, (0, 0))
-        subprocess.run([*CALMOPS, "run", name], env=local_env, check=True, capture_output=True)
+            os.utime(shutil.copy(path, spec["data_dir"]), (0, 0))  # long settled
+        (local_home / "pipelines" / name).mkdir(parents=True)
+        (local_home / "pipelines" / name / "pipeline.yaml").write_text(yaml.safe_dump(spec))
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        assert main(["--home", str(local_home), "run", name]) == 0
+    local_env = {**os.environ, "CALMOPS_HOME": str(local_home)}
     assert distributed == decisions(local_env)
     assert len(distributed) == 2 * len(PIPELINES)
