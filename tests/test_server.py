@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from fastapi.testclient import TestClient
 from processed_home import copy_home
 
@@ -15,7 +16,6 @@ from calmops_dagster.interfaces.server import check_bind, create_app
 from calmops_dagster.orchestration.prediction import predict_frame
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 
 FEATURES = ["x1", "x2", "x3", "x4", "segment"]
 
