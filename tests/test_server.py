@@ -172,6 +172,15 @@ def test_cli_serve_refuses_public_bind_without_key(processed_home, monkeypatch, 
     assert main(["--home", str(home.root), "serve", "../x"]) == 2
 
 
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
+def test_cli_serve_refuses_a_body_timeout_that_is_not_positive(processed_home, capsys, seconds):
+    from calmops_dagster.interfaces.cli import main
+
+    home, _ = processed_home
+    assert main(["--home", str(home.root), "serve", "--body-timeout-seconds", seconds]) == 2
+    assert "--body-timeout-seconds must be more than 0" in capsys.readouterr().err
+
+
 def test_promotion_is_picked_up_without_a_failed_request(processed_home, tmp_path, rows):
     """Requests run in threads while the champion pointer flips between versions: every request succeeds
     and answers with one of the two versions' exact predictions; after the last flip the new one serves."""

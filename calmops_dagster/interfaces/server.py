@@ -26,8 +26,9 @@ by :func:`~calmops_dagster.store.paths.check_pipeline_name` before it is joined 
 ``Content-Type`` other than JSON, 400 empty, not JSON or nested too deep, 413 larger than ``max_body_bytes``,
 408 not all there within ``body_timeout_seconds`` of the headers (then the connection is closed), 422 wrong
 rows (naming column and row), 503 no usable champion (none yet, a corrupt champion pointer, a loaded object
-that cannot predict: with the reason). A client that disconnects before its body is in is one INFO line. A report file name must be a plain name
-(letters, digits, ``_ . : + -``, not starting with a dot) of a file directly in the pipeline's report folder.
+that cannot predict: with the reason). A client that disconnects before its body is in is one INFO line.
+A report file name must be a plain name (letters, digits, ``_ . : + -``, not starting with a dot) of a file
+directly in the pipeline's report folder.
 
 **OpenAPI** is built per request from the served champions: one ``/predict/<name>`` operation per pipeline
 whose champion is loaded, with its feature columns and types as the body schema, so a request the document
