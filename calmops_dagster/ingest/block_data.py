@@ -62,14 +62,43 @@ def frame_sha256(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
+PARQUET_MAGIC = b"PAR1"
+
+
+def not_a_table_reason(data: bytes, suffix: str) -> str | None:
+    """Why ``data`` cannot be a data file of this ``suffix`` at all, or ``None``: CSV bytes that are not UTF-8
+    text (or hold a NUL byte: binary data), a Parquet file that does not start with ``PAR1``. Bytes cut short
+    in the middle of a UTF-8 character, or in the middle of the magic, are not called wrong here: they may be
+    a file still being written (:func:`incomplete_reason`).
+
+    >>> not_a_table_reason(b"x,y\\n1,\\xe9\\n", ".csv")
+    'not CSV text: byte 0xe9 at offset 6 is not UTF-8'
+    >>> not_a_table_reason(b"PARX...", ".parquet")
+    "not a Parquet file: it starts with b'PARX', not b'PAR1'"
+    """
+    if suffix.lower() != ".csv":
+        head = data[: len(PARQUET_MAGIC)]
+        return None if PARQUET_MAGIC.startswith(head) else (
+            f"not a Parquet file: it starts with {head!r}, not {PARQUET_MAGIC!r}")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.end < len(data) or exc.reason != "unexpected end of data":  # not merely a character cut short
+            return f"not CSV text: byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8"
+    nul = data.find(b"\x00")
+    return None if nul < 0 else f"not CSV text: a NUL byte at offset {nul} (binary data)"
+
+
 def incomplete_reason(data: bytes, suffix: str) -> str | None:
-    """Why a file's bytes look half-written, or ``None``: a CSV whose last line has no newline or fewer
-    fields than its header, a Parquet file with its ``PAR1`` header but not yet its footer. (Bytes that are
-    no Parquet at all are not waited for: they fail to parse and are quarantined.)"""
-    if not data:
-        return None  # nothing written yet: the empty-file check decides once it is settled
+    """Why a file's bytes look half-written, or ``None``: a CSV (UTF-8 text up to its end) whose last line has
+    no newline or fewer fields than its header, a Parquet file with its ``PAR1`` header (or the start of it)
+    but not yet its footer. Bytes that are no table at all (:func:`not_a_table_reason`) are not waited for:
+    they fail to parse and are quarantined at once."""
+    if not data or not_a_table_reason(data, suffix) is not None:
+        return None  # empty: the empty-file check decides once it is settled; not a table: nothing to wait for
     if suffix.lower() != ".csv":  # Parquet starts and ends with PAR1; without the end it is still being written
-        return "the Parquet footer is missing" if data.startswith(b"PAR1") and not data.endswith(b"PAR1") else None
+        return None if len(data) > len(PARQUET_MAGIC) and data.endswith(PARQUET_MAGIC) else (
+            "the Parquet footer is missing")
     if not data.endswith(b"\n"):
         return "its last line has no newline"
     head, _, _ = data.partition(b"\n")
@@ -86,9 +115,13 @@ def incomplete_reason(data: bytes, suffix: str) -> str | None:
 
 
 def read_data_file(path: Path, data: bytes | None = None) -> pd.DataFrame:
-    """Parse a CSV or Parquet file (or ``data``, its bytes already read); unparseable bytes and empty files
-    raise typed errors."""
-    source = path if data is None else io.BytesIO(data)
+    """Parse a CSV or Parquet file (or ``data``, its bytes already read); bytes that are no table
+    (:func:`not_a_table_reason`), unparseable bytes and empty files raise typed errors."""
+    data = path.read_bytes() if data is None else data
+    wrong = not_a_table_reason(data, path.suffix) if data else None
+    if wrong is not None:
+        raise CorruptFileError(path, wrong)
+    source = io.BytesIO(data)
     try:
         if path.suffix.lower() == ".csv":
             frame = pd.read_csv(source)
