@@ -27,8 +27,9 @@ from calmops_dagster.store.atomic import write_bytes_atomic, write_text_atomic
 from calmops_dagster.store.storage import Location, as_location
 
 QUARANTINE_DIR = "quarantine"
-#: Block keys become partition keys and file names: letters, digits and ``_ . : + -`` only.
-SAFE_BLOCK_KEY = re.compile(r"^[A-Za-z0-9_.:+-]{1,100}$")
+#: Block keys (the values of ``block_col``) become partition keys, folder and file names: 1 to 100 letters,
+#: digits, ``-``, ``_`` and ``.``, not starting with ``.`` (so never ``.``, ``..`` or a hidden name).
+SAFE_BLOCK_KEY = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,100}\Z")
 
 
 def candidate_files(spec: PipelineSpec) -> list[Path]:
@@ -175,21 +176,39 @@ def validate_frame(
 
 
 def block_keys(values: pd.Series) -> pd.Series:
-    """Partition keys of block values: integral numbers without '.0', dates as ISO strings, text stripped."""
+    """Partition keys of block values: integral numbers without '.0', dates as ISO strings (a time of day as
+    ``THH-MM-SS``: ``:`` is no key character), text stripped."""
     if pd.api.types.is_datetime64_any_dtype(values):
-        return values.dt.strftime("%Y-%m-%dT%H:%M:%S").str.removesuffix("T00:00:00")
+        return values.dt.strftime("%Y-%m-%dT%H-%M-%S").str.removesuffix("T00-00-00")
     if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.dropna(), 1) == 0):
         return values.astype("int64").astype(str)
     return values.astype(str).str.strip()
 
 
+_NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\Z")
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _natural(key: str) -> tuple:
+    """A key's text and digit runs, the runs compared as numbers (``b9`` before ``b10``)."""
+    parts = (part for part in _DIGITS.split(key) if part)
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts), key
+
+
 def sort_block_keys(keys) -> list[str]:
-    """Block order: numeric when every key is a number, otherwise lexicographic (ISO dates sort right)."""
-    keys = list(dict.fromkeys(keys))
-    try:
-        return sorted(keys, key=float)
-    except ValueError:
-        return sorted(keys)
+    """Block order: by value when every key is a number (``-1``, ``2.5``, ``10``), otherwise natural order:
+    runs of digits compare as numbers, so ``9`` comes before ``10`` and ``b9`` before ``b10`` whatever else
+    the keys hold (ISO dates sort right either way).
+
+    >>> sort_block_keys(["10", "9", "2.5"])
+    ['2.5', '9', '10']
+    >>> sort_block_keys(["10", "a", "9", "b10", "b9"])
+    ['9', '10', 'a', 'b9', 'b10']
+    """
+    keys = [str(key) for key in dict.fromkeys(keys)]
+    if all(_NUMBER.match(key) for key in keys):
+        return sorted(keys, key=lambda key: (float(key), key))
+    return sorted(keys, key=_natural)
 
 
 @dataclass(frozen=True)
@@ -214,8 +233,8 @@ def inspect_frame(path: Path, spec: PipelineSpec, expected_kinds: dict[str, str]
     keys = block_keys(frame[spec.block_col])
     unsafe = [b for b in sort_block_keys(keys) if not SAFE_BLOCK_KEY.match(b)]
     if unsafe:
-        raise SchemaError(path, f"block value(s) {unsafe[:3]} in '{spec.block_col}' hold characters other "
-                          "than letters, digits and _ . : + -")
+        raise SchemaError(path, f"block value(s) {unsafe[:3]} in '{spec.block_col}' are not block keys: 1 to 100 "
+                          "letters, digits, '-', '_' and '.', not starting with '.'")
     return frame, keys
 
 
@@ -287,6 +306,8 @@ def load_pieces(root: Location, block: str, versions: list[tuple[str, str, int]]
 
 INCOMING_DIR = "incoming"
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.+-]+")
+#: A stream partition key: ``<file stem, sanitized>-<first 12 hex of the sha256>`` (:func:`stream_key`).
+STREAM_KEY = re.compile(r"^(?!\.)[A-Za-z0-9_.+-]{1,80}-[0-9a-f]{12}\Z")
 
 
 def stream_key(file_name: str, sha256: str) -> str:
@@ -297,7 +318,7 @@ def stream_key(file_name: str, sha256: str) -> str:
     """
     stem = _UNSAFE_KEY_CHARS.sub("_", Path(file_name).stem).strip("_.") or "file"
     key = f"{stem[:80]}-{sha256[:12]}"
-    assert SAFE_BLOCK_KEY.match(key), key
+    assert STREAM_KEY.match(key), key
     return key
 
 
@@ -346,7 +367,7 @@ def accept_stream_file(path: Path, spec: PipelineSpec, store: Location,
 def load_stream_block(spec: PipelineSpec, key: str, store: Location,
                       expected_kinds: dict[str, str] | None = None) -> BlockRows:
     """The rows of one stream partition: exactly the file version stored under ``key``."""
-    if not SAFE_BLOCK_KEY.match(key):
+    if not STREAM_KEY.match(key):
         raise SchemaError(store, f"'{key}' is not a stream partition key")
     record = _record_of(store, key)
     if record is None:
