@@ -184,7 +184,7 @@ def test_bad_files_are_quarantined_and_good_blocks_still_processed(home, demo_sp
     quarantine = query(home, "SELECT file, reason, moved_to FROM quarantine ORDER BY file")
     reasons = dict(zip(quarantine["file"].map(lambda f: f.rsplit("/", 1)[-1]), quarantine["reason"]))
     assert set(reasons) == {"garbage.parquet", "empty.csv", "no_target.csv"}
-    assert "cannot be parsed" in reasons["garbage.parquet"]
+    assert "not a Parquet file" in reasons["garbage.parquet"]
     assert "empty" in reasons["empty.csv"]
     assert "missing column(s) ['y']" in reasons["no_target.csv"]
     assert sorted(p.name for p in (demo_spec.data_dir / "quarantine").iterdir()) == sorted(reasons)
