@@ -31,6 +31,8 @@ run marked failed (:func:`rerun_requests`), so a killed run worker does not hold
 import json
 import time
 
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.sensors.daemon_interval import daemon_min_interval
 from dagster import (
     AddDynamicPartitionsRequest,
     DefaultSensorStatus,
@@ -59,8 +61,6 @@ from calmops_dagster.orchestration.runner import (
     times_reaped,
 )
 from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
-from calmops_dagster.sensors.daemon_interval import daemon_min_interval
 
 
 def build_file_sensor(spec: PipelineSpec, job):

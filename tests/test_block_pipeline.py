@@ -8,6 +8,9 @@ import shutil
 import duckdb
 import pandas as pd
 import pytest
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.resources import build_resources
 from conftest import block_spec_dict
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions
 
@@ -18,9 +21,6 @@ from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import CalmOpsHome
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
-from calmops_dagster.resources import build_resources
 
 log = logging.getLogger("test")
 
