@@ -173,6 +173,8 @@ def _print_registered(name: str, found) -> None:
         print(f"{name}: waiting for {line}")
     for line in found.set_aside:
         print(f"{name}: set aside {line} (see data_dir/quarantine/ and the quarantine table)")
+    for line in found.withdrawn:
+        print(f"{name}: withdrew block {line}")
 
 
 def cmd_list(args, home: CalmOpsHome) -> int:
