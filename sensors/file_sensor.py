@@ -48,6 +48,7 @@ from dagster import (
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import load_cursor, settle_wait
 from calmops_dagster.ingest.ingest_record import ingest_data_dir
+from calmops_dagster.orchestration.fair_queue import PRIORITY_TAG, block_priorities, runs_ahead
 from calmops_dagster.ingest.withdrawal import withdraw_moved_blocks
 from calmops_dagster.orchestration.runner import (
     PIPELINE_TAG,
@@ -94,9 +95,12 @@ def build_file_sensor(spec: PipelineSpec, job):
         known = set(context.instance.get_dynamic_partitions(spec.partitions_name))
         gone = [item.block for item in withdrawn if item.block in known]
         new_blocks = [b for b in order if b not in known]
+        todo = [block for block in order if (block, versions[block]) not in done]
+        priorities = block_priorities(runs_ahead(context.instance, PIPELINE_TAG, spec.name), len(todo))
         requests = rerun_requests(context, spec) + [
-            RunRequest(run_key=f"{block}:{versions[block]}", partition_key=block, tags={PIPELINE_TAG: spec.name})
-            for block in order if (block, versions[block]) not in done
+            RunRequest(run_key=f"{block}:{versions[block]}", partition_key=block,
+                       tags={PIPELINE_TAG: spec.name, PRIORITY_TAG: priority})
+            for block, priority in zip(todo, priorities, strict=True)
         ]
         cursor = json.dumps({"seen": scan.cursor["seen"], "seq": seq}, sort_keys=True)
         if not requests and not new_blocks and not gone:
