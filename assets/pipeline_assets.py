@@ -19,6 +19,8 @@ import warnings
 from datetime import UTC, datetime
 
 import pandas as pd
+from calmops_dagster.assets.block_alerts import alert_run
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -35,7 +37,6 @@ from dagster import (
     asset,
 )
 
-from calmops_dagster.assets.block_alerts import alert_run
 from calmops_dagster.ingest.block_data import frame_sha256, incoming_dir, load_stream_block, sort_block_keys
 from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
 from calmops_dagster.ingest.ingest_record import block_records, block_version, load_recorded_block
@@ -54,7 +55,6 @@ from calmops_dagster.orchestration.prediction import ensure_champion, predict_bl
 from calmops_dagster.orchestration.runner import VERSION_TAG, breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
-from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 SCHEMA_CHECK = "schema_and_nulls"
 DRIFT_CHECK = "no_data_drift"

@@ -11,6 +11,8 @@ in-process by ``calmops run`` (which records its own outcomes) are not counted t
 the pure functions of :mod:`calmops_dagster.orchestration.circuit_breaker`.
 """
 
+from calmops_dagster.assets.block_alerts import alert_run
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -20,10 +22,8 @@ from dagster import (
     run_status_sensor,
 )
 
-from calmops_dagster.assets.block_alerts import alert_run
 from calmops_dagster.orchestration.runner import breaker_step_failures, interrupted_steps, record_run_outcome
 from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 
 def _error_text(event) -> str:

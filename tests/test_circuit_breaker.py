@@ -11,6 +11,9 @@ import duckdb
 import pandas as pd
 import pytest
 import yaml
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.resources import build_resources
 from conftest import block_spec_dict
 from dagster import (
     AssetKey,
@@ -26,9 +29,6 @@ from calmops_dagster.orchestration.runner import register_new_blocks, run_pendin
 from calmops_dagster.spec import load_spec, parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
-from calmops_dagster.resources import build_resources
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
