@@ -19,6 +19,8 @@ import warnings
 from datetime import UTC, datetime
 
 import pandas as pd
+from calmops_dagster.assets.block_alerts import alert_run
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -53,7 +55,6 @@ from calmops_dagster.orchestration.prediction import ensure_champion, predict_bl
 from calmops_dagster.orchestration.runner import VERSION_TAG, breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
-from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 SCHEMA_CHECK = "schema_and_nulls"
 DRIFT_CHECK = "no_data_drift"
@@ -438,6 +439,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         )
         failures = ["no champion"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
         unlabelled = spec.target not in data_block.columns  # delayed labels: nothing to check yet
+        alert_run(spec, home.paths, db, block, context.instance, context.run_id, {PERFORMANCE_CHECK: failures},
+                  context.log)
         yield AssetCheckResult(  # a late block's result is a warning: it never replaces the champion,
             check_name=PERFORMANCE_CHECK,  # so its predictions are made by the champion in force anyway
             passed=not failures,
@@ -465,6 +468,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         if spec.prediction_only:  # no champion_model step: the overview follows the predictions
             context.log.info(f"block {block}: {len(result)} rows predicted by {version}")  # its one INFO line
             context.log_event(monitoring_materialization(spec, home, metrics))
+            alert_run(spec, home.paths, metrics.store(), block, context.instance, context.run_id, log=context.log)
         return Output(str(path), metadata={
             "rows": len(result), "model_version": version, "path": MetadataValue.path(str(path)),
             **({f"share_{k}": float(v) for k, v in counts.items()} if counts is not None else

@@ -111,7 +111,7 @@ def cmd_run(args, home: CalmOpsHome) -> int:
         found = register_new_blocks(instance, spec, metrics, models, log, _settle_waiter(spec.name, stop))
         _print_registered(spec.name, found)
         results = run_pending(instance, spec, job, metrics, stop=stop)
-        return _report_results(spec, results, stop, instance, metrics, found.waiting)
+        return _report_results(spec, results, stop, instance, metrics, home, found.waiting)
 
 
 #: ``calmops run``'s exit status when every pending block was processed but files of ``data_dir`` are still
@@ -135,9 +135,11 @@ def _settle_waiter(name: str, stop):
     return wait
 
 
-def _report_results(spec, results, stop, instance, metrics, waiting=()) -> int:
-    """Print one line per processed block; the exit code: 0 all ok, 1 a block failed, 128+N stopped by
-    signal N (SIGTERM 143, Ctrl-C 130), :data:`EXIT_WAITING` (75) files still being written."""
+def _report_results(spec, results, stop, instance, metrics, home: CalmOpsHome, waiting=()) -> int:
+    """Print one line per processed block (and send a failed block's alerts, which its run did not reach);
+    the exit code: 0 all ok, 1 a block failed, 128+N stopped by signal N (SIGTERM 143, Ctrl-C 130),
+    :data:`EXIT_WAITING` (75) files still being written."""
+    from calmops_dagster.interfaces.alerts import send_block_alerts
     from calmops_dagster.orchestration.runner import pending_blocks
 
     name = spec.name
@@ -146,6 +148,8 @@ def _report_results(spec, results, stop, instance, metrics, waiting=()) -> int:
     for result in results:
         status = "ok" if result.success else "FAILED"
         print(f"block {result.block}: {status} in {result.seconds:.1f}s: {result.summary}")
+        if not result.success:
+            send_block_alerts(spec, home, metrics, result.block)
     if stop.received:
         left = pending_blocks(instance, spec, metrics=metrics)
         print(f"{name}: stopped by {stop.name}" + (f" after block {results[-1].block}" if results else "")
@@ -308,7 +312,7 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
                                         _settle_waiter(name, stop))
             _print_registered(name, found)
             return _report_results(spec, run_pending(instance, spec, job, metrics, stop=stop), stop, instance,
-                                   metrics, found.waiting)
+                                   metrics, home, found.waiting)
 
 
 def _plain(text: str) -> str:
