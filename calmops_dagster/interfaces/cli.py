@@ -233,14 +233,24 @@ def _name_flag(name: str) -> str:
 
 
 def cmd_rollback(args, home: CalmOpsHome) -> int:
+    """Point the champion at ``--to`` (a version of this pipeline, checked and loadable) or the previous one;
+    ``--to`` also repairs a pointer that names no version of the pipeline."""
+    from calmops_dagster.errors import ModelVersionError
     from calmops_dagster.spec import load_spec
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore, now_utc
 
     spec = load_spec(home.spec_path(_checked_name(home, args.name)))
     store = ModelStore(home.models_dir(args.name))
-    current = store.champion_version()
-    previous = [h["version"] for h in store.champion_history() if h["version"] != current]
+    try:
+        current = store.champion_version()
+        previous = [h["version"] for h in store.champion_history() if h["version"] != current]
+    except ModelVersionError as exc:
+        if args.to is None:
+            raise
+        current, previous, repaired = None, [], exc
+    else:
+        repaired = None
     target = args.to or (previous[-1] if previous else None)
     if target is None:
         raise CalmOpsError(f"pipeline '{args.name}' has no previous champion to roll back to")
@@ -254,6 +264,8 @@ def cmd_rollback(args, home: CalmOpsHome) -> int:
         "reason": f"manual rollback from {current} to {target} (calmops rollback)", "champion_after": target,
         "decided_at": stamp,
     }])
+    if repaired is not None:
+        print(f"{args.name}: the champion pointer named no version of the pipeline ({repaired})", file=sys.stderr)
     print(f"{args.name}: champion {current} -> {target}")
     return 0
 
@@ -376,6 +388,7 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
         select_blocks,
     )
     from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.model_store import ModelStore
     from calmops_dagster.resources import build_resources
 
     with _pipeline_runtime(home, args.name) as (spec, _, instance):
@@ -385,6 +398,8 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
         for option in ("blocks", "against"):  # REMAINDER also swallows these options after NAME
             if option in changes:
                 setattr(args, option, str(changes.pop(option)))
+        if args.against not in (None, "then", "current"):  # a version of this pipeline, before any run starts
+            ModelStore(home.models_dir(spec.name)).manifest(args.against)
         metrics = MetricsStore(home.metrics_db)
         processed = metrics.query("SELECT DISTINCT block FROM drift_summary WHERE pipeline = ?", [spec.name],
                                   pipeline=spec.name)
