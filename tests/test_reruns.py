@@ -147,3 +147,15 @@ def test_reevaluation_with_a_stricter_alpha_writes_its_own_rows_and_leaves_the_o
     assert main(["reevaluate", "demo", "--blocks", "7"]) == 2
     assert "block '7' not processed" in capsys.readouterr().err
 
+
+def test_reevaluate_against_a_name_that_is_no_version_of_the_pipeline_is_one_line(rerun_home, monkeypatch, capsys):
+    """``--against ../../other/models/v0001`` started a run per block, each failing; it is refused before any."""
+    home, _, _ = rerun_home
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    for against, said in (("../../other/models/v0001", "is not a model version of pipeline 'demo'"),
+                          ("/etc/passwd", "is not a model version of pipeline 'demo'"),
+                          ("v0042", "model version 'v0042' does not exist")):
+        assert main(["reevaluate", "demo", "--against", against]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err
+    assert MetricsStore(home.metrics_db).query("SELECT count(*) AS n FROM reevaluation_summary")["n"][0] == 0
