@@ -276,6 +276,22 @@ def test_a_signed_version_is_believed_only_in_its_own_folder(tmp_path, data, mod
         store.save(models["forest"], reference=X, pipeline="other")
 
 
+def test_a_publish_removes_stale_staging_folders_and_leaves_others_publishing(tmp_path, data, models):
+    import os
+    import time
+
+    X, _ = data
+    store = ModelStore(tmp_path / "pipelines" / "p" / "models", key=None)
+    store.root.mkdir(parents=True)
+    old, young = store.root / ".staging-abandoned", store.root / ".staging-unknown-owner"
+    old.mkdir()
+    young.mkdir()
+    stamp = time.time() - model_store.STALE_STAGING_SECONDS - 60
+    os.utime(old, (stamp, stamp))
+    assert store.save(models["forest"], reference=X) == "v0001"
+    assert sorted(p.name for p in store.root.iterdir()) == [young.name, "v0001"]
+
+
 def test_the_signing_key_comes_from_the_environment_and_never_from_the_home(tmp_path, monkeypatch):
     from calmops_dagster.errors import ModelKeyError
     from calmops_dagster.store.model_signing import MODEL_KEY_ENV, MODEL_KEY_FILE_ENV, model_key

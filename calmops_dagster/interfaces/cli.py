@@ -108,6 +108,9 @@ def cmd_run(args, home: CalmOpsHome) -> int:
     with (pipeline_lock(home.pipeline_dir(name), name, wait=args.wait), StopSignals() as stop,
           _pipeline_runtime(home, name) as (spec, job, instance)):
         metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
+        if leftovers := models.remove_stale_staging():
+            print(f"{spec.name}: removed {len(leftovers)} staging folder(s) of a model publish that did not finish "
+                  f"({', '.join(leftovers)})")
         found = register_new_blocks(instance, spec, metrics, models, log, _settle_waiter(spec.name, stop))
         _print_registered(spec.name, found)
         results = run_pending(instance, spec, job, metrics, stop=stop)

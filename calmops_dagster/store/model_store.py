@@ -8,7 +8,10 @@ Layout under ``pipelines/<name>/models/``::
     champion.json            {"version": "v0003", "history": [...]}: which version serves, and since when
 
 A version exists when its ``manifest.json`` does (:meth:`ModelStore.versions`), and becomes visible whole or
-not at all. On the local disk the folder is assembled under a temporary name and renamed into place. In
+not at all. On the local disk the folder is assembled under a temporary name
+(``.staging-<pid>@<host>-<random>``) and renamed into place; a staging folder left by a publish that was
+killed is removed by the next publish and the next ``calmops run`` once it is stale: its process (on this
+host) is gone, or it is older than :data:`STALE_STAGING_SECONDS`. In
 object storage (:mod:`calmops_dagster.store.storage`), where nothing can be renamed, a writer first claims
 the version number by creating ``vNNNN/.claim`` exclusively (S3 ``If-None-Match``; of two writers racing
 for a number one moves on to the next), writes the model and reference, and writes the manifest last: a
@@ -55,8 +58,10 @@ import pickle
 import platform
 import re
 import shutil
+import socket
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -78,6 +83,10 @@ CHAMPION_POINTER = "champion.json"
 REFERENCE = "reference.parquet"
 #: A model version's name: ``v`` and four or more digits, one folder directly in the pipeline's ``models/``.
 VERSION_NAME = re.compile(r"v[0-9]{4,}")
+STAGING_PREFIX = ".staging-"
+_STAGING_OWNER = re.compile(r"\.staging-(\d+)@(.+)-[^-]*")  # pid and host of the process assembling it
+#: A staging folder older than this is stale whoever made it: a publish takes seconds.
+STALE_STAGING_SECONDS = 3600
 CLAIM = ".claim"  # object storage: marks a version number as taken by one writer (see the module docstring)
 _SKOPS_MAGIC = b"PK\x03\x04"  # a skops file is a zip archive
 _PICKLE_PROTOCOLS = range(2, 6)  # a pickle of protocol 2+ starts with PROTO (0x80) and the protocol number
@@ -192,6 +201,29 @@ def _manifest(fmt: str, blob: bytes, reference: bytes, facts: dict) -> dict:
     }
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def staging_is_stale(path: Path, now: float | None = None) -> bool:
+    """Whether the staging folder ``path`` is left over: older than :data:`STALE_STAGING_SECONDS`, or made
+    by a process of this host that is gone."""
+    try:
+        age = (time.time() if now is None else now) - path.stat().st_mtime
+    except FileNotFoundError:  # published or removed meanwhile
+        return False
+    if age > STALE_STAGING_SECONDS:
+        return True
+    owner = _STAGING_OWNER.fullmatch(path.name)
+    return owner is not None and owner[2] == socket.gethostname() and not _process_alive(int(owner[1]))
+
+
 def is_version_name(name) -> bool:
     return isinstance(name, str) and VERSION_NAME.fullmatch(name) is not None
 
@@ -261,7 +293,9 @@ class ModelStore:
         if isinstance(self.root, StoragePath):
             return self._publish_remote(fmt, blob, buffer.getvalue(), facts)
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+        self.remove_stale_staging()
+        owner = f"{STAGING_PREFIX}{os.getpid()}@{socket.gethostname()}-"
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=owner))
         try:
             model_file = staging / f"model.{fmt}"
             model_file.write_bytes(blob)
@@ -269,6 +303,18 @@ class ModelStore:
             return self._publish(staging, _manifest(fmt, blob, buffer.getvalue(), facts))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def remove_stale_staging(self) -> list[str]:
+        """Remove the staging folders publishes that did not finish left behind (:func:`staging_is_stale`);
+        return their names. A publish in progress is left alone."""
+        if not isinstance(self.root, Path) or not self.root.is_dir():
+            return []  # object storage has no staging folders
+        removed = []
+        for path in sorted(self.root.glob(f"{STAGING_PREFIX}*")):
+            if staging_is_stale(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+        return removed
 
     def _sign(self, manifest: dict, version: str) -> bytes:
         manifest["version"], manifest["pipeline"] = version, self.pipeline
