@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -158,43 +157,6 @@ def test_rollback_names_versions_of_its_own_pipeline_only(home, tmp_path, data_f
     out = capsys.readouterr()
     assert "champion none -> v0001" in out.out and "the champion pointer named no version" in out.err
     assert store.champion_version() == "v0001"
-
-
-KILLED_PUBLISH = """
-import os, signal, sys
-import pandas as pd
-from sklearn.tree import DecisionTreeClassifier
-from calmops_dagster.store.model_store import ModelStore
-X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
-model = DecisionTreeClassifier(random_state=0).fit(X, [0, 1, 0, 1])
-os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed while the version is being published
-ModelStore(sys.argv[1], key=None).save(model, reference=X)
-"""
-
-
-def test_run_removes_the_staging_folders_of_a_killed_publish_and_only_those(home, tmp_path, capsys, monkeypatch):
-    """A publish killed mid-way left ``models/.staging-*`` behind for ever."""
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    (tmp_path / "data").mkdir()
-    path = home.spec_path("p")
-    path.parent.mkdir(parents=True)
-    path.write_text(yaml.safe_dump(block_spec_dict("p", tmp_path / "data")))
-    models = home.models_dir("p")
-    killed = subprocess.run([sys.executable, "-c", KILLED_PUBLISH, str(models)], capture_output=True, text=True,
-                            check=False)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    (left,) = models.glob(".staging-*")  # the killed process's, holding its model file
-    assert (left / "model.skops").is_file() and not ModelStore(models).versions()
-    in_progress = models / f".staging-{os.getpid()}@{socket.gethostname()}-live"  # this process: publishing
-    in_progress.mkdir()
-    old = models / ".staging-abandoned"  # no owner named, two hours old
-    old.mkdir()
-    os.utime(old, (time.time() - 7200, time.time() - 7200))
-    assert main(["run", "p"]) == 0
-    out = capsys.readouterr().out
-    names = ", ".join(sorted([left.name, old.name]))
-    assert f"p: removed 2 staging folder(s) of a model publish that did not finish ({names})" in out
-    assert sorted(p.name for p in models.iterdir()) == [in_progress.name]
 
 
 @pytest.fixture
