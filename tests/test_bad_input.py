@@ -122,3 +122,21 @@ def test_a_first_block_too_small_to_train_is_a_decision_not_sklearns_message(hom
     assert main(["run", "p"]) == 0
     out = capsys.readouterr().out
     assert "block 2: ok" in out and "promoted, champion v0001: first champion" in out
+
+
+def test_run_with_a_tampered_champion_says_why_in_one_line_and_runs_nothing(processed_home, tmp_path, capfd,
+                                                                           monkeypatch):
+    """Each block's step failed on the champion, and the reason came after 60 lines of Dagster's stack trace."""
+    from processed_home import copy_home
+
+    home = copy_home(processed_home, tmp_path)
+    monkeypatch.setenv("CALMOPS_HOME", str(home.root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    store = ModelStore(home.models_dir("demo"))
+    model = store.root / store.champion_version() / "model.skops"
+    model.write_bytes(model.read_bytes()[:-10] + b"x" * 10)
+    assert main(["run", "demo"]) == 2
+    out, err = capfd.readouterr()
+    assert err.startswith("error: champion v0002 of 'demo' cannot be loaded, no block was run: ") and err.count("\n") == 1
+    assert "does not match the manifest" in err and "calmops rollback demo --to VERSION" in err
+    assert "Traceback" not in out + err and "Stack Trace" not in out + err and "block " not in out

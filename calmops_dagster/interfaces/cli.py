@@ -111,10 +111,27 @@ def cmd_run(args, home: CalmOpsHome) -> int:
         if leftovers := models.remove_stale_staging():
             print(f"{spec.name}: removed {len(leftovers)} staging folder(s) of a model publish that did not finish "
                   f"({', '.join(leftovers)})")
+        _check_champion(spec, models)
         found = register_new_blocks(instance, spec, metrics, models, log, _settle_waiter(spec.name, stop))
         _print_registered(spec.name, found)
         results = run_pending(instance, spec, job, metrics, stop=stop)
         return _report_results(spec, results, stop, instance, metrics, found.waiting)
+
+
+def _check_champion(spec, models) -> None:
+    """Refuse to run blocks on a champion that fails its checks (pointer, signature, hash, format): one line
+    naming the file and what is wrong, instead of every block's step failing on it with a stack trace."""
+    from calmops_dagster.errors import ModelIntegrityError
+
+    version = models.champion_version()
+    if version is None:
+        return
+    try:
+        models.load(version, spec.pickle_trusted)  # kept in memory: the blocks' steps load it again for free
+    except ModelIntegrityError as exc:
+        raise ModelIntegrityError(f"champion {version} of '{spec.name}' cannot be loaded, no block was run: {exc} "
+                                  f"(make a sound version the champion: calmops rollback {spec.name} --to VERSION)"
+                                  ) from None
 
 
 #: ``calmops run``'s exit status when every pending block was processed but files of ``data_dir`` are still
@@ -317,6 +334,7 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
         for line in control.start_instigators_local(instance, name, spec.schedule is not None):
             print(f"{name}: {line}")
         with pipeline_lock(home.pipeline_dir(name), name, wait=True), StopSignals() as stop:
+            _check_champion(spec, ModelStore(home.models_dir(name)))
             found = register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log,
                                         _settle_waiter(name, stop))
             _print_registered(name, found)
