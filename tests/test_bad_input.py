@@ -140,3 +140,19 @@ def test_run_with_a_tampered_champion_says_why_in_one_line_and_runs_nothing(proc
     assert err.startswith("error: champion v0002 of 'demo' cannot be loaded, no block was run: ") and err.count("\n") == 1
     assert "does not match the manifest" in err and "calmops rollback demo --to VERSION" in err
     assert "Traceback" not in out + err and "Stack Trace" not in out + err and "block " not in out
+
+
+def test_sql_left_aligns_text_and_right_aligns_numbers(tmp_path, capsys):
+    """pandas right-aligned every column, names and reasons too."""
+    store = MetricsStore(tmp_path / "metrics.duckdb")
+    store.replace_block_rows("promotions", "demo", "1", [{"decision": "promoted", "reason": "first champion",
+                                                          "champion_score": 0.5}])
+    store.replace_block_rows("promotions", "demo", "10", [{"decision": "kept", "reason": "no drift\nat all",
+                                                           "champion_score": 0.875}])
+    assert main(["--home", str(tmp_path), "sql",
+                 "SELECT block, decision, reason, champion_score FROM promotions ORDER BY block"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "block  decision  reason            champion_score",
+        "1      promoted  first champion             0.500",
+        "10     kept      no drift\\nat all           0.875",
+    ]

@@ -580,17 +580,10 @@ def cmd_sql(args, home: CalmOpsHome) -> int:
     elif args.format == "json":
         print(frame.to_json(orient="records", date_format="iso"))
     else:
-        with pd_display():
-            print(frame.to_string(index=False) if len(frame) else f"(no rows; columns: {', '.join(frame.columns)})")
+        from calmops_dagster.interfaces.text_table import format_table
+
+        print(format_table(frame) if len(frame) else f"(no rows; columns: {', '.join(frame.columns)})")
     return 0
-
-
-def pd_display():
-    """pandas options so a query result prints whole, one row per line."""
-    import pandas as pd
-
-    return pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 10_000,
-                             "display.max_colwidth", 80)
 
 
 def cmd_compact(args, home: CalmOpsHome) -> int:
