@@ -286,7 +286,7 @@ def cmd_rollback(args, home: CalmOpsHome) -> int:
     }])
     if repaired is not None:
         print(f"{args.name}: the champion pointer named no version of the pipeline ({repaired})", file=sys.stderr)
-    print(f"{args.name}: champion {current} -> {target}")
+    print(f"{args.name}: champion {current or 'none'} -> {target}")
     return 0
 
 
