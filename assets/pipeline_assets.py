@@ -19,6 +19,7 @@ import warnings
 from datetime import UTC, datetime
 
 import pandas as pd
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -53,7 +54,6 @@ from calmops_dagster.orchestration.prediction import ensure_champion, predict_bl
 from calmops_dagster.orchestration.runner import VERSION_TAG, breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
-from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 SCHEMA_CHECK = "schema_and_nulls"
 DRIFT_CHECK = "no_data_drift"

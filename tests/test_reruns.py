@@ -9,6 +9,7 @@ import json
 
 import pandas as pd
 import pytest
+from calmops_dagster.resources import build_resources
 from dagster import AssetKey, DagsterInstance, Definitions, RunsFilter
 from processed_home import copy_home
 
@@ -18,7 +19,6 @@ from calmops_dagster.orchestration.instance import prepare_instance
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.store.metrics_store import VERSIONED, MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.resources import build_resources
 
 VOLATILE = ["computed_at", "loaded_at", "decided_at", "run_id"]
 ASSETS = ["data_block", "drift_report", "challenger_model", "champion_model", "predictions"]
