@@ -437,14 +437,15 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                          if (v := getattr(decision, k)) is not None},
                       **_scores_metadata("", in_force)},
         )
-        failures = ["no champion"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
+        failures = [f"no champion ({reason})"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
         unlabelled = spec.target not in data_block.columns  # delayed labels: nothing to check yet
         alert_run(spec, home.paths, db, block, context.instance, context.run_id, {PERFORMANCE_CHECK: failures},
                   context.log)
+        untrained = after is None and challenger_model["version"] is None  # e.g. too few rows to train
         yield AssetCheckResult(  # a late block's result is a warning: it never replaces the champion,
             check_name=PERFORMANCE_CHECK,  # so its predictions are made by the champion in force anyway
             passed=not failures,
-            severity=AssetCheckSeverity.WARN if late or unlabelled else AssetCheckSeverity.ERROR,
+            severity=AssetCheckSeverity.WARN if late or unlabelled or untrained else AssetCheckSeverity.ERROR,
             metadata={"failures": "; ".join(failures) or "none", "champion_version": after or "none",
                       "late": int(late)},
         )
@@ -462,6 +463,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         recorded = None if spec.prediction_only else read_context(metrics.store(), spec, block, context.run_id)
         # the champion the block's decision left in force (a rerun predicts as the block's first run did)
         version = recorded.champion_after if is_rerun(recorded) else ensure_champion(spec, store)
+        if version is None and not spec.prediction_only:  # nothing trained yet: the decision says why
+            return Output("", metadata={"rows": 0, "model_version": "none"})
         result = predict_block(store, version, data_block, spec)
         path = write_predictions(result, home.paths.predictions_dir(spec.name), block)
         counts = result["prediction"].value_counts(normalize=True) if spec.task == "classification" else None

@@ -108,10 +108,30 @@ def cmd_run(args, home: CalmOpsHome) -> int:
     with (pipeline_lock(home.pipeline_dir(name), name, wait=args.wait), StopSignals() as stop,
           _pipeline_runtime(home, name) as (spec, job, instance)):
         metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
+        if leftovers := models.remove_stale_staging():
+            print(f"{spec.name}: removed {len(leftovers)} staging folder(s) of a model publish that did not finish "
+                  f"({', '.join(leftovers)})")
+        _check_champion(spec, models)
         found = register_new_blocks(instance, spec, metrics, models, log, _settle_waiter(spec.name, stop))
         _print_registered(spec.name, found)
         results = run_pending(instance, spec, job, metrics, stop=stop)
         return _report_results(spec, results, stop, instance, metrics, home, found.waiting)
+
+
+def _check_champion(spec, models) -> None:
+    """Refuse to run blocks on a champion that fails its checks (pointer, signature, hash, format): one line
+    naming the file and what is wrong, instead of every block's step failing on it with a stack trace."""
+    from calmops_dagster.errors import ModelIntegrityError
+
+    version = models.champion_version()
+    if version is None:
+        return
+    try:
+        models.load(version, spec.pickle_trusted)  # kept in memory: the blocks' steps load it again for free
+    except ModelIntegrityError as exc:
+        raise ModelIntegrityError(f"champion {version} of '{spec.name}' cannot be loaded, no block was run: {exc} "
+                                  f"(make a sound version the champion: calmops rollback {spec.name} --to VERSION)"
+                                  ) from None
 
 
 #: ``calmops run``'s exit status when every pending block was processed but files of ``data_dir`` are still
@@ -239,14 +259,24 @@ def _name_flag(name: str) -> str:
 
 
 def cmd_rollback(args, home: CalmOpsHome) -> int:
+    """Point the champion at ``--to`` (a version of this pipeline, checked and loadable) or the previous one;
+    ``--to`` also repairs a pointer that names no version of the pipeline."""
+    from calmops_dagster.errors import ModelVersionError
     from calmops_dagster.spec import load_spec
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore, now_utc
 
     spec = load_spec(home.spec_path(_checked_name(home, args.name)))
     store = ModelStore(home.models_dir(args.name))
-    current = store.champion_version()
-    previous = [h["version"] for h in store.champion_history() if h["version"] != current]
+    try:
+        current = store.champion_version()
+        previous = [h["version"] for h in store.champion_history() if h["version"] != current]
+    except ModelVersionError as exc:
+        if args.to is None:
+            raise
+        current, previous, repaired = None, [], exc
+    else:
+        repaired = None
     target = args.to or (previous[-1] if previous else None)
     if target is None:
         raise CalmOpsError(f"pipeline '{args.name}' has no previous champion to roll back to")
@@ -260,7 +290,9 @@ def cmd_rollback(args, home: CalmOpsHome) -> int:
         "reason": f"manual rollback from {current} to {target} (calmops rollback)", "champion_after": target,
         "decided_at": stamp,
     }])
-    print(f"{args.name}: champion {current} -> {target}")
+    if repaired is not None:
+        print(f"{args.name}: the champion pointer named no version of the pipeline ({repaired})", file=sys.stderr)
+    print(f"{args.name}: champion {current or 'none'} -> {target}")
     return 0
 
 
@@ -308,6 +340,7 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
         for line in control.start_instigators_local(instance, name, spec.schedule is not None):
             print(f"{name}: {line}")
         with pipeline_lock(home.pipeline_dir(name), name, wait=True), StopSignals() as stop:
+            _check_champion(spec, ModelStore(home.models_dir(name)))
             found = register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log,
                                         _settle_waiter(name, stop))
             _print_registered(name, found)
@@ -388,6 +421,7 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
     )
     from calmops_dagster.resources import build_resources
     from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.model_store import ModelStore
 
     with _pipeline_runtime(home, args.name) as (spec, _, instance):
         if spec.prediction_only:
@@ -396,6 +430,8 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
         for option in ("blocks", "against"):  # REMAINDER also swallows these options after NAME
             if option in changes:
                 setattr(args, option, str(changes.pop(option)))
+        if args.against not in (None, "then", "current"):  # a version of this pipeline, before any run starts
+            ModelStore(home.models_dir(spec.name)).manifest(args.against)
         metrics = MetricsStore(home.metrics_db)
         processed = metrics.query("SELECT DISTINCT block FROM drift_summary WHERE pipeline = ?", [spec.name],
                                   pipeline=spec.name)
@@ -558,17 +594,10 @@ def cmd_sql(args, home: CalmOpsHome) -> int:
     elif args.format == "json":
         print(frame.to_json(orient="records", date_format="iso"))
     else:
-        with pd_display():
-            print(frame.to_string(index=False) if len(frame) else f"(no rows; columns: {', '.join(frame.columns)})")
+        from calmops_dagster.interfaces.text_table import format_table
+
+        print(format_table(frame) if len(frame) else f"(no rows; columns: {', '.join(frame.columns)})")
     return 0
-
-
-def pd_display():
-    """pandas options so a query result prints whole, one row per line."""
-    import pandas as pd
-
-    return pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 10_000,
-                             "display.max_colwidth", 80)
 
 
 def cmd_compact(args, home: CalmOpsHome) -> int:
