@@ -45,7 +45,8 @@ class RegressionPerformanceEstimator(BaseEstimator):
     Direct loss estimation (DLE, as in NannyML): an error model (:class:`~calmops_dagster.estimation.
     error_model.ErrorModel`, gradient-boosted trees) learns the monitored model's per-row loss (absolute,
     squared or absolute percentage error) from the row's features and prediction on labelled reference rows;
-    on a block without targets its mean predicted loss is the estimate (``rmse``: its square root). The
+    on a block without targets its mean predicted loss (levelled out of fold: ``loss_scale_``) is the
+    estimate (``rmse``: its square root). The
     interval adds two errors. The block's sampling error: the error model, fitted out of fold on the
     reference, leaves residual ratios ``loss / predicted loss``, and a block's losses are drawn as its
     predicted losses times ratios drawn from those. The error model's own error: the spread of the
@@ -82,8 +83,13 @@ class RegressionPerformanceEstimator(BaseEstimator):
     reference_value_ : float
         The realized metric on the reference (what "carry the reference score forward" would estimate).
     out_of_fold_value_ : float
-        The estimate of the reference's metric from the out-of-fold error models: near ``reference_value_``
-        when the error model carries to rows it was not fitted on.
+        The estimate of the reference's metric from the out-of-fold error models, before ``loss_scale_``:
+        near ``reference_value_`` when the error model carries to rows it was not fitted on.
+    loss_scale_ : float
+        Mean reference loss over mean out-of-fold predicted loss; every predicted loss is multiplied by it.
+        A tree model fitted to heavy-tailed losses (squared errors above all) learns its few large ones where
+        they happened to be, and predicts less on new rows than it saw; the scale measured out of fold puts
+        its level back.
     prediction_range_ : tuple of float
         Smallest and largest reference prediction.
     loss_floor_ : float
@@ -150,9 +156,10 @@ class RegressionPerformanceEstimator(BaseEstimator):
         self.loss_floor_ = LOSS_FLOOR_SHARE * float(loss.mean())
         self.error_model_ = ErrorModel(ERROR_MODEL_FOLDS, random_state=0).fit(X, predicted, loss)
         out_of_fold = np.maximum(self.error_model_.out_of_fold_, self.loss_floor_)
-        ratios = loss / out_of_fold
-        self.residual_ratios_ = ratios / ratios.mean()  # the draws centre on the point estimate
         self.out_of_fold_value_ = float(from_mean_loss(self.metric, out_of_fold.mean()))
+        self.loss_scale_ = float(loss.mean() / out_of_fold.mean())
+        ratios = loss / (self.loss_scale_ * out_of_fold)
+        self.residual_ratios_ = ratios / ratios.mean()  # the draws centre on the point estimate
         self.reference_value_ = realized_regression_metric(self.metric, y, predicted)
         self.prediction_range_ = (float(predicted.min()), float(predicted.max()))
         self.n_reference_ = len(y)
@@ -183,7 +190,7 @@ class RegressionPerformanceEstimator(BaseEstimator):
         """
         check_is_fitted(self)
         X, predicted = self._inputs(X, y_pred)
-        expected_loss, fold_losses = (np.maximum(losses, self.loss_floor_)
+        expected_loss, fold_losses = (np.maximum(self.loss_scale_ * losses, self.loss_floor_)
                                       for losses in self.error_model_.predict_with_folds(X, predicted))
         value = float(from_mean_loss(self.metric, expected_loss.mean()))
         rng = np.random.default_rng(self.random_state)
