@@ -1,6 +1,7 @@
 """Label-free performance estimation: classifiers (confidence-based, as NannyML's CBPE; binary and
 multiclass) and regressors (direct loss estimation, as NannyML's DLE).
-May import: numpy, scipy, pandas, scikit-learn — never Dagster or another module of the package.
+May import: numpy, scipy, pandas, scikit-learn (and its threadpoolctl) — never Dagster or another module of
+the package.
 
 A classifier's probabilities, calibrated on reference data whose labels are known, give the expected
 confusion matrix of a block whose labels have not arrived yet; labels drawn from them give the block's
