@@ -20,7 +20,7 @@ from calmops_dagster.orchestration.runner import PIPELINE_TAG
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
-from calmops_dagster.sensors.daemon_interval import daemon_min_interval
+from calmops_dagster.speedups.daemon_interval import daemon_min_interval
 
 
 def build_labels_sensor(spec: PipelineSpec, job):

@@ -19,7 +19,7 @@ from live_processes import wait_for
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.orchestration.instance import instance_yaml, prepare_instance
 from calmops_dagster.orchestration.runner import HOST_TAG, PID_TAG, process_alive
-from calmops_dagster.orchestration.warm_run_launcher import WarmRunLauncher
+from calmops_dagster.speedups.warm_run_launcher import WarmRunLauncher
 from calmops_dagster.store.paths import CalmOpsHome
 
 
