@@ -53,8 +53,8 @@ from calmops_dagster.orchestration.runner import (
     record_bad_files,
     times_reaped,
 )
-from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.speedups.daemon_interval import daemon_min_interval
 
 

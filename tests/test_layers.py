@@ -236,12 +236,11 @@ PLANTED = [
      "uses client._execute"),
     ("sensors/file_sensor.py", "LAUNCHER = {'module': 'dagster._core.launcher'}\n",
      "names 'dagster._core.launcher'"),
-    ("resources/home.py",
-     "from dagster import DagsterInstance\n\n\nclass Quick(DagsterInstance):\n"
-     "    def _wiped(self):\n        return self._run_storage\n\n    def get_ref(self):\n"
-     "        return super()._get_ref()\n", "uses self._run_storage"),
-    ("resources/home.py", "from dagster import DagsterInstance\n\n\nclass Quick(DagsterInstance):\n"
-     "    def _should_retry_run(self, run):\n        return False\n", "overrides DagsterInstance._should_retry_run"),
+    ("resources/home.py", ("from dagster import DagsterInstance\n\n\nclass Quick(DagsterInstance):\n"
+                           "    def _wiped(self):\n        return self._run_storage\n"), "uses self._run_storage"),
+    ("resources/home.py", ("from dagster import DagsterInstance\n\n\nclass Quick(DagsterInstance):\n"
+                           "    def _should_retry_run(self, run):\n        return False\n"),
+     "overrides DagsterInstance._should_retry_run"),
     ("resources/home.py", "class Storage:\n    def _connect(self):\n        return super()._connect()\n",
      "uses super()._connect"),
 ]

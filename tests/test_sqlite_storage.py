@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 from dagster import DagsterInstance, in_process_executor, job, op
 
-from calmops_dagster.speedups import sqlite_storage
 from calmops_dagster.orchestration.instance import prepare_instance
+from calmops_dagster.speedups import sqlite_storage
 from calmops_dagster.speedups.sqlite_storage import (
     EnginesByDatabase,
     PooledSqliteEventLogStorage,

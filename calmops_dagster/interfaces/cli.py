@@ -88,8 +88,8 @@ def _pipeline_runtime(home: CalmOpsHome, name: str):
 
     from calmops_dagster.orchestration.instance import prepare_instance
     from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-    from calmops_dagster.spec import load_spec
     from calmops_dagster.resources import build_resources
+    from calmops_dagster.spec import load_spec
 
     prepare_instance(home)
     spec = load_spec(home.spec_path(_checked_name(home, name)))
@@ -394,8 +394,8 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
         run_reevaluation,
         select_blocks,
     )
-    from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.resources import build_resources
+    from calmops_dagster.store.metrics_store import MetricsStore
 
     with _pipeline_runtime(home, args.name) as (spec, _, instance):
         if spec.prediction_only:
