@@ -23,6 +23,7 @@ from calmops_dagster.resources import build_resources
 #: tests first) started the `dagster dev` module late, and a worker ended the run on it alone.
 SLOW_MODULES_FIRST = (
     "test_dagster_dev.py",  # 115: two lives of dagster dev, three pipelines (mostly waiting on them)
+    "test_speedups.py",  # 230 at load 13 (7 Dec): dagster dev on stock Dagster, a fresh process per run
     "test_tutorials.py",  # 82: five tutorial scripts, each its own process
     "test_faults.py",  # 44
     "test_postgres_instance.py",  # 37: a PostgreSQL server and a Dagster daemon on it (mostly waiting)

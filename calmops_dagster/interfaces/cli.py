@@ -325,7 +325,7 @@ def _start_instigators_locally(instance, name: str, has_schedule: bool) -> list[
         return start_stopped_instigators(instance, name, has_schedule)
     from calmops_dagster.orchestration.dagster_control import start_instigators_with_dagster_cli
 
-    return start_instigators_with_dagster_cli(name, has_schedule)
+    return start_instigators_with_dagster_cli(instance, name, has_schedule)
 
 
 def _parse_updates(items: list[str]) -> list[tuple[str, object]]:

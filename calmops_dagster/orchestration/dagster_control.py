@@ -7,9 +7,10 @@ Two back-ends, chosen per call:
   sensors and schedules; Dagster's public GraphQL client submits runs (queued by the run queue, one per
   pipeline at a time) and reloads the code location;
 - otherwise the local instance (``DAGSTER_HOME``): stopped sensors and schedule are started with Dagster's
-  CLI (``dagster sensor start``: the daemon runs them when ``dagster dev`` next starts; the instigators are
-  on by default; with the speed-ups on, :mod:`calmops_dagster.speedups.instigator_state` does it without
-  loading the code location), and pending blocks are processed in-process as ``calmops run`` does.
+  CLI (``dagster sensor start``; the daemon runs them when ``dagster dev`` next starts; the instigators are
+  on by default), or, with the speed-ups on, in the stored state by
+  :mod:`calmops_dagster.speedups.instigator_state`, without loading the code location; pending blocks are
+  processed in-process as ``calmops run`` does.
 """
 
 from __future__ import annotations
@@ -172,18 +173,19 @@ def submit_block_runs(webserver: DagsterWebserver, location: Location, pipeline:
             for block in blocks]
 
 
-def start_instigators_with_dagster_cli(pipeline: str, has_schedule: bool) -> list[str]:
-    """Start the pipeline's stopped sensors and schedule on the instance of ``DAGSTER_HOME`` with Dagster's
-    CLI (``dagster sensor list --stopped``, ``dagster sensor start``, the same for the schedule); each call
-    loads the code location in a process of its own. Returns what happened, one line each."""
+def start_instigators_with_dagster_cli(instance, pipeline: str, has_schedule: bool) -> list[str]:
+    """Start the pipeline's stopped sensors and schedule on the local instance with Dagster's CLI
+    (``dagster sensor start NAME``, ``dagster schedule start NAME``), each call loading the code location in a
+    process of its own. Which are stopped is read from the instance's stored states (``dagster sensor list``
+    cannot tell: it matches them by the origin of its own code server, not the one ``dagster dev`` stored).
+    An instigator that was never stopped has no stored state and runs by default; nothing to do for it.
+    Returns what happened, one line each."""
     sensors, schedules = instigator_names(pipeline, has_schedule)
+    stopped = {state.instigator_name for state in instance.all_instigator_state() if not state.is_running}
     done = []
     for kind, names in (("sensor", sensors), ("schedule", schedules)):
-        if not names:
-            continue
-        listed = set(_dagster_cli(kind, "list", "--stopped", "--name").splitlines())
         for name in names:
-            if name in listed:
+            if name in stopped:
                 _dagster_cli(kind, "start", name)
                 done.append(f"{kind} {name}: RUNNING")
     return done
