@@ -11,7 +11,7 @@ the decision (queue, launcher and run, without the luck of where the landing fal
 first block (the first champion; the warm process starts) is left out. Also the spacing of the file sensor's
 ticks against ``--interval``. ``--order`` chooses which mode runs first; every line gives the load average.
 
-    python benchmarks/speedups_bench.py [--blocks 4] [--rows 5000] [--features 16] [--interval 5]
+    python benchmarks/speedups_bench.py [--blocks 3] [--rows 5000] [--features 16] [--interval 5]
                                         [--settle 2] [--order on,off] [--keep]
 """
 
@@ -108,7 +108,7 @@ def tick_spacing(instance, sensor_name: str, since: float) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--blocks", type=int, default=4, help="measured blocks (one more is run first)")
+    parser.add_argument("--blocks", type=int, default=3, help="measured blocks (one more is run first)")
     parser.add_argument("--rows", type=int, default=5_000)
     parser.add_argument("--features", type=int, default=16)
     parser.add_argument("--drift-every", type=int, default=4)

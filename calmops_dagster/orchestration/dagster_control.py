@@ -191,11 +191,11 @@ def start_instigators_with_dagster_cli(instance, pipeline: str, has_schedule: bo
     return done
 
 
-def _dagster_cli(*args: str) -> str:
-    """The standard output of ``dagster ARGS -m calmops_dagster.definitions``."""
+def _dagster_cli(*args: str) -> None:
+    """Run ``dagster ARGS -m calmops_dagster.definitions``; a :class:`CalmOpsError` with its last error line
+    when it fails."""
     command = [sys.executable, "-m", "dagster", *args, "-m", "calmops_dagster.definitions"]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["no error output"])[-1]
         raise CalmOpsError(f"`dagster {' '.join(args)}` failed (exit code {result.returncode}): {reason}")
-    return result.stdout

@@ -95,7 +95,7 @@ def instance_yaml(dagster_home: Path) -> str:
     if launcher == "warm" and not speedups:
         raise CalmOpsError(f"CALMOPS_RUN_LAUNCHER=warm is a speed-up, but {SWITCH}=0 turns them off: "
                            "unset one of the two")
-    storage = (POOLED_STORAGE_YAML if speedups else SQLITE_STORAGE_YAML)
+    storage = POOLED_STORAGE_YAML if speedups else SQLITE_STORAGE_YAML
     storage = storage.replace("{base_dir}", json.dumps(str(Path(dagster_home).resolve())))
     return storage + INSTANCE_YAML + (WARM_RUN_LAUNCHER_YAML if launcher == "warm" else "")
 
