@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.resources import build_resources
 from dagster import DagsterInstance, build_sensor_context
 
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.paths import CalmOpsHome
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
-from calmops_dagster.resources import build_resources
 
 #: The modules taking more than 5 s, slowest first (seconds of one worker in the suite of 1 Dec 2026, 01:08),
 #: collected first so that ``make test``'s workers (``--dist loadfile --no-loadscope-reorder``: whole modules,
@@ -22,6 +22,7 @@ from calmops_dagster.resources import build_resources
 #: ended 7-9 s apart, one on `test_storage`, the other on `test_warm_run_launcher`). xdist's own order (most
 #: tests first) started the `dagster dev` module late, and a worker ended the run on it alone.
 SLOW_MODULES_FIRST = (
+    "test_distributed.py",  # Redis, PostgreSQL, moto, two Celery workers and the daemon (mostly waiting)
     "test_dagster_dev.py",  # 115: two lives of dagster dev, three pipelines (mostly waiting on them)
     "test_speedups.py",  # 230 at load 13 (7 Dec): dagster dev on stock Dagster, a fresh process per run
     "test_tutorials.py",  # 82: five tutorial scripts, each its own process

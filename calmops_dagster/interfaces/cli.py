@@ -173,6 +173,8 @@ def _print_registered(name: str, found) -> None:
         print(f"{name}: waiting for {line}")
     for line in found.set_aside:
         print(f"{name}: set aside {line} (see data_dir/quarantine/ and the quarantine table)")
+    for line in found.withdrawn:
+        print(f"{name}: withdrew block {line}")
 
 
 def cmd_list(args, home: CalmOpsHome) -> int:
@@ -542,8 +544,11 @@ def cmd_serve(args, home: CalmOpsHome) -> int:
     from calmops_dagster.interfaces.server import serve
 
     names = [_checked_name(home, args.name)] if args.name else None
+    if not args.body_timeout_seconds > 0:
+        raise CalmOpsError(f"--body-timeout-seconds must be more than 0, not {args.body_timeout_seconds:g}")
     _warn_without_key(home)
-    return serve(home, names, host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    return serve(home, names, host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                 body_timeout_seconds=args.body_timeout_seconds)
 
 
 def cmd_report(args, home: CalmOpsHome) -> int:
@@ -692,6 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bind address (default 127.0.0.1; any other needs $CALMOPS_API_KEY)")
     serve.add_argument("--port", type=int, default=5001)
     serve.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body (default 10)")
+    serve.add_argument("--body-timeout-seconds", type=float, default=30.0,
+                       help="a request body not all there this long after its headers gets 408 (default 30)")
     serve.set_defaults(func=cmd_serve)
 
     report = subparsers.add_parser("report", help="write a self-contained HTML report of a pipeline")

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from dagster import (
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import Unsettled, quarantine_file, unsettled_files
 from calmops_dagster.ingest.ingest_record import current_versions, ingest_data_dir, load_index
+from calmops_dagster.ingest.withdrawal import withdraw_moved_blocks
 from calmops_dagster.orchestration import circuit_breaker
 from calmops_dagster.orchestration.run_guard import StopSignals
 from calmops_dagster.spec import PipelineSpec
@@ -222,13 +223,15 @@ def pipeline_dir(models: ModelStore) -> Location:
 @dataclass
 class Registered:
     """What :func:`register_new_blocks` found: new partitions, blocks with new file versions, files set aside
-    ("name: reason"), duplicates and files still being written ("name (why)")."""
+    ("name: reason"), duplicates, files still being written ("name (why)") and blocks withdrawn ("block:
+    reason", :mod:`~calmops_dagster.ingest.withdrawal`)."""
 
     new_blocks: list[str]
     changed_blocks: list[str]
     set_aside: list[str]
     duplicates: list[str]
     waiting: list[str]
+    withdrawn: list[str] = field(default_factory=list)
 
 
 def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: MetricsStore,
@@ -236,7 +239,8 @@ def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: 
                         wait_to_settle: Callable[[Unsettled], None] | None = None) -> Registered:
     """Ingest ``data_dir`` as the sensor does (through the ingest record, so files already known by size,
     mtime and hash are not read again), quarantine bad files, and add partitions for every recorded block the
-    instance does not know yet.
+    instance does not know yet. Processed blocks that no current file version holds any more are withdrawn
+    and their partitions deleted.
 
     With ``wait_to_settle`` (a headless run), files younger than ``settle_seconds`` are waited out first,
     once: it is called with them and returns when they should have settled; the scan then reads each one
@@ -257,7 +261,12 @@ def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: 
     for name in scan.duplicates:
         log.warning(f"file {name} holds content already accepted; ignored")
     versions = ingest.versions
+    withdrawn = withdraw_moved_blocks(metrics, spec, pipeline_dir(models), models.champion_version())
     known = set(instance.get_dynamic_partitions(spec.partitions_name))
+    for item in withdrawn:
+        log.warning(f"block {item.block} withdrawn: {item.reason}")
+        if item.block in known:
+            instance.delete_dynamic_partition(spec.partitions_name, item.block)
     found = scan.blocks()
     order = list(found) if spec.type == "stream" else sort_block_keys(found)
     new = [block for block in [*order, *sort_block_keys(versions)] if block in versions and block not in known]
@@ -266,7 +275,8 @@ def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: 
         instance.add_dynamic_partitions(spec.partitions_name, new)
     return Registered(new_blocks=new, changed_blocks=[b for b in order if b in known],
                       set_aside=[f"{item.path.name}: {item.reason}" for item in scan.bad],
-                      duplicates=scan.duplicates, waiting=scan.waiting)
+                      duplicates=scan.duplicates, waiting=scan.waiting,
+                      withdrawn=[f"{item.block}: {item.reason}" for item in withdrawn])
 
 
 @dataclass
