@@ -218,9 +218,7 @@ class ScheduleConfig(StrictModel):
     @model_validator(mode="after")
     def _params_match_type(self) -> ScheduleConfig:
         if self.type == "cron":
-            from dagster._utils.schedules import is_valid_cron_string
-
-            if set(self.params) != {"cron"} or not is_valid_cron_string(str(self.params["cron"])):
+            if set(self.params) != {"cron"} or not _dagster_accepts_cron(str(self.params["cron"])):
                 raise ValueError("a cron schedule needs params {cron: '<valid cron string>'}")
         else:
             units = {"minutes", "hours", "days"}
@@ -230,6 +228,18 @@ class ScheduleConfig(StrictModel):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError("an interval must be a positive integer")
         return self
+
+
+def _dagster_accepts_cron(cron: str) -> bool:
+    """Whether Dagster takes ``cron`` as a schedule's cron string: its public ``ScheduleDefinition`` checks
+    it (five fields, values in range, a date that exists) as it will when the schedule is built."""
+    import dagster as dg
+
+    try:
+        dg.ScheduleDefinition(name="cron_check", cron_schedule=cron, job_name="cron_check")
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
 
 
 class CircuitBreakerConfig(StrictModel):

@@ -337,7 +337,7 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
         if client is not None:
             print(f"{name}: dagster dev answers but does not know this pipeline (reload its code location?); "
                   "running locally", file=sys.stderr)
-        for line in control.start_instigators_local(instance, name, spec.schedule is not None):
+        for line in _start_instigators_locally(instance, name, spec.schedule is not None):
             print(f"{name}: {line}")
         with pipeline_lock(home.pipeline_dir(name), name, wait=True), StopSignals() as stop:
             _check_champion(spec, ModelStore(home.models_dir(name)))
@@ -351,6 +351,20 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
 def _plain(text: str) -> str:
     """Docstring text as help text: reST literals (````x````) become plain words."""
     return text.replace("``", "")
+
+
+def _start_instigators_locally(instance, name: str, has_schedule: bool) -> list[str]:
+    """Start the pipeline's stopped sensors and schedule on the local instance: in its stored state with the
+    speed-ups on, with Dagster's CLI (slower: it loads the code location) with them off."""
+    from calmops_dagster.speedups import speedups_on
+
+    if speedups_on():
+        from calmops_dagster.speedups.instigator_state import start_stopped_instigators
+
+        return start_stopped_instigators(instance, name, has_schedule)
+    from calmops_dagster.orchestration.dagster_control import start_instigators_with_dagster_cli
+
+    return start_instigators_with_dagster_cli(instance, name, has_schedule)
 
 
 def _parse_updates(items: list[str]) -> list[tuple[str, object]]:
@@ -473,7 +487,7 @@ def _reload_code_location(control, args, name: str) -> None:
     location = control.find_location(client, name)
     locations = [location.location] if location else ["calmops_dagster.definitions"]
     for location_name in locations:
-        info = client.reload_repository_location(location_name)
+        info = client.graphql_client().reload_repository_location(location_name)
         print(f"reloaded code location {location_name}: {info.status.value}")
 
 
@@ -526,6 +540,7 @@ def cmd_delete(args, home: CalmOpsHome) -> int:
 
 def cmd_dev(args, home: CalmOpsHome) -> int:
     from calmops_dagster.orchestration.instance import prepare_instance
+    from calmops_dagster.speedups import speedups_on
 
     _warn_without_key(home)
     prepare_instance(home)
@@ -533,11 +548,13 @@ def cmd_dev(args, home: CalmOpsHome) -> int:
     # SIGTERM like SIGINT: restore both so `kill` (or Ctrl-C) stops webserver, daemon and code server.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # Quiet start-up and running: `dagster dev` without its supersession notice (see
-    # calmops_dagster/orchestration/dagster_dev.py); --log-level warning keeps the daemon's per-tick INFO lines
-    # ("Checking for new runs for sensor ...", every few seconds per sensor) off the terminal, while the runs'
-    # console logger still prints one INFO line per block decision and the UI keeps every tick.
-    command = [sys.executable, "-m", "calmops_dagster.orchestration.dagster_dev", "dev",
+    # Quiet start-up and running: with the speed-ups on, `dagster dev` without its supersession notice (see
+    # calmops_dagster/speedups/dagster_dev.py), off, Dagster's own; --log-level warning keeps the daemon's
+    # per-tick INFO lines ("Checking for new runs for sensor ...", every few seconds per sensor) off the
+    # terminal, while the runs' console logger still prints one INFO line per block decision and the UI keeps
+    # every tick.
+    dagster = "calmops_dagster.speedups.dagster_dev" if speedups_on() else "dagster"
+    command = [sys.executable, "-m", dagster, "dev",
                "-m", "calmops_dagster.definitions", "-h", args.host, "-p", str(args.port), "--log-level", "warning"]
     print(f"DAGSTER_HOME={home.dagster_home}; UI on http://{args.host}:{args.port}")
     os.execvpe(command[0], command, os.environ)
