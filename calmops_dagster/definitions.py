@@ -15,9 +15,9 @@ import re
 from dagster import DefaultSensorStatus, Definitions, SkipReason, sensor
 
 from calmops_dagster.orchestration.pipeline_defs import build_breaker_definitions, build_pipeline_definitions
+from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import load_spec
 from calmops_dagster.store.paths import CalmOpsHome
-from calmops_dagster.resources import build_resources
 
 log = logging.getLogger("calmops_dagster")
 

@@ -19,7 +19,11 @@ from webhook_receiver import WebhookReceiver
 from calmops_dagster.errors import SpecError
 from calmops_dagster.interfaces.alerts import BlockRecord, block_events, deliver, send_block_alerts
 from calmops_dagster.interfaces.cli import main
-from calmops_dagster.orchestration.pipeline_defs import build_breaker_definitions, build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.pipeline_defs import (
+    build_breaker_definitions,
+    build_pipeline_definitions,
+    job_name,
+)
 from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
 from calmops_dagster.spec import AlertsConfig, load_spec, parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore

@@ -10,6 +10,7 @@ import os
 import subprocess
 
 import pytest
+from calmops_dagster.resources import build_resources
 from conftest import evaluate_file_sensor
 from dagster import (
     DagsterEventType,
@@ -21,7 +22,11 @@ from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.execution.plan.objects import StepSuccessData
 from dagster._core.test_utils import create_run_for_test
 
-from calmops_dagster.orchestration.pipeline_defs import build_breaker_definitions, build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.pipeline_defs import (
+    build_breaker_definitions,
+    build_pipeline_definitions,
+    job_name,
+)
 from calmops_dagster.orchestration.runner import (
     PIPELINE_TAG,
     REAPED_TAG,
@@ -30,7 +35,6 @@ from calmops_dagster.orchestration.runner import (
     reap_dead_runs,
 )
 from calmops_dagster.store.metrics_store import MetricsStore
-from calmops_dagster.resources import build_resources
 
 
 @pytest.fixture

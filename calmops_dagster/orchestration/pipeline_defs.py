@@ -16,11 +16,11 @@ from calmops_dagster.assets.pipeline_assets import build_pipeline_assets
 from calmops_dagster.orchestration.pipeline_logs import pipeline_file_logger
 from calmops_dagster.orchestration.reevaluation import build_reevaluation_job
 from calmops_dagster.orchestration.runner import PIPELINE_TAG
-from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.sensors.file_sensor import build_file_sensor
 from calmops_dagster.sensors.labels_sensor import build_labels_sensor
 from calmops_dagster.sensors.run_failure_sensor import build_breaker_sensors
 from calmops_dagster.sensors.schedules import build_schedule
+from calmops_dagster.spec import PipelineSpec
 
 #: Dagster's console logger plus the per-pipeline log file (CALMOPS_HOME/pipelines/<name>/logs/).
 PIPELINE_LOGGERS = {"console": colored_console_logger, "calmops_file": pipeline_file_logger}
