@@ -36,7 +36,9 @@ seconds from ``i * every / pipelines`` on (staggered, as in production), for ``-
 ``--drain`` seconds more. The window is bounded on purpose (a few minutes per side on a shared machine), so
 not every block need be processed by its end; printed per revision:
 
-- the number of sensors, file-sensor tick duration and lateness (median, 95th percentile, worst) in the window;
+- the number of sensors; the seconds of sensor evaluation (every sensor's ticks, start to end) per minute of
+  the window: the daemon's sensor work; file-sensor tick duration and lateness (median, 95th percentile,
+  worst) in the window;
 - blocks landed, runs requested, succeeded and failed, blocks done per pipeline (min / median / max) and the
   share of pipelines with at least one block done (evenness);
 - blocks lost: a landed block with no run requested by the end, or a succeeded block whose rows are missing
@@ -333,16 +335,18 @@ def steady_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows: 
         figures["failed"] = sum(r.dagster_run.status == DagsterRunStatus.FAILURE for r in records)
         figures["done per pipeline"] = [len(done[name]) for name in names]
         unrequested = sum((name, block) not in requested for name in names for block in landed[name])
-        durations, lateness = [], []
+        durations, lateness, work = [], [], 0.0
         for state in states:
-            if state.instigator_name not in file_sensors:
-                continue
-            name = state.instigator_name.removesuffix("_files")
             ticks = sorted(instance.get_ticks(state.instigator_origin_id, state.selector_id, after=first,
                                               before=end), key=lambda tick: tick.timestamp)
-            durations += [t.end_timestamp - t.timestamp for t in ticks if t.end_timestamp is not None]
-            lateness += [b.timestamp - a.timestamp - interval[name] for a, b in itertools.pairwise(ticks)]
+            spent = [t.end_timestamp - t.timestamp for t in ticks if t.end_timestamp is not None]
+            work += sum(spent)
+            if state.instigator_name in file_sensors:
+                name = state.instigator_name.removesuffix("_files")
+                durations += spent
+                lateness += [b.timestamp - a.timestamp - interval[name] for a, b in itertools.pairwise(ticks)]
         figures["tick"], figures["late"] = durations, lateness
+        figures["sensor work"] = work / (end - first) * 60
         instance.dispose()
     finally:
         stop_group(process, timeout=60)
@@ -374,13 +378,15 @@ def report_steady(sides: list[dict], blocks: int, rows: int, every: float, drain
     print(f"\nsteady arrivals through one dagster dev per revision: {sides[0]['pipelines']} demo pipelines, "
           f"{blocks} blocks x {rows} rows each, one every {every:.0f} s per pipeline (staggered), then {drain:.0f} s; "
           f"{load()}")
-    print(f"{'revision':>10} {'sensors':>7} {'start s':>7} {'window s':>8} {'tick s med/p95/max':>19} "
+    print(f"{'revision':>10} {'sensors':>7} {'start s':>7} {'window s':>8} {'tick s/min':>10} "
+          f"{'tick s med/p95/max':>19} "
           f"{'late s med/p95/max':>19} {'landed':>6} {'requested':>9} {'done':>5} {'failed':>6} "
           f"{'done/pipeline min/med/max':>25} {'>=1 done':>8} {'lost':>4}")
     for f in sides:
         per = f["done per pipeline"]
         spread = f"{min(per)} / {statistics.median(per):.0f} / {max(per)}"
-        print(f"{f['ref']:>10} {f['sensors']:7} {f['start']:7.0f} {f['window']:8.0f} {_quantiles(f['tick']):>19} "
+        print(f"{f['ref']:>10} {f['sensors']:7} {f['start']:7.0f} {f['window']:8.0f} {f['sensor work']:10.0f} "
+              f"{_quantiles(f['tick']):>19} "
               f"{_quantiles(f['late']):>19} {f['landed']:6} {f['requested']:9} {f['succeeded']:5} {f['failed']:6} "
               f"{spread:>25} {sum(n > 0 for n in per) / len(per):8.0%} {f['lost']:4}")
 
