@@ -41,8 +41,12 @@ not every block need be processed by its end; printed per revision:
   worst) in the window;
 - blocks landed, runs requested, succeeded and failed, blocks done per pipeline (min / median / max) and the
   share of pipelines with at least one block done (evenness);
-- blocks lost: a landed block with no run requested by the end, or a succeeded block whose rows are missing
-  from or doubled in ``blocks``, ``drift_summary`` or ``promotions`` (must be 0).
+- unrequested: landed blocks that no run was requested for by the end of the window (how far the file
+  sensors are behind; they are requested by later ticks, never dropped);
+- blocks lost: a succeeded block whose rows are missing from or doubled in ``blocks``, ``drift_summary`` or
+  ``promotions`` (must be 0).
+
+``--every 0`` is a burst: every pipeline receives its ``--blocks`` blocks at once.
 
     python benchmarks/scale_bench.py [--pipelines 4] [--blocks 3] [--rows 200] [--parallel 4]
     python benchmarks/scale_bench.py --through-dev --pipelines 10,50 --blocks 20 --rows 200
@@ -350,7 +354,7 @@ def steady_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows: 
         instance.dispose()
     finally:
         stop_group(process, timeout=60)
-    figures["lost"] = unrequested + lost_done_rows(home.root, done)
+    figures["unrequested"], figures["lost"] = unrequested, lost_done_rows(home.root, done)
     return figures
 
 
@@ -381,14 +385,14 @@ def report_steady(sides: list[dict], blocks: int, rows: int, every: float, drain
     print(f"{'revision':>10} {'sensors':>7} {'start s':>7} {'window s':>8} {'tick s/min':>10} "
           f"{'tick s med/p95/max':>19} "
           f"{'late s med/p95/max':>19} {'landed':>6} {'requested':>9} {'done':>5} {'failed':>6} "
-          f"{'done/pipeline min/med/max':>25} {'>=1 done':>8} {'lost':>4}")
+          f"{'done/pipeline min/med/max':>25} {'>=1 done':>8} {'unrequested':>11} {'lost':>4}")
     for f in sides:
         per = f["done per pipeline"]
         spread = f"{min(per)} / {statistics.median(per):.0f} / {max(per)}"
         print(f"{f['ref']:>10} {f['sensors']:7} {f['start']:7.0f} {f['window']:8.0f} {f['sensor work']:10.0f} "
               f"{_quantiles(f['tick']):>19} "
               f"{_quantiles(f['late']):>19} {f['landed']:6} {f['requested']:9} {f['succeeded']:5} {f['failed']:6} "
-              f"{spread:>25} {sum(n > 0 for n in per) / len(per):8.0%} {f['lost']:4}")
+              f"{spread:>25} {sum(n > 0 for n in per) / len(per):8.0%} {f['unrequested']:11} {f['lost']:4}")
 
 
 def wait_for_runs(instance, expected: int, since: float, timeout: float) -> list:
@@ -479,7 +483,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="--through-dev: keep the homes and dagster dev's logs")
     parser.add_argument("--steady", help="git revisions, e.g. c88297c,HEAD: steady arrivals through one dagster "
                         "dev of each (one size, --pipelines)")
-    parser.add_argument("--every", type=float, default=90, help="--steady: seconds between a pipeline's blocks")
+    parser.add_argument("--every", type=float, default=90, help="--steady: seconds between a pipeline's blocks "
+                        "(0: a burst, every block at once)")
     parser.add_argument("--drain", type=float, default=60, help="--steady: seconds after the last block landed")
     args = parser.parse_args()
     if args.steady:
