@@ -37,7 +37,7 @@ seconds from ``i * every / pipelines`` on (staggered, as in production), for ``-
 not every block need be processed by its end; printed per revision:
 
 - the number of sensors; the seconds of sensor evaluation (every sensor's ticks, start to end) per minute of
-  the window: the daemon's sensor work; file-sensor tick duration and lateness (median, 95th percentile,
+  the window: the daemon's sensor work; the median number of ticks of one file sensor; file-sensor tick duration and lateness (median, 95th percentile,
   worst) in the window;
 - blocks landed, runs requested, succeeded and failed, blocks done per pipeline (min / median / max) and the
   share of pipelines with at least one block done (evenness);
@@ -339,7 +339,7 @@ def steady_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows: 
         figures["failed"] = sum(r.dagster_run.status == DagsterRunStatus.FAILURE for r in records)
         figures["done per pipeline"] = [len(done[name]) for name in names]
         unrequested = sum((name, block) not in requested for name in names for block in landed[name])
-        durations, lateness, work = [], [], 0.0
+        durations, lateness, work, counts = [], [], 0.0, []
         for state in states:
             ticks = sorted(instance.get_ticks(state.instigator_origin_id, state.selector_id, after=first,
                                               before=end), key=lambda tick: tick.timestamp)
@@ -348,8 +348,9 @@ def steady_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows: 
             if state.instigator_name in file_sensors:
                 name = state.instigator_name.removesuffix("_files")
                 durations += spent
+                counts.append(len(ticks))
                 lateness += [b.timestamp - a.timestamp - interval[name] for a, b in itertools.pairwise(ticks)]
-        figures["tick"], figures["late"] = durations, lateness
+        figures["tick"], figures["late"], figures["ticks"] = durations, lateness, counts
         figures["sensor work"] = work / (end - first) * 60
         instance.dispose()
     finally:
@@ -382,7 +383,7 @@ def report_steady(sides: list[dict], blocks: int, rows: int, every: float, drain
     print(f"\nsteady arrivals through one dagster dev per revision: {sides[0]['pipelines']} demo pipelines, "
           f"{blocks} blocks x {rows} rows each, one every {every:.0f} s per pipeline (staggered), then {drain:.0f} s; "
           f"{load()}")
-    print(f"{'revision':>10} {'sensors':>7} {'start s':>7} {'window s':>8} {'tick s/min':>10} "
+    print(f"{'revision':>10} {'sensors':>7} {'start s':>7} {'window s':>8} {'tick s/min':>10} {'ticks':>5} "
           f"{'tick s med/p95/max':>19} "
           f"{'late s med/p95/max':>19} {'landed':>6} {'requested':>9} {'done':>5} {'failed':>6} "
           f"{'done/pipeline min/med/max':>25} {'>=1 done':>8} {'unrequested':>11} {'lost':>4}")
@@ -390,6 +391,7 @@ def report_steady(sides: list[dict], blocks: int, rows: int, every: float, drain
         per = f["done per pipeline"]
         spread = f"{min(per)} / {statistics.median(per):.0f} / {max(per)}"
         print(f"{f['ref']:>10} {f['sensors']:7} {f['start']:7.0f} {f['window']:8.0f} {f['sensor work']:10.0f} "
+              f"{statistics.median(f['ticks']):5.0f} "
               f"{_quantiles(f['tick']):>19} "
               f"{_quantiles(f['late']):>19} {f['landed']:6} {f['requested']:9} {f['succeeded']:5} {f['failed']:6} "
               f"{spread:>25} {sum(n > 0 for n in per) / len(per):8.0%} {f['unrequested']:11} {f['lost']:4}")
