@@ -12,8 +12,9 @@ Otherwise it ingests ``data_dir`` through the ingest record (:mod:`calmops_dagst
 DuckDB, shared with the schedule and ``calmops run``): files already known by size and mtime are not read
 again, new versions are recorded as the blocks' current file versions. The cursor stays small whatever the
 number of files: the files not yet stable (``seen``), the ``seq`` of the last record change the sensor
-acted on, and the ``listing`` fingerprint. It is returned in the same ``SensorResult`` as the run requests; a tick that fails after the record
-was written acts on the change at the next tick (its ``seq`` is still newer than the cursor's).
+acted on, and the ``listing`` fingerprint. It is returned in the same ``SensorResult`` as the run requests;
+a tick that fails after the record was written acts on the change at the next tick (its ``seq`` is still
+newer than the cursor's).
 
 A run is requested for every block whose file versions changed since the cursor's ``seq`` and that no
 successful run processed at its current version, with ``run_key = <block>:<block version>``: seeing the same
