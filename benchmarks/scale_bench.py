@@ -29,8 +29,28 @@ watched folder at once (written beside it, renamed in); the file sensors request
   process, and the most processes at once;
 - failed runs and metric rows lost.
 
+With ``--steady REF,REF`` (e.g. ``main,HEAD``), one size goes through one ``dagster dev`` per git revision,
+each extracted with ``git archive`` and run from that copy, one after the other in the same invocation, on
+the same fresh demo pipelines: steady arrivals, pipeline ``i`` receiving its blocks every ``--every``
+seconds from ``i * every / pipelines`` on (staggered, as in production), for ``--blocks`` blocks, then
+``--drain`` seconds more. The window is bounded on purpose (a few minutes per side on a shared machine), so
+not every block need be processed by its end; printed per revision:
+
+- the number of sensors; the seconds of sensor evaluation (every sensor's ticks, start to end) per minute of
+  the window: the daemon's sensor work; the median number of ticks of one file sensor; file-sensor tick duration and lateness (median, 95th percentile,
+  worst) in the window;
+- blocks landed, runs requested, succeeded and failed, blocks done per pipeline (min / median / max) and the
+  share of pipelines with at least one block done (evenness);
+- unrequested: landed blocks that no run was requested for by the end of the window (how far the file
+  sensors are behind; they are requested by later ticks, never dropped);
+- blocks lost: a succeeded block whose rows are missing from or doubled in ``blocks``, ``drift_summary`` or
+  ``promotions`` (must be 0).
+
+``--every 0`` is a burst: every pipeline receives its ``--blocks`` blocks at once.
+
     python benchmarks/scale_bench.py [--pipelines 4] [--blocks 3] [--rows 200] [--parallel 4]
     python benchmarks/scale_bench.py --through-dev --pipelines 10,50 --blocks 20 --rows 200
+    python benchmarks/scale_bench.py --steady c88297c,HEAD --pipelines 200 --blocks 2 --every 90 --drain 60
 """
 
 from __future__ import annotations
@@ -46,6 +66,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
@@ -234,6 +255,148 @@ def through_dev(root: Path, pipelines: int, blocks: int, rows: int, timeout: flo
     return figures
 
 
+def snapshot(ref: str, root: Path) -> Path:
+    """The package at git revision ``ref`` under ``root``, laid out as installed (``assets/``, ``sensors/``,
+    ``resources/``, ``generators/`` inside ``calmops_dagster/``), so ``PYTHONPATH`` selects it over the editable
+    install."""
+    target = root / f"src_{ref.replace('/', '_')}"
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "calmops_dagster", "assets", "sensors",
+                              "resources", "generators", "workspace.yaml"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    for folder in ("assets", "sensors", "resources", "generators"):
+        (target / folder).rename(target / "calmops_dagster" / folder)
+    return target
+
+
+def steady_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows: int, every: float,
+                       drain: float) -> dict:
+    """Steady, staggered arrivals of ``blocks`` blocks per pipeline through one ``calmops dev`` of revision
+    ``ref``; its figures (see the module's docstring)."""
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    from calmops_dagster.interfaces.demo import drop, load_demo
+    from calmops_dagster.spec import load_spec
+    from calmops_dagster.store.paths import CalmOpsHome
+
+    source = snapshot(ref, root)
+    home = CalmOpsHome.from_env(root / f"home_{ref.replace('/', '_')}")
+    names = make_home(home.root, pipelines, blocks, rows, initial=0)
+    demos = dict(zip(names, (load_demo(home, name) for name in names), strict=True))
+    interval = {name: load_spec(home.spec_path(name)).sensor.interval_seconds for name in names}
+    env = {**os.environ, "CALMOPS_HOME": str(home.root), "PYTHONPATH": str(source)}
+    port, figures = free_port(), {"ref": ref, "pipelines": pipelines}
+    started = time.time()
+    with open(root / f"dagster_dev_{ref.replace('/', '_')}.log", "w") as log:
+        process = subprocess.Popen([*CALMOPS, "dev", "--port", str(port)], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                   cwd=str(source))
+    try:
+        wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/server_info", process, timeout=2), 900,
+                 "dagster dev's webserver")
+        instance = DagsterInstance.from_config(str(home.dagster_home))
+        file_sensors = {f"{name}_files" for name in names}
+
+        def ticked_states():
+            states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+            mine = [s for s in states if s.instigator_name in file_sensors]
+            ticked = [s for s in mine if instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1)]
+            return states if len(ticked) == len(file_sensors) else None
+
+        states = wait_for(ticked_states, 900, "a tick of every file sensor")
+        figures["start"] = time.time() - started
+        figures["sensors"] = len(states)
+        print(f"  {ref}: {pipelines} pipelines, {len(states)} sensors, every file sensor ticked "
+              f"{figures['start']:.0f} s after `calmops dev` started; {load()}", flush=True)
+        first = time.time()
+        arrivals = sorted((first + i * every / pipelines + k * every, name, k)
+                          for i, name in enumerate(names) for k in range(blocks))
+        landed: dict[str, list[str]] = {name: [] for name in names}
+        next_report = first + 30
+        for due, name, k in arrivals:
+            while time.time() < due:
+                time.sleep(min(0.2, max(0.0, due - time.time())))
+            file = demos[name].files[k]
+            drop(file, demos[name].data_dir)
+            landed[name].append(str(file.block))
+            if time.time() > next_report:
+                next_report += 30
+                print(f"    {time.time() - first:6.0f} s: {sum(map(len, landed.values()))} blocks landed; "
+                      f"{load()}", flush=True)
+        time.sleep(drain)
+        end = time.time()
+        figures["window"] = end - first
+        records = instance.get_run_records(RunsFilter(created_after=datetime.fromtimestamp(first, UTC)))
+        requested = {(r.dagster_run.tags.get("calmops/pipeline"), r.dagster_run.tags.get("dagster/partition"))
+                     for r in records}
+        succeeded = [r for r in records if r.dagster_run.status == DagsterRunStatus.SUCCESS]
+        done = {name: sorted({r.dagster_run.tags["dagster/partition"] for r in succeeded
+                              if r.dagster_run.tags.get("calmops/pipeline") == name}) for name in names}
+        figures["landed"] = sum(map(len, landed.values()))
+        figures["requested"] = len(requested)
+        figures["succeeded"] = len(succeeded)
+        figures["failed"] = sum(r.dagster_run.status == DagsterRunStatus.FAILURE for r in records)
+        figures["done per pipeline"] = [len(done[name]) for name in names]
+        unrequested = sum((name, block) not in requested for name in names for block in landed[name])
+        durations, lateness, work, counts = [], [], 0.0, []
+        for state in states:
+            ticks = sorted(instance.get_ticks(state.instigator_origin_id, state.selector_id, after=first,
+                                              before=end), key=lambda tick: tick.timestamp)
+            spent = [t.end_timestamp - t.timestamp for t in ticks if t.end_timestamp is not None]
+            work += sum(spent)
+            if state.instigator_name in file_sensors:
+                name = state.instigator_name.removesuffix("_files")
+                durations += spent
+                counts.append(len(ticks))
+                lateness += [b.timestamp - a.timestamp - interval[name] for a, b in itertools.pairwise(ticks)]
+        figures["tick"], figures["late"], figures["ticks"] = durations, lateness, counts
+        figures["sensor work"] = work / (end - first) * 60
+        instance.dispose()
+    finally:
+        stop_group(process, timeout=60)
+    figures["unrequested"], figures["lost"] = unrequested, lost_done_rows(home.root, done)
+    return figures
+
+
+def lost_done_rows(home: Path, done: dict[str, list[str]]) -> int:
+    """Blocks a successful run processed whose rows are missing from, or doubled in, the metric tables."""
+    from calmops_dagster.store.metrics_store import MetricsStore
+
+    store, lost = MetricsStore(home / "metrics.duckdb"), 0
+    for table in ("blocks", "drift_summary", "promotions"):
+        frame = store.query(f"SELECT pipeline, block, count(*) AS n FROM {table} GROUP BY ALL")
+        counts = {(row.pipeline, str(row.block)): int(row.n) for row in frame.itertuples()}
+        lost += sum(counts.get((name, block), 0) != 1 for name, blocks in done.items() for block in blocks)
+    return lost
+
+
+def _quantiles(values: list[float]) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return (f"{statistics.median(ordered):.1f} / {ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]:.1f}"
+            f" / {ordered[-1]:.1f}")
+
+
+def report_steady(sides: list[dict], blocks: int, rows: int, every: float, drain: float) -> None:
+    print(f"\nsteady arrivals through one dagster dev per revision: {sides[0]['pipelines']} demo pipelines, "
+          f"{blocks} blocks x {rows} rows each, one every {every:.0f} s per pipeline (staggered), then {drain:.0f} s; "
+          f"{load()}")
+    print(f"{'revision':>10} {'sensors':>7} {'start s':>7} {'window s':>8} {'tick s/min':>10} {'ticks':>5} "
+          f"{'tick s med/p95/max':>19} "
+          f"{'late s med/p95/max':>19} {'landed':>6} {'requested':>9} {'done':>5} {'failed':>6} "
+          f"{'done/pipeline min/med/max':>25} {'>=1 done':>8} {'unrequested':>11} {'lost':>4}")
+    for f in sides:
+        per = f["done per pipeline"]
+        spread = f"{min(per)} / {statistics.median(per):.0f} / {max(per)}"
+        print(f"{f['ref']:>10} {f['sensors']:7} {f['start']:7.0f} {f['window']:8.0f} {f['sensor work']:10.0f} "
+              f"{statistics.median(f['ticks']):5.0f} "
+              f"{_quantiles(f['tick']):>19} "
+              f"{_quantiles(f['late']):>19} {f['landed']:6} {f['requested']:9} {f['succeeded']:5} {f['failed']:6} "
+              f"{spread:>25} {sum(n > 0 for n in per) / len(per):8.0%} {f['unrequested']:11} {f['lost']:4}")
+
+
 def wait_for_runs(instance, expected: int, since: float, timeout: float) -> list:
     """Wait until ``expected`` runs have finished and none is queued or running; their records. Prints the
     progress every 30 s."""
@@ -320,7 +483,25 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, help="--through-dev: seconds to wait for one size's runs "
                         "(default 600 + 30 per block)")
     parser.add_argument("--keep", action="store_true", help="--through-dev: keep the homes and dagster dev's logs")
+    parser.add_argument("--steady", help="git revisions, e.g. c88297c,HEAD: steady arrivals through one dagster "
+                        "dev of each (one size, --pipelines)")
+    parser.add_argument("--every", type=float, default=90, help="--steady: seconds between a pipeline's blocks "
+                        "(0: a burst, every block at once)")
+    parser.add_argument("--drain", type=float, default=60, help="--steady: seconds after the last block landed")
     args = parser.parse_args()
+    if args.steady:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+        root, sides = Path(tempfile.mkdtemp(prefix="scale_bench_")), []
+        print(f"homes and dagster dev logs under {root}")
+        try:
+            for ref in args.steady.split(","):
+                sides.append(steady_through_dev(root, ref.strip(), args.pipelines[-1], args.blocks, args.rows,
+                                                args.every, args.drain))
+                report_steady(sides, args.blocks, args.rows, args.every, args.drain)
+        finally:
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+        return
     if args.through_dev:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stopped: still stop dagster dev (finally)
         root, sizes = Path(tempfile.mkdtemp(prefix="scale_bench_")), []

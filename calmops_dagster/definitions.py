@@ -1,4 +1,5 @@
-"""The code location: one asset group, job, file sensor (and schedule) per pipeline spec.
+"""The code location: one asset group, job, file sensor (and schedule) per pipeline spec, and the circuit
+breaker's two sensors serving them all.
 
 ``workspace.yaml`` names this module; ``dagster dev`` and ``calmops run`` load it. A broken spec is logged and
 shown in the UI as a sensor named ``<name>_spec_error`` whose description and skip reason carry the error;
@@ -13,10 +14,10 @@ import re
 
 from dagster import DefaultSensorStatus, Definitions, SkipReason, sensor
 
-from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
+from calmops_dagster.orchestration.pipeline_defs import build_breaker_definitions, build_pipeline_definitions
+from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import load_spec
 from calmops_dagster.store.paths import CalmOpsHome
-from calmops_dagster.resources import build_resources
 
 log = logging.getLogger("calmops_dagster")
 
@@ -35,14 +36,17 @@ def _spec_error_sensor(folder: str, message: str):
 
 def build_definitions(home: CalmOpsHome) -> Definitions:
     """Definitions for every spec under ``home``; broken specs are reported and skipped."""
-    parts = []
+    specs, parts = [], []
     for path in home.spec_files():
         try:
-            parts.append(build_pipeline_definitions(load_spec(path)))
+            spec = load_spec(path)
+            parts.append(build_pipeline_definitions(spec))
+            specs.append(spec)
         except Exception as exc:  # noqa: BLE001 -- one broken pipeline must never take the others down
             log.error("skipping pipeline spec %s: %s", path, exc)
             parts.append(Definitions(sensors=[_spec_error_sensor(path.parent.name, str(exc))]))
-    return Definitions.merge(*parts, Definitions(resources=build_resources(home)))
+    return Definitions.merge(*parts, build_breaker_definitions(specs, parts),
+                             Definitions(resources=build_resources(home)))
 
 
 defs = build_definitions(CalmOpsHome.from_env())

@@ -4,12 +4,17 @@ A file modified less than ``settle_seconds`` ago is read once it has been left a
 sooner than the next tick, the tick waits for it (:func:`~calmops_dagster.ingest.file_scan.settle_wait`), so a
 landed file is read ``settle_seconds`` after it landed, not up to an interval later.
 
-Each tick ingests ``data_dir`` through the ingest record (:mod:`calmops_dagster.ingest.ingest_record`, in
+A tick first stats the files (:func:`~calmops_dagster.ingest.file_scan.listing_fingerprint`, kept in the
+cursor as ``listing``): when no file was added, removed or rewritten, none is waiting to settle and no other
+entry point recorded a scan since, the tick reads nothing else and only looks after dead runs, so an idle
+tick costs a ``stat`` per file and one read of the record's newest ``seq``, whatever the number of blocks.
+Otherwise it ingests ``data_dir`` through the ingest record (:mod:`calmops_dagster.ingest.ingest_record`, in
 DuckDB, shared with the schedule and ``calmops run``): files already known by size and mtime are not read
 again, new versions are recorded as the blocks' current file versions. The cursor stays small whatever the
-number of files: the files not yet stable (``seen``) and the ``seq`` of the last record change the sensor
-acted on. It is returned in the same ``SensorResult`` as the run requests; a tick that fails after the record
-was written acts on the change at the next tick (its ``seq`` is still newer than the cursor's).
+number of files: the files not yet stable (``seen``), the ``seq`` of the last record change the sensor
+acted on, and the ``listing`` fingerprint. It is returned in the same ``SensorResult`` as the run requests;
+a tick that fails after the record was written acts on the change at the next tick (its ``seq`` is still
+newer than the cursor's).
 
 A run is requested for every block whose file versions changed since the cursor's ``seq`` and that no
 successful run processed at its current version, with ``run_key = <block>:<block version>``: seeing the same
@@ -45,8 +50,8 @@ from dagster import (
 )
 
 from calmops_dagster.ingest.block_data import sort_block_keys
-from calmops_dagster.ingest.file_scan import load_cursor, settle_wait
-from calmops_dagster.ingest.ingest_record import ingest_data_dir
+from calmops_dagster.ingest.file_scan import listing_fingerprint, load_cursor, settle_wait
+from calmops_dagster.ingest.ingest_record import ingest_data_dir, newest_seq
 from calmops_dagster.ingest.withdrawal import withdraw_moved_blocks
 from calmops_dagster.orchestration.fair_queue import PRIORITY_TAG, block_priorities, runs_ahead
 from calmops_dagster.orchestration.runner import (
@@ -79,7 +84,11 @@ def build_file_sensor(spec: PipelineSpec, job):
         if pause:  # a file landed just now: read it in this tick rather than one interval later
             time.sleep(pause)
         models, db = home.model_store(spec.name), metrics.store()
-        cursor = load_cursor(context.cursor)
+        cursor, listing = load_cursor(context.cursor), listing_fingerprint(spec)
+        if idle(context.cursor, listing, cursor, db, spec):  # nothing new: only dead runs to look after
+            reruns = rerun_requests(context, spec)
+            return SensorResult(run_requests=reruns, cursor=context.cursor) if reruns else SensorResult(
+                skip_reason=SkipReason("no new stable data files"), cursor=context.cursor)
         ingest = ingest_data_dir(spec, db, pipeline_dir(models), cursor, expected_kinds(models))
         scan, changed, seq, versions = ingest.scan, ingest.changed, ingest.seq, ingest.versions
         record_bad_files(spec, scan.bad, db, context.log)
@@ -102,7 +111,7 @@ def build_file_sensor(spec: PipelineSpec, job):
                        tags={PIPELINE_TAG: spec.name, PRIORITY_TAG: priority})
             for block, priority in zip(todo, priorities, strict=True)
         ]
-        cursor = json.dumps({"seen": scan.cursor["seen"], "seq": seq}, sort_keys=True)
+        cursor = json.dumps({"seen": scan.cursor["seen"], "seq": seq, "listing": listing}, sort_keys=True)
         if not requests and not new_blocks and not gone:
             return SensorResult(skip_reason=SkipReason("no new stable data files"), cursor=cursor)
         add = AddDynamicPartitionsRequest(partitions_def_name=spec.partitions_name, partition_keys=new_blocks)
@@ -114,6 +123,17 @@ def build_file_sensor(spec: PipelineSpec, job):
         )
 
     return file_sensor
+
+
+def idle(raw_cursor: str | None, listing: str, cursor: dict, db, spec: PipelineSpec) -> bool:
+    """True when the tick has nothing to ingest: the data files are as the cursor's tick left them (same
+    :func:`listing_fingerprint`), none was waiting to settle, and no other entry point recorded a scan since
+    (``calmops run``, the schedule: their record changes are acted on as the sensor's own)."""
+    try:
+        previous = json.loads(raw_cursor or "{}").get("listing")
+    except (json.JSONDecodeError, AttributeError):
+        return False
+    return previous == listing and not cursor["seen"] and newest_seq(db, spec.name) == cursor["seq"]
 
 
 def rerun_requests(context: SensorEvaluationContext, spec: PipelineSpec) -> list[RunRequest]:

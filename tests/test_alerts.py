@@ -19,7 +19,11 @@ from webhook_receiver import WebhookReceiver
 from calmops_dagster.errors import SpecError
 from calmops_dagster.interfaces.alerts import BlockRecord, block_events, deliver, send_block_alerts
 from calmops_dagster.interfaces.cli import main
-from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.pipeline_defs import (
+    build_breaker_definitions,
+    build_pipeline_definitions,
+    job_name,
+)
 from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
 from calmops_dagster.spec import AlertsConfig, load_spec, parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
@@ -46,7 +50,9 @@ def spec_with_alerts(home, tmp_path, name="demo", alerts=None, **overrides):
 def run_blocks(home, spec, instance, files):
     for file in files:
         shutil.copy(file, spec.data_dir)
-    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    pipeline = build_pipeline_definitions(spec)
+    defs = Definitions.merge(pipeline, build_breaker_definitions([spec], [pipeline]),
+                             Definitions(resources=build_resources(home)))
     metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
     register_new_blocks(instance, spec, metrics, models, logging.getLogger("test"))
     return run_pending(instance, spec, defs.resolve_job_def(job_name(spec)), metrics), defs
@@ -244,19 +250,21 @@ def test_the_run_failure_sensor_alerts_when_the_breaker_opens(home, tmp_path, in
     spec = flaky_spec(home, tmp_path, hooks)
     run_blocks(home, spec, instance, flaky_files[:2])
     shutil.copy(flaky_files[2], spec.data_dir)
-    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    pipeline = build_pipeline_definitions(spec)
+    defs = Definitions.merge(pipeline, build_breaker_definitions([spec], [pipeline]),
+                             Definitions(resources=build_resources(home)))
     register_new_blocks(instance, spec, MetricsStore(home.metrics_db), ModelStore(home.models_dir("flaky")),
                         logging.getLogger("test"))
     monkeypatch.setenv("CALMOPS_TEST_FIT_FAIL", "1")  # block 3 drifts; its challenger's training fails
     result = defs.resolve_job_def(job_name(spec)).execute_in_process(
         instance=instance, partition_key="3", raise_on_error=False)  # launched as dagster dev would
     assert not result.success and hooks.bodies("/hook") == []  # the run never reached its end
-    sensor = next(s for s in defs.sensors if s.name == "flaky_run_failures")
+    sensor = next(s for s in defs.sensors if s.name == "calmops_run_failures")
     failure = next(iter(instance.all_logs(result.run_id, of_type=DagsterEventType.RUN_FAILURE)))
     resources = build_resources(home)
     for _ in range(2):  # a second evaluation of the same run sends nothing again
         sensor(build_run_status_sensor_context(
-            sensor_name="flaky_run_failures", dagster_event=failure.dagster_event, dagster_instance=instance,
+            sensor_name="calmops_run_failures", dagster_event=failure.dagster_event, dagster_instance=instance,
             dagster_run=instance.get_run_by_id(result.run_id),
             resources={k: resources[k] for k in ("home", "metrics")}).for_run_failure())
     assert [(b["block"], b["event"]) for b in hooks.bodies("/hook")] == [("3", "drift"), ("3", "breaker_open")]

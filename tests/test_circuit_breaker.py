@@ -24,7 +24,11 @@ from dagster import (
 
 from calmops_dagster.interfaces.cli import main
 from calmops_dagster.orchestration import circuit_breaker as cb
-from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.pipeline_defs import (
+    build_breaker_definitions,
+    build_pipeline_definitions,
+    job_name,
+)
 from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
 from calmops_dagster.spec import load_spec, parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
@@ -88,7 +92,9 @@ def flaky(home, tmp_path):
 def run_blocks(home, spec, instance, files):
     for file in files:
         shutil.copy(file, spec.data_dir)
-    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    pipeline = build_pipeline_definitions(spec)
+    defs = Definitions.merge(pipeline, build_breaker_definitions([spec], [pipeline]),
+                             Definitions(resources=build_resources(home)))
     metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
     register_new_blocks(instance, spec, metrics, models, logging.getLogger("test"))
     return run_pending(instance, spec, defs.resolve_job_def(job_name(spec)), metrics), defs
@@ -154,20 +160,22 @@ def test_run_failure_sensor_counts_a_failed_training_run_once(home, flaky, insta
     run_blocks(home, spec, instance, files[:1])
     for file in files[1:3]:
         shutil.copy(file, spec.data_dir)
-    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    pipeline = build_pipeline_definitions(spec)
+    defs = Definitions.merge(pipeline, build_breaker_definitions([spec], [pipeline]),
+                             Definitions(resources=build_resources(home)))
     register_new_blocks(instance, spec, MetricsStore(home.metrics_db), ModelStore(home.models_dir("flaky")),
                         logging.getLogger("test"))
     monkeypatch.setenv("CALMOPS_TEST_FIT_FAIL", "1")
     result = defs.resolve_job_def(job_name(spec)).execute_in_process(
         instance=instance, partition_key="3", raise_on_error=False)  # launched outside calmops run
     assert not result.success
-    failure_sensor = next(s for s in defs.sensors if s.name == "flaky_run_failures")
+    failure_sensor = next(s for s in defs.sensors if s.name == "calmops_run_failures")
     run = instance.get_run_by_id(result.run_id)
     failure = next(e for e in instance.all_logs(result.run_id, of_type=DagsterEventType.RUN_FAILURE))
     resources = build_resources(home)
     for _ in range(2):  # a second evaluation of the same run is not counted again
         context = build_run_status_sensor_context(
-            sensor_name="flaky_run_failures", dagster_event=failure.dagster_event, dagster_instance=instance,
+            sensor_name="calmops_run_failures", dagster_event=failure.dagster_event, dagster_instance=instance,
             dagster_run=run, resources={k: resources[k] for k in ("home", "metrics")}).for_run_failure()
         failure_sensor(context)
     state = MetricsStore(home.metrics_db).breaker_state("flaky")

@@ -10,6 +10,7 @@ import os
 import subprocess
 
 import pytest
+from calmops_dagster.resources import build_resources
 from conftest import evaluate_file_sensor
 from dagster import (
     DagsterEventType,
@@ -21,7 +22,11 @@ from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.execution.plan.objects import StepSuccessData
 from dagster._core.test_utils import create_run_for_test
 
-from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.pipeline_defs import (
+    build_breaker_definitions,
+    build_pipeline_definitions,
+    job_name,
+)
 from calmops_dagster.orchestration.runner import (
     PIPELINE_TAG,
     REAPED_TAG,
@@ -30,7 +35,6 @@ from calmops_dagster.orchestration.runner import (
     reap_dead_runs,
 )
 from calmops_dagster.store.metrics_store import MetricsStore
-from calmops_dagster.resources import build_resources
 
 
 @pytest.fixture
@@ -131,12 +135,13 @@ def step_started(instance, run, step_key: str) -> None:
 
 def failure_sensor_sees(spec, home, instance, run) -> None:
     """What the daemon does once a run failed: evaluate the pipeline's run-failure sensor on it."""
-    sensor = next(s for s in build_pipeline_definitions(spec).sensors if s.name == f"{spec.name}_run_failures")
+    pipeline = build_pipeline_definitions(spec)
+    (sensor,) = [s for s in build_breaker_definitions([spec], [pipeline]).sensors if s.name == "calmops_run_failures"]
     failure = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)[-1]
     context = build_run_status_sensor_context(
         sensor_name=sensor.name, dagster_event=failure.dagster_event, dagster_instance=instance,
         dagster_run=instance.get_run_by_id(run.run_id),
-        resources={"metrics": build_resources(home)["metrics"]}).for_run_failure()
+        resources={k: build_resources(home)[k] for k in ("home", "metrics")}).for_run_failure()
     sensor(context)
 
 

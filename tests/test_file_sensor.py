@@ -8,11 +8,16 @@ import shutil
 import time
 
 import duckdb
+from calmops_dagster.sensors import file_sensor
 from conftest import block_spec_dict, evaluate_file_sensor
 
 from calmops_dagster.ingest.file_scan import settle_wait
+from calmops_dagster.ingest.ingest_record import ingest_data_dir
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
+from calmops_dagster.orchestration.runner import pipeline_dir
 from calmops_dagster.spec import parse_spec
+from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore
 
 
 def age(path, seconds=60):
@@ -39,6 +44,43 @@ def test_new_file_adds_partitions_and_requests_runs_once(demo_spec, home, block_
     age(copy)
     duplicate = evaluate_file_sensor(demo_spec, home, instance, cursor=again.cursor)
     assert not duplicate.run_requests
+
+
+def test_a_tick_over_unchanged_files_reads_nothing_but_their_stat(demo_spec, home, block_files, instance,
+                                                                  monkeypatch):
+    target = demo_spec.data_dir / block_files[0].name
+    shutil.copy(block_files[0], target)
+    age(target)
+    first = evaluate_file_sensor(demo_spec, home, instance)
+    ingest = file_sensor.ingest_data_dir
+
+    def no_ingest(*args, **kwargs):
+        raise AssertionError("an idle tick must not scan the record or read files")
+
+    monkeypatch.setattr(file_sensor, "ingest_data_dir", no_ingest)
+    idle = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
+    assert not idle.run_requests and idle.cursor == first.cursor
+    monkeypatch.setattr(file_sensor, "ingest_data_dir", ingest)
+    second = demo_spec.data_dir / block_files[1].name  # a new file: the tick ingests it, and only it is new
+    shutil.copy(block_files[1], second)
+    age(second)
+    assert [r.partition_key for r in evaluate_file_sensor(demo_spec, home, instance, cursor=idle.cursor)
+            .run_requests] == ["2"]
+
+
+def test_a_scan_recorded_by_another_entry_point_is_acted_on_by_the_next_tick(demo_spec, home, block_files,
+                                                                             instance):
+    target = demo_spec.data_dir / block_files[0].name
+    shutil.copy(block_files[0], target)
+    age(target)
+    first = evaluate_file_sensor(demo_spec, home, instance)
+    second = demo_spec.data_dir / block_files[1].name
+    shutil.copy(block_files[1], second)
+    age(second)
+    models = ModelStore(home.models_dir(demo_spec.name))
+    ingest_data_dir(demo_spec, MetricsStore(home.metrics_db), pipeline_dir(models))  # as `calmops run` scans
+    later = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
+    assert [r.partition_key for r in later.run_requests] == ["2"]
 
 
 def test_changed_file_is_a_new_version(demo_spec, home, block_files, instance):

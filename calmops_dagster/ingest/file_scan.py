@@ -115,6 +115,20 @@ def settle_wait(spec: PipelineSpec, now: float | None = None) -> float:
     return remaining if 0 < remaining <= min(spec.sensor.interval_seconds, MAX_SETTLE_WAIT) else 0.0
 
 
+def listing_fingerprint(spec: PipelineSpec) -> str:
+    """16 hex digits naming the data files and the size and mtime of each: one ``stat`` per file, nothing
+    read. Equal fingerprints mean no file was added, removed or rewritten since (the file sensor's idle
+    tick)."""
+    entries = []
+    for path in candidate_files(spec):
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # removed since it was listed
+            continue
+        entries.append(f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
 @dataclass
 class Unsettled:
     """Files modified less than ``settle_seconds`` ago that the record does not know in this version: how

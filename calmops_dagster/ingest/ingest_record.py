@@ -70,6 +70,12 @@ def load_index(metrics: MetricsStore, pipeline: str) -> tuple[dict[str, dict], d
     return index, owners, schema
 
 
+def newest_seq(metrics: MetricsStore, pipeline: str) -> int:
+    """The ``seq`` of the pipeline's last recorded scan that found something (0 before the first)."""
+    return int(metrics.query("SELECT coalesce(max(seq), 0) AS seq FROM block_files WHERE pipeline = ?",
+                             [pipeline], pipeline=pipeline)["seq"].iloc[0])
+
+
 def record_scan(metrics: MetricsStore, spec: PipelineSpec, scan: ScanResult, seq: int) -> None:
     """Append what ``scan`` found to the record under ``seq``: one ``block_files`` row per block of each ready
     file version, one ``data_files`` row per file read. (A file's newest version is its current one: the
@@ -135,9 +141,7 @@ def ingest_data_dir(spec: PipelineSpec, metrics: MetricsStore, pipeline_dir: Pat
                          incoming=incoming_dir(pipeline_dir), index=index, owners=owners,
                          pieces=pieces_dir(pipeline_dir))
     if scan.index or scan.ready:
-        last = metrics.query("SELECT coalesce(max(seq), 0) AS seq FROM block_files WHERE pipeline = ?",
-                             [spec.name], pipeline=spec.name)["seq"].iloc[0]
-        record_scan(metrics, spec, scan, int(last) + 1)
+        record_scan(metrics, spec, scan, newest_seq(metrics, spec.name) + 1)
     after = int(cursor.get("seq", 0))
     touched = metrics.query(  # blocks with a new version, and (block pipelines) those of replaced versions
         "SELECT block, max(seq) AS seq FROM block_files WHERE pipeline = ? AND "
@@ -145,8 +149,7 @@ def ingest_data_dir(spec: PipelineSpec, metrics: MetricsStore, pipeline_dir: Pat
            "file IN (SELECT file FROM block_files WHERE pipeline = ? AND seq > ?)")
         + " GROUP BY block", [spec.name, after] if spec.type == "stream" else [spec.name, spec.name, after],
         pipeline=spec.name)
-    newest = metrics.query("SELECT coalesce(max(seq), 0) AS seq FROM block_files WHERE pipeline = ?",
-                           [spec.name], pipeline=spec.name)["seq"].iloc[0]
+    newest = newest_seq(metrics, spec.name)
     arrived = list(scan.blocks())
     changed = [b for b in arrived if b in set(touched["block"])] + sorted(set(touched["block"]) - set(arrived))
     return Ingest(scan=scan, changed=changed, seq=max(after, int(newest)), versions=current_versions(metrics, spec))

@@ -63,9 +63,14 @@ mutation($selector: ScheduleSelector!) {
 """
 
 
+#: The circuit breaker's two sensors, one pair serving every pipeline of the code location.
+RUN_FAILURES_SENSOR, RUN_SUCCESSES_SENSOR = "calmops_run_failures", "calmops_run_successes"
+
+
 def instigator_names(pipeline: str, has_schedule: bool) -> tuple[list[str], list[str]]:
-    """(sensor names, schedule names) of a pipeline, as ``pipeline_defs`` names them."""
-    sensors = [f"{pipeline}_files", f"{pipeline}_run_failures", f"{pipeline}_run_successes"]
+    """(sensor names, schedule names) a pipeline runs on, as ``pipeline_defs`` names them: its file sensor
+    and the shared breaker sensors."""
+    sensors = [f"{pipeline}_files", RUN_FAILURES_SENSOR, RUN_SUCCESSES_SENSOR]
     return sensors, [f"{pipeline}_schedule"] if has_schedule else []
 
 

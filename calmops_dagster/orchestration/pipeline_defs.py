@@ -1,4 +1,5 @@
-"""Everything Dagster needs for one valid pipeline spec: assets, job, file sensor, schedule."""
+"""Everything Dagster needs for the valid pipeline specs: per pipeline its assets, job, file sensor and
+schedule; shared by all, the circuit breaker's run-status sensors."""
 
 import os
 
@@ -15,11 +16,11 @@ from calmops_dagster.assets.pipeline_assets import build_pipeline_assets
 from calmops_dagster.orchestration.pipeline_logs import pipeline_file_logger
 from calmops_dagster.orchestration.reevaluation import build_reevaluation_job
 from calmops_dagster.orchestration.runner import PIPELINE_TAG
-from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.sensors.file_sensor import build_file_sensor
 from calmops_dagster.sensors.labels_sensor import build_labels_sensor
 from calmops_dagster.sensors.run_failure_sensor import build_breaker_sensors
 from calmops_dagster.sensors.schedules import build_schedule
+from calmops_dagster.spec import PipelineSpec
 
 #: Dagster's console logger plus the per-pipeline log file (CALMOPS_HOME/pipelines/<name>/logs/).
 PIPELINE_LOGGERS = {"console": colored_console_logger, "calmops_file": pipeline_file_logger}
@@ -71,14 +72,22 @@ def build_job(spec: PipelineSpec):
 
 
 def build_pipeline_definitions(spec: PipelineSpec) -> Definitions:
-    """Assets, job, sensor and schedule of one valid spec; the re-evaluation job unless prediction-only."""
+    """Assets, job, sensors and schedule of one valid spec; the re-evaluation job unless prediction-only.
+    (Its circuit breaker's sensors are shared by all pipelines: :func:`build_breaker_definitions`.)"""
     job = build_job(spec)
     schedules = [build_schedule(spec, job)] if spec.schedule else []
-    breaker = [] if spec.prediction_only else build_breaker_sensors(spec, job)
     labels = [build_labels_sensor(spec, job)] if spec.labels else []
     reevaluate = [] if spec.prediction_only else [build_reevaluation_job(spec)]
     return Definitions(assets=build_pipeline_assets(spec), jobs=[job, *reevaluate],
-                       sensors=[build_file_sensor(spec, job), *breaker, *labels], schedules=schedules,
+                       sensors=[build_file_sensor(spec, job), *labels], schedules=schedules,
                        loggers=PIPELINE_LOGGERS)
+
+
+def build_breaker_definitions(specs: list[PipelineSpec], parts: list[Definitions]) -> Definitions:
+    """The one pair of breaker sensors watching the block jobs of ``specs`` (found in their ``parts``, the
+    :func:`build_pipeline_definitions` of each)."""
+    names = {job_name(spec) for spec in specs}
+    jobs = [job for part in parts for job in part.jobs or [] if job.name in names]
+    return Definitions(sensors=build_breaker_sensors(specs, jobs))
 
 
