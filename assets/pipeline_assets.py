@@ -43,6 +43,7 @@ from calmops_dagster.interfaces.pipeline_overview import pipeline_overview, repo
 from calmops_dagster.orchestration import circuit_breaker
 from calmops_dagster.orchestration.block_context import (
     champions_before,
+    decided_blocks,
     is_rerun,
     read_context,
     settings_of,
@@ -53,6 +54,7 @@ from calmops_dagster.orchestration.prediction import ensure_champion, predict_bl
 from calmops_dagster.orchestration.runner import VERSION_TAG, breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
+from calmops_dagster.store.processed_blocks import record_processed
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 SCHEMA_CHECK = "schema_and_nulls"
@@ -226,7 +228,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         else:
             run_spec, champion = spec, ensure_champion(spec, store)
             when = None if spec.prediction_only else place_in_event_time(
-                spec, store, block, context.instance.get_materialized_partitions(key("champion_model")),
+                spec, store, block, decided_blocks(db, spec),
                 context.instance.get_dynamic_partitions(spec.partitions_name) if spec.type == "stream" else None)
             late = bool(when and when.late)
             hold = when.promotion_hold(spec.promotion.allow_late_promotion) if when else None
@@ -465,6 +467,9 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         if spec.prediction_only:  # no champion_model step: the overview follows the predictions
             context.log.info(f"block {block}: {len(result)} rows predicted by {version}")  # its one INFO line
             context.log_event(monitoring_materialization(spec, home, metrics))
+        loaded = context.instance.get_run_by_id(context.run_id).tags.get(VERSION_TAG)  # set by data_block
+        if loaded is not None:  # the block's results are stored: the store's record says so
+            record_processed(metrics.store(), spec.name, block, loaded, context.run_id)
         return Output(str(path), metadata={
             "rows": len(result), "model_version": version, "path": MetadataValue.path(str(path)),
             **({f"share_{k}": float(v) for k, v in counts.items()} if counts is not None else

@@ -81,7 +81,7 @@ def build_file_sensor(spec: PipelineSpec, job):
             context.log.info(f"{name} is not stable yet (still being written?); will look again")
         for name in scan.duplicates:
             context.log.info(f"{name} holds content already accepted; ignored")
-        done = processed_versions(context.instance, spec)
+        done = processed_versions(context.instance, spec, db)
         order = [b for b in (changed if spec.type == "stream" else sort_block_keys(changed)) if b in versions]
         known = set(context.instance.get_dynamic_partitions(spec.partitions_name))
         new_blocks = [b for b in order if b not in known]
