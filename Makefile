@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CALMOPS_HOME ?= $(CURDIR)/.calmops
 
-.PHONY: venv chromium postgresql run test clean
+.PHONY: venv chromium postgresql redis run test clean
 
 venv: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,serve,docker,postgres,s3,generators]'
+	$(BIN)/pip install --quiet -e '.[dev,serve,docker,postgres,s3,generators,celery]'
 	touch $(STAMP)
 
 # apt_ensure(PACKAGE, TEST-COMMAND, WHAT-FOR): nothing when TEST-COMMAND succeeds; else install the Debian
@@ -62,7 +62,12 @@ postgresql:
 # compileall: an editable install leaves the project's modules without bytecode, and where Python may not
 # write it (PYTHONDONTWRITEBYTECODE=1, as on these machines) each of the suite's dozens of processes that import the
 # package compiled its ~100 modules again (0.25 s each); unchanged modules are skipped.
-test: venv chromium postgresql
+# tests/test_distributed.py runs Dagster's Celery executor on a real Redis broker (redis-server), started by
+# the test itself on a free port.
+redis:
+	$(call apt_ensure,redis-server,command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server,the distributed (Celery) test)
+
+test: venv chromium postgresql redis
 	$(BIN)/python -m compileall -q calmops_dagster assets sensors resources generators >/dev/null
 	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 

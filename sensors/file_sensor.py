@@ -15,6 +15,9 @@ A run is requested for every block whose file versions changed since the cursor'
 successful run processed at its current version, with ``run_key = <block>:<block version>``: seeing the same
 files again requests nothing, a changed file requests its blocks again.
 
+A processed block that no current file version holds any more (its file was rewritten and its rows moved to
+other blocks) is withdrawn (:mod:`~calmops_dagster.ingest.withdrawal`) and its partition deleted.
+
 Stream pipelines: every accepted file version is one partition (``<stem>-<sha12>``, copied into
 ``pipelines/<name>/incoming/``), requested in arrival order. The cursor is stored by Dagster with the sensor's
 state in the instance, so it survives restarts of the daemon and of ``dagster dev``.
@@ -28,9 +31,12 @@ run marked failed (:func:`rerun_requests`), so a killed run worker does not hold
 import json
 import time
 
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.sensors.daemon_interval import daemon_min_interval
 from dagster import (
     AddDynamicPartitionsRequest,
     DefaultSensorStatus,
+    DeleteDynamicPartitionsRequest,
     RunRequest,
     RunsFilter,
     SensorEvaluationContext,
@@ -42,6 +48,8 @@ from dagster import (
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import load_cursor, settle_wait
 from calmops_dagster.ingest.ingest_record import ingest_data_dir
+from calmops_dagster.orchestration.fair_queue import PRIORITY_TAG, block_priorities, runs_ahead
+from calmops_dagster.ingest.withdrawal import withdraw_moved_blocks
 from calmops_dagster.orchestration.runner import (
     PIPELINE_TAG,
     RERUN_OF_TAG,
@@ -54,8 +62,6 @@ from calmops_dagster.orchestration.runner import (
     times_reaped,
 )
 from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
-from calmops_dagster.sensors.daemon_interval import daemon_min_interval
 
 
 def build_file_sensor(spec: PipelineSpec, job):
@@ -81,21 +87,29 @@ def build_file_sensor(spec: PipelineSpec, job):
             context.log.info(f"{name} is not stable yet (still being written?); will look again")
         for name in scan.duplicates:
             context.log.info(f"{name} holds content already accepted; ignored")
+        withdrawn = withdraw_moved_blocks(db, spec, pipeline_dir(models), models.champion_version())
+        for item in withdrawn:
+            context.log.warning(f"block {item.block} withdrawn: {item.reason}")
         done = processed_versions(context.instance, spec, db)
         order = [b for b in (changed if spec.type == "stream" else sort_block_keys(changed)) if b in versions]
         known = set(context.instance.get_dynamic_partitions(spec.partitions_name))
+        gone = [item.block for item in withdrawn if item.block in known]
         new_blocks = [b for b in order if b not in known]
+        todo = [block for block in order if (block, versions[block]) not in done]
+        priorities = block_priorities(runs_ahead(context.instance, PIPELINE_TAG, spec.name), len(todo))
         requests = rerun_requests(context, spec) + [
-            RunRequest(run_key=f"{block}:{versions[block]}", partition_key=block, tags={PIPELINE_TAG: spec.name})
-            for block in order if (block, versions[block]) not in done
+            RunRequest(run_key=f"{block}:{versions[block]}", partition_key=block,
+                       tags={PIPELINE_TAG: spec.name, PRIORITY_TAG: priority})
+            for block, priority in zip(todo, priorities, strict=True)
         ]
         cursor = json.dumps({"seen": scan.cursor["seen"], "seq": seq}, sort_keys=True)
-        if not requests and not new_blocks:
+        if not requests and not new_blocks and not gone:
             return SensorResult(skip_reason=SkipReason("no new stable data files"), cursor=cursor)
         add = AddDynamicPartitionsRequest(partitions_def_name=spec.partitions_name, partition_keys=new_blocks)
+        delete = DeleteDynamicPartitionsRequest(partitions_def_name=spec.partitions_name, partition_keys=gone)
         return SensorResult(
             run_requests=requests,
-            dynamic_partitions_requests=[add] if new_blocks else [],
+            dynamic_partitions_requests=[add] * bool(new_blocks) + [delete] * bool(gone),
             cursor=cursor,
         )
 

@@ -4,6 +4,7 @@ run every block not yet processed at its current version."""
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
+from calmops_dagster.orchestration.fair_queue import PRIORITY_TAG, block_priorities, runs_ahead
 from calmops_dagster.orchestration.runner import (
     PIPELINE_TAG,
     failed_runs,
@@ -58,7 +59,9 @@ def build_schedule(spec: PipelineSpec, job):
         if not blocks:
             return SkipReason("no pending blocks" if not pending else "every pending block has failed too often")
         stamp = context.scheduled_execution_time.isoformat()
-        return [RunRequest(run_key=f"{block}:{stamp}", partition_key=block, tags={PIPELINE_TAG: spec.name})
-                for block in blocks]
+        priorities = block_priorities(runs_ahead(context.instance, PIPELINE_TAG, spec.name), len(blocks))
+        return [RunRequest(run_key=f"{block}:{stamp}", partition_key=block,
+                           tags={PIPELINE_TAG: spec.name, PRIORITY_TAG: priority})
+                for block, priority in zip(blocks, priorities, strict=True)]
 
     return pipeline_schedule

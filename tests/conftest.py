@@ -22,6 +22,7 @@ from calmops_dagster.resources import build_resources
 #: ended 7-9 s apart, one on `test_storage`, the other on `test_warm_run_launcher`). xdist's own order (most
 #: tests first) started the `dagster dev` module late, and a worker ended the run on it alone.
 SLOW_MODULES_FIRST = (
+    "test_distributed.py",  # Redis, PostgreSQL, moto, two Celery workers and the daemon (mostly waiting)
     "test_dagster_dev.py",  # 115: two lives of dagster dev, three pipelines (mostly waiting on them)
     "test_tutorials.py",  # 82: five tutorial scripts, each its own process
     "test_faults.py",  # 44

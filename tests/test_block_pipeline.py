@@ -8,6 +8,9 @@ import shutil
 import duckdb
 import pandas as pd
 import pytest
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.resources import build_resources
 from conftest import block_spec_dict
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions
 
@@ -18,9 +21,6 @@ from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import CalmOpsHome
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
-from calmops_dagster.resources import build_resources
 
 log = logging.getLogger("test")
 
@@ -184,7 +184,7 @@ def test_bad_files_are_quarantined_and_good_blocks_still_processed(home, demo_sp
     quarantine = query(home, "SELECT file, reason, moved_to FROM quarantine ORDER BY file")
     reasons = dict(zip(quarantine["file"].map(lambda f: f.rsplit("/", 1)[-1]), quarantine["reason"]))
     assert set(reasons) == {"garbage.parquet", "empty.csv", "no_target.csv"}
-    assert "cannot be parsed" in reasons["garbage.parquet"]
+    assert "not a Parquet file" in reasons["garbage.parquet"]
     assert "empty" in reasons["empty.csv"]
     assert "missing column(s) ['y']" in reasons["no_target.csv"]
     assert sorted(p.name for p in (demo_spec.data_dir / "quarantine").iterdir()) == sorted(reasons)

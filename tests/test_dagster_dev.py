@@ -117,12 +117,12 @@ def story(tmp_path_factory) -> Story:
     1. `stalled` (a tree whose fit stalls) gets blocks 1 and 2; the whole of `dagster dev` is SIGKILLed while
        block 1 trains, with block 2 queued behind it.
     2. `dagster dev` is started again, and stays up for the module's tests. `stalled` resumes. `late` gets
-       blocks 1, 2, 4 and 5 (drift at 4 promotes v0002), then block 3 of the old regime. `demo` (3 blocks,
-       drift at block 3) gets block 1 by hand, then blocks 2 and 3 by `calmops demo --next`.
+       blocks 1, 2, 4 and 5 (drift at 4 promotes v0002), then block 3 of the old regime. `demo` (4 blocks,
+       drift at block 4, as in the README) gets block 1 by hand, then blocks 2-4 by `calmops demo --next`.
     """
     root = tmp_path_factory.mktemp("dagster_dev")
     home, port, signal_file = root / "home", free_port(), root / "training"
-    make_demo(home, "--drift-at", "3")
+    make_demo(home, "--blocks", "4", "--drift-at", "4")  # the README's story: drift at 4
     make_demo(home, "--name", "stalled")
     make_demo(home, "--name", "late", "--blocks", "5")
     spec_path = home / "pipelines" / "stalled" / "pipeline.yaml"
@@ -150,13 +150,13 @@ def story(tmp_path_factory) -> Story:
         wait_for(lambda: "1" in processed_blocks(story.db, "demo"), 300, "demo's block 1")
         env = {**os.environ, "CALMOPS_HOME": str(home)}
         story.dropped = [subprocess.run([*CALMOPS, "demo", "--next"], env=env, check=True, capture_output=True,
-                                        text=True).stdout.splitlines()[0] for _ in range(2)]
+                                        text=True).stdout.splitlines()[0] for _ in range(3)]
         wait_for(lambda: {"1", "2", "4", "5"} <= set(promotions_by_block(story.db, "late")), 600,
                  "late's blocks 1, 2, 4, 5")
         story.late_before_block_3 = promotions_by_block(story.db, "late")
         shutil.copy(late_blocks[2], late_data / late_blocks[2].name)
         wait_for(lambda: "3" in promotions_by_block(story.db, "late"), 300, "late's late block 3")
-        wait_for(lambda: processed_blocks(story.db, "demo") == {"1", "2", "3"}, 600, "demo's blocks 2 and 3")
+        wait_for(lambda: processed_blocks(story.db, "demo") == {"1", "2", "3", "4"}, 600, "demo's blocks 2-4")
         wait_for(lambda: len(processed_blocks(story.db, "stalled")) == 2, 600, "stalled's blocks 1 and 2")
         wait_for(lambda: server_up(process, port), 120, "the webserver to answer /server_info")
         yield story
@@ -193,10 +193,11 @@ def test_a_late_block_dropped_into_dagster_dev_does_not_turn_production_back(sto
 def test_dropped_block_files_are_processed_unattended(story):
     assert story.dropped[0].startswith("copied block_002.csv (block 2)")
     assert story.dropped[1].startswith("copied block_003.csv (block 3)")
+    assert story.dropped[2].startswith("copied block_004.csv (block 4)")
     assert (story.home / "pipelines" / "demo" / "models" / "champion.json").is_file()
     assert (story.home / "dagster" / "dagster.yaml").is_file()
     runs = runs_of(story.home, "demo")
-    assert sorted(run.tags["dagster/partition"] for run in runs) == ["1", "2", "3"]
+    assert sorted(run.tags["dagster/partition"] for run in runs) == ["1", "2", "3", "4"]
     assert {run.tags.get("dagster/sensor_name") for run in runs} == {"demo_files"}  # nobody clicked
 
 
@@ -218,7 +219,7 @@ PAGES = [
     ("asset_graph", "/locations/calmops_dagster.definitions/asset-groups/demo",
      ["data_block", "drift_report", "challenger_model", "champion_model", "predictions", "monitoring"],
      EDGES_DRAWN),
-    ("drift_report_partition", "/assets/demo/drift_report?view=partitions&partition=3",
+    ("drift_report_partition", "/assets/demo/drift_report?view=partitions&partition=4",
      ["drift_share", "drifted_features", "report_url"], None),
     ("checks", "/assets/demo/drift_report?view=checks", ["no_data_drift", "Execution history"], None),
     ("monitoring_overview", "/assets/demo/monitoring",

@@ -110,7 +110,7 @@ def test_unreadable_file_is_reported_by_name_and_others_processed(demo_spec, hom
         rows = con.execute("SELECT file, reason FROM quarantine").fetchall()
         status = con.execute("SELECT status FROM data_files WHERE file = 'broken.parquet'").fetchall()
     assert status == [("quarantined",)]
-    assert len(rows) == 1 and rows[0][0].endswith("broken.parquet") and "cannot be parsed" in rows[0][1]
+    assert len(rows) == 1 and rows[0][0].endswith("broken.parquet") and "not a Parquet file" in rows[0][1]
 
 
 def test_the_daemon_evaluates_the_sensor_at_its_first_look_an_interval_after_the_previous_tick(tmp_path):

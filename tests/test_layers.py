@@ -25,6 +25,8 @@ ALLOWED = {
 PURE = ("drift", "estimation", "learning", "ingest", "store")
 #: Top-level modules every layer may use: the spec and the typed errors.
 SHARED = {"spec", "errors"}
+#: The top-level folders installed as calmops_dagster.<name>: Dagster wiring and data generators.
+WIRING = ("assets", "sensors", "resources", "generators")
 TOP_LEVEL = {"__init__", "definitions", "spec", "errors", "ipip", "river_models"}
 
 
@@ -54,7 +56,7 @@ def test_layer_imports_only_layers_below(layer):
             if parts[0] == "dagster" or parts[0].startswith("dagster_"):
                 if layer in PURE:
                     offences.append(f"{path.relative_to(PACKAGE)} imports {name}")
-            elif parts[0] in ("assets", "sensors", "resources"):
+            elif parts[0] == "calmops_dagster" and len(parts) > 1 and parts[1] in WIRING:
                 if layer not in ("orchestration", "interfaces"):
                     offences.append(f"{path.relative_to(PACKAGE)} imports {name}")
             elif parts[0] == "calmops_dagster" and len(parts) > 1:
@@ -84,3 +86,14 @@ def test_top_level_holds_at_most_six_modules():
 def test_each_layer_says_what_it_holds_and_may_import(layer):
     doc = ast.get_docstring(ast.parse((PACKAGE / layer / "__init__.py").read_text()))
     assert doc and "import" in doc.lower(), f"{layer}/__init__.py must say what it may import"
+
+
+def test_top_level_folders_import_only_under_the_package_namespace(tmp_path):
+    """``assets``, ``sensors``, ``resources`` and ``generators`` install as ``calmops_dagster.<name>``: from
+    outside the checkout the bare names are not importable (they would shadow other projects' modules)."""
+    code = ("import importlib.util, calmops_dagster.generators.real, calmops_dagster.assets, calmops_dagster.sensors\n"
+            "import calmops_dagster.resources\n"
+            f"print([n for n in {WIRING!r} if importlib.util.find_spec(n) is not None])\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

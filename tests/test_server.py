@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from fastapi.testclient import TestClient
 from processed_home import copy_home
 
@@ -15,7 +16,6 @@ from calmops_dagster.interfaces.server import check_bind, create_app
 from calmops_dagster.orchestration.prediction import predict_frame
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 
 FEATURES = ["x1", "x2", "x3", "x4", "segment"]
 
@@ -172,6 +172,15 @@ def test_cli_serve_refuses_public_bind_without_key(processed_home, monkeypatch, 
     assert main(["--home", str(home.root), "serve", "../x"]) == 2
 
 
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
+def test_cli_serve_refuses_a_body_timeout_that_is_not_positive(processed_home, capsys, seconds):
+    from calmops_dagster.interfaces.cli import main
+
+    home, _ = processed_home
+    assert main(["--home", str(home.root), "serve", "--body-timeout-seconds", seconds]) == 2
+    assert "--body-timeout-seconds must be more than 0" in capsys.readouterr().err
+
+
 def test_promotion_is_picked_up_without_a_failed_request(processed_home, tmp_path, rows):
     """Requests run in threads while the champion pointer flips between versions: every request succeeds
     and answers with one of the two versions' exact predictions; after the last flip the new one serves."""
@@ -302,12 +311,12 @@ def test_openapi_describes_the_champions_columns_and_every_answer(processed_home
     assert records["maxItems"] == 50 and records["minItems"] == 1
     assert columns_form["properties"]["columns"] == {"const": FEATURES}
     responses = doc["paths"]["/predict/demo"]["post"]["responses"]
-    assert {"200", "400", "404", "413", "422", "503"} <= set(responses) and "401" not in responses
+    assert {"200", "400", "404", "408", "413", "415", "422", "503"} <= set(responses) and "401" not in responses
     assert doc["paths"]["/pipelines/{name}"]["get"]["parameters"][0]["schema"]["pattern"].startswith("^[A-Za-z]")
     assert "HTTPValidationError" not in str(doc)
     assert "securitySchemes" not in doc.get("components", {}) and "security" not in str(doc["paths"])
     with TestClient(create_app(home, api_key="secret")) as c:
-        doc = c.get("/openapi.json").json()
+        doc = c.get("/openapi.json", headers={"X-API-Key": "secret"}).json()
     assert doc["components"]["securitySchemes"]["APIKeyHeader"] == {"type": "apiKey", "in": "header",
                                                                      "name": "X-API-Key"}
     assert doc["paths"]["/predict/demo"]["post"]["security"] == [{"APIKeyHeader": []}]
@@ -358,3 +367,78 @@ def test_a_corrupt_champion_pointer_is_503_with_the_reason(processed_home, tmp_p
         assert status.status_code == 503 and "champion.json: champion pointer is not" in status.json()["detail"]
         predicted = c.post("/predict/demo", json=rows.head(2).to_dict(orient="records"))
         assert predicted.status_code == 503 and "champion pointer is not" in predicted.json()["detail"]
+
+
+def test_openapi_and_docs_need_the_key_when_one_is_set(processed_home):
+    """They name the pipelines, champion versions and columns; a browser passes the key as ``?key=``."""
+    home, _ = processed_home
+    with TestClient(create_app(home, api_key="s3cret")) as c:
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            assert c.get(path).status_code == 401, path
+            assert c.get(f"{path}?key=wrong").status_code == 401, path
+            assert c.get(path, headers={"X-API-Key": "s3cret"}).status_code == 200, path
+        assert "/predict/demo" in c.get("/openapi.json?key=s3cret").json()["paths"]
+        for path in ("/docs", "/redoc"):  # the page loads the document with the key it was opened with
+            assert "/openapi.json?key=s3cret" in c.get(f"{path}?key=s3cret").text, path
+        assert c.get("/docs", headers={"X-API-Key": "s3cret"}).text.count("/openapi.json'") == 1
+    with TestClient(create_app(home)) as c:  # without a key configured, open as before
+        assert c.get("/openapi.json").status_code == 200 and c.get("/redoc").status_code == 200
+        assert "'/openapi.json'" in c.get("/docs").text
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/xml", "json"])
+def test_a_content_type_other_than_json_is_415(client, rows, content_type):
+    body = rows.head(2).to_json(orient="records").encode()
+    response = client.post("/predict/demo", content=body, headers={"content-type": content_type})
+    assert response.status_code == 415, response.text
+    assert response.json()["detail"].startswith(f"Content-Type '{content_type}' is not JSON")
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "Application/JSON", "application/vnd.api+json", None])
+def test_json_content_types_and_none_are_accepted(client, rows, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/predict/demo", content=rows.head(2).to_json(orient="records").encode(),
+                           headers=headers)
+    assert response.status_code == 200, response.text
+
+
+def _champion_object(home, model) -> str:
+    """Save ``model`` as a new version of demo with v0002's reference and columns; make it the champion."""
+    store = ModelStore(home.models_dir("demo"))
+    manifest = store.manifest("v0002")
+    version = store.save(model, store.reference("v0002"), features=manifest["features"],
+                         feature_kinds=manifest["feature_kinds"], task="classification")
+    store.set_champion(version, block="test", decision="promoted")
+    return version
+
+
+def test_a_loaded_object_without_predict_is_503_with_the_reason(processed_home, tmp_path, rows):
+    from sklearn.preprocessing import StandardScaler
+
+    home = copy_home(processed_home, tmp_path)
+    records = rows.head(2).to_dict(orient="records")
+    with TestClient(create_app(home)) as c:
+        assert c.post("/predict/demo", json=records).json()["model_version"] == "v0002"
+        version = _champion_object(home, StandardScaler().fit(rows[["x1", "x2"]]))
+        response = c.post("/predict/demo", json=records)  # the previous champion stays
+        assert response.status_code == 200 and response.json()["model_version"] == "v0002"
+        assert "has no predict method" in c.get("/pipelines/demo").json()["served"]["reload_error"]
+    with TestClient(create_app(home)) as c:  # a fresh server has nothing it can serve
+        response = c.post("/predict/demo", json=records)
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"] == (f"pipeline 'demo' has no usable champion model: CalmOpsError: {version} "
+                                         "holds a StandardScaler, which has no predict method")
+
+
+def test_a_champion_that_cannot_predict_is_503_not_a_row_error(processed_home, tmp_path, rows):
+    """An unfitted model has ``predict`` but fails on any rows: the object is at fault, not the request."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    home = copy_home(processed_home, tmp_path)
+    version = _champion_object(home, RandomForestClassifier(n_estimators=3, random_state=0))
+    with TestClient(create_app(home)) as c:
+        response = c.post("/predict/demo", json=rows.head(2).to_dict(orient="records"))
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"].startswith(f"champion {version} cannot predict: NotFittedError: ")

@@ -13,6 +13,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.resources import build_resources
+from calmops_dagster.sensors.schedules import MAX_SCHEDULED_ATTEMPTS
 from conftest import block_spec_dict, evaluate_file_sensor
 from dagster import (
     DagsterInstance,
@@ -25,7 +28,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from calmops_dagster.ingest import file_scan
 from calmops_dagster.ingest.block_data import (
-    SAFE_BLOCK_KEY,
+    STREAM_KEY,
     file_sha256,
     incoming_dir,
     load_stream_block,
@@ -36,9 +39,6 @@ from calmops_dagster.orchestration.runner import pending_blocks, register_new_bl
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.resources import build_resources
-from calmops_dagster.sensors.schedules import MAX_SCHEDULED_ATTEMPTS
 
 log = logging.getLogger("test")
 
@@ -72,7 +72,7 @@ def small_frame(rng, n=20):
 def test_stream_key_is_safe_and_names_file_and_content():
     sha = "0123456789abcdef" * 4
     assert stream_key("day 1 (copy).csv", sha) == "day_1_copy-0123456789ab"
-    assert SAFE_BLOCK_KEY.match(stream_key("ü" * 300 + ".parquet", sha))
+    assert STREAM_KEY.match(stream_key("ü" * 300 + ".parquet", sha))
     assert stream_key("a.csv", sha) != stream_key("a.csv", "f" * 64)
 
 

@@ -27,8 +27,9 @@ from calmops_dagster.store.atomic import write_bytes_atomic, write_text_atomic
 from calmops_dagster.store.storage import Location, as_location
 
 QUARANTINE_DIR = "quarantine"
-#: Block keys become partition keys and file names: letters, digits and ``_ . : + -`` only.
-SAFE_BLOCK_KEY = re.compile(r"^[A-Za-z0-9_.:+-]{1,100}$")
+#: Block keys (the values of ``block_col``) become partition keys, folder and file names: 1 to 100 letters,
+#: digits, ``-``, ``_`` and ``.``, not starting with ``.`` (so never ``.``, ``..`` or a hidden name).
+SAFE_BLOCK_KEY = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,100}\Z")
 
 
 def candidate_files(spec: PipelineSpec) -> list[Path]:
@@ -62,14 +63,43 @@ def frame_sha256(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
+PARQUET_MAGIC = b"PAR1"
+
+
+def not_a_table_reason(data: bytes, suffix: str) -> str | None:
+    """Why ``data`` cannot be a data file of this ``suffix`` at all, or ``None``: CSV bytes that are not UTF-8
+    text (or hold a NUL byte: binary data), a Parquet file that does not start with ``PAR1``. Bytes cut short
+    in the middle of a UTF-8 character, or in the middle of the magic, are not called wrong here: they may be
+    a file still being written (:func:`incomplete_reason`).
+
+    >>> not_a_table_reason(b"x,y\\n1,\\xe9\\n", ".csv")
+    'not CSV text: byte 0xe9 at offset 6 is not UTF-8'
+    >>> not_a_table_reason(b"PARX...", ".parquet")
+    "not a Parquet file: it starts with b'PARX', not b'PAR1'"
+    """
+    if suffix.lower() != ".csv":
+        head = data[: len(PARQUET_MAGIC)]
+        return None if PARQUET_MAGIC.startswith(head) else (
+            f"not a Parquet file: it starts with {head!r}, not {PARQUET_MAGIC!r}")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.end < len(data) or exc.reason != "unexpected end of data":  # not merely a character cut short
+            return f"not CSV text: byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8"
+    nul = data.find(b"\x00")
+    return None if nul < 0 else f"not CSV text: a NUL byte at offset {nul} (binary data)"
+
+
 def incomplete_reason(data: bytes, suffix: str) -> str | None:
-    """Why a file's bytes look half-written, or ``None``: a CSV whose last line has no newline or fewer
-    fields than its header, a Parquet file with its ``PAR1`` header but not yet its footer. (Bytes that are
-    no Parquet at all are not waited for: they fail to parse and are quarantined.)"""
-    if not data:
-        return None  # nothing written yet: the empty-file check decides once it is settled
+    """Why a file's bytes look half-written, or ``None``: a CSV (UTF-8 text up to its end) whose last line has
+    no newline or fewer fields than its header, a Parquet file with its ``PAR1`` header (or the start of it)
+    but not yet its footer. Bytes that are no table at all (:func:`not_a_table_reason`) are not waited for:
+    they fail to parse and are quarantined at once."""
+    if not data or not_a_table_reason(data, suffix) is not None:
+        return None  # empty: the empty-file check decides once it is settled; not a table: nothing to wait for
     if suffix.lower() != ".csv":  # Parquet starts and ends with PAR1; without the end it is still being written
-        return "the Parquet footer is missing" if data.startswith(b"PAR1") and not data.endswith(b"PAR1") else None
+        return None if len(data) > len(PARQUET_MAGIC) and data.endswith(PARQUET_MAGIC) else (
+            "the Parquet footer is missing")
     if not data.endswith(b"\n"):
         return "its last line has no newline"
     head, _, _ = data.partition(b"\n")
@@ -86,9 +116,13 @@ def incomplete_reason(data: bytes, suffix: str) -> str | None:
 
 
 def read_data_file(path: Path, data: bytes | None = None) -> pd.DataFrame:
-    """Parse a CSV or Parquet file (or ``data``, its bytes already read); unparseable bytes and empty files
-    raise typed errors."""
-    source = path if data is None else io.BytesIO(data)
+    """Parse a CSV or Parquet file (or ``data``, its bytes already read); bytes that are no table
+    (:func:`not_a_table_reason`), unparseable bytes and empty files raise typed errors."""
+    data = path.read_bytes() if data is None else data
+    wrong = not_a_table_reason(data, path.suffix) if data else None
+    if wrong is not None:
+        raise CorruptFileError(path, wrong)
+    source = io.BytesIO(data)
     try:
         if path.suffix.lower() == ".csv":
             frame = pd.read_csv(source)
@@ -142,21 +176,39 @@ def validate_frame(
 
 
 def block_keys(values: pd.Series) -> pd.Series:
-    """Partition keys of block values: integral numbers without '.0', dates as ISO strings, text stripped."""
+    """Partition keys of block values: integral numbers without '.0', dates as ISO strings (a time of day as
+    ``THH-MM-SS``: ``:`` is no key character), text stripped."""
     if pd.api.types.is_datetime64_any_dtype(values):
-        return values.dt.strftime("%Y-%m-%dT%H:%M:%S").str.removesuffix("T00:00:00")
+        return values.dt.strftime("%Y-%m-%dT%H-%M-%S").str.removesuffix("T00-00-00")
     if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.dropna(), 1) == 0):
         return values.astype("int64").astype(str)
     return values.astype(str).str.strip()
 
 
+_NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\Z")
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _natural(key: str) -> tuple:
+    """A key's text and digit runs, the runs compared as numbers (``b9`` before ``b10``)."""
+    parts = (part for part in _DIGITS.split(key) if part)
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts), key
+
+
 def sort_block_keys(keys) -> list[str]:
-    """Block order: numeric when every key is a number, otherwise lexicographic (ISO dates sort right)."""
-    keys = list(dict.fromkeys(keys))
-    try:
-        return sorted(keys, key=float)
-    except ValueError:
-        return sorted(keys)
+    """Block order: by value when every key is a number (``-1``, ``2.5``, ``10``), otherwise natural order:
+    runs of digits compare as numbers, so ``9`` comes before ``10`` and ``b9`` before ``b10`` whatever else
+    the keys hold (ISO dates sort right either way).
+
+    >>> sort_block_keys(["10", "9", "2.5"])
+    ['2.5', '9', '10']
+    >>> sort_block_keys(["10", "a", "9", "b10", "b9"])
+    ['9', '10', 'a', 'b9', 'b10']
+    """
+    keys = [str(key) for key in dict.fromkeys(keys)]
+    if all(_NUMBER.match(key) for key in keys):
+        return sorted(keys, key=lambda key: (float(key), key))
+    return sorted(keys, key=_natural)
 
 
 @dataclass(frozen=True)
@@ -181,8 +233,8 @@ def inspect_frame(path: Path, spec: PipelineSpec, expected_kinds: dict[str, str]
     keys = block_keys(frame[spec.block_col])
     unsafe = [b for b in sort_block_keys(keys) if not SAFE_BLOCK_KEY.match(b)]
     if unsafe:
-        raise SchemaError(path, f"block value(s) {unsafe[:3]} in '{spec.block_col}' hold characters other "
-                          "than letters, digits and _ . : + -")
+        raise SchemaError(path, f"block value(s) {unsafe[:3]} in '{spec.block_col}' are not block keys: 1 to 100 "
+                          "letters, digits, '-', '_' and '.', not starting with '.'")
     return frame, keys
 
 
@@ -254,6 +306,8 @@ def load_pieces(root: Location, block: str, versions: list[tuple[str, str, int]]
 
 INCOMING_DIR = "incoming"
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.+-]+")
+#: A stream partition key: ``<file stem, sanitized>-<first 12 hex of the sha256>`` (:func:`stream_key`).
+STREAM_KEY = re.compile(r"^(?!\.)[A-Za-z0-9_.+-]{1,80}-[0-9a-f]{12}\Z")
 
 
 def stream_key(file_name: str, sha256: str) -> str:
@@ -264,7 +318,7 @@ def stream_key(file_name: str, sha256: str) -> str:
     """
     stem = _UNSAFE_KEY_CHARS.sub("_", Path(file_name).stem).strip("_.") or "file"
     key = f"{stem[:80]}-{sha256[:12]}"
-    assert SAFE_BLOCK_KEY.match(key), key
+    assert STREAM_KEY.match(key), key
     return key
 
 
@@ -313,7 +367,7 @@ def accept_stream_file(path: Path, spec: PipelineSpec, store: Location,
 def load_stream_block(spec: PipelineSpec, key: str, store: Location,
                       expected_kinds: dict[str, str] | None = None) -> BlockRows:
     """The rows of one stream partition: exactly the file version stored under ``key``."""
-    if not SAFE_BLOCK_KEY.match(key):
+    if not STREAM_KEY.match(key):
         raise SchemaError(store, f"'{key}' is not a stream partition key")
     record = _record_of(store, key)
     if record is None:

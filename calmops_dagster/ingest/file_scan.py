@@ -10,9 +10,11 @@ A scan compares the folder with the *ingest index* (what earlier scans accepted;
 A file whose size and mtime equal its index entry is not opened again, so the cost of a scan is one
 ``stat`` per file plus the reading of what is new. Any other file is read only when it is *stable*: its
 modification time is at least ``settle_seconds`` old and its size and mtime equal what the previous scan saw
-(when one saw it). A stable file that still looks half-written (a CSV whose last line has no newline or fewer
-fields than the header, or whose block or target value is missing on the last row only; a Parquet file
-without its footer) waits too, up to ``sensor.incomplete_wait_seconds``. A file whose size or mtime changed
+(when one saw it). A stable file that still looks half-written (a CSV, UTF-8 text up to its end, whose last
+line has no newline or fewer fields than the header, or whose block or target value is missing on the last
+row only; a Parquet file with its ``PAR1`` header and without its footer) waits too, up to
+``sensor.incomplete_wait_seconds``; bytes that are no table at all (not UTF-8 text, a NUL byte, no ``PAR1``
+header: :func:`block_data.not_a_table_reason`) are reported at once. A file whose size or mtime changed
 since it was accepted is read again: new bytes are a new version of its blocks. Content accepted before
 under another name is a duplicate: it is ignored and said so. A file that cannot be read or fails the schema
 (the spec's features, else the champion's training schema, else the first accepted file's) is reported with

@@ -88,8 +88,8 @@ def _pipeline_runtime(home: CalmOpsHome, name: str):
 
     from calmops_dagster.orchestration.instance import prepare_instance
     from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-    from calmops_dagster.spec import load_spec
     from calmops_dagster.resources import build_resources
+    from calmops_dagster.spec import load_spec
 
     prepare_instance(home)
     spec = load_spec(home.spec_path(_checked_name(home, name)))
@@ -189,6 +189,8 @@ def _print_registered(name: str, found) -> None:
         print(f"{name}: waiting for {line}")
     for line in found.set_aside:
         print(f"{name}: set aside {line} (see data_dir/quarantine/ and the quarantine table)")
+    for line in found.withdrawn:
+        print(f"{name}: withdrew block {line}")
 
 
 def cmd_list(args, home: CalmOpsHome) -> int:
@@ -325,6 +327,11 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
                                    metrics, found.waiting)
 
 
+def _plain(text: str) -> str:
+    """Docstring text as help text: reST literals (````x````) become plain words."""
+    return text.replace("``", "")
+
+
 def _parse_updates(items: list[str]) -> list[tuple[str, object]]:
     """``["--a.b", "1", "--c=x"]`` -> ``[("a.b", 1), ("c", "x")]`` (values are YAML scalars)."""
     updates, i = [], 0
@@ -391,8 +398,8 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
         run_reevaluation,
         select_blocks,
     )
-    from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.resources import build_resources
+    from calmops_dagster.store.metrics_store import MetricsStore
 
     with _pipeline_runtime(home, args.name) as (spec, _, instance):
         if spec.prediction_only:
@@ -536,8 +543,11 @@ def cmd_serve(args, home: CalmOpsHome) -> int:
     from calmops_dagster.interfaces.server import serve
 
     names = [_checked_name(home, args.name)] if args.name else None
+    if not args.body_timeout_seconds > 0:
+        raise CalmOpsError(f"--body-timeout-seconds must be more than 0, not {args.body_timeout_seconds:g}")
     _warn_without_key(home)
-    return serve(home, names, host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    return serve(home, names, host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                 body_timeout_seconds=args.body_timeout_seconds)
 
 
 def cmd_report(args, home: CalmOpsHome) -> int:
@@ -591,7 +601,7 @@ def cmd_tutorials(args, home: CalmOpsHome) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="calmops", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="calmops", description=_plain(__doc__.split("\n")[0]))
     parser.add_argument("--home", help="CALMOPS_HOME to use (default: $CALMOPS_HOME or ./.calmops)")
     subparsers = parser.add_subparsers(dest="command", required=True)
 
@@ -686,6 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bind address (default 127.0.0.1; any other needs $CALMOPS_API_KEY)")
     serve.add_argument("--port", type=int, default=5001)
     serve.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body (default 10)")
+    serve.add_argument("--body-timeout-seconds", type=float, default=30.0,
+                       help="a request body not all there this long after its headers gets 408 (default 30)")
     serve.set_defaults(func=cmd_serve)
 
     report = subparsers.add_parser("report", help="write a self-contained HTML report of a pipeline")

@@ -58,6 +58,17 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def check_content_type(content_type: str | None) -> None:
+    """:class:`InputError` 415 unless the body is declared JSON (``application/json`` or ``application/*+json``,
+    any parameters) or not declared at all."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise InputError(415, f"Content-Type '{content_type}' is not JSON: send the body as application/json "
+                              "(curl: --json, or -H 'Content-Type: application/json')")
+
+
 def parse_body(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """The JSON value of a request body; :class:`InputError` 400 when it is empty, not JSON or too deep."""
     if not body.strip():

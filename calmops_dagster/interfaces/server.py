@@ -12,6 +12,7 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
   ``GET /reports/{pipeline}/{file}``: a file of the pipeline's report folder (per-block drift reports
   ``<block>.html`` and their shared ``plotly.min.js``). These are the links of the Dagster UI's metadata.
 - ``GET /health``.
+- ``GET /openapi.json``, ``GET /docs`` (Swagger UI), ``GET /redoc``: the API's description.
 
 **Hot reload.** Every request looks at the pipeline's ``champion.json`` (one ``stat``; one HEAD request in
 object storage). When the file changed
@@ -21,23 +22,28 @@ So a promotion is picked up without a restart and no request fails in between. A
 load is not served: the previous one stays, and ``GET /pipelines/{name}`` shows ``reload_error``.
 
 **Input checks** (:mod:`calmops_dagster.interfaces.predict_input`): 404 unknown pipeline (its name is checked
-by :func:`~calmops_dagster.store.paths.check_pipeline_name` before it is joined to a path), 400 empty, not
-JSON or nested too deep, 413 larger than ``max_body_bytes``, 422 wrong rows (naming column and row), 503 no
-usable champion or a corrupt champion pointer (with the reason). A report file name must be a plain name
-(letters, digits, ``_ . : + -``, not starting with a dot) of a file directly in the pipeline's report folder.
+by :func:`~calmops_dagster.store.paths.check_pipeline_name` before it is joined to a path), 415 a
+``Content-Type`` other than JSON, 400 empty, not JSON or nested too deep, 413 larger than ``max_body_bytes``,
+408 not all there within ``body_timeout_seconds`` of the headers (then the connection is closed), 422 wrong
+rows (naming column and row), 503 no usable champion (none yet, a corrupt champion pointer, a loaded object
+that cannot predict: with the reason). A client that disconnects before its body is in is one INFO line.
+A report file name must be a plain name (letters, digits, ``_ . : + -``, not starting with a dot) of a file
+directly in the pipeline's report folder.
 
 **OpenAPI** is built per request from the served champions: one ``/predict/<name>`` operation per pipeline
 whose champion is loaded, with its feature columns and types as the body schema, so a request the document
 allows is answered; ``X-API-Key`` is declared only when a key is configured.
 
 **Security.** Binds to 127.0.0.1 by default. With ``api_key`` (``$CALMOPS_API_KEY`` for ``calmops serve``)
-every endpoint but ``/health`` and the docs needs the header ``X-API-Key`` (report pages, opened from
-a browser link, also take it as the query parameter ``?key=``); :func:`serve` refuses to bind to
-anything but loopback without a key.
+every endpoint but ``/health`` needs the header ``X-API-Key``, the API description too (it names pipelines,
+champion versions and columns). Report pages and the docs, opened from a browser, also take it as the query
+parameter ``?key=``; ``/docs?key=...`` passes it on to the ``/openapi.json`` it loads. :func:`serve` refuses
+to bind to anything but loopback without a key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -47,14 +53,17 @@ import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from calmops_dagster.errors import CalmOpsError, ModelIntegrityError, PipelineNameError
 from calmops_dagster.interfaces.predict_input import (
@@ -62,6 +71,7 @@ from calmops_dagster.interfaces.predict_input import (
     InputError,
     InputSchema,
     check_columns,
+    check_content_type,
     parse_body,
     parse_rows,
     unseen_categories,
@@ -79,6 +89,10 @@ API_KEY_ENV = "CALMOPS_API_KEY"
 API_KEY_HEADER = "X-API-Key"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_ROWS = 100_000
+#: Seconds from a request's headers to the end of its body. A client sends its body right after its headers,
+#: so an ordinary request (kilobytes) needs milliseconds, and the largest default body (10 MB) arrives within
+#: it over a 3 Mbit/s link; a client that stalls or trickles frees its connection within half a minute.
+DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 #: A file name the report endpoint serves: what block keys and report names are made of, no leading dot.
 REPORT_FILE = re.compile(r"^[A-Za-z0-9_+:-][A-Za-z0-9_.+:-]*$")
@@ -143,8 +157,8 @@ class ChampionRegistry:
                 if stamp != slot.pointer_stamp or slot.champion is None:
                     self._reload(slot, stamp)
         if slot.champion is None:
-            raise InputError(503, f"pipeline '{name}' has no champion model yet"
-                                  + (f" ({slot.reload_error})" if slot.reload_error else ""))
+            raise InputError(503, f"pipeline '{name}' has no usable champion model: {slot.reload_error}"
+                             if slot.reload_error else f"pipeline '{name}' has no champion model yet")
         return slot.champion
 
     def _reload(self, slot: PipelineSlot, stamp: tuple | None) -> None:
@@ -160,6 +174,8 @@ class ChampionRegistry:
             spec = load_spec(self.home.spec_path(slot.name))
             # signature, path, hash and format verified, fully deserialized before anything is swapped
             model, manifest = store.load_verified(version, spec.pickle_trusted)
+            if not callable(getattr(model, "predict", None)):
+                raise CalmOpsError(f"{version} holds a {type(model).__name__}, which has no predict method")
             task = manifest.get("task") or spec.task
             schema = InputSchema.from_champion(list(manifest["features"]), dict(manifest.get("feature_kinds") or {}),
                                                store.reference(version))
@@ -197,6 +213,8 @@ def predict_payload(champion: Champion, frame: pd.DataFrame) -> dict:
     try:
         predictions = champion.model.predict(frame)
         proba = champion.model.predict_proba(frame) if champion.classes is not None else None
+    except AttributeError as exc:  # the object, not the rows: unfitted, or pickled by another library version
+        raise InputError(503, f"champion {champion.version} cannot predict: {type(exc).__name__}: {exc}") from None
     except (ValueError, TypeError) as exc:
         raise InputError(422, f"the model cannot predict these rows: {exc}") from None
     values, n_bad = _finite(predictions)
@@ -304,9 +322,11 @@ _ERRORS = {
     400: "empty body, not JSON, or nested too deep",
     401: f"missing or wrong {API_KEY_HEADER} header",
     404: "unknown pipeline",
+    408: "the body did not arrive within the body timeout; the connection is closed",
     413: "body larger than the limit",
+    415: "a Content-Type other than JSON",
     422: "rows that do not fit the champion: what is wrong, by column and row",
-    503: "no usable champion, or a corrupt champion pointer: the reason",
+    503: "no usable champion (none yet, a corrupt champion pointer, a model that cannot predict): the reason",
 }
 
 
@@ -321,7 +341,7 @@ def _ref(model: type[BaseModel]) -> dict:
 def _predict_operation(name: str, champion: Champion | None, max_rows: int) -> dict:
     """The OpenAPI operation ``POST /predict/<name>``: the champion's columns and types as the body schema."""
     errors = {str(s): {"description": _ERRORS[s], "content": {"application/json": {"schema": _ref(ErrorBody)}}}
-              for s in (400, 404, 413, 422, 503)}
+              for s in (400, 404, 408, 413, 415, 422, 503)}
     if champion is None:
         body = {"type": ["array", "object"], "description": "no champion is loaded: every request is a 503"}
     else:
@@ -376,10 +396,11 @@ def build_openapi(app: FastAPI, registry: ChampionRegistry, api_key: str | None,
 
 def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[str] | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_rows: int = DEFAULT_MAX_ROWS,
-               max_depth: int = DEFAULT_MAX_DEPTH):
+               max_depth: int = DEFAULT_MAX_DEPTH, body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS):
     """The FastAPI app serving the champions of ``home`` (only ``pipelines`` when given)."""
     registry = ChampionRegistry(home, pipelines)
-    app = FastAPI(title="calmops prediction server", version="1",
+    # the API description and its pages are this app's own routes, so that they need the key as well
+    app = FastAPI(title="calmops prediction server", version="1", openapi_url=None, docs_url=None, redoc_url=None,
                   description="Predictions of each pipeline's champion model; reloaded on promotion.")
     app.state.registry = registry
 
@@ -391,11 +412,38 @@ def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[st
     def require_key_or_query(request: Request) -> None:
         given = request.headers.get(API_KEY_HEADER) or request.query_params.get("key")
         if api_key is not None and not (given and hmac.compare_digest(given.encode(), api_key.encode())):
-            raise InputError(401, f"missing or wrong {API_KEY_HEADER} header (or ?key= for report pages)")
+            raise InputError(401, f"missing or wrong {API_KEY_HEADER} header (or ?key= for report pages and docs)")
+
+    def openapi_url(request: Request) -> str:
+        """Where a docs page loads the API description: with the ``?key=`` the page was opened with."""
+        url = request.scope.get("root_path", "").rstrip("/") + "/openapi.json"
+        key = request.query_params.get("key")
+        return f"{url}?key={quote(key, safe='')}" if api_key is not None and key else url
 
     @app.exception_handler(InputError)
     async def _input_error(_request, exc: InputError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        # a 408 leaves the rest of the body unread on the connection: close it
+        headers = {"Connection": "close"} if exc.status == 408 else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect):
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.info("%s disconnected before its body was in (%s): %s %s", client, exc, request.method,
+                 request.url.path)
+        return Response(status_code=499)  # nginx's "client closed request"; nobody is there to read it
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_key_or_query)])
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_key_or_query)])
+    def swagger_ui(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=openapi_url(request), title=f"{app.title} - Swagger UI")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=[Depends(require_key_or_query)])
+    def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(openapi_url=openapi_url(request), title=f"{app.title} - ReDoc")
 
     @app.get("/health", summary="Liveness: the server answers", response_model=Health)
     def health() -> dict:
@@ -441,7 +489,8 @@ def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[st
     @app.post("/predict/{pipeline}", include_in_schema=False, dependencies=[Depends(require_key)])
     async def predict(pipeline: str, request: Request):
         registry.check_name(pipeline)
-        payload = parse_body(await _read_body(request, max_body_bytes), max_depth)
+        check_content_type(request.headers.get("content-type"))
+        payload = parse_body(await _read_body(request, max_body_bytes, body_timeout_seconds), max_depth)
         return JSONResponse(await run_in_threadpool(_predict, registry, pipeline, payload, max_rows))
 
     app.openapi = lambda: build_openapi(app, registry, api_key, max_rows)
@@ -466,16 +515,26 @@ def _predict(registry: ChampionRegistry, pipeline: str, payload, max_rows: int) 
     return {"pipeline": pipeline, **result}
 
 
-async def _read_body(request, limit: int) -> bytes:
+async def _read_body(request, limit: int, timeout: float) -> bytes:
+    """The request's body: 413 beyond ``limit`` bytes, 408 when it is not all there ``timeout`` seconds after
+    the headers, :class:`ClientDisconnect` saying how much had come when the client leaves first."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise InputError(413, f"body of {int(declared)} bytes is larger than the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InputError(413, f"body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
+    expected = f"{int(declared)} bytes" if declared is not None and declared.isdigit() else "a chunked body"
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise InputError(413, f"body is larger than the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise InputError(408, f"the body did not arrive within {timeout:g} s of the headers "
+                              f"({size} bytes of {expected} came); send it with the headers") from None
+    except ClientDisconnect:
+        raise ClientDisconnect(f"{size} bytes of {expected} came") from None
     return b"".join(chunks)
 
 
@@ -487,15 +546,18 @@ def check_bind(host: str, api_key: str | None) -> None:
 
 
 def serve(home: CalmOpsHome, pipelines: list[str] | None, host: str = "127.0.0.1", port: int = 5001,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> int:
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+          body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS) -> int:
     """Run the server with uvicorn until interrupted (what ``calmops serve`` does)."""
     import uvicorn
 
     api_key = os.environ.get(API_KEY_ENV) or None
     check_bind(host, api_key)
-    app = create_app(home, api_key=api_key, pipelines=pipelines, max_body_bytes=max_body_bytes)
+    app = create_app(home, api_key=api_key, pipelines=pipelines, max_body_bytes=max_body_bytes,
+                     body_timeout_seconds=body_timeout_seconds)
     served = ", ".join(pipelines) if pipelines else "every pipeline"
     print(f"serving {served} of {home.root} on http://{host}:{port} (docs: /docs, reports: /reports/<name>/)"
-          + ("; API key required" if api_key else ""), flush=True)
+          + ("; API key required (a browser adds ?key=... to /docs and report links)" if api_key else ""),
+          flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0

@@ -1,5 +1,7 @@
 """Everything Dagster needs for one valid pipeline spec: assets, job, file sensor, schedule."""
 
+import os
+
 from dagster import (
     AssetSelection,
     Definitions,
@@ -35,6 +37,24 @@ def job_name(spec: PipelineSpec) -> str:
 #: one process each (``multiprocess``: step isolation).
 EXECUTORS = {"in_process": in_process_executor, "multiprocess": multiprocess_executor}
 
+#: A Celery broker URL (``redis://host:6379/0``): every pipeline's steps become Celery tasks on the workers
+#: listening to it (deploy/celery/). Unset, the spec's ``executor`` runs the steps.
+CELERY_BROKER_ENV = "CALMOPS_CELERY_BROKER"
+#: Where Celery keeps task results; the broker's URL when unset.
+CELERY_BACKEND_ENV = "CALMOPS_CELERY_BACKEND"
+
+
+def pipeline_executor(spec: PipelineSpec):
+    """Dagster's Celery executor when a broker is configured, else the executor the spec names."""
+    broker = os.environ.get(CELERY_BROKER_ENV)
+    if not broker:
+        return EXECUTORS[spec.executor]
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured(
+        {"broker": broker, "backend": os.environ.get(CELERY_BACKEND_ENV) or broker},
+        name="celery")
+
 
 def build_job(spec: PipelineSpec):
     """The job that materializes one block of the pipeline (all of its assets and checks)."""
@@ -42,7 +62,7 @@ def build_job(spec: PipelineSpec):
         job_name(spec),
         selection=AssetSelection.groups(spec.name),
         tags={PIPELINE_TAG: spec.name},
-        executor_def=EXECUTORS[spec.executor],
+        executor_def=pipeline_executor(spec),
         # Default run config: a logger runs only when named in the run config; these defaults are merged
         # into whatever run config a sensor, schedule, the UI or `calmops run` passes.
         # The console logger at INFO: one line per block (its decision) and failures, not Dagster's DEBUG line

@@ -101,8 +101,8 @@ class _WarningsOnly(logging.Filter):
         "in pipeline.log and the UI), so a failed block, or an object store that went away, is not followed by "
         "pages of stack.")
 def headless_console_logger(init_context):
-    # one per run, on the stderr of the moment, and outside logging's registry (as Dagster's console logger)
-    log = logging.Logger("calmops.headless_console", logging.WARNING)
+    # one per run, on the stderr of the moment, outside logging's registry (as Dagster's console logger is)
+    log = logging.Logger("calmops.headless_console", logging.WARNING)  # noqa: LOG001
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s - dagster - %(levelname)s - %(message)s"))
     handler.addFilter(_WarningsOnly())

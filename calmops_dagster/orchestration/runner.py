@@ -29,6 +29,7 @@ from calmops_dagster.errors import StoreUnavailableError
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import Unsettled, quarantine_file, unsettled_files
 from calmops_dagster.ingest.ingest_record import current_versions, ingest_data_dir, load_index
+from calmops_dagster.ingest.withdrawal import withdraw_moved_blocks
 from calmops_dagster.orchestration import circuit_breaker
 from calmops_dagster.orchestration.run_guard import StopSignals
 from calmops_dagster.spec import PipelineSpec
@@ -247,14 +248,16 @@ def pipeline_dir(models: ModelStore) -> Location:
 @dataclass
 class Registered:
     """What :func:`register_new_blocks` found: new partitions, blocks with new file versions, files set aside
-    ("name: reason"), duplicates, files still being written ("name (why)"), and blocks read again that
-    this instance knows but the store has no record of processing (a new or emptied store)."""
+    ("name: reason"), duplicates, files still being written ("name (why)"), blocks withdrawn ("block:
+    reason", :mod:`~calmops_dagster.ingest.withdrawal`), and blocks read again that this instance knows but
+    the store has no record of processing (a new or emptied store)."""
 
     new_blocks: list[str]
     changed_blocks: list[str]
     set_aside: list[str]
     duplicates: list[str]
     waiting: list[str]
+    withdrawn: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)
 
 
@@ -263,7 +266,8 @@ def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: 
                         wait_to_settle: Callable[[Unsettled], None] | None = None) -> Registered:
     """Ingest ``data_dir`` as the sensor does (through the ingest record, so files already known by size,
     mtime and hash are not read again), quarantine bad files, and add partitions for every recorded block the
-    instance does not know yet.
+    instance does not know yet. Processed blocks that no current file version holds any more are withdrawn
+    and their partitions deleted.
 
     With ``wait_to_settle`` (a headless run), files younger than ``settle_seconds`` are waited out first,
     once: it is called with them and returns when they should have settled; the scan then reads each one
@@ -284,7 +288,12 @@ def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: 
     for name in scan.duplicates:
         log.warning(f"file {name} holds content already accepted; ignored")
     versions = ingest.versions
+    withdrawn = withdraw_moved_blocks(metrics, spec, pipeline_dir(models), models.champion_version())
     known = set(instance.get_dynamic_partitions(spec.partitions_name))
+    for item in withdrawn:
+        log.warning(f"block {item.block} withdrawn: {item.reason}")
+        if item.block in known:
+            instance.delete_dynamic_partition(spec.partitions_name, item.block)
     found = scan.blocks()
     order = list(found) if spec.type == "stream" else sort_block_keys(found)
     new = [block for block in [*order, *sort_block_keys(versions)] if block in versions and block not in known]
@@ -295,6 +304,7 @@ def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: 
     return Registered(new_blocks=new, changed_blocks=[b for b in order if b in known and b in on_record],
                       set_aside=[f"{item.path.name}: {item.reason}" for item in scan.bad],
                       duplicates=scan.duplicates, waiting=scan.waiting,
+                      withdrawn=[f"{item.block}: {item.reason}" for item in withdrawn],
                       unrecorded=[b for b in order if b in known and b not in on_record])
 
 

@@ -14,7 +14,7 @@ the metrics catalog and the Dagster instance stay in ``CALMOPS_HOME``::
       pipelines/<name>/pipeline.yaml the pipeline spec
       pipelines/<name>/models/       versioned models and the champion pointer
       pipelines/<name>/blocks/       processed blocks' rows (history for window / replay_mix retraining)
-      pipelines/<name>/predictions/  one Parquet file per block
+      pipelines/<name>/predictions/  one Parquet file per block (withdrawn blocks': withdrawn/<block>-<time>.parquet)
       pipelines/<name>/reports/      drift reports (HTML)
       pipelines/<name>/estimation/   per model version: out-of-fold probabilities the estimator calibrates on
 """
@@ -31,6 +31,8 @@ from calmops_dagster.errors import PipelineNameError
 from calmops_dagster.store.storage import Location, storage_root
 
 DEFAULT_HOME = ".calmops"
+#: Folders of a pipeline's state folder (``pipelines/<name>`` under the storage root).
+BLOCKS_DIR, PREDICTIONS_DIR = "blocks", "predictions"
 #: A pipeline name: it names a folder under ``CALMOPS_HOME/pipelines``, Dagster asset keys and partitions.
 PIPELINE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 
@@ -103,10 +105,10 @@ class CalmOpsHome:
 
     def blocks_dir(self, name: str) -> Location:
         """Processed blocks' rows, one Parquet file per block: the history of ``window``/``replay_mix``."""
-        return self.state_dir(name) / "blocks"
+        return self.state_dir(name) / BLOCKS_DIR
 
     def predictions_dir(self, name: str) -> Location:
-        return self.state_dir(name) / "predictions"
+        return self.state_dir(name) / PREDICTIONS_DIR
 
     def reports_dir(self, name: str) -> Location:
         return self.state_dir(name) / "reports"
