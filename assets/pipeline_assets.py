@@ -19,6 +19,8 @@ import warnings
 from datetime import UTC, datetime
 
 import pandas as pd
+from calmops_dagster.assets.block_alerts import alert_run
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -55,7 +57,6 @@ from calmops_dagster.orchestration.runner import VERSION_TAG, breaker_pause_reas
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
 from calmops_dagster.store.processed_blocks import record_processed
-from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 
 SCHEMA_CHECK = "schema_and_nulls"
 DRIFT_CHECK = "no_data_drift"
@@ -108,6 +109,14 @@ def monitoring_materialization(spec: PipelineSpec, home, metrics) -> AssetMateri
         metadata["last_block_report_path"] = MetadataValue.path(view.block_report_path)
     return AssetMaterialization(AssetKey([spec.name, MONITORING]), metadata=metadata,
                                 description=f"after block {view.last_block}")
+
+
+def record_run_processed(context: AssetExecutionContext, spec: PipelineSpec, metrics) -> None:
+    """Record in the store (``processed_blocks``) that the run's block is processed, at the version its
+    ``data_block`` loaded (:data:`VERSION_TAG` on the run); nothing for a run that did not load the block."""
+    loaded = context.instance.get_run_by_id(context.run_id).tags.get(VERSION_TAG)
+    if loaded is not None:
+        record_processed(metrics.store(), spec.name, context.partition_key, loaded, context.run_id)
 
 
 def build_pipeline_assets(spec: PipelineSpec) -> list:
@@ -438,12 +447,15 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                          if (v := getattr(decision, k)) is not None},
                       **_scores_metadata("", in_force)},
         )
-        failures = ["no champion"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
+        failures = [f"no champion ({reason})"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
         unlabelled = spec.target not in data_block.columns  # delayed labels: nothing to check yet
+        alert_run(spec, home.paths, db, block, context.instance, context.run_id, {PERFORMANCE_CHECK: failures},
+                  context.log)
+        untrained = after is None and challenger_model["version"] is None  # e.g. too few rows to train
         yield AssetCheckResult(  # a late block's result is a warning: it never replaces the champion,
             check_name=PERFORMANCE_CHECK,  # so its predictions are made by the champion in force anyway
             passed=not failures,
-            severity=AssetCheckSeverity.WARN if late or unlabelled else AssetCheckSeverity.ERROR,
+            severity=AssetCheckSeverity.WARN if late or unlabelled or untrained else AssetCheckSeverity.ERROR,
             metadata={"failures": "; ".join(failures) or "none", "champion_version": after or "none",
                       "late": int(late)},
         )
@@ -461,15 +473,17 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         recorded = None if spec.prediction_only else read_context(metrics.store(), spec, block, context.run_id)
         # the champion the block's decision left in force (a rerun predicts as the block's first run did)
         version = recorded.champion_after if is_rerun(recorded) else ensure_champion(spec, store)
+        if version is None and not spec.prediction_only:  # nothing trained yet: the decision says why
+            record_run_processed(context, spec, metrics)
+            return Output("", metadata={"rows": 0, "model_version": "none"})
         result = predict_block(store, version, data_block, spec)
         path = write_predictions(result, home.paths.predictions_dir(spec.name), block)
         counts = result["prediction"].value_counts(normalize=True) if spec.task == "classification" else None
         if spec.prediction_only:  # no champion_model step: the overview follows the predictions
             context.log.info(f"block {block}: {len(result)} rows predicted by {version}")  # its one INFO line
             context.log_event(monitoring_materialization(spec, home, metrics))
-        loaded = context.instance.get_run_by_id(context.run_id).tags.get(VERSION_TAG)  # set by data_block
-        if loaded is not None:  # the block's results are stored: the store's record says so
-            record_processed(metrics.store(), spec.name, block, loaded, context.run_id)
+            alert_run(spec, home.paths, metrics.store(), block, context.instance, context.run_id, log=context.log)
+        record_run_processed(context, spec, metrics)
         return Output(str(path), metadata={
             "rows": len(result), "model_version": version, "path": MetadataValue.path(str(path)),
             **({f"share_{k}": float(v) for k, v in counts.items()} if counts is not None else

@@ -46,6 +46,11 @@ class ModelIntegrityError(CalmOpsError):
     """A model file fails its hash or its format check; it is never loaded."""
 
 
+class ModelVersionError(ModelIntegrityError):
+    """A name that is not a model version of the pipeline (``../other/models/v0001``, ``/etc/passwd``): it is
+    refused before it is joined to a path."""
+
+
 class ModelKeyError(CalmOpsError):
     """The model signing key is set badly (a key file inside CALMOPS_HOME, unreadable, too short...)."""
 

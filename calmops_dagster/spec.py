@@ -52,6 +52,10 @@ TRUSTED_MODEL_MODULES = ("sklearn", "lightgbm", "river", "calmops_dagster.learni
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+#: What a pipeline can alert about (``alerts.events``; every one by default). See docs/alerts.md.
+ALERT_EVENTS = ("drift", "promotion", "rollback", "breaker_open", "check_failed", "estimated_drop")
+#: A webhook given as one environment variable, ``${NAME}``: the URL (it may hold a token) stays out of the spec.
+ENV_WEBHOOK = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def is_trusted_module(module: str) -> bool:
@@ -214,9 +218,7 @@ class ScheduleConfig(StrictModel):
     @model_validator(mode="after")
     def _params_match_type(self) -> ScheduleConfig:
         if self.type == "cron":
-            from dagster._utils.schedules import is_valid_cron_string
-
-            if set(self.params) != {"cron"} or not is_valid_cron_string(str(self.params["cron"])):
+            if set(self.params) != {"cron"} or not _dagster_accepts_cron(str(self.params["cron"])):
                 raise ValueError("a cron schedule needs params {cron: '<valid cron string>'}")
         else:
             units = {"minutes", "hours", "days"}
@@ -226,6 +228,18 @@ class ScheduleConfig(StrictModel):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError("an interval must be a positive integer")
         return self
+
+
+def _dagster_accepts_cron(cron: str) -> bool:
+    """Whether Dagster takes ``cron`` as a schedule's cron string: its public ``ScheduleDefinition`` checks
+    it (five fields, values in range, a date that exists) as it will when the schedule is built."""
+    import dagster as dg
+
+    try:
+        dg.ScheduleDefinition(name="cron_check", cron_schedule=cron, job_name="cron_check")
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
 
 
 class CircuitBreakerConfig(StrictModel):
@@ -266,6 +280,45 @@ class LabelsConfig(StrictModel):
     """Column naming each row in the blocks and in the label files; never a model feature."""
 
 
+class AlertsConfig(StrictModel):
+    """Webhooks told about the pipeline's events: one JSON POST per event and block (docs/alerts.md)."""
+
+    webhooks: list[str] = Field(default_factory=list)
+    """http(s) URLs (Slack and Teams incoming webhooks show the ``text`` field), or ``${NAME}``: the URL in
+    the environment variable NAME, read when an alert is sent. A URL may hold a token: it is never logged."""
+    events: list[Literal[ALERT_EVENTS]] = Field(default_factory=lambda: list(ALERT_EVENTS))
+    """Which events are alerts (default: all of :data:`ALERT_EVENTS`)."""
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    """How long one POST may take."""
+    max_attempts: int = Field(4, ge=1, le=10)
+    """POSTs tried per alert and webhook before it is recorded as failed (a failure never fails the block)."""
+    retry_seconds: float = Field(1.0, ge=0, le=60)
+    """Wait before the second attempt, doubled before each further one (or the receiver's ``Retry-After``)."""
+
+    @field_validator("webhooks")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        from urllib.parse import urlsplit
+
+        for i, url in enumerate(value):  # the URL itself is not repeated: it may hold a token
+            if ENV_WEBHOOK.fullmatch(url):
+                continue
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"webhook {i + 1} is not an http(s) URL nor ${{ENV_VAR}} (the value is not "
+                                 "shown: it may hold a token)")
+        if len(set(value)) != len(value):
+            raise ValueError("a webhook is listed twice")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"an event is listed twice: {value}")
+        return value
+
+
 class PipelineSpec(StrictModel):
     """One monitored model. See the module docstring for an example."""
 
@@ -290,6 +343,7 @@ class PipelineSpec(StrictModel):
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     sensor: SensorConfig = Field(default_factory=SensorConfig)
     data_quality: DataQualityConfig = Field(default_factory=DataQualityConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     executor: Literal["in_process", "multiprocess"] = "in_process"
     """How a run executes its steps: ``in_process`` (default) runs them one after the other in the run's
     own process; ``multiprocess`` (Dagster's default) starts one process per step, which isolates steps

@@ -32,7 +32,6 @@ import json
 import time
 
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
-from calmops_dagster.sensors.daemon_interval import daemon_min_interval
 from dagster import (
     AddDynamicPartitionsRequest,
     DefaultSensorStatus,
@@ -48,8 +47,8 @@ from dagster import (
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import load_cursor, settle_wait
 from calmops_dagster.ingest.ingest_record import ingest_data_dir
-from calmops_dagster.orchestration.fair_queue import PRIORITY_TAG, block_priorities, runs_ahead
 from calmops_dagster.ingest.withdrawal import withdraw_moved_blocks
+from calmops_dagster.orchestration.fair_queue import PRIORITY_TAG, block_priorities, runs_ahead
 from calmops_dagster.orchestration.runner import (
     PIPELINE_TAG,
     RERUN_OF_TAG,
@@ -62,6 +61,7 @@ from calmops_dagster.orchestration.runner import (
     times_reaped,
 )
 from calmops_dagster.spec import PipelineSpec
+from calmops_dagster.speedups.daemon_interval import daemon_min_interval
 
 
 def build_file_sensor(spec: PipelineSpec, job):

@@ -4,12 +4,15 @@
 its ``challenger_model`` or ``champion_model`` step failed, or was interrupted because the run's process
 died (a step that started and never finished). Any other failed run changes nothing, including a run
 stopped by the blocking check ``champion_meets_thresholds`` (a performance finding that retraining should
-fix). ``<name>_run_successes`` resets the count when a run succeeds. Both call
+fix). After counting, it sends the block's alerts (``breaker_open`` and the block's events its failed
+run did not get to send; :mod:`calmops_dagster.interfaces.alerts`). ``<name>_run_successes`` resets the count when a run succeeds. Both call
 :func:`calmops_dagster.orchestration.runner.record_run_outcome`, which ignores a run id already counted, so runs executed
 in-process by ``calmops run`` (which records its own outcomes) are not counted twice. The transitions are
 the pure functions of :mod:`calmops_dagster.orchestration.circuit_breaker`.
 """
 
+from calmops_dagster.assets.block_alerts import alert_run
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -21,7 +24,6 @@ from dagster import (
 
 from calmops_dagster.orchestration.runner import breaker_step_failures, interrupted_steps, record_run_outcome
 from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.resources.home import MetricsStoreResource
 
 
 def _error_text(event) -> str:
@@ -37,7 +39,7 @@ def build_breaker_sensors(spec: PipelineSpec, job) -> list:
     @run_failure_sensor(name=f"{spec.name}_run_failures", monitored_jobs=[job], minimum_interval_seconds=10,
                         default_status=DefaultSensorStatus.RUNNING,
                         description=f"Counts failed training/promotion of {spec.name} in its circuit breaker.")
-    def failures(context: RunFailureSensorContext, metrics: MetricsStoreResource):
+    def failures(context: RunFailureSensorContext, metrics: MetricsStoreResource, home: CalmOpsHomeResource):
         events = breaker_step_failures(context.get_step_failure_events())
         run = context.dagster_run
         failed, messages = [e.step_key for e in events], [_error_text(e) for e in events]
@@ -48,6 +50,9 @@ def build_breaker_sensors(spec: PipelineSpec, job) -> list:
                                           failed, messages, run_failed=True)
         context.log.info(f"circuit breaker of {spec.name}: {event or 'unchanged'} -> {state.status} "
                          f"({state.consecutive_failures} consecutive failures)")
+        # the block's alerts (breaker_open, and its other events, which the failed run never reached)
+        alert_run(spec, home.paths, metrics.store(), run.tags.get("dagster/partition"), context.instance, run.run_id,
+                  log=context.log)
 
     @run_status_sensor(run_status=DagsterRunStatus.SUCCESS, name=f"{spec.name}_run_successes",
                        monitored_jobs=[job], minimum_interval_seconds=10,

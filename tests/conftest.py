@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.resources import build_resources
 from dagster import DagsterInstance, build_sensor_context
 
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.paths import CalmOpsHome
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
-from calmops_dagster.resources import build_resources
 
 #: The modules taking more than 5 s, slowest first (seconds of one worker in the suite of 1 Dec 2026, 01:08),
 #: collected first so that ``make test``'s workers (``--dist loadfile --no-loadscope-reorder``: whole modules,
@@ -24,12 +24,15 @@ from calmops_dagster.resources import build_resources
 SLOW_MODULES_FIRST = (
     "test_distributed.py",  # Redis, PostgreSQL, moto, two Celery workers and the daemon (mostly waiting)
     "test_dagster_dev.py",  # 115: two lives of dagster dev, three pipelines (mostly waiting on them)
+    "test_alerts_dagster_dev.py",  # 90-250: one life of dagster dev, two pipelines (mostly waiting on them)
+    "test_speedups.py",  # 230 at load 13 (7 Dec): dagster dev on stock Dagster, a fresh process per run
     "test_tutorials.py",  # 82: five tutorial scripts, each its own process
     "test_faults.py",  # 44
     "test_postgres_instance.py",  # 37: a PostgreSQL server and a Dagster daemon on it (mostly waiting)
     "test_s3_storage.py",  # 37: moto and every command on S3
     "test_server_schemathesis.py",  # 27
     "test_block_pipeline.py",  # 27
+    "test_alerts.py",  # 25-70: five pipelines in-process against a local HTTP receiver
     "test_storage.py",  # 20
     "test_stream_sensor.py",  # 19
     "test_circuit_breaker.py",  # 18

@@ -52,7 +52,7 @@ def run_script(request):
 
 for name in json.loads(sys.argv[1]):
     importlib.import_module(name)
-from calmops_dagster.orchestration.warm_run_worker import preload
+from calmops_dagster.speedups.warm_run_worker import preload
 preload()  # a run's modules and skops' trusted list too; checks that no thread runs (forking is then safe)
 print("ready", flush=True)
 for line in sys.stdin:

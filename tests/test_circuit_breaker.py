@@ -11,6 +11,9 @@ import duckdb
 import pandas as pd
 import pytest
 import yaml
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.resources import build_resources
 from conftest import block_spec_dict
 from dagster import (
     AssetKey,
@@ -26,9 +29,6 @@ from calmops_dagster.orchestration.runner import register_new_blocks, run_pendin
 from calmops_dagster.spec import load_spec, parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
-from calmops_dagster.resources import build_resources
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -168,7 +168,7 @@ def test_run_failure_sensor_counts_a_failed_training_run_once(home, flaky, insta
     for _ in range(2):  # a second evaluation of the same run is not counted again
         context = build_run_status_sensor_context(
             sensor_name="flaky_run_failures", dagster_event=failure.dagster_event, dagster_instance=instance,
-            dagster_run=run, resources={"metrics": resources["metrics"]}).for_run_failure()
+            dagster_run=run, resources={k: resources[k] for k in ("home", "metrics")}).for_run_failure()
         failure_sensor(context)
     state = MetricsStore(home.metrics_db).breaker_state("flaky")
     assert state.consecutive_failures == 1 and "challenger_model" in state.last_reason

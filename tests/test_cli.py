@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -127,6 +128,35 @@ def test_rollback_refuses_a_planted_pickle(home, tmp_path, data_frame_and_model,
     monkeypatch.setenv("CALMOPS_MODEL_KEY", "k" * 40)  # with a key, the unsigned versions are refused too
     assert main(["rollback", "p"]) == 2
     assert "manifest is not signed" in capsys.readouterr().err
+
+
+def test_rollback_names_versions_of_its_own_pipeline_only(home, tmp_path, data_frame_and_model, capsys,
+                                                         monkeypatch):
+    """``--to ../../other/models/v0001`` made another pipeline's model the champion; ``--to /etc/passwd`` ended
+    in a traceback. Both are one line and exit 2; ``--to`` repairs a pointer edited to such a path."""
+    monkeypatch.setenv("CALMOPS_MODEL_KEY", "k" * 40)
+    X, model = data_frame_and_model
+    stores = {}
+    for name in ("p", "other"):
+        path = home.spec_path(name)
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(block_spec_dict(name, tmp_path / "data")))
+        stores[name] = ModelStore(home.models_dir(name))
+        stores[name].set_champion(stores[name].save(model, reference=X), "1", "promoted")
+    store = stores["p"]
+    store.set_champion(store.save(model, reference=X), "2", "promoted")
+    for target in ("../../other/models/v0001", "/etc/passwd", str(stores["other"].root / "v0001")):
+        assert main(["rollback", "p", "--to", target]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"error: '{target}' is not a model version of pipeline 'p'" in err
+        assert store.champion_version() == "v0002"
+    (store.root / "champion.json").write_text(json.dumps({"version": "../../other/models/v0001", "history": []}))
+    assert main(["rollback", "p"]) == 2
+    assert "champion pointer names '../../other/models/v0001', which is not a model version" in capsys.readouterr().err
+    assert main(["rollback", "p", "--to", "v0001"]) == 0
+    out = capsys.readouterr()
+    assert "champion none -> v0001" in out.out and "the champion pointer named no version" in out.err
+    assert store.champion_version() == "v0001"
 
 
 @pytest.fixture

@@ -244,3 +244,28 @@ def test_the_dagster_ui_tells_the_story(story, artifacts, tmp_path):
     for name, shot in shots.items():
         data = shot.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000, name  # a drawn page, not a blank one
+
+
+def test_the_landing_page_and_the_report_tell_the_story(story, artifacts, tmp_path):
+    """`calmops serve` beside the live `dagster dev`: the landing page lists the three pipelines, and the demo's
+    report draws the estimate beside the truth; both screenshots are kept (the README shows them)."""
+    port = free_port()
+    env = {**os.environ, "CALMOPS_HOME": str(story.home)}
+    server = subprocess.Popen([*CALMOPS, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/health", server, timeout=5), 180, "calmops serve")
+        with Browser(tmp_path / "profile", width=1280, height=800) as browser:
+            browser.open(f"http://127.0.0.1:{port}/")
+            browser.wait_for("['demo', 'late', 'stalled'].every(n => document.body.innerText.includes(n))"
+                             " && document.body.innerText.includes('v0002')", timeout=120)
+            landing = browser.screenshot(artifacts / "landing_page.png", full_page=False)
+            browser.open(f"http://127.0.0.1:{port}/reports/demo/")
+            browser.wait_for("document.querySelector('#estimated-performance .main-svg') !== null", timeout=120)
+            browser.evaluate("document.querySelector('#estimated-performance').scrollIntoView()")
+            estimate = browser.screenshot(artifacts / "estimate_plot.png", full_page=False)
+    finally:
+        stop_group(server)
+    for shot in (landing, estimate):
+        data = shot.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000, shot.name

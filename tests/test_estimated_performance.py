@@ -1,5 +1,6 @@
-"""Label-free estimated performance in the pipeline: ``estimated`` performance rows and metadata, the
-``estimated_performance`` decision rule, prediction-only pipelines calibrated on their reference file."""
+"""Label-free estimated performance in the pipeline: ``estimated`` performance rows and metadata for binary,
+multiclass and regression champions, the ``estimated_performance`` decision rule, prediction-only pipelines
+calibrated on their reference file."""
 
 from __future__ import annotations
 
@@ -7,16 +8,22 @@ import os
 import shutil
 
 import numpy as np
+import pandas as pd
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
 from dagster import AssetKey, DagsterInstance
-from sklearn.linear_model import LogisticRegression
+from scipy.special import softmax
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.svm import LinearSVC
 
 from calmops_dagster.drift.model_drift import PerformanceDrift
+from calmops_dagster.estimation import Estimate
 from calmops_dagster.learning.retrain_policy import decide_retrain
-from calmops_dagster.orchestration.estimated_performance import estimate_block
+from calmops_dagster.orchestration.estimated_performance import BlockEstimates, estimate_block, estimated_drop
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.skops_io import skops_io
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from tests.conftest import block_spec_dict
 from tests.test_block_pipeline import run_pipeline
 
@@ -58,19 +65,125 @@ def test_the_block_that_promotes_a_champion_prepares_its_calibration(home, demo_
     assert [p.name.split("-")[0] for p in home.estimation_dir("demo").glob("*.parquet")] == ["v0001"]
 
 
-def test_regression_and_multiclass_get_no_estimate_and_say_so(home, tmp_path):
-    frame = make_drifting_blocks(n_blocks=1, rows_per_block=200, seed=1)
-    raw = block_spec_dict("reg", tmp_path, model_spec={"module": "sklearn.linear_model", "class": "Ridge"},
-                          performance={})
-    spec = parse_spec(raw, home.spec_path("reg"))
-    note = estimate_block(spec, None, "v0001", object(), frame, tmp_path).note
-    assert note.startswith("no estimate") and "regression" in note
+CLASS_WEIGHTS = np.array([[2.0, 0.0], [-1.0, 1.7], [-1.0, -1.7]])
 
-    spec = parse_spec(block_spec_dict("multi", tmp_path), home.spec_path("multi"))
-    three = frame.assign(y=np.arange(len(frame)) % 3)
-    model = LogisticRegression().fit(three[FEATURES], three["y"])
-    result = estimate_block(spec, None, "v0001", model, frame, tmp_path)
-    assert not result.estimates and "multiclass" in result.note
+
+def three_class_blocks(seed: int, narrowed_at: int = 3, n_blocks: int = 3, rows: int = 400) -> pd.DataFrame:
+    """Three named classes from softmax(2 W x1..x2), P(y | x) the same in every block; from ``narrowed_at`` on
+    the features crowd around the origin, where the classes mix (covariate shift: the champion's accuracy
+    falls while nothing it learnt became wrong)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for block in range(1, n_blocks + 1):
+        x = rng.normal(size=(rows, 4)) * (0.35 if block >= narrowed_at else 1.0)
+        proba = softmax(2.0 * x[:, :2] @ CLASS_WEIGHTS.T, axis=1)
+        y = np.array(["red", "green", "blue"])[(rng.uniform(size=(rows, 1)) > proba.cumsum(axis=1)).sum(axis=1)]
+        parts.append(pd.DataFrame({**dict(zip(FEATURES, x.T)), "segment": rng.choice(["a", "b", "c"], rows),
+                                   "y": y, "block": block}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def regression_blocks(seed: int, shifted_at: int = 3, n_blocks: int = 3, rows: int = 400) -> pd.DataFrame:
+    """A linear target whose noise grows with |x1| and is three times larger in segment "c"; from
+    ``shifted_at`` on most rows are in segment "c", where a linear champion errs more (covariate shift: the
+    mean function is unchanged)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for block in range(1, n_blocks + 1):
+        x = rng.normal(size=(rows, 4))
+        segment = rng.choice(["a", "b", "c"], rows, p=[0.1, 0.1, 0.8] if block >= shifted_at else [0.4, 0.4, 0.2])
+        noise = (0.5 + np.abs(x[:, 0])) * np.where(segment == "c", 3.0, 1.0)
+        y = 2 * x[:, 0] - x[:, 1] + 0.5 * x[:, 2] + rng.normal(size=rows) * noise
+        parts.append(pd.DataFrame({**dict(zip(FEATURES, x.T)), "segment": segment, "y": y, "block": block}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _run_blocks(home, tmp_path, name, frame, instance, **spec_overrides):
+    data = tmp_path / name
+    write_blocks(frame, data, block_col="block")
+    spec = parse_spec(block_spec_dict(name, data, drift={"decision_rule": "estimated_performance"},
+                                      **spec_overrides), home.spec_path(name))
+    save_spec(spec, home.spec_path(name))
+    assert all(r.success for r in run_pipeline(home, spec, instance))
+    perf = MetricsStore(home.metrics_db).query(
+        "SELECT block, role, metric, value, ci_low, ci_high FROM performance WHERE pipeline = ? AND "
+        "evaluated_on = 'block'", [name])
+    summary = MetricsStore(home.metrics_db).query(
+        "SELECT block, retrain, performance_drop, reason FROM drift_summary WHERE pipeline = ?", [name])
+    return (spec, perf[perf["role"] == "estimated"].set_index(["block", "metric"]),
+            perf[perf["role"] == "champion"].set_index(["block", "metric"]), summary.set_index("block"))
+
+
+def test_a_multiclass_champion_is_estimated_beside_its_realized_scores_and_retrains_on_an_estimated_drop(
+        home, tmp_path, instance):
+    spec, estimated, realized, summary = _run_blocks(
+        home, tmp_path, "colours", three_class_blocks(11), instance, performance={"thresholds": {}},
+        model_spec={"module": "sklearn.linear_model", "class": "LogisticRegression"})
+    assert sorted(estimated.index.get_level_values(0).unique()) == ["2", "3"]  # block 1 has no champion
+    assert set(estimated.index.get_level_values(1)) == {"accuracy", "balanced_accuracy", "f1", "roc_auc"}
+    assert (estimated["ci_low"] <= estimated["value"]).all() and (estimated["value"] <= estimated["ci_high"]).all()
+    for block in ("2", "3"):  # the estimate is near what the labels then say, before and after the shift
+        for metric in ("accuracy", "balanced_accuracy", "f1"):
+            assert abs(estimated.loc[(block, metric), "value"] - realized.loc[(block, metric), "value"]) < 0.08
+    fall = estimated.loc[("2", "balanced_accuracy"), "value"] - estimated.loc[("3", "balanced_accuracy"), "value"]
+    assert fall > 0.1  # the features crowded where the classes mix: estimated without a label
+    assert not summary.loc["2", "retrain"]  # data drift alone calls for nothing under this rule
+    assert summary.loc["3", "retrain"] and summary.loc["3", "performance_drop"]
+    assert summary.loc["3", "reason"].startswith("estimated balanced_accuracy fell")
+    block, meta = _latest_metadata(instance, spec, "drift_report")
+    assert block == "3" and meta["estimated_f1"] == estimated.loc[("3", "f1"), "value"]
+    assert meta["estimated_roc_auc_lower"] < meta["estimated_roc_auc_upper"]
+    assert "cross-fitted" in meta["estimation"] and "not estimated" not in meta["estimation"]
+
+
+def test_a_regression_champion_is_estimated_beside_its_realized_scores_and_retrains_on_an_estimated_rise(
+        home, tmp_path, instance):
+    spec, estimated, realized, summary = _run_blocks(
+        home, tmp_path, "prices", regression_blocks(12), instance,
+        model_spec={"module": "sklearn.linear_model", "class": "Ridge"}, performance={"metric": "mae"})
+    assert sorted(estimated.index.get_level_values(0).unique()) == ["2", "3"]
+    assert set(estimated.index.get_level_values(1)) == {"rmse", "mae"}
+    assert set(realized.index.get_level_values(1)) == {"rmse", "mae", "r2"}
+    for block in ("2", "3"):
+        for metric in ("rmse", "mae"):
+            est, real = estimated.loc[(block, metric)], realized.loc[(block, metric), "value"]
+            assert abs(est["value"] - real) < 0.15 * real, (block, metric, est.to_dict(), real)
+            assert est["ci_low"] < est["value"] < est["ci_high"]
+    assert estimated.loc[("3", "rmse"), "value"] > 1.25 * estimated.loc[("2", "rmse"), "value"]
+    assert not summary.loc["2", "retrain"]
+    assert summary.loc["3", "retrain"] and summary.loc["3", "reason"].startswith("estimated mae rose")
+    block, meta = _latest_metadata(instance, spec, "drift_report")
+    assert block == "3" and meta["estimated_mae"] == estimated.loc[("3", "mae"), "value"]
+    assert "primary metric" not in meta["estimation"]
+    assert list(home.estimation_dir("prices").glob("v0001-*.parquet"))  # out-of-fold predictions, kept
+
+
+def test_no_estimate_says_why(home, tmp_path):
+    frame = three_class_blocks(1, n_blocks=1, rows=200)
+    spec = parse_spec(block_spec_dict("svm", tmp_path), home.spec_path("svm"))
+    model = LinearSVC().fit(frame[FEATURES], frame["y"])
+    assert estimate_block(spec, None, "v0001", model, frame, tmp_path).note == (
+        "no estimate: the champion has no predict_proba")
+    small = regression_blocks(2, n_blocks=1, rows=60)
+    spec = parse_spec(block_spec_dict("tiny", tmp_path, model_spec={"module": "sklearn.linear_model", "class": "Ridge"},
+                                      performance={}), home.spec_path("tiny"))
+    store = ModelStore(home.models_dir("tiny"))
+    version = store.save(Ridge().fit(small[FEATURES], small["y"]), reference=small, features=FEATURES)
+    result = estimate_block(spec, store, version, store.load(version, False), small, tmp_path)
+    assert not result.estimates and result.note == (
+        f"no estimate: the error model needs at least 100 labelled rows; {version} has 60 training rows")
+
+
+def test_an_estimated_error_is_a_drop_when_its_interval_lies_above_the_reference(home, tmp_path):
+    spec = parse_spec(block_spec_dict("reg", tmp_path, model_spec={"module": "sklearn.linear_model", "class": "Ridge"},
+                                      performance={"metric": "mae", "max_relative_drop": 0.1}), home.spec_path("reg"))
+
+    def drop(lower, value, upper):
+        estimate = Estimate("mae", value, lower, upper, 0.1, value, 300, 0.95, 0.0)
+        return estimated_drop(spec, BlockEstimates({"mae": estimate}, {"mae": 2.0}))
+
+    assert drop(2.3, 2.5, 2.7).drifted  # all of it above 2.0 + 10%
+    assert not drop(2.1, 2.5, 2.9).drifted and not drop(1.2, 1.4, 1.6).drifted  # straddling, or better
 
 
 def test_estimated_performance_rule_retrains_on_an_estimated_drop_only():

@@ -1,9 +1,14 @@
-"""The package's layers: pure layers import no Dagster, and no layer imports one above it.
+"""The package's layers: pure layers import no Dagster, no layer imports one above it, and Dagster's private
+API is used only in the speed-ups subpackage.
 
 Every ``import`` in a module counts, also one inside a function: a lazy import still couples the layers.
 """
 
 import ast
+import functools
+import importlib
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +25,9 @@ ALLOWED = {
     "learning": {"drift"},
     "ingest": {"store"},
     "orchestration": {"drift", "estimation", "learning", "ingest", "store"},
-    "interfaces": {"drift", "estimation", "learning", "ingest", "store", "orchestration"},
+    # Dagster loads the storage and the run launcher by name from dagster.yaml; they set orchestration's run tags
+    "speedups": {"store", "orchestration"},
+    "interfaces": {"drift", "estimation", "learning", "ingest", "store", "orchestration", "speedups"},
 }
 PURE = ("drift", "estimation", "learning", "ingest", "store")
 #: Top-level modules every layer may use: the spec and the typed errors.
@@ -28,6 +35,9 @@ SHARED = {"spec", "errors"}
 #: The top-level folders installed as calmops_dagster.<name>: Dagster wiring and data generators.
 WIRING = ("assets", "sensors", "resources", "generators")
 TOP_LEVEL = {"__init__", "definitions", "spec", "errors", "ipip", "river_models"}
+#: The speed-ups' switch (``calmops_dagster/speedups/__init__.py``, no Dagster in it): every Dagster-wiring layer
+#: may ask it, while only the layers ALLOWED above import the speed-ups' modules.
+SWITCH = "calmops_dagster.speedups"
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -58,6 +68,9 @@ def test_layer_imports_only_layers_below(layer):
                     offences.append(f"{path.relative_to(PACKAGE)} imports {name}")
             elif parts[0] == "calmops_dagster" and len(parts) > 1 and parts[1] in WIRING:
                 if layer not in ("orchestration", "interfaces"):
+                    offences.append(f"{path.relative_to(PACKAGE)} imports {name}")
+            elif name == SWITCH:
+                if layer in PURE:
                     offences.append(f"{path.relative_to(PACKAGE)} imports {name}")
             elif parts[0] == "calmops_dagster" and len(parts) > 1:
                 target = parts[1]
@@ -97,3 +110,163 @@ def test_top_level_folders_import_only_under_the_package_namespace(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+# Dagster's private API: only calmops_dagster/speedups/ may use it.
+
+REPO = PACKAGE.parent
+SPEEDUPS = Path("calmops_dagster") / "speedups"
+#: Private names of other libraries that the code outside the speed-ups uses on purpose, by file: not Dagster's.
+NOT_DAGSTER = {
+    ("calmops_dagster/store/write_once_reads.py", "_strip_protocol"): "fsspec",
+    ("calmops_dagster/store/write_once_reads.py", "_info"): "s3fs (overridden and called through super())",
+    ("calmops_dagster/learning/river_models.py", "_multiclass"): "river",
+}
+#: A module path inside Dagster's private modules, e.g. "dagster._cli.api" or "dagster_graphql._x" in a string.
+PRIVATE_MODULE_PATH = re.compile(r"\bdagster(?:_[a-z]+)?(?:\.[a-z]\w*)*\._[a-z]")
+
+
+def private_module(name: str) -> bool:
+    """``dagster._core...``, ``dagster_graphql._x``, or Dagster's internal ``dagster_shared`` package."""
+    parts = name.split(".")
+    dagster_family = parts[0] == "dagster" or parts[0].startswith("dagster_")
+    return dagster_family and (parts[0] == "dagster_shared" or any(p.startswith("_") for p in parts[1:]))
+
+
+def private_name(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def shipped_modules(root: Path) -> list[Path]:
+    """The package's modules and the wiring folders', outside the speed-ups subpackage."""
+    files = [*(root / "calmops_dagster").rglob("*.py"), *(p for w in WIRING for p in (root / w).rglob("*.py"))]
+    return sorted(p for p in files if (root / SPEEDUPS) not in p.parents)
+
+
+def defined_names(tree: ast.AST) -> set[str]:
+    """Every name a module defines: functions, classes, assigned names and attributes, arguments."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+def dagster_bases(tree: ast.AST, cls: ast.ClassDef) -> list[type]:
+    """The classes ``cls`` derives from that the module imports from a Dagster package."""
+    imported = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0].startswith("dagster"):
+            imported.update({alias.asname or alias.name: (node.module, alias.name) for alias in node.names})
+        elif isinstance(node, ast.Import):
+            imported.update({alias.asname or alias.name: (alias.name, None) for alias in node.names
+                             if alias.name.split(".")[0].startswith("dagster")})
+    bases = []
+    for base in cls.bases:
+        if isinstance(base, ast.Name) and base.id in imported and imported[base.id][1]:
+            module, name = imported[base.id]
+            bases.append(getattr(importlib.import_module(module), name))
+        elif isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) and base.value.id in imported:
+            bases.append(getattr(importlib.import_module(imported[base.value.id][0]), base.attr))
+    return [base for base in bases if isinstance(base, type)]
+
+
+@functools.cache
+def module_facts(where: str, text: str) -> tuple[frozenset[str], tuple[tuple[str, str | None], ...]]:
+    """(the names the module defines, its candidate private-API uses): each use is (what, attribute), where
+    an attribute use counts only if no module of ours defines that attribute. Cached by the file's text."""
+    tree = ast.parse(text, filename=where)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    uses = []
+    for node in ast.walk(tree):
+        line = f"{where}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Import):
+            uses += [(f"{line} imports {a.name}", None) for a in node.names if private_module(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if private_module(node.module):
+                uses.append((f"{line} imports from {node.module}", None))
+            elif node.module.split(".")[0].startswith("dagster"):
+                uses += [(f"{line} imports {node.module}.{a.name}", None) for a in node.names if private_name(a.name)]
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+              and PRIVATE_MODULE_PATH.search(node.value)):
+            uses.append((f"{line} names {node.value[:80]!r}", None))
+        elif isinstance(node, ast.Attribute) and private_name(node.attr) and (where, node.attr) not in NOT_DAGSTER:
+            through_super = (isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
+                             and node.value.func.id == "super")
+            uses.append((f"{line} uses {ast.unparse(node)}", None if through_super else node.attr))
+        elif isinstance(node, ast.ClassDef):
+            bases = dagster_bases(tree, node)
+            uses += [(f"{where}:{item.lineno} overrides {base.__name__}.{item.name}", None)
+                     for item in node.body if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+                     and private_name(item.name) for base in bases if hasattr(base, item.name)]
+    return frozenset(defined_names(tree)), tuple(uses)
+
+
+def private_api_uses(root: Path) -> list[str]:
+    """Every use of Dagster's private API in the shipped code under ``root`` outside the speed-ups: an import
+    of a private module (or a private name from a public one), a private module named in a string (a dynamic
+    import, a dagster.yaml), a private attribute that our own code does not define (``client._execute``,
+    ``self._db_lock`` in a subclass), a parent's private member reached through ``super()``, and a private
+    method of a Dagster class overridden."""
+    facts = [module_facts(path.relative_to(root).as_posix(), path.read_text()) for path in shipped_modules(root)]
+    ours = set().union(*(names for names, _ in facts))
+    return [what for _, uses in facts for what, attribute in uses if attribute is None or attribute not in ours]
+
+
+def test_dagsters_private_api_is_used_only_in_the_speedups():
+    uses = private_api_uses(REPO)
+    assert not uses, "Dagster's private API outside calmops_dagster/speedups/:\n" + "\n".join(uses)
+
+
+#: One planted use of each kind the check must find: (file, code appended to it, what the check reports).
+PLANTED = [
+    ("calmops_dagster/orchestration/runner.py", "from dagster._core.errors import DagsterError\n",
+     "imports from dagster._core.errors"),
+    ("calmops_dagster/interfaces/cli.py", "import dagster._check\n", "imports dagster._check"),
+    ("calmops_dagster/orchestration/instance.py", "from dagster import _check\n", "imports dagster._check"),
+    ("calmops_dagster/orchestration/dagster_control.py", "def rows(client):\n    return client._execute('q')\n",
+     "uses client._execute"),
+    ("sensors/file_sensor.py", "LAUNCHER = {'module': 'dagster._core.launcher'}\n",
+     "names 'dagster._core.launcher'"),
+    ("resources/home.py", ("from dagster import DagsterInstance\n\n\nclass Quick(DagsterInstance):\n"
+                           "    def _wiped(self):\n        return self._run_storage\n"), "uses self._run_storage"),
+    ("resources/home.py", ("from dagster import DagsterInstance\n\n\nclass Quick(DagsterInstance):\n"
+                           "    def _should_retry_run(self, run):\n        return False\n"),
+     "overrides DagsterInstance._should_retry_run"),
+    ("resources/home.py", "class Storage:\n    def _connect(self):\n        return super()._connect()\n",
+     "uses super()._connect"),
+]
+
+
+@pytest.fixture(scope="module")
+def source_copy(tmp_path_factory) -> Path:
+    """The shipped code copied to a temporary folder, for planting violations."""
+    root = tmp_path_factory.mktemp("source")
+    for folder in ("calmops_dagster", *WIRING):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+@pytest.mark.parametrize("target, code, reported", PLANTED, ids=[f"{p[0]}: {p[2]}" for p in PLANTED])
+def test_a_planted_private_api_use_is_reported_outside_the_speedups_only(source_copy, target, code, reported):
+    path = source_copy / target
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n\n" + code)
+        uses = private_api_uses(source_copy)
+        assert any(target in use and reported in use for use in uses), uses
+        planted_in_speedups = source_copy / SPEEDUPS / "planted.py"
+        path.write_text(original)
+        planted_in_speedups.write_text(code)
+        assert private_api_uses(source_copy) == []
+    finally:
+        path.write_text(original)
+        (source_copy / SPEEDUPS / "planted.py").unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.tree import DecisionTreeClassifier
 
-from calmops_dagster.errors import ModelIntegrityError
+from calmops_dagster.errors import ModelIntegrityError, ModelVersionError
 from calmops_dagster.learning.ipip import IPIPClassifier
 from calmops_dagster.learning.model_factory import build_model
 from calmops_dagster.learning.retrain_modes import StackedModel
@@ -220,6 +221,75 @@ def test_model_file_must_stay_in_its_version_folder(tmp_path, data, models):
     with pytest.raises(ModelIntegrityError, match="lies outside the version folder"):
         store.load(version, trust_pickle=True)
     assert not marker.exists()
+
+
+NOT_VERSIONS = ["../../other/models/v0001", "/etc/passwd", "v0001/../v0002", "v0001/", "v1", "V0001", "v0001\n",
+                "", None, 1]
+
+
+@pytest.mark.parametrize("name", NOT_VERSIONS)
+def test_a_version_is_a_folder_of_the_pipelines_own_models(tmp_path, data, models, name):
+    """``calmops rollback p --to ../../other/models/v0001`` made another pipeline's model p's champion."""
+    X, _ = data
+    ModelStore(tmp_path / "pipelines" / "other" / "models", key=None).save(models["forest"], reference=X)
+    store = ModelStore(tmp_path / "pipelines" / "p" / "models", key=None)
+    version = store.save(models["forest"], reference=X)
+    store.set_champion(version, "1", "promoted")
+    for read in (store.load, store.manifest, store.verified_manifest, store.reference,
+                 lambda v: store.set_champion(v, "2", "rolled_back")):
+        with pytest.raises(ModelVersionError, match="is not a model version of pipeline 'p'"):
+            read(name)
+    assert store.champion_version() == version and len(store.champion_history()) == 1
+
+
+@pytest.mark.parametrize("name", [n for n in NOT_VERSIONS if isinstance(n, str)])
+def test_a_champion_pointer_naming_no_version_is_refused_and_a_new_champion_repairs_it(tmp_path, data, models,
+                                                                                         name):
+    X, _ = data
+    ModelStore(tmp_path / "pipelines" / "other" / "models", key=None).save(models["forest"], reference=X)
+    store = ModelStore(tmp_path / "pipelines" / "p" / "models", key=None)
+    version = store.save(models["forest"], reference=X)
+    (store.root / "champion.json").write_text(json.dumps({"version": name, "history": []}))
+    with pytest.raises(ModelVersionError, match=r"champion.json: champion pointer names .* not a model version"):
+        store.champion_version()
+    store.set_champion(version, "manual", "rolled_back")
+    assert store.champion_version() == version
+
+
+def test_a_signed_version_is_believed_only_in_its_own_folder(tmp_path, data, models):
+    """A signed v0001 copied to v0009, or into another pipeline's models, keeps a valid signature: the manifest
+    names its version and pipeline, so the copy is refused."""
+    X, _ = data
+    key = b"k" * 40
+    store = ModelStore(tmp_path / "pipelines" / "p" / "models", key=key)
+    other = ModelStore(tmp_path / "pipelines" / "other" / "models", key=key)
+    version, foreign = store.save(models["forest"], reference=X), other.save(models["forest"], reference=X)
+    assert (store.manifest(version)["version"], store.manifest(version)["pipeline"]) == ("v0001", "p")
+    shutil.copytree(store.root / version, store.root / "v0009")
+    shutil.copytree(other.root / foreign, store.root / "v0005")
+    for copy, named in (("v0009", "'v0001' of pipeline 'p'"), ("v0005", "'v0001' of pipeline 'other'")):
+        for read in (store.load, store.reference, store.verified_manifest):
+            with pytest.raises(ModelIntegrityError, match=f"manifest is of version {named}, not {copy} of 'p'"):
+                read(copy)
+    store.load(version)  # the original stays good
+    with pytest.raises(ValueError, match="this store holds the models of 'p'"):
+        store.save(models["forest"], reference=X, pipeline="other")
+
+
+def test_a_publish_removes_stale_staging_folders_and_leaves_others_publishing(tmp_path, data, models):
+    import os
+    import time
+
+    X, _ = data
+    store = ModelStore(tmp_path / "pipelines" / "p" / "models", key=None)
+    store.root.mkdir(parents=True)
+    old, young = store.root / ".staging-abandoned", store.root / ".staging-unknown-owner"
+    old.mkdir()
+    young.mkdir()
+    stamp = time.time() - model_store.STALE_STAGING_SECONDS - 60
+    os.utime(old, (stamp, stamp))
+    assert store.save(models["forest"], reference=X) == "v0001"
+    assert sorted(p.name for p in store.root.iterdir()) == [young.name, "v0001"]
 
 
 def test_the_signing_key_comes_from_the_environment_and_never_from_the_home(tmp_path, monkeypatch):

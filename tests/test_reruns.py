@@ -9,6 +9,7 @@ import json
 
 import pandas as pd
 import pytest
+from calmops_dagster.resources import build_resources
 from dagster import AssetKey, DagsterInstance, Definitions, RunsFilter
 from processed_home import copy_home
 
@@ -18,7 +19,6 @@ from calmops_dagster.orchestration.instance import prepare_instance
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.store.metrics_store import VERSIONED, MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.resources import build_resources
 
 VOLATILE = ["computed_at", "loaded_at", "decided_at", "run_id"]
 ASSETS = ["data_block", "drift_report", "challenger_model", "champion_model", "predictions"]
@@ -147,3 +147,15 @@ def test_reevaluation_with_a_stricter_alpha_writes_its_own_rows_and_leaves_the_o
     assert main(["reevaluate", "demo", "--blocks", "7"]) == 2
     assert "block '7' not processed" in capsys.readouterr().err
 
+
+def test_reevaluate_against_a_name_that_is_no_version_of_the_pipeline_is_one_line(rerun_home, monkeypatch, capsys):
+    """``--against ../../other/models/v0001`` started a run per block, each failing; it is refused before any."""
+    home, _, _ = rerun_home
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    for against, said in (("../../other/models/v0001", "is not a model version of pipeline 'demo'"),
+                          ("/etc/passwd", "is not a model version of pipeline 'demo'"),
+                          ("v0042", "model version 'v0042' does not exist")):
+        assert main(["reevaluate", "demo", "--against", against]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err
+    assert MetricsStore(home.metrics_db).query("SELECT count(*) AS n FROM reevaluation_summary")["n"][0] == 0

@@ -356,6 +356,27 @@ def test_unseen_categories_are_answered_with_warnings(client, rows):
     assert client.post("/predict/demo", json=rows.head(3).to_dict(orient="records")).json()["warnings"] == []
 
 
+def test_a_pointer_to_another_pipelines_model_is_never_served(processed_home, tmp_path, rows):
+    """A champion pointer edited to ``../../other/models/v0001`` made the server answer from another pipeline's
+    model: it is refused with the reason (503), and the champion loaded before keeps serving."""
+    import shutil
+
+    home = copy_home(processed_home, tmp_path)
+    shutil.copytree(home.models_dir("demo"), home.models_dir("other"))  # another pipeline's models
+    pointer = home.models_dir("demo") / "champion.json"
+    with TestClient(create_app(home)) as c:
+        records = rows.head(2).to_dict(orient="records")
+        assert c.post("/predict/demo", json=records).json()["model_version"] == "v0002"
+        pointer.write_text('{"version": "../../other/models/v0001", "history": []}')
+        answer = c.post("/predict/demo", json=records)
+        assert answer.status_code == 200 and answer.json()["model_version"] == "v0002"
+        served = c.get("/pipelines/demo")
+        assert served.status_code == 503 and "not a model version of 'demo'" in served.json()["detail"]
+    with TestClient(create_app(home)) as c:  # a fresh server has nothing to fall back on
+        answer = c.post("/predict/demo", json=records)
+        assert answer.status_code == 503 and "champion pointer names '../../other/models/v0001'" in answer.text
+
+
 @pytest.mark.parametrize("pointer", ["{not json", "[]", '{"version": 7, "history": []}'])
 def test_a_corrupt_champion_pointer_is_503_with_the_reason(processed_home, tmp_path, rows, pointer):
     home = copy_home(processed_home, tmp_path)

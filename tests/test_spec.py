@@ -35,6 +35,9 @@ def test_valid_spec_loads_with_defaults(home, tmp_path):
         ({"performance": {"thresholds": "high"}}, "performance.thresholds", "valid dictionary"),
         ({"drift": {"alpha": "small"}}, "drift.alpha", "valid number"),
         ({"schedule": {"type": "interval", "params": {"weeks": 1}}}, "schedule", "exactly one of"),
+        ({"schedule": {"type": "cron", "params": {"cron": "61 * * * *"}}}, "schedule", "valid cron string"),
+        ({"schedule": {"type": "cron", "params": {"cron": "0 0 31 2 *"}}}, "schedule", "valid cron string"),
+        ({"schedule": {"type": "cron", "params": {"cron": "hourly"}}}, "schedule", "valid cron string"),
         ({"circuit_breaker": {"max_failures": 0}}, "circuit_breaker.max_failures", "greater than or equal"),
         ({"performance": {"thresholds": {"precision@k": 0.5}}}, "(top level)", "unknown classification metric"),
     ],
@@ -46,6 +49,12 @@ def test_invalid_field_is_named_with_the_file(home, change, field, words):
         load_spec(path)
     message = str(error.value)
     assert str(path) in message and f"field '{field}'" in message and words in message
+
+
+@pytest.mark.parametrize("cron", ["0 * * * *", "*/10 * * * *", "@daily", "0 9 * * 1-5"])
+def test_a_cron_schedule_dagster_accepts_is_valid(home, cron):
+    raw = {**block_spec_dict("ok", "data"), "schedule": {"type": "cron", "params": {"cron": cron}}}
+    assert load_spec(write(home, "ok", raw)).schedule.params == {"cron": cron}
 
 
 def test_missing_field_is_named(home):

@@ -14,9 +14,9 @@ from pathlib import Path
 import yaml
 from dagster import DagsterInstance, in_process_executor, job, op
 
-from calmops_dagster.orchestration import sqlite_storage
 from calmops_dagster.orchestration.instance import prepare_instance
-from calmops_dagster.orchestration.sqlite_storage import (
+from calmops_dagster.speedups import sqlite_storage
+from calmops_dagster.speedups.sqlite_storage import (
     EnginesByDatabase,
     PooledSqliteEventLogStorage,
     PooledSqliteRunStorage,
@@ -197,7 +197,7 @@ def test_run_and_schedule_databases_already_set_up_are_opened_without_dagsters_s
     from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
     from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 
-    from calmops_dagster.orchestration.sqlite_storage import PooledSqliteScheduleStorage
+    from calmops_dagster.speedups.sqlite_storage import PooledSqliteScheduleStorage
 
     set_ups = []
     for base in (SqliteRunStorage, SqliteScheduleStorage):

@@ -6,8 +6,11 @@ there) launches runs of the tiny jobs below; the run workers are real processes 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +22,8 @@ from live_processes import wait_for
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.orchestration.instance import instance_yaml, prepare_instance
 from calmops_dagster.orchestration.runner import HOST_TAG, PID_TAG, process_alive
-from calmops_dagster.orchestration.warm_run_launcher import WarmRunLauncher
+from calmops_dagster.speedups.warm_run_launcher import WarmRunLauncher
+from calmops_dagster.speedups.warm_run_worker import PRELOADED_MODULES
 from calmops_dagster.store.paths import CalmOpsHome
 
 
@@ -81,6 +85,16 @@ def test_the_local_instance_names_the_warm_launcher_unless_told_otherwise(monkey
     monkeypatch.setenv("CALMOPS_RUN_LAUNCHER", "fast")
     with pytest.raises(CalmOpsError, match="CALMOPS_RUN_LAUNCHER='fast'"):
         instance_yaml(Path("/tmp/home/dagster"))
+
+
+def test_what_the_warm_process_preloads_is_found_outside_the_checkout(tmp_path):
+    """``dagster dev`` may run anywhere: every preloaded module must be importable from a folder that is not the
+    repository (the wiring folders install as ``calmops_dagster.<name>`` only)."""
+    code = ("import importlib.util, json, sys\n"
+            "print(json.dumps([m for m in json.loads(sys.argv[1]) if importlib.util.find_spec(m) is None]))")
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(PRELOADED_MODULES)], cwd=tmp_path,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]
 
 
 def test_a_run_is_its_own_process_forked_from_the_warm_one(instance):

@@ -109,7 +109,8 @@ class DriftConfig(BaseModel):
     decision_rule : {"drift_or_performance", "drift", "performance", "estimated_performance"}
         What calls for a challenger in a pipeline: statistical data drift OR a performance drop (CalmOps'
         rule, the default), data drift only, a performance drop only, or a drop of the performance
-        *estimated without labels* (binary classifiers; data drift alone then calls for nothing). A champion
+        *estimated without labels* (classifiers and regressors whose primary metric is estimated; data
+        drift alone then calls for nothing). A champion
         below an absolute performance threshold calls for one under every rule. Not used by
         :func:`detect_drift` itself.
     error_detectors : list of str

@@ -1,4 +1,5 @@
-"""Where the reference gives the calibration map evidence: the range and density of its raw probabilities.
+"""Where the reference gives the calibration map evidence: the range and density of its raw probabilities
+(per class for a multiclass model).
 
 Outside the reference's range the map is extrapolated (isotonic: held constant), and in a probability bin
 with few reference rows it rests on a handful of labels: an estimate for a block whose probabilities lie
@@ -59,3 +60,21 @@ class ProbabilitySupport:
                  f"({outside:.1%} outside the reference range [{self.low:.4g}, {self.high:.4g}], {sparse:.1%} "
                  f"in {1 / N_BINS:g}-wide bins with fewer than {MIN_BIN_ROWS} reference rows): the calibration "
                  f"map is extrapolated there and the estimate may be off by more than its interval")]
+
+
+def worst_class_support(supports: list[ProbabilitySupport], proba: np.ndarray, classes) -> tuple[float, list[str]]:
+    """A multiclass block's unsupported share and warnings: those of the class whose probability column
+    (against that class's reference column) lacks evidence most.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.random.default_rng(0).dirichlet([2, 2, 2], size=3000)
+    >>> supports = [ProbabilitySupport.from_reference(ref[:, k]) for k in range(3)]
+    >>> share, warnings = worst_class_support(supports, np.array([[0.999, 0.0005, 0.0005]] * 10), ["a", "b", "c"])
+    >>> share, warnings[0].startswith("class 'a': 100.0%")
+    (1.0, True)
+    """
+    shares = [support.unsupported_shares(proba[:, k]) for k, support in enumerate(supports)]
+    worst = int(np.argmax([sum(s) for s in shares]))
+    return sum(shares[worst]), [f"class {classes[worst]!r}: {w}" for w in supports[worst].warnings(*shares[worst])]

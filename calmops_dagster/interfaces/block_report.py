@@ -17,7 +17,6 @@ process under ``dagster dev``) and 0.4 s after that, for the same page.
 import base64
 import html
 import json
-import pkgutil
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from calmops_dagster.drift.report import (
     NOT_TESTED,
     DriftReport,
 )
+from calmops_dagster.interfaces.page_style import fmt, get_plotlyjs, html_table, page, plotly_script
 from calmops_dagster.store.atomic import write_readable_text_atomic
 from calmops_dagster.store.storage import as_location
 
@@ -38,11 +38,6 @@ PLOTLY_JS = "plotly.min.js"
 
 #: Rows sampled per side for the distribution plots (keeps the file small on large blocks).
 PLOT_SAMPLE = 5000
-
-
-def get_plotlyjs() -> str:
-    """The plotly.js bundle shipped with the plotly package (what ``plotly.offline.get_plotlyjs`` returns)."""
-    return pkgutil.get_data("plotly", "package_data/plotly.min.js").decode("utf-8")
 
 
 def _values(values) -> list:
@@ -159,27 +154,6 @@ def _figure_div(figure: dict, div_id: str) -> str:
             f"Plotly.newPlot('{div_id}', f.data, f.layout, {{responsive: true}}); }})();</script>")
 
 
-def fmt(value) -> str:
-    """How every number of the report is shown: 3 significant digits, a dash for a missing value."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "—"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.3g}"
-    return str(value)
-
-
-def _table(frame: pd.DataFrame, table_id: str) -> str:
-    """An HTML table of ``frame`` with every cell through :func:`fmt` (one formatting for the page)."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>"
-                   for row in frame.itertuples(index=False))
-    return f"<table id='{table_id}' border='1' class='dataframe'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _summary(results: pd.DataFrame) -> pd.DataFrame:
     """The summary rows, read from the results frame: the dataset decision and each multivariate test."""
     dataset = results[results["feature"] == DATASET].iloc[0]
@@ -284,22 +258,20 @@ def write_drift_report_html(report: DriftReport, reference: pd.DataFrame, curren
                         "features (bars, right axis), blocks whose decision was drift (red x).")))
     dataset = results[results["feature"] == DATASET].iloc[0]
     verdict = "DRIFT" if bool(dataset["drifted"]) else "no drift"
+    css = "bad" if bool(dataset["drifted"]) else "ok"
     parts = [
-        (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-         + (f"<script src='{PLOTLY_JS}'></script>" if plotlyjs == "directory" else
-            f"<script>{get_plotlyjs()}</script>") + "</head>"
-         "<body style='font-family:sans-serif'>"),
-        f"<h1>{html.escape(title)}: {verdict}</h1><p id='decision'>{html.escape(str(dataset['note']))}</p>",
-        "<h2>Summary</h2>" + _table(_summary(results), "summary"),
+        f"<h1>{html.escape(title)}: <span class='{css}'>{verdict}</span></h1>",
+        f"<p id='decision'>{html.escape(str(dataset['note']))}</p>",
+        "<h2>Summary</h2>" + html_table(_summary(results), "summary"),
         _legend(results),
     ]
     for i, (fig, caption) in enumerate(figures):
         parts.append(_figure_div(fig, f"chart-{i}"))
         parts.append(f"<p class='caption'><i>{html.escape(caption)}</i></p>")
-    parts.append("<h2>All tests</h2>" + _table(results, "all-tests"))
+    parts.append("<h2>All tests</h2>" + html_table(results, "all-tests"))
     if report.multivariate_note:
         parts.append(f"<p>Multivariate: {html.escape(report.multivariate_note)}</p>")
-    parts.append("</body></html>")
-    write_readable_text_atomic(path, "\n".join(parts))
+    script = plotly_script(PLOTLY_JS if plotlyjs == "directory" else None)
+    write_readable_text_atomic(path, page(title, "\n".join(parts), head=script))
     return path
 

@@ -108,10 +108,30 @@ def cmd_run(args, home: CalmOpsHome) -> int:
     with (pipeline_lock(home.pipeline_dir(name), name, wait=args.wait), StopSignals() as stop,
           _pipeline_runtime(home, name) as (spec, job, instance)):
         metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir(spec.name))
+        if leftovers := models.remove_stale_staging():
+            print(f"{spec.name}: removed {len(leftovers)} staging folder(s) of a model publish that did not finish "
+                  f"({', '.join(leftovers)})")
+        _check_champion(spec, models)
         found = register_new_blocks(instance, spec, metrics, models, log, _settle_waiter(spec.name, stop))
         _print_registered(spec.name, found)
         results = run_pending(instance, spec, job, metrics, stop=stop)
-        return _report_results(spec, results, stop, instance, metrics, found.waiting)
+        return _report_results(spec, results, stop, instance, metrics, home, found.waiting)
+
+
+def _check_champion(spec, models) -> None:
+    """Refuse to run blocks on a champion that fails its checks (pointer, signature, hash, format): one line
+    naming the file and what is wrong, instead of every block's step failing on it with a stack trace."""
+    from calmops_dagster.errors import ModelIntegrityError
+
+    version = models.champion_version()
+    if version is None:
+        return
+    try:
+        models.load(version, spec.pickle_trusted)  # kept in memory: the blocks' steps load it again for free
+    except ModelIntegrityError as exc:
+        raise ModelIntegrityError(f"champion {version} of '{spec.name}' cannot be loaded, no block was run: {exc} "
+                                  f"(make a sound version the champion: calmops rollback {spec.name} --to VERSION)"
+                                  ) from None
 
 
 #: ``calmops run``'s exit status when every pending block was processed but files of ``data_dir`` are still
@@ -139,10 +159,12 @@ def _settle_waiter(name: str, stop):
     return wait
 
 
-def _report_results(spec, results, stop, instance, metrics, waiting=()) -> int:
-    """Print one line per processed block; the exit code: 0 all ok, 1 a block failed, 128+N stopped by
-    signal N (SIGTERM 143, Ctrl-C 130), :data:`EXIT_WAITING` (75) files still being written,
-    :data:`EXIT_STORE_UNAVAILABLE` (69) the object store failed (the run stopped at that block)."""
+def _report_results(spec, results, stop, instance, metrics, home: CalmOpsHome, waiting=()) -> int:
+    """Print one line per processed block (and send a failed block's alerts, which its run did not reach);
+    the exit code: 0 all ok, 1 a block failed, 128+N stopped by signal N (SIGTERM 143, Ctrl-C 130),
+    :data:`EXIT_WAITING` (75) files still being written, :data:`EXIT_STORE_UNAVAILABLE` (69) the object
+    store failed (the run stopped at that block)."""
+    from calmops_dagster.interfaces.alerts import send_block_alerts
     from calmops_dagster.orchestration.runner import pending_blocks
 
     name = spec.name
@@ -151,6 +173,8 @@ def _report_results(spec, results, stop, instance, metrics, waiting=()) -> int:
     for result in results:
         status = "ok" if result.success else "FAILED"
         print(f"block {result.block}: {status} in {result.seconds:.1f}s: {result.summary}")
+        if not result.success and not result.store_failure:  # the store is down: its alerts cannot be recorded
+            send_block_alerts(spec, home, metrics, result.block)
     failed = next((result for result in results if result.store_failure), None)
     if failed is not None:
         left = failed.not_started
@@ -251,14 +275,24 @@ def _name_flag(name: str) -> str:
 
 
 def cmd_rollback(args, home: CalmOpsHome) -> int:
+    """Point the champion at ``--to`` (a version of this pipeline, checked and loadable) or the previous one;
+    ``--to`` also repairs a pointer that names no version of the pipeline."""
+    from calmops_dagster.errors import ModelVersionError
     from calmops_dagster.spec import load_spec
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore, now_utc
 
     spec = load_spec(home.spec_path(_checked_name(home, args.name)))
     store = ModelStore(home.models_dir(args.name))
-    current = store.champion_version()
-    previous = [h["version"] for h in store.champion_history() if h["version"] != current]
+    try:
+        current = store.champion_version()
+        previous = [h["version"] for h in store.champion_history() if h["version"] != current]
+    except ModelVersionError as exc:
+        if args.to is None:
+            raise
+        current, previous, repaired = None, [], exc
+    else:
+        repaired = None
     target = args.to or (previous[-1] if previous else None)
     if target is None:
         raise CalmOpsError(f"pipeline '{args.name}' has no previous champion to roll back to")
@@ -272,7 +306,9 @@ def cmd_rollback(args, home: CalmOpsHome) -> int:
         "reason": f"manual rollback from {current} to {target} (calmops rollback)", "champion_after": target,
         "decided_at": stamp,
     }])
-    print(f"{args.name}: champion {current} -> {target}")
+    if repaired is not None:
+        print(f"{args.name}: the champion pointer named no version of the pipeline ({repaired})", file=sys.stderr)
+    print(f"{args.name}: champion {current or 'none'} -> {target}")
     return 0
 
 
@@ -317,19 +353,34 @@ def cmd_relaunch(args, home: CalmOpsHome) -> int:
         if client is not None:
             print(f"{name}: dagster dev answers but does not know this pipeline (reload its code location?); "
                   "running locally", file=sys.stderr)
-        for line in control.start_instigators_local(instance, name, spec.schedule is not None):
+        for line in _start_instigators_locally(instance, name, spec.schedule is not None):
             print(f"{name}: {line}")
         with pipeline_lock(home.pipeline_dir(name), name, wait=True), StopSignals() as stop:
+            _check_champion(spec, ModelStore(home.models_dir(name)))
             found = register_new_blocks(instance, spec, metrics, ModelStore(home.models_dir(name)), log,
                                         _settle_waiter(name, stop))
             _print_registered(name, found)
             return _report_results(spec, run_pending(instance, spec, job, metrics, stop=stop), stop, instance,
-                                   metrics, found.waiting)
+                                   metrics, home, found.waiting)
 
 
 def _plain(text: str) -> str:
     """Docstring text as help text: reST literals (````x````) become plain words."""
     return text.replace("``", "")
+
+
+def _start_instigators_locally(instance, name: str, has_schedule: bool) -> list[str]:
+    """Start the pipeline's stopped sensors and schedule on the local instance: in its stored state with the
+    speed-ups on, with Dagster's CLI (slower: it loads the code location) with them off."""
+    from calmops_dagster.speedups import speedups_on
+
+    if speedups_on():
+        from calmops_dagster.speedups.instigator_state import start_stopped_instigators
+
+        return start_stopped_instigators(instance, name, has_schedule)
+    from calmops_dagster.orchestration.dagster_control import start_instigators_with_dagster_cli
+
+    return start_instigators_with_dagster_cli(instance, name, has_schedule)
 
 
 def _parse_updates(items: list[str]) -> list[tuple[str, object]]:
@@ -400,6 +451,7 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
     )
     from calmops_dagster.resources import build_resources
     from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.model_store import ModelStore
 
     with _pipeline_runtime(home, args.name) as (spec, _, instance):
         if spec.prediction_only:
@@ -408,6 +460,8 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
         for option in ("blocks", "against"):  # REMAINDER also swallows these options after NAME
             if option in changes:
                 setattr(args, option, str(changes.pop(option)))
+        if args.against not in (None, "then", "current"):  # a version of this pipeline, before any run starts
+            ModelStore(home.models_dir(spec.name)).manifest(args.against)
         metrics = MetricsStore(home.metrics_db)
         processed = metrics.query("SELECT DISTINCT block FROM drift_summary WHERE pipeline = ?", [spec.name],
                                   pipeline=spec.name)
@@ -449,7 +503,7 @@ def _reload_code_location(control, args, name: str) -> None:
     location = control.find_location(client, name)
     locations = [location.location] if location else ["calmops_dagster.definitions"]
     for location_name in locations:
-        info = client.reload_repository_location(location_name)
+        info = client.graphql_client().reload_repository_location(location_name)
         print(f"reloaded code location {location_name}: {info.status.value}")
 
 
@@ -502,6 +556,7 @@ def cmd_delete(args, home: CalmOpsHome) -> int:
 
 def cmd_dev(args, home: CalmOpsHome) -> int:
     from calmops_dagster.orchestration.instance import prepare_instance
+    from calmops_dagster.speedups import speedups_on
 
     _warn_without_key(home)
     prepare_instance(home)
@@ -509,11 +564,13 @@ def cmd_dev(args, home: CalmOpsHome) -> int:
     # SIGTERM like SIGINT: restore both so `kill` (or Ctrl-C) stops webserver, daemon and code server.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # Quiet start-up and running: `dagster dev` without its supersession notice (see
-    # calmops_dagster/orchestration/dagster_dev.py); --log-level warning keeps the daemon's per-tick INFO lines
-    # ("Checking for new runs for sensor ...", every few seconds per sensor) off the terminal, while the runs'
-    # console logger still prints one INFO line per block decision and the UI keeps every tick.
-    command = [sys.executable, "-m", "calmops_dagster.orchestration.dagster_dev", "dev",
+    # Quiet start-up and running: with the speed-ups on, `dagster dev` without its supersession notice (see
+    # calmops_dagster/speedups/dagster_dev.py), off, Dagster's own; --log-level warning keeps the daemon's
+    # per-tick INFO lines ("Checking for new runs for sensor ...", every few seconds per sensor) off the
+    # terminal, while the runs' console logger still prints one INFO line per block decision and the UI keeps
+    # every tick.
+    dagster = "calmops_dagster.speedups.dagster_dev" if speedups_on() else "dagster"
+    command = [sys.executable, "-m", dagster, "dev",
                "-m", "calmops_dagster.definitions", "-h", args.host, "-p", str(args.port), "--log-level", "warning"]
     print(f"DAGSTER_HOME={home.dagster_home}; UI on http://{args.host}:{args.port}")
     os.execvpe(command[0], command, os.environ)
@@ -570,17 +627,10 @@ def cmd_sql(args, home: CalmOpsHome) -> int:
     elif args.format == "json":
         print(frame.to_json(orient="records", date_format="iso"))
     else:
-        with pd_display():
-            print(frame.to_string(index=False) if len(frame) else f"(no rows; columns: {', '.join(frame.columns)})")
+        from calmops_dagster.interfaces.text_table import format_table
+
+        print(format_table(frame) if len(frame) else f"(no rows; columns: {', '.join(frame.columns)})")
     return 0
-
-
-def pd_display():
-    """pandas options so a query result prints whole, one row per line."""
-    import pandas as pd
-
-    return pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 10_000,
-                             "display.max_colwidth", 80)
 
 
 def cmd_compact(args, home: CalmOpsHome) -> int:

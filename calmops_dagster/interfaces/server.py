@@ -11,6 +11,8 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
 - ``GET /reports/{pipeline}/``: the pipeline report (``calmops report``), built from DuckDB on each request;
   ``GET /reports/{pipeline}/{file}``: a file of the pipeline's report folder (per-block drift reports
   ``<block>.html`` and their shared ``plotly.min.js``). These are the links of the Dagster UI's metadata.
+- ``GET /``: the landing page, every pipeline at a glance (:mod:`calmops_dagster.interfaces.landing_page`);
+  ``GET /static/plotly.min.js``: the installed plotly.js the pages load (no CDN; no key needed).
 - ``GET /health``.
 - ``GET /openapi.json``, ``GET /docs`` (Swagger UI), ``GET /redoc``: the API's description.
 
@@ -66,6 +68,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from calmops_dagster.errors import CalmOpsError, ModelIntegrityError, PipelineNameError
+from calmops_dagster.interfaces.page_style import PLOTLY_ROUTE, plotly_js_bytes
 from calmops_dagster.interfaces.predict_input import (
     DEFAULT_MAX_DEPTH,
     InputError,
@@ -449,6 +452,18 @@ def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[st
     def health() -> dict:
         return {"status": "ok", "pipelines": len(registry.names())}
 
+    @app.get("/", summary="The landing page: every pipeline at a glance (HTML)", response_class=HTMLResponse,
+             dependencies=[Depends(require_key_or_query)], include_in_schema=False)
+    def landing_page(request: Request) -> HTMLResponse:
+        from calmops_dagster.interfaces.landing_page import build_landing_page
+
+        return HTMLResponse(build_landing_page(home, registry.names(), request.query_params.get("key")))
+
+    @app.get(PLOTLY_ROUTE, summary="plotly.js of the installed plotly package", include_in_schema=False)
+    def plotly_js() -> Response:
+        return Response(plotly_js_bytes(), media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
     @app.get("/pipelines", summary="Served pipelines and their champion versions",
              dependencies=[Depends(require_key)], response_model=list[PipelineSummary])
     def list_pipelines() -> JSONResponse:
@@ -474,7 +489,7 @@ def create_app(home: CalmOpsHome, api_key: str | None = None, pipelines: list[st
         from calmops_dagster.interfaces.pipeline_report import build_pipeline_report
 
         registry.check_name(name)
-        return HTMLResponse(build_pipeline_report(home, name))
+        return HTMLResponse(build_pipeline_report(home, name, plotly_src=PLOTLY_ROUTE))
 
     @app.get("/reports/{name}/{file}", summary="A file of the pipeline's report folder (block drift reports)",
              dependencies=[Depends(require_key_or_query)], include_in_schema=False)

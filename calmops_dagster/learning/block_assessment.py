@@ -25,6 +25,7 @@ from calmops_dagster.drift.model_drift import (
 )
 from calmops_dagster.learning.evaluation import higher_is_better, score_model
 from calmops_dagster.learning.retrain_policy import RetrainDecision, decide_retrain
+from calmops_dagster.learning.training import too_few_rows_to_train
 from calmops_dagster.spec import PipelineSpec
 
 #: Our metric names as the bootstrap in ``drift.model_drift`` knows them (roc_auc has no bootstrap there).
@@ -50,7 +51,8 @@ def assess_block(spec: PipelineSpec, block: pd.DataFrame, champion=None, manifes
     ``estimated`` is the primary metric's label-free estimate against its reference (used by the rule
     ``estimated_performance``; for a prediction-only pipeline it raises an alert, never a retraining)."""
     if champion is None:
-        return BlockAssessment(None, None, None, None, decide_retrain(False, False, [], None, None, {}))
+        return BlockAssessment(None, None, None, None, _enough_rows(
+            spec, block, None, decide_retrain(False, False, [], None, None, {})))
     features = manifest["features"]
     report = detect_drift(reference[features], block[features], config=spec.drift)
     block_scores = performance = stream = None
@@ -78,7 +80,22 @@ def assess_block(spec: PipelineSpec, block: pd.DataFrame, champion=None, manifes
                                    "retraining and promotion are decided when they land")
     elif spec.type == "ipip":  # IPIP adapts every block; drift is recorded for information only
         decision = RetrainDecision(True, decision.performance_drop, f"ipip retrains every block ({decision.reason})")
-    return BlockAssessment(report, block_scores, performance, stream, decision)
+    return BlockAssessment(report, block_scores, performance, stream, _enough_rows(spec, block, champion, decision))
+
+
+def _enough_rows(spec: PipelineSpec, block: pd.DataFrame, champion, decision: RetrainDecision) -> RetrainDecision:
+    """``decision``, or no retraining with the reason when the block has too few rows to train a challenger
+    (:func:`~calmops_dagster.learning.training.too_few_rows_to_train`): a decision, not a failed step."""
+    if not decision.retrain:
+        return decision
+    alone = champion is None or (spec.retrain_mode == "full" and spec.type != "ipip")
+    shortfall = too_few_rows_to_train(block, spec, alone)
+    if shortfall is None:
+        return decision
+    if champion is None:
+        return RetrainDecision(False, False, f"{shortfall}; no champion yet: a later block with enough rows "
+                                             "trains the first one")
+    return RetrainDecision(False, decision.performance_drop, f"{shortfall}; champion kept ({decision.reason})")
 
 
 def assessment_rows(assessment: BlockAssessment) -> pd.DataFrame:

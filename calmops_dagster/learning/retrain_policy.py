@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from calmops_dagster.drift.model_drift import PerformanceDrift
-from calmops_dagster.learning.evaluation import threshold_failures
+from calmops_dagster.learning.evaluation import higher_is_better, threshold_failures
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ def decide_retrain(
     if rule == "estimated_performance" and estimated is not None and estimated.drifted:
         dropped = True
         reasons.append(
-            f"estimated {estimated.metric} fell from {estimated.reference:.4f} to {estimated.current:.4f} "
+            f"estimated {estimated.metric} {'fell' if higher_is_better(estimated.metric) else 'rose'} from "
+            f"{estimated.reference:.4f} to {estimated.current:.4f} "
             f"({estimated.confidence:.0%} interval {estimated.ci_low:.4f}..{estimated.ci_high:.4f}, beyond the "
             "allowed drop; no labels used)"
         )

@@ -7,6 +7,8 @@ evaluation rows, which is what makes the promotion decision fair.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,38 @@ def evaluation_split(frame: pd.DataFrame, spec: PipelineSpec, features: list[str
         stratify=stratify,
     )
     return Split(X_train, y_train, X_eval, y_eval)
+
+
+def split_sizes(n: int, eval_fraction: float) -> tuple[int, int]:
+    """(training rows, evaluation rows) of :func:`evaluation_split` for ``n`` rows (scikit-learn's rounding:
+    the evaluation share rounded up).
+
+    >>> split_sizes(5, 0.3), split_sizes(1, 0.3)
+    ((3, 2), (0, 1))
+    """
+    n_eval = math.ceil(n * eval_fraction)
+    return n - n_eval, n_eval
+
+
+def too_few_rows_to_train(frame: pd.DataFrame, spec: PipelineSpec, alone: bool = True) -> str | None:
+    """Why the labelled rows ``frame`` cannot train a challenger, or ``None`` when they can.
+
+    The rows must split into at least one training and one evaluation row; a classifier trained on the
+    block's rows ``alone`` (a first champion, retrain mode ``full``) needs two classes among the training
+    rows. The reason starts with "too few rows to train", the words the decision records.
+    """
+    fraction = spec.performance.eval_fraction
+    n = len(frame)
+    if min(split_sizes(n, fraction)) < 1:
+        needed = next(m for m in itertools.count(1) if min(split_sizes(m, fraction)) >= 1)
+        return (f"too few rows to train: {n} row{'' if n == 1 else 's'} cannot be split into training and "
+                f"evaluation rows (eval_fraction {fraction}); at least {needed} are needed")
+    if alone and spec.task == "classification":
+        y_train = evaluation_split(frame, spec, spec.feature_columns(frame.columns)).y_train
+        if y_train.nunique() < 2:
+            return (f"too few rows to train: the {len(y_train)} training rows of the block's {n} hold one class "
+                    f"({y_train.iloc[0]}); a classifier needs two")
+    return None
 
 
 def fit_full(spec: PipelineSpec, X: pd.DataFrame, y: pd.Series):

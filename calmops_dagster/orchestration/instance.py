@@ -3,9 +3,11 @@
 Its ``dagster.yaml`` keeps Dagster's embedded SQLite storage and adds a run queue that lets at most one run
 per pipeline (tag ``calmops/pipeline``) execute at a time (queued runs are looked at every second), so blocks
 are processed one by one, in the order their runs were requested, and one pipeline's runs never race for its
-champion. Runs are launched by :class:`~calmops_dagster.orchestration.warm_run_launcher.WarmRunLauncher`
-(each run its own process, forked from a process that has already imported the libraries), or by Dagster's
-default launcher (a fresh process per run) when the environment sets ``CALMOPS_RUN_LAUNCHER=dagster``.
+champion. With the speed-ups on (:mod:`calmops_dagster.speedups`, the default) the storage keeps its
+connections open (``PooledSqliteStorage``) and runs are launched by ``WarmRunLauncher`` (each run its own
+process, forked from a process that has already imported the libraries), or by Dagster's default launcher
+when the environment sets ``CALMOPS_RUN_LAUNCHER=dagster``. ``CALMOPS_DAGSTER_SPEEDUPS=0`` writes stock
+Dagster: ``storage: sqlite`` on the same files and the default run launcher.
 """
 
 from __future__ import annotations
@@ -16,20 +18,34 @@ import os
 from pathlib import Path
 
 from calmops_dagster.errors import CalmOpsError
+from calmops_dagster.speedups import SWITCH, speedups_on
 from calmops_dagster.store.atomic import write_text_atomic
 from calmops_dagster.store.paths import CalmOpsHome
 
-INSTANCE_YAML = """\
+POOLED_STORAGE_YAML = """\
 # Written by calmops (calmops_dagster/orchestration/instance.py).
 # Dagster's embedded SQLite storage under this folder (the same files as `storage: sqlite`), keeping each
-# database's connections open between statements instead of making an engine per statement; every calmops
-# command rewrites the folder's path if the home has moved
+# database's connections open between statements instead of making an engine per statement (a speed-up:
+# CALMOPS_DAGSTER_SPEEDUPS=0 writes `storage: sqlite`); every calmops command rewrites the folder's path if
+# the home has moved
 storage:
   custom:
-    module: calmops_dagster.orchestration.sqlite_storage
+    module: calmops_dagster.speedups.sqlite_storage
     class: PooledSqliteStorage
     config:
       base_dir: {base_dir}
+"""
+
+SQLITE_STORAGE_YAML = """\
+# Written by calmops (calmops_dagster/orchestration/instance.py), speed-ups off (CALMOPS_DAGSTER_SPEEDUPS=0).
+# Dagster's embedded SQLite storage under this folder; every calmops command rewrites the folder's path if
+# the home has moved
+storage:
+  sqlite:
+    base_dir: {base_dir}
+"""
+
+INSTANCE_YAML = """\
 run_queue:
   max_concurrent_runs: 4
   # look for queued runs every second (Dagster's default: 5 s), so a block's run starts soon after the
@@ -58,24 +74,30 @@ telemetry:
 
 WARM_RUN_LAUNCHER_YAML = """\
 # each run is its own process, forked from one that has already imported Dagster and the model libraries
-# (CALMOPS_RUN_LAUNCHER=dagster: Dagster's default launcher, a fresh process per run)
+# (a speed-up; CALMOPS_RUN_LAUNCHER=dagster or CALMOPS_DAGSTER_SPEEDUPS=0: Dagster's default launcher, a fresh
+# process per run)
 run_launcher:
-  module: calmops_dagster.orchestration.warm_run_launcher
+  module: calmops_dagster.speedups.warm_run_launcher
   class: WarmRunLauncher
 """
 
-#: ``CALMOPS_RUN_LAUNCHER``: ``warm`` (the default) or ``dagster``.
+#: ``CALMOPS_RUN_LAUNCHER``: ``warm`` (the default with the speed-ups on) or ``dagster``.
 RUN_LAUNCHERS = ("warm", "dagster")
 
 
 def instance_yaml(dagster_home: Path) -> str:
-    """The ``dagster.yaml`` of the local instance in ``dagster_home``, with the run launcher
-    ``CALMOPS_RUN_LAUNCHER`` names."""
-    launcher = os.environ.get("CALMOPS_RUN_LAUNCHER", "warm")
+    """The ``dagster.yaml`` of the local instance in ``dagster_home``: with the speed-ups on, the pooled
+    storage and the run launcher ``CALMOPS_RUN_LAUNCHER`` names; with them off, Dagster's own."""
+    speedups = speedups_on()
+    launcher = os.environ.get("CALMOPS_RUN_LAUNCHER") or ("warm" if speedups else "dagster")
     if launcher not in RUN_LAUNCHERS:
         raise CalmOpsError(f"CALMOPS_RUN_LAUNCHER={launcher!r}: expected one of {', '.join(RUN_LAUNCHERS)}")
-    storage = INSTANCE_YAML.replace("{base_dir}", json.dumps(str(Path(dagster_home).resolve())))
-    return storage + (WARM_RUN_LAUNCHER_YAML if launcher == "warm" else "")
+    if launcher == "warm" and not speedups:
+        raise CalmOpsError(f"CALMOPS_RUN_LAUNCHER=warm is a speed-up, but {SWITCH}=0 turns them off: "
+                           "unset one of the two")
+    storage = POOLED_STORAGE_YAML if speedups else SQLITE_STORAGE_YAML
+    storage = storage.replace("{base_dir}", json.dumps(str(Path(dagster_home).resolve())))
+    return storage + INSTANCE_YAML + (WARM_RUN_LAUNCHER_YAML if launcher == "warm" else "")
 
 
 def prepare_instance(home: CalmOpsHome) -> None:

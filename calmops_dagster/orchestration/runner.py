@@ -336,7 +336,7 @@ def summarize_block(metrics: MetricsStore, spec: PipelineSpec, block: str) -> st
         return f"{row['rows']} rows predicted"
     drift = "drift" if row["drift_detected"] else "no drift"
     return (f"{row['rows']} rows, {drift} (share {row['drift_share']:.2f}), {row['decision']}, "
-            f"champion {row['champion_after']}: {row['reason']}")
+            f"champion {row['champion_after'] or 'none'}: {row['reason']}")
 
 
 #: Keep Dagster's per-event lines out of the console of headless runs (they stay in the run's log): its
@@ -450,9 +450,11 @@ def wait_for_other_runs(instance: DagsterInstance, spec: PipelineSpec, stop: Sto
 
 
 def _failure_messages(outcome) -> list[str]:
+    """What failed in a run, one message per failed step or blocking check (with what the check found; the
+    step a blocking check stopped is not repeated)."""
     messages = []
     for event in outcome.all_events:
-        if event.is_step_failure:
+        if event.is_step_failure and not _is_check_failure(event):
             error = event.step_failure_data.error
             while error is not None and error.cause is not None:  # the user's exception, not the wrapper
                 error = error.cause
@@ -460,7 +462,9 @@ def _failure_messages(outcome) -> list[str]:
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
             if not data.passed and data.severity.value == "ERROR":
-                messages.append(f"check {data.asset_check_key.name} failed")
+                found = data.metadata.get("failures")
+                messages.append(f"check {data.asset_check_key.name} failed"
+                                + (f": {found.value}" if found is not None else ""))
     return messages
 
 

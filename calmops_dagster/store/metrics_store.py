@@ -14,6 +14,8 @@ Tables (all carry ``pipeline``; see the README for every column):
 - ``breaker_events``: every breaker transition (failure, success, opened, reset...) with its run id.
 - ``data_files``: the ingest index (an event log): a row each time a file of ``data_dir`` is read (size,
   mtime, content hash, accepted / duplicate / quarantined); a file's newest row is what the scan knows.
+- ``alerts``: every alert of a block (event, summary) and its delivery to each webhook (an event log; the
+  URL is never stored, only a fingerprint): what makes an alert go out once per event and block.
 - ``block_files``: the ingest record (an event log): which file version (content hash) holds how many rows
   of which block, per scan (``seq``); a file's newest version is current, its earlier ones replaced.
 - ``processed_blocks``: one row per block whose results the store holds: the block version its last
@@ -158,6 +160,10 @@ SCHEMA = {
         seq BIGINT, recorded_at TIMESTAMPTZ""",
     "processed_blocks": """
         pipeline VARCHAR, block VARCHAR, block_version VARCHAR, run_id VARCHAR, processed_at TIMESTAMPTZ""",
+    "alerts": """
+        pipeline VARCHAR, block VARCHAR, event VARCHAR, summary VARCHAR, report_url VARCHAR, webhook VARCHAR,
+        status VARCHAR, attempts BIGINT, http_status BIGINT, error VARCHAR, event_at TIMESTAMPTZ,
+        sent_at TIMESTAMPTZ""",
 }
 
 #: Per-block tables whose rows carry the ``run_id`` of the Dagster run that wrote them (every
@@ -182,7 +188,7 @@ KEYS = {
 #: A table in neither :data:`KEYS` nor :data:`APPEND_ONLY` is keyed by (pipeline, block).
 DEFAULT_KEY = ("pipeline", "block")
 #: Event logs: every row ever written is part of the table.
-APPEND_ONLY = ("quarantine", "breaker_events", "data_files", "block_files")
+APPEND_ONLY = ("quarantine", "breaker_events", "data_files", "block_files", "alerts")
 
 #: Folder (under the metrics folder) of each pipeline's circuit-breaker head, ``<pipeline>/head.json``.
 BREAKER_HEADS = "_breaker"

@@ -8,7 +8,10 @@ Layout under ``pipelines/<name>/models/``::
     champion.json            {"version": "v0003", "history": [...]}: which version serves, and since when
 
 A version exists when its ``manifest.json`` does (:meth:`ModelStore.versions`), and becomes visible whole or
-not at all. On the local disk the folder is assembled under a temporary name and renamed into place. In
+not at all. On the local disk the folder is assembled under a temporary name
+(``.staging-<pid>@<host>-<random>``) and renamed into place; a staging folder left by a publish that was
+killed is removed by the next publish and the next ``calmops run`` once it is stale: its process (on this
+host) is gone, or it is older than :data:`STALE_STAGING_SECONDS`. In
 object storage (:mod:`calmops_dagster.store.storage`), where nothing can be renamed, a writer first claims
 the version number by creating ``vNNNN/.claim`` exclusively (S3 ``If-None-Match``; of two writers racing
 for a number one moves on to the next), writes the model and reference, and writes the manifest last: a
@@ -18,9 +21,17 @@ a folder lock locally, ``If-Match`` on S3), so two writers racing never lose an 
 is applied on top of the first, and both are in its history. Old versions are never deleted, which is
 what makes rollback possible.
 
+A version name is ``v`` and four or more digits (:data:`VERSION_NAME`), naming a folder directly in the
+pipeline's own ``models/``: every name read (``calmops rollback --to``, ``reevaluate --against``, the champion
+pointer, the versions recorded in the metric tables for reruns) goes through :meth:`ModelStore.folder`, so
+``../../other/models/v0001`` or ``/etc/passwd`` is refused (:class:`ModelVersionError`) before it reaches a
+path. Each manifest names its own version and pipeline (the folder ``models/`` sits in), and is believed only
+in that place: a signed ``v0001`` copied to ``v0009``, or into another pipeline's folder, is refused.
+
 Loading a version checks, in this order, and refuses with :class:`ModelIntegrityError` before any byte of
 the model is deserialized: the manifest's signature (:mod:`calmops_dagster.store.model_signing`, when a
-model signing key is set), that ``model_file`` resolves inside the version folder, and the file's sha256.
+model signing key is set), that it names this version of this pipeline, that ``model_file`` resolves inside
+the version folder, and the file's sha256.
 The format is then read from the file's own first bytes (a skops file is a zip, a pickle starts with its
 protocol opcode), never from the manifest. A skops file is loaded only when every type it holds is either
 trusted by skops itself (plain data, numpy arrays, scikit-learn estimators) or named in the explicit
@@ -45,16 +56,19 @@ import json
 import os
 import pickle
 import platform
+import re
 import shutil
+import socket
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from calmops_dagster.errors import ModelIntegrityError
+from calmops_dagster.errors import ModelIntegrityError, ModelVersionError
 from calmops_dagster.store.model_signing import model_key, sign_manifest, verify_manifest
 from calmops_dagster.store.paths import CalmOpsHome
 from calmops_dagster.store.skops_io import skops_io
@@ -67,6 +81,12 @@ if TYPE_CHECKING:  # pandas and skops are imported where models and frames are r
 MANIFEST = "manifest.json"
 CHAMPION_POINTER = "champion.json"
 REFERENCE = "reference.parquet"
+#: A model version's name: ``v`` and four or more digits, one folder directly in the pipeline's ``models/``.
+VERSION_NAME = re.compile(r"v[0-9]{4,}")
+STAGING_PREFIX = ".staging-"
+_STAGING_OWNER = re.compile(r"\.staging-(\d+)@(.+)-[^-]*")  # pid and host of the process assembling it
+#: A staging folder older than this is stale whoever made it: a publish takes seconds.
+STALE_STAGING_SECONDS = 3600
 CLAIM = ".claim"  # object storage: marks a version number as taken by one writer (see the module docstring)
 _SKOPS_MAGIC = b"PK\x03\x04"  # a skops file is a zip archive
 _PICKLE_PROTOCOLS = range(2, 6)  # a pickle of protocol 2+ starts with PROTO (0x80) and the protocol number
@@ -181,6 +201,37 @@ def _manifest(fmt: str, blob: bytes, reference: bytes, facts: dict) -> dict:
     }
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def staging_is_stale(path: Path, now: float | None = None) -> bool:
+    """Whether the staging folder ``path`` is left over: older than :data:`STALE_STAGING_SECONDS`, or made
+    by a process of this host that is gone."""
+    try:
+        age = (time.time() if now is None else now) - path.stat().st_mtime
+    except FileNotFoundError:  # published or removed meanwhile
+        return False
+    if age > STALE_STAGING_SECONDS:
+        return True
+    owner = _STAGING_OWNER.fullmatch(path.name)
+    return owner is not None and owner[2] == socket.gethostname() and not _process_alive(int(owner[1]))
+
+
+def is_version_name(name) -> bool:
+    return isinstance(name, str) and VERSION_NAME.fullmatch(name) is not None
+
+
+def _number(version: str) -> int:
+    return int(version[1:])
+
+
 _KEY_FROM_ENV = object()
 
 
@@ -197,6 +248,11 @@ class ModelStore:
         self._key = key
 
     @property
+    def pipeline(self) -> str:
+        """The pipeline these models belong to: the folder ``models/`` sits in (``pipelines/<name>/models``)."""
+        return self.root.parent.name
+
+    @property
     def key(self) -> bytes | None:
         if self._key is _KEY_FROM_ENV:
             # a key file is local: it can only lie inside a local store (an object store holds no key files)
@@ -205,26 +261,41 @@ class ModelStore:
         return self._key
 
     # ---- versions -------------------------------------------------------------------------------
+    def folder(self, version) -> Location:
+        """The folder of ``version``, when ``version`` is a version name (:data:`VERSION_NAME`); else
+        :class:`ModelVersionError`, before anything is read."""
+        if not is_version_name(version):
+            raise ModelVersionError(f"{version!r} is not a model version of pipeline '{self.pipeline}': a version "
+                                    f"is 'v' and four or more digits (e.g. v0003), a folder of {self.root}")
+        return self.root / version
+
     def versions(self) -> list[str]:
         """Every complete version, oldest first."""
         if isinstance(self.root, StoragePath):  # one listing: the manifests are what make versions exist
-            return sorted({p.parent.name for p in self.root.glob(f"v[0-9][0-9][0-9][0-9]*/{MANIFEST}")})
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.glob("v[0-9][0-9][0-9][0-9]*") if (p / MANIFEST).is_file())
+            found = {p.parent.name for p in self.root.glob(f"v[0-9][0-9][0-9][0-9]*/{MANIFEST}")}
+        elif self.root.is_dir():
+            found = {p.name for p in self.root.glob("v[0-9][0-9][0-9][0-9]*") if (p / MANIFEST).is_file()}
+        else:
+            found = set()
+        return sorted((v for v in found if is_version_name(v)), key=_number)
 
     def save(self, model, reference: pd.DataFrame, **facts) -> str:
         """Store a fitted model and its training data as a new version; return the version name.
 
-        ``facts`` (e.g. ``trained_on_blocks``, ``metrics``, ``features``, ``role``) go into the manifest.
+        ``facts`` (e.g. ``trained_on_blocks``, ``metrics``, ``features``, ``role``) go into the manifest; its
+        ``version`` and ``pipeline`` are the store's (a ``pipeline`` fact must be :attr:`pipeline`).
         """
+        if facts.get("pipeline", self.pipeline) != self.pipeline:
+            raise ValueError(f"pipeline {facts['pipeline']!r}: this store holds the models of '{self.pipeline}'")
         fmt, blob = _serialize(model)
         buffer = io.BytesIO()
         reference.to_parquet(buffer, index=False)
         if isinstance(self.root, StoragePath):
             return self._publish_remote(fmt, blob, buffer.getvalue(), facts)
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+        self.remove_stale_staging()
+        owner = f"{STAGING_PREFIX}{os.getpid()}@{socket.gethostname()}-"
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=owner))
         try:
             model_file = staging / f"model.{fmt}"
             model_file.write_bytes(blob)
@@ -233,16 +304,28 @@ class ModelStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    def remove_stale_staging(self) -> list[str]:
+        """Remove the staging folders publishes that did not finish left behind (:func:`staging_is_stale`);
+        return their names. A publish in progress is left alone."""
+        if not isinstance(self.root, Path) or not self.root.is_dir():
+            return []  # object storage has no staging folders
+        removed = []
+        for path in sorted(self.root.glob(f"{STAGING_PREFIX}*")):
+            if staging_is_stale(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+        return removed
+
     def _sign(self, manifest: dict, version: str) -> bytes:
-        manifest["version"] = version
+        manifest["version"], manifest["pipeline"] = version, self.pipeline
         # through JSON once, so the signature covers exactly what is written (dates as text...)
         signed = sign_manifest(json.loads(json.dumps(manifest, default=str)), self.key)
         return json.dumps(signed, indent=2).encode()
 
     def _publish(self, staging: Path, manifest: dict) -> str:
         """Rename the staging folder to the next free version name (atomic; retried on a race)."""
-        taken = [p.name for p in self.root.glob("v[0-9][0-9][0-9][0-9]*")]
-        number = max((int(v[1:]) for v in taken), default=0) + 1
+        taken = [p.name for p in self.root.glob("v[0-9][0-9][0-9][0-9]*") if is_version_name(p.name)]
+        number = max(map(_number, taken), default=0) + 1
         while True:
             version = f"v{number:04d}"
             (staging / MANIFEST).write_bytes(self._sign(manifest, version))
@@ -260,7 +343,7 @@ class ModelStore:
     def _publish_remote(self, fmt: str, blob: bytes, reference: bytes, facts: dict) -> str:
         """Object storage: claim the next free number exclusively, write the files, the manifest last."""
         taken = {p.parent.name for p in self.root.glob("v[0-9][0-9][0-9][0-9]*/*")}
-        number = max((int(v[1:]) for v in taken), default=0) + 1
+        number = max(map(_number, filter(is_version_name, taken)), default=0) + 1
         while not create_exclusive(self.root / f"v{number:04d}" / CLAIM, now_utc().encode()):
             number += 1
         version = f"v{number:04d}"
@@ -274,7 +357,7 @@ class ModelStore:
     def manifest(self, version: str) -> dict:
         """The manifest of ``version`` as written, unverified: for listing and display. Loading goes through
         :meth:`verified_manifest`."""
-        path = self.root / version / MANIFEST
+        path = self.folder(version) / MANIFEST
         try:
             manifest = json.loads(path.read_text())
         except FileNotFoundError:
@@ -286,13 +369,21 @@ class ModelStore:
         return manifest
 
     def verified_manifest(self, version: str) -> dict:
-        """The manifest of ``version`` after its signature is verified (when a signing key is set)."""
-        return verify_manifest(self.manifest(version), self.key, self.root / version / MANIFEST)
+        """The manifest of ``version`` after its signature is verified (when a signing key is set), and only
+        when it names ``version`` of this pipeline: a version copied or moved is refused."""
+        path = self.folder(version) / MANIFEST
+        manifest = verify_manifest(self.manifest(version), self.key, path)
+        named = (manifest.get("version"), manifest.get("pipeline"))
+        if named != (version, self.pipeline):
+            raise ModelIntegrityError(f"{path}: manifest is of version {named[0]!r} of pipeline {named[1]!r}, not "
+                                      f"{version} of '{self.pipeline}' whose folder holds it; a version is never "
+                                      "copied or moved: refusing it")
+        return manifest
 
     def _verified(self, version: str, manifest: dict, file_key: str, hash_key: str) -> tuple[Location, bytes]:
         """The file ``manifest[file_key]`` of ``version`` and its bytes, inside the version folder and matching
         its hash. The bytes returned are the bytes hashed: nothing is read a second time."""
-        folder = (self.root / version).resolve()
+        folder = self.folder(version).resolve()
         name, expected = manifest.get(file_key), manifest.get(hash_key)
         if not isinstance(name, str) or not isinstance(expected, str):
             raise ModelIntegrityError(f"{folder / MANIFEST}: '{file_key}' and '{hash_key}' must be strings")
@@ -345,8 +436,9 @@ class ModelStore:
         return pd.read_parquet(io.BytesIO(self._verified(version, manifest, "reference_file", "reference_sha256")[1]))
 
     # ---- champion pointer -----------------------------------------------------------------------
-    def _pointer(self, raw: bytes | None = None, read: bool = True) -> dict:
-        """The pointer as a dict: read from storage, or parsed from ``raw`` (``read=False``; ``None``: none)."""
+    def _pointer(self, raw: bytes | None = None, read: bool = True, check_version: bool = True) -> dict:
+        """The pointer as a dict: read from storage, or parsed from ``raw`` (``read=False``; ``None``: none).
+        ``check_version=False`` takes a pointer whose version is no version name (one about to be replaced)."""
         path = self.root / CHAMPION_POINTER
         if read:
             try:
@@ -362,6 +454,10 @@ class ModelStore:
         if (not isinstance(pointer, dict) or not isinstance(pointer.get("history"), list)
                 or not isinstance(pointer.get("version"), str | None)):
             raise ModelIntegrityError(f"{path}: champion pointer is not {{\"version\": ..., \"history\": [...]}}")
+        if check_version and pointer["version"] is not None and not is_version_name(pointer["version"]):
+            raise ModelVersionError(f"{path}: champion pointer names {pointer['version']!r}, which is not a model "
+                                    f"version of '{self.pipeline}' (v and four or more digits, e.g. v0003); "
+                                    "refusing it")
         return pointer
 
     def champion_version(self) -> str | None:
@@ -380,7 +476,7 @@ class ModelStore:
         entry = {"version": version, "block": block, "decision": decision, "at": now_utc()}
 
         def change(raw: bytes | None) -> bytes:
-            pointer = self._pointer(raw, read=False)
+            pointer = self._pointer(raw, read=False, check_version=False)  # a pointer to no version is repaired
             pointer["history"].append(entry)
             pointer["version"] = version
             return json.dumps(pointer, indent=2).encode()

@@ -1,4 +1,4 @@
-"""``python -m calmops_dagster.orchestration.dagster_dev ARGS``: ``dagster dev ARGS`` without its supersession notice.
+"""``python -m calmops_dagster.speedups.dagster_dev ARGS``: ``dagster dev ARGS`` without its supersession notice.
 
 Dagster 1.13 marks ``dagster dev`` as superseded by ``dg dev`` (package ``dagster-dg-cli``), which expects a dg
 project layout (``[tool.dg]`` in pyproject, a ``defs`` folder) and starts the same webserver, daemon and code

@@ -1,4 +1,4 @@
-"""``python -m calmops_dagster.orchestration.warm_run_worker``: run workers forked from one warm process.
+"""``python -m calmops_dagster.speedups.warm_run_worker``: run workers forked from one warm process.
 
 Dagster's default run launcher has the code server spawn a fresh Python process for every run. Before the
 run's first step that process imports Dagster, the code location, pandas, scikit-learn, LightGBM and skops
@@ -39,7 +39,7 @@ PRELOADED_MODULES = (
     "calmops_dagster.learning.evaluation",
     "calmops_dagster.learning.retrain_modes",
     "calmops_dagster.interfaces.block_report",
-    "resources",
+    "calmops_dagster.resources",
 )
 
 
@@ -56,7 +56,7 @@ def preload() -> None:
     if os.environ.get("DAGSTER_HOME"):
         from dagster import DagsterInstance
 
-        from calmops_dagster.orchestration.sqlite_storage import PooledSqliteEventLogStorage
+        from calmops_dagster.speedups.sqlite_storage import PooledSqliteEventLogStorage
 
         with DagsterInstance.get() as instance:
             instance.get_runs(limit=1)

@@ -2,8 +2,8 @@
 
 The local instance (:mod:`calmops_dagster.orchestration.instance`) names it in its ``dagster.yaml``. It is
 Dagster's default launcher with a cheaper start: each run is still its own process, executing
-``dagster api execute_run``, but that process is forked from :mod:`calmops_dagster.orchestration.
-warm_run_worker`, which has already imported Dagster, the pipelines' code and the model libraries. The
+``dagster api execute_run``, but that process is forked from :mod:`calmops_dagster.speedups.warm_run_worker`,
+which has already imported Dagster, the pipelines' code and the model libraries. The
 warm process is started by the first launch in a process (``dagster dev``'s daemon) and lives as long as it.
 
 Each launched run carries the pid and host of its worker (tags ``calmops/pid`` and ``calmops/host``, as runs
@@ -85,7 +85,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def _warm_process(self) -> subprocess.Popen:
         if self._server is None or self._server.poll() is not None:
             self._server = subprocess.Popen(
-                [sys.executable, "-m", "calmops_dagster.orchestration.warm_run_worker"],
+                [sys.executable, "-m", "calmops_dagster.speedups.warm_run_worker"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             if self._server.stdout.readline().strip() != "ready":
                 self._server.wait()
