@@ -45,6 +45,7 @@ from calmops_dagster.interfaces.pipeline_overview import pipeline_overview, repo
 from calmops_dagster.orchestration import circuit_breaker
 from calmops_dagster.orchestration.block_context import (
     champions_before,
+    decided_blocks,
     is_rerun,
     read_context,
     settings_of,
@@ -55,6 +56,7 @@ from calmops_dagster.orchestration.prediction import ensure_champion, predict_bl
 from calmops_dagster.orchestration.runner import VERSION_TAG, breaker_pause_reason
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
+from calmops_dagster.store.processed_blocks import record_processed
 
 SCHEMA_CHECK = "schema_and_nulls"
 DRIFT_CHECK = "no_data_drift"
@@ -107,6 +109,14 @@ def monitoring_materialization(spec: PipelineSpec, home, metrics) -> AssetMateri
         metadata["last_block_report_path"] = MetadataValue.path(view.block_report_path)
     return AssetMaterialization(AssetKey([spec.name, MONITORING]), metadata=metadata,
                                 description=f"after block {view.last_block}")
+
+
+def record_run_processed(context: AssetExecutionContext, spec: PipelineSpec, metrics) -> None:
+    """Record in the store (``processed_blocks``) that the run's block is processed, at the version its
+    ``data_block`` loaded (:data:`VERSION_TAG` on the run); nothing for a run that did not load the block."""
+    loaded = context.instance.get_run_by_id(context.run_id).tags.get(VERSION_TAG)
+    if loaded is not None:
+        record_processed(metrics.store(), spec.name, context.partition_key, loaded, context.run_id)
 
 
 def build_pipeline_assets(spec: PipelineSpec) -> list:
@@ -227,7 +237,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         else:
             run_spec, champion = spec, ensure_champion(spec, store)
             when = None if spec.prediction_only else place_in_event_time(
-                spec, store, block, context.instance.get_materialized_partitions(key("champion_model")),
+                spec, store, block, decided_blocks(db, spec),
                 context.instance.get_dynamic_partitions(spec.partitions_name) if spec.type == "stream" else None)
             late = bool(when and when.late)
             hold = when.promotion_hold(spec.promotion.allow_late_promotion) if when else None
@@ -464,6 +474,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         # the champion the block's decision left in force (a rerun predicts as the block's first run did)
         version = recorded.champion_after if is_rerun(recorded) else ensure_champion(spec, store)
         if version is None and not spec.prediction_only:  # nothing trained yet: the decision says why
+            record_run_processed(context, spec, metrics)
             return Output("", metadata={"rows": 0, "model_version": "none"})
         result = predict_block(store, version, data_block, spec)
         path = write_predictions(result, home.paths.predictions_dir(spec.name), block)
@@ -472,6 +483,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             context.log.info(f"block {block}: {len(result)} rows predicted by {version}")  # its one INFO line
             context.log_event(monitoring_materialization(spec, home, metrics))
             alert_run(spec, home.paths, metrics.store(), block, context.instance, context.run_id, log=context.log)
+        record_run_processed(context, spec, metrics)
         return Output(str(path), metadata={
             "rows": len(result), "model_version": version, "path": MetadataValue.path(str(path)),
             **({f"share_{k}": float(v) for k, v in counts.items()} if counts is not None else

@@ -57,3 +57,9 @@ class ModelKeyError(CalmOpsError):
 
 class NoChampionError(CalmOpsError):
     """An operation needs a champion model and the pipeline has none yet."""
+
+
+class StoreUnavailableError(CalmOpsError):
+    """The object store holding the pipelines' state cannot be used (unreachable, refusing access, no such
+    bucket, failing with 5xx) after the client's bounded retries. The message is one line naming the store,
+    its endpoint and the failure (:mod:`calmops_dagster.store.object_store`)."""

@@ -99,7 +99,7 @@ def build_file_sensor(spec: PipelineSpec, job):
         withdrawn = withdraw_moved_blocks(db, spec, pipeline_dir(models), models.champion_version())
         for item in withdrawn:
             context.log.warning(f"block {item.block} withdrawn: {item.reason}")
-        done = processed_versions(context.instance, spec)
+        done = processed_versions(context.instance, spec, db)
         order = [b for b in (changed if spec.type == "stream" else sort_block_keys(changed)) if b in versions]
         known = set(context.instance.get_dynamic_partitions(spec.partitions_name))
         gone = [item.block for item in withdrawn if item.block in known]

@@ -122,6 +122,7 @@ def test_a_first_block_too_small_to_train_is_a_decision_not_sklearns_message(hom
     assert main(["run", "p"]) == 0
     out = capsys.readouterr().out
     assert "block 2: ok" in out and "promoted, champion v0001: first champion" in out
+    assert "block 1:" not in out  # decided: on the store's record, not pending again
 
 
 def test_run_with_a_tampered_champion_says_why_in_one_line_and_runs_nothing(processed_home, tmp_path, capfd,

@@ -120,6 +120,8 @@ SPEEDUPS = Path("calmops_dagster") / "speedups"
 NOT_DAGSTER = {
     ("calmops_dagster/store/write_once_reads.py", "_strip_protocol"): "fsspec",
     ("calmops_dagster/store/write_once_reads.py", "_info"): "s3fs (overridden and called through super())",
+    ("calmops_dagster/store/object_store.py", "_call_s3"): "s3fs (overridden and called through super())",
+    ("calmops_dagster/store/object_store.py", "_s3"): "s3fs (its botocore client: the endpoint it called)",
     ("calmops_dagster/learning/river_models.py", "_multiclass"): "river",
 }
 #: A module path inside Dagster's private modules, e.g. "dagster._cli.api" or "dagster_graphql._x" in a string.

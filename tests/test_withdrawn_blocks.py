@@ -102,4 +102,5 @@ def test_blocks_the_record_never_held_are_left_alone():
 
 def test_every_table_keyed_by_block_is_withdrawn_from():
     assert set(block_tables()) == {"blocks", "drift_results", "drift_summary", "performance", "promotions",
-                                   "labels", "block_context", "reevaluation_summary", "reevaluation_results"}
+                                   "labels", "block_context", "reevaluation_summary", "reevaluation_results",
+                                   "processed_blocks"}

@@ -31,7 +31,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from calmops_dagster.errors import CalmOpsError
+from calmops_dagster.errors import CalmOpsError, StoreUnavailableError
 from calmops_dagster.store.model_signing import KEY_HOWTO, MODEL_KEY_ENV, MODEL_KEY_FILE_ENV, model_key
 from calmops_dagster.store.paths import CalmOpsHome, check_pipeline_name
 
@@ -137,6 +137,10 @@ def _check_champion(spec, models) -> None:
 #: ``calmops run``'s exit status when every pending block was processed but files of ``data_dir`` are still
 #: being written (sysexits' EX_TEMPFAIL): automation can tell "done" (0) from "run again later".
 EXIT_WAITING = 75
+#: Every command's exit status when the object store (``CALMOPS_STORAGE_URL``) failed after its client's
+#: retries (sysexits' EX_UNAVAILABLE): the store's failure, not the data's or the model's; run again once it
+#: answers.
+EXIT_STORE_UNAVAILABLE = 69
 
 
 def _settle_waiter(name: str, stop):
@@ -158,7 +162,8 @@ def _settle_waiter(name: str, stop):
 def _report_results(spec, results, stop, instance, metrics, home: CalmOpsHome, waiting=()) -> int:
     """Print one line per processed block (and send a failed block's alerts, which its run did not reach);
     the exit code: 0 all ok, 1 a block failed, 128+N stopped by signal N (SIGTERM 143, Ctrl-C 130),
-    :data:`EXIT_WAITING` (75) files still being written."""
+    :data:`EXIT_WAITING` (75) files still being written, :data:`EXIT_STORE_UNAVAILABLE` (69) the object
+    store failed (the run stopped at that block)."""
     from calmops_dagster.interfaces.alerts import send_block_alerts
     from calmops_dagster.orchestration.runner import pending_blocks
 
@@ -168,8 +173,16 @@ def _report_results(spec, results, stop, instance, metrics, home: CalmOpsHome, w
     for result in results:
         status = "ok" if result.success else "FAILED"
         print(f"block {result.block}: {status} in {result.seconds:.1f}s: {result.summary}")
-        if not result.success:
+        if not result.success and not result.store_failure:  # the store is down: its alerts cannot be recorded
             send_block_alerts(spec, home, metrics, result.block)
+    failed = next((result for result in results if result.store_failure), None)
+    if failed is not None:
+        left = failed.not_started
+        named = f" ({', '.join(left)})" if left else ""
+        print(f"{name}: stopped {'after' if failed.success else 'at'} block {failed.block}: the object store "
+              f"failed; {len(left)} more block(s) not started{named}: run again once it answers (exit status "
+              f"{EXIT_STORE_UNAVAILABLE})", file=sys.stderr)
+        return EXIT_STORE_UNAVAILABLE
     if stop.received:
         left = pending_blocks(instance, spec, metrics=metrics)
         print(f"{name}: stopped by {stop.name}" + (f" after block {results[-1].block}" if results else "")
@@ -191,6 +204,9 @@ def _print_registered(name: str, found) -> None:
         print(f"{name}: {len(found.new_blocks)} new block(s): {', '.join(found.new_blocks)}")
     if found.changed_blocks:
         print(f"{name}: new file version(s) for block(s) {', '.join(found.changed_blocks)}: processed again")
+    if found.unrecorded:
+        print(f"{name}: the store has no record of block(s) {', '.join(found.unrecorded)} being processed (a new "
+              "or emptied store, or a run that failed): processing them")
     for line in found.duplicates:
         print(f"{name}: ignored {line}")
     for line in found.waiting:
@@ -767,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _model_key(home)  # a key file inside the home is refused before anything is loaded or signed
         return args.func(args, home)
+    except StoreUnavailableError as exc:  # one line naming the store; its retries are spent
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE_UNAVAILABLE
     except CalmOpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -112,6 +112,14 @@ def _query_context(metrics: MetricsStore, spec: PipelineSpec, block: str) -> Blo
     return BlockContext(**values)
 
 
+def decided_blocks(metrics: MetricsStore, spec: PipelineSpec) -> set[str]:
+    """The blocks whose decision the store records: the blocks already processed, for event time (a store
+    that lost its state has decided none, whatever a Dagster instance materialized before)."""
+    rows = metrics.rows("SELECT block FROM block_context WHERE pipeline = ? AND decided", [spec.name],
+                        pipeline=spec.name)
+    return {row["block"] for row in rows}
+
+
 def is_rerun(context: BlockContext | None) -> bool:
     """A block whose decision was made before is re-processed as a rerun."""
     return context is not None and context.decided

@@ -13,7 +13,7 @@ from dagster import (
 )
 
 from calmops_dagster.assets.pipeline_assets import build_pipeline_assets
-from calmops_dagster.orchestration.pipeline_logs import pipeline_file_logger
+from calmops_dagster.orchestration.pipeline_logs import headless_console_logger, pipeline_file_logger
 from calmops_dagster.orchestration.reevaluation import build_reevaluation_job
 from calmops_dagster.orchestration.runner import PIPELINE_TAG
 from calmops_dagster.sensors.file_sensor import build_file_sensor
@@ -22,8 +22,10 @@ from calmops_dagster.sensors.run_failure_sensor import build_breaker_sensors
 from calmops_dagster.sensors.schedules import build_schedule
 from calmops_dagster.spec import PipelineSpec
 
-#: Dagster's console logger plus the per-pipeline log file (CALMOPS_HOME/pipelines/<name>/logs/).
-PIPELINE_LOGGERS = {"console": colored_console_logger, "calmops_file": pipeline_file_logger}
+#: Dagster's console logger plus the per-pipeline log file (CALMOPS_HOME/pipelines/<name>/logs/), and the
+#: console of `calmops run` (warnings only: it reports each block, failures included, itself).
+PIPELINE_LOGGERS = {"console": colored_console_logger, "calmops_file": pipeline_file_logger,
+                    "calmops_console": headless_console_logger}
 
 
 def job_name(spec: PipelineSpec) -> str:

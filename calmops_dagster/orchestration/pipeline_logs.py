@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import logging.handlers
+import sys
 import threading
 from collections import deque
 from pathlib import Path
@@ -88,6 +89,25 @@ def pipeline_file_logger(init_context):
         null.propagate = False
         return null
     return pipeline_logger(CalmOpsHome.from_env(), name, level)
+
+
+class _WarningsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return logging.WARNING <= record.levelno < logging.ERROR
+
+
+@logger(description="The console of `calmops run`: a run's warnings (a late block, rows that changed), one line "
+        "each. Failures are left out: `calmops run` names each one in its block's line (the stack trace stays "
+        "in pipeline.log and the UI), so a failed block, or an object store that went away, is not followed by "
+        "pages of stack.")
+def headless_console_logger(init_context):
+    # one per run, on the stderr of the moment, outside logging's registry (as Dagster's console logger is)
+    log = logging.Logger("calmops.headless_console", logging.WARNING)  # noqa: LOG001
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s - dagster - %(levelname)s - %(message)s"))
+    handler.addFilter(_WarningsOnly())
+    log.addHandler(handler)
+    return log
 
 
 def tail_lines(home: CalmOpsHome, name: str, n: int = 50) -> list[str]:

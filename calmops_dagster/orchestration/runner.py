@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from dagster import (
     RunsFilter,
 )
 
+from calmops_dagster.errors import StoreUnavailableError
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import Unsettled, quarantine_file, unsettled_files
 from calmops_dagster.ingest.ingest_record import current_versions, ingest_data_dir, load_index
@@ -35,6 +36,7 @@ from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore, now_utc
 from calmops_dagster.store.paths import CalmOpsHome
+from calmops_dagster.store.processed_blocks import store_record
 from calmops_dagster.store.storage import Location
 
 PIPELINE_TAG = "calmops/pipeline"
@@ -92,19 +94,19 @@ def pending_blocks(instance: DagsterInstance, spec: PipelineSpec, skip_in_flight
     the order their files arrived, which is the order their partitions were registered).
 
     A block is processed at its current version (the ingest record's, :mod:`~calmops_dagster.ingest.
-    ingest_record`) when a successful run carries that version (:data:`VERSION_TAG`): a file that changed
-    after its blocks were processed makes them pending again. A block the record does not know (registered
-    by hand) is pending until its final asset is materialized. With ``skip_in_flight``, blocks that already
-    have a queued or running run are left out. ``metrics`` defaults to ``CALMOPS_HOME``'s database.
+    ingest_record`) when the store's record says its results are of that version
+    (:func:`processed_versions`): a file that changed after its blocks were processed makes them pending
+    again, and so does a store that lost its state. A block the ingest record does not know (registered by
+    hand) is pending until its final asset is materialized. With ``skip_in_flight``, blocks that already have
+    a queued or running run are left out. ``metrics`` defaults to ``CALMOPS_HOME``'s database.
     """
     reap_dead_runs(instance, spec)
     metrics = metrics or MetricsStore(CalmOpsHome.from_env().metrics_db)
     registered = instance.get_dynamic_partitions(spec.partitions_name)
     versions = current_versions(metrics, spec)
-    done = processed_versions(instance, spec)
+    done = processed_versions(instance, spec, metrics)
     materialized = instance.get_materialized_partitions(final_asset(spec)) if set(registered) - set(versions) else set()
-    pending = [block for block in registered
-               if ((block, versions[block]) not in done if block in versions else block not in materialized)]
+    pending = unprocessed_blocks(registered, versions, done, materialized)
     if skip_in_flight and pending:
         runs = instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT))
         busy = {run.tags.get("dagster/partition") for run in runs}
@@ -112,10 +114,33 @@ def pending_blocks(instance: DagsterInstance, spec: PipelineSpec, skip_in_flight
     return pending if spec.type == "stream" else sort_block_keys(pending)
 
 
-def processed_versions(instance: DagsterInstance, spec: PipelineSpec) -> set[tuple[str, str]]:
-    """(block, version) of every successful run of ``spec`` (see :data:`VERSION_TAG`)."""
-    runs = instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=[DagsterRunStatus.SUCCESS]))
-    return {(run.tags.get("dagster/partition"), run.tags[VERSION_TAG]) for run in runs if VERSION_TAG in run.tags}
+def unprocessed_blocks(registered: list[str], versions: dict[str, str], processed: set[tuple[str, str]],
+                       materialized: set[str]) -> list[str]:
+    """The ``registered`` blocks to process, in their order: those whose current version (``versions``, the
+    ingest record's) is not among the ``processed`` (block, version) pairs, and those the ingest record does
+    not know whose final asset is not ``materialized``.
+
+    >>> unprocessed_blocks(["1", "2", "3"], {"1": "a", "2": "b"}, {("1", "a"), ("2", "old")}, set())
+    ['2', '3']
+    """
+    return [block for block in registered
+            if ((block, versions[block]) not in processed if block in versions else block not in materialized)]
+
+
+def processed_versions(instance: DagsterInstance, spec: PipelineSpec, metrics: MetricsStore) -> set[tuple[str, str]]:
+    """(block, version) of every block whose results the store holds, from the store's own record
+    (:mod:`~calmops_dagster.store.processed_blocks`), not from ``instance``'s run history: a new, empty store
+    has processed nothing, whatever this machine ran before.
+
+    A block processed before that record was kept has its rows in the store's ``blocks`` table, which names the
+    run that loaded them: it counts at that run's version (:data:`VERSION_TAG`) when the run succeeded."""
+    processed, loaded_by = store_record(metrics, spec.name)
+    done = set(processed.items())
+    if loaded_by:
+        runs = instance.get_runs(RunsFilter(run_ids=list(loaded_by.values()), statuses=[DagsterRunStatus.SUCCESS]))
+        by_run = {run_id: block for block, run_id in loaded_by.items()}
+        done |= {(by_run[run.run_id], run.tags[VERSION_TAG]) for run in runs if VERSION_TAG in run.tags}
+    return done
 
 
 def dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[DagsterRun]:
@@ -223,8 +248,9 @@ def pipeline_dir(models: ModelStore) -> Location:
 @dataclass
 class Registered:
     """What :func:`register_new_blocks` found: new partitions, blocks with new file versions, files set aside
-    ("name: reason"), duplicates, files still being written ("name (why)") and blocks withdrawn ("block:
-    reason", :mod:`~calmops_dagster.ingest.withdrawal`)."""
+    ("name: reason"), duplicates, files still being written ("name (why)"), blocks withdrawn ("block:
+    reason", :mod:`~calmops_dagster.ingest.withdrawal`), and blocks read again that this instance knows but
+    the store has no record of processing (a new or emptied store)."""
 
     new_blocks: list[str]
     changed_blocks: list[str]
@@ -232,6 +258,7 @@ class Registered:
     duplicates: list[str]
     waiting: list[str]
     withdrawn: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)
 
 
 def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: MetricsStore,
@@ -273,10 +300,12 @@ def register_new_blocks(instance: DagsterInstance, spec: PipelineSpec, metrics: 
     new = list(dict.fromkeys(new))
     if new:
         instance.add_dynamic_partitions(spec.partitions_name, new)
-    return Registered(new_blocks=new, changed_blocks=[b for b in order if b in known],
+    on_record = {block for block, _version in processed_versions(instance, spec, metrics)} if order else set()
+    return Registered(new_blocks=new, changed_blocks=[b for b in order if b in known and b in on_record],
                       set_aside=[f"{item.path.name}: {item.reason}" for item in scan.bad],
                       duplicates=scan.duplicates, waiting=scan.waiting,
-                      withdrawn=[f"{item.block}: {item.reason}" for item in withdrawn])
+                      withdrawn=[f"{item.block}: {item.reason}" for item in withdrawn],
+                      unrecorded=[b for b in order if b in known and b not in on_record])
 
 
 @dataclass
@@ -285,6 +314,11 @@ class BlockRun:
     success: bool
     seconds: float
     summary: str
+    store_failure: str | None = None
+    """The object store failed during this block's run or right after it (the store's one-line message):
+    the run stopped there."""
+    not_started: tuple[str, ...] = ()
+    """With ``store_failure``: the pending blocks the run did not start."""
 
 
 def summarize_block(metrics: MetricsStore, spec: PipelineSpec, block: str) -> str:
@@ -305,9 +339,11 @@ def summarize_block(metrics: MetricsStore, spec: PipelineSpec, block: str) -> st
             f"champion {row['champion_after'] or 'none'}: {row['reason']}")
 
 
-#: Keep Dagster's per-event DEBUG lines out of the console of headless runs (they stay in the run's log).
-#: The per-pipeline log file (calmops_dagster.orchestration.pipeline_logs) still gets every INFO line.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, "calmops_file": {}}}
+#: Keep Dagster's per-event lines out of the console of headless runs (they stay in the run's log): its
+#: console only gets the runs' warnings (``calmops_console``); each block's line names its failure. The
+#: per-pipeline log file (calmops_dagster.orchestration.pipeline_logs) still gets every INFO line and stack.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}, "calmops_console": {},
+                                "calmops_file": {}}}
 
 
 def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: MetricsStore,
@@ -320,7 +356,9 @@ def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: Met
     process started (``dagster dev``'s launcher) are waited for, and the pending blocks are looked up again,
     so one block is processed at a time whoever started it. With ``stop``, each block's run finishes whatever
     SIGTERM/SIGINT arrives meanwhile (:meth:`StopSignals.finish`); once one arrived, no next block starts
-    (``stop.received`` says which).
+    (``stop.received`` says which). When the object store fails (after its client's retries), the block it
+    failed in, or after, carries the failure (:attr:`BlockRun.store_failure`) and no next block starts: the
+    store's failure is not the block's, so the circuit breaker does not count it.
     """
     results = []
     for run in reap_dead_runs(instance, spec):  # an earlier `calmops run` killed mid-block
@@ -330,9 +368,17 @@ def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: Met
                            run_failed=True)
     tags = {PIPELINE_TAG: spec.name, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     tried: set[str] = set()
+    pending: list[str] = []
     while not (stop and stop.received):
-        wait_for_other_runs(instance, spec, stop, say)
-        block = next((b for b in pending_blocks(instance, spec, metrics=metrics) if b not in tried), None)
+        try:
+            wait_for_other_runs(instance, spec, stop, say)
+            pending = [b for b in pending_blocks(instance, spec, metrics=metrics) if b not in tried]
+        except StoreUnavailableError as exc:
+            if not results:
+                raise
+            results[-1] = replace(results[-1], store_failure=str(exc), not_started=tuple(pending[1:]))
+            break
+        block = pending[0] if pending else None
         if block is None or (stop and stop.received):
             break
         tried.add(block)
@@ -343,15 +389,43 @@ def run_pending(instance: DagsterInstance, spec: PipelineSpec, job, metrics: Met
 
         outcome = stop.finish(execute) if stop else execute()
         seconds = time.monotonic() - started
-        failed_steps = [e.step_key for e in breaker_step_failures(outcome.all_events)]
-        record_run_outcome(metrics, spec, outcome.run_id, block, failed_steps, _failure_messages(outcome),
-                           run_failed=not outcome.success)
-        if outcome.success:
-            summary = summarize_block(metrics, spec, block)
-        else:
-            summary = "; ".join(_failure_messages(outcome)) or "failed"
+        failure = store_failure_of(outcome.all_events)
+        if failure is not None:
+            results.append(BlockRun(block, False, seconds, failure, failure, tuple(pending[1:])))
+            break
+        try:
+            failed_steps = [e.step_key for e in breaker_step_failures(outcome.all_events)]
+            record_run_outcome(metrics, spec, outcome.run_id, block, failed_steps, _failure_messages(outcome),
+                               run_failed=not outcome.success)
+            if outcome.success:
+                summary = summarize_block(metrics, spec, block)
+            else:
+                summary = "; ".join(_failure_messages(outcome)) or "failed"
+        except StoreUnavailableError as exc:
+            done = "processed" if outcome.success else "; ".join(_failure_messages(outcome)) or "failed"
+            results.append(BlockRun(block, outcome.success, seconds, f"{done}; not recorded: {exc}", str(exc),
+                                    tuple(pending[1:])))
+            break
         results.append(BlockRun(block, outcome.success, seconds, summary))
     return results
+
+
+def store_failure_of(events) -> str | None:
+    """The object store's one-line failure when a step of the run failed because the store did
+    (:class:`~calmops_dagster.errors.StoreUnavailableError` anywhere in its error's chain), else ``None``."""
+    name = StoreUnavailableError.__name__
+    for event in events:
+        if not event.is_step_failure:
+            continue
+        errors = [event.step_failure_data.error]
+        while errors:
+            error = errors.pop()
+            if error is None:
+                continue
+            if error.cls_name == name:  # the message is "<module>.StoreUnavailableError: <line>"
+                return error.message.strip().split(f"{name}: ", 1)[-1]
+            errors += [error.cause, error.context]
+    return None
 
 
 #: Statuses of a run that is executing now (a queued run waits for the run queue, which counts ours).

@@ -18,6 +18,8 @@ Tables (all carry ``pipeline``; see the README for every column):
   URL is never stored, only a fingerprint): what makes an alert go out once per event and block.
 - ``block_files``: the ingest record (an event log): which file version (content hash) holds how many rows
   of which block, per scan (``seq``); a file's newest version is current, its earlier ones replaced.
+- ``processed_blocks``: one row per block whose results the store holds: the block version its last
+  successful run processed (:mod:`calmops_dagster.store.processed_blocks`; what is pending is decided from it).
 
 Every materialization is on record: the tables of :data:`VERSIONED` carry the ``run_id`` of the run that
 wrote them; ``block_context`` records what was in force when a block was first processed (champion,
@@ -84,7 +86,7 @@ from urllib.parse import quote
 
 import duckdb
 
-from calmops_dagster.errors import CalmOpsError
+from calmops_dagster.errors import CalmOpsError, StoreUnavailableError
 from calmops_dagster.store.breaker_state import BreakerState
 from calmops_dagster.store.storage import (
     Location,
@@ -156,6 +158,8 @@ SCHEMA = {
     "block_files": """
         pipeline VARCHAR, block VARCHAR, file VARCHAR, content_hash VARCHAR, rows BIGINT, status VARCHAR,
         seq BIGINT, recorded_at TIMESTAMPTZ""",
+    "processed_blocks": """
+        pipeline VARCHAR, block VARCHAR, block_version VARCHAR, run_id VARCHAR, processed_at TIMESTAMPTZ""",
     "alerts": """
         pipeline VARCHAR, block VARCHAR, event VARCHAR, summary VARCHAR, report_url VARCHAR, webhook VARCHAR,
         status VARCHAR, attempts BIGINT, http_status BIGINT, error VARCHAR, event_at TIMESTAMPTZ,
@@ -212,6 +216,8 @@ _ENGINE: dict[int, duckdb.DuckDBPyConnection] = {}
 #: Per engine (process), the fsspec filesystem registered on it for each protocol.
 _REGISTERED: dict[int, dict[str, object]] = {}
 _ENGINE_LOCK = threading.Lock()
+#: A store failure raised in the filesystem DuckDB read through, as DuckDB reports it (a traceback's text).
+_STORE_FAILED = re.compile(rf"\b{StoreUnavailableError.__name__}: ([^\n]+)")
 
 
 def _close_engine() -> None:
@@ -228,7 +234,9 @@ def _memory(where: Location | None = None):
     """A fresh connection (cursor) to this process's in-memory DuckDB: opening a database costs tenths of a
     second, a cursor milliseconds. Tables and views made on it are TEMP, so they stay private to the cursor.
     A forked child opens its own database rather than sharing its parent's. When ``where`` is in object
-    storage, its fsspec filesystem is registered first, so DuckDB reads its paths."""
+    storage, its fsspec filesystem is registered first, so DuckDB reads its paths, and a query that failed
+    because the store did raises the store's :class:`~calmops_dagster.errors.StoreUnavailableError` again
+    (DuckDB hands on a Python error from its filesystem as text)."""
     pid = os.getpid()
     with _ENGINE_LOCK:
         if pid not in _ENGINE:
@@ -242,6 +250,11 @@ def _memory(where: Location | None = None):
         cursor = _ENGINE[pid].cursor()
     try:
         yield cursor
+    except duckdb.Error as exc:
+        failed = _STORE_FAILED.search(str(exc))
+        if failed is None:
+            raise
+        raise StoreUnavailableError(failed.group(1).strip()) from None
     finally:
         cursor.close()
 

@@ -22,7 +22,10 @@ operations whose meaning differs between the two are functions here, one place f
 Object storage means S3 and S3-compatible servers (``s3://bucket/prefix``; ``AWS_ENDPOINT_URL`` and the
 usual AWS variables configure the client; ``pip install -e '.[s3]'``): its conditional writes are what the
 guarantees above rest on, and they are tested against moto's S3 server. Other fsspec protocols (``gs://``,
-``az://``...) are refused with that reason rather than used without those guarantees.
+``az://``...) are refused with that reason rather than used without those guarantees. The client retries a
+failed request a bounded number of times, then raises
+:class:`~calmops_dagster.errors.StoreUnavailableError` naming the store
+(:mod:`calmops_dagster.store.object_store`; ``docs/storage.md``).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class StorageError(CalmOpsError):
 
 #: Environment variables that configure the S3 client: a change of any of them means another filesystem.
 _CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_REGION",
-               "AWS_DEFAULT_REGION")
+               "AWS_DEFAULT_REGION", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE")
 
 
 def _filesystem(protocol: str):
@@ -72,9 +75,10 @@ def _filesystem(protocol: str):
 
 @cache
 def _filesystem_of(protocol: str, pid: int, settings: tuple):
-    import fsspec
+    from calmops_dagster.store.object_store import ObjectStoreFileSystem, use_for_s3
 
-    return fsspec.filesystem(protocol, use_listings_cache=False, skip_instance_cache=True)
+    use_for_s3()
+    return ObjectStoreFileSystem(use_listings_cache=False, skip_instance_cache=True)
 
 
 def reader_filesystem(location: StoragePath):

@@ -19,15 +19,15 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from s3fs import S3FileSystem
+from calmops_dagster.store.object_store import ObjectStoreFileSystem
 
 #: How many objects' info a process keeps (a few hundred bytes each).
 MAX_KNOWN = 50_000
 
 
-class WriteOnceReadsS3(S3FileSystem):
-    """An :class:`s3fs.S3FileSystem` whose ``info`` of a Parquet object under a write-once prefix (see
-    :meth:`add_write_once_prefix`) is fetched once and then answered from memory."""
+class WriteOnceReadsS3(ObjectStoreFileSystem):
+    """The seam's S3 filesystem (its retries and failures) whose ``info`` of a Parquet object under a
+    write-once prefix (see :meth:`add_write_once_prefix`) is fetched once and then answered from memory."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
