@@ -1,5 +1,5 @@
 """Alerts through the real `dagster dev` (sensor, daemon, run launcher, run-failure sensor) to a real local HTTP
-receiver: the demo's story (block 4 drifts and promotes) and a pipeline whose training fails, whose
+receiver: a two-block demo (block 2 drifts and promotes) and a pipeline whose training fails, whose
 `breaker_open` comes from the run-failure sensor. Each alert arrives once; no webhook URL reaches a log.
 
 Its own module: one life of `dagster dev` (about a minute), apart from test_dagster_dev.py's story.
@@ -28,7 +28,7 @@ def _add_alerts(spec_path, webhook: str, **extra) -> None:
 
 def test_dagster_dev_sends_each_alert_once(tmp_path):
     home, port = tmp_path / "home", free_port()
-    make_demo(home, "--blocks", "4", "--drift-at", "4")
+    make_demo(home, "--blocks", "2", "--drift-at", "2")
     make_demo(home, "--name", "flaky", "--blocks", "1")
     with WebhookReceiver() as hooks:
         _add_alerts(home / "pipelines" / "demo" / "pipeline.yaml", hooks.url(f"/demo/{TOKEN}"))
@@ -43,15 +43,15 @@ def test_dagster_dev_sends_each_alert_once(tmp_path):
                 files, data = demo_files(home, pipeline)
                 for path in files:
                     shutil.copy(path, data / path.name)
-            wait_for(lambda: ("4", "promotion") in [(b["block"], b["event"]) for b in hooks.bodies(f"/demo/{TOKEN}")],
-                     600, "demo's block 4 alerts")
+            wait_for(lambda: ("2", "promotion") in [(b["block"], b["event"]) for b in hooks.bodies(f"/demo/{TOKEN}")],
+                     600, "demo's block 2 alerts")
             wait_for(lambda: hooks.bodies(f"/flaky/{TOKEN}"), 300, "flaky's breaker_open from the run-failure sensor")
             time.sleep(12)  # the run-failure sensor ticks again (every 10 s): nothing more may arrive
 
         demo = [(b["block"], b["event"]) for b in hooks.bodies(f"/demo/{TOKEN}")]
         flaky = hooks.bodies(f"/flaky/{TOKEN}")
-    assert demo[0] == ("1", "promotion") and ("4", "drift") in demo
-    assert demo.index(("4", "drift")) < demo.index(("4", "promotion"))
+    assert demo[0] == ("1", "promotion") and ("2", "drift") in demo
+    assert demo.index(("2", "drift")) < demo.index(("2", "promotion"))
     assert not [key for key, count in Counter(demo).items() if count > 1]  # once each
     assert [(b["block"], b["event"]) for b in flaky] == [("1", "breaker_open")]
     assert "injected training failure" in flaky[0]["summary"] and flaky[0]["text"].startswith("calmops breaker_open")
