@@ -42,8 +42,8 @@ from calmops_dagster.ingest.block_history import blocks_before, read_blocks, sav
 from calmops_dagster.ingest.ingest_record import block_records, block_version, load_recorded_block
 from calmops_dagster.ingest.labels import attach_labels, read_label_files
 from calmops_dagster.interfaces.pipeline_overview import pipeline_overview, reports_url
-from calmops_dagster.orchestration import circuit_breaker
-from calmops_dagster.orchestration.block_context import (
+from calmops_dagster.steps import circuit_breaker
+from calmops_dagster.steps.block_context import (
     champions_before,
     decided_blocks,
     is_rerun,

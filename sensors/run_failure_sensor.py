@@ -9,7 +9,7 @@ block's events its failed run did not get to send; :mod:`calmops_dagster.interfa
 ``calmops_run_successes`` resets the pipeline's count when a run succeeds. Both call
 :func:`calmops_dagster.orchestration.runner.record_run_outcome`, which ignores a run id already counted, so runs
 executed in-process by ``calmops run`` (which records its own outcomes) are not counted twice. The transitions
-are the pure functions of :mod:`calmops_dagster.orchestration.circuit_breaker`.
+are the pure functions of :mod:`calmops_dagster.steps.circuit_breaker`.
 
 One pair for all pipelines, not one per pipeline: each tick of a run-status sensor is one read of the
 instance's run-status events, so a pair per pipeline made the daemon repeat that read twice per pipeline

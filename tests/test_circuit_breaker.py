@@ -23,7 +23,6 @@ from dagster import (
 )
 
 from calmops_dagster.interfaces.cli import main
-from calmops_dagster.orchestration import circuit_breaker as cb
 from calmops_dagster.orchestration.pipeline_defs import (
     build_breaker_definitions,
     build_pipeline_definitions,
@@ -31,6 +30,7 @@ from calmops_dagster.orchestration.pipeline_defs import (
 )
 from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
 from calmops_dagster.spec import load_spec, parse_spec, save_spec
+from calmops_dagster.steps import circuit_breaker as cb
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 

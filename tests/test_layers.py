@@ -24,12 +24,13 @@ ALLOWED = {
     "store": set(),
     "learning": {"drift"},
     "ingest": {"store"},
-    "orchestration": {"drift", "estimation", "learning", "ingest", "store"},
+    "steps": {"drift", "estimation", "learning", "ingest", "store"},
+    "orchestration": {"drift", "estimation", "learning", "ingest", "store", "steps"},
     # Dagster loads the storage and the run launcher by name from dagster.yaml; they set orchestration's run tags
     "speedups": {"store", "orchestration"},
-    "interfaces": {"drift", "estimation", "learning", "ingest", "store", "orchestration", "speedups"},
+    "interfaces": {"drift", "estimation", "learning", "ingest", "store", "steps", "orchestration", "speedups"},
 }
-PURE = ("drift", "estimation", "learning", "ingest", "store")
+PURE = ("drift", "estimation", "learning", "ingest", "store", "steps")
 #: Top-level modules every layer may use: the spec and the typed errors.
 SHARED = {"spec", "errors"}
 #: The top-level folders installed as calmops_dagster.<name>: Dagster wiring and data generators.

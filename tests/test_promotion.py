@@ -22,7 +22,7 @@ from calmops_dagster.learning.promotion import (
     paired_bootstrap_test,
 )
 from calmops_dagster.learning.training import fit_full
-from calmops_dagster.orchestration import circuit_breaker
+from calmops_dagster.steps import circuit_breaker
 from calmops_dagster.orchestration.champion_challenger import settle_champion
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.orchestration.runner import register_new_blocks, run_pending

@@ -124,7 +124,7 @@ def test_breaker_state_is_reported_when_the_table_exists(processed_home, tmp_pat
     home = copy_home(processed_home, tmp_path)
     from datetime import UTC, datetime
 
-    from calmops_dagster.orchestration.circuit_breaker import on_failure
+    from calmops_dagster.steps.circuit_breaker import on_failure
     from calmops_dagster.store.metrics_store import MetricsStore
 
     for _ in range(3):  # as the run-failure sensor records three failed trainings

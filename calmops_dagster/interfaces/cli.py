@@ -315,7 +315,7 @@ def cmd_rollback(args, home: CalmOpsHome) -> int:
 def _breaker_text(metrics, name: str) -> str:
     from datetime import UTC, datetime
 
-    from calmops_dagster.orchestration.circuit_breaker import describe
+    from calmops_dagster.steps.circuit_breaker import describe
 
     return describe(metrics.breaker_state(name), datetime.now(UTC))
 

@@ -29,8 +29,8 @@ import plotly.io as pio
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.interfaces.alerts import drop_threshold, estimated_drop_event
 from calmops_dagster.interfaces.page_style import MISSING, fmt, html_table, page, plotly_script
-from calmops_dagster.orchestration import circuit_breaker
 from calmops_dagster.spec import PipelineSpec, load_spec
+from calmops_dagster.steps import circuit_breaker
 from calmops_dagster.store.atomic import write_readable_text_atomic
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore

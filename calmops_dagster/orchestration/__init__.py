@@ -1,2 +1,2 @@
-"""Dagster wiring and control: pipeline definitions, runner, instance set-up, circuit breaker, pipeline logs,
+"""Dagster wiring and control: pipeline definitions, runner, instance set-up, pipeline logs,
 and the steps that join learning to the stores. May import: every layer below, and Dagster."""

@@ -30,7 +30,7 @@ from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import Unsettled, quarantine_file, unsettled_files
 from calmops_dagster.ingest.ingest_record import current_versions, ingest_data_dir, load_index
 from calmops_dagster.ingest.withdrawal import withdraw_moved_blocks
-from calmops_dagster.orchestration import circuit_breaker
+from calmops_dagster.steps import circuit_breaker
 from calmops_dagster.orchestration.run_guard import StopSignals
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.metrics_store import MetricsStore
@@ -468,7 +468,7 @@ def _failure_messages(outcome) -> list[str]:
     return messages
 
 
-# --- circuit breaker glue (the transitions themselves are pure: calmops_dagster.orchestration.circuit_breaker) -----------
+# --- circuit breaker glue (the transitions themselves are pure: calmops_dagster.steps.circuit_breaker) -----------
 
 def record_run_outcome(metrics: MetricsStore, spec: PipelineSpec, run_id: str, block: str | None,
                        failed_steps: list[str], messages: list[str] | None = None, run_failed: bool = False):
