@@ -42,6 +42,11 @@ from calmops_dagster.ingest.block_history import blocks_before, read_blocks, sav
 from calmops_dagster.ingest.ingest_record import block_records, block_version, load_recorded_block
 from calmops_dagster.ingest.labels import attach_labels, read_label_files
 from calmops_dagster.interfaces.pipeline_overview import pipeline_overview, reports_url
+from calmops_dagster.orchestration.breaker_outcomes import breaker_pause_reason
+from calmops_dagster.orchestration.prediction import ensure_champion, predict_block, write_predictions
+from calmops_dagster.orchestration.run_tags import VERSION_TAG
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.steps import circuit_breaker
 from calmops_dagster.steps.block_context import (
     champions_before,
@@ -52,9 +57,6 @@ from calmops_dagster.steps.block_context import (
     spec_with_settings,
     write_context,
 )
-from calmops_dagster.orchestration.prediction import ensure_champion, predict_block, write_predictions
-from calmops_dagster.orchestration.runner import VERSION_TAG, breaker_pause_reason
-from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.model_store import now_utc
 from calmops_dagster.store.processed_blocks import record_processed
 

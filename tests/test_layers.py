@@ -231,7 +231,7 @@ def test_dagsters_private_api_is_used_only_in_the_speedups():
 
 #: One planted use of each kind the check must find: (file, code appended to it, what the check reports).
 PLANTED = [
-    ("calmops_dagster/orchestration/runner.py", "from dagster._core.errors import DagsterError\n",
+    ("calmops_dagster/orchestration/headless_runs.py", "from dagster._core.errors import DagsterError\n",
      "imports from dagster._core.errors"),
     ("calmops_dagster/interfaces/cli.py", "import dagster._check\n", "imports dagster._check"),
     ("calmops_dagster/orchestration/instance.py", "from dagster import _check\n", "imports dagster._check"),

@@ -22,14 +22,15 @@ from calmops_dagster.learning.promotion import (
     paired_bootstrap_test,
 )
 from calmops_dagster.learning.training import fit_full
-from calmops_dagster.steps import circuit_breaker
 from calmops_dagster.orchestration.champion_challenger import settle_champion
+from calmops_dagster.orchestration.headless_runs import run_pending
+from calmops_dagster.orchestration.ingest_registration import register_new_blocks
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
+from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.steps import circuit_breaker
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.resources import build_resources
 from tests.conftest import block_spec_dict
 
 

@@ -21,11 +21,11 @@ from dagster import Config, DynamicPartitionsDefinition, OpExecutionContext, Out
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.block_history import read_blocks
-from calmops_dagster.steps.block_context import read_context, settings_of, spec_with_settings
-from calmops_dagster.orchestration.runner import PIPELINE_TAG
-from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.store.model_store import now_utc
+from calmops_dagster.orchestration.run_tags import PIPELINE_TAG
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.spec import PipelineSpec
+from calmops_dagster.steps.block_context import read_context, settings_of, spec_with_settings
+from calmops_dagster.store.model_store import now_utc
 
 REEVALUATION_TAG = "calmops/reevaluation"
 #: Settings a re-evaluation may change (``--drift.alpha 0.01``, ``--performance.max_relative_drop 0.2``).
