@@ -16,7 +16,6 @@ does not load them, and a run loads only what its steps use.
 """
 
 import warnings
-from datetime import UTC, datetime
 
 import pandas as pd
 from calmops_dagster.assets.block_alerts import alert_run
@@ -37,17 +36,15 @@ from dagster import (
     asset,
 )
 
-from calmops_dagster.ingest.block_data import frame_sha256, incoming_dir, load_stream_block, sort_block_keys
-from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
-from calmops_dagster.ingest.ingest_record import block_records, block_version, load_recorded_block
-from calmops_dagster.ingest.labels import attach_labels, read_label_files
+from calmops_dagster.assets.data_block import build_data_block
+from calmops_dagster.assets.wiring import DRIFT_CHECK, PERFORMANCE_CHECK
+from calmops_dagster.ingest.block_data import frame_sha256, sort_block_keys
+from calmops_dagster.ingest.block_history import blocks_before, read_blocks
 from calmops_dagster.interfaces.pipeline_overview import pipeline_overview, reports_url
 from calmops_dagster.orchestration.breaker_outcomes import breaker_pause_reason
 from calmops_dagster.orchestration.prediction import ensure_champion, predict_block, write_predictions
-from calmops_dagster.orchestration.run_tags import VERSION_TAG
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.steps import circuit_breaker
 from calmops_dagster.steps.block_context import (
     champions_before,
     decided_blocks,
@@ -57,12 +54,10 @@ from calmops_dagster.steps.block_context import (
     spec_with_settings,
     write_context,
 )
+from calmops_dagster.steps.results import LoadedBlock
 from calmops_dagster.store.model_store import now_utc
 from calmops_dagster.store.processed_blocks import record_processed
 
-SCHEMA_CHECK = "schema_and_nulls"
-DRIFT_CHECK = "no_data_drift"
-PERFORMANCE_CHECK = "champion_meets_thresholds"
 MONITORING = "monitoring"
 DRIFT_COLUMNS = ["feature", "test", "statistic", "p_value", "effect_size", "threshold", "drifted", "note"]
 
@@ -140,73 +135,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             return AssetCheckSpec(name, asset=key(asset_name), description=description, blocking=blocking,
                                   partitions_def=partitions)
 
-    @asset(
-        name="data_block",
-        description=f"Rows of one block of {spec.data_dir}: exactly the file versions the ingest record holds "
-        "for it (block_files), schema-checked.",
-        check_specs=[check(SCHEMA_CHECK, "data_block", "Feature null share within data_quality.max_null_share")],
-        **common,
-    )
-    def data_block(context: AssetExecutionContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
-        block = context.partition_key
-        store = home.model_store(spec.name)
-        recorded = None if spec.prediction_only else read_context(metrics.store(), spec, block, context.run_id)
-        champion = recorded.champion_version if is_rerun(recorded) else store.champion_version()
-        expected = store.manifest(champion).get("feature_kinds") if champion else None
-        db, folder = metrics.store(), home.paths.state_dir(spec.name)
-        if spec.type == "stream":  # exactly the file version accepted under this key
-            rows = load_stream_block(spec, block, incoming_dir(folder), expected)
-            version = block_version([sha for _file, sha, _rows in block_records(db, spec, block)])
-        else:  # exactly the file versions the ingest record holds for this block
-            rows, version = load_recorded_block(spec, db, folder, block)
-        context.instance.add_run_tags(context.run_id, {VERSION_TAG: version})
-        frame = rows.frame
-        if spec.prediction_only and spec.target and spec.target in frame.columns:
-            context.log.info(f"prediction-only pipeline: column '{spec.target}' is ignored")
-            frame = frame.drop(columns=[spec.target])
-        label_meta = {}
-        if spec.labels is not None and spec.target not in frame.columns:  # delayed labels: join what landed
-            labels = read_label_files(spec.labels.dir, spec.labels.id_col, spec.target)
-            attached, count = attach_labels(frame, labels.frame, spec.labels.id_col, spec.target)
-            frame = frame if attached is None else attached
-            metrics.store().replace_block_rows("labels", spec.name, block, [{
-                **count.as_row(), "label_files": ",".join(labels.files), "computed_at": now_utc()}])
-            label_meta = {f"labels_{k}": int(v) for k, v in count.as_row().items()}
-            if not count.complete:
-                context.log.info(f"block {block}: {count.missing} of {count.rows} rows have no label yet; "
-                                 "processed without labels")
-        features = spec.feature_columns(frame.columns)
-        null_share = frame[features].isna().mean()
-        content_hash = frame_sha256(frame)
-        if is_rerun(recorded) and recorded.content_hash not in (None, content_hash):
-            context.log.warning(f"block {block}: its rows changed since it was processed; the new version is "
-                                "processed as new data, not as a rerun")
-            write_context(metrics.store(), spec, block, context.run_id, decided=False)
-        metrics.store().replace_block_rows("blocks", spec.name, block, [{
-            "rows": len(frame), "source_file": ",".join(rows.source_files), "content_hash": content_hash,
-            "null_cells": int(frame[features].isna().sum().sum()), "loaded_at": now_utc(),
-        }], run_id=context.run_id)
-        if not spec.prediction_only:
-            save_block(home.paths.blocks_dir(spec.name), block, frame)
-        yield Output(frame, metadata={
-            "rows": len(frame),
-            "columns": len(frame.columns),
-            "null_cells": int(frame[features].isna().sum().sum()),
-            "source_files": ", ".join(rows.source_files),
-            "content_hash": content_hash,
-            "block_version": version,
-            **label_meta,
-            **({} if spec.prediction_only else {"circuit_breaker": circuit_breaker.describe(
-                metrics.store().breaker_state(spec.name), datetime.now(UTC))}),
-        })
-        worst = null_share.idxmax()
-        yield AssetCheckResult(
-            check_name=SCHEMA_CHECK,
-            passed=bool(null_share.max() <= spec.data_quality.max_null_share),
-            severity=AssetCheckSeverity.WARN,
-            metadata={"max_null_share": float(null_share.max()), "worst_column": str(worst),
-                      "allowed": spec.data_quality.max_null_share},
-        )
+    data_block = build_data_block(spec)
 
     @asset(
         name="drift_report",
@@ -216,7 +145,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         check_specs=[check(DRIFT_CHECK, "drift_report", "Dataset-level drift decision of the drift engine")],
         **common,
     )
-    def drift_report(context: AssetExecutionContext, data_block: pd.DataFrame,
+    def drift_report(context: AssetExecutionContext, data_block: LoadedBlock,
                      home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         from calmops_dagster.interfaces.block_report import write_drift_report_html
         from calmops_dagster.learning.block_assessment import assess_block, assessment_rows
@@ -229,6 +158,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         )
 
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
+        data_block = data_block.frame
         recorded = None if spec.prediction_only else read_context(db, spec, block, context.run_id)
         rerun = is_rerun(recorded)
         if rerun:  # what was in force when the block was first processed: champion, settings, late verdict
@@ -336,12 +266,13 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         ins={"data_block": AssetIn(key("data_block")), "drift_report": AssetIn(key("drift_report"))},
         **common,
     )
-    def challenger_model(context: AssetExecutionContext, data_block: pd.DataFrame, drift_report: dict,
+    def challenger_model(context: AssetExecutionContext, data_block: LoadedBlock, drift_report: dict,
                          home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         from calmops_dagster.learning.retrain_modes import history_needed
         from calmops_dagster.orchestration.champion_challenger import make_challenger, rescore_challenger
 
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
+        data_block = data_block.frame
         recorded = read_context(db, spec, block, context.run_id)
         if is_rerun(recorded):  # never trains over the current champion: the challenger trained then, if any
             if recorded.challenger is None:
@@ -402,12 +333,13 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         **common,
     )
     def champion_model(context: AssetExecutionContext, challenger_model: dict, drift_report: dict,
-                       data_block: pd.DataFrame, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+                       data_block: LoadedBlock, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         from calmops_dagster.learning.evaluation import threshold_failures
         from calmops_dagster.orchestration.champion_challenger import judge_champion, settle_champion
         from calmops_dagster.orchestration.estimated_performance import prepare_calibration
 
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
+        data_block = data_block.frame
         late, recorded = bool(drift_report.get("late")), read_context(db, spec, block, context.run_id)
         rerun = is_rerun(recorded)
         if rerun:  # the decision as it was made, against the champions of the time; nothing is moved
@@ -469,9 +401,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         deps=[] if spec.prediction_only else [key("champion_model")],
         **common,
     )
-    def predictions(context: AssetExecutionContext, data_block: pd.DataFrame, home: CalmOpsHomeResource,
+    def predictions(context: AssetExecutionContext, data_block: LoadedBlock, home: CalmOpsHomeResource,
                     metrics: MetricsStoreResource):
         block, store = context.partition_key, home.model_store(spec.name)
+        data_block = data_block.frame
         recorded = None if spec.prediction_only else read_context(metrics.store(), spec, block, context.run_id)
         # the champion the block's decision left in force (a rerun predicts as the block's first run did)
         version = recorded.champion_after if is_rerun(recorded) else ensure_champion(spec, store)
