@@ -18,8 +18,6 @@ does not load them, and a run loads only what its steps use.
 import warnings
 
 import pandas as pd
-from calmops_dagster.assets.block_alerts import alert_run
-from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -36,25 +34,26 @@ from dagster import (
     asset,
 )
 
+from calmops_dagster.assets.block_alerts import alert_run
 from calmops_dagster.assets.data_block import build_data_block
-from calmops_dagster.assets.wiring import DRIFT_CHECK, PERFORMANCE_CHECK
-from calmops_dagster.ingest.block_data import frame_sha256, sort_block_keys
+from calmops_dagster.assets.drift_report import build_drift_report
+from calmops_dagster.assets.wiring import PERFORMANCE_CHECK
+from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.block_history import blocks_before, read_blocks
-from calmops_dagster.interfaces.pipeline_overview import pipeline_overview, reports_url
 from calmops_dagster.orchestration.breaker_outcomes import breaker_pause_reason
-from calmops_dagster.orchestration.prediction import ensure_champion, predict_block, write_predictions
+from calmops_dagster.orchestration.run_tags import VERSION_TAG
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.steps.block_context import (
     champions_before,
-    decided_blocks,
     is_rerun,
     read_context,
-    settings_of,
     spec_with_settings,
     write_context,
 )
-from calmops_dagster.steps.results import LoadedBlock
+from calmops_dagster.steps.pipeline_overview import pipeline_overview
+from calmops_dagster.steps.predict_block import ensure_champion, predict_block, write_predictions
+from calmops_dagster.steps.results import Assessment, LoadedBlock
 from calmops_dagster.store.model_store import now_utc
 from calmops_dagster.store.processed_blocks import record_processed
 
@@ -137,128 +136,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
 
     data_block = build_data_block(spec)
 
-    @asset(
-        name="drift_report",
-        description="Drift of the block against the champion's training data, and the champion's "
-        "performance on the block; decides whether a challenger is trained.",
-        ins={"data_block": AssetIn(key("data_block"))},
-        check_specs=[check(DRIFT_CHECK, "drift_report", "Dataset-level drift decision of the drift engine")],
-        **common,
-    )
-    def drift_report(context: AssetExecutionContext, data_block: LoadedBlock,
-                     home: CalmOpsHomeResource, metrics: MetricsStoreResource):
-        from calmops_dagster.interfaces.block_report import write_drift_report_html
-        from calmops_dagster.learning.block_assessment import assess_block, assessment_rows
-        from calmops_dagster.orchestration.champion_challenger import place_in_event_time
-        from calmops_dagster.orchestration.drift_step import hold_retrain, summary_row
-        from calmops_dagster.orchestration.estimated_performance import (
-            BlockEstimates,
-            estimate_block,
-            estimated_drop,
-        )
-
-        block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
-        data_block = data_block.frame
-        recorded = None if spec.prediction_only else read_context(db, spec, block, context.run_id)
-        rerun = is_rerun(recorded)
-        if rerun:  # what was in force when the block was first processed: champion, settings, late verdict
-            run_spec, champion = spec_with_settings(spec, recorded.settings), recorded.champion_version
-            late, hold, rollback_hold = recorded.late, recorded.promotion_hold, recorded.rollback_hold
-            context.log.info(f"block {block} was processed before: rerun against champion {champion} and "
-                             "the settings recorded then")
-        else:
-            run_spec, champion = spec, ensure_champion(spec, store)
-            when = None if spec.prediction_only else place_in_event_time(
-                spec, store, block, decided_blocks(db, spec),
-                context.instance.get_dynamic_partitions(spec.partitions_name) if spec.type == "stream" else None)
-            late = bool(when and when.late)
-            hold = when.promotion_hold(spec.promotion.allow_late_promotion) if when else None
-            rollback_hold = when.rollback_hold() if when else None
-            if late:
-                context.log.warning(f"block {block} is late: block {when.newest_processed} was already processed")
-            if not spec.prediction_only:
-                write_context(db, spec, block, context.run_id, champion_version=champion,
-                              settings=settings_of(spec), late=late, promotion_hold=hold,
-                              rollback_hold=rollback_hold, content_hash=frame_sha256(data_block))
-        if champion:  # the estimate first, from the features alone: no label is read for it
-            manifest, reference = store.manifest(champion), store.reference(champion)
-            model = store.load(champion, spec.pickle_trusted)
-            estimates = estimate_block(run_spec, store, champion, model, data_block.drop(
-                columns=spec.target or [], errors="ignore"), home.paths.estimation_dir(spec.name))
-            assessment = assess_block(run_spec, data_block, model, manifest, reference,
-                                      estimated_drop(run_spec, estimates))
-        else:
-            estimates = BlockEstimates(note="no estimate: no champion yet")
-            assessment = assess_block(run_spec, data_block)
-        # a late block is monitored, but trains no challenger to promote over newer data
-        decision, held = hold_retrain(assessment.decision, hold)
-        report = assessment.report
-        summary = report.summary() if report is not None else {}
-        drifted = report.drifted_features if report is not None else []
-        change_row = assessment.stream.first_drift_index if assessment.stream is not None else None
-        stamp = now_utc()
-        all_rows = assessment_rows(assessment)  # what drift_results stores and the block report shows
-        drift_rows = all_rows.reindex(columns=DRIFT_COLUMNS)
-        db.replace_block_rows("drift_results", spec.name, block, drift_rows.assign(computed_at=stamp),
-                              run_id=context.run_id)
-        db.replace_block_rows("drift_summary", spec.name, block, [{
-            **summary_row(assessment, decision, champion), "error_change_row": change_row,
-            "late": late, "computed_at": stamp,
-        }], run_id=context.run_id)
-        db.replace_block_rows("performance", spec.name, block, [
-            *({"model_version": champion, "role": "realized" if spec.labels else "champion", "metric": m,
-               "value": v, "computed_at": stamp}
-              for m, v in (assessment.block_scores or {}).items()),
-            *({**row, "computed_at": stamp} for row in estimates.rows(champion)),
-        ], scope={"evaluated_on": "block"}, run_id=context.run_id)
-        report_meta = {}
-        if report is not None:
-            manifest, reference = store.manifest(champion), store.reference(champion)
-            history = db.query("SELECT block, drift_share, n_drifted, drift_detected FROM drift_summary "
-                               "WHERE pipeline = ?", [spec.name], pipeline=spec.name)
-            history = history.iloc[[i for i in _block_order(history["block"])]]
-            features = manifest["features"]
-            path = write_drift_report_html(
-                report, reference[features], data_block[features],
-                home.paths.reports_dir(spec.name) / f"{block}.html", history=history,
-                title=f"{spec.name} block {block}", plotlyjs="directory", results=all_rows,
-            )
-            report_meta = {"report": MetadataValue.path(str(path)), "report_url": MetadataValue.url(
-                reports_url(spec.name, block))}
-        # DEBUG: the block's one INFO line is its decision (champion_model, or predictions when prediction-only)
-        context.log.debug(f"block {block}: {decision.reason}")
-        outcome = {
-            "block": block, "reference_version": champion, "drift_detected": bool(summary.get("drift_detected")),
-            "drifted_features": drifted, "performance_drop": decision.performance_drop,
-            "retrain": decision.retrain, "reason": decision.reason,
-            "champion_block_scores": assessment.block_scores, "late": late, "held": held,
-            "rollback_hold": rollback_hold, "rerun": rerun,
-        }
-        yield Output(outcome, metadata={
-            "drift_detected": int(bool(summary.get("drift_detected"))),
-            "drift_share": float(summary.get("drift_share", 0.0)),
-            "drifted_features_count": len(drifted),
-            "retrain": int(decision.retrain),
-            "performance_drop": int(decision.performance_drop),
-            "reason": decision.reason,
-            "reference_version": champion or "none",
-            "late": int(late), "rerun": int(rerun),
-            **({"newest_block_processed": when.newest_processed} if late and not rerun else {}),
-            "top_features": ", ".join(summary.get("top_features", [])) or "none",
-            "drifted_features": MetadataValue.md(_drifted_table(drift_rows)),
-            **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-            **_scores_metadata("champion_", assessment.block_scores),
-            **estimates.metadata(),
-            **({"error_change_row": change_row} if change_row is not None else {}),
-            **report_meta,
-        })
-        yield AssetCheckResult(
-            check_name=DRIFT_CHECK,
-            passed=not summary.get("drift_detected", False),
-            severity=AssetCheckSeverity.WARN,
-            metadata={"drift_share": float(summary.get("drift_share", 0.0)),
-                      "drifted_features": ", ".join(drifted) or "none"},
-        )
+    drift_report = build_drift_report(spec)
 
     @asset(
         name="challenger_model",
@@ -266,7 +144,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         ins={"data_block": AssetIn(key("data_block")), "drift_report": AssetIn(key("drift_report"))},
         **common,
     )
-    def challenger_model(context: AssetExecutionContext, data_block: LoadedBlock, drift_report: dict,
+    def challenger_model(context: AssetExecutionContext, data_block: LoadedBlock, drift_report: Assessment,
                          home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         from calmops_dagster.learning.retrain_modes import history_needed
         from calmops_dagster.orchestration.champion_challenger import make_challenger, rescore_challenger
@@ -276,7 +154,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         recorded = read_context(db, spec, block, context.run_id)
         if is_rerun(recorded):  # never trains over the current champion: the challenger trained then, if any
             if recorded.challenger is None:
-                reason = recorded.challenger_reason or drift_report["reason"]
+                reason = recorded.challenger_reason or drift_report.decision.reason
                 return Output({"version": None, "champion_version": recorded.champion_version, "reason": reason},
                               metadata={"trained": 0, "rerun": 1, "reason": reason})
             challenger = rescore_challenger(spec_with_settings(spec, recorded.settings), store, block, data_block,
@@ -287,8 +165,8 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             reason = None
             if paused := breaker_pause_reason(db, spec):  # circuit breaker open: no training
                 reason, extra = paused, {"circuit_breaker": "open"}
-            elif not drift_report["retrain"]:
-                reason, extra = drift_report["reason"], {}
+            elif not drift_report.decision.retrain:
+                reason, extra = drift_report.decision.reason, {}
             if reason is not None:
                 write_context(db, spec, block, context.run_id, recorded, challenger=None, challenger_reason=reason)
                 return Output({"version": None, "champion_version": champion_now, "reason": reason},
@@ -302,7 +180,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 history = read_blocks(home.paths.blocks_dir(spec.name), earlier)
             challenger = make_challenger(spec, store, block, data_block, history, history_blocks=earlier)
             write_context(db, spec, block, context.run_id, recorded, challenger=challenger["version"],
-                          challenger_reason=drift_report["reason"])
+                          challenger_reason=drift_report.decision.reason)
             trained = 1
         stamp = now_utc()
         db.replace_block_rows("performance", spec.name, block, [
@@ -313,7 +191,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
         ], scope={"evaluated_on": "eval_split"}, run_id=context.run_id)
         context.log.debug(f"block {block}: {'trained' if trained else 'rerun: re-scored'} challenger "
                           f"{challenger['version']} ({challenger['note']})")
-        return Output({**challenger, "reason": drift_report["reason"]}, metadata={
+        return Output({**challenger, "reason": drift_report.decision.reason}, metadata={
             "trained": trained, "rerun": 1 - trained, "version": challenger["version"],
             "retrain_mode": spec.retrain_mode, "note": challenger["note"], "train_rows": challenger["train_rows"],
             "eval_rows": challenger["eval_rows"],
@@ -332,26 +210,26 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                            "The champion in force meets the spec's absolute thresholds", blocking=True)],
         **common,
     )
-    def champion_model(context: AssetExecutionContext, challenger_model: dict, drift_report: dict,
+    def champion_model(context: AssetExecutionContext, challenger_model: dict, drift_report: Assessment,
                        data_block: LoadedBlock, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         from calmops_dagster.learning.evaluation import threshold_failures
         from calmops_dagster.orchestration.champion_challenger import judge_champion, settle_champion
-        from calmops_dagster.orchestration.estimated_performance import prepare_calibration
+        from calmops_dagster.steps.estimated_performance import prepare_calibration
 
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
         data_block = data_block.frame
-        late, recorded = bool(drift_report.get("late")), read_context(db, spec, block, context.run_id)
+        late, recorded = drift_report.late, read_context(db, spec, block, context.run_id)
         rerun = is_rerun(recorded)
         if rerun:  # the decision as it was made, against the champions of the time; nothing is moved
             run_spec, before = spec_with_settings(spec, recorded.settings), recorded.champion_version
             decision, in_force, after = judge_champion(
-                run_spec, store, data_block, challenger_model, drift_report["champion_block_scores"], before,
-                champions_before(store, recorded), drift_report.get("held"), drift_report.get("rollback_hold"))
+                run_spec, store, data_block, challenger_model, drift_report.block_scores, before,
+                champions_before(store, recorded), drift_report.held, drift_report.rollback_hold)
         else:
             run_spec, before = spec, store.champion_version()
             decision, in_force = settle_champion(spec, store, block, data_block, challenger_model,
-                                                 drift_report["champion_block_scores"], drift_report.get("held"),
-                                                 drift_report.get("rollback_hold"))
+                                                 drift_report.block_scores, drift_report.held,
+                                                 drift_report.rollback_hold)
             after = store.champion_version()
             write_context(db, spec, block, context.run_id, recorded, champion_after=after, decided=True)
             if after not in (None, before):  # the next block's estimate reads the folds instead of fitting them
@@ -367,7 +245,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
             "p_value": decision.p_value, "ci_low": decision.ci_low, "ci_high": decision.ci_high,
             "late": late, "decided_at": now_utc(),
         }], run_id=context.run_id)
-        drift = "drift" if drift_report.get("drift_detected") else "no drift"
+        drift = "drift" if drift_report.drift_detected else "no drift"
         context.log.info(f"block {block}: {decision.decision} ({reason}); {drift}; champion {after or 'none'}")
         # the overview first: a failing blocking check below ends this step, and the story must show it
         context.log_event(monitoring_materialization(spec, home, metrics))

@@ -48,14 +48,16 @@ def check_spec(spec: PipelineSpec, name: str, asset_name: str, description: str,
                               partitions_def=partitions(spec))
 
 
+def scores_metadata(prefix: str, scores: dict[str, float] | None) -> dict:
+    """``<prefix><metric>`` for each score."""
+    return {f"{prefix}{metric}": float(value) for metric, value in (scores or {}).items()}
+
+
 def open_step(spec: PipelineSpec, context: AssetExecutionContext, home: CalmOpsHomeResource,
               metrics: MetricsStoreResource) -> StepContext:
     """The step's context in this run: the block, the stores, the run's log and the block's recorded context;
     the order of blocks is asked of the Dagster instance only when the step needs it."""
     instance = context.instance
-    order = BlockOrder(
-        processed=lambda: instance.get_materialized_partitions(asset_key(spec, "champion_model")),
-        registered=lambda: instance.get_dynamic_partitions(spec.partitions_name),
-    )
+    order = BlockOrder(registered=lambda: instance.get_dynamic_partitions(spec.partitions_name))
     return step_context(spec, context.partition_key, context.run_id, home.model_store(spec.name), metrics.store(),
                         home.paths, order, context.log)

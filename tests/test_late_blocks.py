@@ -15,12 +15,13 @@ from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.generators.writer import write_blocks
 from calmops_dagster.learning.event_time import place_block
 from calmops_dagster.learning.training import fit_full
-from calmops_dagster.orchestration.champion_challenger import place_in_event_time, settle_champion
+from calmops_dagster.orchestration.champion_challenger import settle_champion
 from calmops_dagster.orchestration.headless_runs import run_pending
 from calmops_dagster.orchestration.ingest_registration import register_new_blocks
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.steps.assess_block import place_in_event_time
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from tests.test_promotion import concept

@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from calmops_dagster.interfaces.pipeline_overview import reports_url
 from calmops_dagster.spec import ENV_WEBHOOK, AlertsConfig, PipelineSpec
+from calmops_dagster.steps.pipeline_overview import reports_url
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import CalmOpsHome

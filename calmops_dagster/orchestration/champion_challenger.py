@@ -17,9 +17,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.learning.evaluation import score_model
-from calmops_dagster.learning.event_time import LATE_KEPT, EventTime, place_block
+from calmops_dagster.learning.event_time import LATE_KEPT
 from calmops_dagster.learning.ipip import IPIPClassifier
 from calmops_dagster.learning.model_factory import build_model
 from calmops_dagster.learning.promotion import (
@@ -121,21 +120,6 @@ def rescore_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame:
         "challenger_scores": challenger_scores, "champion_scores": champion_scores, "paired": paired,
         "train_rows": len(store.reference(version)), "eval_rows": len(split.X_eval), **ipip_stats(model),
     }
-
-
-def place_in_event_time(spec: PipelineSpec, store: ModelStore, block: str, processed,
-                        arrival_order: list[str] | None = None) -> EventTime:
-    """:func:`~calmops_dagster.learning.event_time.place_block` for ``block`` of ``spec``: event order is
-    block order, or for stream pipelines ``arrival_order`` (the partitions in registration order);
-    ``processed`` are the blocks already decided; the champion's blocks come from its manifest."""
-    champion = store.champion_version()
-    manifest = store.manifest(champion) if champion else {}
-    champion_blocks = [*manifest.get("trained_on_blocks", []), *manifest.get("history_blocks", [])]
-    if spec.type == "stream":
-        order = list(arrival_order or [])
-    else:
-        order = sort_block_keys([*processed, block, *champion_blocks])
-    return place_block(block, order, processed, champion, champion_blocks)
 
 
 def _rollback(spec: PipelineSpec, store: ModelStore, frame: pd.DataFrame, block_scores: dict | None,

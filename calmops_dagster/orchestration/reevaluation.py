@@ -30,7 +30,6 @@ from calmops_dagster.store.model_store import now_utc
 REEVALUATION_TAG = "calmops/reevaluation"
 #: Settings a re-evaluation may change (``--drift.alpha 0.01``, ``--performance.max_relative_drop 0.2``).
 CHANGEABLE = ("drift", "performance")
-DRIFT_COLUMNS = ["feature", "test", "statistic", "p_value", "effect_size", "threshold", "drifted", "note"]
 
 
 def reevaluation_job_name(spec: PipelineSpec) -> str:
@@ -102,7 +101,12 @@ def build_reevaluation_job(spec: PipelineSpec):
     def reevaluate_block(context: OpExecutionContext, config: ReevaluationConfig, home: CalmOpsHomeResource,
                          metrics: MetricsStoreResource):
         from calmops_dagster.learning.block_assessment import assessment_rows
-        from calmops_dagster.orchestration.drift_step import assess_against, hold_retrain, summary_row
+        from calmops_dagster.steps.assess_block import (
+            DRIFT_COLUMNS,
+            assess_against,
+            hold_retrain,
+            summary_row,
+        )
 
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
         recorded = read_context(db, spec, block)

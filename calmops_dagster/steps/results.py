@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from calmops_dagster.ingest.labels import LabelCount
+    from calmops_dagster.learning.retrain_policy import RetrainDecision
+    from calmops_dagster.steps.estimated_performance import BlockEstimates
 
 
 @dataclass(frozen=True)
@@ -36,3 +38,43 @@ class LoadedBlock:
     """Delayed labels: how the block's rows met the labels landed so far."""
     breaker: str | None = None
     """The circuit breaker's state as ``calmops list`` shows it (``None``: prediction-only)."""
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The block measured against the champion in force, and whether it calls for a challenger
+    (:func:`~calmops_dagster.steps.assess_block.assess_block`)."""
+
+    block: str
+    champion: str | None
+    """The champion the block was judged against (``None``: none yet)."""
+    rerun: bool
+    late: bool
+    decision: RetrainDecision
+    """Whether a challenger is trained, and why (after the late-block rule)."""
+    summary: dict
+    """The drift report's summary (empty without a champion)."""
+    drifted_features: list[str]
+    block_scores: dict[str, float] | None
+    """The champion's scores on the block (``None``: no champion or no labels)."""
+    estimates: BlockEstimates
+    drift_rows: pd.DataFrame
+    """The block's ``drift_results`` rows."""
+    newest_processed: str | None = None
+    """A late block's first run: the newest block processed before it."""
+    held: str | None = None
+    """Why a challenger the block called for was not trained (a late block), the ``late_kept`` reason."""
+    rollback_hold: str | None = None
+    """Why the block must not roll the champion back (a late block)."""
+    error_change_row: int | None = None
+    """Where in the block the champion's error stream changed (streaming detectors)."""
+    report_path: str | None = None
+    """The block's HTML drift report."""
+
+    @property
+    def drift_detected(self) -> bool:
+        return bool(self.summary.get("drift_detected"))
+
+    @property
+    def drift_share(self) -> float:
+        return float(self.summary.get("drift_share", 0.0))

@@ -10,7 +10,7 @@ instead of deriving them again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
@@ -32,11 +32,9 @@ class StepLog(Protocol):
 
 @dataclass(frozen=True)
 class BlockOrder:
-    """Where the block stands among the pipeline's blocks, asked of the orchestrator only when a step needs it
-    (the first run of a block placing it in event time, a challenger reading earlier blocks)."""
+    """The order the pipeline's blocks were registered in, asked of the orchestrator only when a step needs it
+    (a stream pipeline's event order: placing a block in event time, a challenger reading earlier blocks)."""
 
-    processed: Callable[[], Collection[str]]
-    """The blocks whose decision is made (their ``champion_model`` is materialized)."""
     registered: Callable[[], list[str]]
     """Every block in the order it was registered: a stream pipeline's arrival order."""
 
