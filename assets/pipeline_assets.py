@@ -35,12 +35,11 @@ from dagster import (
 )
 
 from calmops_dagster.assets.block_alerts import alert_run
+from calmops_dagster.assets.challenger_model import build_challenger_model
 from calmops_dagster.assets.data_block import build_data_block
 from calmops_dagster.assets.drift_report import build_drift_report
 from calmops_dagster.assets.wiring import PERFORMANCE_CHECK
 from calmops_dagster.ingest.block_data import sort_block_keys
-from calmops_dagster.ingest.block_history import blocks_before, read_blocks
-from calmops_dagster.orchestration.breaker_outcomes import breaker_pause_reason
 from calmops_dagster.orchestration.run_tags import VERSION_TAG
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
@@ -53,7 +52,7 @@ from calmops_dagster.steps.block_context import (
 )
 from calmops_dagster.steps.pipeline_overview import pipeline_overview
 from calmops_dagster.steps.predict_block import ensure_champion, predict_block, write_predictions
-from calmops_dagster.steps.results import Assessment, LoadedBlock
+from calmops_dagster.steps.results import Assessment, ChallengerOutcome, LoadedBlock
 from calmops_dagster.store.model_store import now_utc
 from calmops_dagster.store.processed_blocks import record_processed
 
@@ -138,67 +137,7 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
 
     drift_report = build_drift_report(spec)
 
-    @asset(
-        name="challenger_model",
-        description="A model trained on the block (retrain mode of the spec) when drift_report asks for one.",
-        ins={"data_block": AssetIn(key("data_block")), "drift_report": AssetIn(key("drift_report"))},
-        **common,
-    )
-    def challenger_model(context: AssetExecutionContext, data_block: LoadedBlock, drift_report: Assessment,
-                         home: CalmOpsHomeResource, metrics: MetricsStoreResource):
-        from calmops_dagster.learning.retrain_modes import history_needed
-        from calmops_dagster.orchestration.champion_challenger import make_challenger, rescore_challenger
-
-        block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
-        data_block = data_block.frame
-        recorded = read_context(db, spec, block, context.run_id)
-        if is_rerun(recorded):  # never trains over the current champion: the challenger trained then, if any
-            if recorded.challenger is None:
-                reason = recorded.challenger_reason or drift_report.decision.reason
-                return Output({"version": None, "champion_version": recorded.champion_version, "reason": reason},
-                              metadata={"trained": 0, "rerun": 1, "reason": reason})
-            challenger = rescore_challenger(spec_with_settings(spec, recorded.settings), store, block, data_block,
-                                            recorded.challenger, recorded.champion_version)
-            trained = 0
-        else:
-            champion_now = store.champion_version()
-            reason = None
-            if paused := breaker_pause_reason(db, spec):  # circuit breaker open: no training
-                reason, extra = paused, {"circuit_breaker": "open"}
-            elif not drift_report.decision.retrain:
-                reason, extra = drift_report.decision.reason, {}
-            if reason is not None:
-                write_context(db, spec, block, context.run_id, recorded, challenger=None, challenger_reason=reason)
-                return Output({"version": None, "champion_version": champion_now, "reason": reason},
-                              metadata={"trained": 0, "reason": reason, **extra})
-            wanted, last = history_needed(spec)
-            history, earlier = None, []
-            if wanted:  # earlier blocks' rows, in processing order (stream partitions: arrival order)
-                order = (context.instance.get_dynamic_partitions(spec.partitions_name)
-                         if spec.type == "stream" else None)
-                earlier = blocks_before(home.paths.blocks_dir(spec.name), block, last, order)
-                history = read_blocks(home.paths.blocks_dir(spec.name), earlier)
-            challenger = make_challenger(spec, store, block, data_block, history, history_blocks=earlier)
-            write_context(db, spec, block, context.run_id, recorded, challenger=challenger["version"],
-                          challenger_reason=drift_report.decision.reason)
-            trained = 1
-        stamp = now_utc()
-        db.replace_block_rows("performance", spec.name, block, [
-            {"model_version": v, "role": role, "metric": m, "value": s, "computed_at": stamp}
-            for v, role, scores in ((challenger["version"], "challenger", challenger["challenger_scores"]),
-                                    (challenger["champion_version"], "champion", challenger["champion_scores"]))
-            for m, s in (scores or {}).items()
-        ], scope={"evaluated_on": "eval_split"}, run_id=context.run_id)
-        context.log.debug(f"block {block}: {'trained' if trained else 'rerun: re-scored'} challenger "
-                          f"{challenger['version']} ({challenger['note']})")
-        return Output({**challenger, "reason": drift_report.decision.reason}, metadata={
-            "trained": trained, "rerun": 1 - trained, "version": challenger["version"],
-            "retrain_mode": spec.retrain_mode, "note": challenger["note"], "train_rows": challenger["train_rows"],
-            "eval_rows": challenger["eval_rows"],
-            **{k: v for k, v in challenger.items() if k.startswith("ipip_")},
-            **_scores_metadata("challenger_", challenger["challenger_scores"]),
-            **_scores_metadata("champion_", challenger["champion_scores"]),
-        })
+    challenger_model = build_challenger_model(spec)
 
     @asset(
         name="champion_model",
@@ -210,10 +149,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                            "The champion in force meets the spec's absolute thresholds", blocking=True)],
         **common,
     )
-    def champion_model(context: AssetExecutionContext, challenger_model: dict, drift_report: Assessment,
+    def champion_model(context: AssetExecutionContext, challenger_model: ChallengerOutcome, drift_report: Assessment,
                        data_block: LoadedBlock, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
         from calmops_dagster.learning.evaluation import threshold_failures
-        from calmops_dagster.orchestration.champion_challenger import judge_champion, settle_champion
+        from calmops_dagster.steps.decide_champion import judge_champion, settle_champion
         from calmops_dagster.steps.estimated_performance import prepare_calibration
 
         block, store, db = context.partition_key, home.model_store(spec.name), metrics.store()
@@ -236,10 +175,10 @@ def build_pipeline_assets(spec: PipelineSpec) -> list:
                 context.log.debug(f"block {block}: estimation for {after}: " + prepare_calibration(
                     spec, store, after, home.paths.estimation_dir(spec.name)))
         perf = run_spec.performance
-        reason = decision.reason if challenger_model["version"] or decision.decision != "kept" else (
-            challenger_model["reason"])
+        reason = decision.reason if challenger_model.version or decision.decision != "kept" else (
+            challenger_model.reason)
         db.replace_block_rows("promotions", spec.name, block, [{
-            "champion_before": before, "challenger": challenger_model["version"], "decision": decision.decision,
+            "champion_before": before, "challenger": challenger_model.version, "decision": decision.decision,
             "reason": reason, "metric": perf.metric, "champion_score": decision.champion_score,
             "challenger_score": decision.challenger_score, "champion_after": after, "test": decision.test,
             "p_value": decision.p_value, "ci_low": decision.ci_low, "ci_high": decision.ci_high,

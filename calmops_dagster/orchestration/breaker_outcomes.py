@@ -55,10 +55,5 @@ def is_check_failure(event) -> bool:
     return False
 
 
-def breaker_pause_reason(metrics: MetricsStore, spec: PipelineSpec) -> str | None:
-    """Why ``spec``'s challenger must not be trained now (its circuit breaker is open), else ``None``."""
-    return circuit_breaker.skip_reason(metrics.breaker_state(spec.name), datetime.now(UTC))
-
-
 def close_breaker(metrics: MetricsStore, spec: PipelineSpec, reason: str = "closed by calmops relaunch"):
     return metrics.update_breaker(spec.name, lambda _state: circuit_breaker.reset(reason))

@@ -7,10 +7,11 @@ heavy, so the code location can name these types in the assets' signatures witho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from calmops_dagster.ingest.labels import LabelCount
@@ -78,3 +79,35 @@ class Assessment:
     @property
     def drift_share(self) -> float:
         return float(self.summary.get("drift_share", 0.0))
+
+
+@dataclass(frozen=True)
+class PairedRows:
+    """The held-out rows of a block with both models' predictions on them: the promotion test's data."""
+
+    y_true: np.ndarray
+    champion_pred: np.ndarray
+    challenger_pred: np.ndarray
+
+
+@dataclass(frozen=True)
+class ChallengerOutcome:
+    """The block's challenger, scored with the champion on the same held-out rows, or why there is none
+    (:func:`~calmops_dagster.steps.train_challenger.train_challenger`)."""
+
+    version: str | None
+    """The challenger's model version (``None``: none trained; ``reason`` says why)."""
+    champion_version: str | None
+    reason: str
+    trained: bool = False
+    """Trained by this run (a rerun re-scores the challenger trained by the block's first run)."""
+    rerun: bool = False
+    breaker_open: bool = False
+    note: str = ""
+    challenger_scores: dict[str, float] | None = None
+    champion_scores: dict[str, float] | None = None
+    paired: PairedRows | None = None
+    train_rows: int = 0
+    eval_rows: int = 0
+    ipip: dict[str, float] = field(default_factory=dict)
+    """IPIP's p, b and ensemble figures (``ipip_*``; empty for other models)."""
