@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from calmops_dagster.learning.evaluation import score_model
+from calmops_dagster.learning.evaluation import score_model, threshold_failures
 from calmops_dagster.learning.event_time import LATE_KEPT
 from calmops_dagster.learning.promotion import (
     PROMOTED,
@@ -25,8 +25,60 @@ from calmops_dagster.learning.promotion import (
     gain_evidence,
 )
 from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.steps.results import ChallengerOutcome, PairedRows
-from calmops_dagster.store.model_store import ModelStore
+from calmops_dagster.steps.block_context import champions_before, write_context
+from calmops_dagster.steps.estimated_performance import prepare_calibration
+from calmops_dagster.steps.pipeline_overview import pipeline_overview
+from calmops_dagster.steps.results import (
+    Assessment,
+    ChallengerOutcome,
+    ChampionDecision,
+    LoadedBlock,
+    PairedRows,
+)
+from calmops_dagster.steps.step_context import StepContext
+from calmops_dagster.store.model_store import ModelStore, now_utc
+
+
+def decide_champion(ctx: StepContext, rows: LoadedBlock, assessment: Assessment,
+                    challenger: ChallengerOutcome) -> ChampionDecision:
+    """Decide (and on the block's first run apply) the promotion, write the ``promotions`` row, and return
+    the decision with the pipeline's overview after it."""
+    spec, block, store, recorded, frame = ctx.spec, ctx.block, ctx.models, ctx.recorded, rows.frame
+    if ctx.rerun:  # the decision as it was made, against the champions of the time; nothing is moved
+        before = recorded.champion_version
+        decision, in_force, after = judge_champion(
+            ctx.settings, store, frame, challenger, assessment.block_scores, before,
+            champions_before(store, recorded), assessment.held, assessment.rollback_hold)
+    else:
+        before = store.champion_version()
+        decision, in_force = settle_champion(spec, store, block, frame, challenger, assessment.block_scores,
+                                             assessment.held, assessment.rollback_hold)
+        after = store.champion_version()
+        write_context(ctx.metrics, spec, block, ctx.run_id, recorded, champion_after=after, decided=True)
+        if after not in (None, before):  # the next block's estimate reads the folds instead of fitting them
+            ctx.log.debug(f"block {block}: estimation for {after}: " + prepare_calibration(
+                spec, store, after, ctx.paths.estimation_dir(spec.name)))
+    perf = ctx.settings.performance
+    reason = decision.reason if challenger.version or decision.decision != "kept" else challenger.reason
+    ctx.metrics.replace_block_rows("promotions", spec.name, block, [{
+        "champion_before": before, "challenger": challenger.version, "decision": decision.decision,
+        "reason": reason, "metric": perf.metric, "champion_score": decision.champion_score,
+        "challenger_score": decision.challenger_score, "champion_after": after, "test": decision.test,
+        "p_value": decision.p_value, "ci_low": decision.ci_low, "ci_high": decision.ci_high,
+        "late": assessment.late, "decided_at": now_utc(),
+    }], run_id=ctx.run_id)
+    drift = "drift" if assessment.drift_detected else "no drift"
+    ctx.log.info(f"block {block}: {decision.decision} ({reason}); {drift}; champion {after or 'none'}")
+    failures = [f"no champion ({reason})"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
+    unlabelled = spec.target not in frame.columns  # delayed labels: nothing to check yet
+    untrained = after is None and challenger.version is None  # e.g. too few rows to train
+    return ChampionDecision(
+        block=block, decision=decision, reason=reason, before=before, after=after, in_force=in_force,
+        late=assessment.late, rerun=ctx.rerun, failures=failures,
+        # a late block never replaces the champion, so its predictions are made by the champion in force anyway
+        blocking=not (assessment.late or unlabelled or untrained),
+        overview=pipeline_overview(ctx.paths, spec.name, spec.performance.metric, metrics=ctx.metrics),
+    )
 
 
 def _rollback(spec: PipelineSpec, store: ModelStore, frame: pd.DataFrame, block_scores: dict | None,

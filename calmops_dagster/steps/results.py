@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from calmops_dagster.ingest.labels import LabelCount
+    from calmops_dagster.learning.promotion import PromotionDecision
     from calmops_dagster.learning.retrain_policy import RetrainDecision
     from calmops_dagster.steps.estimated_performance import BlockEstimates
+    from calmops_dagster.steps.pipeline_overview import Overview
 
 
 @dataclass(frozen=True)
@@ -111,3 +113,27 @@ class ChallengerOutcome:
     eval_rows: int = 0
     ipip: dict[str, float] = field(default_factory=dict)
     """IPIP's p, b and ensemble figures (``ipip_*``; empty for other models)."""
+
+
+@dataclass(frozen=True)
+class ChampionDecision:
+    """The block's promotion decision and the champion it leaves in force
+    (:func:`~calmops_dagster.steps.decide_champion.decide_champion`)."""
+
+    block: str
+    decision: PromotionDecision
+    reason: str
+    """Why: the decision's reason, or why no challenger was trained when the champion was simply kept."""
+    before: str | None
+    after: str | None
+    in_force: dict[str, float] | None
+    """The scores of the champion in force after the decision."""
+    late: bool
+    rerun: bool
+    failures: list[str]
+    """The in-force champion's failures of the spec's absolute thresholds (the performance check)."""
+    blocking: bool
+    """A failure stops the run (not for a late or unlabelled block, whose champion stays in force anyway, nor
+    for a block that trained nothing and found no champion, which says why)."""
+    overview: Overview
+    """The pipeline's overview after this block."""
