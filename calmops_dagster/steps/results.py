@@ -137,3 +137,22 @@ class ChampionDecision:
     for a block that trained nothing and found no champion, which says why)."""
     overview: Overview
     """The pipeline's overview after this block."""
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """The champion's predictions for the block, written to ``predictions/<block>.parquet``
+    (:func:`~calmops_dagster.steps.predict_block.predict_block`)."""
+
+    block: str
+    version: str | None
+    """The champion that predicted: the one the block's decision left in force (``None``: no champion yet, as
+    the block's decision says; nothing is predicted)."""
+    path: str | None
+    rows: int
+    shares: dict[str, float] | None
+    """Classification: the share of each predicted class."""
+    mean_prediction: float | None
+    """Regression: the mean prediction."""
+    overview: Overview | None = None
+    """Prediction-only pipelines (no champion step): the pipeline's overview after this block."""
