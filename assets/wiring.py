@@ -13,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     DynamicPartitionsDefinition,
+    OpExecutionContext,
     PreviewWarning,
 )
 
@@ -53,10 +54,11 @@ def scores_metadata(prefix: str, scores: dict[str, float] | None) -> dict:
     return {f"{prefix}{metric}": float(value) for metric, value in (scores or {}).items()}
 
 
-def open_step(spec: PipelineSpec, context: AssetExecutionContext, home: CalmOpsHomeResource,
+def open_step(spec: PipelineSpec, context: AssetExecutionContext | OpExecutionContext, home: CalmOpsHomeResource,
               metrics: MetricsStoreResource) -> StepContext:
-    """The step's context in this run: the block, the stores, the run's log and the block's recorded context;
-    the order of blocks is asked of the Dagster instance only when the step needs it."""
+    """The step's context in this run (an asset's, or the re-evaluation op's): the block, the stores, the run's
+    log and the block's recorded context; the order of blocks is asked of the Dagster instance only when the
+    step needs it."""
     instance = context.instance
     order = BlockOrder(registered=lambda: instance.get_dynamic_partitions(spec.partitions_name))
     return step_context(spec, context.partition_key, context.run_id, home.model_store(spec.name), metrics.store(),

@@ -442,12 +442,9 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
     from dagster import Definitions
 
     from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
-    from calmops_dagster.orchestration.reevaluation import (
-        reevaluation_job_name,
-        run_reevaluation,
-        select_blocks,
-    )
+    from calmops_dagster.orchestration.reevaluation import reevaluation_job_name, run_reevaluation
     from calmops_dagster.resources import build_resources
+    from calmops_dagster.steps.reevaluate_block import select_blocks
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore
 

@@ -156,3 +156,21 @@ class Predictions:
     """Regression: the mean prediction."""
     overview: Overview | None = None
     """Prediction-only pipelines (no champion step): the pipeline's overview after this block."""
+
+
+@dataclass(frozen=True)
+class Reevaluation:
+    """A processed block judged again against a chosen champion and/or changed settings
+    (:func:`~calmops_dagster.steps.reevaluate_block.reevaluate_block`)."""
+
+    block: str
+    reevaluation_id: str
+    against: str
+    changes: dict
+    """What differs from the block's first run: ``against`` (when another champion) and the setting changes."""
+    drift_detected: bool
+    drift_share: float
+    retrain: bool
+    reason: str
+    original_drift_detected: bool
+    original_retrain: bool
