@@ -1,2 +1,6 @@
-"""Dagster wiring and control: pipeline definitions, runner, instance set-up, pipeline logs,
-and the steps that join learning to the stores. May import: every layer below, and Dagster."""
+"""Dagster wiring and run control: a pipeline's definitions (pipeline_defs, reevaluation), the instance,
+the run tags, headless runs, ingest registration, dead runs, the circuit breaker's run outcomes, pipeline
+logs, the run lock, and the local speed-ups (pooled SQLite storage, warm run launcher, dagster dev).
+No domain logic: that is in the steps.
+May import: every layer below (steps, learning, ingest, store, drift, estimation), the wiring folders
+(assets, sensors, resources), and Dagster."""
