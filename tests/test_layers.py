@@ -290,3 +290,25 @@ def test_a_planted_private_api_use_is_reported_outside_the_speedups_only(source_
     finally:
         path.write_text(original)
         (source_copy / SPEEDUPS / "planted.py").unlink(missing_ok=True)
+
+
+def test_the_architecture_page_names_files_and_steps_that_exist():
+    """docs/architecture.md's tables: each asset module and the step function it calls, and each file of
+    "where to change what", exist (a renamed module or step makes the page wrong, and this test fail)."""
+    root = PACKAGE.parent
+    page = (root / "docs" / "architecture.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    steps = [re.findall(r"`([^`]+)`", row)[:2] for row in rows if "`assets/" not in row and ": " in row]
+    assert len(steps) >= 5
+    for asset_module, step in steps:
+        module, function = step.split(": ")
+        assert (root / "assets" / asset_module).is_file(), asset_module
+        source = (PACKAGE / "steps" / module).read_text()
+        assert f"def {function}(" in source, step
+        assert f"import {function}" in (root / "assets" / asset_module).read_text(), (asset_module, function)
+    where = page[page.index("## Where to change what"):]
+    paths = [re.findall(r"`([^`]+)`", line.split("|")[2])[0] for line in where.splitlines()
+             if line.startswith("| ") and "`" in line.split("|")[2]]
+    assert len(paths) >= 3
+    for path in paths:
+        assert (root / path.rstrip("/")).exists(), path
