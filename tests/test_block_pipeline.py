@@ -8,9 +8,6 @@ import shutil
 import duckdb
 import pandas as pd
 import pytest
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
-from calmops_dagster.resources import build_resources
 from conftest import block_spec_dict
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions
 

@@ -13,9 +13,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.resources import build_resources
-from calmops_dagster.sensors.schedules import MAX_SCHEDULED_ATTEMPTS
 from conftest import block_spec_dict, evaluate_file_sensor
 from dagster import (
     DagsterInstance,
