@@ -20,9 +20,9 @@ from calmops_dagster.assets.wiring import (
     open_step,
     scores_metadata,
 )
+from calmops_dagster.reports.pipeline_overview import reports_url
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.steps.pipeline_overview import reports_url
 from calmops_dagster.steps.results import Assessment, LoadedBlock
 
 

@@ -1,11 +1,11 @@
 """``monitoring``: the pipeline's overview, reported by each block's run after its decision (or, in
-prediction-only mode, after its predictions) from :mod:`calmops_dagster.steps.pipeline_overview`."""
+prediction-only mode, after its predictions) from :mod:`calmops_dagster.reports.pipeline_overview`."""
 
 from dagster import AssetKey, AssetMaterialization, AssetSpec, MetadataValue
 
 from calmops_dagster.assets.wiring import asset_key
+from calmops_dagster.reports.pipeline_overview import Overview
 from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.steps.pipeline_overview import Overview
 
 MONITORING = "monitoring"
 

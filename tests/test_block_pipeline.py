@@ -16,9 +16,9 @@ from calmops_dagster.generators.writer import write_blocks
 from calmops_dagster.orchestration.headless_runs import run_pending
 from calmops_dagster.orchestration.ingest_registration import register_new_blocks
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.reports.pipeline_overview import reports_url
 from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import parse_spec, save_spec
-from calmops_dagster.steps.pipeline_overview import reports_url
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import CalmOpsHome

@@ -24,13 +24,15 @@ ALLOWED = {
     "store": set(),
     "learning": {"drift"},
     "ingest": {"store"},
-    "steps": {"drift", "estimation", "learning", "ingest", "store"},
-    "orchestration": {"drift", "estimation", "learning", "ingest", "store", "steps"},
+    "reports": {"drift", "store"},
+    "steps": {"drift", "estimation", "learning", "ingest", "store", "reports"},
+    "orchestration": {"drift", "estimation", "learning", "ingest", "store", "reports", "steps"},
     # Dagster loads the storage and the run launcher by name from dagster.yaml; they set orchestration's run tags
     "speedups": {"store", "orchestration"},
-    "interfaces": {"drift", "estimation", "learning", "ingest", "store", "steps", "orchestration", "speedups"},
+    "interfaces": {"drift", "estimation", "learning", "ingest", "store", "reports", "steps", "orchestration",
+                   "speedups"},
 }
-PURE = ("drift", "estimation", "learning", "ingest", "store", "steps")
+PURE = ("drift", "estimation", "learning", "ingest", "store", "reports", "steps")
 #: Top-level modules every layer may use: the spec and the typed errors.
 SHARED = {"spec", "errors"}
 #: The top-level folders installed as calmops_dagster.<name>: Dagster wiring and data generators.

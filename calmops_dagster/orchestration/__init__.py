@@ -2,5 +2,5 @@
 the run tags, the fair run queue, headless runs, ingest registration, dead runs, the circuit breaker's run outcomes, pipeline
 logs, the run lock, and the local speed-ups (pooled SQLite storage, warm run launcher, dagster dev).
 No domain logic: that is in the steps.
-May import: every layer below (steps, learning, ingest, store, drift, estimation), the wiring folders
+May import: every layer below (steps, reports, learning, ingest, store, drift, estimation), the wiring folders
 (assets, sensors, resources), and Dagster."""

@@ -39,7 +39,7 @@ PRELOADED_MODULES = (
     "calmops_dagster.learning.block_assessment",
     "calmops_dagster.learning.evaluation",
     "calmops_dagster.learning.retrain_modes",
-    "calmops_dagster.steps.block_report",
+    "calmops_dagster.reports.block_report",
     "calmops_dagster.resources",
 )
 

@@ -19,9 +19,9 @@ from calmops_dagster.learning import block_assessment
 from calmops_dagster.learning.block_assessment import BlockAssessment, assessment_rows
 from calmops_dagster.learning.event_time import EventTime, place_block
 from calmops_dagster.learning.retrain_policy import RetrainDecision
+from calmops_dagster.reports.block_report import write_drift_report_html
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.steps.block_context import decided_blocks, settings_of, write_context
-from calmops_dagster.steps.block_report import write_drift_report_html
 from calmops_dagster.steps.estimated_performance import BlockEstimates, estimate_block, estimated_drop
 from calmops_dagster.steps.predict_block import ensure_champion
 from calmops_dagster.steps.results import Assessment, LoadedBlock

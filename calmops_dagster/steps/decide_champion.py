@@ -24,10 +24,10 @@ from calmops_dagster.learning.promotion import (
     decide_promotion,
     gain_evidence,
 )
+from calmops_dagster.reports.pipeline_overview import pipeline_overview
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.steps.block_context import champions_before, write_context
 from calmops_dagster.steps.estimated_performance import prepare_calibration
-from calmops_dagster.steps.pipeline_overview import pipeline_overview
 from calmops_dagster.steps.results import (
     Assessment,
     ChallengerOutcome,

@@ -14,8 +14,8 @@ import pandas as pd
 
 from calmops_dagster.errors import NoChampionError
 from calmops_dagster.ingest.block_data import read_data_file
+from calmops_dagster.reports.pipeline_overview import pipeline_overview
 from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.steps.pipeline_overview import pipeline_overview
 from calmops_dagster.steps.results import LoadedBlock, Predictions
 from calmops_dagster.steps.step_context import StepContext
 from calmops_dagster.store.atomic import write_bytes_atomic

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from calmops_dagster.ingest.labels import LabelCount
     from calmops_dagster.learning.promotion import PromotionDecision
     from calmops_dagster.learning.retrain_policy import RetrainDecision
+    from calmops_dagster.reports.pipeline_overview import Overview
     from calmops_dagster.steps.estimated_performance import BlockEstimates
-    from calmops_dagster.steps.pipeline_overview import Overview
 
 
 @dataclass(frozen=True)
