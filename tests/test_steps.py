@@ -52,8 +52,7 @@ def run_steps(root: Path) -> dict:
     save_spec(spec, home.spec_path("demo"))
     metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir("demo"))
     ingest_data_dir(spec, metrics, home.state_dir("demo"))  # the ingest record the load step reads
-    decided: list[str] = []
-    order = BlockOrder(processed=lambda: list(decided), registered=lambda: ["1", "2", "3", "4"])
+    order = BlockOrder(registered=lambda: ["1", "2", "3", "4"])
     log = logging.getLogger("test_steps")
 
     def run(block: str, run_id: str) -> dict:
@@ -64,8 +63,7 @@ def run_steps(root: Path) -> dict:
         assessment = assess_block(ctx(), rows)
         challenger = train_challenger(ctx(), rows, assessment)
         decision = decide_champion(ctx(), rows, assessment, challenger)
-        predictions = predict_block(ctx(), rows)
-        decided.append(block)
+        predictions = predict_block(ctx(), rows, rows.version)  # this run loaded the block
         return {"rows": len(rows.frame), "judged_against": assessment.champion, "drift": assessment.drift_detected,
                 "retrain": assessment.decision.retrain, "challenger": challenger.version,
                 "trained": challenger.trained, "paired": challenger.paired is not None,
@@ -79,7 +77,8 @@ def run_steps(root: Path) -> dict:
     reevaluation = reevaluate_block(step_context(spec, "2", "run-reevaluate-2", models, metrics, home, order, log),
                                     "r1", against="current", changes={"drift.alpha": 0.0001})
     tables = {table: int(metrics.query(f"SELECT count(*) AS n FROM {table}")["n"][0])
-              for table in ("blocks", "drift_summary", "promotions", "block_context", "reevaluation_summary")}
+              for table in ("blocks", "drift_summary", "promotions", "block_context", "processed_blocks",
+                            "reevaluation_summary")}
     return {"blocks": blocks, "rerun": rerun, "pointer_before_rerun": list(pointer[:1]) + [pointer[1]],
             "pointer_after_rerun": [models.champion_version(), models.versions()],
             "reevaluation": {"against": reevaluation.against, "changes": reevaluation.changes,
@@ -113,4 +112,4 @@ def test_the_steps_process_blocks_and_a_rerun_without_dagster(tmp_path):
     assert result["reevaluation"] == {"against": "v0002", "changes": {"against": "v0002", "drift.alpha": 0.0001},
                                       "original_drift_detected": False}
     assert result["tables"] == {"blocks": 4, "drift_summary": 4, "promotions": 4, "block_context": 4,
-                                "reevaluation_summary": 1}
+                                "processed_blocks": 4, "reevaluation_summary": 1}
