@@ -7,13 +7,11 @@ failure is the ``drift`` event.
 
 from dagster import DagsterEventType, DagsterInstance
 
+from calmops_dagster.assets.wiring import DRIFT_CHECK  # its failure is the ``drift`` event
 from calmops_dagster.interfaces.alerts import send_block_alerts
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.paths import CalmOpsHome
-
-#: The check whose failure is the ``drift`` event (``assets.pipeline_assets.DRIFT_CHECK``).
-DRIFT_CHECK = "no_data_drift"
 
 
 def _metadata_text(metadata) -> str:

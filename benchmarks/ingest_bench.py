@@ -98,14 +98,15 @@ def in_process(frames, args, root: Path, storage: str = "pooled") -> tuple[list[
     os.environ["CALMOPS_HOME"] = str(root / f"home_in_process_{storage}")
     from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
 
+    from calmops_dagster.orchestration.headless_runs import QUIET_RUN_CONFIG
+    from calmops_dagster.orchestration.ingest_registration import register_new_blocks
     from calmops_dagster.orchestration.instance import prepare_instance
     from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-    from calmops_dagster.orchestration.runner import QUIET_RUN_CONFIG, register_new_blocks
+    from calmops_dagster.resources import build_resources
     from calmops_dagster.spec import parse_spec, save_spec
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore
     from calmops_dagster.store.paths import CalmOpsHome
-    from calmops_dagster.resources import build_resources
 
     home = CalmOpsHome.from_env()
     prepare_instance(home)

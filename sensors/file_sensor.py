@@ -28,7 +28,7 @@ Stream pipelines: every accepted file version is one partition (``<stem>-<sha12>
 state in the instance, so it survives restarts of the daemon and of ``dagster dev``.
 
 Every tick also looks after the pipeline's runs whose process died
-(:func:`~calmops_dagster.orchestration.runner.dead_runs`): each such block is requested once more and the dead
+(:func:`~calmops_dagster.orchestration.dead_runs.dead_runs`): each such block is requested once more and the dead
 run marked failed (:func:`rerun_requests`), so a killed run worker does not hold up the pipeline's run queue.
 """
 
@@ -36,7 +36,6 @@ run marked failed (:func:`rerun_requests`), so a killed run worker does not hold
 import json
 import time
 
-from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from dagster import (
     AddDynamicPartitionsRequest,
     DefaultSensorStatus,
@@ -53,18 +52,12 @@ from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import listing_fingerprint, load_cursor, settle_wait
 from calmops_dagster.ingest.ingest_record import ingest_data_dir, newest_seq
 from calmops_dagster.ingest.withdrawal import withdraw_moved_blocks
+from calmops_dagster.orchestration.dead_runs import dead_runs, reap_run, times_reaped
 from calmops_dagster.orchestration.fair_queue import PRIORITY_TAG, block_priorities, runs_ahead
-from calmops_dagster.orchestration.runner import (
-    PIPELINE_TAG,
-    RERUN_OF_TAG,
-    dead_runs,
-    expected_kinds,
-    pipeline_dir,
-    processed_versions,
-    reap_run,
-    record_bad_files,
-    times_reaped,
-)
+from calmops_dagster.orchestration.headless_runs import processed_versions
+from calmops_dagster.orchestration.ingest_registration import expected_kinds, pipeline_dir, record_bad_files
+from calmops_dagster.orchestration.run_tags import PIPELINE_TAG, RERUN_OF_TAG
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.speedups.daemon_interval import daemon_min_interval
 

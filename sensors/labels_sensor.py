@@ -12,12 +12,12 @@ estimate and its retrain/promotion decision is made then, under the late-block r
 import hashlib
 import json
 
-from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.labels import UNMATCHED, label_arrival, label_file_hashes, read_label_files
-from calmops_dagster.orchestration.runner import PIPELINE_TAG
+from calmops_dagster.orchestration.run_tags import PIPELINE_TAG
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.speedups.daemon_interval import daemon_min_interval
 from calmops_dagster.store.model_store import now_utc

@@ -7,17 +7,15 @@ changes nothing, including a run stopped by the blocking check ``champion_meets_
 finding that retraining should fix). After counting, it sends the block's alerts (``breaker_open`` and the
 block's events its failed run did not get to send; :mod:`calmops_dagster.interfaces.alerts`).
 ``calmops_run_successes`` resets the pipeline's count when a run succeeds. Both call
-:func:`calmops_dagster.orchestration.runner.record_run_outcome`, which ignores a run id already counted, so runs
+:func:`calmops_dagster.orchestration.breaker_outcomes.record_run_outcome`, which ignores a run id already counted, so runs
 executed in-process by ``calmops run`` (which records its own outcomes) are not counted twice. The transitions
-are the pure functions of :mod:`calmops_dagster.orchestration.circuit_breaker`.
+are the pure functions of :mod:`calmops_dagster.steps.circuit_breaker`.
 
 One pair for all pipelines, not one per pipeline: each tick of a run-status sensor is one read of the
 instance's run-status events, so a pair per pipeline made the daemon repeat that read twice per pipeline
 every interval, whether or not any run had finished.
 """
 
-from calmops_dagster.assets.block_alerts import alert_run
-from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -27,13 +25,12 @@ from dagster import (
     run_status_sensor,
 )
 
+from calmops_dagster.assets.block_alerts import alert_run
+from calmops_dagster.orchestration.breaker_outcomes import breaker_step_failures, record_run_outcome
 from calmops_dagster.orchestration.dagster_control import RUN_FAILURES_SENSOR, RUN_SUCCESSES_SENSOR
-from calmops_dagster.orchestration.runner import (
-    PIPELINE_TAG,
-    breaker_step_failures,
-    interrupted_steps,
-    record_run_outcome,
-)
+from calmops_dagster.orchestration.dead_runs import interrupted_steps
+from calmops_dagster.orchestration.run_tags import PIPELINE_TAG
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
 
 #: Seconds between ticks. A run-status sensor handles at most 5 finished runs per tick (Dagster's

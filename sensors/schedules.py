@@ -4,15 +4,13 @@ run every block not yet processed at its current version."""
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
+from calmops_dagster.orchestration.dead_runs import failed_runs
 from calmops_dagster.orchestration.fair_queue import PRIORITY_TAG, block_priorities, runs_ahead
-from calmops_dagster.orchestration.runner import (
-    PIPELINE_TAG,
-    failed_runs,
-    pending_blocks,
-    register_new_blocks,
-)
-from calmops_dagster.spec import PipelineSpec, ScheduleConfig
+from calmops_dagster.orchestration.headless_runs import pending_blocks
+from calmops_dagster.orchestration.ingest_registration import register_new_blocks
+from calmops_dagster.orchestration.run_tags import PIPELINE_TAG
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.spec import PipelineSpec, ScheduleConfig
 
 
 def cron_of(config: ScheduleConfig) -> str:

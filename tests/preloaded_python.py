@@ -23,7 +23,8 @@ from pathlib import Path
 
 #: What the tutorials import at the top or at their first ``calmops`` command (imported once, in the helper).
 PRELOADED = ("dagster", "pandas", "duckdb", "sklearn.ensemble", "lightgbm", "calmops_dagster.interfaces.cli",
-             "calmops_dagster.orchestration.runner", "calmops_dagster.orchestration.pipeline_defs",
+             "calmops_dagster.orchestration.headless_runs",
+             "calmops_dagster.orchestration.ingest_registration", "calmops_dagster.orchestration.pipeline_defs",
              "calmops_dagster.generators.drifting_blocks", "calmops_dagster.generators.writer", "calmops_dagster.resources")
 
 HELPER = r'''

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from conftest import block_spec_dict
 
-from calmops_dagster.orchestration.block_context import read_context, settings_of, write_context
 from calmops_dagster.spec import parse_spec
+from calmops_dagster.steps.block_context import read_context, settings_of, write_context
 from calmops_dagster.store.metrics_store import MetricsStore
 
 

@@ -11,9 +11,6 @@ import duckdb
 import pandas as pd
 import pytest
 import yaml
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
-from calmops_dagster.resources import build_resources
 from conftest import block_spec_dict
 from dagster import (
     AssetKey,
@@ -22,15 +19,19 @@ from dagster import (
     build_run_status_sensor_context,
 )
 
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
 from calmops_dagster.interfaces.cli import main
-from calmops_dagster.orchestration import circuit_breaker as cb
+from calmops_dagster.orchestration.headless_runs import run_pending
+from calmops_dagster.orchestration.ingest_registration import register_new_blocks
 from calmops_dagster.orchestration.pipeline_defs import (
     build_breaker_definitions,
     build_pipeline_definitions,
     job_name,
 )
-from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
+from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import load_spec, parse_spec, save_spec
+from calmops_dagster.steps import circuit_breaker as cb
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 

@@ -26,7 +26,7 @@ HEAVY = ("numpy", "pandas", "scipy", "sklearn", "dagster", "torch", "sdv", "rive
 #: plotly report), never the code location while it only builds the definitions.
 STEP_ONLY = ("plotly", "calmops_dagster.drift.univariate", "calmops_dagster.drift.multivariate",
              "calmops_dagster.estimation", "calmops_dagster.learning.training", "calmops_dagster.learning.promotion",
-             "calmops_dagster.interfaces.block_report", "torch", "sdv", "river", "fastapi", "frouros")
+             "calmops_dagster.reports.block_report", "torch", "sdv", "river", "fastapi", "frouros")
 
 
 def imported_after(code: str, env: dict | None = None, top_level: bool = True) -> list[str]:

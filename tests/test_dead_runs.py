@@ -27,13 +27,9 @@ from calmops_dagster.orchestration.pipeline_defs import (
     build_pipeline_definitions,
     job_name,
 )
-from calmops_dagster.orchestration.runner import (
-    PIPELINE_TAG,
-    REAPED_TAG,
-    RERUN_OF_TAG,
-    pending_blocks,
-    reap_dead_runs,
-)
+from calmops_dagster.orchestration.dead_runs import reap_dead_runs
+from calmops_dagster.orchestration.headless_runs import pending_blocks
+from calmops_dagster.orchestration.run_tags import PIPELINE_TAG, REAPED_TAG, RERUN_OF_TAG
 from calmops_dagster.store.metrics_store import MetricsStore
 
 
@@ -108,7 +104,7 @@ def test_runs_without_a_known_process_are_left_alone(demo_spec, instance):
 def test_a_run_that_ends_while_it_is_judged_is_not_rerun(demo_spec, home, instance, monkeypatch):
     """The worker reports the run's success and exits between the sensor's read of the in-flight runs and its
     look at the process (seen in `dagster dev` under load: a finished block was requested again)."""
-    from calmops_dagster.orchestration import runner
+    from calmops_dagster.orchestration import dead_runs
 
     instance.add_dynamic_partitions(demo_spec.partitions_name, ["1"])
     worker = subprocess.Popen(["sleep", "120"])
@@ -121,7 +117,7 @@ def test_a_run_that_ends_while_it_is_judged_is_not_rerun(demo_spec, home, instan
         worker.wait()
         return False
 
-    monkeypatch.setattr(runner, "process_alive", worker_ends_now)
+    monkeypatch.setattr(dead_runs, "process_alive", worker_ends_now)
     assert not (evaluate_file_sensor(demo_spec, home, instance).run_requests or [])
     assert status(instance, run) == DagsterRunStatus.SUCCESS
     assert REAPED_TAG not in instance.get_run_by_id(run.run_id).tags

@@ -11,7 +11,7 @@ from frouros.utils.kernels import rbf_kernel
 from calmops_dagster.drift import DriftConfig, detect_drift
 from calmops_dagster.drift.multivariate import mmd_permutation_test, mmd_unbiased, rbf_kernel_matrix
 from calmops_dagster.drift.report import MULTIVARIATE
-from calmops_dagster.interfaces.block_report import write_drift_report_html
+from calmops_dagster.reports.block_report import write_drift_report_html
 
 
 def test_mmd_statistic_matches_frouros():

@@ -9,8 +9,6 @@ import shutil
 
 import numpy as np
 import pandas as pd
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
 from dagster import AssetKey, DagsterInstance
 from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -18,9 +16,11 @@ from sklearn.svm import LinearSVC
 
 from calmops_dagster.drift.model_drift import PerformanceDrift
 from calmops_dagster.estimation import Estimate
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
 from calmops_dagster.learning.retrain_policy import decide_retrain
-from calmops_dagster.orchestration.estimated_performance import BlockEstimates, estimate_block, estimated_drop
 from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.steps.estimated_performance import BlockEstimates, estimate_block, estimated_drop
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.skops_io import skops_io

@@ -7,12 +7,12 @@ import os
 import shutil
 import time
 
-from calmops_dagster.resources import build_resources
 from conftest import evaluate_file_sensor
 from dagster import DagsterRunStatus, Definitions
 
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.orchestration.runner import PIPELINE_TAG
+from calmops_dagster.orchestration.run_tags import PIPELINE_TAG
+from calmops_dagster.resources import build_resources
 
 
 def drop(files, data_dir):

@@ -11,12 +11,13 @@ import pandas as pd
 from dagster import AssetKey, DagsterInstance, Definitions
 
 from calmops_dagster.learning.ipip import IPIPClassifier
+from calmops_dagster.orchestration.headless_runs import run_pending
+from calmops_dagster.orchestration.ingest_registration import register_new_blocks
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
+from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.resources import build_resources
 from tests.conftest import block_spec_dict
 
 

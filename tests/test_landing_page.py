@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from processed_home import copy_home
 
 from calmops_dagster.interfaces.alerts import send_block_alerts
-from calmops_dagster.interfaces.page_style import PLOTLY_ROUTE, STYLESHEET, get_plotlyjs
 from calmops_dagster.interfaces.server import create_app
-from calmops_dagster.orchestration import circuit_breaker as cb
+from calmops_dagster.reports.page_style import PLOTLY_ROUTE, STYLESHEET, get_plotlyjs
 from calmops_dagster.spec import load_spec
+from calmops_dagster.steps import circuit_breaker as cb
 from calmops_dagster.store.metrics_store import MetricsStore
 
 

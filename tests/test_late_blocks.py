@@ -11,17 +11,20 @@ import pytest
 from conftest import block_spec_dict
 from dagster import AssetKey, DagsterInstance, Definitions
 
-from calmops_dagster.learning.event_time import place_block
-from calmops_dagster.learning.training import fit_full
-from calmops_dagster.orchestration.champion_challenger import place_in_event_time, settle_champion
-from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
-from calmops_dagster.spec import parse_spec, save_spec
-from calmops_dagster.store.metrics_store import MetricsStore
-from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.learning.event_time import place_block
+from calmops_dagster.learning.training import fit_full
+from calmops_dagster.orchestration.headless_runs import run_pending
+from calmops_dagster.orchestration.ingest_registration import register_new_blocks
+from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.resources import build_resources
+from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.steps.assess_block import place_in_event_time
+from calmops_dagster.steps.decide_champion import settle_champion
+from calmops_dagster.steps.results import ChallengerOutcome
+from calmops_dagster.store.metrics_store import MetricsStore
+from calmops_dagster.store.model_store import ModelStore
 from tests.test_promotion import concept
 
 ORDER = ["1", "2", "3", "4", "5", "6"]
@@ -68,7 +71,7 @@ def test_a_late_block_never_rolls_back(home, tmp_path):
                              trained_on_blocks=[block])
         store.set_champion(version, block, "promoted")
     when = place_in_event_time(spec, store, "0", ["1", "2"])
-    no_challenger = {"version": None, "champion_version": "v0002", "reason": "no retrain"}
+    no_challenger = ChallengerOutcome(None, "v0002", "no retrain")
     decision, _ = settle_champion(spec, store, "0", concept(0), no_challenger, {"balanced_accuracy": 0.02},
                                   rollback_hold=when.rollback_hold())
     assert decision.decision == "late_kept" and store.champion_version() == "v0002"

@@ -24,12 +24,15 @@ ALLOWED = {
     "store": set(),
     "learning": {"drift"},
     "ingest": {"store"},
-    "orchestration": {"drift", "estimation", "learning", "ingest", "store"},
+    "reports": {"drift", "store"},
+    "steps": {"drift", "estimation", "learning", "ingest", "store", "reports"},
+    "orchestration": {"drift", "estimation", "learning", "ingest", "store", "reports", "steps"},
     # Dagster loads the storage and the run launcher by name from dagster.yaml; they set orchestration's run tags
     "speedups": {"store", "orchestration"},
-    "interfaces": {"drift", "estimation", "learning", "ingest", "store", "orchestration", "speedups"},
+    "interfaces": {"drift", "estimation", "learning", "ingest", "store", "reports", "steps", "orchestration",
+                   "speedups"},
 }
-PURE = ("drift", "estimation", "learning", "ingest", "store")
+PURE = ("drift", "estimation", "learning", "ingest", "store", "reports", "steps")
 #: Top-level modules every layer may use: the spec and the typed errors.
 SHARED = {"spec", "errors"}
 #: The top-level folders installed as calmops_dagster.<name>: Dagster wiring and data generators.
@@ -57,26 +60,43 @@ def layer_modules(layer: str) -> list[Path]:
     return sorted((PACKAGE / layer).rglob("*.py"))
 
 
-@pytest.mark.parametrize("layer", list(ALLOWED))
-def test_layer_imports_only_layers_below(layer):
-    offences = []
-    for path in layer_modules(layer):
+def offences(layer: str, paths: list[Path]) -> list[str]:
+    """The imports in ``paths`` (modules of ``layer``) that break the layer rules."""
+    found = []
+    for path in paths:
         for name in imported_modules(path):
             parts = name.split(".")
             if parts[0] == "dagster" or parts[0].startswith("dagster_"):
                 if layer in PURE:
-                    offences.append(f"{path.relative_to(PACKAGE)} imports {name}")
+                    found.append(f"{path.name} imports {name}")
             elif parts[0] == "calmops_dagster" and len(parts) > 1 and parts[1] in WIRING:
                 if layer not in ("orchestration", "interfaces"):
-                    offences.append(f"{path.relative_to(PACKAGE)} imports {name}")
+                    found.append(f"{path.name} imports {name}")
             elif name == SWITCH:
                 if layer in PURE:
-                    offences.append(f"{path.relative_to(PACKAGE)} imports {name}")
+                    found.append(f"{path.name} imports {name}")
             elif parts[0] == "calmops_dagster" and len(parts) > 1:
                 target = parts[1]
                 if target != layer and target not in SHARED and target not in ALLOWED[layer]:
-                    offences.append(f"{path.relative_to(PACKAGE)} imports {name}")
-    assert not offences, "\n".join(offences)
+                    found.append(f"{path.name} imports {name}")
+    return found
+
+
+@pytest.mark.parametrize("layer", list(ALLOWED))
+def test_layer_imports_only_layers_below(layer):
+    found = offences(layer, layer_modules(layer))
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("planted", ["from dagster import asset", "import dagster_graphql",
+                                     "from calmops_dagster.orchestration.run_tags import VERSION_TAG",
+                                     "from calmops_dagster.assets.wiring import open_step"])
+def test_a_step_that_imports_dagster_or_the_wiring_is_caught(tmp_path, planted):
+    """The steps are a pure layer: a lazy import inside a function counts too."""
+    step = tmp_path / "planted_step.py"
+    step.write_text(f"def step(ctx):\n    {planted}\n    return ctx\n")
+    assert offences("steps", [step]) == [f"planted_step.py imports {planted.split()[1]}"]
+    assert offences("orchestration", [step]) == []  # the same import is fine in the Dagster wiring
 
 
 def test_pure_layers_load_without_dagster():
@@ -230,7 +250,7 @@ def test_dagsters_private_api_is_used_only_in_the_speedups():
 
 #: One planted use of each kind the check must find: (file, code appended to it, what the check reports).
 PLANTED = [
-    ("calmops_dagster/orchestration/runner.py", "from dagster._core.errors import DagsterError\n",
+    ("calmops_dagster/orchestration/headless_runs.py", "from dagster._core.errors import DagsterError\n",
      "imports from dagster._core.errors"),
     ("calmops_dagster/interfaces/cli.py", "import dagster._check\n", "imports dagster._check"),
     ("calmops_dagster/orchestration/instance.py", "from dagster import _check\n", "imports dagster._check"),
@@ -272,3 +292,25 @@ def test_a_planted_private_api_use_is_reported_outside_the_speedups_only(source_
     finally:
         path.write_text(original)
         (source_copy / SPEEDUPS / "planted.py").unlink(missing_ok=True)
+
+
+def test_the_architecture_page_names_files_and_steps_that_exist():
+    """docs/architecture.md's tables: each asset module and the step function it calls, and each file of
+    "where to change what", exist (a renamed module or step makes the page wrong, and this test fail)."""
+    root = PACKAGE.parent
+    page = (root / "docs" / "architecture.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    steps = [re.findall(r"`([^`]+)`", row)[:2] for row in rows if "`assets/" not in row and ": " in row]
+    assert len(steps) >= 5
+    for asset_module, step in steps:
+        module, function = step.split(": ")
+        assert (root / "assets" / asset_module).is_file(), asset_module
+        source = (PACKAGE / "steps" / module).read_text()
+        assert f"def {function}(" in source, step
+        assert f"import {function}" in (root / "assets" / asset_module).read_text(), (asset_module, function)
+    where = page[page.index("## Where to change what"):]
+    paths = [re.findall(r"`([^`]+)`", line.split("|")[2])[0] for line in where.splitlines()
+             if line.startswith("| ") and "`" in line.split("|")[2]]
+    assert len(paths) >= 3
+    for path in paths:
+        assert (root / path.rstrip("/")).exists(), path

@@ -14,8 +14,8 @@ from plotly.offline import get_plotlyjs
 from processed_home import copy_home
 
 from calmops_dagster.interfaces.cli import main
-from calmops_dagster.interfaces.page_style import STYLESHEET
 from calmops_dagster.interfaces.pipeline_report import build_pipeline_report
+from calmops_dagster.reports.page_style import STYLESHEET
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 

@@ -12,14 +12,15 @@ from dagster import DagsterInstance, Definitions
 from sklearn.linear_model import LogisticRegression
 
 from calmops_dagster.errors import ModelIntegrityError
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.orchestration.headless_runs import run_pending
+from calmops_dagster.orchestration.ingest_registration import register_new_blocks
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
+from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore, load_model_file
 from calmops_dagster.store.skops_io import skops_io
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.resources import build_resources
 from tests.conftest import block_spec_dict
 
 FEATURES = ["x1", "x2", "x3", "x4"]

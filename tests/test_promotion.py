@@ -22,14 +22,16 @@ from calmops_dagster.learning.promotion import (
     paired_bootstrap_test,
 )
 from calmops_dagster.learning.training import fit_full
-from calmops_dagster.orchestration import circuit_breaker
-from calmops_dagster.orchestration.champion_challenger import settle_champion
+from calmops_dagster.orchestration.headless_runs import run_pending
+from calmops_dagster.orchestration.ingest_registration import register_new_blocks
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
+from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.steps import circuit_breaker
+from calmops_dagster.steps.decide_champion import settle_champion
+from calmops_dagster.steps.results import ChallengerOutcome
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.resources import build_resources
 from tests.conftest import block_spec_dict
 
 
@@ -108,7 +110,7 @@ def test_automatic_and_manual_rollback(home, tmp_path, capsys):
 
     block3 = concept(3, flip=False)  # the old concept is back: v0002 fails, v0001 is right
     v2_scores = {"balanced_accuracy": 0.02}
-    no_challenger = {"version": None, "champion_version": "v0002", "reason": "no retrain"}
+    no_challenger = ChallengerOutcome(None, "v0002", "no retrain")
     decision, in_force = settle_champion(spec, store, "3", block3, no_challenger, v2_scores)
     assert decision.decision == "rolled_back" and store.champion_version() == "v0001"
     assert in_force["balanced_accuracy"] > 0.9 and "previous champion v0001" in decision.reason

@@ -7,13 +7,13 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from fastapi.testclient import TestClient
 from processed_home import copy_home
 
 from calmops_dagster.errors import CalmOpsError
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.interfaces.server import check_bind, create_app
-from calmops_dagster.orchestration.prediction import predict_frame
+from calmops_dagster.steps.predict_block import predict_frame
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 
@@ -124,7 +124,7 @@ def test_breaker_state_is_reported_when_the_table_exists(processed_home, tmp_pat
     home = copy_home(processed_home, tmp_path)
     from datetime import UTC, datetime
 
-    from calmops_dagster.orchestration.circuit_breaker import on_failure
+    from calmops_dagster.steps.circuit_breaker import on_failure
     from calmops_dagster.store.metrics_store import MetricsStore
 
     for _ in range(3):  # as the run-failure sensor records three failed trainings

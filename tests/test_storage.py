@@ -259,7 +259,7 @@ def _failure(state):
     """A breaker failure, with a widened window between reading the state and writing the next one."""
     from datetime import UTC, datetime
 
-    from calmops_dagster.orchestration import circuit_breaker
+    from calmops_dagster.steps import circuit_breaker
 
     time.sleep(0.02)
     return circuit_breaker.on_failure(state, 100, 60, datetime.now(UTC), "boom")

@@ -13,9 +13,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.resources import build_resources
-from calmops_dagster.sensors.schedules import MAX_SCHEDULED_ATTEMPTS
 from conftest import block_spec_dict, evaluate_file_sensor
 from dagster import (
     DagsterInstance,
@@ -26,6 +23,7 @@ from dagster import (
 )
 from dagster._core.test_utils import create_run_for_test
 
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.ingest import file_scan
 from calmops_dagster.ingest.block_data import (
     STREAM_KEY,
@@ -35,8 +33,11 @@ from calmops_dagster.ingest.block_data import (
     stream_key,
 )
 from calmops_dagster.ingest.file_scan import listing_fingerprint
+from calmops_dagster.orchestration.headless_runs import pending_blocks, run_pending
+from calmops_dagster.orchestration.ingest_registration import register_new_blocks
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
-from calmops_dagster.orchestration.runner import pending_blocks, register_new_blocks, run_pending
+from calmops_dagster.resources import build_resources
+from calmops_dagster.sensors.schedules import MAX_SCHEDULED_ATTEMPTS
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore

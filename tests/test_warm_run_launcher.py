@@ -20,8 +20,9 @@ from dagster._core.launcher import WorkerStatus
 from live_processes import wait_for
 
 from calmops_dagster.errors import CalmOpsError
+from calmops_dagster.orchestration.dead_runs import process_alive
 from calmops_dagster.orchestration.instance import instance_yaml, prepare_instance
-from calmops_dagster.orchestration.runner import HOST_TAG, PID_TAG, process_alive
+from calmops_dagster.orchestration.run_tags import HOST_TAG, PID_TAG
 from calmops_dagster.speedups.warm_run_launcher import WarmRunLauncher
 from calmops_dagster.speedups.warm_run_worker import PRELOADED_MODULES
 from calmops_dagster.store.paths import CalmOpsHome

@@ -1,3 +1,3 @@
 """What users touch: the ``calmops`` CLI and its demo, the prediction server (and report pages), the pipeline
-report and overview, the block drift report, the tutorials.
-May import: every layer below (orchestration, learning, ingest, store, drift, estimation)."""
+report, the tutorials.
+May import: every layer below (orchestration, steps, reports, learning, ingest, store, drift, estimation)."""

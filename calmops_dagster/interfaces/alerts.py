@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from calmops_dagster.interfaces.pipeline_overview import reports_url
+from calmops_dagster.reports.pipeline_overview import reports_url
 from calmops_dagster.spec import ENV_WEBHOOK, AlertsConfig, PipelineSpec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
@@ -109,7 +109,7 @@ def drop_threshold(reference: float, max_relative_drop: float) -> float:
 
 def estimated_drop_event(spec: PipelineSpec, block: str, estimate: dict | None) -> Event | None:
     """``estimated_drop`` when the estimate's whole interval lies below :func:`drop_threshold` (the rule of
-    :func:`calmops_dagster.orchestration.estimated_performance.estimated_drop`), else ``None``."""
+    :func:`calmops_dagster.steps.estimated_performance.estimated_drop`), else ``None``."""
     if not estimate or _num(estimate.get("reference")) is None or _num(estimate.get("value")) is None:
         return None
     metric, drop = spec.performance.metric, spec.performance.max_relative_drop

@@ -99,8 +99,9 @@ def _pipeline_runtime(home: CalmOpsHome, name: str):
 
 
 def cmd_run(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.orchestration.headless_runs import run_pending
+    from calmops_dagster.orchestration.ingest_registration import register_new_blocks
     from calmops_dagster.orchestration.run_guard import StopSignals, pipeline_lock
-    from calmops_dagster.orchestration.runner import register_new_blocks, run_pending
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore
 
@@ -165,7 +166,7 @@ def _report_results(spec, results, stop, instance, metrics, home: CalmOpsHome, w
     :data:`EXIT_WAITING` (75) files still being written, :data:`EXIT_STORE_UNAVAILABLE` (69) the object
     store failed (the run stopped at that block)."""
     from calmops_dagster.interfaces.alerts import send_block_alerts
-    from calmops_dagster.orchestration.runner import pending_blocks
+    from calmops_dagster.orchestration.headless_runs import pending_blocks
 
     name = spec.name
     if not results and not stop.received and not waiting:
@@ -315,7 +316,7 @@ def cmd_rollback(args, home: CalmOpsHome) -> int:
 def _breaker_text(metrics, name: str) -> str:
     from datetime import UTC, datetime
 
-    from calmops_dagster.orchestration.circuit_breaker import describe
+    from calmops_dagster.steps.circuit_breaker import describe
 
     return describe(metrics.breaker_state(name), datetime.now(UTC))
 
@@ -323,14 +324,11 @@ def _breaker_text(metrics, name: str) -> str:
 def cmd_relaunch(args, home: CalmOpsHome) -> int:
     """Sensors and schedule on, circuit breaker closed, runs requested for pending blocks."""
     from calmops_dagster.orchestration import dagster_control as control
+    from calmops_dagster.orchestration.breaker_outcomes import close_breaker
+    from calmops_dagster.orchestration.headless_runs import pending_blocks, run_pending
+    from calmops_dagster.orchestration.ingest_registration import register_new_blocks
     from calmops_dagster.orchestration.pipeline_defs import job_name
     from calmops_dagster.orchestration.run_guard import StopSignals, pipeline_lock
-    from calmops_dagster.orchestration.runner import (
-        close_breaker,
-        pending_blocks,
-        register_new_blocks,
-        run_pending,
-    )
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore
 
@@ -444,12 +442,9 @@ def cmd_reevaluate(args, home: CalmOpsHome) -> int:
     from dagster import Definitions
 
     from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
-    from calmops_dagster.orchestration.reevaluation import (
-        reevaluation_job_name,
-        run_reevaluation,
-        select_blocks,
-    )
+    from calmops_dagster.orchestration.reevaluation import reevaluation_job_name, run_reevaluation
     from calmops_dagster.resources import build_resources
+    from calmops_dagster.steps.reevaluate_block import select_blocks
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.model_store import ModelStore
 

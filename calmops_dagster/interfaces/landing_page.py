@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from calmops_dagster.errors import CalmOpsError
-from calmops_dagster.interfaces.page_style import MISSING, fmt, is_missing, page
-from calmops_dagster.orchestration import circuit_breaker
+from calmops_dagster.reports.page_style import MISSING, fmt, is_missing, page
 from calmops_dagster.spec import load_spec
+from calmops_dagster.steps import circuit_breaker
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import CalmOpsHome

@@ -10,8 +10,8 @@ was judged against; click a heatmap cell or pick the feature); the latest block'
 re-evaluations; the circuit breaker; the champion history.
 
 Written to a file, the page embeds plotly.js once (about 4.8 MB) and works offline; served, it loads the
-installed plotly.js from ``calmops serve`` (:data:`~calmops_dagster.interfaces.page_style.PLOTLY_ROUTE`). No
-CDN either way. Looks: :mod:`calmops_dagster.interfaces.page_style`, shared with the landing page and the
+installed plotly.js from ``calmops serve`` (:data:`~calmops_dagster.reports.page_style.PLOTLY_ROUTE`). No
+CDN either way. Looks: :mod:`calmops_dagster.reports.page_style`, shared with the landing page and the
 block reports.
 """
 
@@ -28,9 +28,9 @@ import plotly.io as pio
 
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.interfaces.alerts import drop_threshold, estimated_drop_event
-from calmops_dagster.interfaces.page_style import MISSING, fmt, html_table, page, plotly_script
-from calmops_dagster.orchestration import circuit_breaker
+from calmops_dagster.reports.page_style import MISSING, fmt, html_table, page, plotly_script
 from calmops_dagster.spec import PipelineSpec, load_spec
+from calmops_dagster.steps import circuit_breaker
 from calmops_dagster.store.atomic import write_readable_text_atomic
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore

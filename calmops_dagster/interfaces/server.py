@@ -68,7 +68,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from calmops_dagster.errors import CalmOpsError, ModelIntegrityError, PipelineNameError
-from calmops_dagster.interfaces.page_style import PLOTLY_ROUTE, plotly_js_bytes
 from calmops_dagster.interfaces.predict_input import (
     DEFAULT_MAX_DEPTH,
     InputError,
@@ -79,6 +78,7 @@ from calmops_dagster.interfaces.predict_input import (
     parse_rows,
     unseen_categories,
 )
+from calmops_dagster.reports.page_style import PLOTLY_ROUTE, plotly_js_bytes
 from calmops_dagster.spec import load_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import CHAMPION_POINTER, ModelStore

@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from calmops_dagster.errors import CalmOpsError
-from calmops_dagster.orchestration.runner import PIPELINE_TAG
+from calmops_dagster.orchestration.run_tags import PIPELINE_TAG
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 3000
 

@@ -15,7 +15,7 @@ from dagster import (
 from calmops_dagster.assets.pipeline_assets import build_pipeline_assets
 from calmops_dagster.orchestration.pipeline_logs import headless_console_logger, pipeline_file_logger
 from calmops_dagster.orchestration.reevaluation import build_reevaluation_job
-from calmops_dagster.orchestration.runner import PIPELINE_TAG
+from calmops_dagster.orchestration.run_tags import PIPELINE_TAG
 from calmops_dagster.sensors.file_sensor import build_file_sensor
 from calmops_dagster.sensors.labels_sensor import build_labels_sensor
 from calmops_dagster.sensors.run_failure_sensor import build_breaker_sensors

@@ -30,13 +30,13 @@ from pathlib import Path
 
 from dagster import Field, logger
 
+from calmops_dagster.orchestration.run_tags import PIPELINE_TAG
 from calmops_dagster.store.paths import CalmOpsHome
 
 LOG_FILE = "pipeline.log"
 MAX_BYTES = 5 * 1024 * 1024
 BACKUP_COUNT = 5
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
-PIPELINE_TAG = "calmops/pipeline"  # same as calmops_dagster.orchestration.runner.PIPELINE_TAG (no import cycle)
 
 _handlers: dict[Path, logging.Handler] = {}
 _lock = threading.Lock()

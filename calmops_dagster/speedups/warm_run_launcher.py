@@ -9,7 +9,7 @@ warm process is started by the first launch in a process (``dagster dev``'s daem
 Each launched run carries the pid and host of its worker (tags ``calmops/pid`` and ``calmops/host``, as runs
 of ``calmops run`` do), which is how it is terminated (SIGTERM, which Dagster's run worker turns into an
 interrupt, as a Docker or Kubernetes launcher's stop does), how the daemon's run monitoring checks it, and
-how a run whose worker died is found after a restart (:func:`calmops_dagster.orchestration.runner.
+how a run whose worker died is found after a restart (:func:`calmops_dagster.orchestration.dead_runs.
 reap_dead_runs`). Like Dagster's default launcher it launches on the machine it runs on.
 """
 
@@ -30,7 +30,8 @@ from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLa
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
-from calmops_dagster.orchestration.runner import HOST_TAG, PID_TAG, process_alive
+from calmops_dagster.orchestration.dead_runs import process_alive
+from calmops_dagster.orchestration.run_tags import HOST_TAG, PID_TAG
 
 
 class WarmRunLauncher(RunLauncher, ConfigurableClass):

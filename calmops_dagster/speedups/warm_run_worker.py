@@ -32,13 +32,14 @@ PRELOADED_MODULES = (
     "sklearn.ensemble",
     "sklearn.linear_model",
     "calmops_dagster.orchestration.pipeline_defs",
-    "calmops_dagster.orchestration.drift_step",
-    "calmops_dagster.orchestration.champion_challenger",
-    "calmops_dagster.orchestration.estimated_performance",
+    "calmops_dagster.steps.assess_block",
+    "calmops_dagster.steps.train_challenger",
+    "calmops_dagster.steps.decide_champion",
+    "calmops_dagster.steps.estimated_performance",
     "calmops_dagster.learning.block_assessment",
     "calmops_dagster.learning.evaluation",
     "calmops_dagster.learning.retrain_modes",
-    "calmops_dagster.interfaces.block_report",
+    "calmops_dagster.reports.block_report",
     "calmops_dagster.resources",
 )
 

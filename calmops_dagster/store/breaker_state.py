@@ -1,6 +1,6 @@
 """The stored state of a pipeline's circuit breaker: one row of DuckDB ``breaker_state``.
 
-Its transitions (when it opens, closes, what counts) are in :mod:`calmops_dagster.orchestration.circuit_breaker`.
+Its transitions (when it opens, closes, what counts) are in :mod:`calmops_dagster.steps.circuit_breaker`.
 """
 
 from __future__ import annotations

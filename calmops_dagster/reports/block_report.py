@@ -30,7 +30,7 @@ from calmops_dagster.drift.report import (
     NOT_TESTED,
     DriftReport,
 )
-from calmops_dagster.interfaces.page_style import fmt, get_plotlyjs, html_table, page, plotly_script
+from calmops_dagster.reports.page_style import fmt, get_plotlyjs, html_table, page, plotly_script
 from calmops_dagster.store.atomic import write_readable_text_atomic
 from calmops_dagster.store.storage import as_location
 

@@ -9,9 +9,10 @@ reuses the recorded challenger instead of training one, and never moves the cham
 rows, scores and the decision come out as they did, and history is not rewritten by a normal Dagster action.
 
 A pipeline's runs go one at a time (the run queue of ``dagster dev``, the run lock of ``calmops run``), so
-while a run processes a block nothing else changes the block's context: the run's steps read it from the
-store once, and the rest of the run from what this process last read or wrote for that run
-(:func:`read_context` with ``run_id``; a query cost about 20 ms, five steps asked for it).
+while a run processes a block nothing else changes the block's context: it is read from the store once per
+run, and each later step of the run gets what this process last read or wrote for that run
+(:func:`read_context` with ``run_id``, which every :class:`~calmops_dagster.steps.step_context.StepContext`
+is opened with).
 """
 
 from __future__ import annotations

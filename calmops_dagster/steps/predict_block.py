@@ -1,4 +1,9 @@
-"""The champion's predictions for a block, and where they are written."""
+"""Predict the block: the champion the block's decision left in force predicts every row, and the predictions
+are written to ``predictions/<block>.parquet``.
+
+A prediction-only pipeline imports its ``model_file`` as its champion on first use (:func:`ensure_champion`);
+a rerun predicts with the champion the block's first run left in force.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,46 @@ import pandas as pd
 
 from calmops_dagster.errors import NoChampionError
 from calmops_dagster.ingest.block_data import read_data_file
+from calmops_dagster.reports.pipeline_overview import pipeline_overview
 from calmops_dagster.spec import PipelineSpec
+from calmops_dagster.steps.results import LoadedBlock, Predictions
+from calmops_dagster.steps.step_context import StepContext
 from calmops_dagster.store.atomic import write_bytes_atomic
 from calmops_dagster.store.model_store import ModelStore, file_sha256, load_model_file
+from calmops_dagster.store.processed_blocks import record_processed
 from calmops_dagster.store.storage import Location, as_location
+
+
+def predict_block(ctx: StepContext, rows: LoadedBlock, loaded_version: str | None) -> Predictions:
+    """Predict ``rows`` with the champion in force, write the predictions, and record the block processed
+    (:mod:`~calmops_dagster.store.processed_blocks`) at ``loaded_version``: the block version this run loaded,
+    ``None`` when the run did not load the block (then nothing is recorded)."""
+    spec, block = ctx.spec, ctx.block
+    # the champion the block's decision left in force (a rerun predicts as the block's first run did)
+    version = ctx.recorded.champion_after if ctx.rerun else ensure_champion(spec, ctx.models)
+    if version is None and not spec.prediction_only:  # nothing trained yet: the decision says why
+        _record_processed(ctx, loaded_version)
+        return Predictions(block=block, version=None, path=None, rows=0, shares=None, mean_prediction=None)
+    result = champion_predictions(ctx.models, version, rows.frame, spec)
+    path = write_predictions(result, ctx.paths.predictions_dir(spec.name), block)
+    classes = spec.task == "classification"
+    overview = None
+    if spec.prediction_only:  # no champion step: the overview follows the predictions
+        ctx.log.info(f"block {block}: {len(result)} rows predicted by {version}")  # its one INFO line
+        overview = pipeline_overview(ctx.paths, spec.name, spec.performance.metric, metrics=ctx.metrics)
+    _record_processed(ctx, loaded_version)
+    return Predictions(
+        block=block, version=version, path=str(path), rows=len(result),
+        shares={str(k): float(v) for k, v in result["prediction"].value_counts(normalize=True).items()}
+        if classes else None,
+        mean_prediction=None if classes else float(result["prediction"].mean()),
+        overview=overview,
+    )
+
+
+def _record_processed(ctx: StepContext, loaded_version: str | None) -> None:
+    if loaded_version is not None:
+        record_processed(ctx.metrics, ctx.spec.name, ctx.block, loaded_version, ctx.run_id)
 
 
 def predict_frame(model, features: list[str], frame: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -60,7 +101,8 @@ def import_model_file(spec: PipelineSpec, store: ModelStore) -> str:
     return version
 
 
-def predict_block(store: ModelStore, version: str | None, frame: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
+def champion_predictions(store: ModelStore, version: str | None, frame: pd.DataFrame,
+                         spec: PipelineSpec) -> pd.DataFrame:
     """Predictions of champion ``version`` for every row of ``frame``, tagged with the version."""
     if version is None:
         raise NoChampionError(f"pipeline '{spec.name}' has no champion model to predict with")

@@ -1,0 +1,89 @@
+"""``drift_report``: drift and the champion's performance on the block, over
+:func:`calmops_dagster.steps.assess_block.assess_block`."""
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from calmops_dagster.assets.wiring import (
+    DRIFT_CHECK,
+    asset_key,
+    check_spec,
+    common,
+    open_step,
+    scores_metadata,
+)
+from calmops_dagster.reports.pipeline_overview import reports_url
+from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.spec import PipelineSpec
+from calmops_dagster.steps.results import Assessment, LoadedBlock
+
+
+def drifted_table(drift_rows: pd.DataFrame) -> str:
+    """Markdown table of the drifted (feature, test) rows, largest effect first."""
+    if drift_rows.empty:
+        return "No reference yet: this block trains the first champion."
+    drifted = drift_rows[drift_rows["drifted"].astype(bool) & ~drift_rows["feature"].astype(str).str.startswith("__")]
+    if drifted.empty:
+        return "No feature drifted."
+    drifted = drifted.sort_values("effect_size", ascending=False)
+    lines = ["| feature | test | statistic | p-value | effect size |", "|---|---|---|---|---|"]
+    for row in drifted.itertuples():
+        lines.append(
+            f"| {row.feature} | {row.test} | {row.statistic:.4g} | {row.p_value:.3g} | {row.effect_size:.3g} |"
+        )
+    return "\n".join(lines)
+
+
+def drift_report_metadata(spec: PipelineSpec, result: Assessment) -> dict:
+    summary, decision = result.summary, result.decision
+    return {
+        "drift_detected": int(result.drift_detected),
+        "drift_share": result.drift_share,
+        "drifted_features_count": len(result.drifted_features),
+        "retrain": int(decision.retrain),
+        "performance_drop": int(decision.performance_drop),
+        "reason": decision.reason,
+        "reference_version": result.champion or "none",
+        "late": int(result.late), "rerun": int(result.rerun),
+        **({"newest_block_processed": result.newest_processed} if result.newest_processed is not None else {}),
+        "top_features": ", ".join(summary.get("top_features", [])) or "none",
+        "drifted_features": MetadataValue.md(drifted_table(result.drift_rows)),
+        **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        **scores_metadata("champion_", result.block_scores),
+        **result.estimates.metadata(),
+        **({"error_change_row": result.error_change_row} if result.error_change_row is not None else {}),
+        **({"report": MetadataValue.path(result.report_path),
+            "report_url": MetadataValue.url(reports_url(spec.name, result.block))} if result.report_path else {}),
+    }
+
+
+def build_drift_report(spec: PipelineSpec):
+    @asset(
+        name="drift_report",
+        description="Drift of the block against the champion's training data, and the champion's "
+        "performance on the block; decides whether a challenger is trained.",
+        ins={"data_block": AssetIn(asset_key(spec, "data_block"))},
+        check_specs=[check_spec(spec, DRIFT_CHECK, "drift_report", "Dataset-level drift decision of the drift engine")],
+        **common(spec),
+    )
+    def drift_report(context: AssetExecutionContext, data_block: LoadedBlock, home: CalmOpsHomeResource,
+                     metrics: MetricsStoreResource):
+        from calmops_dagster.steps.assess_block import assess_block
+
+        result = assess_block(open_step(spec, context, home, metrics), data_block)
+        yield Output(result, metadata=drift_report_metadata(spec, result))
+        yield AssetCheckResult(
+            check_name=DRIFT_CHECK, passed=not result.drift_detected, severity=AssetCheckSeverity.WARN,
+            metadata={"drift_share": result.drift_share, "drifted_features": ", ".join(result.drifted_features)
+                      or "none"},
+        )
+
+    return drift_report
