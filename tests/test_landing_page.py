@@ -3,6 +3,7 @@ say, a real server (uvicorn in a thread) and headless Chromium for how they rend
 
 from __future__ import annotations
 
+import html
 import re
 import socket
 import threading
@@ -56,8 +57,11 @@ def test_the_landing_page_lists_every_pipeline_with_its_story(processed_home, tm
     assert cells[4] == f"{est['value']:.3g} [{est['ci_low']:.3g}, {est['ci_high']:.3g}] block 4 · v0002"
     assert cells[5] == f"{real['value']:.3g} block 4 · v0002"
     assert cells[6] == "closed"
-    assert cells[7].startswith("promotion · block 3 ") and cells[7].endswith(" · no webhook")
-    assert "title='Block 3 of demo promoted challenger v0002 over v0001" in page  # the alert's sentence
+    last = metrics.query("SELECT block, event, summary FROM alerts WHERE pipeline = 'demo' "
+                         "ORDER BY event_at DESC, sent_at DESC LIMIT 1").iloc[0]  # block 3 raised several
+    assert last["block"] == "3"
+    assert cells[7].startswith(f"{last['event']} · block 3 ") and cells[7].endswith(" · no webhook")
+    assert f"title='{html.escape(last['summary'], quote=True)}" in page  # the alert's sentence
     broken = _row(page, "broken")
     assert "spec not readable" in broken[0] and "field 'type'" in broken[0] and broken[1:] == ["—"] * 7
 
