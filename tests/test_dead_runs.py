@@ -10,7 +10,6 @@ import os
 import subprocess
 
 import pytest
-from calmops_dagster.resources import build_resources
 from conftest import evaluate_file_sensor
 from dagster import (
     DagsterEventType,
@@ -22,14 +21,15 @@ from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.execution.plan.objects import StepSuccessData
 from dagster._core.test_utils import create_run_for_test
 
+from calmops_dagster.orchestration.dead_runs import reap_dead_runs
+from calmops_dagster.orchestration.headless_runs import pending_blocks
 from calmops_dagster.orchestration.pipeline_defs import (
     build_breaker_definitions,
     build_pipeline_definitions,
     job_name,
 )
-from calmops_dagster.orchestration.dead_runs import reap_dead_runs
-from calmops_dagster.orchestration.headless_runs import pending_blocks
 from calmops_dagster.orchestration.run_tags import PIPELINE_TAG, REAPED_TAG, RERUN_OF_TAG
+from calmops_dagster.resources import build_resources
 from calmops_dagster.store.metrics_store import MetricsStore
 
 

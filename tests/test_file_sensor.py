@@ -8,13 +8,13 @@ import shutil
 import time
 
 import duckdb
-from calmops_dagster.sensors import file_sensor
 from conftest import block_spec_dict, evaluate_file_sensor
 
 from calmops_dagster.ingest.file_scan import settle_wait
 from calmops_dagster.ingest.ingest_record import ingest_data_dir
-from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
 from calmops_dagster.orchestration.ingest_registration import pipeline_dir
+from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
+from calmops_dagster.sensors import file_sensor
 from calmops_dagster.spec import parse_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
