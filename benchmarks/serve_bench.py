@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calmops_dagster.interfaces.cli import main as calmops
-from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.interfaces.cli import main as calmops
+from calmops_dagster.store.model_store import ModelStore
 
 FEATURES = ["x1", "x2", "x3", "x4", "segment"]
 

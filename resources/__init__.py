@@ -2,8 +2,8 @@
 
 from dagster import FilesystemIOManager
 
-from calmops_dagster.store.paths import CalmOpsHome
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.store.paths import CalmOpsHome
 
 __all__ = ["CalmOpsHomeResource", "MetricsStoreResource", "build_resources"]
 

@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
-from calmops_dagster.resources import build_resources
 from dagster import DagsterInstance, build_sensor_context
 
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
+from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.paths import CalmOpsHome
 

@@ -13,8 +13,8 @@ import time
 import pandas as pd
 import pytest
 import yaml
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.interfaces.cli import main
 from calmops_dagster.learning.block_assessment import assess_block
 from calmops_dagster.learning.training import too_few_rows_to_train

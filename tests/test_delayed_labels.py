@@ -8,12 +8,12 @@ import os
 import pandas as pd
 from dagster import Definitions, build_sensor_context
 
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.ingest.labels import attach_labels, label_file_hashes
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.resources import build_resources
 from tests.conftest import block_spec_dict
 from tests.test_block_pipeline import run_pipeline
 

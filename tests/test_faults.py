@@ -14,12 +14,12 @@ import pytest
 from conftest import block_spec_dict
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
 from calmops_dagster.interfaces.cli import main
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
 
 WRITER = """
 import sys

@@ -20,7 +20,13 @@ from calmops_dagster.generators.clinic import MODALITIES
 from calmops_dagster.generators.errors import GeneratorConfigError, UnknownOptionError
 from calmops_dagster.generators.real import METHODS, SDV_MODELS
 from calmops_dagster.generators.synthetic import GENERATORS
-from calmops_dagster.generators.writer import FORMATS, GROUND_TRUTH_FILE, assign_blocks, read_table, write_blocks
+from calmops_dagster.generators.writer import (
+    FORMATS,
+    GROUND_TRUTH_FILE,
+    assign_blocks,
+    read_table,
+    write_blocks,
+)
 
 
 def run(argv, home=None):

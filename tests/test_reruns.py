@@ -9,7 +9,6 @@ import json
 
 import pandas as pd
 import pytest
-from calmops_dagster.resources import build_resources
 from dagster import AssetKey, DagsterInstance, Definitions, RunsFilter
 from processed_home import copy_home
 
@@ -17,6 +16,7 @@ from calmops_dagster.interfaces.cli import main
 from calmops_dagster.interfaces.pipeline_report import build_pipeline_report
 from calmops_dagster.orchestration.instance import prepare_instance
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.resources import build_resources
 from calmops_dagster.store.metrics_store import VERSIONED, MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 

@@ -8,12 +8,12 @@ import pytest
 from sklearn.calibration import CalibratedClassifierCV
 
 from calmops_dagster.errors import SpecError
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
 from calmops_dagster.learning.retrain_modes import StackedModel, history_needed, train_challenger
 from calmops_dagster.learning.training import fit_full
 from calmops_dagster.spec import parse_spec
 from calmops_dagster.store.model_store import ModelStore
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from tests.conftest import block_spec_dict
 
 FEATURES = ["x1", "x2", "x3", "x4", "segment"]

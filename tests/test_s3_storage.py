@@ -16,9 +16,9 @@ import boto3
 import pandas as pd
 from live_processes import answers_200, free_port, stop_group, wait_for
 
-from calmops_dagster.interfaces.cli import main
 from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.interfaces.cli import main
 from tests.moto_s3 import moto_s3
 
 BUCKET, PREFIX, NAME = "calmops-e2e", "team/prod", "s3demo"

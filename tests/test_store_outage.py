@@ -15,10 +15,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.generators.writer import write_blocks
 
 from calmops_dagster.errors import StoreUnavailableError
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
 from calmops_dagster.interfaces.cli import EXIT_STORE_UNAVAILABLE, main
 from calmops_dagster.store.object_store import STORE_ATTEMPTS
 from calmops_dagster.store.storage import StoragePath
