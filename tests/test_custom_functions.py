@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import sys
-import textwrap
 
 import pandas as pd
 import pytest
@@ -268,13 +267,13 @@ def block_one(tmp_path):
 
 @pytest.mark.parametrize(("function", "overrides", "message"), [
     ("no_predict", {}, "returned a builtins.dict without a predict method; no challenger"),
-    ("unstorable", {}, "returned a sklearn.pipeline.Pipeline: a model skops cannot store within the allow-list "
+    ("unstorable", {}, ("returned a sklearn.pipeline.Pipeline: a model skops cannot store within the allow-list "
                        "(it holds ['my_project.bad._own_feature']): it would be a pickle, which this pipeline does "
-                       "not load without trust_pickle: true; no challenger"),
+                       "not load without trust_pickle: true; no challenger")),
     ("no_proba", {"performance": {"metric": "roc_auc"}},
      "returned a sklearn.pipeline.Pipeline without predict_proba, which the metric roc_auc needs"),
-    ("broken", {}, "returned a my_project.bad.Broken whose prediction fails on the block's held-out rows "
-                   "(ValueError: weights not loaded)"),
+    ("broken", {}, ("returned a my_project.bad.Broken whose prediction fails on the block's held-out rows "
+                   "(ValueError: weights not loaded)")),
     ("not_clonable", {}, "returned a my_project.bad.Plain that sklearn.base.clone cannot copy"),
 ])
 def test_an_unusable_model_is_refused_with_why_and_nothing_is_stored(user_code, tmp_path, block_one, function,
@@ -393,16 +392,16 @@ def test_fallback_trains_the_challenger_after_a_raising_retrain(home, tmp_path, 
 
 @pytest.mark.parametrize(("retrain", "fallback", "success", "reason"), [
     ("raise", "none", True,
-     f"custom_functions.retrain {RETRAIN} raised RuntimeError: warm start diverged (on purpose); "
-     f"custom_functions.fallback {FALLBACK} returned None: no challenger"),
+     (f"custom_functions.retrain {RETRAIN} raised RuntimeError: warm start diverged (on purpose); "
+     f"custom_functions.fallback {FALLBACK} returned None: no challenger")),
     ("dict", None, True,
      f"custom_functions.retrain {RETRAIN} returned a builtins.dict without a predict method; no challenger"),
     ("raise", "raise", False,
-     f"custom_functions.retrain {RETRAIN} raised RuntimeError: warm start diverged (on purpose); "
-     f"custom_functions.fallback {FALLBACK} raised KeyError: 'no simpler model either'"),
+     (f"custom_functions.retrain {RETRAIN} raised RuntimeError: warm start diverged (on purpose); "
+     f"custom_functions.fallback {FALLBACK} raised KeyError: 'no simpler model either'")),
     ("raise", None, False,
-     f"custom_functions.retrain {RETRAIN} raised RuntimeError: warm start diverged (on purpose); "
-     "no custom_functions.fallback"),
+     (f"custom_functions.retrain {RETRAIN} raised RuntimeError: warm start diverged (on purpose); "
+     "no custom_functions.fallback")),
 ])
 def test_no_challenger_keeps_the_champion_and_only_a_failed_fallback_counts_in_the_breaker(
         home, tmp_path, user_code, instance, monkeypatch, retrain, fallback, success, reason):
