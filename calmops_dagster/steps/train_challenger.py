@@ -37,7 +37,7 @@ from calmops_dagster.spec import PipelineSpec, column_kinds
 from calmops_dagster.steps import circuit_breaker
 from calmops_dagster.steps.block_context import write_context
 from calmops_dagster.steps.results import Assessment, ChallengerOutcome, LoadedBlock, PairedRows
-from calmops_dagster.steps.step_context import StepContext
+from calmops_dagster.steps.step_context import StepContext, StepLog
 from calmops_dagster.store.model_store import ModelStore, now_utc, storage_refusal
 
 
@@ -68,8 +68,11 @@ def train_challenger(ctx: StepContext, rows: LoadedBlock, assessment: Assessment
                                 (outcome.champion_version, "champion", outcome.champion_scores))
         for m, s in (scores or {}).items()
     ], scope={"evaluated_on": "eval_split"}, run_id=ctx.run_id)
-    ctx.log.debug(f"block {block}: {'trained' if outcome.trained else 'rerun: re-scored'} challenger "
-                  f"{outcome.version} ({outcome.note})")
+    if outcome.version is None:
+        ctx.log.info(f"block {block}: no challenger ({outcome.reason})")
+    else:
+        ctx.log.debug(f"block {block}: {'trained' if outcome.trained else 'rerun: re-scored'} challenger "
+                      f"{outcome.version} ({outcome.note})")
     return outcome
 
 
@@ -119,7 +122,7 @@ def ipip_stats(model) -> dict:
 
 def make_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame: pd.DataFrame, reason: str,
                     history: pd.DataFrame | None = None, history_blocks: list[str] | None = None,
-                    log=None) -> ChallengerOutcome:
+                    log: StepLog | None = None) -> ChallengerOutcome:
     """Train, store and score a challenger for ``block`` (asked for by ``reason``).
 
     ``history`` holds the rows of the earlier blocks ``history_blocks`` (for ``window`` and ``replay_mix``);
@@ -222,7 +225,9 @@ def rescore_challenger(spec: PipelineSpec, store: ModelStore, block: str, frame:
                        champion_version: str | None, reason: str) -> ChallengerOutcome:
     """A rerun's challenger: the stored ``version`` trained for ``block`` when it was first processed, scored
     with ``champion_version`` (the champion then) on the same held-out rows (the split is seeded), so the
-    scores and the decision come out as they did; nothing is trained or stored."""
+    scores and the decision come out as they did; nothing is trained or stored. A challenger built by a custom
+    function gets a note saying whether that function (its manifest's ``trained_by``) could still be run as it
+    was, or why not (:func:`~calmops_dagster.learning.custom_functions.cannot_rerun`)."""
     model = store.load(version, spec.pickle_trusted)
     champion = store.load(champion_version, spec.pickle_trusted) if champion_version else None
     split = evaluation_split(frame, spec, spec.feature_columns(frame.columns))
