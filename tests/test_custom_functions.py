@@ -16,6 +16,7 @@ from dagster import AssetKey, Definitions
 from calmops_dagster.errors import SpecError
 from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.learning.custom_functions import cannot_rerun, function_lineage, resolve_function
 from calmops_dagster.learning.training_context import TrainingContext
 from calmops_dagster.orchestration.headless_runs import run_pending
 from calmops_dagster.orchestration.ingest_registration import register_new_blocks
@@ -433,3 +434,32 @@ def test_the_context_is_a_small_frozen_record():
     context = TrainingContext("demo", "3", "full", ("3",), 0, logging.getLogger("demo"))
     with pytest.raises(AttributeError):
         context.block = "4"
+
+
+def test_a_fallback_alone_takes_over_when_the_retrain_mode_raises(user_code, tmp_path, block_one, monkeypatch):
+    model_spec = {"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree"}
+    spec = parse_spec(spec_dict(tmp_path, {"fallback": FALLBACK}, model_spec=model_spec),
+                      tmp_path / "demo" / "pipeline.yaml")
+    store = ModelStore(tmp_path / "pipelines" / "demo" / "models", key=None)
+    assert make_challenger(spec, store, "1", block_one, "no champion yet").trained_by is None  # the mode trains
+
+    monkeypatch.setenv("CALMOPS_TEST_FIT_FAIL", "1")
+    outcome = make_challenger(spec, store, "2", block_one, "drift")
+    assert outcome.version == "v0002" and outcome.trained_by == FALLBACK
+    assert outcome.note == ("retrain_mode full (calmops_dagster.learning.testing_models.ControlledTree) raised "
+                            "RuntimeError: injected training failure (CALMOPS_TEST_FIT_FAIL=1); "
+                            f"custom_functions.fallback {FALLBACK} on the block's training rows")
+
+    without = parse_spec(spec_dict(tmp_path, {}, model_spec=model_spec), tmp_path / "demo" / "pipeline.yaml")
+    with pytest.raises(RuntimeError, match="injected training failure"):  # no fallback: the mode's own error
+        make_challenger(without, store, "3", block_one, "drift")
+
+
+def test_a_recorded_function_that_no_longer_resolves_says_why(user_code, tmp_path):
+    function = resolve_function("retrain", RETRAIN, ["my_project"])
+    lineage = function_lineage("retrain", RETRAIN, function)
+    assert cannot_rerun(lineage, ["my_project"]) is None
+    assert cannot_rerun(lineage, []) == (f"{RETRAIN} no longer resolves: module 'my_project.training' is not in "
+                                         "custom_functions.allow_modules []; add it there to import it")
+    assert cannot_rerun({"role": "train"}, ["my_project"]) == \
+        "the manifest's trained_by {'role': 'train'} names no function"
