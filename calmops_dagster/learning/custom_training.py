@@ -73,7 +73,6 @@ def train_custom(spec: PipelineSpec, X: pd.DataFrame, y: pd.Series, champion, hi
         model = function(*arguments)
     except Exception as exc:  # noqa: BLE001 -- the user's function may raise anything
         failure = f"{_label(role, spec)} raised {one_line(exc)}"
-        context.logger.warning(f"block {context.block}: {failure}")
         if not functions.fallback:
             raise CustomFunctionError(f"{failure}; no custom_functions.fallback") from None
         return _fall_back(spec, X_rows, y_rows, rows, what, context, judge, exc, failure)
@@ -92,6 +91,7 @@ def _fall_back(spec: PipelineSpec, X: pd.DataFrame, y: pd.Series, rows: pd.DataF
     """``fallback(error, X, y, context)`` after ``failure``; its model judged like any challenger."""
     path = spec.custom_functions.fallback
     function = spec.custom_functions.function("fallback")
+    context.logger.warning(f"block {context.block}: {failure}; running the fallback {path}")
     try:
         model = function(error, X, y, context)
     except Exception as exc:  # noqa: BLE001 -- the user's function may raise anything
