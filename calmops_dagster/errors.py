@@ -63,3 +63,8 @@ class StoreUnavailableError(CalmOpsError):
     """The object store holding the pipelines' state cannot be used (unreachable, refusing access, no such
     bucket, failing with 5xx) after the client's bounded retries. The message is one line naming the store,
     its endpoint and the failure (:mod:`calmops_dagster.store.object_store`)."""
+
+
+class CustomFunctionError(CalmOpsError):
+    """A function of the spec's ``custom_functions`` failed: training raised and its fallback raised too (or
+    there is none). The message is one line naming the function and its exception."""

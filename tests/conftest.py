@@ -27,6 +27,7 @@ SLOW_MODULES_FIRST = (
     "test_speedups.py",  # 230 at load 13 (7 Dec): dagster dev on stock Dagster, a fresh process per run
     "test_tutorials.py",  # 82: five tutorial scripts, each its own process
     "test_faults.py",  # 44
+    "test_custom_functions.py",  # 83 at load 11-19 (7 Dec): seven pipelines in-process with a user's package
     "test_postgres_instance.py",  # 37: a PostgreSQL server and a Dagster daemon on it (mostly waiting)
     "test_s3_storage.py",  # 37: moto and every command on S3
     "test_server_schemathesis.py",  # 27

@@ -65,7 +65,7 @@ def decide_champion(ctx: StepContext, rows: LoadedBlock, assessment: Assessment,
         "reason": reason, "metric": perf.metric, "champion_score": decision.champion_score,
         "challenger_score": decision.challenger_score, "champion_after": after, "test": decision.test,
         "p_value": decision.p_value, "ci_low": decision.ci_low, "ci_high": decision.ci_high,
-        "late": assessment.late, "decided_at": now_utc(),
+        "late": assessment.late, "decided_at": now_utc(), "trained_by": challenger.trained_by,
     }], run_id=ctx.run_id)
     drift = "drift" if assessment.drift_detected else "no drift"
     ctx.log.info(f"block {block}: {decision.decision} ({reason}); {drift}; champion {after or 'none'}")

@@ -113,6 +113,8 @@ class ChallengerOutcome:
     eval_rows: int = 0
     ipip: dict[str, float] = field(default_factory=dict)
     """IPIP's p, b and ensemble figures (``ipip_*``; empty for other models)."""
+    trained_by: str | None = None
+    """The custom function that built the challenger (``module.path:function``; ``None``: the retrain mode)."""
 
 
 @dataclass(frozen=True)

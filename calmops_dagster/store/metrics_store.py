@@ -122,7 +122,7 @@ SCHEMA = {
         pipeline VARCHAR, block VARCHAR, champion_before VARCHAR, challenger VARCHAR, decision VARCHAR,
         reason VARCHAR, metric VARCHAR, champion_score DOUBLE, challenger_score DOUBLE,
         champion_after VARCHAR, test VARCHAR, p_value DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
-        decided_at TIMESTAMPTZ, late BOOLEAN""",
+        decided_at TIMESTAMPTZ, late BOOLEAN, trained_by VARCHAR""",
     "labels": """
         pipeline VARCHAR, block VARCHAR, label_files VARCHAR, rows BIGINT, labelled BIGINT, missing BIGINT,
         duplicate_ids BIGINT, conflicting_ids BIGINT, unknown_ids BIGINT, bad_files BIGINT, complete BOOLEAN,

@@ -171,6 +171,24 @@ def _serialize(model) -> tuple[str, bytes]:
     return "pickle", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def storage_refusal(model, trust_pickle: bool) -> str | None:
+    """Why the store cannot keep ``model`` in a format this pipeline loads back, or ``None``: skops within
+    :data:`TRUSTED_TYPES` always does; pickle (what the store writes for anything else) only with
+    ``trust_pickle``; an object pickle cannot write never does."""
+    try:
+        fmt, _ = _serialize(model)
+    except Exception as exc:  # noqa: BLE001 -- skops refused it, and so did pickle
+        return f"an object the model store cannot serialize (neither skops nor pickle: {type(exc).__name__}: {exc})"
+    if fmt == "pickle" and not trust_pickle:
+        try:
+            held = sorted(set(skops_io().get_untrusted_types(data=skops_io().dumps(model))) - TRUSTED_TYPES)
+        except Exception:  # noqa: BLE001 -- skops cannot represent it at all
+            held = ["(not storable by skops)"]
+        return (f"a model skops cannot store within the allow-list (it holds {held}): it would be a pickle, "
+                "which this pipeline does not load without trust_pickle: true")
+    return None
+
+
 def now_utc() -> str:
     """The current UTC time in ISO format, to the microsecond: blocks processed within one second must
     still sort in the order they were processed (``ORDER BY computed_at``)."""
