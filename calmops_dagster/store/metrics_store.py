@@ -367,7 +367,7 @@ class MetricsStore:
         kind = "TEMP VIEW" if temp else "VIEW"
         for table in tables or views():
             con.execute(f"CREATE OR REPLACE {kind} {table} AS {self._view_sql(table, pipeline)}")
-        if not tables:  # hashing every view's SQL costs a query about 6 ms: only where all views are made
+        if not tables:  # hashing every view's SQL costs a query: only where all views are made
             con.execute(f"CREATE OR REPLACE {kind} {CATALOG_VERSION_VIEW} AS "
                         f"SELECT {_sql_text(self._catalog_version())} AS version")
 
@@ -375,7 +375,7 @@ class MetricsStore:
         """Write each table's empty ``_schema.parquet`` (every column, typed) when missing or outdated.
 
         The files present are found by one listing and their columns read by one query: in object storage,
-        a look per table cost about 1 s in every process that opened the store."""
+        a look per table was a request per table in every process that opened the store."""
         found = {path.parent.name: path for path in self.data_dir.glob(f"*/{SCHEMA_FILE}")}
         present: dict[str, list[str]] = {}
         if found:
