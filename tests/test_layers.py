@@ -403,3 +403,36 @@ def test_a_planted_long_asset_that_writes_is_caught(tmp_path):
     assert asset_offences(planted) == ["planted_asset.py: scores calls 2 steps (assess_block, assess_block), not one"]
     planted.write_text(planted.read_text().replace("        result = assess_block(context, result)\n", ""))
     assert asset_offences(planted) == []  # 59 lines, one step, no write
+
+
+# Module docstrings say what and why; an essay belongs in docs/ (issue 29).
+
+#: Longest module docstring, in source lines from its opening quotes to its closing ones.
+MAX_MODULE_DOCSTRING_LINES = 25
+
+
+def long_module_docstrings(paths: list[Path]) -> list[str]:
+    """The modules of ``paths`` whose docstring spans more than :data:`MAX_MODULE_DOCSTRING_LINES` lines."""
+    found = []
+    for path in paths:
+        body = ast.parse(path.read_text(), filename=str(path)).body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            lines = body[0].end_lineno - body[0].lineno + 1
+            if lines > MAX_MODULE_DOCSTRING_LINES:
+                found.append(f"{path.name}: module docstring of {lines} lines (at most "
+                             f"{MAX_MODULE_DOCSTRING_LINES}: move the essay to docs/)")
+    return found
+
+
+def test_module_docstrings_are_short():
+    found = long_module_docstrings(shipped_modules(REPO) + sorted((REPO / SPEEDUPS).rglob("*.py")))
+    assert not found, "\n".join(found)
+
+
+def test_a_planted_long_module_docstring_is_caught(tmp_path):
+    essay, short = tmp_path / "essay.py", tmp_path / "short.py"
+    essay.write_text('"""What it is.\n\n' + "Why, at length.\n" * 23 + '"""\n\nVALUE = 1\n')  # 26 lines
+    short.write_text('"""What it is.\n\n' + "Why.\n" * 22 + '"""\n\n\ndef f():\n    """' + "x\n" * 40 + '"""\n')
+    assert long_module_docstrings([essay, short]) == [
+        "essay.py: module docstring of 26 lines (at most 25: move the essay to docs/)"]
