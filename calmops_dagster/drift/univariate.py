@@ -18,9 +18,8 @@ from scipy.spatial.distance import jensenshannon
 
 #: Up to this many values per side scipy's exact small-sample p-values are used (scipy's own switch).
 EXACT_MAX_N = 10_000
-#: KS's exact two-sample distribution costs O(n1 n2): 40-110 ms a column for 7,000 vs 10,000 rows on the
-#: benchmark machine (loaded), 14 columns a block. Above this many values per side the asymptotic p-value is
-#: used: within 2% of the exact one at 10,000 rows a side (4% at 2,000), and 3-10x cheaper.
+#: KS's exact two-sample distribution costs O(n1 n2). Above this many values per side the asymptotic p-value
+#: is used: within 2% of the exact one at 10,000 rows a side (4% at 2,000), and several times cheaper.
 KS_EXACT_MAX_N = 2_000
 #: Proportions are floored at this value in PSI so an empty bin gives a large, finite contribution.
 PSI_EPS = 1e-4

@@ -29,6 +29,7 @@ from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.steps.block_context import champions_before, write_context
 from calmops_dagster.steps.estimated_performance import prepare_calibration
 from calmops_dagster.steps.results import (
+    PERFORMANCE_CHECK,
     Assessment,
     ChallengerOutcome,
     ChampionDecision,
@@ -72,6 +73,7 @@ def decide_champion(ctx: StepContext, rows: LoadedBlock, assessment: Assessment,
     failures = [f"no champion ({reason})"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
     unlabelled = spec.target not in frame.columns  # delayed labels: nothing to check yet
     untrained = after is None and challenger.version is None  # e.g. too few rows to train
+    ctx.alerts({PERFORMANCE_CHECK: failures})  # the block's rows are all written: its alerts can be told
     return ChampionDecision(
         block=block, decision=decision, reason=reason, before=before, after=after, in_force=in_force,
         late=assessment.late, rerun=ctx.rerun, failures=failures,

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from calmops_dagster.reports.pipeline_overview import Overview
     from calmops_dagster.steps.estimated_performance import BlockEstimates
 
+#: The checks the assets report from these results, by name (a failed check's alert names it too).
+SCHEMA_CHECK = "schema_and_nulls"
+DRIFT_CHECK = "no_data_drift"
+PERFORMANCE_CHECK = "champion_meets_thresholds"
+
 
 @dataclass(frozen=True)
 class LoadedBlock:
