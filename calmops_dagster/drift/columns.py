@@ -15,6 +15,8 @@ from calmops_dagster.drift.errors import DriftInputError, MissingFeatureError
 from calmops_dagster.drift.univariate import Merged
 
 OTHER = "__other__"
+#: Above this ``max_categorical_unique`` the distinct values of a numeric column are found in one pass.
+JUMP_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -89,14 +91,35 @@ def _is_numeric(s: pd.Series) -> bool:
 
 
 def _sorted_values(s: pd.Series) -> np.ndarray:
-    v = s.to_numpy(dtype=float, na_value=np.nan)
-    return np.sort(v[~np.isnan(v)])
+    """The column's values as sorted floats without NaN: one copy, sorted in place (NaN sorts last)."""
+    if isinstance(s.dtype, np.dtype):  # numpy-backed: NaN is its only missing value
+        v = s.to_numpy(dtype=float, copy=True)
+    else:  # nullable extension dtypes: pd.NA becomes NaN
+        v = s.to_numpy(dtype=float, na_value=np.nan)
+    v.sort()
+    if v.size and np.isnan(v[-1]):
+        return v[: np.searchsorted(v, np.nan, "left")]
+    return v
 
 
-def _distinct(sorted_values: np.ndarray) -> np.ndarray:
-    if sorted_values.size == 0:
-        return sorted_values
-    return sorted_values[np.append(True, sorted_values[1:] != sorted_values[:-1])]
+def _distinct_upto(sorted_values: np.ndarray, limit: int) -> np.ndarray | None:
+    """The distinct values of a sorted array if there are at most ``limit`` of them, else None.
+
+    Jumps from one run of equal values to the next by binary search, so a continuous column is rejected
+    after ``limit + 1`` searches instead of a pass over every value; above ``JUMP_LIMIT`` a single pass is
+    cheaper than that many Python-level searches.
+    """
+    if limit > JUMP_LIMIT:
+        v = sorted_values
+        distinct = v[np.append(True, v[1:] != v[:-1])] if v.size else v
+        return distinct if distinct.size <= limit else None
+    found, i = [], 0
+    while i < sorted_values.size:
+        if len(found) == limit:
+            return None
+        found.append(sorted_values[i])
+        i = int(np.searchsorted(sorted_values, sorted_values[i], "right"))
+    return np.array(found, dtype=float)
 
 
 def _counts_sorted(sorted_values: np.ndarray, categories: np.ndarray) -> np.ndarray:
@@ -163,8 +186,9 @@ def prepare(name: str, ref: pd.Series, cur: pd.Series, config: DriftConfig) -> N
     if problem:
         return Skipped(name, "numeric", r.size, c.size, problem)
     if name not in config.numeric_columns:
-        du, dc = _distinct(r), _distinct(c)
-        if du.size <= config.max_categorical_unique and dc.size <= config.max_categorical_unique:
+        du = _distinct_upto(r, config.max_categorical_unique)
+        dc = None if du is None else _distinct_upto(c, config.max_categorical_unique)
+        if dc is not None:
             cats = np.union1d(du, dc)
             if cats.size <= config.max_categorical_unique:
                 if cats.size < 2:
