@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from calmops_dagster.drift import DriftConfig, DriftInputError, DriftReport, MissingFeatureError, detect_drift
+from calmops_dagster.drift import (
+    DriftConfig,
+    DriftInputError,
+    DriftReport,
+    MissingFeatureError,
+    columns,
+    detect_drift,
+)
 from calmops_dagster.drift.report import DATASET, FRAME_COLUMNS, NOT_TESTED
 from calmops_dagster.errors import CalmOpsError
 
@@ -241,3 +248,47 @@ def test_missing_value_drift_is_caught_and_stable_missingness_is_not():
     assert report.drift_share == pytest.approx(2 / 3)
     off = detect_drift(ref, cur, DriftConfig(multivariate=False, missing_values=False))
     assert "z" not in off.drifted_features and "missing" not in set(off.to_frame()["test"])
+
+
+@pytest.mark.parametrize("limit", [3, 10, 100])
+def test_numeric_columns_with_few_distinct_values_are_categories_up_to_the_limit(limit):
+    """``max_categorical_unique`` distinct values (both sides pooled) make a numeric column categorical,
+    one more keeps it numeric; found by binary-search jumps up to ``JUMP_LIMIT``, by one pass above."""
+    rng = np.random.default_rng(14)
+    ref = pd.DataFrame({"at": rng.integers(0, limit, 3000).astype(float), "over": rng.integers(0, limit + 1, 3000)})
+    cur = pd.DataFrame({"at": rng.integers(0, limit, 3000).astype(float), "over": rng.integers(0, limit + 1, 3000)})
+    cur.loc[:9, "at"] = np.nan
+    config = UNI.model_copy(update={"max_categorical_unique": limit})
+    kinds = detect_drift(ref, cur, config).rows.groupby("feature")["kind"].agg(set)
+    assert kinds["at"] == {"categorical", "missing"} and kinds["over"] == {"numeric"}
+    assert columns._distinct_upto(np.sort(ref["over"].to_numpy(float)), limit) is None
+    np.testing.assert_array_equal(columns._distinct_upto(np.sort(ref["at"].to_numpy(float)), limit),
+                                  np.arange(limit, dtype=float))
+
+
+def test_missing_counts_match_isna_for_every_kind_of_column():
+    """The missing-value rows count what pandas calls missing (NaN, None, pd.NA) in float, nullable
+    integer, object and category columns, from the values each test already prepared."""
+    rng = np.random.default_rng(15)
+    n = 2000
+
+    def frame(missing_share):
+        holes = rng.random(n) < missing_share
+        df = pd.DataFrame({
+            "float": rng.normal(size=n),
+            "nullable": pd.array(rng.integers(0, 1000, n), dtype="Int64"),
+            "text": rng.choice(["a", "b", "c"], size=n).astype(object),
+            "category": pd.Categorical(rng.choice(["u", "v"], size=n)),
+        })
+        for name in df.columns:
+            df.loc[holes, name] = None
+        return df
+
+    ref, cur = frame(0.01), frame(0.2)
+    rows = detect_drift(ref, cur, UNI).rows
+    missing = rows[rows["test"] == "missing"].set_index("feature")
+    assert set(missing.index) == set(ref.columns)
+    for name in ref.columns:
+        rates = ref[name].isna().mean(), cur[name].isna().mean()
+        assert missing.loc[name, "note"] == f"missing {rates[0]:.1%} -> {rates[1]:.1%}"
+        assert missing.loc[name, "effect_size"] == pytest.approx(abs(rates[1] - rates[0]), abs=1e-12)
