@@ -308,3 +308,15 @@ def test_category_counts_keep_first_appearance_order_and_the_columns_values():
     note = _not_tested(detect_drift(pd.DataFrame({"k": ints}), pd.DataFrame({"k": ints}),
                                     UNI.model_copy(update={"categorical_columns": ["k"]})), "k")
     assert note == "not tested: constant, the single value 7 on both sides"
+
+
+def test_inputs_are_left_as_they_were():
+    """Columns are sorted in place after their one copy: the caller's frames, nullable ones too, keep their order."""
+    rng = np.random.default_rng(16)
+    ref = pd.DataFrame({"f": rng.normal(size=500), "n": pd.array(rng.normal(size=500), dtype="Float64"),
+                        "i": pd.array(rng.integers(0, 1000, 500), dtype="Int64"), "c": rng.choice(list("ab"), 500)})
+    cur = ref.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    before = ref.copy(deep=True), cur.copy(deep=True)
+    detect_drift(ref, cur, UNI)
+    pd.testing.assert_frame_equal(ref, before[0])
+    pd.testing.assert_frame_equal(cur, before[1])

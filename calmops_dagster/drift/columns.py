@@ -95,9 +95,9 @@ def _sorted_values(s: pd.Series) -> np.ndarray:
     """The column's values as sorted floats without NaN: one copy, sorted in place (NaN sorts last)."""
     if isinstance(s.dtype, np.dtype):  # numpy-backed: NaN is its only missing value
         v = s.to_numpy(dtype=float, copy=True)
-    else:  # nullable extension dtypes: pd.NA becomes NaN
-        v = s.to_numpy(dtype=float, na_value=np.nan)
-    v.sort()
+    else:  # nullable extension dtypes: pd.NA becomes NaN (without copy=True a Float64 column is its own view)
+        v = s.to_numpy(dtype=float, na_value=np.nan, copy=True)
+    v.sort()  # in place: v never shares memory with the caller's frame
     if v.size and np.isnan(v[-1]):
         return v[: np.searchsorted(v, np.nan, "left")]
     return v
