@@ -3,6 +3,7 @@
 
 from dagster import AssetExecutionContext, AssetIn, Output, asset
 
+from calmops_dagster.assets.metadata import ui_metadata
 from calmops_dagster.assets.wiring import asset_key, common, open_step, scores_metadata
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
@@ -11,15 +12,15 @@ from calmops_dagster.steps.results import Assessment, ChallengerOutcome, LoadedB
 
 def challenger_metadata(spec: PipelineSpec, result: ChallengerOutcome) -> dict:
     if result.version is None:
-        return {"trained": 0, **({"rerun": 1} if result.rerun else {}), "reason": result.reason,
-                **({"circuit_breaker": "open"} if result.breaker_open else {})}
-    return {
-        "trained": int(result.trained), "rerun": int(not result.trained), "version": result.version,
+        return ui_metadata({"trained": False, "rerun": result.rerun or None, "reason": result.reason,
+                            "circuit_breaker": "open" if result.breaker_open else None})
+    return ui_metadata({
+        "trained": result.trained, "rerun": not result.trained, "version": result.version,
         "retrain_mode": spec.retrain_mode, "note": result.note, "train_rows": result.train_rows,
-        "eval_rows": result.eval_rows, **result.ipip, **({"trained_by": result.trained_by} if result.trained_by else {}),
+        "eval_rows": result.eval_rows, **result.ipip, "trained_by": result.trained_by,
         **scores_metadata("challenger_", result.challenger_scores),
         **scores_metadata("champion_", result.champion_scores),
-    }
+    })
 
 
 def build_challenger_model(spec: PipelineSpec):

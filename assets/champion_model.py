@@ -2,6 +2,7 @@
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetIn, Output, asset
 
+from calmops_dagster.assets.metadata import check_description, check_metadata, ui_metadata
 from calmops_dagster.assets.monitoring import monitoring_materialization
 from calmops_dagster.assets.wiring import (
     PERFORMANCE_CHECK,
@@ -18,14 +19,20 @@ from calmops_dagster.steps.results import Assessment, ChallengerOutcome, Champio
 
 def champion_metadata(result: ChampionDecision) -> dict:
     decision = result.decision
-    return {
-        "champion_version": result.after or "none", "decision": decision.decision,
-        "promoted": int(decision.promoted), "rolled_back": int(decision.decision == "rolled_back"),
-        "late": int(result.late), "rerun": int(result.rerun), "reason": result.reason,
-        **({"test": decision.test} if decision.test else {}),
-        **{k: float(v) for k in ("p_value", "ci_low", "ci_high") if (v := getattr(decision, k)) is not None},
+    return ui_metadata({
+        "champion_version": result.after, "decision": decision.decision,
+        "promoted": decision.promoted, "rolled_back": decision.decision == "rolled_back",
+        "late": result.late, "rerun": result.rerun, "reason": result.reason,
+        "test": decision.test or None,
+        **{k: getattr(decision, k) for k in ("p_value", "ci_low", "ci_high")},
         **scores_metadata("", result.in_force),
-    }
+    })
+
+
+def performance_check_text(result: ChampionDecision) -> str:
+    """What the performance check says about the block's champion in force."""
+    failures = "; ".join(result.failures) or "meets every threshold"
+    return f"champion {result.after or '(none yet)'}: {failures}"
 
 
 def build_champion_model(spec: PipelineSpec):
@@ -51,8 +58,9 @@ def build_champion_model(spec: PipelineSpec):
         yield AssetCheckResult(
             check_name=PERFORMANCE_CHECK, passed=not result.failures,
             severity=AssetCheckSeverity.ERROR if result.blocking else AssetCheckSeverity.WARN,
-            metadata={"failures": "; ".join(result.failures) or "none", "champion_version": result.after or "none",
-                      "late": int(result.late)},
+            description=check_description(result.block, not result.failures, performance_check_text(result)),
+            metadata=check_metadata(result.block, {"failures": "; ".join(result.failures) or "none",
+                                                   "champion_version": result.after, "late": result.late}),
         )
 
     return champion_model

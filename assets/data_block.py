@@ -2,6 +2,7 @@
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, Output, asset
 
+from calmops_dagster.assets.metadata import check_description, check_metadata, ui_metadata
 from calmops_dagster.assets.wiring import SCHEMA_CHECK, check_spec, common, open_step
 from calmops_dagster.orchestration.run_tags import VERSION_TAG
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
@@ -11,12 +12,12 @@ from calmops_dagster.steps.results import LoadedBlock
 
 def data_block_metadata(rows: LoadedBlock) -> dict:
     labels = {f"labels_{k}": int(v) for k, v in rows.labels.as_row().items()} if rows.labels else {}
-    return {
+    return ui_metadata({
         "rows": len(rows.frame), "columns": len(rows.frame.columns), "null_cells": rows.null_cells,
         "source_files": ", ".join(rows.source_files), "content_hash": rows.content_hash,
         "block_version": rows.version, **labels,
-        **({"circuit_breaker": rows.breaker} if rows.breaker is not None else {}),
-    }
+        "circuit_breaker": rows.breaker,
+    })
 
 
 def build_data_block(spec: PipelineSpec):
@@ -36,8 +37,12 @@ def build_data_block(spec: PipelineSpec):
         yield Output(rows, metadata=data_block_metadata(rows))
         yield AssetCheckResult(
             check_name=SCHEMA_CHECK, passed=rows.nulls_within_limit, severity=AssetCheckSeverity.WARN,
-            metadata={"max_null_share": rows.max_null_share, "worst_column": rows.worst_column,
-                      "allowed": spec.data_quality.max_null_share},
+            description=check_description(rows.block, rows.nulls_within_limit,
+                                          f"largest null share {rows.max_null_share:.3g} ({rows.worst_column}), "
+                                          f"allowed {spec.data_quality.max_null_share:.3g}"),
+            metadata=check_metadata(rows.block, {"max_null_share": rows.max_null_share,
+                                                 "worst_column": rows.worst_column,
+                                                 "allowed": spec.data_quality.max_null_share}),
         )
 
     return data_block

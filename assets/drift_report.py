@@ -12,6 +12,7 @@ from dagster import (
     asset,
 )
 
+from calmops_dagster.assets.metadata import check_description, check_metadata, ui_metadata
 from calmops_dagster.assets.wiring import (
     DRIFT_CHECK,
     asset_key,
@@ -44,25 +45,31 @@ def drifted_table(drift_rows: pd.DataFrame) -> str:
 
 def drift_report_metadata(spec: PipelineSpec, result: Assessment) -> dict:
     summary, decision = result.summary, result.decision
-    return {
-        "drift_detected": int(result.drift_detected),
+    return ui_metadata({
+        "drift_detected": result.drift_detected,
         "drift_share": result.drift_share,
         "drifted_features_count": len(result.drifted_features),
-        "retrain": int(decision.retrain),
-        "performance_drop": int(decision.performance_drop),
+        "retrain": decision.retrain,
+        "performance_drop": decision.performance_drop,
         "reason": decision.reason,
-        "reference_version": result.champion or "none",
-        "late": int(result.late), "rerun": int(result.rerun),
-        **({"newest_block_processed": result.newest_processed} if result.newest_processed is not None else {}),
+        "reference_version": result.champion,
+        "late": result.late, "rerun": result.rerun,
+        "newest_block_processed": result.newest_processed,
         "top_features": ", ".join(summary.get("top_features", [])) or "none",
         "drifted_features": MetadataValue.md(drifted_table(result.drift_rows)),
-        **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        **{k: v for k, v in summary.items() if isinstance(v, (bool, int, float))},
         **scores_metadata("champion_", result.block_scores),
         **result.estimates.metadata(),
-        **({"error_change_row": result.error_change_row} if result.error_change_row is not None else {}),
+        "error_change_row": result.error_change_row,
         **({"report": MetadataValue.path(result.report_path),
             "report_url": MetadataValue.url(reports_url(spec.name, result.block))} if result.report_path else {}),
-    }
+    })
+
+
+def drift_check_text(result: Assessment) -> str:
+    """What the drift check says about the block: the drifted share and the features."""
+    drifted = ", ".join(result.drifted_features) or "none"
+    return f"drift share {result.drift_share:.3g}, drifted features: {drifted}"
 
 
 def build_drift_report(spec: PipelineSpec):
@@ -82,8 +89,9 @@ def build_drift_report(spec: PipelineSpec):
         yield Output(result, metadata=drift_report_metadata(spec, result))
         yield AssetCheckResult(
             check_name=DRIFT_CHECK, passed=not result.drift_detected, severity=AssetCheckSeverity.WARN,
-            metadata={"drift_share": result.drift_share, "drifted_features": ", ".join(result.drifted_features)
-                      or "none"},
+            description=check_description(result.block, not result.drift_detected, drift_check_text(result)),
+            metadata=check_metadata(result.block, {"drift_share": result.drift_share,
+                                                   "drifted_features": ", ".join(result.drifted_features) or "none"}),
         )
 
     return drift_report

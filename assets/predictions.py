@@ -3,6 +3,7 @@
 
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
+from calmops_dagster.assets.metadata import ui_metadata
 from calmops_dagster.assets.monitoring import monitoring_materialization
 from calmops_dagster.assets.wiring import asset_key, common, open_step
 from calmops_dagster.orchestration.run_tags import VERSION_TAG
@@ -13,12 +14,12 @@ from calmops_dagster.steps.results import LoadedBlock, Predictions
 
 def predictions_metadata(result: Predictions) -> dict:
     if result.version is None:
-        return {"rows": 0, "model_version": "none"}
-    return {
+        return {"rows": 0}
+    return ui_metadata({
         "rows": result.rows, "model_version": result.version, "path": MetadataValue.path(result.path),
         **({f"share_{k}": v for k, v in result.shares.items()} if result.shares is not None else
            {"mean_prediction": result.mean_prediction}),
-    }
+    })
 
 
 def build_predictions(spec: PipelineSpec):

@@ -41,7 +41,7 @@ class Overview:
     promotions: int
     rollbacks: int
     last_block: str
-    numbers: dict[str, float] = field(default_factory=dict)
+    numbers: dict[str, float | bool] = field(default_factory=dict)
     decisions_md: str = ""
     drift_md: str = ""
     features_md: str = ""
@@ -95,14 +95,14 @@ def pipeline_overview(home: CalmOpsHome, name: str, metric: str, last_n: int = 1
     last = summary.iloc[-1] if len(summary) else None
     last_block = str(promotions["block"].iloc[-1]) if len(promotions) else (
         str(last["block"]) if last is not None else "none")
-    numbers: dict[str, float] = {}
+    numbers: dict[str, float | bool] = {}
     if last is not None:
         numbers |= {"drift_share": float(last["drift_share"]), "drifted_features_count": int(last["n_drifted"]),
-                    "drift_detected": int(bool(last["drift_detected"]))}
+                    "drift_detected": bool(last["drift_detected"])}
         if pd.notna(last["performance_value"]):
             numbers[f"champion_{metric}"] = float(last["performance_value"])
     if len(promotions):
-        numbers["promoted"] = int(promotions["decision"].iloc[-1] == "promoted")
+        numbers["promoted"] = bool(promotions["decision"].iloc[-1] == "promoted")
 
     decisions = promotions.tail(last_n).iloc[::-1].rename(columns={"champion_after": "champion"})
     drift = summary.tail(last_n).iloc[::-1].assign(
