@@ -1,20 +1,41 @@
-"""``champion_model``: the promotion decision, over :func:`calmops_dagster.steps.decide_champion.decide_champion`."""
+"""``champion_model``: the promotion decision, over :func:`calmops_dagster.steps.decide_champion.decide_champion`,
+and before it the block's ``challenger_model``, over :func:`calmops_dagster.steps.train_challenger.train_challenger`.
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetIn, Output, asset
+One step (``<pipeline>__challenger_and_champion``) runs both: the challenger is an optional output, materialized
+only for a block that has one, and Dagster skips whatever is downstream of an output that was not produced,
+whereas every block needs its decision. The lineage stays: ``champion_model`` depends on ``challenger_model``.
+Either can be materialized alone (a rerun from the UI); the decision needs the challenger's scores, so the
+challenger step runs for it too (a rerun re-scores the block's recorded challenger, it trains none).
+"""
 
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetOut,
+    Output,
+    multi_asset,
+)
+
+from calmops_dagster.assets.challenger_model import CHALLENGER, challenger_out, challenger_output
 from calmops_dagster.assets.metadata import check_description, check_metadata, ui_metadata
 from calmops_dagster.assets.monitoring import monitoring_materialization
 from calmops_dagster.assets.wiring import (
     PERFORMANCE_CHECK,
     asset_key,
     check_spec,
-    common,
     open_step,
+    partitions,
     scores_metadata,
 )
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
-from calmops_dagster.steps.results import Assessment, ChallengerOutcome, ChampionDecision, LoadedBlock
+from calmops_dagster.steps.results import Assessment, ChampionDecision, LoadedBlock
+
+CHAMPION = "champion_model"
+STEP = "challenger_and_champion"
+"""The step's name after the pipeline's (``<pipeline>__challenger_and_champion``)."""
 
 
 def champion_metadata(result: ChampionDecision) -> dict:
@@ -36,31 +57,45 @@ def performance_check_text(result: ChampionDecision) -> str:
 
 
 def build_champion_model(spec: PipelineSpec):
-    @asset(
-        name="champion_model",
-        description="The promotion decision: challenger vs champion on the same evaluation rows, with a "
-        "significance test; automatic rollback when the champion has degraded badly.",
-        ins={"challenger_model": AssetIn(asset_key(spec, "challenger_model")),
-             "drift_report": AssetIn(asset_key(spec, "drift_report")),
-             "data_block": AssetIn(asset_key(spec, "data_block"))},
-        check_specs=[check_spec(spec, PERFORMANCE_CHECK, "champion_model",
-                                "The champion in force meets the spec's absolute thresholds", blocking=True)],
-        **common(spec),
-    )
-    def champion_model(context: AssetExecutionContext, challenger_model: ChallengerOutcome, drift_report: Assessment,
-                       data_block: LoadedBlock, home: CalmOpsHomeResource, metrics: MetricsStoreResource):
-        from calmops_dagster.steps.decide_champion import decide_champion
+    """The step that trains the block's challenger (when one is called for) and decides the champion."""
+    inputs = {asset_key(spec, "data_block"), asset_key(spec, "drift_report")}
 
-        result = decide_champion(open_step(spec, context, home, metrics), data_block, drift_report, challenger_model)
+    @multi_asset(
+        name=f"{spec.name}__{STEP}",
+        outs={CHALLENGER: challenger_out(spec),
+              # optional only so that the challenger can be materialized alone: every run that selects it yields it
+              CHAMPION: AssetOut(key=asset_key(spec, CHAMPION), is_required=False, description="The promotion "
+                                 "decision: challenger vs champion on the same evaluation rows, with a "
+                                 "significance test; automatic rollback when the champion has degraded badly.")},
+        internal_asset_deps={CHALLENGER: inputs, CHAMPION: {*inputs, asset_key(spec, CHALLENGER)}},
+        ins={"drift_report": AssetIn(asset_key(spec, "drift_report")),
+             "data_block": AssetIn(asset_key(spec, "data_block"))},
+        check_specs=[check_spec(spec, PERFORMANCE_CHECK, CHAMPION,
+                                "The champion in force meets the spec's absolute thresholds", blocking=True)],
+        group_name=spec.name, partitions_def=partitions(spec), can_subset=True,
+    )
+    def challenger_and_champion(context: AssetExecutionContext, drift_report: Assessment, data_block: LoadedBlock,
+                                home: CalmOpsHomeResource, metrics: MetricsStoreResource):
+        from calmops_dagster.steps.decide_champion import decide_champion
+        from calmops_dagster.steps.train_challenger import train_challenger
+
+        selected = context.selected_output_names  # one of the two alone: a rerun of that asset
+        challenger = train_challenger(open_step(spec, context, home, metrics), data_block, drift_report)
+        if CHALLENGER in selected and (output := challenger_output(spec, challenger)) is not None:
+            yield output
+        if CHAMPION not in selected:
+            return
+        # a fresh context: the block's recorded context now holds the challenger
+        result = decide_champion(open_step(spec, context, home, metrics), data_block, drift_report, challenger)
         # the overview first: a failing blocking check below ends this step, and the story must show it
         context.log_event(monitoring_materialization(spec, result.overview))
-        yield Output(result, metadata=champion_metadata(result))
+        yield Output(result, output_name=CHAMPION, metadata=champion_metadata(result))
         yield AssetCheckResult(
-            check_name=PERFORMANCE_CHECK, passed=not result.failures,
+            asset_key=asset_key(spec, CHAMPION), check_name=PERFORMANCE_CHECK, passed=not result.failures,
             severity=AssetCheckSeverity.ERROR if result.blocking else AssetCheckSeverity.WARN,
             description=check_description(result.block, not result.failures, performance_check_text(result)),
             metadata=check_metadata(result.block, {"failures": "; ".join(result.failures) or "none",
                                                    "champion_version": result.after, "late": result.late}),
         )
 
-    return champion_model
+    return challenger_and_champion

@@ -43,7 +43,21 @@ def drifted_table(drift_rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def drift_report_metadata(spec: PipelineSpec, result: Assessment) -> dict:
+def challenger_plan(result: Assessment, breaker: str | None) -> str:
+    """Whether the block gets a challenger (``challenger_model`` is materialized only then), and why not.
+
+    ``breaker`` is the circuit breaker's state as the block's ``data_block`` read it (``OPEN until ...``).
+    """
+    if not result.decision.retrain:
+        return f"none: {result.decision.reason}"
+    if result.rerun:
+        return "the one the block's first run trained, if any (a rerun trains none)"
+    if breaker is not None and breaker.startswith("OPEN"):
+        return f"none: circuit breaker {breaker}"
+    return "called for (challenger_model)"
+
+
+def drift_report_metadata(spec: PipelineSpec, result: Assessment, breaker: str | None = None) -> dict:
     summary, decision = result.summary, result.decision
     return ui_metadata({
         "drift_detected": result.drift_detected,
@@ -52,6 +66,7 @@ def drift_report_metadata(spec: PipelineSpec, result: Assessment) -> dict:
         "retrain": decision.retrain,
         "performance_drop": decision.performance_drop,
         "reason": decision.reason,
+        "challenger": challenger_plan(result, breaker),
         "reference_version": result.champion,
         "late": result.late, "rerun": result.rerun,
         "newest_block_processed": result.newest_processed,
@@ -86,7 +101,7 @@ def build_drift_report(spec: PipelineSpec):
         from calmops_dagster.steps.assess_block import assess_block
 
         result = assess_block(open_step(spec, context, home, metrics), data_block)
-        yield Output(result, metadata=drift_report_metadata(spec, result))
+        yield Output(result, metadata=drift_report_metadata(spec, result, data_block.breaker))
         yield AssetCheckResult(
             check_name=DRIFT_CHECK, passed=not result.drift_detected, severity=AssetCheckSeverity.WARN,
             description=check_description(result.block, not result.drift_detected, drift_check_text(result)),

@@ -15,7 +15,6 @@ the code location, which only builds these definitions (``dagster dev``'s code s
 the CLI), does not load them, and a run loads only what its steps use.
 """
 
-from calmops_dagster.assets.challenger_model import build_challenger_model
 from calmops_dagster.assets.champion_model import build_champion_model
 from calmops_dagster.assets.data_block import build_data_block
 from calmops_dagster.assets.drift_report import build_drift_report
@@ -25,12 +24,13 @@ from calmops_dagster.spec import PipelineSpec
 
 
 def build_pipeline_assets(spec: PipelineSpec) -> list:
-    """The five assets of ``spec`` (two or three in prediction-only mode) with their checks, and the
-    ``monitoring`` overview they report after every block."""
+    """The five assets of ``spec`` (``challenger_model`` and ``champion_model`` from one step; two or three
+    assets in prediction-only mode) with their checks, and the ``monitoring`` overview they report after
+    every block."""
     if spec.prediction_only:
         drift = [build_drift_report(spec)] if spec.reference_file else []
         chain = [build_data_block(spec), *drift, build_predictions(spec)]
     else:
-        chain = [build_data_block(spec), build_drift_report(spec), build_challenger_model(spec),
-                 build_champion_model(spec), build_predictions(spec)]
+        chain = [build_data_block(spec), build_drift_report(spec), build_champion_model(spec),
+                 build_predictions(spec)]
     return [*chain, monitoring_spec(spec)]

@@ -69,6 +69,7 @@ def test_open_breaker_closes_after_backoff_or_reset():
     assert cb.effective(state, T0 + timedelta(hours=1)).consecutive_failures == 0
     assert cb.reset()[0].status == "closed"
     assert cb.failed_breaker_step(["p__data_block", "p__champion_model"], "p") == "champion_model"
+    assert cb.failed_breaker_step(["p__data_block", "p__challenger_and_champion"], "p") == "challenger_and_champion"
     assert cb.failed_breaker_step(["p__data_block"], "p") is None
 
 
@@ -119,12 +120,13 @@ def test_failures_open_the_breaker_and_challenger_is_skipped_while_drift_and_pre
     paused, _ = run_blocks(home, spec, instance, files[4:])  # the failed blocks 3, 4 are retried, then 5
     assert [r.block for r in paused] == ["3", "4", "5"] and all(r.success for r in paused), paused
     assert all("circuit breaker open" in r.summary for r in paused)
-    challenger = instance.get_latest_materialization_event(AssetKey(["flaky", "challenger_model"]))
-    meta = challenger.asset_materialization.metadata
-    assert meta["trained"].value == 0 and "circuit breaker open" in meta["reason"].value
+    assert instance.get_materialized_partitions(AssetKey(["flaky", "challenger_model"])) == {"1"}  # none since
+    champion_md = instance.get_latest_materialization_event(AssetKey(["flaky", "champion_model"]))
+    assert "circuit breaker open" in champion_md.asset_materialization.metadata["reason"].value
     assert (home.predictions_dir("flaky") / "5.parquet").is_file()
     drift = instance.get_latest_materialization_event(AssetKey(["flaky", "drift_report"]))
     assert drift.asset_materialization.partition == "5" and drift.asset_materialization.metadata["drift_detected"].value == 1
+    assert drift.asset_materialization.metadata["challenger"].value.startswith("none: circuit breaker OPEN until")
     data_meta = instance.get_latest_materialization_event(AssetKey(["flaky", "data_block"]))
     assert data_meta.asset_materialization.metadata["circuit_breaker"].value.startswith("OPEN")
     assert ModelStore(home.models_dir("flaky")).champion_version() == champion
@@ -180,7 +182,7 @@ def test_run_failure_sensor_counts_a_failed_training_run_once(home, flaky, insta
             dagster_run=run, resources={k: resources[k] for k in ("home", "metrics")}).for_run_failure()
         failure_sensor(context)
     state = MetricsStore(home.metrics_db).breaker_state("flaky")
-    assert state.consecutive_failures == 1 and "challenger_model" in state.last_reason
+    assert state.consecutive_failures == 1 and "challenger_and_champion" in state.last_reason
 
 
 def test_relaunch_closes_breaker_and_runs_pending_blocks_locally(home, flaky, monkeypatch, capsys):

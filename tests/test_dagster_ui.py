@@ -1,7 +1,7 @@
 """The Dagster UI tells the block story: what a demo run leaves in the instance (event log, check records).
 
-Four blocks run through Dagster in-process (abrupt drift at block 3): every check result names its block, the
-drift check reads per block (block 3 failed, and the latest result is block 4's pass), and the metadata the UI
+Four blocks run through Dagster in-process (abrupt drift at block 3): ``challenger_model`` is materialized
+only for the blocks that trained one, every check result names its block, the drift check reads per block (block 3 failed, and the latest result is block 4's pass), and the metadata the UI
 shows holds rounded floats, booleans as booleans and no NaN. The metadata rules themselves are unit-tested on
 small dicts.
 """
@@ -74,6 +74,35 @@ def check_evaluations(instance, asset_name: str, check_name: str) -> list:
     key = AssetCheckKey(AssetKey(["demo", asset_name]), check_name)
     history = instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
     return [record.event.dagster_event.event_specific_data for record in history]
+
+
+def test_challenger_model_is_materialized_only_for_the_blocks_that_trained_one(four_blocks):
+    """Blocks 1 (the first champion) and 3 (drift) train a challenger; 2 and 4 do not, and their drift report
+    says why, while their decision is still made (``champion_model`` has every block)."""
+    home, instance = four_blocks
+    trained = MetricsStore(home.metrics_db).query(
+        "SELECT block FROM promotions WHERE challenger IS NOT NULL ORDER BY block")["block"].tolist()
+    assert trained == ["1", "3"]
+    assert instance.get_materialized_partitions(AssetKey(["demo", "challenger_model"])) == {"1", "3"}
+    for name in ("data_block", "drift_report", "champion_model", "predictions"):
+        assert instance.get_materialized_partitions(AssetKey(["demo", name])) == {"1", "2", "3", "4"}, name
+    drift = {r.asset_materialization.partition: r.asset_materialization.metadata for r in
+             instance.fetch_materializations(AssetKey(["demo", "drift_report"]), limit=10).records}
+    assert drift["2"]["challenger"].value == f"none: {drift['2']['reason'].value}"
+    assert drift["2"]["retrain"] == BoolMetadataValue(False)
+    assert drift["3"]["challenger"].value == "called for (challenger_model)"
+    challenger = instance.get_latest_materialization_event(AssetKey(["demo", "challenger_model"]))
+    assert challenger.asset_materialization.partition == "3"
+    assert challenger.asset_materialization.metadata["trained"] == BoolMetadataValue(True)
+
+
+def test_monitoring_says_how_it_is_updated(four_blocks):
+    home, _ = four_blocks
+    spec = parse_spec(block_spec_dict("demo", home.root), home.spec_path("demo"))
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    monitoring = defs.resolve_asset_graph().get(AssetKey(["demo", "monitoring"]))
+    assert "every block's run reports it from its `champion_model` step" in monitoring.description
+    assert "no automation, schedule or Materialize button" in monitoring.description
 
 
 def test_every_check_result_names_its_block_in_its_description_and_metadata(four_blocks):

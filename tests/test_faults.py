@@ -145,7 +145,7 @@ def test_run_killed_mid_training_leaves_champion_intact_and_rerun_finishes_witho
         assert any("is gone" in (m or "") for m in messages)
     events = MetricsStore(home.metrics_db).query(
         "SELECT run_id, event, step FROM breaker_events WHERE pipeline = 'crashy' AND block = '3' ORDER BY event_at")
-    assert events.values.tolist()[0] == [killed_run.run_id, "failure", "challenger_model"]  # killed training
+    assert events.values.tolist()[0] == [killed_run.run_id, "failure", "challenger_and_champion"]  # killed training
     assert events["event"].tolist()[-1] == "success"  # the rerun resets the count
     after = table_counts(home, "3")
     assert after["promotions"] == after["blocks"] == after["drift_summary"] == 1

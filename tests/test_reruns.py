@@ -95,7 +95,7 @@ def test_backfill_over_all_partitions_changes_no_decision_and_no_champion(rerun_
     for block in ("1", "2", "3", "4"):  # what the UI's "Materialize all" over every partition runs
         result = job.execute_in_process(instance=instance, partition_key=block)
         assert result.success, block
-        meta = next(m.metadata for m in result.asset_materializations_for_node("demo__champion_model")
+        meta = next(m.metadata for m in result.asset_materializations_for_node("demo__challenger_and_champion")
                     if m.asset_key == AssetKey(["demo", "champion_model"]))
         assert meta["rerun"].value == 1
     assert champion_state(home) == state

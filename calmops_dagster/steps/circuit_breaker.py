@@ -77,9 +77,10 @@ def describe(state: BreakerState, now: datetime) -> str:
 
 
 def failed_breaker_step(failed_step_keys, pipeline: str) -> str | None:
-    """The training/promotion step among a run's failed step keys (``<pipeline>__challenger_model``...)."""
+    """The training/promotion step among a run's failed step keys (``<pipeline>__challenger_and_champion``; runs
+    made before the two became one step: ``<pipeline>__challenger_model``, ``<pipeline>__champion_model``)."""
     for step in failed_step_keys:
-        for asset in ("challenger_model", "champion_model"):
+        for asset in ("challenger_and_champion", "challenger_model", "champion_model"):
             if step in (f"{pipeline}__{asset}", asset):
                 return asset
     return None
