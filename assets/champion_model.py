@@ -83,6 +83,9 @@ def build_champion_model(spec: PipelineSpec):
         challenger = train_challenger(open_step(spec, context, home, metrics), data_block, drift_report)
         if CHALLENGER in selected and (output := challenger_output(spec, challenger)) is not None:
             yield output
+        elif challenger.trained:  # Dagster refuses an output the run did not select
+            context.log.warning(f"block {context.partition_key}: challenger {challenger.version} trained, but "
+                                "challenger_model is not materialized: this run did not select it")
         if CHAMPION not in selected:
             return
         # a fresh context: the block's recorded context now holds the challenger

@@ -96,6 +96,29 @@ def test_challenger_model_is_materialized_only_for_the_blocks_that_trained_one(f
     assert challenger.asset_materialization.metadata["trained"] == BoolMetadataValue(True)
 
 
+def test_the_decision_alone_is_materializable_and_says_when_a_trained_challenger_is_not_shown(tmp_path, monkeypatch):
+    """A run that selects ``champion_model`` without ``challenger_model`` (the UI's Materialize on it) still
+    decides the block; the challenger it trains cannot be shown (Dagster refuses an unselected output), and
+    the run's log says so."""
+    home = CalmOpsHome(tmp_path / "calmops")
+    monkeypatch.setenv("CALMOPS_HOME", str(home.root))
+    write_blocks(make_drifting_blocks(n_blocks=1, rows_per_block=300, seed=7), tmp_path / "data", block_col="block")
+    spec = parse_spec(block_spec_dict("demo", tmp_path / "data"), home.spec_path("demo"))
+    save_spec(spec, home.spec_path("demo"))
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    with DagsterInstance.ephemeral() as instance:
+        register_new_blocks(instance, spec, MetricsStore(home.metrics_db), ModelStore(home.models_dir("demo")),
+                            logging.getLogger("t"))
+        selection = [AssetKey(["demo", name]) for name in ("data_block", "drift_report", "champion_model")]
+        result = defs.resolve_job_def(job_name(spec)).execute_in_process(
+            instance=instance, partition_key="1", asset_selection=selection)
+        assert result.success
+        assert not instance.get_materialized_partitions(AssetKey(["demo", "challenger_model"]))
+        messages = [entry.message for entry in instance.all_logs(result.run_id)]
+    assert any("challenger v0001 trained, but challenger_model is not materialized" in m for m in messages)
+    assert ModelStore(home.models_dir("demo")).champion_version() == "v0001"  # the first champion, decided
+
+
 def test_monitoring_says_how_it_is_updated(four_blocks):
     home, _ = four_blocks
     spec = parse_spec(block_spec_dict("demo", home.root), home.spec_path("demo"))
