@@ -5,7 +5,8 @@ One step (``<pipeline>__challenger_and_champion``) runs both: the challenger is 
 only for a block that has one, and Dagster skips whatever is downstream of an output that was not produced,
 whereas every block needs its decision. The lineage stays: ``champion_model`` depends on ``challenger_model``.
 Either can be materialized alone (a rerun from the UI); the decision needs the challenger's scores, so the
-challenger step runs for it too (a rerun re-scores the block's recorded challenger, it trains none).
+challenger step runs for it too (a rerun re-scores the block's recorded challenger, it trains none). Both
+steps run in :func:`~calmops_dagster.steps.train_and_decide.train_and_decide`.
 """
 
 from dagster import (
@@ -76,20 +77,19 @@ def build_champion_model(spec: PipelineSpec):
     )
     def challenger_and_champion(context: AssetExecutionContext, drift_report: Assessment, data_block: LoadedBlock,
                                 home: CalmOpsHomeResource, metrics: MetricsStoreResource):
-        from calmops_dagster.steps.decide_champion import decide_champion
-        from calmops_dagster.steps.train_challenger import train_challenger
+        from calmops_dagster.steps.train_and_decide import train_and_decide
 
         selected = context.selected_output_names  # one of the two alone: a rerun of that asset
-        challenger = train_challenger(open_step(spec, context, home, metrics), data_block, drift_report)
+        both = train_and_decide(lambda: open_step(spec, context, home, metrics), data_block, drift_report,
+                                decide=CHAMPION in selected)
+        challenger, result = both.challenger, both.champion
         if CHALLENGER in selected and (output := challenger_output(spec, challenger)) is not None:
             yield output
         elif challenger.trained:  # Dagster refuses an output the run did not select
             context.log.warning(f"block {context.partition_key}: challenger {challenger.version} trained, but "
                                 "challenger_model is not materialized: this run did not select it")
-        if CHAMPION not in selected:
+        if result is None:
             return
-        # a fresh context: the block's recorded context now holds the challenger
-        result = decide_champion(open_step(spec, context, home, metrics), data_block, drift_report, challenger)
         # the overview first: a failing blocking check below ends this step, and the story must show it
         context.log_event(monitoring_materialization(spec, result.overview))
         yield Output(result, output_name=CHAMPION, metadata=champion_metadata(result))

@@ -301,7 +301,7 @@ def test_the_architecture_page_names_files_and_steps_that_exist():
     page = (root / "docs" / "architecture.md").read_text()
     rows = [line for line in page.splitlines() if line.startswith("| `")]
     steps = [re.findall(r"`([^`]+)`", row)[:2] for row in rows if "`assets/" not in row and ": " in row]
-    assert len(steps) >= 5
+    assert len(steps) >= 4  # challenger_model and champion_model: one step
     for asset_module, step in steps:
         module, function = step.split(": ")
         assert (root / "assets" / asset_module).is_file(), asset_module
@@ -364,7 +364,8 @@ def asset_offences(path: Path) -> list[str]:
 
 def test_every_asset_is_a_short_body_over_one_step_that_writes_nothing():
     modules = sorted(ASSETS.glob("*.py"))
-    assert sum(len(asset_functions(ast.parse(p.read_text()))) for p in modules) >= 5  # the five assets found
+    # the five assets found: challenger_model and champion_model come from one multi_asset
+    assert sum(len(asset_functions(ast.parse(p.read_text()))) for p in modules) >= 4
     found = [offence for path in modules for offence in asset_offences(path)]
     assert not found, "\n".join(found)
 

@@ -1,4 +1,4 @@
-"""The steps of a block: one typed function per asset, dataclasses in and out, no Dagster.
+"""The steps of a block: one typed function per asset step, dataclasses in and out, no Dagster.
 
 Each asset of a pipeline reads its inputs, calls one step and turns the step's result
 (:mod:`~calmops_dagster.steps.results`) into Dagster output, metadata and check results. The step does the
@@ -9,6 +9,7 @@ work: it reads and writes the stores its :class:`~calmops_dagster.steps.step_con
 - ``assess_block``: drift and performance, whether to train a challenger (``drift_report``)
 - ``train_challenger``: the challenger and its paired scores (``challenger_model``)
 - ``decide_champion``: promotion or rollback (``champion_model``)
+- ``train_and_decide``: the two above, the one step behind ``challenger_model`` and ``champion_model``
 - ``predict_block``: the champion's predictions (``predictions``)
 - ``reevaluate_block``: a processed block judged again (``calmops reevaluate``)
 

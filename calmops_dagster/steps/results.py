@@ -147,6 +147,16 @@ class ChampionDecision:
 
 
 @dataclass(frozen=True)
+class ChallengerAndChampion:
+    """The block's challenger and the decision on it, the two assets of one Dagster step
+    (:func:`~calmops_dagster.steps.train_and_decide.train_and_decide`)."""
+
+    challenger: ChallengerOutcome
+    champion: ChampionDecision | None
+    """``None``: no decision was asked for (``challenger_model`` materialized alone)."""
+
+
+@dataclass(frozen=True)
 class Predictions:
     """The champion's predictions for the block, written to ``predictions/<block>.parquet``
     (:func:`~calmops_dagster.steps.predict_block.predict_block`)."""
