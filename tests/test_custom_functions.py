@@ -362,7 +362,7 @@ def test_custom_train_builds_the_first_champion_and_retrain_a_challenger(home, t
         result = job.execute_in_process(instance=instance, partition_key="3",
                                         asset_selection=[AssetKey(["demo", "challenger_model"])])
         assert result.success
-        (event,) = result.asset_materializations_for_node("demo__challenger_model")
+        (event,) = result.asset_materializations_for_node("demo__challenger_and_champion")
         return event.metadata["note"].value
 
     assert rerun_note().endswith(f"re-scored as stored; {RETRAIN} is unchanged")
@@ -425,7 +425,7 @@ def test_no_challenger_keeps_the_champion_and_only_a_failed_fallback_counts_in_t
         assert state.consecutive_failures == 0
     else:
         assert state.consecutive_failures == 1
-        failure = f"demo__challenger_model: calmops_dagster.errors.CustomFunctionError: {reason}"
+        failure = f"demo__challenger_and_champion: calmops_dagster.errors.CustomFunctionError: {reason}"
         assert state.last_reason == f"block 3: {failure}"  # one line: the function and its exception
         assert results[1].summary == failure
 

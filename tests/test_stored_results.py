@@ -36,8 +36,8 @@ OLD_VALUES = [
                                    "retrain": True, "reason": "no champion yet"}),
      "challenger_model", "a dict", "Assessment"),
     ("data_block", pickle.dumps(pd.DataFrame({"x1": [0.1], "y": [1]})), "drift_report", "a DataFrame", "LoadedBlock"),
-    ("challenger_model", old_module_object(), "champion_model", "an object of module calmops_dagster_old_release",
-     "ChallengerOutcome"),
+    ("drift_report", old_module_object(), "champion_model", "an object of module calmops_dagster_old_release",
+     "Assessment"),
 ]
 
 
