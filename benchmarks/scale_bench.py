@@ -158,6 +158,8 @@ class GroupMemory:
             rss_sum, pss_sum, count = rss_sum + rss, pss_sum + pss, count + (rss > 0)
             if rss > self.largest:
                 self.largest, self.largest_command = rss, _command(pid)
+            if not rss:  # exited, or a zombie
+                continue
             mine = roles.setdefault(role(pid, pids), [0, 0, 0])
             mine[0], mine[1], mine[2] = mine[0] + rss, mine[1] + pss, mine[2] + (rss > 0)
         self.rss_sum, self.pss_sum = max(self.rss_sum, rss_sum), max(self.pss_sum, pss_sum)
@@ -195,7 +197,8 @@ def role(pid: int, group: list[int]) -> str:
         return "run worker" if parent in group and "warm_run_worker" in _command(parent) else "warm process"
     for key, name in (("execute_run", "run worker"), ("api execute", "run worker"), ("webserver", "webserver"),
                       ("daemon", "daemon"), ("code-server start", "code-server proxy"), ("grpc", "code server"),
-                      (" dev ", "dagster dev")):
+                      (" dev ", "dagster dev"), ("tail -F", "compute-log tailers"),
+                      ("poll_compute_logs", "compute-log tailers"), ("watch_orphans", "compute-log tailers")):
         if key in text:
             return name
     return _command(pid)
@@ -456,7 +459,10 @@ def arrivals_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows
         if every > 0:
             time.sleep(drain)
         else:
-            wait_for_runs(instance, sum(map(len, landed.values())), first, timeout, since)
+            try:
+                wait_for_runs(instance, sum(map(len, landed.values())), first, timeout, since)
+            except AssertionError as timed_out:  # report what was done by then
+                print(f"    {timed_out}", flush=True)
         end = time.time()
         memory.sample()
         memory.__exit__()
