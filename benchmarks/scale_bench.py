@@ -44,13 +44,29 @@ not every block need be processed by its end; printed per revision:
 - unrequested: landed blocks that no run was requested for by the end of the window (how far the file
   sensors are behind; they are requested by later ticks, never dropped);
 - blocks lost: a succeeded block whose rows are missing from or doubled in ``blocks``, ``drift_summary`` or
-  ``promotions`` (must be 0).
+  ``promotions`` (must be 0);
+- landing to drift report: from a block file's landing to its ``drift_report`` materialization (Dagster's
+  event log), median, 95th percentile and worst, for the blocks reported within the window;
+- the fair queue's rule (``calmops_dagster/orchestration/fair_queue.py``), checked on the runs' start times:
+  every pipeline's first landed block starts before any pipeline's third; blocks done per pipeline (min /
+  median / max) every minute of the window; peak memory of dagster dev's group, in all and by role.
 
-``--every 0`` is a burst: every pipeline receives its ``--blocks`` blocks at once.
+``--burst REF,REF`` is the same with every pipeline receiving its ``--blocks`` blocks at once, and a window
+that lasts until every block's run has finished (at most ``--timeout`` seconds, default 900; what was done by
+then is reported). ``--postgres`` runs each revision a second time on the Postgres instance
+``deploy/dagster.yaml`` describes (Dagster's default run launcher instead of Docker's, a throwaway PostgreSQL
+server from ``tests/postgres_server.py``, plain ``dagster dev``), side by side with the local instance.
+
+With ``--idle-memory``, each ``--pipelines`` size is served by one ``calmops dev`` of the working tree with
+idle pipelines (specs, no block files) until every file sensor has ticked ``--ticks`` times; printed per size:
+the peaks of dagster dev's summed RSS and PSS, by role (webserver, daemon, code server, code-server proxy,
+``dagster dev``), and from the smallest size to the largest the MB per added pipeline.
 
     python benchmarks/scale_bench.py [--pipelines 4] [--blocks 3] [--rows 200] [--parallel 4]
     python benchmarks/scale_bench.py --through-dev --pipelines 10,50 --blocks 20 --rows 200
     python benchmarks/scale_bench.py --steady c88297c,HEAD --pipelines 200 --blocks 2 --every 90 --drain 60
+    python benchmarks/scale_bench.py --burst HEAD --postgres --pipelines 16 --blocks 5
+    python benchmarks/scale_bench.py --idle-memory --pipelines 10,200
 """
 
 from __future__ import annotations
