@@ -203,15 +203,19 @@ def group_pids(pgid: int) -> list[int]:
 def role(pid: int, group: list[int]) -> str:
     """What process ``pid`` of dagster dev's group is, from its command line: ``dagster dev``, webserver,
     daemon, code server, warm process (the warm launcher's), run worker (forked from the warm process, or
-    started by Dagster's default launcher)."""
+    spawned for Dagster's default launcher); "no command line": a process exiting (or not yet started)."""
     try:
         text = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
         parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError):
-        return "exited"
+        return "exited"  # between the sample's reads
+    if not text.strip():
+        return "no command line"
     if "warm_run_worker" in text:
         return "run worker" if parent in group and "warm_run_worker" in _command(parent) else "warm process"
-    for key, name in (("execute_run", "run worker"), ("api execute", "run worker"), ("webserver", "webserver"),
+    for key, name in (("execute_run", "run worker"), ("api execute", "run worker"),
+                      ("multiprocessing", "run worker"),  # spawned for Dagster's default launcher
+                      ("webserver", "webserver"),
                       ("daemon", "daemon"), ("code-server start", "code-server proxy"), ("grpc", "code server"),
                       (" dev ", "dagster dev"), ("tail -F", "compute-log tailers"),
                       ("poll_compute_logs", "compute-log tailers"), ("watch_orphans", "compute-log tailers")):
