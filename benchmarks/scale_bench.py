@@ -44,18 +44,35 @@ not every block need be processed by its end; printed per revision:
 - unrequested: landed blocks that no run was requested for by the end of the window (how far the file
   sensors are behind; they are requested by later ticks, never dropped);
 - blocks lost: a succeeded block whose rows are missing from or doubled in ``blocks``, ``drift_summary`` or
-  ``promotions`` (must be 0).
+  ``promotions`` (must be 0);
+- landing to drift report: from a block file's landing to its ``drift_report`` materialization (Dagster's
+  event log), median, 95th percentile and worst, for the blocks reported within the window;
+- the fair queue's rule (``calmops_dagster/orchestration/fair_queue.py``), checked on the runs' start times:
+  every pipeline's first landed block starts before any pipeline's third; blocks done per pipeline (min /
+  median / max) every minute of the window; peak memory of dagster dev's group, in all and by role.
 
-``--every 0`` is a burst: every pipeline receives its ``--blocks`` blocks at once.
+``--burst REF,REF`` is the same with every pipeline receiving its ``--blocks`` blocks at once, and a window
+that lasts until every block's run has finished (at most ``--timeout`` seconds, default 900; what was done by
+then is reported). ``--postgres`` runs each revision a second time on the Postgres instance
+``deploy/dagster.yaml`` describes (Dagster's default run launcher instead of Docker's, a throwaway PostgreSQL
+server from ``tests/postgres_server.py``, plain ``dagster dev``), side by side with the local instance.
+
+With ``--idle-memory``, each ``--pipelines`` size is served by one ``calmops dev`` of the working tree with
+idle pipelines (specs, no block files) until every file sensor has ticked ``--ticks`` times; printed per size:
+the peaks of dagster dev's summed RSS and PSS, by role (webserver, daemon, code server, code-server proxy,
+``dagster dev``), and from the smallest size to the largest the MB per added pipeline.
 
     python benchmarks/scale_bench.py [--pipelines 4] [--blocks 3] [--rows 200] [--parallel 4]
     python benchmarks/scale_bench.py --through-dev --pipelines 10,50 --blocks 20 --rows 200
     python benchmarks/scale_bench.py --steady c88297c,HEAD --pipelines 200 --blocks 2 --every 90 --drain 60
+    python benchmarks/scale_bench.py --burst HEAD --postgres --pipelines 16 --blocks 5
+    python benchmarks/scale_bench.py --idle-memory --pipelines 10,200
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import shutil
@@ -123,12 +140,15 @@ def lost_rows(home: Path, names: list[str], blocks: int) -> int:
 
 class GroupMemory:
     """Samples, each second, the memory of every process of one process group (from ``/proc``) and keeps
-    the peaks: summed RSS, summed PSS, the largest single RSS (and its command), the most processes."""
+    the peaks: summed RSS, summed PSS, the largest single RSS (and its command), the most processes, and
+    per role (:func:`role`: webserver, daemon, code server, run workers...) the peak of its summed RSS and
+    PSS."""
 
     def __init__(self, pgid: int, every: float = 1.0):
         self.pgid, self.every = pgid, every
         self.rss_sum = self.pss_sum = self.largest = self.processes = 0
         self.largest_command = ""
+        self.roles: dict[str, list[int]] = {}  # role -> [peak RSS sum, peak PSS sum, most processes] in kB
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -147,13 +167,22 @@ class GroupMemory:
 
     def sample(self) -> None:
         rss_sum = pss_sum = count = 0
-        for pid in group_pids(self.pgid):
+        roles: dict[str, list[int]] = {}
+        pids = group_pids(self.pgid)
+        for pid in pids:
             rss, pss = _kb(f"/proc/{pid}/status", "VmRSS:"), _kb(f"/proc/{pid}/smaps_rollup", "Pss:")
             rss_sum, pss_sum, count = rss_sum + rss, pss_sum + pss, count + (rss > 0)
             if rss > self.largest:
                 self.largest, self.largest_command = rss, _command(pid)
+            if not rss:  # exited, or a zombie
+                continue
+            mine = roles.setdefault(role(pid, pids), [0, 0, 0])
+            mine[0], mine[1], mine[2] = mine[0] + rss, mine[1] + pss, mine[2] + (rss > 0)
         self.rss_sum, self.pss_sum = max(self.rss_sum, rss_sum), max(self.pss_sum, pss_sum)
         self.processes = max(self.processes, count)
+        for name, values in roles.items():
+            peak = self.roles.setdefault(name, [0, 0, 0])
+            self.roles[name] = [max(a, b) for a, b in zip(peak, values, strict=True)]
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -169,6 +198,30 @@ def group_pids(pgid: int) -> list[int]:
         if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:  # after "(comm) ": state, ppid, pgrp
             pids.append(int(entry.name))
     return pids
+
+
+def role(pid: int, group: list[int]) -> str:
+    """What process ``pid`` of dagster dev's group is, from its command line: ``dagster dev``, webserver,
+    daemon, code server, warm process (the warm launcher's), run worker (forked from the warm process, or
+    spawned for Dagster's default launcher); "no command line": a process exiting (or not yet started)."""
+    try:
+        text = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return "exited"  # between the sample's reads
+    if not text.strip():
+        return "no command line"
+    if "warm_run_worker" in text:
+        return "run worker" if parent in group and "warm_run_worker" in _command(parent) else "warm process"
+    for key, name in (("execute_run", "run worker"), ("api execute", "run worker"),
+                      ("multiprocessing", "run worker"),  # spawned for Dagster's default launcher
+                      ("webserver", "webserver"),
+                      ("daemon", "daemon"), ("code-server start", "code-server proxy"), ("grpc", "code server"),
+                      (" dev ", "dagster dev"), ("tail -F", "compute-log tailers"),
+                      ("poll_compute_logs", "compute-log tailers"), ("watch_orphans", "compute-log tailers")):
+        if key in text:
+            return name
+    return _command(pid)
 
 
 def _kb(path: str, key: str) -> int:
@@ -255,6 +308,72 @@ def through_dev(root: Path, pipelines: int, blocks: int, rows: int, timeout: flo
     return figures
 
 
+def idle_memory(root: Path, pipelines: int, ticks: int) -> dict:
+    """Memory of one ``calmops dev`` serving ``pipelines`` idle demo pipelines (specs, no block files) until
+    every file sensor has ticked ``ticks`` times; its figures: start-up seconds and :class:`GroupMemory`."""
+    from dagster import DagsterInstance
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    from calmops_dagster.store.paths import CalmOpsHome
+
+    home = CalmOpsHome.from_env(root / f"idle_{pipelines}")
+    names = make_home(home.root, pipelines, blocks=1, rows=200, initial=0)
+    env = {**os.environ, "CALMOPS_HOME": str(home.root), "PYTHONPATH": str(ROOT)}
+    port, started = free_port(), time.time()
+    with open(root / f"dagster_dev_idle_{pipelines}.log", "w") as log:
+        process = subprocess.Popen([*CALMOPS, "dev", "--port", str(port)], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                   cwd=str(ROOT))
+    try:
+        with GroupMemory(process.pid) as memory:
+            wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/server_info", process, timeout=2), 900,
+                     "dagster dev's webserver")
+            instance = DagsterInstance.from_config(str(home.dagster_home))
+            file_sensors = {f"{name}_files" for name in names}
+
+            def ticked(count: int):
+                states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+                          if s.instigator_name in file_sensors]
+                done = [s for s in states
+                        if len(instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=count)) >= count]
+                return len(done) == len(file_sensors)
+
+            wait_for(lambda: ticked(1), 900, "a tick of every file sensor", 2.0)
+            first_ticks = time.time() - started
+            wait_for(lambda: ticked(ticks), 900, f"{ticks} ticks of every file sensor", 2.0)
+            memory.sample()
+            instance.dispose()
+    finally:
+        stop_group(process, timeout=60)
+    return {"pipelines": pipelines, "start": first_ticks, "settled": time.time() - started, "memory": memory}
+
+
+def report_idle(sizes: list[dict], ticks: int) -> None:
+    base, top = sizes[0], sizes[-1]
+    print(f"\nidle pipelines through one dagster dev, peaks until every file sensor ticked {ticks} times; MB; "
+          f"{load()}")
+    roles = sorted({name for f in sizes for name in f["memory"].roles})
+    print(f"{'pipelines':>9} {'first ticks s':>13} {'RSS sum':>8} {'PSS sum':>8} {'procs':>5}  "
+          + "  ".join(f"{name + ' RSS/PSS':>24}" for name in roles))
+    for f in sizes:
+        m = f["memory"]
+        per_role = [m.roles.get(name, [0, 0, 0]) for name in roles]
+        print(f"{f['pipelines']:9} {f['start']:13.0f} {m.rss_sum / 1024:8.0f} {m.pss_sum / 1024:8.0f} "
+              f"{m.processes:5}  " + "  ".join(f"{r / 1024:11.0f}/{p / 1024:<12.0f}" for r, p, _ in per_role))
+    if top is base:
+        return
+    added = top["pipelines"] - base["pipelines"]
+    print(f"per added pipeline ({base['pipelines']} -> {top['pipelines']}): "
+          f"RSS sum {(top['memory'].rss_sum - base['memory'].rss_sum) / 1024 / added:.2f} MB, "
+          f"PSS sum {(top['memory'].pss_sum - base['memory'].pss_sum) / 1024 / added:.2f} MB; by role (RSS): "
+          + ", ".join(f"{name} {_role_growth(base, top, name) / added:.2f}" for name in roles))
+
+
+def _role_growth(base: dict, top: dict, name: str) -> float:
+    """MB more summed RSS of role ``name`` at the larger size."""
+    return (top["memory"].roles.get(name, [0])[0] - base["memory"].roles.get(name, [0])[0]) / 1024
+
+
 def snapshot(ref: str, root: Path) -> Path:
     """The package at git revision ``ref`` under ``root``, laid out as installed (``assets/``, ``sensors/``,
     ``resources/``, ``generators/`` inside ``calmops_dagster/``), so ``PYTHONPATH`` selects it over the editable
@@ -269,33 +388,65 @@ def snapshot(ref: str, root: Path) -> Path:
     return target
 
 
-def steady_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows: int, every: float,
-                       drain: float) -> dict:
-    """Steady, staggered arrivals of ``blocks`` blocks per pipeline through one ``calmops dev`` of revision
-    ``ref``; its figures (see the module's docstring)."""
-    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+def postgres_dagster_home(root: Path, port: int) -> Path:
+    """A ``DAGSTER_HOME`` whose ``dagster.yaml`` is ``deploy/dagster.yaml`` with only what cannot exist here
+    swapped (as tests/test_postgres_instance.py does): Dagster's default run launcher instead of Docker's,
+    the throwaway server's port, artifact and compute-log folders under ``root``."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    raw["run_launcher"] = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
+    raw["storage"]["postgres"]["postgres_db"]["port"] = port
+    raw["local_artifact_storage"]["config"]["base_dir"] = str(root / "artifacts")
+    raw["compute_logs"]["config"]["base_dir"] = str(root / "compute_logs")
+    dagster_home = root / "dagster_home"
+    dagster_home.mkdir(parents=True)
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(raw))
+    return dagster_home
+
+
+def arrivals_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows: int, every: float,
+                         drain: float, postgres=None, timeout: float = 900) -> dict:
+    """Arrivals of ``blocks`` blocks per pipeline through one ``dagster dev`` of revision ``ref``; its figures
+    (see the module's docstring). ``every`` > 0: steady, staggered, then ``drain`` seconds; ``every`` = 0: a
+    burst, then until every block's run has finished (at most ``timeout`` s). ``postgres``: a running
+    :class:`PostgresServer` for the instance of ``deploy/dagster.yaml``; else the local instance."""
+    from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
     from dagster._core.scheduler.instigation import InstigatorType
 
     from calmops_dagster.interfaces.demo import drop, load_demo
     from calmops_dagster.spec import load_spec
     from calmops_dagster.store.paths import CalmOpsHome
 
-    source = snapshot(ref, root)
-    home = CalmOpsHome.from_env(root / f"home_{ref.replace('/', '_')}")
+    label = f"{ref}{' postgres' if postgres else ''}"
+    side = root / label.replace("/", "_").replace(" ", "_")
+    source = snapshot(ref, side)
+    home = CalmOpsHome.from_env(side / "home")
     names = make_home(home.root, pipelines, blocks, rows, initial=0)
     demos = dict(zip(names, (load_demo(home, name) for name in names), strict=True))
     interval = {name: load_spec(home.spec_path(name)).sensor.interval_seconds for name in names}
     env = {**os.environ, "CALMOPS_HOME": str(home.root), "PYTHONPATH": str(source)}
-    port, figures = free_port(), {"ref": ref, "pipelines": pipelines}
+    port, figures = free_port(), {"ref": label, "pipelines": pipelines}
+    if postgres:
+        dagster_home = postgres_dagster_home(side, postgres.port)
+        env |= {"DAGSTER_HOME": str(dagster_home), "DAGSTER_POSTGRES_HOST": postgres.host,
+                "DAGSTER_POSTGRES_USER": postgres.user, "DAGSTER_POSTGRES_PASSWORD": "trust-auth-ignores-it",
+                "DAGSTER_POSTGRES_DB": postgres.database}
+        command = [sys.executable, "-m", "dagster", "dev", "-m", "calmops_dagster.definitions", "-p", str(port),
+                   "--log-level", "warning"]  # calmops dev would point DAGSTER_HOME at the local instance
+    else:
+        dagster_home, command = home.dagster_home, [*CALMOPS, "dev", "--port", str(port)]
     started = time.time()
-    with open(root / f"dagster_dev_{ref.replace('/', '_')}.log", "w") as log:
-        process = subprocess.Popen([*CALMOPS, "dev", "--port", str(port)], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                   cwd=str(source))
+    with open(side / "dagster_dev.log", "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, cwd=str(source))
     try:
+        memory = GroupMemory(process.pid).__enter__()
         wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/server_info", process, timeout=2), 900,
                  "dagster dev's webserver")
-        instance = DagsterInstance.from_config(str(home.dagster_home))
+        if postgres:
+            os.environ.update({key: env[key] for key in env if key.startswith("DAGSTER_POSTGRES")})
+        instance = DagsterInstance.from_config(str(dagster_home))
         file_sensors = {f"{name}_files" for name in names}
 
         def ticked_states():
@@ -307,27 +458,36 @@ def steady_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows: 
         states = wait_for(ticked_states, 900, "a tick of every file sensor")
         figures["start"] = time.time() - started
         figures["sensors"] = len(states)
-        print(f"  {ref}: {pipelines} pipelines, {len(states)} sensors, every file sensor ticked "
-              f"{figures['start']:.0f} s after `calmops dev` started; {load()}", flush=True)
+        print(f"  {label}: {pipelines} pipelines, {len(states)} sensors, every file sensor ticked "
+              f"{figures['start']:.0f} s after `dagster dev` started; {load()}", flush=True)
         first = time.time()
         arrivals = sorted((first + i * every / pipelines + k * every, name, k)
                           for i, name in enumerate(names) for k in range(blocks))
-        landed: dict[str, list[str]] = {name: [] for name in names}
+        landed: dict[str, dict[str, float]] = {name: {} for name in names}  # block -> landing time
         next_report = first + 30
         for due, name, k in arrivals:
             while time.time() < due:
                 time.sleep(min(0.2, max(0.0, due - time.time())))
             file = demos[name].files[k]
             drop(file, demos[name].data_dir)
-            landed[name].append(str(file.block))
+            landed[name][str(file.block)] = time.time()
             if time.time() > next_report:
                 next_report += 30
                 print(f"    {time.time() - first:6.0f} s: {sum(map(len, landed.values()))} blocks landed; "
                       f"{load()}", flush=True)
-        time.sleep(drain)
+        since = RunsFilter(created_after=datetime.fromtimestamp(first, UTC))
+        if every > 0:
+            time.sleep(drain)
+        else:
+            try:
+                wait_for_runs(instance, sum(map(len, landed.values())), first, timeout, since)
+            except AssertionError as timed_out:  # report what was done by then
+                print(f"    {timed_out}", flush=True)
         end = time.time()
-        figures["window"] = end - first
-        records = instance.get_run_records(RunsFilter(created_after=datetime.fromtimestamp(first, UTC)))
+        memory.sample()
+        memory.__exit__()
+        figures["memory"], figures["window"] = memory, end - first
+        records = instance.get_run_records(since)
         requested = {(r.dagster_run.tags.get("calmops/pipeline"), r.dagster_run.tags.get("dagster/partition"))
                      for r in records}
         succeeded = [r for r in records if r.dagster_run.status == DagsterRunStatus.SUCCESS]
@@ -338,6 +498,13 @@ def steady_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows: 
         figures["succeeded"] = len(succeeded)
         figures["failed"] = sum(r.dagster_run.status == DagsterRunStatus.FAILURE for r in records)
         figures["done per pipeline"] = [len(done[name]) for name in names]
+        figures["spread"] = spread_over_time(succeeded, names, first, end)
+        figures["fairness"] = fairness(records, landed)
+        figures["to report"] = []  # landing -> the block's drift_report materialization, seconds
+        for name in names:
+            for event in instance.fetch_materializations(AssetKey([name, "drift_report"]), limit=10 * blocks).records:
+                if event.partition_key in landed[name]:
+                    figures["to report"].append(event.timestamp - landed[name][event.partition_key])
         unrequested = sum((name, block) not in requested for name in names for block in landed[name])
         durations, lateness, work, counts = [], [], 0.0, []
         for state in states:
@@ -357,6 +524,39 @@ def steady_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows: 
         stop_group(process, timeout=60)
     figures["unrequested"], figures["lost"] = unrequested, lost_done_rows(home.root, done)
     return figures
+
+
+def spread_over_time(succeeded: list, names: list[str], first: float, end: float, step: float = 60) -> list:
+    """Blocks done per pipeline (min, median, max) every ``step`` seconds from ``first`` to ``end``."""
+    ends = {name: sorted(r.end_time for r in succeeded if r.dagster_run.tags.get("calmops/pipeline") == name)
+            for name in names}
+    rows = []
+    for mark in [*range(int(step), int(end - first), int(step)), end - first]:
+        counts = [sum(t <= first + mark for t in ends[name]) for name in names]
+        rows.append((mark, min(counts), statistics.median(counts), max(counts)))
+    return rows
+
+
+def fairness(records: list, landed: dict[str, dict[str, float]]) -> dict:
+    """The fair queue's rule, checked on the runs' start times: every pipeline's first pending block starts
+    before any pipeline's third. ``first`` / ``third``: the latest first start and the earliest third start
+    (seconds from the first landing); ``late``: pipelines whose first block started (or had not started by
+    the end) after some pipeline's third block started."""
+    started: dict[tuple[str, str], float] = {}
+    for r in records:
+        key = (r.dagster_run.tags.get("calmops/pipeline"), r.dagster_run.tags.get("dagster/partition"))
+        if r.start_time is not None:
+            started[key] = min(started.get(key, r.start_time), r.start_time)
+    origin = min(t for blocks in landed.values() for t in blocks.values())
+    firsts, thirds = {}, []
+    for name, blocks in landed.items():
+        order = sorted(blocks, key=lambda block: (blocks[block], block))
+        firsts[name] = started.get((name, order[0]), float("inf")) if order else float("-inf")
+        if len(order) >= 3 and (name, order[2]) in started:
+            thirds.append(started[(name, order[2])])
+    earliest_third = min(thirds, default=float("inf"))
+    late = sum(start > earliest_third for start in firsts.values())
+    return {"first": max(firsts.values()) - origin, "third": earliest_third - origin, "late": late}
 
 
 def lost_done_rows(home: Path, done: dict[str, list[str]]) -> int:
@@ -379,31 +579,43 @@ def _quantiles(values: list[float]) -> str:
             f" / {ordered[-1]:.1f}")
 
 
-def report_steady(sides: list[dict], blocks: int, rows: int, every: float, drain: float) -> None:
-    print(f"\nsteady arrivals through one dagster dev per revision: {sides[0]['pipelines']} demo pipelines, "
-          f"{blocks} blocks x {rows} rows each, one every {every:.0f} s per pipeline (staggered), then {drain:.0f} s; "
-          f"{load()}")
-    print(f"{'revision':>10} {'sensors':>7} {'start s':>7} {'window s':>8} {'tick s/min':>10} {'ticks':>5} "
-          f"{'tick s med/p95/max':>19} "
-          f"{'late s med/p95/max':>19} {'landed':>6} {'requested':>9} {'done':>5} {'failed':>6} "
-          f"{'done/pipeline min/med/max':>25} {'>=1 done':>8} {'unrequested':>11} {'lost':>4}")
+def report_arrivals(sides: list[dict], blocks: int, rows: int, every: float, drain: float) -> None:
+    pattern = (f"one every {every:.0f} s per pipeline (staggered), then {drain:.0f} s" if every > 0 else
+               "all at once (a burst), until every run finished")
+    print(f"\narrivals through one dagster dev per side: {sides[0]['pipelines']} demo pipelines, "
+          f"{blocks} blocks x {rows} rows each, {pattern}; {load()}")
+    print(f"{'side':>16} {'sensors':>7} {'start s':>7} {'window s':>8} {'tick s/min':>10} {'ticks':>5} "
+          f"{'tick s med/p95/max':>19} {'late s med/p95/max':>19} {'to report s med/p95/max':>23} "
+          f"{'landed':>6} {'requested':>9} {'done':>5} {'failed':>6} {'done/pipeline min/med/max':>25} "
+          f"{'>=1 done':>8} {'unrequested':>11} {'lost':>4} {'PSS MB':>6}")
     for f in sides:
         per = f["done per pipeline"]
         spread = f"{min(per)} / {statistics.median(per):.0f} / {max(per)}"
-        print(f"{f['ref']:>10} {f['sensors']:7} {f['start']:7.0f} {f['window']:8.0f} {f['sensor work']:10.0f} "
-              f"{statistics.median(f['ticks']):5.0f} "
-              f"{_quantiles(f['tick']):>19} "
-              f"{_quantiles(f['late']):>19} {f['landed']:6} {f['requested']:9} {f['succeeded']:5} {f['failed']:6} "
-              f"{spread:>25} {sum(n > 0 for n in per) / len(per):8.0%} {f['unrequested']:11} {f['lost']:4}")
+        print(f"{f['ref']:>16} {f['sensors']:7} {f['start']:7.0f} {f['window']:8.0f} {f['sensor work']:10.0f} "
+              f"{statistics.median(f['ticks']):5.0f} {_quantiles(f['tick']):>19} {_quantiles(f['late']):>19} "
+              f"{_quantiles(f['to report']):>23} {f['landed']:6} {f['requested']:9} {f['succeeded']:5} "
+              f"{f['failed']:6} {spread:>25} {sum(n > 0 for n in per) / len(per):8.0%} {f['unrequested']:11} "
+              f"{f['lost']:4} {f['memory'].pss_sum / 1024:6.0f}")
+    for f in sides:
+        fair = f["fairness"]
+        print(f"  {f['ref']}: fair queue rule (every pipeline's first block starts before any pipeline's third): "
+              f"{'kept' if not fair['late'] else 'BROKEN'}; last first block started {fair['first']:.0f} s, "
+              f"earliest third {fair['third']:.0f} s after the first landing; {fair['late']} pipelines late")
+        print(f"  {f['ref']}: blocks done per pipeline (min / median / max) over time: "
+              + ", ".join(f"{t:.0f} s {lo}/{med:g}/{hi}" for t, lo, med, hi in f["spread"]))
+        print(f"  {f['ref']}: peak memory by role, RSS/PSS MB (most processes): "
+              + ", ".join(f"{name} {rss / 1024:.0f}/{pss / 1024:.0f} ({n})"
+                          for name, (rss, pss, n) in sorted(f["memory"].roles.items())))
 
 
-def wait_for_runs(instance, expected: int, since: float, timeout: float) -> list:
-    """Wait until ``expected`` runs have finished and none is queued or running; their records. Prints the
-    progress every 30 s."""
+def wait_for_runs(instance, expected: int, since: float, timeout: float, runs=None) -> list:
+    """Wait until ``expected`` runs (of those ``runs``, a ``RunsFilter``, selects) have finished and none is
+    queued or running; their records. Prints the progress every 30 s."""
     from dagster import DagsterRunStatus, RunsFilter
 
-    finished = RunsFilter(statuses=[DagsterRunStatus[status] for status in FINISHED])
-    pending = RunsFilter(statuses=[s for s in DagsterRunStatus if s.value not in FINISHED])
+    after = runs.created_after if runs else None
+    finished = RunsFilter(statuses=[DagsterRunStatus[status] for status in FINISHED], created_after=after)
+    pending = RunsFilter(statuses=[s for s in DagsterRunStatus if s.value not in FINISHED], created_after=after)
     deadline, next_report = time.monotonic() + timeout, time.monotonic() + 30
     while True:
         done, waiting = instance.get_runs_count(finished), instance.get_runs_count(pending)
@@ -488,16 +700,47 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=90, help="--steady: seconds between a pipeline's blocks "
                         "(0: a burst, every block at once)")
     parser.add_argument("--drain", type=float, default=60, help="--steady: seconds after the last block landed")
+    parser.add_argument("--burst", help="git revisions, e.g. HEAD: every pipeline receives its --blocks blocks at "
+                        "once, through one dagster dev of each, until every run finished (or --timeout)")
+    parser.add_argument("--postgres", action="store_true", help="--steady/--burst: each revision also on the "
+                        "Postgres instance of deploy/dagster.yaml (default launcher, a throwaway PostgreSQL)")
+    parser.add_argument("--idle-memory", action="store_true", help="memory of one dagster dev per --pipelines "
+                        "size serving idle pipelines (specs, no blocks), and per added pipeline")
+    parser.add_argument("--ticks", type=int, default=3, help="--idle-memory: file-sensor ticks to wait for")
     args = parser.parse_args()
-    if args.steady:
+    if args.idle_memory:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+        root, sizes = Path(tempfile.mkdtemp(prefix="scale_bench_")), []
+        print(f"homes and dagster dev logs under {root}")
+        try:
+            for pipelines in args.pipelines:
+                sizes.append(idle_memory(root, pipelines, args.ticks))
+                report_idle(sizes, args.ticks)
+        finally:
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+        return
+    if args.steady or args.burst:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+        every = args.every if args.steady else 0
         root, sides = Path(tempfile.mkdtemp(prefix="scale_bench_")), []
         print(f"homes and dagster dev logs under {root}")
         try:
-            for ref in args.steady.split(","):
-                sides.append(steady_through_dev(root, ref.strip(), args.pipelines[-1], args.blocks, args.rows,
-                                                args.every, args.drain))
-                report_steady(sides, args.blocks, args.rows, args.every, args.drain)
+            with contextlib.ExitStack() as stack:
+                servers = [None]
+                if args.postgres:
+                    sys.path.insert(0, str(ROOT / "tests"))
+                    from postgres_server import postgres_server
+
+                    servers.append("postgres")
+                for ref in (args.steady or args.burst).split(","):
+                    for server in servers:
+                        if server:  # a fresh database per side
+                            server = stack.enter_context(postgres_server(f"bench_{len(sides)}"))
+                        sides.append(arrivals_through_dev(root, ref.strip(), args.pipelines[-1], args.blocks,
+                                                          args.rows, every, args.drain, server,
+                                                          args.timeout or 900))
+                        report_arrivals(sides, args.blocks, args.rows, every, args.drain)
         finally:
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)
