@@ -56,7 +56,7 @@ run_queue:
       value:
         applyLimitPerUniqueValue: true
       limit: 1
-# the daemon evaluates sensors (three per pipeline: the file sensor and two run-status sensors) and schedules
+# the daemon evaluates sensors (a file sensor per pipeline, two shared run-status sensors) and schedules
 # in 4 threads, not one after the other: with many pipelines one after the other, ticks come late
 sensors:
   use_threads: true
