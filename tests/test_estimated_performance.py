@@ -12,6 +12,7 @@ import pandas as pd
 from dagster import AssetKey, DagsterInstance
 from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import FixedThresholdClassifier
 from sklearn.svm import LinearSVC
 
 from calmops_dagster.drift.model_drift import PerformanceDrift
@@ -156,6 +157,22 @@ def test_a_regression_champion_is_estimated_beside_its_realized_scores_and_retra
     assert block == "3" and meta["estimated_mae"] == estimated.loc[("3", "mae"), "value"]
     assert "primary metric" not in meta["estimation"]
     assert list(home.estimation_dir("prices").glob("v0001-*.parquet"))  # out-of-fold predictions, kept
+
+
+def test_a_binary_champion_is_estimated_on_the_predictions_it_made(home, tmp_path):
+    """A champion that predicts the positive class from probability 0.1 on (FixedThresholdClassifier): its
+    estimate counts those predictions, far from what ``proba >= 0.5`` would have scored."""
+    frame = make_drifting_blocks(n_blocks=2, rows_per_block=3_000, drift_at=3, seed=4)
+    train, block = frame[frame["block"] == 1], frame[frame["block"] == 2]
+    spec = parse_spec(block_spec_dict("tuned", tmp_path), home.spec_path("tuned"))
+    model = FixedThresholdClassifier(LogisticRegression(), threshold=0.1).fit(train[FEATURES], train["y"])
+    store = ModelStore(home.models_dir("tuned"))
+    version = store.save(model, reference=train, features=FEATURES)
+    estimate = estimate_block(spec, store, version, model, block.drop(columns="y"), tmp_path).estimates["accuracy"]
+    made = float((model.predict(block[FEATURES]) == block["y"]).mean())
+    at_half = float(((model.predict_proba(block[FEATURES])[:, 1] >= 0.5) == block["y"]).mean())
+    assert abs(made - at_half) > 0.05  # the two rules differ on this block
+    assert abs(estimate.value - made) < 0.03 and estimate.lower <= made <= estimate.upper
 
 
 def test_no_estimate_says_why(home, tmp_path):

@@ -219,8 +219,8 @@ def estimate_block(spec: PipelineSpec, store: ModelStore, version: str | None, m
             estimates = {m: e.estimate(proba, predicted) for m, e in estimators.items()}
         else:
             estimators = _binary_estimators(spec, data, model.classes_[1])
-            proba = np.asarray(model.predict_proba(X))[:, 1]
-            estimates = {m: e.estimate(proba) for m, e in estimators.items()}
+            proba, predicted = np.asarray(model.predict_proba(X))[:, 1], model.predict(X)
+            estimates = {m: e.estimate(proba, predicted) for m, e in estimators.items()}
     except ValueError as exc:
         return BlockEstimates(note=f"no estimate: {exc}")
     manifest_scores = manifest.get("metrics") or {}
