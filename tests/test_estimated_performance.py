@@ -42,10 +42,14 @@ def test_every_block_after_the_first_gets_an_estimate_beside_the_realized_score(
         shutil.copy(path, demo_spec.data_dir)
     assert all(r.success for r in run_pipeline(home, demo_spec, instance))
     perf = MetricsStore(home.metrics_db).query(
-        "SELECT block, role, metric, value, ci_low, ci_high FROM performance WHERE evaluated_on = 'block'")
+        "SELECT block, role, metric, value, ci_low, ci_high, calibration_rows FROM performance "
+        "WHERE evaluated_on = 'block'")
     estimated = perf[perf["role"] == "estimated"].set_index(["block", "metric"])
     realized = perf[perf["role"] == "champion"].set_index(["block", "metric"])
     assert sorted(estimated.index.get_level_values(0).unique()) == ["2", "3"]  # block 1 has no champion
+    # calibrated on the 90 rows of block 1 held out from v0001's training; block 3 also on block 2's 300 rows
+    assert estimated["calibration_rows"].to_dict() == {(b, m): {"2": 90, "3": 390}[b] for b, m in estimated.index}
+    assert realized["calibration_rows"].isna().all()
     assert set(estimated.index.get_level_values(1)) == {"accuracy", "balanced_accuracy", "roc_auc"}
     assert (estimated["ci_low"] <= estimated["value"]).all() and (estimated["value"] <= estimated["ci_high"]).all()
     assert realized["ci_low"].isna().all()
@@ -56,8 +60,12 @@ def test_every_block_after_the_first_gets_an_estimate_beside_the_realized_score(
     block, meta = _latest_metadata(instance, demo_spec, "drift_report")
     assert meta["estimated_balanced_accuracy"] == estimated.loc[(block, "balanced_accuracy"), "value"]
     assert meta["estimated_balanced_accuracy_lower"] < meta["estimated_balanced_accuracy_upper"]
-    assert "cross-fitted" in meta["estimation"]
-    assert list(home.estimation_dir("demo").glob("v0001-*.parquet"))  # calibration kept with the version
+    assert meta["estimation"] == ("calibrated on 390 labelled rows: v0001's outputs on the 90 rows of block 1 "
+                                  "held out from its training, and its outputs on the labelled blocks 2 it did not "
+                                  "train on")
+    assert meta["estimation_calibration_rows"] == 390
+    kept = sorted(p.name for p in home.estimation_dir("demo").glob("v0001-*.parquet"))  # kept with the version
+    assert len(kept) == 2 and kept[0].startswith("v0001-block-2-") and kept[1] == "v0001-held-out.parquet"
 
 
 def test_the_block_that_promotes_a_champion_prepares_its_calibration(home, demo_spec, block_files, instance):
@@ -134,7 +142,8 @@ def test_a_multiclass_champion_is_estimated_beside_its_realized_scores_and_retra
     block, meta = _latest_metadata(instance, spec, "drift_report")
     assert block == "3" and meta["estimated_f1"] == estimated.loc[("3", "f1"), "value"]
     assert meta["estimated_roc_auc_lower"] < meta["estimated_roc_auc_upper"]
-    assert "cross-fitted" in meta["estimation"] and "not estimated" not in meta["estimation"]
+    assert meta["estimation"].startswith("calibrated on 520 labelled rows: v0001's outputs on the 120 rows of block 1 "
+                                         "held out") and "not estimated" not in meta["estimation"]
 
 
 def test_a_regression_champion_is_estimated_beside_its_realized_scores_and_retrains_on_an_estimated_rise(
