@@ -376,16 +376,20 @@ def _predictions(data: pd.DataFrame):
     return data["pred"].to_numpy() if "pred" in data and data["pred"].notna().all() else None
 
 
-def _multiclass_estimators(spec, data, n_classes):
-    proba = _probabilities(data, "multiclass", n_classes)
-    return {m: PerformanceEstimator(metric=m, random_state=spec.seed).fit(data["y"].to_numpy(), proba,
-                                                                         _predictions(data))
-            for m in ESTIMABLE_METRICS["multiclass"]}
-
-
-def _binary_estimators(spec, data, positive_label):
-    return {m: PerformanceEstimator(metric=m, positive_label=positive_label, random_state=spec.seed).fit(
-        data["y"].to_numpy(), data["proba"].to_numpy(), _predictions(data)) for m in ESTIMABLE_METRICS["binary"]}
+def _classifier_estimators(spec, kind: str, data: pd.DataFrame, n_classes: int, positive_label=None):
+    """One fitted estimator per metric of ``kind``. The calibration map and the reference checks depend on the
+    probabilities alone, so they are fitted once and shared; each metric gets its own reference value."""
+    y, proba, predicted = data["y"].to_numpy(), _probabilities(data, kind, n_classes), _predictions(data)
+    first, *others = ESTIMABLE_METRICS[kind]
+    fitted = PerformanceEstimator(metric=first, positive_label=positive_label, random_state=spec.seed).fit(
+        y, proba, predicted)
+    estimators = {first: fitted}
+    for metric in others:
+        estimator = clone(fitted).set_params(metric=metric)
+        vars(estimator).update({k: v for k, v in vars(fitted).items() if k.endswith("_")})
+        estimator.reference_value_ = estimator.realized(y, proba, predicted)
+        estimators[metric] = estimator
+    return estimators
 
 
 def estimate_block(spec: PipelineSpec, store: ModelStore, version: str | None, model, block: pd.DataFrame,
@@ -412,16 +416,16 @@ def estimate_block(spec: PipelineSpec, store: ModelStore, version: str | None, m
             predicted = model.predict(X)
             estimates = {m: e.estimate(X, predicted) for m, e in estimators.items()}
         elif kind == "multiclass":
-            trained_on = np.unique(data["y"])
-            if not np.array_equal(trained_on, np.sort(model.classes_)):
-                return BlockEstimates(note=f"no estimate: the training rows of {version} hold classes "
-                                           f"{trained_on.tolist()}, the champion predicts {model.classes_.tolist()}")
-            estimators = _multiclass_estimators(spec, data, len(trained_on))
+            labelled = np.unique(data["y"])
+            if not np.array_equal(labelled, np.sort(model.classes_)):
+                return BlockEstimates(note=f"no estimate: the calibration rows of {version} hold classes "
+                                           f"{labelled.tolist()}, the champion predicts {model.classes_.tolist()}")
+            estimators = _classifier_estimators(spec, kind, data, len(labelled))
             sorted_columns = np.argsort(model.classes_)  # the estimators' columns are the sorted classes
             proba, predicted = np.asarray(model.predict_proba(X))[:, sorted_columns], model.predict(X)
             estimates = {m: e.estimate(proba, predicted) for m, e in estimators.items()}
         else:
-            estimators = _binary_estimators(spec, data, model.classes_[1])
+            estimators = _classifier_estimators(spec, kind, data, 2, model.classes_[1])
             proba, predicted = np.asarray(model.predict_proba(X))[:, 1], model.predict(X)
             estimates = {m: e.estimate(proba, predicted) for m, e in estimators.items()}
     except ValueError as exc:
