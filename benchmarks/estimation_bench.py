@@ -376,18 +376,18 @@ def pipeline_case(cache: Path, n_blocks: int) -> None:
     defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
     job = defs.resolve_job_def(job_name(spec))
     metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir("census"))
-    walls, steps = {}, {}
+    walls, cpus, steps = {}, {}, {}
     with DagsterInstance.get() as instance:
         for frame in blocks:
             block = str(int(frame["block"].iloc[0]))
             frame.to_csv(data_dir / f"block_{int(block):03d}.csv", index=False)
             register_new_blocks(instance, spec, metrics, models, logging.getLogger("estimation_bench"))
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             result = job.execute_in_process(instance=instance, partition_key=block, run_config=QUIET_RUN_CONFIG)
             assert result.success, f"in-process run of block {block} failed"
-            walls[block] = time.perf_counter() - started
+            walls[block], cpus[block] = time.perf_counter() - started, time.process_time() - cpu
             steps[block] = step_seconds(instance, result.run_id)
-            print(f"  block {block:>2}: run {walls[block]:.2f} s; {load()}", flush=True)
+            print(f"  block {block:>2}: run {walls[block]:.2f} s, CPU {cpus[block]:.2f} s; {load()}", flush=True)
     perf = metrics.query("SELECT * FROM performance WHERE evaluated_on = 'block' AND metric = 'accuracy'")
     estimated = perf[perf["role"] == "estimated"].set_index("block")
     realized = perf[perf["role"] == "champion"].set_index("block")["value"]
@@ -419,14 +419,15 @@ def pipeline_case(cache: Path, n_blocks: int) -> None:
             "standalone lightgbm setting": (standalone["value"], standalone["lower"], standalone["upper"],
                                             standalone["realized"])}.items():
         print(f"{name:<28}{np.abs(v - r).mean():>8.4f}{np.mean((lo <= r) & (r <= hi)):>10.0%}{(hi - lo).mean():>12.4f}")
-    kinds = {"kept": [], "rejected": [], "promoted": []}
-    for block, decision in decisions.items():
-        if block != "1" and decision in kinds:
-            kinds[decision].append(walls[block])
-    print("run seconds, median (n): " + ", ".join(
-        f"{k} {np.median(v):.2f} ({len(v)})" for k, v in kinds.items() if v))
-    if kinds["kept"] and kinds["promoted"]:
-        print(f"promoted / kept: {np.median(kinds['promoted']) / np.median(kinds['kept']):.2f}x")
+    for name, seconds in (("wall", walls), ("CPU", cpus)):  # CPU: this process's, every thread's
+        kinds = {"kept": [], "rejected": [], "promoted": []}
+        for block, decision in decisions.items():
+            if block != "1" and decision in kinds:
+                kinds[decision].append(seconds[block])
+        ratio = (f"; promoted / kept {np.median(kinds['promoted']) / np.median(kinds['kept']):.2f}x"
+                 if kinds["kept"] and kinds["promoted"] else "")
+        print(f"run {name} seconds, median (n): " + ", ".join(
+            f"{k} {np.median(v):.2f} ({len(v)})" for k, v in kinds.items() if v) + ratio)
 
 
 def main() -> None:
