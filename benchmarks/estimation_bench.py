@@ -61,7 +61,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from scipy.special import softmax
@@ -108,6 +107,10 @@ def load_census(cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def lightgbm_setting(reference: pd.DataFrame, analysis: pd.DataFrame, seed: int = 0):
     """(calibration labels, calibration proba, analysis proba) of a LightGBM model on half the reference."""
+    # imported here, after calmops_dagster: the package sets OpenMP's passive wait policy, which libgomp reads
+    # once, when lightgbm loads it (spinning threads cost a fit 2-3x its CPU on a busy machine)
+    import lightgbm as lgb
+
     features = [c for c in reference.columns if c not in NOT_FEATURES]
     analysis = analysis.astype({c: reference[c].dtype for c in features})  # the reference's categories
     train = np.random.default_rng(seed).permutation(len(reference)) < len(reference) // 2
