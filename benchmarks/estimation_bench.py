@@ -39,8 +39,17 @@ median time per block's estimate:
   trained on 5,000 other rows. Reference 10,000 rows; 20 blocks of 2,000 rows whose ``x0``/``x1`` move
   towards 1 and whose shop mix moves towards the noisy shop.
 
-Run: ``python benchmarks/estimation_bench.py [--cache DIR] [--cases census multiclass regression]``. Exits 1
-when the census case is asked for and the wheel cannot be fetched.
+In the pipeline (``--cases pipeline``; the census download): the census blocks through a block pipeline run
+in-process (``execute_in_process``, as ``calmops run`` does; LightGBM, 100 trees, the spec's defaults): block 1
+is the first 10,000 reference rows (2015), blocks 2-21 the same 20 analysis chunks, so the pipeline's champions
+(each trained on 70% of one block) are estimated on every chunk before its labels are read. It prints per block
+the decision, the run's seconds and its steps', the estimated and realized accuracy with the interval and the
+calibration rows; then the accuracy MAE and coverage beside the standalone ``lightgbm`` setting's on the same
+chunks, and the median run time of blocks that kept their champion, rejected a challenger or promoted one.
+``--pipeline-blocks N`` runs the first N blocks only.
+
+Run: ``python benchmarks/estimation_bench.py [--cache DIR] [--cases census multiclass regression pipeline]``.
+Exits 1 when the census or pipeline case is asked for and the wheel cannot be fetched.
 """
 
 import argparse
@@ -52,7 +61,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from scipy.special import softmax
@@ -99,6 +107,10 @@ def load_census(cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def lightgbm_setting(reference: pd.DataFrame, analysis: pd.DataFrame, seed: int = 0):
     """(calibration labels, calibration proba, analysis proba) of a LightGBM model on half the reference."""
+    # imported here, after calmops_dagster: the package sets OpenMP's passive wait policy, which libgomp reads
+    # once, when lightgbm loads it (spinning threads cost a fit 2-3x its CPU on a busy machine)
+    import lightgbm as lgb
+
     features = [c for c in reference.columns if c not in NOT_FEATURES]
     analysis = analysis.astype({c: reference[c].dtype for c in features})  # the reference's categories
     train = np.random.default_rng(seed).permutation(len(reference)) < len(reference) // 2
@@ -309,11 +321,124 @@ def load() -> str:
     return f"load {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores"
 
 
+def step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Seconds of each step (asset) of the run, from its STEP_START to its STEP_SUCCESS/FAILURE event."""
+    from dagster import DagsterEventType
+
+    started, spans = {}, {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            started[event.step_key] = entry.timestamp
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            spans[event.step_key.split("__")[-1]] = entry.timestamp - started[event.step_key]
+    return spans
+
+
+def census_blocks(reference: pd.DataFrame, analysis: pd.DataFrame, n_blocks: int) -> list[pd.DataFrame]:
+    """Block 1: the first ``CHUNK`` reference rows; then the analysis chunks, each with its block number."""
+    features = [c for c in reference.columns if c not in NOT_FEATURES]
+    parts = [reference.iloc[:CHUNK]] + [analysis.iloc[i * CHUNK:(i + 1) * CHUNK] for i in range(N_CHUNKS)]
+    return [part[[*features, "employed"]].astype({c: "int64" for c in features if c != "AGEP"}).assign(block=b)
+            for b, part in enumerate(parts[:n_blocks], start=1)]
+
+
+def pipeline_case(cache: Path, n_blocks: int) -> None:
+    """The census blocks through the pipeline in-process; estimates, decisions and run times per block."""
+    import logging
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="estimation_bench_"))
+    os.environ["CALMOPS_HOME"] = str(root / "home")
+    from dagster import DagsterInstance, Definitions
+
+    from calmops_dagster.orchestration.headless_runs import QUIET_RUN_CONFIG
+    from calmops_dagster.orchestration.ingest_registration import register_new_blocks
+    from calmops_dagster.orchestration.instance import prepare_instance
+    from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+    from calmops_dagster.resources import build_resources
+    from calmops_dagster.spec import parse_spec, save_spec
+    from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.model_store import ModelStore
+    from calmops_dagster.store.paths import CalmOpsHome
+
+    reference, analysis = load_census(cache)
+    blocks = census_blocks(reference, analysis, n_blocks)
+    home = CalmOpsHome.from_env()
+    prepare_instance(home)
+    data_dir = root / "data"
+    data_dir.mkdir()
+    spec = parse_spec({"name": "census", "type": "block", "data_dir": str(data_dir), "target": "employed",
+                       "block_col": "block", "model_spec": {"module": "lightgbm", "class": "LGBMClassifier",
+                       "params": {"n_estimators": 100, "verbose": -1, "random_state": 0}},
+                       "sensor": {"settle_seconds": 0}},  # a block file is written whole before it is registered
+                      home.spec_path("census"))
+    save_spec(spec, home.spec_path("census"))
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    job = defs.resolve_job_def(job_name(spec))
+    metrics, models = MetricsStore(home.metrics_db), ModelStore(home.models_dir("census"))
+    walls, cpus, steps = {}, {}, {}
+    with DagsterInstance.get() as instance:
+        for frame in blocks:
+            block = str(int(frame["block"].iloc[0]))
+            frame.to_csv(data_dir / f"block_{int(block):03d}.csv", index=False)
+            register_new_blocks(instance, spec, metrics, models, logging.getLogger("estimation_bench"))
+            started, cpu = time.perf_counter(), time.process_time()
+            result = job.execute_in_process(instance=instance, partition_key=block, run_config=QUIET_RUN_CONFIG)
+            assert result.success, f"in-process run of block {block} failed"
+            walls[block], cpus[block] = time.perf_counter() - started, time.process_time() - cpu
+            steps[block] = step_seconds(instance, result.run_id)
+            print(f"  block {block:>2}: run {walls[block]:.2f} s, CPU {cpus[block]:.2f} s; {load()}", flush=True)
+    perf = metrics.query("SELECT * FROM performance WHERE evaluated_on = 'block' AND metric = 'accuracy'")
+    estimated = perf[perf["role"] == "estimated"].set_index("block")
+    realized = perf[perf["role"] == "champion"].set_index("block")["value"]
+    decisions = metrics.query("SELECT block, decision FROM promotions").set_index("block")["decision"]
+    rows = []
+    print(f"\n== pipeline (in-process, LightGBM 100 trees, blocks of {CHUNK:,}): {root}")
+    print(f"{'block':>5} {'decision':<10}{'run s':>7}{'drift s':>8}{'chall. s':>9}{'champ. s':>9}"
+          f"{'acc real':>10}{'est':>8}{'95% interval':>18}{'cal. rows':>10}")
+    for frame in blocks:
+        block = str(int(frame["block"].iloc[0]))
+        s, decision = steps[block], decisions.get(block, "")
+        line = (f"{block:>5} {decision:<10}{walls[block]:>7.2f}{s.get('drift_report', 0):>8.2f}"
+                f"{s.get('challenger_model', 0):>9.2f}{s.get('champion_model', 0):>9.2f}")
+        if block in estimated.index:
+            e = estimated.loc[block]
+            cal = e.get("calibration_rows", float("nan"))
+            rows.append((block, e["value"], e["ci_low"], e["ci_high"], realized[block]))
+            line += (f"{realized[block]:>10.4f}{e['value']:>8.4f} [{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
+                     f"{cal:>10.0f}")
+        print(line)
+    _, value, low, high, real = map(np.array, zip(*rows))
+    y_cal, p_cal, p_analysis = lightgbm_setting(reference, analysis)
+    chunks = [slice(i * CHUNK, (i + 1) * CHUNK) for i in range(len(rows))]
+    standalone = evaluate(y_cal, p_cal, [analysis["employed"].to_numpy()[c] for c in chunks],
+                          [p_analysis[c] for c in chunks])["accuracy"]
+    print(f"{'accuracy':<28}{'MAE':>8}{'coverage':>10}{'mean width':>12}")
+    for name, (v, lo, hi, r) in {
+            f"in the pipeline ({len(rows)} blocks)": (value, low, high, real),
+            "standalone lightgbm setting": (standalone["value"], standalone["lower"], standalone["upper"],
+                                            standalone["realized"])}.items():
+        print(f"{name:<28}{np.abs(v - r).mean():>8.4f}{np.mean((lo <= r) & (r <= hi)):>10.0%}{(hi - lo).mean():>12.4f}")
+    for name, seconds in (("wall", walls), ("CPU", cpus)):  # CPU: this process's, every thread's
+        kinds = {"kept": [], "rejected": [], "promoted": []}
+        for block, decision in decisions.items():
+            if block != "1" and decision in kinds:
+                kinds[decision].append(seconds[block])
+        ratio = (f"; promoted / kept {np.median(kinds['promoted']) / np.median(kinds['kept']):.2f}x"
+                 if kinds["kept"] and kinds["promoted"] else "")
+        print(f"run {name} seconds, median (n): " + ", ".join(
+            f"{k} {np.median(v):.2f} ({len(v)})" for k, v in kinds.items() if v) + ratio)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "calmops-dagster" / "nannyml")
-    parser.add_argument("--cases", nargs="+", choices=("census", "multiclass", "regression"),
+    parser.add_argument("--cases", nargs="+", choices=("census", "multiclass", "regression", "pipeline"),
                         default=["census", "multiclass", "regression"])
+    parser.add_argument("--pipeline-blocks", type=int, default=N_CHUNKS + 1)
     args = parser.parse_args()
     print(load())
     if "multiclass" in args.cases:
@@ -324,6 +449,8 @@ def main() -> None:
         summarize("friedman (synthetic, known truth; 20 shifted blocks)", *friedman_case())
     if "census" in args.cases:
         census(args.cache)
+    if "pipeline" in args.cases:
+        pipeline_case(args.cache, args.pipeline_blocks)
     print(load())
 
 

@@ -79,8 +79,7 @@ def evaluate_file_sensor(spec, home: CalmOpsHome, instance, cursor: str | None =
 
 def block_spec_dict(name: str, data_dir: Path, **overrides) -> dict:
     """The spec of a small block pipeline watching ``data_dir``. Its forest has 10 trees: every test that uses it
-    passed with 30 as with 10, and a promotion fits the model six times (the challenger, then five folds for
-    the label-free estimate's calibration)."""
+    passed with 30 as with 10."""
     raw = {
         "name": name,
         "type": "block",

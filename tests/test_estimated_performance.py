@@ -13,15 +13,26 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import FixedThresholdClassifier
 from sklearn.svm import LinearSVC
 
 from calmops_dagster.drift.model_drift import PerformanceDrift
 from calmops_dagster.estimation import Estimate
 from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.ingest.block_history import save_block
+from calmops_dagster.learning.model_factory import build_model
 from calmops_dagster.learning.retrain_policy import decide_retrain
+from calmops_dagster.learning.training import evaluation_split
 from calmops_dagster.spec import parse_spec, save_spec
-from calmops_dagster.steps.estimated_performance import BlockEstimates, estimate_block, estimated_drop
+from calmops_dagster.steps import estimated_performance
+from calmops_dagster.steps.estimated_performance import (
+    BlockEstimates,
+    KeptBlocks,
+    estimate_block,
+    estimated_drop,
+    prepare_calibration,
+)
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.skops_io import skops_io
@@ -42,10 +53,14 @@ def test_every_block_after_the_first_gets_an_estimate_beside_the_realized_score(
         shutil.copy(path, demo_spec.data_dir)
     assert all(r.success for r in run_pipeline(home, demo_spec, instance))
     perf = MetricsStore(home.metrics_db).query(
-        "SELECT block, role, metric, value, ci_low, ci_high FROM performance WHERE evaluated_on = 'block'")
+        "SELECT block, role, metric, value, ci_low, ci_high, calibration_rows FROM performance "
+        "WHERE evaluated_on = 'block'")
     estimated = perf[perf["role"] == "estimated"].set_index(["block", "metric"])
     realized = perf[perf["role"] == "champion"].set_index(["block", "metric"])
     assert sorted(estimated.index.get_level_values(0).unique()) == ["2", "3"]  # block 1 has no champion
+    # calibrated on the 90 rows of block 1 held out from v0001's training; block 3 also on block 2's 300 rows
+    assert estimated["calibration_rows"].to_dict() == {(b, m): {"2": 90, "3": 390}[b] for b, m in estimated.index}
+    assert realized["calibration_rows"].isna().all()
     assert set(estimated.index.get_level_values(1)) == {"accuracy", "balanced_accuracy", "roc_auc"}
     assert (estimated["ci_low"] <= estimated["value"]).all() and (estimated["value"] <= estimated["ci_high"]).all()
     assert realized["ci_low"].isna().all()
@@ -57,8 +72,12 @@ def test_every_block_after_the_first_gets_an_estimate_beside_the_realized_score(
     assert meta["estimated_balanced_accuracy"] == pytest.approx(estimated.loc[(block, "balanced_accuracy"), "value"],
                                                                 rel=5e-4)  # shown to 4 significant digits
     assert meta["estimated_balanced_accuracy_lower"] < meta["estimated_balanced_accuracy_upper"]
-    assert "cross-fitted" in meta["estimation"]
-    assert list(home.estimation_dir("demo").glob("v0001-*.parquet"))  # calibration kept with the version
+    assert meta["estimation"] == ("calibrated on 390 labelled rows: v0001's outputs on the 90 rows of block 1 "
+                                  "held out from its training, and its outputs on the labelled blocks 2 it did not "
+                                  "train on")
+    assert meta["estimation_calibration_rows"] == 390
+    kept = sorted(p.name for p in home.estimation_dir("demo").glob("v0001-*.parquet"))  # kept with the version
+    assert len(kept) == 2 and kept[0].startswith("v0001-block-2-") and kept[1] == "v0001-held-out.parquet"
 
 
 def test_the_block_that_promotes_a_champion_prepares_its_calibration(home, demo_spec, block_files, instance):
@@ -135,7 +154,8 @@ def test_a_multiclass_champion_is_estimated_beside_its_realized_scores_and_retra
     block, meta = _latest_metadata(instance, spec, "drift_report")
     assert block == "3" and meta["estimated_f1"] == pytest.approx(estimated.loc[("3", "f1"), "value"], rel=5e-4)
     assert meta["estimated_roc_auc_lower"] < meta["estimated_roc_auc_upper"]
-    assert "cross-fitted" in meta["estimation"] and "not estimated" not in meta["estimation"]
+    assert meta["estimation"].startswith("calibrated on 520 labelled rows: v0001's outputs on the 120 rows of block 1 "
+                                         "held out") and "not estimated" not in meta["estimation"]
 
 
 def test_a_regression_champion_is_estimated_beside_its_realized_scores_and_retrains_on_an_estimated_rise(
@@ -158,6 +178,74 @@ def test_a_regression_champion_is_estimated_beside_its_realized_scores_and_retra
     assert block == "3" and meta["estimated_mae"] == pytest.approx(estimated.loc[("3", "mae"), "value"], rel=5e-4)
     assert "primary metric" not in meta["estimation"]
     assert list(home.estimation_dir("prices").glob("v0001-*.parquet"))  # out-of-fold predictions, kept
+
+
+def test_a_binary_champion_is_estimated_on_the_predictions_it_made(home, tmp_path):
+    """A champion that predicts the positive class from probability 0.1 on (FixedThresholdClassifier): its
+    estimate counts those predictions, far from what ``proba >= 0.5`` would have scored."""
+    frame = make_drifting_blocks(n_blocks=2, rows_per_block=3_000, drift_at=3, seed=4)
+    train, block = frame[frame["block"] == 1], frame[frame["block"] == 2]
+    spec = parse_spec(block_spec_dict("tuned", tmp_path), home.spec_path("tuned"))
+    model = FixedThresholdClassifier(LogisticRegression(), threshold=0.1).fit(train[FEATURES], train["y"])
+    store = ModelStore(home.models_dir("tuned"))
+    version = store.save(model, reference=train, features=FEATURES)
+    estimate = estimate_block(spec, store, version, model, block.drop(columns="y"), tmp_path).estimates["accuracy"]
+    made = float((model.predict(block[FEATURES]) == block["y"]).mean())
+    at_half = float(((model.predict_proba(block[FEATURES])[:, 1] >= 0.5) == block["y"]).mean())
+    assert abs(made - at_half) > 0.05  # the two rules differ on this block
+    assert abs(estimate.value - made) < 0.03 and estimate.lower <= made <= estimate.upper
+
+
+def _champion_of_block_3(home, tmp_path, flipped_block: str = "1"):
+    """Five kept blocks of one concept (block ``flipped_block`` with its labels flipped: an older concept) and
+    a champion trained on block 3's training split, its manifest as the pipeline writes it."""
+    frame = make_drifting_blocks(n_blocks=5, rows_per_block=400, drift_at=99, seed=5)
+    frame.loc[frame["block"] == int(flipped_block), "y"] ^= 1
+    blocks_dir = tmp_path / "blocks"
+    for key, rows in frame.groupby("block"):
+        save_block(blocks_dir, str(key), rows.reset_index(drop=True))
+    spec = parse_spec(block_spec_dict("cal", tmp_path, model_spec={  # a tree whose fit can be made to fail
+        "module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
+        "params": {"max_depth": 4, "random_state": 0}}), home.spec_path("cal"))
+    trained_on = frame[frame["block"] == 3].reset_index(drop=True)
+    features = spec.feature_columns(trained_on.columns)
+    split = evaluation_split(trained_on, spec, features)
+    model = build_model(spec.model_spec, split.X_train).fit(split.X_train, split.y_train)
+    store = ModelStore(home.models_dir("cal"))
+    version = store.save(model, reference=split.X_train.assign(y=split.y_train), features=features,
+                         trained_on_blocks=["3"], evaluated_on=f"block 3 held-out {len(split.X_eval)} rows")
+    return spec, store, version, model, blocks_dir, frame
+
+
+def test_a_classifier_is_calibrated_on_held_out_rows_and_labelled_blocks_it_did_not_train_on(home, tmp_path,
+                                                                                           monkeypatch):
+    spec, store, version, model, blocks_dir, frame = _champion_of_block_3(home, tmp_path)
+    cache = tmp_path / "estimation"
+    kept = KeptBlocks(blocks_dir, "5")
+    result = estimate_block(spec, store, version, model, frame[frame["block"] == 5].drop(columns="y"), cache, kept)
+    # 120 held-out rows of block 3, then blocks 4 (newer) and 2 (older, agreeing); block 1's flipped labels refused
+    assert result.calibration_rows == 120 + 400 + 400
+    assert result.note == (f"calibrated on 920 labelled rows: {version}'s outputs on the 120 rows of block 3 held "
+                           "out from its training, and its outputs on the labelled blocks 4, 2 it did not train "
+                           "on; older blocks 1 left out: the champion's accuracy there disagrees with its held-out "
+                           "rows")
+    monkeypatch.setattr(estimated_performance, "CALIBRATION_ROWS", 500)  # the newest rows first, until 500
+    capped = estimate_block(spec, store, version, model, frame[frame["block"] == 5].drop(columns="y"), cache, kept)
+    assert capped.calibration_rows == 520 and "labelled blocks 4 it did not" in capped.note
+    assert all(r["calibration_rows"] == 520 for r in capped.rows(version))
+    assert capped.metadata()["estimation_calibration_rows"] == 520
+
+
+def test_a_promotion_prepares_the_calibration_without_fitting_the_champion_again(home, tmp_path, monkeypatch):
+    """The held-out rows are scored by the champion itself: no clone is fitted (here fitting would fail)."""
+    spec, store, version, _, blocks_dir, _ = _champion_of_block_3(home, tmp_path)
+    monkeypatch.setenv("CALMOPS_TEST_FIT_FAIL", "1")
+    cache = tmp_path / "estimation"
+    note = prepare_calibration(spec, store, version, cache, blocks_dir)
+    assert note == f"{version}'s outputs on the 120 rows of block 3 held out from its training"
+    held_out = pd.read_parquet(cache / f"{version}-held-out.parquet")
+    assert len(held_out) == 120 and list(held_out.columns) == ["y", "proba", "pred"]
+    assert [p.name for p in cache.iterdir()] == [f"{version}-held-out.parquet"]  # no cross-fitted folds
 
 
 def test_no_estimate_says_why(home, tmp_path):

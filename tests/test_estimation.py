@@ -84,6 +84,44 @@ def test_expected_metric_is_sklearn_on_probability_weighted_rows(metric):
     assert expected_metric(metric, calibrated, proba) == pytest.approx(expected, rel=1e-9)
 
 
+#: Calibrated probabilities, raw probabilities and the predictions of a model with its own rule (not proba >= 0.5).
+CM_CALIBRATED = np.array([0.9, 0.8, 0.6, 0.3, 0.2])
+CM_PROBA = np.array([0.7, 0.55, 0.45, 0.4, 0.1])
+CM_PREDICTED = np.array([1, 0, 1, 1, 0])
+# By hand: predicted positive rows 0, 2, 3: TP = .9 + .6 + .3 = 1.8, FP = .1 + .4 + .7 = 1.2; predicted negative
+# rows 1, 4: FN = .8 + .2 = 1.0, TN = .2 + .8 = 1.0. With proba >= 0.5 (rows 0, 1): TP 1.7, FP .3, FN 1.1, TN 1.9.
+CM_BY_HAND = {"accuracy": (1.8 + 1.0) / 5, "precision": 1.8 / 3, "recall": 1.8 / 2.8, "f1": 3.6 / 5.8,
+              "balanced_accuracy": (1.8 / 2.8 + 1.0 / 2.2) / 2}
+CM_BY_THRESHOLD = {"accuracy": 3.6 / 5, "precision": 1.7 / 2, "recall": 1.7 / 2.8, "f1": 3.4 / 4.8,
+                   "balanced_accuracy": (1.7 / 2.8 + 1.9 / 2.2) / 2}
+
+
+@pytest.mark.parametrize("metric", sorted(CM_BY_HAND))
+def test_expected_metric_counts_the_predictions_the_model_made(metric):
+    by_prediction = expected_metric(metric, CM_CALIBRATED, CM_PROBA, predicted=CM_PREDICTED.astype(bool))
+    assert by_prediction == pytest.approx(CM_BY_HAND[metric], rel=1e-12)
+    assert expected_metric(metric, CM_CALIBRATED, CM_PROBA) == pytest.approx(CM_BY_THRESHOLD[metric], rel=1e-12)
+
+
+@pytest.mark.parametrize("metric", sorted(CM_BY_HAND))
+def test_estimator_with_y_pred_estimates_the_predictions_the_model_made(metric):
+    """The reference: ten rows at each raw probability with 2, 3, 6, 8 and 9 positives, so the isotonic map
+    sends 0.1, 0.4, 0.45, 0.55, 0.7 to 0.2, 0.3, 0.6, 0.8, 0.9 exactly (CM_CALIBRATED of CM_PROBA)."""
+    proba_ref = np.repeat(CM_PROBA, 10)
+    y_ref = np.concatenate([np.arange(10) < round(10 * c) for c in CM_CALIBRATED]).astype(int)
+    labels = np.array(["stay", "leave"])  # the positive class is the larger label, "stay"
+    est = PerformanceEstimator(metric=metric, positive_label="leave", random_state=0).fit(labels[y_ref], proba_ref)
+    block, predicted = np.tile(CM_PROBA, 2_000), np.tile(labels[CM_PREDICTED], 2_000)
+    e = est.estimate(block, y_pred=predicted)
+    assert e.value == pytest.approx(CM_BY_HAND[metric], rel=1e-9)
+    assert est.estimate(block).value == pytest.approx(CM_BY_THRESHOLD[metric], rel=1e-9)
+    assert abs(e.mc_mean - e.value) < 2 * e.std / np.sqrt(1_000) + 1e-3 and e.lower < e.value < e.upper
+    assert est.estimate(block, y_pred=np.where(block >= 0.5, "leave", "stay")) == est.estimate(block)
+    y_block = np.tile(labels[(np.arange(5) < 3).astype(int)], 2_000)  # any labels: realized counts y_pred too
+    assert est.realized(y_block, block, y_pred=predicted) == pytest.approx(
+        SKLEARN[metric](y_block == "leave", predicted == "leave"))
+
+
 @pytest.fixture(scope="module")
 def calibrated_world():
     """A monotone distortion of the true probability: isotonic calibration on the reference undoes it."""

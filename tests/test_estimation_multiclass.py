@@ -219,7 +219,8 @@ def test_bad_input_is_a_value_error_naming_the_problem():
         ({"positive_label": 1}, (y, proba), {}, "positive_label and threshold are for binary models"),
         ({}, (y, proba), {"y_pred": y[:10]}, "y_pred has 10 rows and proba 400"),
         ({}, (y, proba[:10]), {}, "y_true has 400 rows and proba 10"),
-        ({}, (y % 2, proba[:, 0]), {"y_pred": y % 2}, "y_pred is for multiclass models"),
+        ({}, (y % 2, proba[:, 0]), {"y_pred": np.where(y == 0, 5, 1)}, r"y_pred holds labels \[5\] that are not among the fitted"),
+        ({}, (y % 2, proba[:, 0]), {"y_pred": y[:10] % 2}, "y_pred has 10 rows and proba 400"),
     ]
     for params, args, kwargs, message in cases:
         with pytest.raises(ValueError, match=message):

@@ -139,7 +139,7 @@ def test_served_pages_render_at_1280_px_and_the_heatmap_drills_down(live_server,
         loaded = browser.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
         band = browser.evaluate("document.querySelectorAll('#estimated-performance .scatterlayer .js-fill').length")
         alert = browser.evaluate("document.getElementById('estimated-performance').data"
-                                 ".find(t => t.name === 'alert: estimated drop').x")
+                                 ".filter(t => t.name === 'alert: estimated drop').length")
         before = browser.evaluate("document.getElementById('feature-drilldown').layout.title.text")
         browser.evaluate("document.getElementById('drift-heatmap').emit('plotly_click', {points: [{y: 'x3'}]})")
         after = browser.wait_for("document.getElementById('feature-drilldown').layout.title.text.startsWith('x3') "
@@ -152,6 +152,6 @@ def test_served_pages_render_at_1280_px_and_the_heatmap_drills_down(live_server,
     assert rows == 1 and landing_width <= 1280 and report_width <= 1280
     assert color == "rgb(31, 41, 51)"  # dark text on the white page
     assert [u for u in loaded if u.endswith(".js")] == [f"{live_server}{PLOTLY_ROUTE}"]  # no CDN
-    assert band >= 1 and alert == ["3"]
+    assert band >= 1 and alert == 0  # block 3's concept flip leaves the estimate high (docs/estimation.md)
     assert before.startswith("x1:") and after.startswith("x3:")
     assert shown == ["reference (the champion’s training rows)", "block (the block)"]

@@ -192,10 +192,16 @@ def test_estimate_plot_holds_the_band_the_realized_value_the_threshold_and_the_a
     assert list(traces["realized (with labels)"].y) == list(real["value"])
     threshold = traces["alert threshold (reference - 10%)"]
     assert list(threshold.y) == [references[v] * 0.9 for v in est["model_version"]]
-    alert = traces["alert: estimated drop"]  # block 3: the whole band below v0001's threshold
-    assert list(alert.x) == ["3"] and est.loc["3", "ci_high"] < references["v0001"] * 0.9
-    assert "Estimated balanced_accuracy of champion v0001 on block 3 of demo" in alert.text[0]
     assert traces["minimum (0.6)"].y[0] == 0.6
+    # block 3's concept flip is invisible to the estimate (the model's confidence stays): no alert; a band
+    # wholly below v0001's threshold is one
+    assert "alert: estimated drop" not in traces and est.loc["3", "ci_high"] > references["v0001"] * 0.9
+    performance = data["performance"].copy()
+    dropped = (performance["block"] == "3") & (performance["role"] == "estimated")
+    performance.loc[dropped, ["value", "ci_low", "ci_high"]] = [0.5, 0.45, 0.55]
+    alert = {t.name: t for t in estimate_figure(spec, performance, references, order).data}["alert: estimated drop"]
+    assert list(alert.x) == ["3"] and 0.55 < references["v0001"] * 0.9
+    assert "Estimated balanced_accuracy of champion v0001 on block 3 of demo" in alert.text[0]
 
 
 def test_champion_timeline_says_which_version_served_which_block_and_why(processed_home):

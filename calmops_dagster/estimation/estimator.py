@@ -88,7 +88,8 @@ class PerformanceEstimator(BaseEstimator):
     itself: with a reference only a few times larger than a block the interval is somewhat too narrow.
 
     **Binary or multiclass.** ``y`` with two labels and ``proba`` the positive class's probabilities (1-D):
-    the model predicts the positive class when ``proba >= threshold``. ``y`` with more labels and ``proba``
+    the model's predictions are ``y_pred`` when given (the labels ``predict`` returned: a model with its own
+    threshold or rule), else the positive class where ``proba >= threshold``. ``y`` with more labels and ``proba``
     of shape (n, k), one column per class in the order of ``classes`` (``predict_proba``): each class gets
     its own calibration map (that class against the rest) and the calibrated rows are renormalized to sum
     to one (:class:`~calmops_dagster.estimation.calibration.ClassCalibrator`); the expected count of rows of
@@ -116,7 +117,8 @@ class PerformanceEstimator(BaseEstimator):
     ----------
     metric : {"accuracy", "balanced_accuracy", "f1", "precision", "recall", "roc_auc"}, default "accuracy"
     threshold : float, default 0.5
-        Binary: the model predicts the positive class when its probability is ``>= threshold``.
+        Binary, without ``y_pred``: the model predicts the positive class when its probability is
+        ``>= threshold``.
     calibration : {"isotonic", "sigmoid"}, default "isotonic"
         The calibration map (see :class:`~calmops_dagster.estimation.calibration.Calibrator`).
     confidence_level : float, default 0.95
@@ -216,7 +218,9 @@ class PerformanceEstimator(BaseEstimator):
             Binary: the model's probabilities of ``positive_label``. Multiclass: ``predict_proba``, one column
             per class in the order of ``classes``, each row summing to one.
         y_pred : array-like of shape (n_samples,), optional
-            Multiclass: the model's predicted labels (default: the most probable class of each row).
+            The model's predicted labels (``predict(X)``), when they are not what ``proba`` implies (binary:
+            ``proba >= threshold``; multiclass: the most probable class of each row). They set the realized
+            reference metric; the calibration map depends on ``proba`` alone.
         classes : array-like, optional
             The labels of ``proba``'s columns (the model's ``classes_``); default: the sorted labels of
             ``y_true``. Every class needs reference rows.
@@ -234,9 +238,6 @@ class PerformanceEstimator(BaseEstimator):
                                  f"{len(self.classes_)} classes {self.classes_[:10].tolist()}; pass "
                                  f"predict_proba(X), shape (n_samples, {len(self.classes_)})")
             return self._fit_multiclass(y_true, proba, y_pred)
-        if y_pred is not None:
-            raise ValueError("y_pred is for multiclass models: a binary model predicts the positive class when "
-                             "proba >= threshold")
         proba = check_probabilities(proba)
         if classes is None:
             self.classes_, self.positive_label_ = binary_classes(y_true, self.positive_label)
@@ -250,8 +251,19 @@ class PerformanceEstimator(BaseEstimator):
         if len(y) != len(proba):
             raise ValueError(f"y_true has {len(y)} rows and proba {len(proba)}")
         self.support_ = ProbabilitySupport.from_reference(proba)
-        self._fit_reference(y, proba, realized_metric(self.metric, y, proba, self.threshold), [y], [proba])
+        reference_value = realized_metric(self.metric, y, proba, self.threshold, self._predicted_positive(proba, y_pred))
+        self._fit_reference(y, proba, reference_value, [y], [proba])
         return self
+
+    def _predicted_positive(self, proba: np.ndarray, y_pred) -> np.ndarray | None:
+        """Binary predictions as a mask of the rows predicted ``positive_label_`` (``None`` without ``y_pred``:
+        ``proba >= threshold``)."""
+        if y_pred is None:
+            return None
+        predicted = to_binary(y_pred, self.classes_, self.positive_label_, "y_pred").astype(bool)
+        if len(predicted) != len(proba):
+            raise ValueError(f"y_pred has {len(predicted)} rows and proba {len(proba)}")
+        return predicted
 
     def _fit_multiclass(self, y_true, proba, y_pred) -> PerformanceEstimator:
         if self.positive_label is not None or self.threshold != 0.5:
@@ -309,7 +321,8 @@ class PerformanceEstimator(BaseEstimator):
         proba : array-like of shape (n_samples,) or (n_samples, n_classes)
             As at ``fit``: the probabilities of ``positive_label_``, or ``predict_proba`` in ``classes_`` order.
         y_pred : array-like of shape (n_samples,), optional
-            Multiclass: the model's predicted labels (default: the most probable class of each row).
+            The model's predicted labels (``predict(X)``): the expected confusion matrix counts these
+            predictions (default: binary ``proba >= threshold``, multiclass the most probable class).
 
         Returns
         -------
@@ -325,14 +338,12 @@ class PerformanceEstimator(BaseEstimator):
                                                self.random_state)
             unsupported, warnings = worst_class_support(self.support_, proba, self.classes_)
         else:
-            if y_pred is not None:
-                raise ValueError("y_pred is for multiclass models: a binary model predicts the positive class "
-                                 "when proba >= threshold")
             proba = check_probabilities(proba)
+            predicted = self._predicted_positive(proba, y_pred)
             calibrated = self.calibrator_.predict(proba)
-            value = expected_metric(self.metric, calibrated, proba, self.threshold)
+            value = expected_metric(self.metric, calibrated, proba, self.threshold, predicted)
             draws = simulate_metric(self.metric, calibrated, proba, self.threshold, self.n_draws,
-                                    self.random_state)
+                                    self.random_state, predicted)
             outside, sparse = self.support_.unsupported_shares(proba)
             unsupported, warnings = outside + sparse, self.support_.warnings(outside, sparse)
         valid = draws[~np.isnan(draws)]
@@ -348,8 +359,8 @@ class PerformanceEstimator(BaseEstimator):
                         unsupported_share=unsupported, warnings=tuple(warnings))
 
     def realized(self, y_true, proba, y_pred=None) -> float:
-        """The metric realized on labels that have arrived (the classes fitted; binary: ``threshold`` as set,
-        multiclass: ``y_pred``, default the most probable class)."""
+        """The metric realized on labels that have arrived (the classes fitted; predictions ``y_pred``, default
+        binary ``proba >= threshold``, multiclass the most probable class)."""
         check_is_fitted(self)
         if self.multiclass_:
             proba = check_probability_matrix(proba, len(self.classes_))
@@ -357,4 +368,4 @@ class PerformanceEstimator(BaseEstimator):
                                                     proba, self._predicted(proba, y_pred)))
         proba = check_probabilities(proba)
         y = to_binary(y_true, self.classes_, self.positive_label_)
-        return float(realized_metric(self.metric, y, proba, self.threshold))
+        return float(realized_metric(self.metric, y, proba, self.threshold, self._predicted_positive(proba, y_pred)))

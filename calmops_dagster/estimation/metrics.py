@@ -49,16 +49,27 @@ def from_confusion(metric: str, tp, fp, fn, tn):
     raise ValueError(f"{metric!r} is not a threshold metric; threshold metrics: {', '.join(THRESHOLD_METRICS)}")
 
 
-def label_weights(metric: str, proba: np.ndarray, threshold: float) -> np.ndarray:
+def predicted_positive(proba: np.ndarray, threshold: float, predicted=None) -> np.ndarray:
+    """The rows the model predicts positive: ``predicted`` (a boolean mask of the predictions it made) when
+    given, else ``proba >= threshold``."""
+    if predicted is None:
+        return proba >= threshold
+    predicted = np.asarray(predicted, dtype=bool)
+    if predicted.shape != proba.shape:
+        raise ValueError(f"predicted of shape {predicted.shape} does not match proba of shape {proba.shape}")
+    return predicted
+
+
+def label_weights(metric: str, proba: np.ndarray, threshold: float, predicted=None) -> np.ndarray:
     """The (n, 2) matrix ``W`` such that ``y @ W`` holds every label sum the metric needs.
 
-    Threshold metrics: the predicted-positive and predicted-negative masks (``proba >= threshold``), so
+    Threshold metrics: the predicted-positive and predicted-negative masks (:func:`predicted_positive`), so
     ``y @ W`` is (TP, FN). ROC AUC: the average ranks of ``proba`` and ones, so ``y @ W`` is the rank sum
     of the positives and their count.
     """
     if check_metric(metric) == "roc_auc":
         return np.column_stack([rankdata(proba), np.ones(len(proba))])
-    positive = proba >= threshold
+    positive = predicted_positive(proba, threshold, predicted)
     return np.column_stack([positive, ~positive]).astype(np.float64)
 
 
@@ -78,7 +89,7 @@ def from_label_sums(metric: str, sums: np.ndarray, totals: np.ndarray):
     return from_confusion(metric, tp, totals[0] - tp, fn, totals[1] - fn)
 
 
-def realized_metric(metric: str, y_true, proba, threshold: float = 0.5):
+def realized_metric(metric: str, y_true, proba, threshold: float = 0.5, predicted=None):
     """The metric the model reaches on known 0/1 labels.
 
     Parameters
@@ -90,6 +101,8 @@ def realized_metric(metric: str, y_true, proba, threshold: float = 0.5):
     proba : array-like of shape (n_samples,)
         The model's positive-class probabilities; predictions are ``proba >= threshold``.
     threshold : float, default 0.5
+    predicted : array-like of bool, shape (n_samples,), optional
+        The rows the model predicted positive, when its predictions are not ``proba >= threshold``.
 
     Returns
     -------
@@ -105,15 +118,16 @@ def realized_metric(metric: str, y_true, proba, threshold: float = 0.5):
     proba, y_true = np.asarray(proba, dtype=np.float64), np.asarray(y_true, dtype=np.float64)
     if y_true.shape[-1:] != proba.shape:
         raise ValueError(f"y_true of shape {y_true.shape} does not match proba of shape {proba.shape}")
-    weights = label_weights(metric, proba, threshold)
+    weights = label_weights(metric, proba, threshold, predicted)
     value = from_label_sums(metric, y_true @ weights, weights.sum(axis=0))
     return value[()] if value.ndim == 0 else value
 
 
-def expected_metric(metric: str, calibrated, proba, threshold: float = 0.5) -> float:
+def expected_metric(metric: str, calibrated, proba, threshold: float = 0.5, predicted=None) -> float:
     """The CBPE point estimate: the metric of the expected confusion matrix (or expected ROC curve).
 
-    With calibrated probabilities ``c``, the expected TP is the sum of ``c`` over the predicted positives,
+    With calibrated probabilities ``c``, the expected TP is the sum of ``c`` over the predicted positives
+    (``predicted`` when given: the predictions the model made; else ``proba >= threshold``),
     FP the sum of ``1 - c`` over them, FN and TN the same over the predicted negatives. ROC AUC is the area
     under the expected ROC curve: at each distinct raw score, expected TPR = cumulated ``c`` / sum ``c``
     and expected FPR = cumulated ``1 - c`` / sum ``1 - c`` (the trapezoid rule joins tied scores, as
@@ -127,18 +141,23 @@ def expected_metric(metric: str, calibrated, proba, threshold: float = 0.5) -> f
     calibrated : array-like of shape (n_samples,)
         Calibrated probabilities of the positive class.
     proba : array-like of shape (n_samples,)
-        The model's raw probabilities: they make the predictions and order the ROC curve.
+        The model's raw probabilities: they make the predictions (unless ``predicted`` is given) and order
+        the ROC curve.
     threshold : float, default 0.5
+    predicted : array-like of bool, shape (n_samples,), optional
+        The rows the model predicted positive.
 
     Examples
     --------
     >>> round(expected_metric("accuracy", [0.1, 0.7, 0.9], [0.2, 0.6, 0.8]), 4)
     0.8333
+    >>> round(expected_metric("accuracy", [0.1, 0.7, 0.9], [0.2, 0.6, 0.8], predicted=[False, False, True]), 4)
+    0.7
     """
     calibrated = np.asarray(calibrated, dtype=np.float64)
     proba = np.asarray(proba, dtype=np.float64)
     if check_metric(metric) != "roc_auc":
-        positive = proba >= threshold
+        positive = predicted_positive(proba, threshold, predicted)
         return float(from_confusion(metric, calibrated[positive].sum(), (1 - calibrated[positive]).sum(),
                                     calibrated[~positive].sum(), (1 - calibrated[~positive]).sum()))
     order = np.argsort(-proba, kind="stable")

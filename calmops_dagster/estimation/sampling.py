@@ -24,7 +24,7 @@ CHUNK_ELEMENTS = 1 << 21
 
 
 def simulate_metric(metric: str, calibrated, proba, threshold: float = 0.5, n_draws: int = 1000,
-                    random_state=None) -> np.ndarray:
+                    random_state=None, predicted=None) -> np.ndarray:
     """Realized metric of ``n_draws`` label vectors drawn as ``y_i ~ Bernoulli(calibrated_i)``.
 
     Each chunk of draws is a boolean matrix (uniforms below ``calibrated``) reduced to the metric's label
@@ -44,6 +44,8 @@ def simulate_metric(metric: str, calibrated, proba, threshold: float = 0.5, n_dr
     n_draws : int, default 1000
     random_state : None, int or numpy.random.Generator
         Seed of :func:`numpy.random.default_rng`.
+    predicted : array-like of bool, shape (n_samples,), optional
+        The rows the model predicted positive, when its predictions are not ``proba >= threshold``.
 
     Returns
     -------
@@ -59,7 +61,7 @@ def simulate_metric(metric: str, calibrated, proba, threshold: float = 0.5, n_dr
     """
     rng = np.random.default_rng(random_state)
     calibrated = np.asarray(calibrated, dtype=np.float32)
-    weights = label_weights(metric, np.asarray(proba, dtype=np.float64), threshold)
+    weights = label_weights(metric, np.asarray(proba, dtype=np.float64), threshold, predicted)
     if metric != "roc_auc":  # predicted positives first, for _label_sums
         calibrated = calibrated[np.argsort(weights[:, 1], kind="stable")]
     chunk = max(1, CHUNK_ELEMENTS // len(calibrated))

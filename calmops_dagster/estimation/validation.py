@@ -44,12 +44,14 @@ def binary_classes(y, positive_label=None) -> tuple[np.ndarray, object]:
     return classes, positive_label
 
 
-def to_binary(y, classes: np.ndarray, positive_label) -> np.ndarray:
-    """``y`` as 0/1 integers (1 = ``positive_label``); a label outside ``classes`` is a ValueError."""
+def to_binary(y, classes: np.ndarray, positive_label, name: str = "y_true") -> np.ndarray:
+    """``y`` as 0/1 integers (1 = ``positive_label``); a label outside ``classes`` is a ValueError naming
+    ``name``."""
     y = column_or_1d(y, warn=True)
     unknown = np.setdiff1d(np.unique(y), classes)
     if len(unknown):
-        raise ValueError(f"labels {unknown[:10].tolist()} are not among the fitted classes {classes.tolist()}")
+        raise ValueError(f"{name} holds labels {unknown[:10].tolist()} that are not among the fitted classes "
+                         f"{classes.tolist()}")
     return (y == positive_label).astype(np.int8)
 
 

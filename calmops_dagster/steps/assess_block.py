@@ -22,7 +22,12 @@ from calmops_dagster.learning.retrain_policy import RetrainDecision
 from calmops_dagster.reports.block_report import write_drift_report_html
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.steps.block_context import decided_blocks, settings_of, write_context
-from calmops_dagster.steps.estimated_performance import BlockEstimates, estimate_block, estimated_drop
+from calmops_dagster.steps.estimated_performance import (
+    BlockEstimates,
+    KeptBlocks,
+    estimate_block,
+    estimated_drop,
+)
 from calmops_dagster.steps.predict_block import ensure_champion
 from calmops_dagster.steps.results import Assessment, LoadedBlock
 from calmops_dagster.steps.step_context import StepContext
@@ -54,8 +59,10 @@ def assess_block(ctx: StepContext, rows: LoadedBlock) -> Assessment:
     if champion:  # the estimate first, from the features alone: no label is read for it
         manifest, reference = store.manifest(champion), store.reference(champion)
         model = store.load(champion, spec.pickle_trusted)
+        kept = KeptBlocks(ctx.paths.blocks_dir(spec.name), block,
+                          ctx.order.registered() if spec.type == "stream" else None)
         estimates = estimate_block(run_spec, store, champion, model, frame.drop(columns=spec.target or [],
-                                   errors="ignore"), ctx.paths.estimation_dir(spec.name))
+                                   errors="ignore"), ctx.paths.estimation_dir(spec.name), kept)
         measured = block_assessment.assess_block(run_spec, frame, model, manifest, reference,
                                                  estimated_drop(run_spec, estimates))
     else:

@@ -56,9 +56,9 @@ def decide_champion(ctx: StepContext, rows: LoadedBlock, assessment: Assessment,
                                              assessment.held, assessment.rollback_hold)
         after = store.champion_version()
         write_context(ctx.metrics, spec, block, ctx.run_id, recorded, champion_after=after, decided=True)
-        if after not in (None, before):  # the next block's estimate reads the folds instead of fitting them
+        if after not in (None, before):  # the next block's estimate reads its calibration data ready
             ctx.log.debug(f"block {block}: estimation for {after}: " + prepare_calibration(
-                spec, store, after, ctx.paths.estimation_dir(spec.name)))
+                spec, store, after, ctx.paths.estimation_dir(spec.name), ctx.paths.blocks_dir(spec.name)))
     perf = ctx.settings.performance
     reason = decision.reason if challenger.version or decision.decision != "kept" else challenger.reason
     ctx.metrics.replace_block_rows("promotions", spec.name, block, [{

@@ -59,7 +59,8 @@ SCHEMA = {
         error_change_row BIGINT, computed_at TIMESTAMPTZ, late BOOLEAN""",
     "performance": """
         pipeline VARCHAR, block VARCHAR, model_version VARCHAR, role VARCHAR, evaluated_on VARCHAR,
-        metric VARCHAR, value DOUBLE, computed_at TIMESTAMPTZ, ci_low DOUBLE, ci_high DOUBLE""",
+        metric VARCHAR, value DOUBLE, computed_at TIMESTAMPTZ, ci_low DOUBLE, ci_high DOUBLE,
+        calibration_rows BIGINT""",
     "promotions": """
         pipeline VARCHAR, block VARCHAR, champion_before VARCHAR, challenger VARCHAR, decision VARCHAR,
         reason VARCHAR, metric VARCHAR, champion_score DOUBLE, challenger_score DOUBLE,
