@@ -27,15 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import block_spec_dict
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from live_processes import free_port, stop_group, wait_for
 from redis_server import redis_server
 
+from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
+from calmops_dagster.generators.writer import write_blocks
 from calmops_dagster.orchestration.code_version import source_digest
 from calmops_dagster.orchestration.headless_runs import pending_blocks
 from calmops_dagster.orchestration.ingest_registration import register_new_blocks
-from calmops_dagster.spec import load_spec
+from calmops_dagster.spec import load_spec, parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import CalmOpsHome
@@ -49,16 +51,6 @@ EXECUTE = [sys.executable, "-m", "dagster", "job", "execute", "-m", "calmops_dag
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed: `make redis` (make test) installs it")
-
-
-@pytest.fixture(scope="module")
-def demo_home(tmp_path_factory) -> Path:
-    """A home with pipeline ``alpha`` (one block of 150 rows; a tree whose fit can stall), made once."""
-    home = tmp_path_factory.mktemp("demo") / "home"
-    subprocess.run([sys.executable, "-m", "calmops_dagster.interfaces.cli", "--home", str(home), "demo", "--name",
-                    PIPELINE, "--initial", "0", "--blocks", "1", "--rows-per-block", "150"], check=True,
-                   capture_output=True)
-    return home
 
 
 @dataclass
@@ -99,26 +91,22 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path, demo_home) -> Site:
+def site(tmp_path) -> Site:
     root = tmp_path
-    home_root = root / "home"
-    shutil.copytree(demo_home, home_root)
-    spec_path = home_root / "pipelines" / PIPELINE / "pipeline.yaml"
-    raw = yaml.safe_load(spec_path.read_text())
-    raw["data_dir"] = str(home_root / "demo" / PIPELINE / "data")
-    raw["model_spec"] = {"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
-                         "params": {"random_state": 0}}
-    spec_path.write_text(yaml.safe_dump(raw))
-    block = shutil.copy(home_root / "demo" / PIPELINE / "blocks" / "block_001.csv", raw["data_dir"])
+    home = CalmOpsHome(root / "home")
+    data_dir = root / "data"
+    [block] = write_blocks(make_drifting_blocks(n_blocks=1, rows_per_block=150, seed=7), data_dir, block_col="block")
     os.utime(block, (0, 0))  # long settled
+    model = {"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
+             "params": {"random_state": 0}}
+    spec = parse_spec(block_spec_dict(PIPELINE, data_dir, model_spec=model), home.spec_path(PIPELINE))
+    save_spec(spec, home.spec_path(PIPELINE))
     dagster_home = root / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "CALMOPS_HOME": str(home_root), "DAGSTER_HOME": str(dagster_home)}
+    env = {**os.environ, "CALMOPS_HOME": str(home.root), "DAGSTER_HOME": str(dagster_home)}
     for key in ("CALMOPS_STORAGE_URL", "CALMOPS_CODE_VERSION", "CALMOPS_CELERY_BACKEND"):
         env.pop(key, None)
-    home = CalmOpsHome.from_env(home_root)
-    spec = load_spec(spec_path)
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         register_new_blocks(instance, spec, MetricsStore(home.metrics_db), ModelStore(home.models_dir(PIPELINE)),
                             logging.getLogger(__name__))
@@ -148,7 +136,7 @@ def test_broker_lost_mid_step_fails_the_run_naming_it_and_the_block_stays_pendin
         broker = broker_life.enter_context(redis_server(site.root / "redis.log"))
         worker = site.worker("w1", CALMOPS_CELERY_BROKER=broker, CALMOPS_TEST_FIT_SIGNAL=str(training),
                              CALMOPS_TEST_FIT_SLEEP="5")
-        stack.callback(stop_group, worker, 15)
+        stack.callback(stop_group, worker, 3)  # its broker is gone: no warm shutdown to wait for
         log = stack.enter_context(open(site.root / "run.log", "w"))
         run = subprocess.Popen(EXECUTE, env={**site.env, "CALMOPS_CELERY_BROKER": broker}, cwd=site.root,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
