@@ -15,6 +15,7 @@ flight on the worker.
 
 from __future__ import annotations
 
+import doctest
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from redis_server import redis_server
 
 from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.orchestration import celery_executor, code_version
 from calmops_dagster.orchestration.code_version import source_digest
 from calmops_dagster.orchestration.headless_runs import pending_blocks
 from calmops_dagster.orchestration.ingest_registration import register_new_blocks
@@ -218,3 +220,10 @@ def test_the_code_version_changes_with_any_module_and_not_with_the_layout(tmp_pa
     assert source_digest({"calmops_dagster": wheel, "calmops_dagster.assets": wheel / "assets"}) == before
     (assets / "data_block.py").write_text("STEP = 2\n")
     assert source_digest(editable) != before
+
+
+@pytest.mark.parametrize("module", [celery_executor, code_version], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_doctests(module):
+    """Credentials left out of URLs, the parts checked, the refusal's wording."""
+    result = doctest.testmod(module)
+    assert result.attempted and not result.failed
