@@ -56,7 +56,9 @@ def unreachable(url: str) -> str | None:
             connection.ensure_connection(max_retries=CHECK_ATTEMPTS - 1, interval_start=CHECK_INTERVAL_SECONDS,
                                          interval_step=0, interval_max=CHECK_INTERVAL_SECONDS)
     except Exception as exc:  # noqa: BLE001 -- whatever the transport raises, the broker is not usable
-        return " ".join(str(exc).split()) or type(exc).__name__
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        password = urlsplit(url).password
+        return reason.replace(password, "***") if password else reason
     return None
 
 
