@@ -45,7 +45,7 @@ def without_credentials(url: str) -> str:
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=host))
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def unreachable(url: str) -> str | None:
