@@ -133,6 +133,7 @@ def celery_runs(root: Path, files: dict[str, list[Path]], workers: int, s3_env: 
     from postgres_server import postgres_server
     from redis_server import redis_server
 
+    root.mkdir(parents=True)
     with ExitStack() as stack:
         broker = stack.enter_context(redis_server(root / "redis.log"))
         pg = stack.enter_context(postgres_server())
