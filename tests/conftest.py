@@ -23,6 +23,7 @@ from calmops_dagster.store.paths import CalmOpsHome
 #: tests first) started the `dagster dev` module late, and a worker ended the run on it alone.
 SLOW_MODULES_FIRST = (
     "test_distributed.py",  # Redis, PostgreSQL, moto, two Celery workers and the daemon (mostly waiting)
+    "test_distributed_faults.py",  # 104 at load 10 (7 Dec): Redis and a Celery worker per fault, mostly waiting
     "test_dagster_dev.py",  # 115: two lives of dagster dev, three pipelines (mostly waiting on them)
     "test_alerts_dagster_dev.py",  # 90-250: one life of dagster dev, two pipelines (mostly waiting on them)
     "test_speedups.py",  # 230 at load 13 (7 Dec): dagster dev on stock Dagster, a fresh process per run
