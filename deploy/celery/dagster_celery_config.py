@@ -7,12 +7,14 @@ the storage and what to do (:mod:`calmops_dagster.orchestration.celery_worker`),
 would fail."""
 
 import os
+import sys
 
 from celery.signals import celeryd_init
 
 from calmops_dagster.orchestration.celery_worker import storage_refusal
 
-broker_url = os.environ["CALMOPS_CELERY_BROKER"]
+broker_url = os.environ.get("CALMOPS_CELERY_BROKER") or sys.exit(
+    "CALMOPS_CELERY_BROKER is not set: set it to the broker URL of the code location (redis://host:6379/0)")
 result_backend = os.environ.get("CALMOPS_CELERY_BACKEND") or broker_url
 task_acks_late = True
 task_reject_on_worker_lost = True
