@@ -227,3 +227,13 @@ def test_doctests(module):
     """Credentials left out of URLs, the parts checked, the refusal's wording."""
     result = doctest.testmod(module)
     assert result.attempted and not result.failed
+
+
+def test_a_worker_without_its_broker_setting_exits_with_one_line():
+    env = {**os.environ, "PYTHONPATH": str(REPO / "deploy" / "celery")}
+    env.pop("CALMOPS_CELERY_BROKER", None)
+    done = subprocess.run([sys.executable, "-c", "import dagster_celery_config"], check=False, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("CALMOPS_CELERY_BROKER is not set: set it to the broker URL of the code location "
+                                   "(redis://host:6379/0)")
