@@ -1,66 +1,8 @@
 """Every metric as immutable Parquet segments, read through DuckDB views: many writers, no lock.
 
-Tables (all carry ``pipeline``; see the README for every column):
-
-- ``blocks``: one row per processed block: rows, source files, content hash.
-- ``drift_results``: one row per feature and test, plus the ``__dataset__`` decision row.
-- ``drift_summary``: the block's drift decision and why a challenger was (not) asked for.
-- ``performance``: one row per model version, metric and data it was scored on.
-- ``promotions``: every champion decision with its figures and reason.
-- ``labels``: delayed labels: per block, how its rows met the label files (labelled, missing, duplicate
-  and conflicting ids), and a ``__unmatched__`` row counting labels for rows never seen.
-- ``quarantine``: every data file set aside, with the reason.
-- ``breaker_state``: one row per pipeline: the circuit breaker (status, consecutive failures, reopen time).
-- ``breaker_events``: every breaker transition (failure, success, opened, reset...) with its run id.
-- ``data_files``: the ingest index (an event log): a row each time a file of ``data_dir`` is read (size,
-  mtime, content hash, accepted / duplicate / quarantined); a file's newest row is what the scan knows.
-- ``alerts``: every alert of a block (event, summary) and its delivery to each webhook (an event log; the
-  URL is never stored, only a fingerprint): what makes an alert go out once per event and block.
-- ``block_files``: the ingest record (an event log): which file version (content hash) holds how many rows
-  of which block, per scan (``seq``); a file's newest version is current, its earlier ones replaced.
-- ``processed_blocks``: one row per block whose results the store holds: the block version its last
-  successful run processed (:mod:`calmops_dagster.store.processed_blocks`; what is pending is decided from it).
-
-Every materialization is on record: the tables of :data:`VERSIONED` carry the ``run_id`` of the run that
-wrote them; ``block_context`` records what was in force when a block was first processed (champion,
-settings), so a rerun reproduces it; re-evaluations (``calmops reevaluate``) write ``reevaluation_summary``
-and ``reevaluation_results`` (keyed by ``reevaluation_id``) beside the decisions, never over them.
-
-Why not one DuckDB file: DuckDB lets one process write a database file at a time, and while it writes no
-other process may even open the file read-only, so runs of different pipelines queued behind each other's
-locks and an analyst's read failed with ``Could not set lock``. Here every write is a new, immutable Parquet
-file (a *segment*), written under a temporary name and renamed into place, so no writer ever waits for
-another and a reader sees a segment whole or not at all::
-
-    metrics/<table>/_schema.parquet                         no rows: every column with its type
-    metrics/<table>/<pipeline>/<block>/<seq>.parquet        one write of (table, pipeline, block)
-
-Each row carries three hidden columns: ``_seq`` (the write's sequence: nanosecond time and a random
-suffix, so later writes sort higher), ``_row`` (its position in the write) and ``_tombstone`` (a write that
-replaced a block's rows by none). A table is a view over ``read_parquet('<table>/**/*.parquet',
-union_by_name=true)``: for the tables keyed by block ("replace a block's rows"), the rows of the newest write
-of each key (:data:`KEYS`) win, so re-materializing a partition never doubles its rows; the rows a later write
-replaced stay on disk and readable in ``<table>_history`` (same columns plus ``replaced_at``, the time of
-the write that replaced them). Event tables (:data:`APPEND_ONLY`) show every row. Rows are de-duplicated on ``(_seq, _row)``,
-which is what lets :meth:`MetricsStore.compact` merge many segments into one while readers keep reading.
-
-The circuit breaker is the one read-modify-write: a transition depends on the state before it. Its truth is
-one small object per pipeline, ``metrics/_breaker/<pipeline>/head.json`` (the state, the last transition and
-the run ids recently counted), changed by :func:`~calmops_dagster.store.storage.update_atomically` (a folder
-lock on the local disk, conditional writes in S3), so writers on many machines apply their transitions one on
-top of the other; its ``breaker_state`` and ``breaker_events`` rows follow (:meth:`MetricsStore.update_breaker`).
-
-``metrics.duckdb`` holds only these views (the *catalog*), so ``duckdb.connect(..., read_only=True)`` and
-``calmops sql`` see the tables under their usual names; :meth:`MetricsStore.query` builds the same views in
-an in-memory DuckDB and never opens the file at all, so it cannot meet a lock.
-
-The segments live under the storage root (:mod:`calmops_dagster.store.storage`): ``CALMOPS_HOME/metrics``
-by default, ``$CALMOPS_STORAGE_URL/metrics`` in object storage. There DuckDB reads them through an fsspec
-filesystem (``register_filesystem``; :mod:`calmops_dagster.store.write_once_reads`, which asks S3 about a
-segment once per process), not through its ``httpfs`` extension, which it would have to download; a segment
-is written locally, then put as one object. The catalog file
-stays in ``CALMOPS_HOME``; its views then name ``s3://`` paths, which a DuckDB client outside this package
-reads once it registers an fsspec S3 filesystem (or loads ``httpfs``).
+Each write is a new segment, so runs of many pipelines and processes write without waiting for each other
+and a reader sees a write whole or not at all. The tables and their columns, the segment layout, the hidden
+columns and why not one DuckDB file: docs/metric-tables.md.
 """
 
 from __future__ import annotations
@@ -122,7 +64,7 @@ SCHEMA = {
         pipeline VARCHAR, block VARCHAR, champion_before VARCHAR, challenger VARCHAR, decision VARCHAR,
         reason VARCHAR, metric VARCHAR, champion_score DOUBLE, challenger_score DOUBLE,
         champion_after VARCHAR, test VARCHAR, p_value DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
-        decided_at TIMESTAMPTZ, late BOOLEAN""",
+        decided_at TIMESTAMPTZ, late BOOLEAN, trained_by VARCHAR""",
     "labels": """
         pipeline VARCHAR, block VARCHAR, label_files VARCHAR, rows BIGINT, labelled BIGINT, missing BIGINT,
         duplicate_ids BIGINT, conflicting_ids BIGINT, unknown_ids BIGINT, bad_files BIGINT, complete BOOLEAN,
@@ -367,7 +309,7 @@ class MetricsStore:
         kind = "TEMP VIEW" if temp else "VIEW"
         for table in tables or views():
             con.execute(f"CREATE OR REPLACE {kind} {table} AS {self._view_sql(table, pipeline)}")
-        if not tables:  # hashing every view's SQL costs a query about 6 ms: only where all views are made
+        if not tables:  # hashing every view's SQL costs a query: only where all views are made
             con.execute(f"CREATE OR REPLACE {kind} {CATALOG_VERSION_VIEW} AS "
                         f"SELECT {_sql_text(self._catalog_version())} AS version")
 
@@ -375,7 +317,7 @@ class MetricsStore:
         """Write each table's empty ``_schema.parquet`` (every column, typed) when missing or outdated.
 
         The files present are found by one listing and their columns read by one query: in object storage,
-        a look per table cost about 1 s in every process that opened the store."""
+        a look per table was a request per table in every process that opened the store."""
         found = {path.parent.name: path for path in self.data_dir.glob(f"*/{SCHEMA_FILE}")}
         present: dict[str, list[str]] = {}
         if found:
