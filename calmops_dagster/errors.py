@@ -74,3 +74,19 @@ class StoreUnavailableError(CalmOpsError):
 class CustomFunctionError(CalmOpsError):
     """A function of the spec's ``custom_functions`` failed: training raised and its fallback raised too (or
     there is none). The message is one line naming the function and its exception."""
+
+
+class BrokerUnavailableError(CalmOpsError):
+    """The Celery broker (or result backend) of a distributed run cannot be reached, before the run sent a
+    step or while it waited for one. One line naming it (without credentials) and what to do; the run fails and
+    its block stays pending."""
+
+
+class CodeVersionError(CalmOpsError):
+    """A Celery worker runs another version of the code than the code location that started the run: the step
+    is refused before it reads or writes anything."""
+
+
+class WorkerStorageError(CalmOpsError):
+    """A Celery worker cannot write and read back the pipelines' storage (``CALMOPS_STORAGE_URL``): it refuses
+    to start, so no step is ever sent to it."""

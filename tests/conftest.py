@@ -20,6 +20,7 @@ from calmops_dagster.store.paths import CalmOpsHome
 #: first and end on short ones, within seconds of each other (tests/README.md).
 SLOW_MODULES_FIRST = (
     "test_distributed.py",  # Redis, PostgreSQL, moto, two Celery workers and the daemon (mostly waiting)
+    "test_distributed_faults.py",  # Redis and a Celery worker per fault (mostly waiting)
     "test_dagster_dev.py",  # two lives of dagster dev, four pipelines (mostly waiting on them)
     "test_speedups.py",  # dagster dev on stock Dagster, a fresh process per run
     "test_tutorials.py",  # six tutorial scripts, each its own process

@@ -22,15 +22,16 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
-from live_processes import free_port, group_alive, stop_group, wait_for
+from live_processes import group_alive, stop_group, wait_for
 from moto_s3 import moto_s3
 from postgres_server import postgres_server
+from redis_server import redis_server
 
 from calmops_dagster.interfaces.cli import main
 
@@ -45,22 +46,6 @@ WORKERS = ("w1", "w2")
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed: `make redis` (make test) installs it")
-
-
-@contextmanager
-def redis_server(log_path: Path):
-    """A throw-away redis-server on a free port of 127.0.0.1, no persistence; yields its URL."""
-    port = free_port()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            wait_for(lambda: b"PONG" in subprocess.run(["redis-cli", "-p", str(port), "ping"], check=False,
-                                                      capture_output=True).stdout, 30, "redis-server", 0.2)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            stop_group(proc, timeout=10)
 
 
 def make_pipelines(home: Path, env: dict) -> dict[str, tuple[list[Path], Path]]:

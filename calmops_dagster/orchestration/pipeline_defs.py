@@ -15,7 +15,7 @@ from dagster import (
 from calmops_dagster.assets.pipeline_assets import build_pipeline_assets
 from calmops_dagster.orchestration.pipeline_logs import headless_console_logger, pipeline_file_logger
 from calmops_dagster.orchestration.reevaluation import build_reevaluation_job
-from calmops_dagster.orchestration.run_tags import PIPELINE_TAG
+from calmops_dagster.orchestration.run_tags import CODE_VERSION_TAG, PIPELINE_TAG
 from calmops_dagster.sensors.file_sensor import build_file_sensor
 from calmops_dagster.sensors.labels_sensor import build_labels_sensor
 from calmops_dagster.sensors.run_failure_sensor import build_breaker_sensors
@@ -46,15 +46,26 @@ CELERY_BACKEND_ENV = "CALMOPS_CELERY_BACKEND"
 
 
 def pipeline_executor(spec: PipelineSpec):
-    """Dagster's Celery executor when a broker is configured, else the executor the spec names."""
+    """Dagster's Celery executor, its broker checked (:mod:`~calmops_dagster.orchestration.celery_executor`), when
+    a broker is configured, else the executor the spec names."""
     broker = os.environ.get(CELERY_BROKER_ENV)
     if not broker:
         return EXECUTORS[spec.executor]
-    from dagster_celery import celery_executor
+    from calmops_dagster.orchestration.celery_executor import checked_celery_executor
 
-    return celery_executor.configured(
+    return checked_celery_executor.configured(
         {"broker": broker, "backend": os.environ.get(CELERY_BACKEND_ENV) or broker},
         name="celery")
+
+
+def code_version_tags() -> dict[str, str]:
+    """The code version tag of the runs whose steps go to Celery workers (each step compares it with its own
+    code: :mod:`~calmops_dagster.orchestration.code_version`); none when the steps run on this machine."""
+    if not os.environ.get(CELERY_BROKER_ENV):
+        return {}
+    from calmops_dagster.orchestration.code_version import code_version
+
+    return {CODE_VERSION_TAG: code_version()}
 
 
 def build_job(spec: PipelineSpec):
@@ -62,7 +73,7 @@ def build_job(spec: PipelineSpec):
     return define_asset_job(
         job_name(spec),
         selection=AssetSelection.groups(spec.name),
-        tags={PIPELINE_TAG: spec.name},
+        tags={PIPELINE_TAG: spec.name, **code_version_tags()},
         executor_def=pipeline_executor(spec),
         # Default run config: a logger runs only when named in the run config; these defaults are merged
         # into whatever run config a sensor, schedule, the UI or `calmops run` passes.

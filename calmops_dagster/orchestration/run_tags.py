@@ -20,6 +20,10 @@ RERUN_OF_TAG = "calmops/rerun_of"
 #: :func:`calmops_dagster.ingest.ingest_record.block_version`). A block is processed at a version when a
 #: successful run carries it.
 VERSION_TAG = "calmops/block_version"
+#: On every run of a job that sends its steps to Celery workers (the job's tags, set by the code location):
+#: the version of the code that started it (:func:`~calmops_dagster.orchestration.code_version.code_version`).
+#: A worker whose code differs refuses the run's steps.
+CODE_VERSION_TAG = "calmops/code_version"
 #: Statuses of a run that is queued or executing.
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
              DagsterRunStatus.STARTED]
