@@ -1,0 +1,202 @@
+"""Delta Lake tables under the storage root, through ``deltalake`` (delta-rs): commits, the live files, errors.
+
+One metric table is one Delta table at ``<storage root>/metrics/<table>``. What this module adds to delta-rs:
+
+- :func:`commit`: one atomic commit (an append, or an overwrite whose predicate names the rows it replaces),
+  retried with backoff while other writers' commits conflict with it, until :data:`COMMIT_DEADLINE_SECONDS`;
+  a write is never dropped silently. On S3 delta-rs commits with conditional PUTs (``conditional_put:
+  etag``): no lock service and no file lock.
+- :func:`live_files`: the Parquet files of a table's current version, read from its Delta log by a
+  :class:`~deltalake.DeltaTable` kept per process and brought up to date incrementally (on S3, one listing
+  of the log per read), optionally only those whose statistics may hold one pipeline's rows.
+- :func:`delta_errors`: what delta-rs raises for a table written by a newer Delta version, a log it cannot
+  read or a store that is gone, as one line naming the table and what to do.
+
+delta-rs starts a runtime (threads) on first use, which does not survive ``fork``: a process that touched it
+must start others with ``spawn`` (:mod:`calmops_dagster.speedups` forks only from a process that never did).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from calmops_dagster.errors import CalmOpsError, StoreUnavailableError
+from calmops_dagster.store.storage import Location, StoragePath
+
+#: How long :func:`commit` retries a commit that conflicts with other writers' before it gives up (and raises).
+COMMIT_DEADLINE_SECONDS = 300.0
+#: Conflicting commits retried by this process (figures for benchmarks; a retry is never a lost write).
+RETRIES = {"commits": 0, "retries": 0}
+_TABLES: dict[tuple[int, str], object] = {}
+_TABLES_LOCK = threading.Lock()
+
+
+class MetricTableError(CalmOpsError):
+    """A metric table that cannot be read or written as it is (newer format, unreadable log...)."""
+
+
+def table_uri(location: Location) -> str:
+    """The URI delta-rs opens ``location`` by: an absolute local path, or ``s3://bucket/key``."""
+    if isinstance(location, StoragePath):
+        return f"s3://{location.path}"
+    return str(Path(location).resolve())
+
+
+def storage_options(location: Location) -> dict[str, str] | None:
+    """delta-rs's client settings for ``location``: for S3, taken from the same environment variables as the
+    rest of the storage seam (endpoint, region, credentials), with conditional PUTs for commits and the
+    seam's bounded retries."""
+    if not isinstance(location, StoragePath):
+        return None
+    from calmops_dagster.store.object_store import store_attempts
+
+    env = os.environ
+    options = {"AWS_REGION": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+               "conditional_put": "etag", "max_retries": str(store_attempts() - 1), "retry_timeout": "30s"}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["AWS_ENDPOINT_URL"] = endpoint
+        if endpoint.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        if env.get(name):
+            options[name] = env[name]
+    return options
+
+
+@contextmanager
+def delta_errors(name: str, location: Location):
+    """Turn delta-rs's failures on the table ``name`` at ``location`` into one line saying what to do:
+    :class:`~calmops_dagster.errors.StoreUnavailableError` when the store itself failed, else
+    :class:`MetricTableError`."""
+    from deltalake.exceptions import DeltaError, DeltaProtocolError
+
+    try:
+        yield
+    except (CalmOpsError, FileNotFoundError):
+        raise
+    except DeltaProtocolError as exc:
+        raise MetricTableError(
+            f"metric table {name} ({table_uri(location)}) needs a newer Delta Lake reader or writer than "
+            f"deltalake {_version()} ({_one_line(exc)}); upgrade calmops-dagster, or write it with a "
+            "client that keeps to its protocol") from None
+    except (DeltaError, OSError, ValueError) as exc:
+        text = _one_line(exc)
+        if isinstance(location, StoragePath) and _store_failed(text):
+            raise StoreUnavailableError(f"{_describe(location)}: metric table {name}: {text}") from None
+        if isinstance(exc, (DeltaError, OSError)):
+            raise MetricTableError(
+                f"metric table {name} ({table_uri(location)}): its Delta log cannot be read or written "
+                f"({text}); restore the table's _delta_log from a backup, or move the table aside and run "
+                "`calmops migrate` to start it again") from None
+        raise
+
+
+def _store_failed(text: str) -> bool:
+    lowered = text.lower()
+    return any(marker in lowered for marker in (
+        "nosuchbucket", "bucket does not exist", "connection", "error sending request", "dispatch failure",
+        "timed out", "connect", "accessdenied", "invalidaccesskeyid", "503", "500 internal", "service unavailable"))
+
+
+def _describe(location: StoragePath) -> str:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    bucket = location.path.split("/")[0]
+    configured = os.environ.get("CALMOPS_STORAGE_URL", "").strip().rstrip("/")
+    url = configured if configured.partition("://")[2].split("/")[0] == bucket else f"s3://{bucket}"
+    return f"object store {url} (endpoint {endpoint})"
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _version() -> str:
+    import deltalake
+
+    return deltalake.__version__
+
+
+def open_table(location: Location, create_schema=None, configuration: dict | None = None):
+    """This process's :class:`~deltalake.DeltaTable` at ``location``, brought up to its latest version;
+    ``None`` when there is no table there. With ``create_schema`` (a pyarrow schema) a missing table is created
+    (of racing creators one commits version 0, the others open it)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    uri, options = table_uri(location), storage_options(location)
+    key = (os.getpid(), uri)
+    with _TABLES_LOCK:
+        table = _TABLES.get(key)
+    if table is not None:
+        table.update_incremental()
+        return table
+    try:
+        table = DeltaTable(uri, storage_options=options)
+    except TableNotFoundError:
+        if create_schema is None:
+            return None
+        try:
+            table = DeltaTable.create(uri, schema=create_schema, mode="ignore", configuration=configuration,
+                                      storage_options=options)
+        except Exception:  # another process created it first: open theirs
+            if not DeltaTable.is_deltatable(uri, storage_options=options):
+                raise
+            table = DeltaTable(uri, storage_options=options)
+    with _TABLES_LOCK:
+        _TABLES[key] = table
+    return table
+
+
+def forget_tables() -> None:
+    """Drop this process's open tables (they are opened again, from the log, when next used)."""
+    with _TABLES_LOCK:
+        _TABLES.clear()
+
+
+def commit(table, data, *, predicate: str | None = None, metadata: dict[str, str] | None = None) -> None:
+    """Append ``data`` (a pyarrow table) to ``table``, or with ``predicate`` replace the rows it matches by
+    ``data``: one commit either way. New columns of ``data`` are added to the table's schema. A commit that
+    conflicts with another writer's is tried again on the new version (backoff with jitter) until
+    :data:`COMMIT_DEADLINE_SECONDS`, then raises: never dropped."""
+    from deltalake import CommitProperties, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    deadline = time.monotonic() + COMMIT_DEADLINE_SECONDS
+    delay = 0.02
+    RETRIES["commits"] += 1
+    while True:
+        try:
+            write_deltalake(table, data, mode="overwrite" if predicate else "append", predicate=predicate,
+                            schema_mode="merge", commit_properties=CommitProperties(custom_metadata=metadata))
+            return
+        except CommitFailedError:
+            if time.monotonic() > deadline:
+                raise
+            RETRIES["retries"] += 1
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 1.0)
+        table.update_incremental()
+
+
+def live_files(table, pipeline: str | None = None) -> list[str]:
+    """The URIs of ``table``'s current Parquet files; with ``pipeline``, only those whose column statistics
+    say they may hold that pipeline's rows."""
+    import pyarrow as pa
+
+    actions = pa.table(table.get_add_actions(flatten=True))
+    paths = actions.column("path").to_pylist()
+    if pipeline is not None and "min.pipeline" in actions.column_names:
+        low, high = actions.column("min.pipeline").to_pylist(), actions.column("max.pipeline").to_pylist()
+        paths = [p for p, lo, hi in zip(paths, low, high, strict=True)
+                 if lo is None or hi is None or lo <= pipeline <= hi]
+    root = table.table_uri.rstrip("/")
+    if root.startswith("file://"):
+        root = root.removeprefix("file://")
+    return [f"{root}/{path}" for path in paths]
