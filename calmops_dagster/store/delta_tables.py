@@ -160,22 +160,32 @@ def forget_tables() -> None:
         _TABLES.clear()
 
 
-def commit(table, data, *, predicate: str | None = None, metadata: dict[str, str] | None = None) -> None:
+def commit(table, data, *, predicate: str | None = None, metadata: dict[str, str] | None = None,
+           app: tuple[str, int] | None = None) -> bool:
     """Append ``data`` (a pyarrow table) to ``table``, or with ``predicate`` replace the rows it matches by
     ``data``: one commit either way. New columns of ``data`` are added to the table's schema. A commit that
     conflicts with another writer's is tried again on the new version (backoff with jitter) until
-    :data:`COMMIT_DEADLINE_SECONDS`, then raises: never dropped."""
-    from deltalake import CommitProperties, write_deltalake
+    :data:`COMMIT_DEADLINE_SECONDS`, then raises: never dropped.
+
+    ``app`` (an application id and a version) makes the write idempotent, as Delta's application
+    transactions do: it is committed with the table's version of that id, and not made (``False``) when the
+    table already holds that version or a later one, even when another writer commits it at the same moment
+    (Delta refuses the second of two concurrent commits of one id; the retry finds it done)."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
     from deltalake.exceptions import CommitFailedError
 
     deadline = time.monotonic() + COMMIT_DEADLINE_SECONDS
     delay = 0.02
     RETRIES["commits"] += 1
     while True:
+        if app is not None and (table.transaction_version(app[0]) or -1) >= app[1]:
+            return False
         try:
             write_deltalake(table, data, mode="overwrite" if predicate else "append", predicate=predicate,
-                            schema_mode="merge", commit_properties=CommitProperties(custom_metadata=metadata))
-            return
+                            schema_mode="merge", commit_properties=CommitProperties(
+                                custom_metadata=metadata,
+                                app_transactions=[Transaction(app_id=app[0], version=app[1])] if app else None))
+            return True
         except CommitFailedError:
             if time.monotonic() > deadline:
                 raise

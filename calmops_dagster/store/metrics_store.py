@@ -384,15 +384,12 @@ class MetricsStore:
         _TABLES_SEEN.add(marker)
 
     def _prepare_table(self, table: str, replaced: Location | None) -> None:
-        """Create ``table`` (with a first checkpoint, which the catalog's views read) when missing, and write
-        its ``_replaced.parquet`` (keeping the rows it holds) with today's columns."""
-        import pyarrow.parquet as pq
-
+        """Create ``table`` when missing, checkpoint it (the catalog's views read a checkpoint: there must be
+        one), and write its ``_replaced.parquet`` (keeping the rows it holds) with today's columns."""
         location = self.table_location(table)
         dt = self._open(table)
         with delta_errors(table, location):
-            if dt.version() == 0:
-                dt.create_checkpoint()
+            dt.create_checkpoint()
         kept = None
         if replaced is not None:
             with self._memory() as con:
@@ -557,13 +554,13 @@ class MetricsStore:
     # --- writing -------------------------------------------------------------------------------------------
 
     def _commit(self, table: str, frame: pd.DataFrame | None, key: dict | None = None,
-                metadata: dict | None = None) -> None:
+                metadata: dict | None = None, app: tuple[str, int] | None = None) -> None:
         """One Delta commit of ``frame``'s rows to ``table``: replacing ``key``'s rows when given, else
-        appending."""
+        appending (``app``: see :func:`~calmops_dagster.store.delta_tables.commit`)."""
         data = self._arrow(table, frame)
         dt = self._open(table)
         with delta_errors(table, self.table_location(table)):
-            delta_tables.commit(dt, data, predicate=key and _predicate(key),
+            delta_tables.commit(dt, data, predicate=key and _predicate(key), app=app,
                                 metadata={**(metadata or {}), **({REPLACES: json.dumps(key)} if key else {})})
 
     def replace_block_rows(
@@ -676,10 +673,19 @@ class MetricsStore:
             return None
 
     def breaker_state(self, pipeline: str):
-        """The stored :class:`~calmops_dagster.store.breaker_state.BreakerState` of ``pipeline`` (its head's;
-        closed when it never changed)."""
+        """The stored :class:`~calmops_dagster.store.breaker_state.BreakerState` of ``pipeline``: its head's, or
+        the ``breaker_state`` row of a breaker last changed before heads existed (closed if none; whether
+        there is such a row the Delta log's file statistics say, so a breaker never changed costs no query)."""
         head = self._read_head(pipeline)
-        return _state_from_row(_from_json(head["state"])) if head else BreakerState()
+        if head:
+            return _state_from_row(_from_json(head["state"]))
+        self._ensure_tables()
+        dt = self._open("breaker_state")
+        with delta_errors("breaker_state", self.table_location("breaker_state")):
+            if not delta_tables.live_files(dt, pipeline):
+                return BreakerState()
+        found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline], pipeline=pipeline)
+        return _state_from_row(found[0] if found else None)
 
     def update_breaker(self, pipeline: str, transition, *, run_id: str | None = None, block: str | None = None,
                        step: str | None = None):
@@ -705,7 +711,7 @@ class MetricsStore:
 
         def change(old: bytes | None) -> bytes:
             head = json.loads(old) if old else None
-            current = _state_from_row(_from_json(head["state"])) if head else BreakerState()
+            current = _state_from_row(_from_json(head["state"])) if head else self.breaker_state(pipeline)
             if head and run_id and run_id in head["recent_runs"]:
                 outcome.update(state=current, event=None, previous=None, head=None)
                 return old  # unchanged: a repeat of a run counted since the head was read
@@ -726,28 +732,24 @@ class MetricsStore:
             return json.dumps(new).encode()
 
         update_atomically(self._breaker_head(pipeline), change)  # outcome: of the change that was written
-        previous = outcome["previous"]
-        if previous and not self.rows("SELECT 1 FROM breaker_events WHERE pipeline = ? AND event_at = ?",
-                                      [pipeline, _from_json(previous["event"])["event_at"]], pipeline=pipeline):
-            self.append_rows("breaker_events", [{"pipeline": pipeline, **_from_json(previous["event"])}])
+        if outcome["previous"]:
+            self._write_breaker_rows(pipeline, outcome["previous"])
         if outcome["head"]:
-            self.append_rows("breaker_events", [{"pipeline": pipeline, **_from_json(outcome["head"]["event"])}])
-            self._set_breaker_state(pipeline, outcome["head"])
+            self._write_breaker_rows(pipeline, outcome["head"])
         return outcome["state"], outcome["event"]
 
-    def _set_breaker_state(self, pipeline: str, head: dict) -> None:
-        """``breaker_state``'s row of ``pipeline`` := ``head``'s state; written again from the head as it is
-        now while a later transition changed it meanwhile (whose own write may have committed first)."""
+    def _write_breaker_rows(self, pipeline: str, head: dict) -> None:
+        """The ``breaker_events`` row of the transition ``head`` holds, then ``breaker_state``'s row of
+        ``pipeline`` := its state, each once: as a Delta application transaction numbered by the transition's
+        sequence, so a transition's rows written by two writers (its own, and the next one's after it died)
+        are one row, and a state never replaces the state of a later transition."""
         import pandas as pd
 
         self._ensure_ready()
-        for _ in range(10):
-            self._commit("breaker_state", pd.DataFrame([{"pipeline": pipeline, **_from_json(head["state"])}]),
-                         {"pipeline": pipeline})
-            now = self._read_head(pipeline)
-            if now is None or now["seq"] == head["seq"]:
-                return
-            head = now
+        app = (f"calmops-breaker-{pipeline}", int(head["seq"][:20]))
+        for table, row, key in (("breaker_events", head["event"], None),
+                                ("breaker_state", head["state"], {"pipeline": pipeline})):
+            self._commit(table, pd.DataFrame([{"pipeline": pipeline, **_from_json(row)}]), key, app=app)
 
     # --- compaction, archive and removal -------------------------------------------------------------------
 
