@@ -34,10 +34,18 @@ COMMIT_DEADLINE_SECONDS = 300.0
 RETRIES = {"commits": 0, "retries": 0}
 _TABLES: dict[tuple[int, str], object] = {}
 _TABLES_LOCK = threading.Lock()
+#: The process that first opened a Delta table (and so started delta-rs's runtime), if any.
+_USED_BY: set[int] = set()
 
 
 class MetricTableError(CalmOpsError):
     """A metric table that cannot be read or written as it is (newer format, unreadable log...)."""
+
+
+def used_in_this_process() -> bool:
+    """Whether this process has used delta-rs (opened a table): then it must not ``fork`` without ``exec``,
+    as a forked child would hang on the runtime it inherits half-copied."""
+    return os.getpid() in _USED_BY
 
 
 def table_uri(location: Location) -> str:
@@ -132,6 +140,7 @@ def open_table(location: Location, create_schema=None, configuration: dict | Non
 
     uri, options = table_uri(location), storage_options(location)
     key = (os.getpid(), uri)
+    _USED_BY.add(os.getpid())
     with _TABLES_LOCK:
         table = _TABLES.get(key)
     if table is not None:
