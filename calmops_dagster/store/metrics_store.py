@@ -358,13 +358,19 @@ class MetricsStore:
             return delta_tables.open_table(location, create_schema=self._arrow(table, None).schema,
                                            configuration=_table_configuration())
 
-    def _ensure_tables(self) -> None:
+    def migrate(self) -> dict[str, tuple[int, int]]:
+        """Convert a store of Parquet segments (the format before Delta Lake) now, as its first open would
+        (:mod:`~calmops_dagster.store.segment_migration`); ``{table: (rows, replaced rows)}`` converted."""
+        _TABLES_SEEN.discard(str(self.data_dir.resolve()))
+        return self._ensure_tables()
+
+    def _ensure_tables(self) -> dict[str, tuple[int, int]]:
         """Every table a Delta table with its ``_replaced.parquet`` current (columns as :data:`SCHEMA`); a
         store of Parquet segments (the format before Delta) is converted first. Once per process and folder:
-        one listing and one query when everything is in place."""
+        one listing and one query when everything is in place. Returns what was converted."""
         marker = str(self.data_dir.resolve())
         if marker in _TABLES_SEEN:
-            return
+            return {}
         from calmops_dagster.store import segment_migration
 
         found = {path.parent.name: path for path in self.data_dir.glob(f"*/{REPLACED_FILE}")}
@@ -379,9 +385,9 @@ class MetricsStore:
             path = found.get(table)
             if path is None or present.get(str(path)) != [*columns(table), "replaced_at"]:
                 self._prepare_table(table, path)
-        if segment_migration.has_segments(self.data_dir):
-            segment_migration.migrate(self)
+        converted = segment_migration.migrate(self) if segment_migration.has_segments(self.data_dir) else {}
         _TABLES_SEEN.add(marker)
+        return converted
 
     def _prepare_table(self, table: str, replaced: Location | None) -> None:
         """Create ``table`` when missing, checkpoint it (the catalog's views read a checkpoint: there must be
