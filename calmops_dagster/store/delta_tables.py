@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -88,28 +89,45 @@ def delta_errors(name: str, location: Location):
         yield
     except (CalmOpsError, FileNotFoundError):
         raise
-    except DeltaProtocolError as exc:
-        raise MetricTableError(
-            f"metric table {name} ({table_uri(location)}) needs a newer Delta Lake reader or writer than "
-            f"deltalake {_version()} ({_one_line(exc)}); upgrade calmops-dagster, or write it with a "
-            "client that keeps to its protocol") from None
     except (DeltaError, OSError, ValueError) as exc:
-        text = _one_line(exc)
-        if isinstance(location, StoragePath) and _store_failed(text):
-            raise StoreUnavailableError(f"{_describe(location)}: metric table {name}: {text}") from None
+        text, full = _one_line(exc), _one_line(exc, limit=None)
+        if isinstance(exc, DeltaProtocolError) or _NEWER.search(text):
+            raise MetricTableError(
+                f"metric table {name} ({table_uri(location)}) was written by a newer Delta Lake version than "
+                f"deltalake {_version()} reads ({text}); upgrade calmops-dagster, or have that writer keep to "
+                "the table's protocol") from None
+        if isinstance(location, StoragePath) and (failure := _store_failure(full)):
+            raise StoreUnavailableError(f"{_describe(location)}: metric table {name}: {failure}") from None
         if isinstance(exc, (DeltaError, OSError)):
             raise MetricTableError(
-                f"metric table {name} ({table_uri(location)}): its Delta log cannot be read or written "
-                f"({text}); restore the table's _delta_log from a backup, or move the table aside and run "
-                "`calmops migrate` to start it again") from None
+                f"metric table {name} ({table_uri(location)}): its Delta log cannot be read ({text}); restore "
+                "the damaged commit file under _delta_log from a backup, or delete it if it is the newest one "
+                "(the table goes back to its previous version)") from None
         raise
 
 
-def _store_failed(text: str) -> bool:
+#: How delta-rs words a table whose protocol (reader or writer version, table features) it does not support.
+_NEWER = re.compile(r"unsupported.*feature|feature.*not supported|reader version|writer version|"
+                    r"minReaderVersion|minWriterVersion", re.IGNORECASE)
+#: Terminal colour codes in delta-rs's error text.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: Where delta-rs's error text turns into a backtrace.
+_BACKTRACE = re.compile(r"\s+0: (<unknown>|\S+::)")
+
+
+#: What delta-rs's S3 client says when the store itself failed, and the words this module says it in.
+_STORE_FAILURES = (("nosuchbucket", "the bucket does not exist"), ("connection refused", "cannot connect"),
+                   ("error sending request", "cannot connect"), ("dns error", "cannot connect"),
+                   ("timed out", "no answer, timed out"), ("timeout", "no answer, timed out"),
+                   ("accessdenied", "access refused"), ("invalidaccesskeyid", "access refused"),
+                   ("status: 403", "access refused"), ("slowdown", "unavailable"), ("status: 503", "unavailable"),
+                   ("status: 500", "unavailable"))
+
+
+def _store_failure(text: str) -> str | None:
+    """What failed, in a few words, when delta-rs's error ``text`` is a failure of the store itself."""
     lowered = text.lower()
-    return any(marker in lowered for marker in (
-        "nosuchbucket", "bucket does not exist", "connection", "error sending request", "dispatch failure",
-        "timed out", "connect", "accessdenied", "invalidaccesskeyid", "503", "500 internal", "service unavailable"))
+    return next((words for marker, words in _STORE_FAILURES if marker in lowered), None)
 
 
 def _describe(location: StoragePath) -> str:
@@ -120,9 +138,9 @@ def _describe(location: StoragePath) -> str:
     return f"object store {url} (endpoint {endpoint})"
 
 
-def _one_line(error: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _one_line(error: BaseException, limit: int | None = 300) -> str:
+    text = " ".join(_ANSI.sub("", _BACKTRACE.split(str(error), maxsplit=1)[0]).split())
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _version() -> str:
