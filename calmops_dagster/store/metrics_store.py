@@ -798,7 +798,7 @@ class MetricsStore:
             with delta_errors(table, self.table_location(table)):
                 dt.delete(_predicate({"pipeline": pipeline}))
             with self._memory() as con:
-                kept = con.execute(f"SELECT * FROM read_parquet(?) WHERE pipeline IS DISTINCT FROM ?",
+                kept = con.execute("SELECT * FROM read_parquet(?) WHERE pipeline IS DISTINCT FROM ?",
                                    [str(self.table_location(table) / REPLACED_FILE), pipeline]).df()
             self.write_replaced(table, kept)
         remove_tree(self.data_dir / BREAKER_HEADS / _part(pipeline))

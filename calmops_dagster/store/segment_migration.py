@@ -96,7 +96,7 @@ def migrate(store: MetricsStore) -> dict[str, tuple[int, int]]:
             for path in files:
                 path.unlink(missing_ok=True)
             if not isinstance(root, StoragePath):
-                for folder in sorted((p for p in root.iterdir() if p.is_dir() and p.name != "_delta_log")):
+                for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "_delta_log"):
                     _remove_empty(folder)
             (root / SEGMENT_SCHEMA_FILE).unlink(missing_ok=True)
             converted[table] = (len(current), 0 if replaced is None else len(replaced))
