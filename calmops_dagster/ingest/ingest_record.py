@@ -3,7 +3,7 @@
 The sensor, the schedule, ``calmops run`` and ``calmops relaunch`` all go through :func:`ingest_data_dir`,
 and the ``data_block`` asset loads exactly the versions recorded here, never "every file in the folder". Two
 event tables of the metrics store (so a scan in the sensor and one in ``calmops run`` see the same record;
-each scan that finds something appends one segment to each):
+each scan that finds something appends to each in one commit):
 
 - ``data_files`` (pipeline, file, size, mtime_ns, content_hash, status, note, schema, seen_at): the index, a
   row each time a file is read, with the size and mtime it had, so the next scan does not open it again (a

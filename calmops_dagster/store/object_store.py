@@ -2,7 +2,7 @@
 
 Every S3 request of a process that uses an ``s3://`` storage root goes through
 :class:`ObjectStoreFileSystem`, an :class:`s3fs.S3FileSystem`: the stores' reads and writes, DuckDB's reads
-of metric segments (:mod:`~calmops_dagster.store.write_once_reads` is a subclass) and Dagster's IO manager,
+of metric tables' files (:mod:`~calmops_dagster.store.write_once_reads` is a subclass) and Dagster's IO manager,
 which opens ``s3://`` paths through fsspec (:func:`use_for_s3` makes this class fsspec's ``s3``).
 
 - **Retries**: botocore's ``standard`` mode, :data:`STORE_ATTEMPTS` attempts per request for connection

@@ -2,13 +2,13 @@
 
 One object answers every "where is ..." question so that the CLI, the code location, the sensors and the
 tests agree on the layout. Pipeline state (models, blocks, incoming file versions, predictions, reports,
-estimation data, metric segments) lives under the storage root (:mod:`calmops_dagster.store.storage`:
+estimation data, metric tables) lives under the storage root (:mod:`calmops_dagster.store.storage`:
 ``$CALMOPS_STORAGE_URL``, by default ``CALMOPS_HOME`` itself) in the same layout; specs, run locks, logs,
 the metrics catalog and the Dagster instance stay in ``CALMOPS_HOME``::
 
     $CALMOPS_HOME/
       metrics.duckdb                 the metric tables as DuckDB views (see metrics_store.py)
-      metrics/                       the metric rows: immutable Parquet segments, one per write
+      metrics/<table>/               the metric rows: one Delta Lake table each
       dagster/                       DAGSTER_HOME: Dagster's SQLite instance, shared by `dagster dev` and `calmops run`
       storage/                       Dagster's IO manager outputs
       pipelines/<name>/pipeline.yaml the pipeline spec
@@ -73,7 +73,7 @@ class CalmOpsHome:
 
     @property
     def metrics_dir(self) -> Location:
-        """The metric tables' Parquet segments (see :mod:`calmops_dagster.store.metrics_store`)."""
+        """The metric tables, one Delta Lake table each (see :mod:`calmops_dagster.store.metrics_store`)."""
         return self.state_root / "metrics"
 
     @property

@@ -1,7 +1,7 @@
 """The storage seam: where a pipeline's state lives, on the local disk or in object storage.
 
 ``CALMOPS_STORAGE_URL`` (default: ``CALMOPS_HOME`` itself) is an fsspec URL under which models, processed
-blocks, incoming file versions, predictions, reports, estimation data and the metric Parquet segments live,
+blocks, incoming file versions, predictions, reports, estimation data and the metric tables (Delta Lake) live,
 in the same layout as under ``CALMOPS_HOME``. Specs, run locks, pipeline logs, the metrics catalog
 (``metrics.duckdb``, views only) and the local Dagster instance stay in ``CALMOPS_HOME``.
 
