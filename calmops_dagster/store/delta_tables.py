@@ -149,9 +149,22 @@ def _version() -> str:
     return deltalake.__version__
 
 
+#: deltalake's names of the DuckDB column types the metric tables use.
+DELTA_TYPES = {"VARCHAR": "string", "BIGINT": "long", "DOUBLE": "double", "BOOLEAN": "boolean",
+               "TIMESTAMPTZ": "timestamp"}
+
+
+def delta_schema(types: dict[str, str]):
+    """A Delta schema of ``{column: DuckDB type}`` (every column nullable)."""
+    from deltalake import Field, Schema
+    from deltalake.schema import PrimitiveType
+
+    return Schema([Field(name, PrimitiveType(DELTA_TYPES[kind]), nullable=True) for name, kind in types.items()])
+
+
 def open_table(location: Location, create_schema=None, configuration: dict | None = None):
     """This process's :class:`~deltalake.DeltaTable` at ``location``, brought up to its latest version;
-    ``None`` when there is no table there. With ``create_schema`` (a pyarrow schema) a missing table is created
+    ``None`` when there is no table there. With ``create_schema`` (a Delta schema) a missing table is created
     (of racing creators one commits version 0, the others open it)."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
@@ -225,9 +238,7 @@ def commit(table, data, *, predicate: str | None = None, metadata: dict[str, str
 def live_files(table, pipeline: str | None = None) -> list[str]:
     """The URIs of ``table``'s current Parquet files; with ``pipeline``, only those whose column statistics
     say they may hold that pipeline's rows."""
-    import pyarrow as pa
-
-    actions = pa.table(table.get_add_actions(flatten=True))
+    actions = table.get_add_actions(flatten=True)  # an Arrow table of arro3's: no pyarrow needed to read it
     paths = actions.column("path").to_pylist()
     if pipeline is not None and "min.pipeline" in actions.column_names:
         low, high = actions.column("min.pipeline").to_pylist(), actions.column("max.pipeline").to_pylist()

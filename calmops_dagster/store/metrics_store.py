@@ -64,6 +64,7 @@ import math
 import os
 import random
 import re
+import tempfile
 import threading
 import time
 import uuid
@@ -341,11 +342,11 @@ class MetricsStore:
 
     # --- tables and catalog --------------------------------------------------------------------------------
 
-    def _arrow(self, table: str, frame: pd.DataFrame | None, extra: str = ""):
+    def _arrow(self, table: str, frame: pd.DataFrame | None):
         """``frame`` (``None``: no rows) as a pyarrow table typed as ``table`` (times in UTC)."""
         with self._memory() as con:
             con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"CREATE TEMP TABLE incoming_rows ({SCHEMA[table]}{extra})")
+            con.execute(f"CREATE TEMP TABLE incoming_rows ({SCHEMA[table]})")
             if frame is not None and len(frame):
                 con.register("incoming", frame)
                 con.execute("INSERT INTO incoming_rows BY NAME SELECT * FROM incoming")
@@ -355,7 +356,7 @@ class MetricsStore:
         """This process's Delta table of ``table``, up to date (created when missing)."""
         location = self.table_location(table)
         with delta_errors(table, location):
-            return delta_tables.open_table(location, create_schema=self._arrow(table, None).schema,
+            return delta_tables.open_table(location, create_schema=delta_tables.delta_schema(_types(table)),
                                            configuration=_table_configuration())
 
     def migrate(self) -> dict[str, tuple[int, int]]:
@@ -403,14 +404,22 @@ class MetricsStore:
         self.write_replaced(table, kept)
 
     def write_replaced(self, table: str, frame: pd.DataFrame | None) -> None:
-        """Write ``<table>/_replaced.parquet``: ``frame``'s rows (the table's columns and ``replaced_at``)."""
-        import pyarrow.parquet as pq
-
-        buffer = io.BytesIO()
-        pq.write_table(self._arrow(table, frame, ", replaced_at TIMESTAMPTZ"), buffer)
-        write_atomic(self.table_location(table) / REPLACED_FILE, buffer.getvalue())
-        if isinstance(self.data_dir, StoragePath):
-            reader_filesystem(self.data_dir).forget((self.table_location(table) / REPLACED_FILE).path)
+        """Write ``<table>/_replaced.parquet``: ``frame``'s rows (the table's columns and ``replaced_at``;
+        ``None``: none). Written by DuckDB, so opening a store needs neither pandas nor pyarrow."""
+        path = self.table_location(table) / REPLACED_FILE
+        tmp = Path(tempfile.gettempdir()) / f"calmops-replaced-{uuid.uuid4().hex}.parquet"
+        try:
+            with self._memory() as con:
+                con.execute(f"CREATE TEMP TABLE replaced_rows ({SCHEMA[table]}, replaced_at TIMESTAMPTZ)")
+                if frame is not None and len(frame):
+                    con.register("incoming", frame)
+                    con.execute("INSERT INTO replaced_rows BY NAME SELECT * FROM incoming")
+                con.execute(f"COPY replaced_rows TO {_sql_text(str(tmp))} (FORMAT parquet)")
+            write_atomic(path, tmp.read_bytes())
+        finally:
+            tmp.unlink(missing_ok=True)
+        if isinstance(path, StoragePath):
+            reader_filesystem(path).forget(path.path)
 
     def _read_sql(self, table: str, files: list[str], pipeline: str | None) -> str:
         """The SELECT of ``table``'s current rows out of ``files`` (its live files), typed."""
@@ -512,7 +521,7 @@ class MetricsStore:
                 moved = {t: con.execute(f"SELECT * FROM {t}").df() for t in tables if t in SCHEMA}
             for table, frame in moved.items():
                 if len(frame):
-                    self.append_rows(table, frame, _any_table=True)
+                    self._commit(table, frame)
         building = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             with duckdb.connect(str(building)) as con:
@@ -597,16 +606,16 @@ class MetricsStore:
         self._commit(table, frame, key)
         return count
 
-    def append_rows(self, table: str, rows: pd.DataFrame | list[dict], _any_table: bool = False) -> int:
+    def append_rows(self, table: str, rows: pd.DataFrame | list[dict]) -> int:
         """Append rows to an event table (``quarantine``, ``breaker_events``...): one commit."""
         import pandas as pd
 
-        if table not in APPEND_ONLY and not _any_table:
+        if table not in APPEND_ONLY:
             raise ValueError(f"{table} is keyed by block: use replace_block_rows")
         frame = pd.DataFrame(rows)
         if not len(frame):
             return 0
-        self._ensure_tables()
+        self._ensure_ready()
         self._commit(table, frame)
         return len(frame)
 
