@@ -162,10 +162,11 @@ def delta_schema(types: dict[str, str]):
     return Schema([Field(name, PrimitiveType(DELTA_TYPES[kind]), nullable=True) for name, kind in types.items()])
 
 
-def open_table(location: Location, create_schema=None, configuration: dict | None = None):
-    """This process's :class:`~deltalake.DeltaTable` at ``location``, brought up to its latest version;
-    ``None`` when there is no table there. With ``create_schema`` (a Delta schema) a missing table is created
-    (of racing creators one commits version 0, the others open it)."""
+def open_table(location: Location, create_schema=None, configuration: dict | None = None, latest: bool = True):
+    """This process's :class:`~deltalake.DeltaTable` at ``location``, brought up to its latest version (with
+    ``latest=False``, as this process last saw it: a writer need not ask, delta-rs checks its commit against the
+    commits it missed); ``None`` when there is no table there. With ``create_schema`` (a Delta schema) a
+    missing table is created (of racing creators one commits version 0, the others open it)."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -175,7 +176,8 @@ def open_table(location: Location, create_schema=None, configuration: dict | Non
     with _TABLES_LOCK:
         table = _TABLES.get(key)
     if table is not None:
-        table.update_incremental()
+        if latest:
+            table.update_incremental()
         return table
     try:
         table = DeltaTable(uri, storage_options=options)

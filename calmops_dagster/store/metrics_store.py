@@ -352,12 +352,12 @@ class MetricsStore:
                 con.execute("INSERT INTO incoming_rows BY NAME SELECT * FROM incoming")
             return con.sql("SELECT * FROM incoming_rows").to_arrow_table()
 
-    def _open(self, table: str):
-        """This process's Delta table of ``table``, up to date (created when missing)."""
+    def _open(self, table: str, latest: bool = True):
+        """This process's Delta table of ``table``, up to date unless ``latest=False`` (created when missing)."""
         location = self.table_location(table)
         with delta_errors(table, location):
             return delta_tables.open_table(location, create_schema=delta_tables.delta_schema(_types(table)),
-                                           configuration=_table_configuration())
+                                           configuration=_table_configuration(), latest=latest)
 
     def migrate(self) -> dict[str, tuple[int, int]]:
         """Convert a store of Parquet segments (the format before Delta Lake) now, as its first open would
@@ -573,7 +573,7 @@ class MetricsStore:
         """One Delta commit of ``frame``'s rows to ``table``: replacing ``key``'s rows when given, else
         appending (``app``: see :func:`~calmops_dagster.store.delta_tables.commit`)."""
         data = self._arrow(table, frame)
-        dt = self._open(table)
+        dt = self._open(table, latest=False)
         with delta_errors(table, self.table_location(table)):
             delta_tables.commit(dt, data, predicate=key and _predicate(key), app=app,
                                 metadata={**(metadata or {}), **({REPLACES: json.dumps(key)} if key else {})})
