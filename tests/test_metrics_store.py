@@ -284,4 +284,8 @@ def test_replaced_files_are_checked_together_and_only_missing_or_outdated_ones_r
     monkeypatch.setattr(MetricsStore, "write_replaced", lambda self, table, frame: rewritten.append(table))
     metrics_store._TABLES_SEEN.clear()
     MetricsStore(store.path, data_dir=store.data_dir)._ensure_tables()
+    assert rewritten == []  # _tables.json says every table was made for these columns: nothing is listed
+    monkeypatch.setitem(SCHEMA, "blocks", SCHEMA["blocks"] + ", new_column VARCHAR")  # the columns change
+    metrics_store._TABLES_SEEN.clear()
+    MetricsStore(store.path, data_dir=store.data_dir)._ensure_tables()
     assert sorted(rewritten) == ["blocks", "promotions"]

@@ -193,6 +193,8 @@ HISTORY = "_history"
 #: In each table's folder: the rows replaced before it was a Delta table, with ``replaced_at`` (empty when
 #: none); it also gives the views their typed columns. Delta readers and vacuum ignore names starting with ``_``.
 REPLACED_FILE = "_replaced.parquet"
+#: In the metrics folder: the version of :data:`SCHEMA` every table was last made current for.
+TABLES_FILE = "_tables.json"
 #: The commit metadata entry naming the key (JSON) whose rows a replacing commit replaced.
 REPLACES = "calmops_replaces"
 #: Days the files and log entries of replaced rows are kept (``calmops compact`` vacuums older ones): the
@@ -367,11 +369,19 @@ class MetricsStore:
 
     def _ensure_tables(self) -> dict[str, tuple[int, int]]:
         """Every table a Delta table with its ``_replaced.parquet`` current (columns as :data:`SCHEMA`); a
-        store of Parquet segments (the format before Delta) is converted first. Once per process and folder:
-        one listing and one query when everything is in place. Returns what was converted."""
+        store of Parquet segments (the format before Delta) is converted first. Once per process and folder;
+        ``metrics/_tables.json`` records the columns it was done for, so a process that finds it current
+        reads one small file instead of listing every table. Returns what was converted."""
         marker = str(self.data_dir.resolve())
         if marker in _TABLES_SEEN:
             return {}
+        done = self.data_dir / TABLES_FILE
+        try:
+            if json.loads(done.read_bytes()).get("schema") == _schema_version():
+                _TABLES_SEEN.add(marker)
+                return {}
+        except (FileNotFoundError, ValueError, AttributeError):
+            pass
         from calmops_dagster.store import segment_migration
 
         found = {path.parent.name: path for path in self.data_dir.glob(f"*/{REPLACED_FILE}")}
@@ -387,6 +397,7 @@ class MetricsStore:
             if path is None or present.get(str(path)) != [*columns(table), "replaced_at"]:
                 self._prepare_table(table, path)
         converted = segment_migration.migrate(self) if segment_migration.has_segments(self.data_dir) else {}
+        write_atomic(done, json.dumps({"schema": _schema_version()}).encode())
         _TABLES_SEEN.add(marker)
         return converted
 
@@ -811,6 +822,10 @@ class MetricsStore:
                                    [str(self.table_location(table) / REPLACED_FILE), pipeline]).df()
             self.write_replaced(table, kept)
         remove_tree(self.data_dir / BREAKER_HEADS / _part(pipeline))
+
+
+def _schema_version() -> str:
+    return hashlib.sha256(json.dumps(SCHEMA, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _table_configuration() -> dict[str, str]:
