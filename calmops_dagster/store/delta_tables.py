@@ -35,6 +35,7 @@ COMMIT_DEADLINE_SECONDS = 300.0
 RETRIES = {"commits": 0, "retries": 0}
 _TABLES: dict[tuple[int, str], object] = {}
 _TABLES_LOCK = threading.Lock()
+_COMMIT_LOCKS: dict[int, threading.Lock] = {}
 #: The process that first opened a Delta table (and so started delta-rs's runtime), if any.
 _USED_BY: set[int] = set()
 
@@ -219,22 +220,30 @@ def commit(table, data, *, predicate: str | None = None, metadata: dict[str, str
     deadline = time.monotonic() + COMMIT_DEADLINE_SECONDS
     delay = 0.02
     RETRIES["commits"] += 1
-    while True:
-        if app is not None and (table.transaction_version(app[0]) or -1) >= app[1]:
-            return False
-        try:
-            write_deltalake(table, data, mode="overwrite" if predicate else "append", predicate=predicate,
-                            schema_mode="merge", commit_properties=CommitProperties(
-                                custom_metadata=metadata,
-                                app_transactions=[Transaction(app_id=app[0], version=app[1])] if app else None))
-            return True
-        except CommitFailedError:
-            if time.monotonic() > deadline:
-                raise
-            RETRIES["retries"] += 1
-        time.sleep(delay * (1 + random.random()))
-        delay = min(delay * 2, 1.0)
-        table.update_incremental()
+    with _commit_lock(table):  # this process's threads share the table object: one commit at a time on it
+        while True:
+            if app is not None:
+                table.update_incremental()
+                if (table.transaction_version(app[0]) or -1) >= app[1]:
+                    return False
+            try:
+                write_deltalake(table, data, mode="overwrite" if predicate else "append", predicate=predicate,
+                                schema_mode="merge", commit_properties=CommitProperties(
+                                    custom_metadata=metadata,
+                                    app_transactions=[Transaction(app_id=app[0], version=app[1])] if app else None))
+                return True
+            except CommitFailedError:
+                if time.monotonic() > deadline:
+                    raise
+                RETRIES["retries"] += 1
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
+            table.update_incremental()
+
+
+def _commit_lock(table) -> threading.Lock:
+    with _TABLES_LOCK:
+        return _COMMIT_LOCKS.setdefault(id(table), threading.Lock())
 
 
 def live_files(table, pipeline: str | None = None) -> list[str]:
