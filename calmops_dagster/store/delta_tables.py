@@ -36,7 +36,7 @@ RETRIES = {"commits": 0, "retries": 0}
 _TABLES: dict[tuple[int, str], object] = {}
 _TABLES_LOCK = threading.Lock()
 _COMMIT_LOCKS: dict[int, threading.Lock] = {}
-#: The process that first opened a Delta table (and so started delta-rs's runtime), if any.
+#: The processes that opened a Delta table (and so started delta-rs's runtime).
 _USED_BY: set[int] = set()
 
 
@@ -73,7 +73,7 @@ def storage_options(location: Location) -> dict[str, str] | None:
         options["AWS_ENDPOINT_URL"] = endpoint
         if endpoint.startswith("http://"):
             options["AWS_ALLOW_HTTP"] = "true"
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         if env.get(name):
             options[name] = env[name]
     return options
