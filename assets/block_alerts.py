@@ -1,4 +1,5 @@
-"""The alerts of a block's run (:mod:`calmops_dagster.interfaces.alerts`), told from Dagster.
+"""The alerts of a block's run (:mod:`calmops_dagster.interfaces.alerts`), told from Dagster: what a step
+sends through :attr:`~calmops_dagster.steps.step_context.StepContext.alerts`, and the run-failure sensor.
 
 Asset checks are not stored in DuckDB: the ones that failed in the run so far are read from the run's
 event log, and a check about to be reported is given by the caller. The drift check is left out: its
@@ -7,9 +8,9 @@ failure is the ``drift`` event.
 
 from dagster import DagsterEventType, DagsterInstance
 
-from calmops_dagster.assets.wiring import DRIFT_CHECK  # its failure is the ``drift`` event
 from calmops_dagster.interfaces.alerts import send_block_alerts
 from calmops_dagster.spec import PipelineSpec
+from calmops_dagster.steps.results import DRIFT_CHECK  # its failure is the ``drift`` event
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.paths import CalmOpsHome
 

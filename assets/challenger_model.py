@@ -16,7 +16,7 @@ def challenger_metadata(spec: PipelineSpec, result: ChallengerOutcome) -> dict:
     return {
         "trained": int(result.trained), "rerun": int(not result.trained), "version": result.version,
         "retrain_mode": spec.retrain_mode, "note": result.note, "train_rows": result.train_rows,
-        "eval_rows": result.eval_rows, **result.ipip,
+        "eval_rows": result.eval_rows, **result.ipip, **({"trained_by": result.trained_by} if result.trained_by else {}),
         **scores_metadata("challenger_", result.challenger_scores),
         **scores_metadata("champion_", result.champion_scores),
     }

@@ -2,7 +2,6 @@
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetIn, Output, asset
 
-from calmops_dagster.assets.block_alerts import alert_run
 from calmops_dagster.assets.monitoring import monitoring_materialization
 from calmops_dagster.assets.wiring import (
     PERFORMANCE_CHECK,
@@ -49,8 +48,6 @@ def build_champion_model(spec: PipelineSpec):
         # the overview first: a failing blocking check below ends this step, and the story must show it
         context.log_event(monitoring_materialization(spec, result.overview))
         yield Output(result, metadata=champion_metadata(result))
-        alert_run(spec, home.paths, metrics.store(), context.partition_key, context.instance, context.run_id,
-                  {PERFORMANCE_CHECK: result.failures}, context.log)
         yield AssetCheckResult(
             check_name=PERFORMANCE_CHECK, passed=not result.failures,
             severity=AssetCheckSeverity.ERROR if result.blocking else AssetCheckSeverity.WARN,

@@ -3,7 +3,6 @@
 
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
-from calmops_dagster.assets.block_alerts import alert_run
 from calmops_dagster.assets.monitoring import monitoring_materialization
 from calmops_dagster.assets.wiring import asset_key, common, open_step
 from calmops_dagster.orchestration.run_tags import VERSION_TAG
@@ -36,10 +35,8 @@ def build_predictions(spec: PipelineSpec):
 
         loaded = context.instance.get_run_by_id(context.run_id).tags.get(VERSION_TAG)  # None: not loaded by this run
         result = predict_block(open_step(spec, context, home, metrics), data_block, loaded)
-        if result.overview is not None:  # prediction-only: no champion_model step reports it, nor its alerts
+        if result.overview is not None:  # prediction-only: no champion_model step reports it
             context.log_event(monitoring_materialization(spec, result.overview))
-            alert_run(spec, home.paths, metrics.store(), context.partition_key, context.instance, context.run_id,
-                      log=context.log)
         return Output(result, metadata=predictions_metadata(result))
 
     return predictions

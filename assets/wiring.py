@@ -7,6 +7,7 @@ Every asset is partitioned by the pipeline's dynamic partitions (one per block) 
 from __future__ import annotations
 
 import warnings
+from functools import partial
 
 from dagster import (
     AssetCheckSpec,
@@ -17,13 +18,11 @@ from dagster import (
     PreviewWarning,
 )
 
+from calmops_dagster.assets.block_alerts import alert_run
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
+from calmops_dagster.steps.results import DRIFT_CHECK, PERFORMANCE_CHECK, SCHEMA_CHECK  # noqa: F401 -- for the assets
 from calmops_dagster.steps.step_context import BlockOrder, StepContext, step_context
-
-SCHEMA_CHECK = "schema_and_nulls"
-DRIFT_CHECK = "no_data_drift"
-PERFORMANCE_CHECK = "champion_meets_thresholds"
 
 
 def asset_key(spec: PipelineSpec, name: str) -> AssetKey:
@@ -58,8 +57,9 @@ def open_step(spec: PipelineSpec, context: AssetExecutionContext | OpExecutionCo
               metrics: MetricsStoreResource) -> StepContext:
     """The step's context in this run (an asset's, or the re-evaluation op's): the block, the stores, the run's
     log and the block's recorded context; the order of blocks is asked of the Dagster instance only when the
-    step needs it."""
-    instance = context.instance
+    step needs it, and the block's alerts read the checks failed so far from the run's event log."""
+    instance, block, store = context.instance, context.partition_key, metrics.store()
     order = BlockOrder(registered=lambda: instance.get_dynamic_partitions(spec.partitions_name))
-    return step_context(spec, context.partition_key, context.run_id, home.model_store(spec.name), metrics.store(),
-                        home.paths, order, context.log)
+    alerts = partial(alert_run, spec, home.paths, store, block, instance, context.run_id, log=context.log)
+    return step_context(spec, block, context.run_id, home.model_store(spec.name), store, home.paths, order,
+                        context.log, alerts)

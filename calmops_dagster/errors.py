@@ -59,7 +59,18 @@ class NoChampionError(CalmOpsError):
     """An operation needs a champion model and the pipeline has none yet."""
 
 
+class StaleAssetValueError(CalmOpsError):
+    """An asset value Dagster stored for a block cannot be handed to this release's steps: an earlier release
+    stored it (a dict or a DataFrame where the steps now hand dataclasses, or an object of a module since
+    moved). The message names the asset, the block and what to materialize again."""
+
+
 class StoreUnavailableError(CalmOpsError):
     """The object store holding the pipelines' state cannot be used (unreachable, refusing access, no such
     bucket, failing with 5xx) after the client's bounded retries. The message is one line naming the store,
     its endpoint and the failure (:mod:`calmops_dagster.store.object_store`)."""
+
+
+class CustomFunctionError(CalmOpsError):
+    """A function of the spec's ``custom_functions`` failed: training raised and its fallback raised too (or
+    there is none). The message is one line naming the function and its exception."""

@@ -209,6 +209,60 @@ class RetrainConfig(StrictModel):
     """``recalibration``: calibration method of the champion's probabilities."""
 
 
+class CustomFunctionsConfig(StrictModel):
+    """The user's own training code, named ``module.path:function`` (each optional).
+
+    ``train(X, y, context)`` builds the first champion and every challenger unless ``retrain(champion, X, y,
+    context)`` is given for challengers; ``fallback(error, X, y, context)`` runs when training raises and
+    returns a model or ``None`` (no challenger). Each is imported only from ``allow_modules``
+    (:mod:`calmops_dagster.learning.custom_functions`)."""
+
+    allow_modules: list[str] = Field(default_factory=list)
+    """The modules (and the modules below them) the functions may be imported from."""
+    train: str | None = None
+    retrain: str | None = None
+    fallback: str | None = None
+
+    @field_validator("allow_modules")
+    @classmethod
+    def _dotted_modules(cls, value: list[str]) -> list[str]:
+        from calmops_dagster.learning.custom_functions import check_allow_modules
+
+        return check_allow_modules(value)
+
+    @field_validator("train", "retrain", "fallback")
+    @classmethod
+    def _trusted_function(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from calmops_dagster.learning.custom_functions import resolve_function, split_path
+
+        allowed = info.data.get("allow_modules")
+        if value is None or allowed is None:  # allow_modules itself failed: reported there
+            return value
+        if _imports_models(info):
+            resolve_function(info.field_name, value, allowed)
+            return value
+        module, _ = split_path(value, allowed)
+        root = module.split(".")[0]
+        if importlib.util.find_spec(root) is None:
+            raise ValueError(f"cannot import module '{module}': no package '{root}' is installed")
+        return value
+
+    @property
+    def trains(self) -> bool:
+        """Whether a user function trains models (``train`` or ``retrain``)."""
+        return self.train is not None or self.retrain is not None
+
+    def function(self, role: str):
+        """The function of ``role`` (``train``, ``retrain``, ``fallback``), resolved and checked again."""
+        from calmops_dagster.learning.custom_functions import resolve_function
+
+        return resolve_function(role, getattr(self, role), self.allow_modules)
+
+
+#: The retrain modes that only choose the rows a custom function learns from.
+CUSTOM_FUNCTION_MODES = ("full", "window", "replay_mix")
+
+
 class ScheduleConfig(StrictModel):
     """``{type: cron, params: {cron: "0 * * * *"}}`` or ``{type: interval, params: {minutes: 10}}``."""
 
@@ -336,6 +390,8 @@ class PipelineSpec(StrictModel):
     """Default: inferred from the estimator class."""
     retrain_mode: Literal["full", "incremental", "window", "stacking", "replay_mix", "recalibration"] = "full"
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    custom_functions: CustomFunctionsConfig | None = None
+    """The user's own train, retrain and fallback functions (see :class:`CustomFunctionsConfig`)."""
     drift: DriftConfig = Field(default_factory=DriftConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
@@ -394,6 +450,12 @@ class PipelineSpec(StrictModel):
             raise ValueError("'model_file' and 'reference_file' are for prediction_only pipelines")
         if self.reference_file is not None and self.model_file is None:
             raise ValueError("'reference_file' needs the 'model_file' it describes")
+        custom = self.custom_functions
+        if custom is not None and (self.prediction_only or self.type == "ipip"):
+            raise ValueError("'custom_functions' train models: not for prediction_only or ipip pipelines")
+        if custom is not None and custom.trains and self.retrain_mode not in CUSTOM_FUNCTION_MODES:
+            raise ValueError(f"with custom_functions.train/retrain, retrain_mode only chooses the rows they learn "
+                             f"from: one of {list(CUSTOM_FUNCTION_MODES)}, not '{self.retrain_mode}'")
         if not _imports_models(info):  # task, metrics and modes need the estimator class: a full load
             return self
         if self.task is None:

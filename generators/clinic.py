@@ -1,26 +1,9 @@
 """Synthetic clinical cohorts: demographics, omics and proteins, a diagnosis, and longitudinal visits.
 
-Each patient has demographics (age, sex, BMI) and, at every visit, gene expression and protein levels. The
-molecular features are organised in **modules** (co-regulated gene sets, each with the proteins it
-produces) and linked by a **Gaussian copula**: a latent normal vector with strong correlation inside a
-module and none across modules is pushed through each feature's marginal, which is
-
-- negative binomial for RNA-Seq counts (over-dispersed non-negative integers, per-gene mean and dispersion,
-  a per-sample library-size factor),
-- normal for microarray log2 intensities,
-- log-normal for protein concentrations.
-
-Visits of the same patient share part of the latent vector (``visit_correlation``), so a patient stays
-recognisable over time. Disease patients have some modules up- or down-regulated; ``diagnosis`` is the
-target (0 control, 1 disease).
-
-Drift, each recorded in the ground truth:
-
-- :class:`GroupTransition`: from a visit on, a share of the control patients becomes disease patients;
-- :class:`ModuleShift`: from a visit on, a whole module (its genes and proteins together) changes its mean
-  for everybody, a correlated shift such as a batch effect or a treatment;
-- new time steps: every visit draws from its own seeded generator, so ``first_visit`` lets a later call
-  produce the next visits of the very same cohort.
+Molecular features are organised in co-regulated modules linked by a Gaussian copula (RNA-Seq counts,
+microarray intensities, protein levels), visits of a patient are correlated, and drift is recorded in the
+ground truth: control-to-disease transitions, module shifts, new visits of the same cohort.
+The model, its marginals and each kind of drift: docs/generators.md.
 """
 
 from __future__ import annotations

@@ -1,31 +1,8 @@
 """Realistic synthesis: learn a real table and draw new rows that look like it.
 
-:class:`RealGenerator` offers five methods:
-
-- ``cart``, ``rf``, ``lgbm``: Fully Conditional Specification (FCS) in its sequential form (synthpop's):
-  the columns are visited in order, target first, and each column gets a model of its conditional
-  distribution given the columns visited before it, fitted once on the real rows. Synthesis walks the same
-  order and **samples** each column from its fitted conditional given the synthetic values drawn so far,
-  never taking the point prediction (which shrinks variance). One pass gives a draw from the chain-rule
-  factorisation of the joint; a Gibbs sampler over full conditionals started from independent marginals
-  was tried and dropped, because after 5 sweeps it still shrank variances by 15-25% on correlated columns.
-
-  * ``cart``: a decision tree; the synthetic value is a random real value from the leaf the synthetic row
-    falls into (synthpop's CART method);
-  * ``rf``: a random forest; a random tree per row, then a random real value from that tree's leaf;
-  * ``lgbm``: LightGBM; categories drawn from the predicted class probabilities, numbers as the prediction
-    plus a residual drawn from cross-fitted training residuals, rescaled to keep the variance.
-
-- ``sdv``: SDV's GaussianCopula (default), CTGAN or TVAE, on CPU, with column types set explicitly from the
-  table rather than auto-detected.
-- ``resample``: a bootstrap of the real rows (the baseline every other method should beat on privacy and
-  match on fidelity).
-
-For every method the target's class balance is kept exactly: classes are allotted by largest remainder,
-FCS draws the features around the fixed target, and SDV samples each class with a condition. FCS puts
-missing values back by copying the missingness pattern of a random real row of the same class, so each
-column's missing rate and the co-missingness between columns are kept; SDV models missing values itself,
-and ``resample`` copies them with the rows.
+:class:`RealGenerator` offers FCS with ``cart``, ``rf`` or ``lgbm`` (each column sampled from its fitted
+conditional, so variances are kept), ``sdv`` and ``resample`` (the baseline); every method keeps the
+target's class balance and the missing-value rates. How each method draws: docs/generators.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Dagster resources of calmops-dagster, and the resource set every pipeline uses."""
 
-from dagster import FilesystemIOManager
-
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
+from calmops_dagster.resources.step_results_io import StepResultsIOManager
 from calmops_dagster.store.paths import CalmOpsHome
 
 __all__ = ["CalmOpsHomeResource", "MetricsStoreResource", "build_resources"]
@@ -14,5 +13,5 @@ def build_resources(home: CalmOpsHome) -> dict:
         "home": CalmOpsHomeResource(root=str(home.root)),
         "metrics": MetricsStoreResource(db_path=str(home.metrics_db)),
         # Dagster's own pickles of asset values: under the storage root too (UPath over fsspec for s3://)
-        "io_manager": FilesystemIOManager(base_dir=str(home.storage_dir)),
+        "io_manager": StepResultsIOManager(base_dir=str(home.storage_dir)),
     }

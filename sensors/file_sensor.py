@@ -1,35 +1,10 @@
 """One file sensor per pipeline: new stable file versions in ``data_dir`` become partitions and run requests.
 
-A file modified less than ``settle_seconds`` ago is read once it has been left alone that long; when that is
-sooner than the next tick, the tick waits for it (:func:`~calmops_dagster.ingest.file_scan.settle_wait`), so a
-landed file is read ``settle_seconds`` after it landed, not up to an interval later.
-
-A tick first stats the files (:func:`~calmops_dagster.ingest.file_scan.listing_fingerprint`, kept in the
-cursor as ``listing``): when no file was added, removed or rewritten, none is waiting to settle and no other
-entry point recorded a scan since, the tick reads nothing else and only looks after dead runs, so an idle
-tick costs a ``stat`` per file and one read of the record's newest ``seq``, whatever the number of blocks.
-Otherwise it ingests ``data_dir`` through the ingest record (:mod:`calmops_dagster.ingest.ingest_record`, in
-DuckDB, shared with the schedule and ``calmops run``): files already known by size and mtime are not read
-again, new versions are recorded as the blocks' current file versions. The cursor stays small whatever the
-number of files: the files not yet stable (``seen``), the ``seq`` of the last record change the sensor
-acted on, and the ``listing`` fingerprint. It is returned in the same ``SensorResult`` as the run requests;
-a tick that fails after the record was written acts on the change at the next tick (its ``seq`` is still
-newer than the cursor's).
-
-A run is requested for every block whose file versions changed since the cursor's ``seq`` and that no
-successful run processed at its current version, with ``run_key = <block>:<block version>``: seeing the same
-files again requests nothing, a changed file requests its blocks again.
-
-A processed block that no current file version holds any more (its file was rewritten and its rows moved to
-other blocks) is withdrawn (:mod:`~calmops_dagster.ingest.withdrawal`) and its partition deleted.
-
-Stream pipelines: every accepted file version is one partition (``<stem>-<sha12>``, copied into
-``pipelines/<name>/incoming/``), requested in arrival order. The cursor is stored by Dagster with the sensor's
-state in the instance, so it survives restarts of the daemon and of ``dagster dev``.
-
-Every tick also looks after the pipeline's runs whose process died
-(:func:`~calmops_dagster.orchestration.dead_runs.dead_runs`): each such block is requested once more and the dead
-run marked failed (:func:`rerun_requests`), so a killed run worker does not hold up the pipeline's run queue.
+An idle tick costs a ``stat`` per file; a changed folder is ingested through the ingest record shared with
+the schedule and ``calmops run`` (:mod:`calmops_dagster.ingest.ingest_record`), and a block is requested
+once per version (``run_key = <block>:<block version>``). Every tick also requests again the blocks whose
+run's process died. What it reads, waits for and sets aside: docs/ingest.md; its cursor, stream
+pipelines and dead runs: docs/unattended.md.
 """
 
 

@@ -15,46 +15,43 @@ from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.paths import CalmOpsHome
 
-#: The modules taking more than 5 s, slowest first (seconds of one worker in the suite of 1 Dec 2026, 01:08),
-#: collected first so that ``make test``'s workers (``--dist loadfile --no-loadscope-reorder``: whole modules,
-#: in collection order) start them first and end on short ones: the two workers then finish within seconds of
-#: each other (with only the eight slowest first, the modules after them went alphabetically and the workers
-#: ended 7-9 s apart, one on `test_storage`, the other on `test_warm_run_launcher`). xdist's own order (most
-#: tests first) started the `dagster dev` module late, and a worker ended the run on it alone.
+#: The modules taking more than 5 s, slowest first, collected first so that ``make test``'s workers
+#: (``--dist loadfile --no-loadscope-reorder``: whole modules, in collection order) start the long modules
+#: first and end on short ones, within seconds of each other (tests/README.md).
 SLOW_MODULES_FIRST = (
     "test_distributed.py",  # Redis, PostgreSQL, moto, two Celery workers and the daemon (mostly waiting)
-    "test_dagster_dev.py",  # 115: two lives of dagster dev, three pipelines (mostly waiting on them)
-    "test_alerts_dagster_dev.py",  # 90-250: one life of dagster dev, two pipelines (mostly waiting on them)
-    "test_speedups.py",  # 230 at load 13 (7 Dec): dagster dev on stock Dagster, a fresh process per run
-    "test_tutorials.py",  # 82: five tutorial scripts, each its own process
-    "test_faults.py",  # 44
-    "test_postgres_instance.py",  # 37: a PostgreSQL server and a Dagster daemon on it (mostly waiting)
-    "test_s3_storage.py",  # 37: moto and every command on S3
-    "test_server_schemathesis.py",  # 27
-    "test_block_pipeline.py",  # 27
-    "test_alerts.py",  # 25-70: five pipelines in-process against a local HTTP receiver
-    "test_storage.py",  # 20
-    "test_stream_sensor.py",  # 19
-    "test_circuit_breaker.py",  # 18
-    "test_warm_run_launcher.py",  # 16
-    "test_reruns.py",  # 12
-    "test_exactly_once.py",  # 12
-    "test_skops_io.py",  # 12
-    "test_run_guard.py",  # 12
-    "test_metrics_store.py",  # 11
-    "test_ipip.py",  # 10
-    "test_promotion.py",  # 10
-    "test_drift_engine.py",  # 9
-    "test_generators_real.py",  # 9
-    "test_pipeline_report.py",  # 9
-    "test_cli.py",  # 8
-    "test_estimated_performance.py",  # 8
-    "test_cli_imports.py",  # 7
-    "test_late_blocks.py",  # 6
-    "test_sqlite_storage.py",  # 6
-    "test_server.py",  # 6
-    "test_delayed_labels.py",  # 5
-    "test_ipip_pipeline.py",  # 5
+    "test_dagster_dev.py",  # two lives of dagster dev, four pipelines (mostly waiting on them)
+    "test_speedups.py",  # dagster dev on stock Dagster, a fresh process per run
+    "test_tutorials.py",  # six tutorial scripts, each its own process
+    "test_faults.py",
+    "test_custom_functions.py",  # seven pipelines in-process with a user's package
+    "test_postgres_instance.py",  # a PostgreSQL server and a Dagster daemon on it (mostly waiting)
+    "test_s3_storage.py",  # moto and every command on S3
+    "test_server_schemathesis.py",
+    "test_block_pipeline.py",
+    "test_alerts.py",  # five pipelines in-process against a local HTTP receiver
+    "test_storage.py",
+    "test_stream_sensor.py",
+    "test_circuit_breaker.py",
+    "test_warm_run_launcher.py",
+    "test_reruns.py",
+    "test_exactly_once.py",
+    "test_skops_io.py",
+    "test_run_guard.py",
+    "test_metrics_store.py",
+    "test_ipip.py",
+    "test_promotion.py",
+    "test_drift_engine.py",
+    "test_generators_real.py",
+    "test_pipeline_report.py",
+    "test_cli.py",
+    "test_estimated_performance.py",
+    "test_cli_imports.py",
+    "test_late_blocks.py",
+    "test_sqlite_storage.py",
+    "test_server.py",
+    "test_delayed_labels.py",
+    "test_ipip_pipeline.py",
 )
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 import shutil
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import block_spec_dict
 from dagster import DagsterEventType, Definitions, build_run_status_sensor_context
+from sklearn.linear_model import LogisticRegression
 from webhook_receiver import WebhookReceiver
 
 from calmops_dagster.errors import SpecError
@@ -29,6 +31,7 @@ from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import AlertsConfig, load_spec, parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
+from calmops_dagster.store.skops_io import skops_io
 
 TOKEN = "T0K3N-s3cr3t"
 FIELDS = {"event", "pipeline", "block", "summary", "report_url", "at", "text"}
@@ -229,6 +232,23 @@ def test_without_webhooks_alerts_are_recorded_not_sent(home, tmp_path, instance,
     assert rows.to_dict(orient="records") == [{"block": "1", "event": "promotion", "status": "no_webhook",
                                                "webhook": None}]
     assert send_block_alerts(spec, home, MetricsStore(home.metrics_db), "1") == []  # recorded once
+
+
+def test_a_prediction_only_pipeline_records_its_alerts(home, tmp_path, instance, block_files):
+    """No champion step: the predictions step tells the block's events (the drift of blocks 3 and 4 from the
+    model's reference, which no retraining moves)."""
+    frame = pd.concat(pd.read_csv(file) for file in block_files[:1])
+    features = ["x1", "x2", "x3", "x4"]
+    skops_io().dump(LogisticRegression().fit(frame[features], frame["y"]), tmp_path / "model.skops")
+    frame[[*features, "y"]].to_parquet(tmp_path / "reference.parquet")
+    spec = spec_with_alerts(home, tmp_path, name="scoring", prediction_only=True,
+                            model_file=str(tmp_path / "model.skops"),
+                            reference_file=str(tmp_path / "reference.parquet"), features=features)
+    results, _ = run_blocks(home, spec, instance, block_files)
+    assert [r.success for r in results] == [True] * 4
+    rows = MetricsStore(home.metrics_db).query("SELECT block, event, status FROM alerts ORDER BY block")
+    assert rows.to_dict(orient="records") == [{"block": block, "event": "drift", "status": "no_webhook"}
+                                              for block in ("3", "4")]
 
 
 @pytest.fixture

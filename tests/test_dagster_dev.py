@@ -1,10 +1,12 @@
 """End to end with the real `dagster dev` (webserver, daemon, sensor, run launcher) on a temporary home.
 
-One home with three pipelines and two lives of `dagster dev` (starting one is a good part of each story's
+One home with four pipelines and two lives of `dagster dev` (starting one is a good part of each story's
 time, so the stories share them; `make test` gives a whole module to one worker, `--dist loadfile`):
 
 - `stalled`: `dagster dev` killed mid-training must pick up where it was after a restart;
 - `late`: a late block dropped in must not turn production back to an old model;
+- `flaky` (training always fails) and `demo` send their alerts to a real local HTTP receiver: each alert
+  arrives once, `flaky`'s `breaker_open` from the run-failure sensor, and no webhook URL reaches a log;
 - `demo`: the demo's story as a newcomer sees it. Block files are dropped into the watched folder (by hand,
   then with `calmops demo --next`) and processed by the sensor's runs with nobody clicking; then headless
   Chromium opens the Dagster UI (the first page loaded, the next ones reached inside the app, as its links
@@ -24,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +37,12 @@ import yaml
 from cdp_browser import Browser
 from dagster import DagsterInstance, DagsterRunStatus
 from live_processes import answers_200, free_port, group_alive, stop_group, wait_for
+from webhook_receiver import WebhookReceiver
 
 CALMOPS = [sys.executable, "-m", "calmops_dagster.interfaces.cli"]
 
 REPO = Path(__file__).resolve().parents[1]
+TOKEN = "T0K3N-d3v"  # in the webhook URLs: it must never reach a log
 NO_COMMUNITY_MODAL = "localStorage.setItem('communityNux', JSON.stringify('1'))"
 
 
@@ -102,6 +107,8 @@ class Story:
 
     home: Path
     port: int
+    hooks: WebhookReceiver
+    dev_log: Path
     dropped: list[str] = field(default_factory=list)
     late_before_block_3: dict = field(default_factory=dict)
 
@@ -119,6 +126,8 @@ def story(tmp_path_factory) -> Story:
     2. `dagster dev` is started again, and stays up for the module's tests. `stalled` resumes. `late` gets
        blocks 1, 2, 4 and 5 (drift at 4 promotes v0002), then block 3 of the old regime. `demo` (4 blocks,
        drift at block 4, as in the README) gets block 1 by hand, then blocks 2-4 by `calmops demo --next`.
+       `flaky` gets its block 1, whose training fails: the breaker opens. `demo` and `flaky` alert a live
+       local receiver, which stays up for the module's tests.
     """
     root = tmp_path_factory.mktemp("dagster_dev")
     home, port, signal_file = root / "home", free_port(), root / "training"
@@ -130,7 +139,7 @@ def story(tmp_path_factory) -> Story:
     raw["model_spec"] = {"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
                          "params": {"random_state": 0}}
     spec_path.write_text(yaml.safe_dump(raw))
-    story = Story(home, port)
+    make_demo(home, "--name", "flaky", "--blocks", "1")
 
     stalled_blocks, stalled_data = demo_files(home, "stalled")
     with running_dev(home, port, root / "dev1.log", CALMOPS_TEST_FIT_SIGNAL=str(signal_file),
@@ -143,23 +152,40 @@ def story(tmp_path_factory) -> Story:
 
     late_blocks, late_data = demo_files(home, "late")
     demo_blocks, demo_data = demo_files(home, "demo")
-    with running_dev(home, port, root / "dev2.log") as process:
-        for index in (0, 1, 3, 4):
-            shutil.copy(late_blocks[index], late_data / late_blocks[index].name)
-        shutil.copy(demo_blocks[0], demo_data / demo_blocks[0].name)
-        wait_for(lambda: "1" in processed_blocks(story.db, "demo"), 300, "demo's block 1")
-        env = {**os.environ, "CALMOPS_HOME": str(home)}
-        story.dropped = [subprocess.run([*CALMOPS, "demo", "--next"], env=env, check=True, capture_output=True,
-                                        text=True).stdout.splitlines()[0] for _ in range(3)]
-        wait_for(lambda: {"1", "2", "4", "5"} <= set(promotions_by_block(story.db, "late")), 600,
-                 "late's blocks 1, 2, 4, 5")
-        story.late_before_block_3 = promotions_by_block(story.db, "late")
-        shutil.copy(late_blocks[2], late_data / late_blocks[2].name)
-        wait_for(lambda: "3" in promotions_by_block(story.db, "late"), 300, "late's late block 3")
-        wait_for(lambda: processed_blocks(story.db, "demo") == {"1", "2", "3", "4"}, 600, "demo's blocks 2-4")
-        wait_for(lambda: len(processed_blocks(story.db, "stalled")) == 2, 600, "stalled's blocks 1 and 2")
-        wait_for(lambda: server_up(process, port), 120, "the webserver to answer /server_info")
-        yield story
+    flaky_blocks, flaky_data = demo_files(home, "flaky")
+    with WebhookReceiver() as hooks:
+        add_alerts(home, "demo", hooks.url(f"/demo/{TOKEN}"))
+        add_alerts(home, "flaky", hooks.url(f"/flaky/{TOKEN}"),
+                   model_spec={"module": "calmops_dagster.learning.testing_models", "class": "FailingTree"},
+                   circuit_breaker={"max_failures": 1, "backoff_minutes": 60})
+        story = Story(home, port, hooks, root / "dev2.log")
+        with running_dev(home, port, story.dev_log) as process:
+            shutil.copy(flaky_blocks[0], flaky_data / flaky_blocks[0].name)
+            for index in (0, 1, 3, 4):
+                shutil.copy(late_blocks[index], late_data / late_blocks[index].name)
+            shutil.copy(demo_blocks[0], demo_data / demo_blocks[0].name)
+            wait_for(lambda: "1" in processed_blocks(story.db, "demo"), 300, "demo's block 1")
+            env = {**os.environ, "CALMOPS_HOME": str(home)}
+            story.dropped = [subprocess.run([*CALMOPS, "demo", "--next"], env=env, check=True, capture_output=True,
+                                            text=True).stdout.splitlines()[0] for _ in range(3)]
+            wait_for(lambda: {"1", "2", "4", "5"} <= set(promotions_by_block(story.db, "late")), 600,
+                     "late's blocks 1, 2, 4, 5")
+            story.late_before_block_3 = promotions_by_block(story.db, "late")
+            shutil.copy(late_blocks[2], late_data / late_blocks[2].name)
+            wait_for(lambda: "3" in promotions_by_block(story.db, "late"), 300, "late's late block 3")
+            wait_for(lambda: processed_blocks(story.db, "demo") == {"1", "2", "3", "4"}, 600, "demo's blocks 2-4")
+            wait_for(lambda: len(processed_blocks(story.db, "stalled")) == 2, 600, "stalled's blocks 1 and 2")
+            wait_for(lambda: hooks.bodies(f"/flaky/{TOKEN}"), 300, "flaky's breaker_open from the run-failure sensor")
+            wait_for(lambda: server_up(process, port), 120, "the webserver to answer /server_info")
+            yield story
+
+
+def add_alerts(home: Path, pipeline: str, webhook: str, **extra) -> None:
+    spec_path = home / "pipelines" / pipeline / "pipeline.yaml"
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["alerts"] = {"webhooks": [webhook], "retry_seconds": 0}
+    raw.update(extra)
+    spec_path.write_text(yaml.safe_dump(raw))
 
 
 def runs_of(home: Path, pipeline: str) -> list:
@@ -269,3 +295,19 @@ def test_the_landing_page_and_the_report_tell_the_story(story, artifacts, tmp_pa
     for shot in (landing, estimate):
         data = shot.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000, shot.name
+
+
+def test_each_alert_arrives_once_and_no_webhook_url_is_logged(story):
+    """Through the sensor, daemon, run launcher and run-failure sensor. Run last in the module: by then the
+    run-failure sensor has ticked many times more, and nothing may have arrived twice."""
+    demo = [(body["block"], body["event"]) for body in story.hooks.bodies(f"/demo/{TOKEN}")]
+    flaky = story.hooks.bodies(f"/flaky/{TOKEN}")
+    assert demo[0] == ("1", "promotion") and ("4", "drift") in demo
+    assert demo.index(("4", "drift")) < demo.index(("4", "promotion"))
+    assert not [key for key, count in Counter(demo).items() if count > 1]  # once each
+    assert [(body["block"], body["event"]) for body in flaky] == [("1", "breaker_open")]
+    assert "injected training failure" in flaky[0]["summary"] and flaky[0]["text"].startswith("calmops breaker_open")
+    logged = story.dev_log.read_text() + "".join(
+        path.read_text() for path in (story.home / "pipelines").glob("*/logs/pipeline.log"))
+    assert "alert promotion of block 1 sent to webhook sha256:" in logged
+    assert TOKEN not in logged

@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from calmops_dagster.drift import DriftConfig, DriftInputError, DriftReport, MissingFeatureError, detect_drift
+from calmops_dagster.drift import (
+    DriftConfig,
+    DriftInputError,
+    DriftReport,
+    MissingFeatureError,
+    columns,
+    detect_drift,
+)
 from calmops_dagster.drift.report import DATASET, FRAME_COLUMNS, NOT_TESTED
 from calmops_dagster.errors import CalmOpsError
 
@@ -241,3 +248,75 @@ def test_missing_value_drift_is_caught_and_stable_missingness_is_not():
     assert report.drift_share == pytest.approx(2 / 3)
     off = detect_drift(ref, cur, DriftConfig(multivariate=False, missing_values=False))
     assert "z" not in off.drifted_features and "missing" not in set(off.to_frame()["test"])
+
+
+@pytest.mark.parametrize("limit", [3, 10, 100])
+def test_numeric_columns_with_few_distinct_values_are_categories_up_to_the_limit(limit):
+    """``max_categorical_unique`` distinct values (both sides pooled) make a numeric column categorical,
+    one more keeps it numeric; found by binary-search jumps up to ``JUMP_LIMIT``, by one pass above."""
+    rng = np.random.default_rng(14)
+    ref = pd.DataFrame({"at": rng.integers(0, limit, 3000).astype(float), "over": rng.integers(0, limit + 1, 3000)})
+    cur = pd.DataFrame({"at": rng.integers(0, limit, 3000).astype(float), "over": rng.integers(0, limit + 1, 3000)})
+    cur.loc[:9, "at"] = np.nan
+    config = UNI.model_copy(update={"max_categorical_unique": limit})
+    kinds = detect_drift(ref, cur, config).rows.groupby("feature")["kind"].agg(set)
+    assert kinds["at"] == {"categorical", "missing"} and kinds["over"] == {"numeric"}
+    assert columns._distinct_upto(np.sort(ref["over"].to_numpy(float)), limit) is None
+    np.testing.assert_array_equal(columns._distinct_upto(np.sort(ref["at"].to_numpy(float)), limit),
+                                  np.arange(limit, dtype=float))
+
+
+def test_missing_counts_match_isna_for_every_kind_of_column():
+    """The missing-value rows count what pandas calls missing (NaN, None, pd.NA) in float, nullable
+    integer, object and category columns, from the values each test already prepared."""
+    rng = np.random.default_rng(15)
+    n = 2000
+
+    def frame(missing_share):
+        holes = rng.random(n) < missing_share
+        df = pd.DataFrame({
+            "float": rng.normal(size=n),
+            "nullable": pd.array(rng.integers(0, 1000, n), dtype="Int64"),
+            "text": rng.choice(["a", "b", "c"], size=n).astype(object),
+            "category": pd.Categorical(rng.choice(["u", "v"], size=n)),
+        })
+        for name in df.columns:
+            df.loc[holes, name] = None
+        return df
+
+    ref, cur = frame(0.01), frame(0.2)
+    rows = detect_drift(ref, cur, UNI).rows
+    missing = rows[rows["test"] == "missing"].set_index("feature")
+    assert set(missing.index) == set(ref.columns)
+    for name in ref.columns:
+        rates = ref[name].isna().mean(), cur[name].isna().mean()
+        assert missing.loc[name, "note"] == f"missing {rates[0]:.1%} -> {rates[1]:.1%}"
+        assert missing.loc[name, "effect_size"] == pytest.approx(abs(rates[1] - rates[0]), abs=1e-12)
+
+
+def test_category_counts_keep_first_appearance_order_and_the_columns_values():
+    """Categories in order of first appearance (reference first), missing values not counted, values as
+    they were in the column (Python ``7``, not ``np.int64(7)``), values equal in Python one category."""
+    ref = pd.Series(np.array(["b", None, "a", "b", 1, True, 1.0], dtype=object))
+    cur = pd.Series(np.array(["c", "a", np.nan, 1, "c"], dtype=object))
+    categories, ref_counts, cur_counts = columns._category_counts(ref, cur)
+    assert list(categories) == ["b", "a", 1, "c"]
+    assert ref_counts.tolist() == [2, 1, 3, 0] and cur_counts.tolist() == [0, 1, 1, 2]
+    ints, unused = pd.Series([7] * 6), pd.Series(pd.Categorical(["u", "u"], categories=["z", "u"]))
+    assert repr(columns._category_counts(ints, ints)[0][0]) == "7"
+    assert list(columns._category_counts(unused, unused)[0]) == ["u"]
+    note = _not_tested(detect_drift(pd.DataFrame({"k": ints}), pd.DataFrame({"k": ints}),
+                                    UNI.model_copy(update={"categorical_columns": ["k"]})), "k")
+    assert note == "not tested: constant, the single value 7 on both sides"
+
+
+def test_inputs_are_left_as_they_were():
+    """Columns are sorted in place after their one copy: the caller's frames, nullable ones too, keep their order."""
+    rng = np.random.default_rng(16)
+    ref = pd.DataFrame({"f": rng.normal(size=500), "n": pd.array(rng.normal(size=500), dtype="Float64"),
+                        "i": pd.array(rng.integers(0, 1000, 500), dtype="Int64"), "c": rng.choice(list("ab"), 500)})
+    cur = ref.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    before = ref.copy(deep=True), cur.copy(deep=True)
+    detect_drift(ref, cur, UNI)
+    pd.testing.assert_frame_equal(ref, before[0])
+    pd.testing.assert_frame_equal(cur, before[1])

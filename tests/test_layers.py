@@ -314,3 +314,125 @@ def test_the_architecture_page_names_files_and_steps_that_exist():
     assert len(paths) >= 3
     for path in paths:
         assert (root / path.rstrip("/")).exists(), path
+
+
+# The assets: thin Dagster functions over one step each (docs/architecture.md).
+
+ASSETS = REPO / "assets"
+#: Longest asset function body, in lines (the issue's bar; the assets run 4 to 12 today).
+MAX_ASSET_BODY_LINES = 60
+#: Where an asset body must not call into: the stores, the interfaces (alerts, CLI) and the alerts' wiring.
+WRITERS = ("calmops_dagster.store", "calmops_dagster.interfaces", "calmops_dagster.assets.block_alerts")
+ASSET_DECORATORS = {"asset", "multi_asset", "graph_asset", "graph_multi_asset"}
+
+
+def asset_functions(tree: ast.AST) -> list[ast.FunctionDef]:
+    """The functions decorated ``@asset`` (or another asset decorator), at any depth (factories nest them)."""
+    def name(decorator: ast.expr) -> str:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        return target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+    return [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and any(name(d) in ASSET_DECORATORS for d in node.decorator_list)]
+
+
+def imported_from(tree: ast.AST) -> dict[str, str]:
+    """Each name the module imports (anywhere) -> the module it comes from."""
+    return {alias.asname or alias.name: node.module for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module for alias in node.names}
+
+
+def asset_offences(path: Path) -> list[str]:
+    """What breaks the assets' rules in ``path``: a body over :data:`MAX_ASSET_BODY_LINES` lines, a call into
+    :data:`WRITERS` (a storage write, an alert sent), or not exactly one step called."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    origin, found = imported_from(tree), []
+    for function in asset_functions(tree):
+        where = f"{path.name}: {function.name}"
+        lines = function.end_lineno - function.body[0].lineno + 1
+        if lines > MAX_ASSET_BODY_LINES:
+            found.append(f"{where}: body of {lines} lines (at most {MAX_ASSET_BODY_LINES})")
+        calls = sorted((node.lineno, node.col_offset, node.func.id) for node in ast.walk(function)
+                       if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in origin)
+        called = [name for *_, name in calls]
+        found += [f"{where} calls {name} ({origin[name]})" for name in called
+                  if origin[name] == WRITERS[-1] or origin[name].startswith(WRITERS[:-1])]
+        steps = [name for name in called if origin[name].startswith("calmops_dagster.steps.")]
+        if len(steps) != 1:
+            found.append(f"{where} calls {len(steps)} steps ({', '.join(steps) or 'none'}), not one")
+    return found
+
+
+def test_every_asset_is_a_short_body_over_one_step_that_writes_nothing():
+    modules = sorted(ASSETS.glob("*.py"))
+    assert sum(len(asset_functions(ast.parse(p.read_text()))) for p in modules) >= 5  # the five assets found
+    found = [offence for path in modules for offence in asset_offences(path)]
+    assert not found, "\n".join(found)
+
+
+PLANTED_ASSET = '''
+from dagster import asset
+from calmops_dagster.assets.block_alerts import alert_run
+from calmops_dagster.steps.results import LoadedBlock
+
+
+def build(spec):
+    @asset(name="scores")
+    def scores(context, data_block: LoadedBlock):
+        from calmops_dagster.steps.assess_block import assess_block
+        from calmops_dagster.store.metrics_store import MetricsStore
+
+        result = assess_block(context, data_block)
+{filler}        MetricsStore(context).append_rows("alerts", [])
+        alert_run(context)
+        return result
+
+    return scores
+'''
+
+
+def test_a_planted_long_asset_that_writes_is_caught(tmp_path):
+    planted = tmp_path / "planted_asset.py"
+    planted.write_text(PLANTED_ASSET.format(filler="        result = result\n" * 54))  # a body of 61 lines
+    assert asset_offences(planted) == [
+        "planted_asset.py: scores: body of 61 lines (at most 60)",
+        "planted_asset.py: scores calls MetricsStore (calmops_dagster.store.metrics_store)",
+        "planted_asset.py: scores calls alert_run (calmops_dagster.assets.block_alerts)"]
+    planted.write_text(PLANTED_ASSET.format(filler="        result = result\n" * 53)
+                       .replace('        MetricsStore(context).append_rows("alerts", [])\n', "        pass\n")
+                       .replace("        alert_run(context)\n", "        result = assess_block(context, result)\n"))
+    assert asset_offences(planted) == ["planted_asset.py: scores calls 2 steps (assess_block, assess_block), not one"]
+    planted.write_text(planted.read_text().replace("        result = assess_block(context, result)\n", ""))
+    assert asset_offences(planted) == []  # 59 lines, one step, no write
+
+
+# Module docstrings say what and why; an essay belongs in docs/ (issue 29).
+
+#: Longest module docstring, in source lines from its opening quotes to its closing ones.
+MAX_MODULE_DOCSTRING_LINES = 25
+
+
+def long_module_docstrings(paths: list[Path]) -> list[str]:
+    """The modules of ``paths`` whose docstring spans more than :data:`MAX_MODULE_DOCSTRING_LINES` lines."""
+    found = []
+    for path in paths:
+        body = ast.parse(path.read_text(), filename=str(path)).body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            lines = body[0].end_lineno - body[0].lineno + 1
+            if lines > MAX_MODULE_DOCSTRING_LINES:
+                found.append(f"{path.name}: module docstring of {lines} lines (at most "
+                             f"{MAX_MODULE_DOCSTRING_LINES}: move the essay to docs/)")
+    return found
+
+
+def test_module_docstrings_are_short():
+    found = long_module_docstrings(shipped_modules(REPO) + sorted((REPO / SPEEDUPS).rglob("*.py")))
+    assert not found, "\n".join(found)
+
+
+def test_a_planted_long_module_docstring_is_caught(tmp_path):
+    essay, short = tmp_path / "essay.py", tmp_path / "short.py"
+    essay.write_text('"""What it is.\n\n' + "Why, at length.\n" * 23 + '"""\n\nVALUE = 1\n')  # 26 lines
+    short.write_text('"""What it is.\n\n' + "Why.\n" * 22 + '"""\n\n\ndef f():\n    """' + "x\n" * 40 + '"""\n')
+    assert long_module_docstrings([essay, short]) == [
+        "essay.py: module docstring of 26 lines (at most 25: move the essay to docs/)"]

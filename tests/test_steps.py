@@ -55,9 +55,14 @@ def run_steps(root: Path) -> dict:
     order = BlockOrder(registered=lambda: ["1", "2", "3", "4"])
     log = logging.getLogger("test_steps")
 
+    alerted = []  # what each step asked to send: the orchestrator adds the run's failed checks and sends them
+
     def run(block: str, run_id: str) -> dict:
+        def alerts(checks=None):
+            alerted.append([block, run_id, checks])
+
         def ctx():  # each step opens its context as its asset does: the recorded context as it stands now
-            return step_context(spec, block, run_id, models, metrics, home, order, log)
+            return step_context(spec, block, run_id, models, metrics, home, order, log, alerts)
 
         rows = load_block(ctx())
         assessment = assess_block(ctx(), rows)
@@ -74,7 +79,8 @@ def run_steps(root: Path) -> dict:
     blocks = {block: run(block, f"run-{block}") for block in ("1", "2", "3", "4")}
     pointer = models.champion_version(), models.versions()
     rerun = run("2", "run-rerun-2")
-    reevaluation = reevaluate_block(step_context(spec, "2", "run-reevaluate-2", models, metrics, home, order, log),
+    reevaluation = reevaluate_block(step_context(spec, "2", "run-reevaluate-2", models, metrics, home, order, log,
+                                                 lambda checks=None: alerted.append(["2", "reevaluate", checks])),
                                     "r1", against="current", changes={"drift.alpha": 0.0001})
     tables = {table: int(metrics.query(f"SELECT count(*) AS n FROM {table}")["n"][0])
               for table in ("blocks", "drift_summary", "promotions", "block_context", "processed_blocks",
@@ -83,7 +89,7 @@ def run_steps(root: Path) -> dict:
             "pointer_after_rerun": [models.champion_version(), models.versions()],
             "reevaluation": {"against": reevaluation.against, "changes": reevaluation.changes,
                              "original_drift_detected": reevaluation.original_drift_detected},
-            "tables": tables, "dagster_modules": sorted(m for m in sys.modules if m.split(".")[0].startswith("dagster"))}
+            "tables": tables, "alerted": alerted, "dagster_modules": sorted(m for m in sys.modules if m.split(".")[0].startswith("dagster"))}
 
 
 def test_the_steps_process_blocks_and_a_rerun_without_dagster(tmp_path):
@@ -108,6 +114,11 @@ def test_the_steps_process_blocks_and_a_rerun_without_dagster(tmp_path):
     assert {k: rerun[k] for k in ("drift", "decision", "after", "challenger")} == {
         k: before[k] for k in ("drift", "decision", "after", "challenger")}
     assert result["pointer_after_rerun"] == result["pointer_before_rerun"]  # nothing moved, nothing trained
+
+    # the champion step sends each run's alerts once, with the check its asset reports; a re-evaluation none
+    assert result["alerted"] == [[block, f"run-{block}", {"champion_meets_thresholds": result["blocks"][block]["failures"]}]
+                                 for block in ("1", "2", "3", "4")] + [
+        ["2", "run-rerun-2", {"champion_meets_thresholds": rerun["failures"]}]]
 
     assert result["reevaluation"] == {"against": "v0002", "changes": {"against": "v0002", "drift.alpha": 0.0001},
                                       "original_drift_detected": False}

@@ -15,7 +15,8 @@ from preloaded_python import PreloadedPython
 from calmops_dagster.interfaces.cli import main
 from calmops_dagster.interfaces.tutorials import tutorial_files
 
-SCRIPTS = ["01_block_pipeline.py", "02_stream_pipeline.py", "03_ipip_pipeline.py", "04_generators.py", "05_prediction_server.py"]
+SCRIPTS = ["01_block_pipeline.py", "02_stream_pipeline.py", "03_ipip_pipeline.py", "04_generators.py",
+           "05_prediction_server.py", "06_custom_training.py"]
 EXPECTED = {
     "01_block_pipeline.py": ["block 3: ok", "promoted, champion v0002", "wrote ", "block 4: kept"],
     "02_stream_pipeline.py": ["events: 1 new block(s): export_01h-", "drift (share 0.60), promoted, champion v0002",
@@ -25,6 +26,9 @@ EXPECTED = {
     "04_generators.py": ["block 2: drift=False", "block 3: drift=True, drifted features=['x3']"],
     "05_prediction_server.py": ["columns/data form: 200", "(404, {'detail': \"unknown pipeline 'nope'",
                                 "after the promotion: 200 v0002"],
+    "06_custom_training.py": ["promoted, champion v0001", "v0001: train my_training:train",
+                              "my_training:train raised ConnectionError: feature store unreachable",
+                              "block 3: ok", "v0002: fallback my_training:fallback"],
 }
 
 
@@ -36,7 +40,7 @@ def copied(tmp_path_factory) -> Path:
 
 
 def test_tutorials_are_copied_with_their_readme(copied, capsys):
-    assert set(SCRIPTS) | {"README.md", "_common.py"} == set(tutorial_files())
+    assert set(SCRIPTS) | {"README.md", "_common.py", "my_training.py"} == set(tutorial_files())
     assert {p.name for p in copied.iterdir()} == set(tutorial_files())
     for script in SCRIPTS:
         assert f"`{script}`" in (copied / "README.md").read_text()

@@ -5,6 +5,7 @@ they hold at most ``max_categorical_unique`` distinct values (then their values 
 config can force either kind. A column numeric on one side and not on the other is a type mismatch. A column that cannot be tested yields a :class:`Skipped` with the reason.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ from calmops_dagster.drift.errors import DriftInputError, MissingFeatureError
 from calmops_dagster.drift.univariate import Merged
 
 OTHER = "__other__"
+#: Above this ``max_categorical_unique`` the distinct values of a numeric column are found in one pass.
+JUMP_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -89,14 +92,35 @@ def _is_numeric(s: pd.Series) -> bool:
 
 
 def _sorted_values(s: pd.Series) -> np.ndarray:
-    v = s.to_numpy(dtype=float, na_value=np.nan)
-    return np.sort(v[~np.isnan(v)])
+    """The column's values as sorted floats without NaN: one copy, sorted in place (NaN sorts last)."""
+    if isinstance(s.dtype, np.dtype):  # numpy-backed: NaN is its only missing value
+        v = s.to_numpy(dtype=float, copy=True)
+    else:  # nullable extension dtypes: pd.NA becomes NaN (without copy=True a Float64 column is its own view)
+        v = s.to_numpy(dtype=float, na_value=np.nan, copy=True)
+    v.sort()  # in place: v never shares memory with the caller's frame
+    if v.size and np.isnan(v[-1]):
+        return v[: np.searchsorted(v, np.nan, "left")]
+    return v
 
 
-def _distinct(sorted_values: np.ndarray) -> np.ndarray:
-    if sorted_values.size == 0:
-        return sorted_values
-    return sorted_values[np.append(True, sorted_values[1:] != sorted_values[:-1])]
+def _distinct_upto(sorted_values: np.ndarray, limit: int) -> np.ndarray | None:
+    """The distinct values of a sorted array if there are at most ``limit`` of them, else None.
+
+    Jumps from one run of equal values to the next by binary search, so a continuous column is rejected
+    after ``limit + 1`` searches instead of a pass over every value; above ``JUMP_LIMIT`` a single pass is
+    cheaper than that many Python-level searches.
+    """
+    if limit > JUMP_LIMIT:
+        v = sorted_values
+        distinct = v[np.append(True, v[1:] != v[:-1])] if v.size else v
+        return distinct if distinct.size <= limit else None
+    found, i = [], 0
+    while i < sorted_values.size:
+        if len(found) == limit:
+            return None
+        found.append(sorted_values[i])
+        i = int(np.searchsorted(sorted_values, sorted_values[i], "right"))
+    return np.array(found, dtype=float)
 
 
 def _counts_sorted(sorted_values: np.ndarray, categories: np.ndarray) -> np.ndarray:
@@ -115,13 +139,40 @@ def _lump(cats: list, ref_counts: np.ndarray, cur_counts: np.ndarray, limit: int
             np.append(cur_counts[keep], cur_counts[rest].sum()), note)
 
 
+def _value_types(side: pd.Series, distinct: np.ndarray) -> str:
+    """``infer_dtype`` of one side. An object column whose distinct values are all strings holds only
+    strings (a value equal to a string is one), so its rows need no second scan."""
+    if side.dtype == object and pd.api.types.infer_dtype(distinct, skipna=True) == "string":
+        return "string"
+    return pd.api.types.infer_dtype(side, skipna=True)
+
+
+def _value_counts(side: pd.Series) -> pd.Series:
+    """Counts of one side's values as Python objects, in order of first appearance, missing values left out.
+
+    pandas 2 infers a dtype for the index of an object column's counts (and warns that it will stop);
+    turning it back to objects keeps the values as they were in the column (``7``, not ``np.int64(7)``).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The behavior of value_counts with object-dtype", FutureWarning)
+        counts = side.astype(object, copy=False).value_counts(sort=False)
+    counts.index = counts.index.astype(object)
+    return counts
+
+
+def _category_counts(ref: pd.Series, cur: pd.Series) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """The categories in order of first appearance (reference first) and their counts on each side,
+    missing values left out. One hash pass per side (``value_counts``), no pooled copy of the values."""
+    ref_vc, cur_vc = _value_counts(ref), _value_counts(cur)
+    new = cur_vc.index[~cur_vc.index.isin(ref_vc.index)]
+    categories = ref_vc.index.append(new).astype(object)  # append infers a dtype again
+    ref_counts = np.concatenate([ref_vc.to_numpy(dtype=np.int64), np.zeros(len(new), dtype=np.int64)])
+    return categories, ref_counts, cur_vc.reindex(categories, fill_value=0).to_numpy(dtype=np.int64)
+
+
 def _categorical(name: str, ref: pd.Series, cur: pd.Series, config: DriftConfig) -> CategoricalColumn | Skipped:
-    pooled = pd.concat([ref.astype(object), cur.astype(object)], ignore_index=True)
-    codes, uniques = pd.factorize(pooled, use_na_sentinel=True)
+    uniques, ref_counts, cur_counts = _category_counts(ref, cur)
     k = len(uniques)
-    ref_codes, cur_codes = codes[: len(ref)], codes[len(ref):]
-    ref_counts = np.bincount(ref_codes[ref_codes >= 0], minlength=k)
-    cur_counts = np.bincount(cur_codes[cur_codes >= 0], minlength=k)
     n_ref, n_cur = int(ref_counts.sum()), int(cur_counts.sum())
     problem = _too_few(n_ref, n_cur, config)
     if problem:
@@ -129,7 +180,7 @@ def _categorical(name: str, ref: pd.Series, cur: pd.Series, config: DriftConfig)
     if k < 2:
         return Skipped(name, "categorical", n_ref, n_cur, f"not tested: constant, the single value {uniques[0]!r} on both sides")
     notes = []
-    inferred = {pd.api.types.infer_dtype(ref, skipna=True), pd.api.types.infer_dtype(cur, skipna=True)}
+    inferred = {_value_types(ref, uniques[ref_counts > 0]), _value_types(cur, uniques[cur_counts > 0])}
     if any(t.startswith("mixed") for t in inferred) or len(inferred) > 1:
         notes.append(f"mixed value types {sorted(inferred)}, compared as categories")
     cats, rc, cc, lump_note = _lump(list(uniques), ref_counts, cur_counts, config.max_categories)
@@ -163,8 +214,9 @@ def prepare(name: str, ref: pd.Series, cur: pd.Series, config: DriftConfig) -> N
     if problem:
         return Skipped(name, "numeric", r.size, c.size, problem)
     if name not in config.numeric_columns:
-        du, dc = _distinct(r), _distinct(c)
-        if du.size <= config.max_categorical_unique and dc.size <= config.max_categorical_unique:
+        du = _distinct_upto(r, config.max_categorical_unique)
+        dc = None if du is None else _distinct_upto(c, config.max_categorical_unique)
+        if dc is not None:
             cats = np.union1d(du, dc)
             if cats.size <= config.max_categorical_unique:
                 if cats.size < 2:

@@ -43,16 +43,25 @@ def _categorical_rows(col: CategoricalColumn, config: DriftConfig) -> list[dict]
     ]
 
 
-def _missing_rows(reference: pd.DataFrame, current: pd.DataFrame, names, config: DriftConfig) -> list[dict]:
+def _present(col: NumericColumn | CategoricalColumn | Skipped) -> tuple[int, int]:
+    """Non-missing values of a prepared feature on each side (counted while preparing it)."""
+    if isinstance(col, NumericColumn):
+        return col.merged.ref.size, col.merged.cur.size
+    if isinstance(col, CategoricalColumn):
+        return int(col.ref_counts.sum()), int(col.cur_counts.sum())
+    return col.n_ref, col.n_cur
+
+
+def _missing_rows(present: dict[str, tuple[int, int]], n_ref: int, n_cur: int, config: DriftConfig) -> list[dict]:
     """One ``missing`` row per feature whose values are missing on either side (all-empty columns too)."""
     rows = []
-    for name in names:
-        ref_missing, cur_missing = int(reference[name].isna().sum()), int(current[name].isna().sum())
+    for name, (ref_present, cur_present) in present.items():
+        ref_missing, cur_missing = n_ref - ref_present, n_cur - cur_present
         if ref_missing or cur_missing:
-            value = uv.missing_rate(ref_missing, len(reference), cur_missing, len(current))
-            note = f"missing {ref_missing / len(reference):.1%} -> {cur_missing / len(current):.1%}"
-            rows.append(_row(str(name), "missing", "missing", value, config.effect_threshold("missing"),
-                             len(reference), len(current), note))
+            value = uv.missing_rate(ref_missing, n_ref, cur_missing, n_cur)
+            note = f"missing {ref_missing / n_ref:.1%} -> {cur_missing / n_cur:.1%}"
+            rows.append(_row(name, "missing", "missing", value, config.effect_threshold("missing"),
+                             n_ref, n_cur, note))
     return rows
 
 
@@ -109,8 +118,10 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
     names, one_sided = select_features(reference, current, features)
     records: list[dict] = [_skipped_row(s) for s in one_sided]
     numeric, categorical, skipped = [], [], [s.name for s in one_sided]
+    present: dict[str, tuple[int, int]] = {}
     for name in names:
         col = prepare(str(name), reference[name], current[name], config)  # one column's arrays at a time
+        present[str(name)] = _present(col)
         if isinstance(col, Skipped):
             records.append(_skipped_row(col))
             skipped.append(col.name)
@@ -121,7 +132,7 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
             records.extend(_categorical_rows(col, config))
             categorical.append(name)
     if config.missing_values:
-        records.extend(_missing_rows(reference, current, names, config))
+        records.extend(_missing_rows(present, len(reference), len(current), config))
     rows = pd.DataFrame.from_records(records, columns=FRAME_COLUMNS + EXTRA_COLUMNS)
     rows = _decide(rows, config)
 

@@ -29,8 +29,8 @@ def simulate_metric(metric: str, calibrated, proba, threshold: float = 0.5, n_dr
 
     Each chunk of draws is a boolean matrix (uniforms below ``calibrated``) reduced to the metric's label
     sums (:func:`~calmops_dagster.estimation.metrics.label_weights`): counts over the predicted positives
-    and negatives for the threshold metrics, the rank sum and count of the positives for ROC AUC. 1,000
-    draws of 10,000 rows take about 50 ms of CPU, most of it drawing the uniforms.
+    and negatives for the threshold metrics, the rank sum and count of the positives for ROC AUC. Most of
+    the time goes into drawing the uniforms.
 
     Parameters
     ----------

@@ -1,30 +1,10 @@
 """What is new in a pipeline's ``data_dir``: the logic behind the file sensor, the schedule and ``calmops run``.
 
-A scan compares the folder with the *ingest index* (what earlier scans accepted; kept in DuckDB by
-:mod:`calmops_dagster.ingest.ingest_record`, passed in here as plain dicts) and a small cursor::
-
-    index:  {name: {"size": ..., "mtime_ns": ..., "sha256": ..., "status": "accepted|duplicate|quarantined"}}
-    owners: {sha256: name}                   # every content accepted so far, and the file it came from
-    cursor: {"seen": {name: [size, mtime_ns]}, "seq": N}   # files not yet stable; the sensor's last record
-
-A file whose size and mtime equal its index entry is not opened again, so the cost of a scan is one
-``stat`` per file plus the reading of what is new. Any other file is read only when it is *stable*: its
-modification time is at least ``settle_seconds`` old and its size and mtime equal what the previous scan saw
-(when one saw it). A stable file that still looks half-written (a CSV, UTF-8 text up to its end, whose last
-line has no newline or fewer fields than the header, or whose block or target value is missing on the last
-row only; a Parquet file with its ``PAR1`` header and without its footer) waits too, up to
-``sensor.incomplete_wait_seconds``; bytes that are no table at all (not UTF-8 text, a NUL byte, no ``PAR1``
-header: :func:`block_data.not_a_table_reason`) are reported at once. A file whose size or mtime changed
-since it was accepted is read again: new bytes are a new version of its blocks. Content accepted before
-under another name is a duplicate: it is ignored and said so. A file that cannot be read or fails the schema
-(the spec's features, else the champion's training schema, else the first accepted file's) is reported with
-the reason (the caller quarantines it); it never stops the other files.
-
-Every accepted version of a block pipeline's file is cut into immutable per-block pieces
-(:func:`block_data.keep_block_pieces`), which is what ``data_block`` loads. Stream pipelines pass
-``incoming``: each accepted file version is copied into that immutable store and becomes one partition keyed
-``<stem>-<sha12>`` (:func:`block_data.accept_stream_file`); files are looked at in arrival order (mtime,
-then name), so partitions are registered in that order.
+A scan compares the folder with the *ingest index* (what earlier scans accepted, passed in as plain dicts by
+:mod:`calmops_dagster.ingest.ingest_record`) and a small cursor (``seen``: files not yet stable; ``seq``), so
+a known file costs one ``stat``; a new one is read once stable, and one that cannot be used is reported with
+the reason, never stopping the others. Stability, half-written files, duplicates and quarantine:
+docs/ingest.md.
 """
 
 from __future__ import annotations

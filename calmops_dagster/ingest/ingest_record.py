@@ -1,24 +1,10 @@
 """The ingest record: which file versions make up which block, decided once by the scan, read by everyone.
 
-The sensor, the schedule, ``calmops run`` and ``calmops relaunch`` all go through :func:`ingest_data_dir`,
-and the ``data_block`` asset loads exactly the versions recorded here, never "every file in the folder". Two
-event tables of the metrics store (so a scan in the sensor and one in ``calmops run`` see the same record;
-each scan that finds something appends to each in one commit):
-
-- ``data_files`` (pipeline, file, size, mtime_ns, content_hash, status, note, schema, seen_at): the index, a
-  row each time a file is read, with the size and mtime it had, so the next scan does not open it again (a
-  file's newest row counts). ``status``: ``accepted``, ``duplicate`` (the same bytes were accepted under
-  another name: ignored; ``note`` says which) or ``quarantined``. ``schema``: the file's features and kinds.
-- ``block_files`` (pipeline, block, file, content_hash, rows, status, seq, recorded_at): one row per block
-  and accepted file version; ``seq`` numbers the scans, so the sensor's cursor is one number. Of a block
-  pipeline's file, only the newest version is current (:func:`current_rows`): the rows of its earlier
-  versions are replaced.
-
-A block's *version* is the hash of the content hashes of its current file versions
-(:func:`block_version`). A block is processed at a version when a successful run of its partition loaded that
-version (``data_block`` tags its run with it); a file that changes makes a new version of every block it
-held, which every entry point then finds pending, and the block's rows are reloaded from its current
-versions (the old version's rows are replaced, never added).
+The sensor, the schedule, ``calmops run`` and ``calmops relaunch`` all go through :func:`ingest_data_dir`;
+``data_block`` loads exactly the versions recorded here (metric tables ``data_files``, the index, and
+``block_files``, which versions hold which block), never "every file in the folder". A block's *version*
+(:func:`block_version`) hashes its current file versions, so a changed file makes its blocks pending again.
+The contract: docs/ingest.md; the tables' columns: docs/metric-tables.md.
 """
 
 from __future__ import annotations

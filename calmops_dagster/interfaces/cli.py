@@ -1,24 +1,8 @@
 """The ``calmops`` command line: create, run and inspect pipelines without the UI.
 
-    calmops [--home DIR] init NAME --type block --data-dir DIR --target COL --block-col COL [--model CLASS]
-    calmops [--home DIR] run NAME        materialize every pending block, in order, in-process
-    calmops [--home DIR] list            pipelines, their champion and last block
-    calmops [--home DIR] demo            generate a drifting dataset and create the demo pipeline
-    calmops [--home DIR] demo --next     drop the demo's next block file into its watched folder
-    calmops [--home DIR] dev             start `dagster dev` on this home (what `make run` does)
-    calmops [--home DIR] relaunch NAME   sensor/schedule on, circuit breaker closed, pending blocks run
-    calmops [--home DIR] update NAME --key value ...   change spec fields (dotted keys), reload
-    calmops [--home DIR] reevaluate NAME [--blocks 1-5] [--against current|VERSION] [--drift.alpha 0.01 ...]
-                                         re-run drift/performance of past blocks beside the original decisions
-    calmops [--home DIR] delete NAME [--yes] [--purge] archive (default) or delete a pipeline
-    calmops [--home DIR] sql "SELECT ..."   read-only query over the metric tables (never waits for a run)
-    calmops [--home DIR] compact [--days N] optimize and vacuum the metric tables (history of N days kept)
-    calmops [--home DIR] migrate         convert a metric store of Parquet segments into Delta tables
-
-``CALMOPS_HOME`` is read from the environment (default ``./.calmops``); ``--home`` overrides it.
-
-Every command imports what it needs when it runs: this module imports nothing heavier than the standard
-library at load, so ``calmops --help`` answers at once (``tests/test_cli_imports.py`` keeps it that way).
+Every command: docs/cli.md. ``CALMOPS_HOME`` is read from the environment (default ``./.calmops``);
+``--home`` overrides it. Every command imports what it needs when it runs: this module imports nothing heavier
+than the standard library at load, so ``calmops --help`` answers at once (``tests/test_cli_imports.py``).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def create_demo(home: CalmOpsHome, name: str = "demo", blocks: int = 6, rows_per
         "performance": {"thresholds": {"balanced_accuracy": 0.6}},
         "sensor": {"interval_seconds": 5, "settle_seconds": 2},
     }
-    # the model is named, not imported: scikit-learn's import was half of `calmops demo`'s 2.4 s; the run that
+    # the model is named, not imported: scikit-learn's import was half of `calmops demo`'s time; the run that
     # trains it imports and checks the class
     save_spec(parse_spec(raw, home.spec_path(name), import_model=False), home.spec_path(name))
     return demo

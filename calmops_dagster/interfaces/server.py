@@ -1,46 +1,8 @@
 """The prediction server: champions' predictions over HTTP (FastAPI), ``calmops serve [NAME]``.
 
-Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
-
-- ``POST /predict/{pipeline}``: a JSON body of records ``[{"x1": 0.3, "segment": "a"}, ...]`` or
-  ``{"columns": ["x1", "segment"], "data": [[0.3, "a"], ...]}``; answers the predictions, the class
-  probabilities (classifiers), the champion version that made them and ``warnings`` (categories the champion
-  never saw, by column and value).
-- ``GET /pipelines``, ``GET /pipelines/{name}``: champion version, the last drift decision (DuckDB
-  ``drift_summary``) and the circuit breaker's state (``breaker_state`` table, when it exists).
-- ``GET /reports/{pipeline}/``: the pipeline report (``calmops report``), built from DuckDB on each request;
-  ``GET /reports/{pipeline}/{file}``: a file of the pipeline's report folder (per-block drift reports
-  ``<block>.html`` and their shared ``plotly.min.js``). These are the links of the Dagster UI's metadata.
-- ``GET /``: the landing page, every pipeline at a glance (:mod:`calmops_dagster.interfaces.landing_page`);
-  ``GET /static/plotly.min.js``: the installed plotly.js the pages load (no CDN; no key needed).
-- ``GET /health``.
-- ``GET /openapi.json``, ``GET /docs`` (Swagger UI), ``GET /redoc``: the API's description.
-
-**Hot reload.** Every request looks at the pipeline's ``champion.json`` (one ``stat``; one HEAD request in
-object storage). When the file changed
-and names another version, the new model is loaded and verified (signature, path, hash, format) *before* the
-served reference is swapped, under a per-pipeline lock; requests in flight keep the model they started with.
-So a promotion is picked up without a restart and no request fails in between. A new champion that fails to
-load is not served: the previous one stays, and ``GET /pipelines/{name}`` shows ``reload_error``.
-
-**Input checks** (:mod:`calmops_dagster.interfaces.predict_input`): 404 unknown pipeline (its name is checked
-by :func:`~calmops_dagster.store.paths.check_pipeline_name` before it is joined to a path), 415 a
-``Content-Type`` other than JSON, 400 empty, not JSON or nested too deep, 413 larger than ``max_body_bytes``,
-408 not all there within ``body_timeout_seconds`` of the headers (then the connection is closed), 422 wrong
-rows (naming column and row), 503 no usable champion (none yet, a corrupt champion pointer, a loaded object
-that cannot predict: with the reason). A client that disconnects before its body is in is one INFO line.
-A report file name must be a plain name (letters, digits, ``_ . : + -``, not starting with a dot) of a file
-directly in the pipeline's report folder.
-
-**OpenAPI** is built per request from the served champions: one ``/predict/<name>`` operation per pipeline
-whose champion is loaded, with its feature columns and types as the body schema, so a request the document
-allows is answered; ``X-API-Key`` is declared only when a key is configured.
-
-**Security.** Binds to 127.0.0.1 by default. With ``api_key`` (``$CALMOPS_API_KEY`` for ``calmops serve``)
-every endpoint but ``/health`` needs the header ``X-API-Key``, the API description too (it names pipelines,
-champion versions and columns). Report pages and the docs, opened from a browser, also take it as the query
-parameter ``?key=``; ``/docs?key=...`` passes it on to the ``/openapi.json`` it loads. :func:`serve` refuses
-to bind to anything but loopback without a key.
+Predictions, the pipelines' state, their reports and the landing page, with a promoted champion picked up
+without a restart, every input checked (one clear status and detail each) and a key required off loopback.
+Endpoints, hot reload, input checks and security: docs/server.md.
 """
 
 from __future__ import annotations

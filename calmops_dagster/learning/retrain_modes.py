@@ -67,19 +67,20 @@ def incremental(spec, X, y, champion, history) -> Trained:
     return Trained(model, _rows(X, y, spec.target), "champion updated with partial_fit on the block")
 
 
-def window(spec, X, y, champion, history) -> Trained:
+def window_rows(spec, X, y, history) -> tuple[pd.DataFrame, str]:
+    """``window``'s rows: the earlier blocks' and the block's, or the last ``retrain.window_rows`` of them."""
     current = _rows(X, y, spec.target)
     rows = pd.concat([history[current.columns], current], ignore_index=True) if len(history) else current
     if spec.retrain.window_rows:
         rows = rows.tail(spec.retrain.window_rows)
-    model = fit_full(spec, rows[X.columns], rows[spec.target])
-    return Trained(model, rows, f"fresh model on the last {len(rows)} rows")
+    return rows, f"the last {len(rows)} rows"
 
 
-def replay_mix(spec, X, y, champion, history) -> Trained:
+def replay_mix_rows(spec, X, y, history) -> tuple[pd.DataFrame, str]:
+    """``replay_mix``'s rows: the block's plus a stratified replay of earlier rows, ``replay_fraction`` of all."""
     current = _rows(X, y, spec.target)
     if not len(history):
-        return Trained(fit_full(spec, X, y), current, "no earlier blocks to replay: trained on the block")
+        return current, "the block (no earlier blocks to replay)"
     share = spec.retrain.replay_fraction
     wanted = min(len(history), round(share * len(current) / (1 - share)))
     if wanted < len(history):
@@ -88,8 +89,17 @@ def replay_mix(spec, X, y, champion, history) -> Trained:
     else:
         replay = history
     rows = pd.concat([current, replay[current.columns]], ignore_index=True)
-    model = fit_full(spec, rows[X.columns], rows[spec.target])
-    return Trained(model, rows, f"block plus {len(replay)} replayed rows ({len(replay) / len(rows):.0%})")
+    return rows, f"the block plus {len(replay)} replayed rows ({len(replay) / len(rows):.0%})"
+
+
+def window(spec, X, y, champion, history) -> Trained:
+    rows, what = window_rows(spec, X, y, history)
+    return Trained(fit_full(spec, rows[X.columns], rows[spec.target]), rows, f"fresh model on {what}")
+
+
+def replay_mix(spec, X, y, champion, history) -> Trained:
+    rows, what = replay_mix_rows(spec, X, y, history)
+    return Trained(fit_full(spec, rows[X.columns], rows[spec.target]), rows, f"fresh model on {what}")
 
 
 class StackedModel(BaseEstimator):
@@ -165,6 +175,19 @@ def history_needed(spec: PipelineSpec) -> tuple[bool, int | None]:
     if spec.retrain_mode == "window":
         return True, spec.retrain.window_blocks - 1
     return False, 0
+
+
+def selected_rows(spec: PipelineSpec, X: pd.DataFrame, y: pd.Series,
+                  history: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
+    """The rows (features and target) the spec's mode learns from, and what they are: ``window`` and
+    ``replay_mix`` add earlier blocks' rows, every other mode takes the block's training rows. A custom
+    function (``custom_functions``) learns from these."""
+    history = history if history is not None else pd.DataFrame()
+    if spec.retrain_mode == "window":
+        return window_rows(spec, X, y, history)
+    if spec.retrain_mode == "replay_mix":
+        return replay_mix_rows(spec, X, y, history)
+    return _rows(X, y, spec.target), "the block's training rows"
 
 
 def train_challenger(spec: PipelineSpec, X: pd.DataFrame, y: pd.Series, champion=None,

@@ -6,7 +6,8 @@ to stall, from the environment, so a test can break training in a run it does no
   then sleeps ``CALMOPS_TEST_FIT_SLEEP`` seconds (default 30) before fitting (a window to SIGKILL the run).
 
 Without these variables it is a plain ``DecisionTreeClassifier``. Spec: ``{module:
-calmops_dagster.learning.testing_models, class: ControlledTree}``.
+calmops_dagster.learning.testing_models, class: ControlledTree}``. ``FailingTree`` always fails to fit: one
+pipeline whose training breaks beside others that train, in one process environment.
 """
 
 from __future__ import annotations
@@ -27,3 +28,8 @@ class ControlledTree(DecisionTreeClassifier):
             Path(signal).touch()
             time.sleep(float(os.environ.get("CALMOPS_TEST_FIT_SLEEP", "30")))
         return super().fit(X, y, sample_weight=sample_weight, check_input=check_input)
+
+
+class FailingTree(DecisionTreeClassifier):
+    def fit(self, X, y, sample_weight=None, check_input=True):
+        raise RuntimeError("injected training failure (FailingTree)")

@@ -9,9 +9,8 @@ results, and, when a history of past summaries is given, drift share and drifted
 blocks. The file is written to a temporary name and renamed, so a reader never sees half a report.
 
 The charts are plotly.js figure specifications (``{"data": [...], "layout": {...}}``) written as JSON and
-drawn by ``Plotly.newPlot`` in the browser. Building them through plotly's Python graph objects validated
-every property: about 1 s for a block's three charts in a fresh run worker (each block's run is a new
-process under ``dagster dev``) and 0.4 s after that, for the same page.
+drawn by ``Plotly.newPlot`` in the browser: building them through plotly's Python graph objects validated
+every property, a cost each block's run paid again (a new process under ``dagster dev``), for the same page.
 """
 
 import base64

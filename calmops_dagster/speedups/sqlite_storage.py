@@ -2,9 +2,8 @@
 
 Dagster's SQLite run, event-log and schedule storages create a SQLAlchemy engine, open a connection and (for
 the event log) dispose of the engine again for every statement. A block's run stores about 60 events and
-looks up its dynamic partition about 60 times, so making and tearing down engines cost about a second per
-block (``benchmarks/ingest_bench.py --in-process-only``: 4.2 s per block before, 3.2 s after, on 10,000 x 16
-blocks); the daemon's sensor ticks pay the same per statement.
+looks up its dynamic partition about 60 times, so making and tearing down engines was a large share of a
+block's run (docs/speedups.md); the daemon's sensor ticks pay the same per statement.
 
 These classes are Dagster's own storages, subclassed only in how a connection is obtained: one engine per
 database file and process, whose pool keeps connections open. The files, tables, WAL journal, busy timeout
@@ -13,7 +12,7 @@ the process that made them: a forked child (the warm run launcher forks runs) ma
 closes its parent's connections.
 
 Setting up a run's database is faster too, with the same result: Dagster creates its tables and stamps its
-migration revision, reading every migration script twice on the way (about 0.15 s per run), and every other
+migration revision, reading every migration script twice on the way, and every other
 process that opens the run's events reads them again to check the stamp. Here a new run database is a copy of
 an empty one that Dagster set up once in this process, and a database already stamped with the newest
 revision is left as it is. And the index's tables are looked for until found, then remembered: Dagster
@@ -113,8 +112,8 @@ class _OneEnginePerProcess:
     def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None):
         """Dagster's ``from_local``, except for a database already stamped with the newest migration revision
         and holding :attr:`SET_UP_TABLE`: that one is opened as it is. Dagster's set-up reads every migration
-        script to learn the newest revision (about 0.15 s for each of the run and schedule databases, each
-        time an instance is made: every ``calmops`` command, every run worker)."""
+        script to learn the newest revision (for each of the run and schedule databases, each time an instance
+        is made: every ``calmops`` command, every run worker)."""
         path = Path(base_dir) / f"{cls.DATABASE}.db"
         if _set_up(path, cls.SET_UP_TABLE):
             return cls(create_db_conn_string(base_dir, cls.DATABASE), inst_data)
@@ -154,8 +153,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def has_table(self, table_name: str) -> bool:
         """Dagster's check that the index has a table, remembered once the table is there. Dagster asks before
-        every dynamic-partition lookup and asset-check event (about 70 times per block, 1 ms each: it makes an
-        engine per call); migrations add tables and never drop them while a process runs, and ``wipe``
+        every dynamic-partition lookup and asset-check event (about 70 times per block, an engine per call);
+        migrations add tables and never drop them while a process runs, and ``wipe``
         forgets. (Dagster asks inside index transactions, holding ``_db_lock``: so this takes no lock.)"""
         if table_name not in self._tables_present and super().has_table(table_name):
             self._tables_present.add(table_name)

@@ -2,8 +2,8 @@
 
 Dagster's default run launcher has the code server spawn a fresh Python process for every run. Before the
 run's first step that process imports Dagster, the code location, pandas, scikit-learn, LightGBM and skops
-(whose list of trusted estimators walks all of scikit-learn): about 8.5 s of a 2-core machine, for a block
-whose math takes 2-4 s. This process pays for those imports once. It then reads one run per line on standard
+(whose list of trusted estimators walks all of scikit-learn), which takes longer than a block's own math.
+This process pays for those imports once. It then reads one run per line on standard
 input (a serialized ``ExecuteRunArgs``), forks, and answers the child's pid on standard output.
 
 The child is the run worker, its own process as with Dagster's launcher: it executes the run exactly as
@@ -53,8 +53,9 @@ PRELOADED_MODULES = (
 
 def preload() -> None:
     """Import :data:`PRELOADED_MODULES` and skops (with its walk over scikit-learn's estimators), and open
-    and close the instance of ``DAGSTER_HOME`` once: its storage classes, SQLAlchemy and alembic, about
-    1 s of imports per run, and the empty run database the pooled event log copies for each run. Nothing stays open and no thread is left running (checked), so forking is safe.
+    and close the instance of ``DAGSTER_HOME`` once: its storage classes, SQLAlchemy and alembic, imported
+    by every run, and the empty run database the pooled event log copies for each run. Nothing stays open and
+    no thread is left running (checked), so forking is safe.
     """
     for name in PRELOADED_MODULES:
         importlib.import_module(name)

@@ -1,20 +1,11 @@
-"""The circuit breaker of a pipeline's retraining, as pure state transitions.
+"""The circuit breaker of a pipeline's retraining, as pure state transitions (docs/unattended.md).
 
-CalmOps kept it in ``health.json``; here the state is one row of the DuckDB table ``breaker_state`` and
-every transition one row of ``breaker_events`` (see :mod:`calmops_dagster.store.metrics_store`).
+**closed**: retraining runs; a run whose training or promotion step failed adds one to
+``consecutive_failures``, a run where both succeeded resets it to 0. **open** once ``consecutive_failures``
+hits ``max_failures``: the challenger is not trained (:func:`skip_reason`), drift monitoring and predictions
+go on, and outcomes change nothing. It closes after ``backoff_minutes``, or at once by ``calmops relaunch``
+(:func:`reset`). Times are timezone-aware; every function returns a new state and never mutates.
 
-- **closed**: retraining runs. Each run whose training or promotion step failed adds one to
-  ``consecutive_failures``; a run where both succeeded resets it to 0.
-- **open**: reached when ``consecutive_failures`` hits ``max_failures``. The challenger is not trained
-  (``challenger_model`` is skipped with :func:`skip_reason`); drift monitoring and predictions go on.
-  Outcomes of runs while open do not change the state.
-- It closes (failures reset to 0) once ``backoff_minutes`` have passed since it opened, or at once by
-  ``calmops relaunch`` (:func:`reset`).
-
-Times are timezone-aware ``datetime`` objects; every function returns a new state and never mutates.
-
-Examples
---------
 >>> from datetime import datetime, UTC
 >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
 >>> state = BreakerState()

@@ -29,6 +29,7 @@ from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.steps.block_context import champions_before, write_context
 from calmops_dagster.steps.estimated_performance import prepare_calibration
 from calmops_dagster.steps.results import (
+    PERFORMANCE_CHECK,
     Assessment,
     ChallengerOutcome,
     ChampionDecision,
@@ -65,13 +66,14 @@ def decide_champion(ctx: StepContext, rows: LoadedBlock, assessment: Assessment,
         "reason": reason, "metric": perf.metric, "champion_score": decision.champion_score,
         "challenger_score": decision.challenger_score, "champion_after": after, "test": decision.test,
         "p_value": decision.p_value, "ci_low": decision.ci_low, "ci_high": decision.ci_high,
-        "late": assessment.late, "decided_at": now_utc(),
+        "late": assessment.late, "decided_at": now_utc(), "trained_by": challenger.trained_by,
     }], run_id=ctx.run_id)
     drift = "drift" if assessment.drift_detected else "no drift"
     ctx.log.info(f"block {block}: {decision.decision} ({reason}); {drift}; champion {after or 'none'}")
     failures = [f"no champion ({reason})"] if after is None else threshold_failures(in_force or {}, perf.thresholds)
     unlabelled = spec.target not in frame.columns  # delayed labels: nothing to check yet
     untrained = after is None and challenger.version is None  # e.g. too few rows to train
+    ctx.alerts({PERFORMANCE_CHECK: failures})  # the block's rows are all written: its alerts can be told
     return ChampionDecision(
         block=block, decision=decision, reason=reason, before=before, after=after, in_force=in_force,
         late=assessment.late, rerun=ctx.rerun, failures=failures,

@@ -1,26 +1,10 @@
 """The champion's estimated performance on a block before its labels arrive (label-free).
 
-Between the model store and the estimators of :mod:`calmops_dagster.estimation`
-(:class:`~calmops_dagster.estimation.PerformanceEstimator` for classifiers, binary or multiclass;
-:class:`~calmops_dagster.estimation.RegressionPerformanceEstimator` for regressors):
-
-- **Calibration data** is what the champion did not train on. Held-out rows of a version are not stored,
-  so it is its training rows (``reference.parquet``; for a prediction-only pipeline the spec's
-  ``reference_file``, which must hold the target) with *cross-fitted* outputs: each row scored by a clone of
-  the champion fitted on the other folds (class probabilities, or a regressor's predictions). That costs
-  ``folds`` fits, so it is done once per version and kept in
-  ``pipelines/<name>/estimation/<version>-<reference sha256[:12]>.parquet`` (labels and outputs only);
-  every block refits the estimator from it (a calibration map; for a regressor, error models on the
-  training rows' features). The block that promotes a champion prepares it (:func:`prepare_calibration`,
-  in ``champion_model``), so the next block's drift report does not wait for the folds.
-- **What is estimated**: every metric of the pipeline the estimator computes the same way
-  (:data:`ESTIMABLE_METRICS`): a binary classifier's ``accuracy``, ``balanced_accuracy``, ``roc_auc`` (the
-  pipeline's ``f1`` is macro F1, the binary estimator's the positive class's, so it is not estimated); a
-  multiclass classifier's ``accuracy``, ``balanced_accuracy``, macro ``f1`` and one-vs-rest ``roc_auc``; a
-  regressor's ``rmse`` and ``mae`` (not ``r2``, which needs the block's target variance).
-- :func:`estimated_drop` turns the primary metric's estimate into a
-  :class:`~calmops_dagster.drift.model_drift.PerformanceDrift` (interval = the estimate's) so the
-  retrain rule ``drift.decision_rule: estimated_performance`` reads it like the labelled one.
+Between the model store and the estimators of :mod:`calmops_dagster.estimation`: the calibration data (the
+champion's training rows with cross-fitted outputs, prepared once per version by :func:`prepare_calibration`
+when it is promoted, and kept under ``estimation/``), the metrics estimated (:data:`ESTIMABLE_METRICS`), and
+:func:`estimated_drop`, which the retrain rule ``drift.decision_rule: estimated_performance`` reads like the
+labelled drop. Calibration, metrics and the rule: docs/estimation.md.
 """
 
 from __future__ import annotations

@@ -38,9 +38,10 @@ def predict_block(ctx: StepContext, rows: LoadedBlock, loaded_version: str | Non
     path = write_predictions(result, ctx.paths.predictions_dir(spec.name), block)
     classes = spec.task == "classification"
     overview = None
-    if spec.prediction_only:  # no champion step: the overview follows the predictions
+    if spec.prediction_only:  # no champion step: the overview and the block's alerts follow the predictions
         ctx.log.info(f"block {block}: {len(result)} rows predicted by {version}")  # its one INFO line
         overview = pipeline_overview(ctx.paths, spec.name, spec.performance.metric, metrics=ctx.metrics)
+        ctx.alerts()
     _record_processed(ctx, loaded_version)
     return Predictions(
         block=block, version=version, path=str(path), rows=len(result),

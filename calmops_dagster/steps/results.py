@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from calmops_dagster.reports.pipeline_overview import Overview
     from calmops_dagster.steps.estimated_performance import BlockEstimates
 
+#: The checks the assets report from these results, by name (a failed check's alert names it too).
+SCHEMA_CHECK = "schema_and_nulls"
+DRIFT_CHECK = "no_data_drift"
+PERFORMANCE_CHECK = "champion_meets_thresholds"
+
 
 @dataclass(frozen=True)
 class LoadedBlock:
@@ -113,6 +118,8 @@ class ChallengerOutcome:
     eval_rows: int = 0
     ipip: dict[str, float] = field(default_factory=dict)
     """IPIP's p, b and ensemble figures (``ipip_*``; empty for other models)."""
+    trained_by: str | None = None
+    """The custom function that built the challenger (``module.path:function``; ``None``: the retrain mode)."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""What every step of a block is given: the pipeline, the block and its run, the stores, a log, and what was
-recorded about the block before the step started.
+"""What every step of a block is given: the pipeline, the block and its run, the stores, a log, the block's
+alerts, and what was recorded about the block before the step started.
 
 A block's first run decides (champion, promotion) and records what was in force; a later run of the same
 block is a **rerun** and reproduces it (:mod:`calmops_dagster.steps.block_context`). Which one a step is in,
@@ -30,6 +30,14 @@ class StepLog(Protocol):
     def warning(self, msg: str) -> object: ...
 
 
+class BlockAlerts(Protocol):
+    """Sends the block's alerts (:mod:`calmops_dagster.interfaces.alerts`): the events it recorded and the
+    checks that failed in its run so far, with ``checks``, those the calling step's asset is about to report
+    (name -> what failed). Never raises. The orchestrator gives it, as a run's checks are in its event log."""
+
+    def __call__(self, checks: dict[str, list[str]] | None = None) -> object: ...
+
+
 @dataclass(frozen=True)
 class BlockOrder:
     """The order the pipeline's blocks were registered in, asked of the orchestrator only when a step needs it
@@ -53,6 +61,8 @@ class StepContext:
     """The block's recorded context when the step started (``None``: not processed yet, or prediction-only)."""
     order: BlockOrder
     log: StepLog
+    alerts: BlockAlerts
+    """Sends the block's alerts: the step that ends the block's work calls it once its rows are written."""
 
     @property
     def rerun(self) -> bool:
@@ -67,8 +77,8 @@ class StepContext:
 
 
 def step_context(spec: PipelineSpec, block: str, run_id: str | None, models: ModelStore, metrics: MetricsStore,
-                 paths: CalmOpsHome, order: BlockOrder, log: StepLog) -> StepContext:
+                 paths: CalmOpsHome, order: BlockOrder, log: StepLog, alerts: BlockAlerts) -> StepContext:
     """The context of a step of ``block``; the recorded context is read from the store once per run
     (:func:`~calmops_dagster.steps.block_context.read_context` with ``run_id``)."""
     recorded = None if spec.prediction_only else read_context(metrics, spec, block, run_id)
-    return StepContext(spec, block, run_id, models, metrics, paths, recorded, order, log)
+    return StepContext(spec, block, run_id, models, metrics, paths, recorded, order, log, alerts)

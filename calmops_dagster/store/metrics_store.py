@@ -1,56 +1,14 @@
 """Every metric as a Delta Lake table, read through DuckDB views: many writers, no lock, any reader.
 
-Tables (all carry ``pipeline``; ``docs/metric-tables.md`` gives every column):
-
-- ``blocks``: one row per processed block: rows, source files, content hash.
-- ``drift_results``: one row per feature and test, plus the ``__dataset__`` decision row.
-- ``drift_summary``: the block's drift decision and why a challenger was (not) asked for.
-- ``performance``: one row per model version, metric and data it was scored on.
-- ``promotions``: every champion decision with its figures and reason.
-- ``labels``: delayed labels: per block, how its rows met the label files (labelled, missing, duplicate
-  and conflicting ids), and a ``__unmatched__`` row counting labels for rows never seen.
-- ``quarantine``: every data file set aside, with the reason.
-- ``breaker_state``: one row per pipeline: the circuit breaker (status, consecutive failures, reopen time).
-- ``breaker_events``: every breaker transition (failure, success, opened, reset...) with its run id.
-- ``data_files``: the ingest index (an event log): a row each time a file of ``data_dir`` is read (size,
-  mtime, content hash, accepted / duplicate / quarantined); a file's newest row is what the scan knows.
-- ``alerts``: every alert of a block (event, summary) and its delivery to each webhook (an event log; the
-  URL is never stored, only a fingerprint): what makes an alert go out once per event and block.
-- ``block_files``: the ingest record (an event log): which file version (content hash) holds how many rows
-  of which block, per scan (``seq``); a file's newest version is current, its earlier ones replaced.
-- ``processed_blocks``: one row per block whose results the store holds: the block version its last
-  successful run processed (:mod:`calmops_dagster.store.processed_blocks`; what is pending is decided from it).
-
-Every materialization is on record: the tables of :data:`VERSIONED` carry the ``run_id`` of the run that
-wrote them; ``block_context`` records what was in force when a block was first processed (champion,
-settings), so a rerun reproduces it; re-evaluations (``calmops reevaluate``) write ``reevaluation_summary``
-and ``reevaluation_results`` (keyed by ``reevaluation_id``) beside the decisions, never over them.
-
-Each table is a Delta Lake table at ``<storage root>/metrics/<table>`` (``CALMOPS_HOME/metrics`` or
-``$CALMOPS_STORAGE_URL/metrics``), written by :mod:`calmops_dagster.store.delta_tables`: replacing a
-block's rows (the tables keyed by :data:`KEYS`) is one commit, an overwrite whose predicate names the key;
-event tables (:data:`APPEND_ONLY`) append. Commits are atomic, so a reader sees a write whole or not at all,
-and writers never wait for each other: a commit that conflicts with another is tried again on top of it.
-Each replacing commit names its key in the commit's metadata (``calmops_replaces``), so the rows it replaced
-are the key's rows in the files it removed: ``<table>_history`` (the table's columns plus ``replaced_at``,
-the commit's time) reads them from the log for as long as they are kept (:data:`RETENTION_ENV`,
-``calmops compact``). ``<table>/_replaced.parquet`` (ignored by Delta readers and by vacuum) holds the rows
-replaced before the table was a Delta table (:mod:`calmops_dagster.store.segment_migration`) and types the
-views of a table with no rows.
-
-The circuit breaker is the one read-modify-write: a transition depends on the state before it. Its truth is
-one small object per pipeline, ``metrics/_breaker/<pipeline>/head.json``, changed by
-:func:`~calmops_dagster.store.storage.update_atomically` (conditional PUTs in S3, a folder lock on the local
-disk): one object, one conditional write, whatever the tables hold; its ``breaker_state`` and
-``breaker_events`` rows follow (:meth:`MetricsStore.update_breaker`).
-
-Reading: :meth:`MetricsStore.query` builds views in an in-memory DuckDB over each table's live files (listed
-from the Delta log by a table kept per process), so it never opens a database file and cannot meet a lock.
-``metrics.duckdb`` (the *catalog*) holds views that find the live files from the Delta log themselves, so a
-plain ``duckdb.connect(path, read_only=True)`` sees the current tables under their usual names, with no code
-of ours and no refresh: a commit changes nothing in the catalog. In object storage DuckDB reads through an
-fsspec filesystem (:mod:`calmops_dagster.store.write_once_reads`: a Delta data file is never rewritten), not
-through its ``httpfs`` extension, which it would have to download.
+Each table is a Delta table at ``<storage root>/metrics/<table>``, written by
+:mod:`calmops_dagster.store.delta_tables`: replacing a block's rows (:data:`KEYS`) is one overwrite commit
+whose predicate names the key (``calmops_replaces`` in its metadata), event tables (:data:`APPEND_ONLY`)
+append. ``<table>_history`` reads the rows each replacing commit removed from the Delta log;
+``<table>/_replaced.parquet`` holds those replaced before the table was a Delta table and types the views.
+:meth:`MetricsStore.query` builds views in an in-memory DuckDB over each table's live files (never a lock);
+``metrics.duckdb`` holds views that find the live files in the log themselves, for a plain DuckDB client.
+The circuit breaker's truth is its conditional object ``metrics/_breaker/<pipeline>/head.json``. The
+tables, their columns, the history, retention, upgrade and errors: docs/metric-tables.md.
 """
 
 from __future__ import annotations
@@ -114,7 +72,7 @@ SCHEMA = {
         pipeline VARCHAR, block VARCHAR, champion_before VARCHAR, challenger VARCHAR, decision VARCHAR,
         reason VARCHAR, metric VARCHAR, champion_score DOUBLE, challenger_score DOUBLE,
         champion_after VARCHAR, test VARCHAR, p_value DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
-        decided_at TIMESTAMPTZ, late BOOLEAN""",
+        decided_at TIMESTAMPTZ, late BOOLEAN, trained_by VARCHAR""",
     "labels": """
         pipeline VARCHAR, block VARCHAR, label_files VARCHAR, rows BIGINT, labelled BIGINT, missing BIGINT,
         duplicate_ids BIGINT, conflicting_ids BIGINT, unknown_ids BIGINT, bad_files BIGINT, complete BOOLEAN,

@@ -1,49 +1,8 @@
 """Versioned model files, each vouched for by a hash manifest, and the champion pointer.
 
-Layout under ``pipelines/<name>/models/``::
-
-    v0001/model.skops        the fitted model (skops; pickle only for models skops cannot store)
-    v0001/reference.parquet  the data it was trained on: the drift reference while it is champion
-    v0001/manifest.json      sha256 of both files, library versions, training blocks, metrics
-    champion.json            {"version": "v0003", "history": [...]}: which version serves, and since when
-
-A version exists when its ``manifest.json`` does (:meth:`ModelStore.versions`), and becomes visible whole or
-not at all. On the local disk the folder is assembled under a temporary name
-(``.staging-<pid>@<host>-<random>``) and renamed into place; a staging folder left by a publish that was
-killed is removed by the next publish and the next ``calmops run`` once it is stale: its process (on this
-host) is gone, or it is older than :data:`STALE_STAGING_SECONDS`. In
-object storage (:mod:`calmops_dagster.store.storage`), where nothing can be renamed, a writer first claims
-the version number by creating ``vNNNN/.claim`` exclusively (S3 ``If-None-Match``; of two writers racing
-for a number one moves on to the next), writes the model and reference, and writes the manifest last: a
-crash leaves a claimed folder without a manifest, which is no version and whose number is never reused.
-``champion.json`` is changed by an atomic read-modify-write (:func:`~calmops_dagster.store.storage.update_atomically`:
-a folder lock locally, ``If-Match`` on S3), so two writers racing never lose an update: the second change
-is applied on top of the first, and both are in its history. Old versions are never deleted, which is
-what makes rollback possible.
-
-A version name is ``v`` and four or more digits (:data:`VERSION_NAME`), naming a folder directly in the
-pipeline's own ``models/``: every name read (``calmops rollback --to``, ``reevaluate --against``, the champion
-pointer, the versions recorded in the metric tables for reruns) goes through :meth:`ModelStore.folder`, so
-``../../other/models/v0001`` or ``/etc/passwd`` is refused (:class:`ModelVersionError`) before it reaches a
-path. Each manifest names its own version and pipeline (the folder ``models/`` sits in), and is believed only
-in that place: a signed ``v0001`` copied to ``v0009``, or into another pipeline's folder, is refused.
-
-Loading a version checks, in this order, and refuses with :class:`ModelIntegrityError` before any byte of
-the model is deserialized: the manifest's signature (:mod:`calmops_dagster.store.model_signing`, when a
-model signing key is set), that it names this version of this pipeline, that ``model_file`` resolves inside
-the version folder, and the file's sha256.
-The format is then read from the file's own first bytes (a skops file is a zip, a pickle starts with its
-protocol opcode), never from the manifest. A skops file is loaded only when every type it holds is either
-trusted by skops itself (plain data, numpy arrays, scikit-learn estimators) or named in the explicit
-allow-list :data:`TRUSTED_TYPES`; skops enforces the same list while loading. Pickle is written only for
-models skops cannot store within the allow-list (river models, ``allow_any_module`` packages) and loaded
-only when the caller says the pipeline spec trusts it (``trust_pickle``).
-
-A block's run loads its champion more than once (its drift report, its promotion decision): a process keeps
-the last few models it deserialized, by their verified sha256, and hands out deep copies. Every load still
-reads the file and checks the signature, the path and the hash first, so a file changed on disk is a
-different hash and is deserialized (and refused) as before; a copy keeps one caller's changes to its model
-from reaching another's.
+A version appears whole or not at all and is never deleted (so a champion can be rolled back), and no byte
+of a model is deserialized before its manifest's signature, path and hash check out. Loading and trust:
+docs/models.md; the layout and how a version is published, locally and in S3: docs/layout.md, docs/storage.md.
 """
 
 from __future__ import annotations
@@ -169,6 +128,24 @@ def _serialize(model) -> tuple[str, bytes]:
     if blob is not None and set(sio.get_untrusted_types(data=blob)) <= TRUSTED_TYPES:
         return "skops", blob
     return "pickle", pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def storage_refusal(model, trust_pickle: bool) -> str | None:
+    """Why the store cannot keep ``model`` in a format this pipeline loads back, or ``None``: skops within
+    :data:`TRUSTED_TYPES` always does; pickle (what the store writes for anything else) only with
+    ``trust_pickle``; an object pickle cannot write never does."""
+    try:
+        fmt, _ = _serialize(model)
+    except Exception as exc:  # noqa: BLE001 -- skops refused it, and so did pickle
+        return f"an object the model store cannot serialize (neither skops nor pickle: {type(exc).__name__}: {exc})"
+    if fmt == "pickle" and not trust_pickle:
+        try:
+            held = sorted(set(skops_io().get_untrusted_types(data=skops_io().dumps(model))) - TRUSTED_TYPES)
+        except Exception:  # noqa: BLE001 -- skops cannot represent it at all
+            held = ["(not storable by skops)"]
+        return (f"a model skops cannot store within the allow-list (it holds {held}): it would be a pickle, "
+                "which this pipeline does not load without trust_pickle: true")
+    return None
 
 
 def now_utc() -> str:

@@ -1,22 +1,11 @@
 """The S3 client of the storage seam: a bounded retry policy, and a failing store as one typed line.
 
-Every S3 request of a process that uses an ``s3://`` storage root goes through
-:class:`ObjectStoreFileSystem`, an :class:`s3fs.S3FileSystem`: the stores' reads and writes, DuckDB's reads
-of metric tables' files (:mod:`~calmops_dagster.store.write_once_reads` is a subclass) and Dagster's IO manager,
-which opens ``s3://`` paths through fsspec (:func:`use_for_s3` makes this class fsspec's ``s3``).
-
-- **Retries**: botocore's ``standard`` mode, :data:`STORE_ATTEMPTS` attempts per request for connection
-  errors, timeouts, throttling and HTTP 500/502/503/504, with exponential backoff and jitter (a random wait
-  of up to 1, 2, then 4 s: at most 7 s between the first attempt and the last). s3fs's own retry loop is
-  off, so the two do not multiply. A connection attempt times out after 5 s and a read after 15 s (s3fs's
-  defaults), so a request gives up within about 30 s even when the endpoint swallows packets. botocore's
-  retry quota (a token bucket per client) stops retrying early when most requests fail, so a long outage
-  costs one attempt per request. ``AWS_MAX_ATTEMPTS`` and ``AWS_RETRY_MODE`` change the policy.
-- **Failures**: once the attempts are spent, a failure of the store itself (no connection, no answer, no
-  credentials, access refused, no such bucket, 5xx) raises
-  :class:`~calmops_dagster.errors.StoreUnavailableError` with one line: ``object store s3://bucket/prefix
-  (endpoint URL): what failed``. A missing object stays a ``FileNotFoundError`` and a lost conditional write
-  a ``FileExistsError``, as the seam's callers expect.
+Every S3 request of a process with an ``s3://`` storage root goes through :class:`ObjectStoreFileSystem`
+(the stores, DuckDB's reads of metric tables' files, Dagster's IO manager): botocore's ``standard`` retries,
+:data:`STORE_ATTEMPTS` attempts, s3fs' own loop off; once spent, a failure of the store itself raises
+:class:`~calmops_dagster.errors.StoreUnavailableError` naming store, endpoint and failure, while a missing
+object stays ``FileNotFoundError`` and a lost conditional write ``FileExistsError``. The policy, timeouts and
+worst cases: docs/storage.md ("Retries").
 """
 
 from __future__ import annotations

@@ -2,21 +2,9 @@
 
 One object answers every "where is ..." question so that the CLI, the code location, the sensors and the
 tests agree on the layout. Pipeline state (models, blocks, incoming file versions, predictions, reports,
-estimation data, metric tables) lives under the storage root (:mod:`calmops_dagster.store.storage`:
-``$CALMOPS_STORAGE_URL``, by default ``CALMOPS_HOME`` itself) in the same layout; specs, run locks, logs,
-the metrics catalog and the Dagster instance stay in ``CALMOPS_HOME``::
-
-    $CALMOPS_HOME/
-      metrics.duckdb                 the metric tables as DuckDB views (see metrics_store.py)
-      metrics/<table>/               the metric rows: one Delta Lake table each
-      dagster/                       DAGSTER_HOME: Dagster's SQLite instance, shared by `dagster dev` and `calmops run`
-      storage/                       Dagster's IO manager outputs
-      pipelines/<name>/pipeline.yaml the pipeline spec
-      pipelines/<name>/models/       versioned models and the champion pointer
-      pipelines/<name>/blocks/       processed blocks' rows (history for window / replay_mix retraining)
-      pipelines/<name>/predictions/  one Parquet file per block (withdrawn blocks': withdrawn/<block>-<time>.parquet)
-      pipelines/<name>/reports/      drift reports (HTML)
-      pipelines/<name>/estimation/   per model version: out-of-fold probabilities the estimator calibrates on
+estimation data, metric tables) lives under the storage root (:mod:`calmops_dagster.store.storage`);
+specs, run locks, logs, the metrics catalog and the Dagster instance stay in ``CALMOPS_HOME``. The whole
+layout: docs/layout.md; what moves to object storage: docs/storage.md.
 """
 
 from __future__ import annotations

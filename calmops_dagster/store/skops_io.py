@@ -2,8 +2,8 @@
 
 When skops is imported it lists the scikit-learn estimators it trusts (``sklearn.utils.discovery.
 all_estimators``), which walks every scikit-learn package. The walk imports scikit-learn's vendored
-``sklearn.externals.array_api_compat.torch``, and that imports torch: about 3 s of CPU, half of skops'
-import, paid by every process that saves or loads a model (each run worker of ``dagster dev``, ``calmops
+``sklearn.externals.array_api_compat.torch``, and that imports torch: half of skops' import, paid by
+every process that saves or loads a model (each run worker of ``dagster dev``, ``calmops
 run``, ``calmops serve``). That package holds no estimator (the walk lists nothing under ``externals``),
 and the walk skips a package that fails to import, so while skops is imported that one package is made to
 fail; it imports normally afterwards. When torch is already loaded, nothing is skipped.
@@ -13,8 +13,7 @@ skops' ``whichmodule`` (pickle's) looks for it in the loaded modules in turn, up
 with ``getattr(module, name, None)``: for a module without the name that raises and swallows an
 AttributeError. In a ``calmops run`` (2,300 modules) that was most of the import's time. skops' function is
 replaced by :func:`first_module_holding`, which gives the same answer from a dictionary lookup in each plain
-module: skops' import took 1.0-1.2 s instead of 1.7-1.8 s after a ``calmops run``'s imports, 0.6 s instead
-of 2.4 s after the CLI's and the code location's alone (the walk's length depends on the import order). The
+module (benchmarks/RESULTS.md has what that saved; the walk's length depends on the import order). The
 tests compare its answers with pickle's, and the names skops then trusts with a plain import's.
 """
 

@@ -1,31 +1,9 @@
 """The storage seam: where a pipeline's state lives, on the local disk or in object storage.
 
-``CALMOPS_STORAGE_URL`` (default: ``CALMOPS_HOME`` itself) is an fsspec URL under which models, processed
-blocks, incoming file versions, predictions, reports, estimation data and the metric tables (Delta Lake) live,
-in the same layout as under ``CALMOPS_HOME``. Specs, run locks, pipeline logs, the metrics catalog
-(``metrics.duckdb``, views only) and the local Dagster instance stay in ``CALMOPS_HOME``.
-
-A location is a :class:`pathlib.Path` on the local disk (``file://`` URLs and plain paths: exactly the
-behaviour before this seam) or a :class:`StoragePath` in object storage, which offers the part of the
-``pathlib`` interface the stores use (``/``, ``name``, ``read_bytes``, ``glob``, ``exists``...). The
-operations whose meaning differs between the two are functions here, one place for each guarantee:
-
-- :func:`write_atomic`: readers see the old content or the new, never part of it. Local: a temporary file
-  in the same folder, fsync, ``os.replace``. Object storage: one PUT (an object appears whole or not at all).
-- :func:`create_exclusive`: create a file only if it does not exist; of two writers exactly one wins.
-  Local: ``os.link`` of a written temporary file (fails on an existing name). S3: ``If-None-Match: *``.
-- :func:`update_atomically`: read-modify-write that never loses a concurrent update. Local: an exclusive
-  ``flock`` on the folder around the read and the atomic replace. S3: the write carries ``If-Match`` with
-  the ETag that was read (or ``If-None-Match`` when there was none) and is retried on a conflict.
-- :func:`stamp`: a cheap fingerprint that changes when a file is replaced (inode/mtime/size, or the ETag).
-
-Object storage means S3 and S3-compatible servers (``s3://bucket/prefix``; ``AWS_ENDPOINT_URL`` and the
-usual AWS variables configure the client; ``pip install -e '.[s3]'``): its conditional writes are what the
-guarantees above rest on, and they are tested against moto's S3 server. Other fsspec protocols (``gs://``,
-``az://``...) are refused with that reason rather than used without those guarantees. The client retries a
-failed request a bounded number of times, then raises
-:class:`~calmops_dagster.errors.StoreUnavailableError` naming the store
-(:mod:`calmops_dagster.store.object_store`; ``docs/storage.md``).
+A location is a local :class:`pathlib.Path` or a :class:`StoragePath` in S3 (``CALMOPS_STORAGE_URL``), and
+each operation whose guarantee differs between the two is one function here: :func:`write_atomic`,
+:func:`create_exclusive`, :func:`update_atomically`, :func:`stamp`. What lives where, each guarantee on
+either side and why other fsspec protocols are refused: docs/storage.md.
 """
 
 from __future__ import annotations
