@@ -31,7 +31,7 @@ class CalmOpsHomeResource(ConfigurableResource):
 
 
 class MetricsStoreResource(ConfigurableResource):
-    """The metric tables: ``db_path`` is the DuckDB catalog; rows are Parquet segments beside it (no lock)."""
+    """The metric tables: ``db_path`` is the DuckDB catalog; rows are Delta Lake tables (no lock)."""
 
     db_path: str
 

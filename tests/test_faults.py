@@ -47,7 +47,7 @@ def test_parallel_processes_writing_metrics_lose_no_row(tmp_path):
 
 def test_a_connection_held_on_the_catalog_blocks_neither_reads_nor_writes(tmp_path):
     """Someone keeps ``metrics.duckdb`` open, even for writing (an analyst's session, another thread): the
-    store still reads and writes at once, since it writes segment files and reads them in memory."""
+    store still reads and writes at once, since it commits to Delta tables and reads them in memory."""
     store = MetricsStore(tmp_path / "metrics.duckdb", max_wait_seconds=1.0)
     store.append_rows("quarantine", [{"pipeline": "a", "file": "0.csv", "reason": "test"}])
     held = duckdb.connect(str(store.path))

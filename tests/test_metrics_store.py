@@ -1,4 +1,4 @@
-"""The metric tables as immutable Parquet segments: newest write wins, no lock, compaction, migration, sql."""
+"""The metric tables as Delta Lake tables: a block replaced in one commit, history, no lock, compaction, sql."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.interfaces.cli import main
+from calmops_dagster.store import delta_tables, metrics_store
 from calmops_dagster.store.metrics_store import APPEND_ONLY, SCHEMA, MetricsStore, columns, key_of
 
 
@@ -132,32 +133,46 @@ def test_readers_never_fail_while_writers_write(store, tmp_path):
     assert counts == {"x": 1, "a": 150, "b": 150, "c": 150}
 
 
-def test_compaction_merges_segments_and_keeps_tables_and_history(store):
+def test_compaction_merges_files_and_keeps_tables_and_history(store):
     for round_ in range(3):
         for block in ("1", "2"):
             store.replace_block_rows("drift_results", "a", block, drift_rows(2, round_ / 10))
     store.replace_block_rows("drift_results", "b", "1", drift_rows(1))
     store.append_rows("quarantine", [{"pipeline": "a", "file": f"{i}.csv", "reason": "bad"} for i in range(3)])
     store.append_rows("quarantine", [{"pipeline": "a", "file": "3.csv", "reason": "bad"}])
-    before = {t: store.query(f"SELECT * FROM {t} ORDER BY ALL") for t in ("drift_results", "quarantine")}
+    views = ("drift_results", "quarantine", "drift_results_history")
+    before = {v: store.query(f"SELECT * FROM {v} ORDER BY ALL") for v in views}
+    assert len(before["drift_results_history"]) == 8  # two earlier writes of two blocks, two rows each
 
     result = store.compact("a")
-    assert result["drift_results"] == (6, 1) and result["quarantine"] == (2, 1)
-    for table, frame in before.items():
-        pd.testing.assert_frame_equal(store.query(f"SELECT * FROM {table} ORDER BY ALL"), frame)
-    segments = list((store.data_dir / "drift_results" / "a").rglob("*.parquet"))
-    assert len(segments) == 1
-    assert len(pd.read_parquet(segments[0])) == 12  # superseded rows are kept on disk: the history
-    assert len(list((store.data_dir / "drift_results" / "b").rglob("*.parquet"))) == 1  # not asked for
+    assert result["drift_results"] == (3, 1) and result["quarantine"] == (2, 1)
+    for view, frame in before.items():
+        pd.testing.assert_frame_equal(store.query(f"SELECT * FROM {view} ORDER BY ALL"), frame)
+    with duckdb.connect(str(store.path), read_only=True) as con:  # the catalog reads the log too
+        assert con.execute("SELECT count(*) FROM drift_results_history").fetchone() == (8,)
+        assert con.execute("SELECT count(*) FROM drift_results").fetchone() == (5,)
 
     store.replace_block_rows("drift_results", "a", "1", drift_rows(1, 0.9))  # a write after compaction wins
     assert store.query("SELECT p_value FROM drift_results WHERE pipeline = 'a' AND block = '1'").values.tolist() \
         == [[0.9]]
+    assert len(store.query("SELECT * FROM drift_results_history")) == 10  # the two it replaced, merged or not
+    assert len(store.query("SELECT * FROM drift_results")) == 4
 
 
-def test_a_query_for_one_pipeline_reads_only_its_segments_and_answers_as_the_whole_store(store, monkeypatch):
+def test_vacuum_keeps_the_history_of_the_retention_and_drops_older(store, monkeypatch):
+    store.replace_block_rows("drift_results", "a", "1", drift_rows(2, 0.1))
+    store.replace_block_rows("drift_results", "a", "1", drift_rows(1, 0.2))
+    store.compact(days=1)
+    assert len(store.query("SELECT * FROM drift_results_history")) == 2
+    store.compact(days=1 / 24 / 3600 / 1000)  # a millisecond: the replaced files go
+    monkeypatch.setenv("CALMOPS_METRICS_RETENTION_DAYS", str(1 / 24 / 3600 / 1000))
+    assert len(store.query("SELECT * FROM drift_results_history")) == 0
+    assert store.query("SELECT p_value FROM drift_results").values.tolist() == [[0.2]]
+
+
+def test_a_query_for_one_pipeline_reads_only_its_files_and_answers_as_the_whole_store(store, monkeypatch):
     """``pipeline=``: the same rows for that pipeline, its history too, typed columns when it has no rows,
-    and no other pipeline's segment opened."""
+    and no file of another pipeline opened (the files' statistics in the Delta log say which may hold it)."""
     for pipeline in ("a", "b", "c d/é"):
         for block in ("1", "2"):
             store.replace_block_rows("drift_results", pipeline, block, drift_rows(2, 0.1))
@@ -173,12 +188,13 @@ def test_a_query_for_one_pipeline_reads_only_its_segments_and_answers_as_the_who
     assert empty.empty and list(empty.columns) == columns("drift_results")
 
     read = []
-    real = MetricsStore._segments
-    monkeypatch.setattr(MetricsStore, "_segments",
-                        lambda self, table, pipeline: read.append(real(self, table, pipeline)) or read[-1])
+    real = delta_tables.live_files
+    monkeypatch.setattr(delta_tables, "live_files", lambda table, pipeline=None: read.append(
+        (pipeline, real(table, pipeline))) or read[-1][1])
     store.rows("SELECT count(*) AS n FROM drift_results WHERE pipeline = ?", ["a"], pipeline="a")
-    listed = next(files for files in read if "/drift_results/" in files and "**" not in files)
-    assert "/drift_results/a/" in listed and "/b/" not in listed and "c%20d" not in listed
+    (asked, listed), = read
+    everything = real(store._open("drift_results"))
+    assert asked == "a" and len(listed) == 2 and len(everything) == 6 and set(listed) < set(everything)
 
 
 def test_a_database_of_the_single_file_design_is_migrated(tmp_path):
@@ -258,11 +274,18 @@ def test_calmops_sql_prints_rows_and_refuses_anything_but_one_select(tmp_path, c
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_schema_files_are_checked_together_and_only_missing_or_outdated_ones_rewritten(store, monkeypatch):
-    store.query("SELECT * FROM blocks")  # the schema files are written
-    pd.DataFrame({"pipeline": ["old"]}).to_parquet(store.data_dir / "blocks" / "_schema.parquet")  # outdated
-    (store.data_dir / "promotions" / "_schema.parquet").unlink()  # missing
+def test_replaced_files_are_checked_together_and_only_missing_or_outdated_ones_rewritten(store, monkeypatch):
+    store.query("SELECT * FROM blocks")  # the tables and their _replaced.parquet are made
+    for table in SCHEMA:
+        assert (store.data_dir / table / "_delta_log").is_dir(), table
+    pd.DataFrame({"pipeline": ["old"]}).to_parquet(store.data_dir / "blocks" / "_replaced.parquet")  # outdated
+    (store.data_dir / "promotions" / "_replaced.parquet").unlink()  # missing
     rewritten = []
-    monkeypatch.setattr(MetricsStore, "_write_parquet", lambda self, table, frame, path: rewritten.append(table))
-    MetricsStore(store.path, data_dir=store.data_dir)._ensure_schema_files()
+    monkeypatch.setattr(MetricsStore, "write_replaced", lambda self, table, frame: rewritten.append(table))
+    metrics_store._TABLES_SEEN.clear()
+    MetricsStore(store.path, data_dir=store.data_dir)._ensure_tables()
+    assert rewritten == []  # _tables.json says every table was made for these columns: nothing is listed
+    monkeypatch.setitem(SCHEMA, "blocks", SCHEMA["blocks"] + ", new_column VARCHAR")  # the columns change
+    metrics_store._TABLES_SEEN.clear()
+    MetricsStore(store.path, data_dir=store.data_dir)._ensure_tables()
     assert sorted(rewritten) == ["blocks", "promotions"]

@@ -104,9 +104,9 @@ def test_every_command_works_on_s3_and_leaves_no_state_on_the_local_disk(tmp_pat
         pointer = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/pipelines/{NAME}/models/champion.json")
                              ["Body"].read())
         assert pointer["version"] == pointer["history"][-1]["version"]
-        segments = _objects(s3, f"{PREFIX}/metrics/")
-        assert any(key.startswith(f"drift_results/{NAME}/2/") for key in segments)
-        assert f"_breaker/{NAME}/head.json" in segments  # the circuit breaker's state, beside its rows
+        metrics = _objects(s3, f"{PREFIX}/metrics/")
+        assert "drift_results/_delta_log/00000000000000000000.json" in metrics  # a Delta table in the bucket
+        assert f"_breaker/{NAME}/head.json" in metrics  # the circuit breaker's state, beside its rows
         assert not [f for f in _local_files(home) if not LOCAL_ALLOWED.match(f)], _local_files(home)
         assert not list(home.rglob("*.parquet")) and not list(home.rglob("*.skops"))
 

@@ -159,10 +159,10 @@ def test_a_crashed_s3_save_leaves_no_version_and_its_number_is_not_reused(s3):
     assert store.versions() == ["v0001", "v0003"]
 
 
-def test_metric_segments_in_s3_are_read_by_duckdb_without_httpfs(s3, tmp_path):
-    """Segments written to the bucket, read back through DuckDB views (fsspec registered, no extension):
-    a block's rows replaced, never doubled; compaction keeps every row; nothing written beside the catalog
-    but the catalog itself and its lock files."""
+def test_metric_tables_in_s3_are_read_by_duckdb_without_httpfs(s3, tmp_path):
+    """Delta tables in the bucket, read back through DuckDB views (fsspec registered, no extension): a
+    block's rows replaced, never doubled; compaction keeps every row; nothing written beside the catalog but
+    the catalog itself and its lock files."""
     import duckdb
 
     from calmops_dagster.store.metrics_store import MetricsStore
@@ -178,21 +178,20 @@ def test_metric_segments_in_s3_are_read_by_duckdb_without_httpfs(s3, tmp_path):
     assert store.query(counts).values.tolist() == [["1", 2, 0.2], ["2", 1, 0.5]]
     assert len(store.read_only_query("SELECT * FROM drift_results_history")) == 2  # the replaced rows
     assert len(store.query("SELECT * FROM quarantine")) == 1
-    assert [p.name for p in (data / "drift_results" / "demo" / "1").glob("*.parquet")].__len__() == 2
+    assert len(list((data / "drift_results" / "_delta_log").glob("*.json"))) == 4  # created, three commits
 
-    assert store.compact("demo")["drift_results"] == (3, 1)
+    assert store.compact("demo")["drift_results"] == (2, 1)
     assert store.query(counts).values.tolist() == [["1", 2, 0.2], ["2", 1, 0.5]]
-    assert not list(tmp_path.rglob("*.parquet"))  # every segment went to the bucket
+    assert len(store.read_only_query("SELECT * FROM drift_results_history")) == 2
+    assert not list(tmp_path.rglob("*.parquet"))  # every file went to the bucket
     loaded = duckdb.sql("SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()
     assert ("httpfs",) not in loaded
 
 
-
-def test_duckdb_asks_s3_about_a_metric_segment_once_per_process(s3, tmp_path, monkeypatch):
-    """Segments are written once, so what a HEAD request said about one is kept: a repeated query sends no HEAD
-    at all. A schema file this process rewrites is asked about again, and deleting a pipeline's migrated rows
-    writes a new segment rather than changing one in place."""
-    from calmops_dagster.store.metrics_store import MIGRATED, SCHEMA_FILE, MetricsStore
+def test_duckdb_asks_s3_about_a_metric_file_once_per_process(s3, tmp_path, monkeypatch):
+    """Delta data files are written once, so what a HEAD request said about one is kept: a repeated query
+    sends no HEAD at all. A ``_replaced.parquet`` this process rewrites is asked about again."""
+    from calmops_dagster.store.metrics_store import REPLACED_FILE, MetricsStore
 
     data = StoragePath("s3", f"{BUCKET}/{uuid.uuid4().hex}/metrics")
     store = MetricsStore(tmp_path / "metrics.duckdb", data_dir=data)
@@ -215,45 +214,38 @@ def test_duckdb_asks_s3_about_a_metric_segment_once_per_process(s3, tmp_path, mo
         assert store.query(sql, pipeline="demo")["n"].tolist() == [2]
     assert len(heads) == asked
 
-    schema = data / "drift_results" / SCHEMA_FILE
-    store._write_parquet("drift_results", None, schema)
+    store.write_replaced("drift_results", None)
     assert store.query(sql, pipeline="demo")["n"].tolist() == [2]
-    assert heads[asked:] == [schema.path.split("/", 1)[1]]  # the key, without the bucket
-
-    migrated = data / "drift_results" / MIGRATED / "old.parquet"
-    store._write_parquet("drift_results", pd.DataFrame([
-        {"pipeline": p, "block": "0", "feature": "x1", "test": "ks", "statistic": 0.3, "_seq": "0" * 20,
-         "_row": i, "_tombstone": False} for i, p in enumerate(("demo", "other"))]), migrated)
-    assert store.query(sql)["n"].tolist() == [4]
+    assert heads[asked:] == [(data / "drift_results" / REPLACED_FILE).path.split("/", 1)[1]]  # no bucket
     store.delete_pipeline_rows("demo")
-    assert store.query(sql)["n"].tolist() == [1]
-    assert not migrated.exists() and len(list((data / "drift_results" / MIGRATED).glob("*.parquet"))) == 1
+    assert store.query(sql)["n"].tolist() == [0]
 
 
-def test_a_query_is_retried_when_a_segment_whose_info_was_kept_is_gone(s3, tmp_path, monkeypatch):
-    """A compaction elsewhere deletes a segment this process read before: the segment is listed, its kept info
-    spares the HEAD that would have found it gone, and its GET fails. The query is tried again on a fresh
-    listing and answers."""
+def test_a_query_is_retried_when_a_file_whose_info_was_kept_is_gone(s3, tmp_path, monkeypatch):
+    """A vacuum elsewhere deletes a file this process read before: the file is listed, its kept info spares
+    the HEAD that would have found it gone, and its GET fails. The query is tried again on a fresh listing
+    and answers."""
+    from calmops_dagster.store import delta_tables
     from calmops_dagster.store.metrics_store import MetricsStore
 
     data = StoragePath("s3", f"{BUCKET}/{uuid.uuid4().hex}/metrics")
     store = MetricsStore(tmp_path / "metrics.duckdb", data_dir=data)
-    for value in (0.1, 0.2):
-        store.replace_block_rows("drift_results", "demo", "1", [{"feature": "x1", "test": "ks", "statistic": value}])
+    for block in ("1", "2"):
+        store.replace_block_rows("drift_results", "demo", block, [{"feature": "x1", "test": "ks", "statistic": 0.2}])
     sql = "SELECT max(statistic) AS s FROM drift_results"
     assert store.query(sql, pipeline="demo")["s"].tolist() == [0.2]
-    stale = store._segments("drift_results", "demo")
-    listed, segments = [], store._segments
+    stale = delta_tables.live_files(store._open("drift_results"), "demo")
+    listed, live_files = [], delta_tables.live_files
 
-    def stale_first(*args):
-        listed.append(args)
-        return stale if len(listed) == 1 else segments(*args)
+    def stale_first(table, pipeline=None):
+        listed.append(pipeline)
+        return stale if len(listed) == 1 else live_files(table, pipeline)
 
-    monkeypatch.setattr(store, "_segments", stale_first)
-    store.compact("demo")  # the two segments of block 1 become one; the old ones are deleted
-    listed.clear()
+    store.compact("demo", days=1e-9)  # the two files become one; the old ones are deleted at once
+    monkeypatch.setattr(delta_tables, "live_files", stale_first)
     assert store.query(sql, pipeline="demo")["s"].tolist() == [0.2]
     assert len(listed) == 2  # the stale listing, then a fresh one
+
 
 def _failure(state):
     """A breaker failure, with a widened window between reading the state and writing the next one."""
@@ -266,7 +258,7 @@ def _failure(state):
 
 
 def test_racing_breaker_updates_lose_no_failure_and_count_no_run_twice(root, tmp_path):
-    """Two "machines" (each its own catalog and local locks) share the metric segments: each counts two
+    """Two "machines" (each its own catalog and local locks) share the metric tables: each counts two
     failed runs of its own, and both report one shared run at the same moment. Every failure counts, once."""
     from calmops_dagster.store.metrics_store import MetricsStore
 

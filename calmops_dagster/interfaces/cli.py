@@ -617,8 +617,19 @@ def cmd_compact(args, home: CalmOpsHome) -> int:
     from calmops_dagster.store.metrics_store import MetricsStore
 
     name = _checked_name(home, args.name) if args.name else None
-    for table, (before, after) in MetricsStore(home.metrics_db).compact(name).items():
-        print(f"{table:15} {before:6} -> {after} segment(s)")
+    for table, (before, after) in MetricsStore(home.metrics_db).compact(name, days=args.days).items():
+        print(f"{table:20} {before:6} -> {after} file(s)")
+    return 0
+
+
+def cmd_migrate(args, home: CalmOpsHome) -> int:
+    from calmops_dagster.store.metrics_store import MetricsStore
+
+    converted = MetricsStore(home.metrics_db).migrate()
+    if not converted:
+        print(f"nothing to convert: {home.metrics_dir} holds Delta tables only")
+    for table, (rows, replaced) in converted.items():
+        print(f"{table:20} {rows:6} row(s), {replaced} replaced row(s) kept in {table}_history")
     return 0
 
 
@@ -740,9 +751,13 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.set_defaults(func=cmd_sql)
 
-    compact = subparsers.add_parser("compact", help="merge the metric tables' segment files (keeps every row)")
-    compact.add_argument("name", nargs="?", help="only this pipeline (default: every pipeline)")
+    compact = subparsers.add_parser("compact", help="optimize and vacuum the metric tables (Delta Lake)")
+    compact.add_argument("name", nargs="?", help="a pipeline (accepted; Delta optimizes each table as a whole)")
+    compact.add_argument("--days", type=float, default=None,
+                         help="keep replaced rows this many days (default: $CALMOPS_METRICS_RETENTION_DAYS or 90)")
     compact.set_defaults(func=cmd_compact)
+    migrate = subparsers.add_parser("migrate", help="convert a metric store of Parquet segments to Delta tables")
+    migrate.set_defaults(func=cmd_migrate)
 
     tutorials = subparsers.add_parser("tutorials", help="copy the runnable tutorials to a folder")
     tutorials.add_argument("--out", default="calmops-tutorials", help="target folder (default ./calmops-tutorials)")

@@ -22,7 +22,7 @@ from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
 from calmops_dagster.store.paths import CalmOpsHome
 
-#: The landing page's reads of one pipeline, on one connection over its own segments.
+#: The landing page's reads of one pipeline, on one connection over its own files.
 LAST_BLOCK_SQL = ("SELECT b.block, b.loaded_at, s.drift_detected, s.drift_share, s.n_drifted, s.n_tested, "
                   "s.drifted_features FROM blocks b LEFT JOIN drift_summary s USING (pipeline, block) "
                   "WHERE b.pipeline = ? ORDER BY b.loaded_at DESC LIMIT 1")

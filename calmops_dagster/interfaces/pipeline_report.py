@@ -69,7 +69,7 @@ def _ordered(blocks) -> list[str]:
 
 
 def load_report_data(home: CalmOpsHome, name: str) -> dict[str, pd.DataFrame]:
-    """Everything the page shows from DuckDB (read-only; one connection over the pipeline's own segments)."""
+    """Everything the page shows from DuckDB (read-only; one connection over the pipeline's own files)."""
     metrics = MetricsStore(home.metrics_db)
     statements = {
         "drift": "SELECT block, feature, test, statistic, p_value, effect_size, threshold, drifted, note "

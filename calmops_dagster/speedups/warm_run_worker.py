@@ -9,7 +9,8 @@ input (a serialized ``ExecuteRunArgs``), forks, and answers the child's pid on s
 The child is the run worker, its own process as with Dagster's launcher: it executes the run exactly as
 ``dagster api execute_run`` does (the command Dagster's Docker and Kubernetes launchers start), and it
 imports the code location itself, so a pipeline added after this process started is found. This process
-stays single-threaded and opens no database, DuckDB file or OpenMP thread pool, so forking it is safe.
+stays single-threaded and opens no database, DuckDB file, OpenMP thread pool or Delta table (delta-rs's
+runtime does not survive a fork: :func:`serve` refuses to fork a process that used it), so forking it is safe.
 It exits when its standard input closes (the launcher's process ended).
 """
 
@@ -21,6 +22,12 @@ import signal
 import sys
 import threading
 import traceback
+
+from calmops_dagster.store import delta_tables
+
+#: Why a process that used delta-rs is not forked.
+FORK_AFTER_DELTA = ("the warm process has used delta-rs (a Delta table was opened in it), whose runtime does "
+                    "not survive a fork: a run forked from it would hang; restart dagster dev")
 
 #: What a block's run imports, the code location module (``calmops_dagster.definitions``, which builds the
 #: pipelines from the specs on disk when imported) excepted. A module missing here is imported by the run.
@@ -66,6 +73,8 @@ def preload() -> None:
                 instance.event_log_storage.empty_run_database()  # each run's database is a copy of it
     if threading.active_count() != 1:
         raise RuntimeError(f"the warm process must be single-threaded to fork; running: {threading.enumerate()}")
+    if delta_tables.used_in_this_process():
+        raise RuntimeError(FORK_AFTER_DELTA)
 
 
 def execute_run(execute_run_args: str) -> int:
@@ -105,6 +114,10 @@ def serve(requests, answers) -> None:
     for line in requests:
         execute_run_args = line.strip()
         if not execute_run_args:
+            continue
+        if delta_tables.used_in_this_process():
+            answers.write(f"error: {FORK_AFTER_DELTA}\n")
+            answers.flush()
             continue
         try:
             pid = os.fork()

@@ -1,8 +1,14 @@
-"""Every metric as immutable Parquet segments, read through DuckDB views: many writers, no lock.
+"""Every metric as a Delta Lake table, read through DuckDB views: many writers, no lock, any reader.
 
-Each write is a new segment, so runs of many pipelines and processes write without waiting for each other
-and a reader sees a write whole or not at all. The tables and their columns, the segment layout, the hidden
-columns and why not one DuckDB file: docs/metric-tables.md.
+Each table is a Delta table at ``<storage root>/metrics/<table>``, written by
+:mod:`calmops_dagster.store.delta_tables`: replacing a block's rows (:data:`KEYS`) is one overwrite commit
+whose predicate names the key (``calmops_replaces`` in its metadata), event tables (:data:`APPEND_ONLY`)
+append. ``<table>_history`` reads the rows each replacing commit removed from the Delta log;
+``<table>/_replaced.parquet`` holds those replaced before the table was a Delta table and types the views.
+:meth:`MetricsStore.query` builds views in an in-memory DuckDB over each table's live files (never a lock);
+``metrics.duckdb`` holds views that find the live files in the log themselves, for a plain DuckDB client.
+The circuit breaker's truth is its conditional object ``metrics/_breaker/<pipeline>/head.json``. The
+tables, their columns, the history, retention, upgrade and errors: docs/metric-tables.md.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from urllib.parse import quote
 import duckdb
 
 from calmops_dagster.errors import CalmOpsError, StoreUnavailableError
+from calmops_dagster.store import delta_tables
 from calmops_dagster.store.breaker_state import BreakerState
+from calmops_dagster.store.delta_tables import delta_errors
 from calmops_dagster.store.storage import (
     Location,
     StoragePath,
@@ -139,28 +147,49 @@ BREAKER_HEADS = "_breaker"
 #: once is counted once, although neither sees the other's ``breaker_events`` row yet.
 BREAKER_RECENT_RUNS = 1000
 
-#: Suffix of the views of superseded rows: ``blocks_history`` holds every row a later write of its block replaced.
+#: Suffix of the views of replaced rows: ``blocks_history`` holds every row a later write of its block replaced.
 HISTORY = "_history"
-HIDDEN = "_seq VARCHAR, _row BIGINT, _tombstone BOOLEAN"
-SCHEMA_FILE = "_schema.parquet"
-#: The folder of each table holding the rows migrated from the single-file design, every pipeline's together.
-MIGRATED = "_migrated"
+#: In each table's folder: the rows replaced before it was a Delta table, with ``replaced_at`` (empty when
+#: none); it also gives the views their typed columns. Delta readers and vacuum ignore names starting with ``_``.
+REPLACED_FILE = "_replaced.parquet"
+#: In the metrics folder: the version of :data:`SCHEMA` every table was last made current for.
+TABLES_FILE = "_tables.json"
+#: The commit metadata entry naming the key (JSON) whose rows a replacing commit replaced.
+REPLACES = "calmops_replaces"
+#: Days the files and log entries of replaced rows are kept (``calmops compact`` vacuums older ones): the
+#: ``<table>_history`` reruns and reports read. Set by this environment variable, else :data:`RETENTION_DAYS`.
+RETENTION_ENV = "CALMOPS_METRICS_RETENTION_DAYS"
+RETENTION_DAYS = 90
 CATALOG_VERSION_VIEW = "_catalog_version"
-#: Errors a reader meets when a compaction removes segments it had just listed; the query is retried.
+#: Errors a reader meets when a vacuum removes a file it had just listed; the query is retried.
 _VANISHED_MARKERS = ("no such file", "no files found", "cannot open file", "could not open file",
-                     "specified key does not exist")  # the last: S3, a segment whose HEAD was answered before
+                     "specified key does not exist")
 #: Errors met opening the catalog file while another process rebuilds it.
 _LOCK_MARKERS = ("lock", "conflict", "could not set", "different configuration")
-#: (catalog, data folder) pairs this process has already checked (schema files and catalog current).
+#: (catalog, data folder) pairs this process has already checked (tables and catalog current).
 _READY: set[tuple[str, str]] = set()
-#: Metric folders in object storage where this process has seen every table's schema file.
-_SCHEMA_FILES_SEEN: set[StoragePath] = set()
+#: Metric folders where this process has seen every table in place.
+_TABLES_SEEN: set[str] = set()
 _ENGINE: dict[int, duckdb.DuckDBPyConnection] = {}
 #: Per engine (process), the fsspec filesystem registered on it for each protocol.
 _REGISTERED: dict[int, dict[str, object]] = {}
 _ENGINE_LOCK = threading.Lock()
 #: A store failure raised in the filesystem DuckDB read through, as DuckDB reports it (a traceback's text).
 _STORE_FAILED = re.compile(rf"\b{StoreUnavailableError.__name__}: ([^\n]+)")
+
+
+def retention_days() -> float:
+    """Days replaced rows are kept: ``$CALMOPS_METRICS_RETENTION_DAYS``, else :data:`RETENTION_DAYS`."""
+    raw = os.environ.get(RETENTION_ENV, "").strip()
+    if not raw:
+        return RETENTION_DAYS
+    try:
+        days = float(raw)
+    except ValueError:
+        days = -1
+    if not days > 0:
+        raise CalmOpsError(f"{RETENTION_ENV}={raw!r}: not a number of days above 0")
+    return days
 
 
 def _close_engine() -> None:
@@ -208,13 +237,17 @@ def views() -> list[str]:
 
 
 def key_of(table: str) -> tuple[str, ...]:
-    """The columns one write of ``table`` replaces the rows of (the newest write of each key wins)."""
+    """The columns one write of ``table`` replaces the rows of."""
     return KEYS.get(table, DEFAULT_KEY)
 
 
 def columns(table: str) -> list[str]:
     """The column names of ``table``, in order."""
     return [part.split()[0] for part in SCHEMA[table].split(",")]
+
+
+def _types(table: str) -> dict[str, str]:
+    return {part.split()[0]: " ".join(part.split()[1:]) for part in SCHEMA[table].split(",")}
 
 
 def _is_error(exc: Exception, markers) -> bool:
@@ -226,23 +259,27 @@ def _sql_text(value: str) -> str:
 
 
 def new_seq(after: str | None = None) -> str:
-    """A write's sequence: later writes sort higher (nanosecond clock), ties broken by a random suffix.
-
-    With ``after``, the sequence sorts above it even when this machine's clock is behind the one that wrote
-    ``after`` (the circuit breaker's transitions are numbered so, in the order they were applied)."""
+    """A breaker transition's sequence: later ones sort higher (nanosecond clock), ties broken by a random
+    suffix; with ``after``, above it even when this machine's clock is behind the one that wrote ``after``."""
     ns = time.time_ns() if after is None else max(time.time_ns(), int(after[:20]) + 1)
     return f"{ns:020d}-{uuid.uuid4().hex[:12]}"
 
 
 def _part(value) -> str:
-    """A path component for a key value (block names are free text)."""
+    """A path component for a key value (pipeline names in paths)."""
     return "_" if value is None or (isinstance(value, float) and math.isnan(value)) else quote(str(value), safe="")
 
 
-class MetricsStore:
-    """Writes immutable Parquet segments; reads them through DuckDB views (see the module docstring).
+def _predicate(key: dict) -> str:
+    """The Delta (DataFusion SQL) predicate matching the rows of ``key``."""
+    return " AND ".join(f'"{column}" IS NULL' if value is None else f'"{column}" = {_sql_text(str(value))}'
+                        for column, value in key.items())
 
-    ``path`` is the catalog file (``CALMOPS_HOME/metrics.duckdb``); the segments live in ``data_dir``
+
+class MetricsStore:
+    """Writes Delta Lake tables; reads them through DuckDB views (see the module docstring).
+
+    ``path`` is the catalog file (``CALMOPS_HOME/metrics.duckdb``); the tables live in ``data_dir``
     (default: the folder ``metrics`` under the storage root, which is the catalog's folder unless
     ``$CALMOPS_STORAGE_URL`` names another).
     """
@@ -254,106 +291,180 @@ class MetricsStore:
             data_dir = storage_root(self.path.parent) / "metrics"
         self.data_dir = data_dir if isinstance(data_dir, StoragePath) else Path(data_dir)
         self.max_wait_seconds = max_wait_seconds
-        if isinstance(self.data_dir, StoragePath):  # segments are written once; _write_parquet says otherwise
+        if isinstance(self.data_dir, StoragePath):  # Delta data files are written once, never rewritten
             reader_filesystem(self.data_dir).add_write_once_prefix(self.data_dir.path)
 
     def _memory(self):
         return _memory(self.data_dir)
 
-    # --- layout and catalog --------------------------------------------------------------------------------
+    def table_location(self, table: str) -> Location:
+        """Where the Delta table ``table`` lives: ``<data_dir>/<table>``."""
+        return self.data_dir.resolve() / table
 
-    def _segments(self, table: str, pipeline: str | None) -> str:
-        """What the views of ``table`` read: every segment (a glob), or with ``pipeline`` that pipeline's
-        segments only, listed: its own folder's, those migrated from the single-file design (every pipeline's
-        rows in one) and the schema file (typed columns for a pipeline with no rows yet)."""
-        root = self.data_dir.resolve() / table
-        if pipeline is None:
-            return _sql_text(str(root / "**" / "*.parquet"))
-        files = [root / SCHEMA_FILE, *self._pipeline_segments(table, pipeline)]
-        return "[" + ", ".join(_sql_text(str(path)) for path in files) + "]"
+    # --- tables and catalog --------------------------------------------------------------------------------
 
-    def _pipeline_segments(self, table: str, pipeline: str) -> list:
-        """The segments that may hold ``pipeline``'s rows of ``table``: its own folder's, and those migrated
-        from the single-file design."""
-        root = self.data_dir.resolve() / table
-        return [path for folder in (_part(pipeline), MIGRATED) for path in (root / folder).rglob("*.parquet")]
+    def _arrow(self, table: str, frame: pd.DataFrame | None):
+        """``frame`` (``None``: no rows) as a pyarrow table typed as ``table`` (times in UTC)."""
+        with self._memory() as con:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"CREATE TEMP TABLE incoming_rows ({SCHEMA[table]})")
+            if frame is not None and len(frame):
+                con.register("incoming", frame)
+                con.execute("INSERT INTO incoming_rows BY NAME SELECT * FROM incoming")
+            return con.sql("SELECT * FROM incoming_rows").to_arrow_table()
 
-    def _view_sql(self, view: str, pipeline: str | None = None) -> str:
-        """The SELECT that makes the table (or ``<table>_history``) ``view`` out of the table's segments (of
-        ``pipeline`` only, when given)."""
-        table = view.removesuffix(HISTORY) if view.endswith(HISTORY) else view
-        files = self._segments(table, pipeline)
-        only = "" if pipeline is None else f" WHERE pipeline = {_sql_text(pipeline)}"  # migrated rows: all pipelines'
-        rows = f"SELECT DISTINCT ON (_seq, _row) * FROM read_parquet({files}, union_by_name = true){only}"
-        cols = ", ".join(columns(table))
-        if table in APPEND_ONLY:
-            return f"SELECT {cols} FROM ({rows})"
-        key = ", ".join(key_of(table))
-        if view == table:
-            return (f"SELECT {cols} FROM (SELECT *, max(_seq) OVER (PARTITION BY {key}) AS _newest FROM ({rows})) "
-                    f"WHERE _seq = _newest AND NOT _tombstone")
-        # superseded rows: each write's rows, replaced at the time of the next write of the same key
-        same = " AND ".join(f"r.{k} IS NOT DISTINCT FROM w.{k}" for k in key_of(table))
-        return (f"WITH r AS ({rows}), w AS (SELECT {key}, _seq, lead(_seq) OVER (PARTITION BY {key} ORDER BY _seq) "
-                f"AS _next FROM (SELECT DISTINCT {key}, _seq FROM r)) "
-                f"SELECT {', '.join(f'r.{c}' for c in columns(table))}, "
-                f"to_timestamp(CAST(left(w._next, 20) AS BIGINT) / 1e9) AS replaced_at "
-                f"FROM r JOIN w ON {same} AND r._seq = w._seq WHERE w._next IS NOT NULL AND NOT r._tombstone")
+    def _open(self, table: str, latest: bool = True):
+        """This process's Delta table of ``table``, up to date unless ``latest=False`` (created when missing)."""
+        location = self.table_location(table)
+        with delta_errors(table, location):
+            return delta_tables.open_table(location, create_schema=delta_tables.delta_schema(_types(table)),
+                                           configuration=_table_configuration(), latest=latest)
 
-    def _catalog_version(self) -> str:
-        text = "\n".join([str(self.data_dir.resolve()), *(self._view_sql(v) for v in views())])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    def migrate(self) -> dict[str, tuple[int, int]]:
+        """Convert a store of Parquet segments (the format before Delta Lake) now, as its first open would
+        (:mod:`~calmops_dagster.store.segment_migration`); ``{table: (rows, replaced rows)}`` converted."""
+        _TABLES_SEEN.discard(str(self.data_dir.resolve()))
+        return self._ensure_tables()
 
-    def create_views(self, con, temp: bool = False, tables=None, pipeline: str | None = None) -> None:
-        """Create the views of ``tables`` (default: all, and the catalog version) in the connection ``con``,
-        over ``pipeline``'s segments only when given."""
-        kind = "TEMP VIEW" if temp else "VIEW"
-        for table in tables or views():
-            con.execute(f"CREATE OR REPLACE {kind} {table} AS {self._view_sql(table, pipeline)}")
-        if not tables:  # hashing every view's SQL costs a query: only where all views are made
-            con.execute(f"CREATE OR REPLACE {kind} {CATALOG_VERSION_VIEW} AS "
-                        f"SELECT {_sql_text(self._catalog_version())} AS version")
+    def _ensure_tables(self) -> dict[str, tuple[int, int]]:
+        """Every table a Delta table with its ``_replaced.parquet`` current (columns as :data:`SCHEMA`); a
+        store of Parquet segments (the format before Delta) is converted first. Once per process and folder;
+        ``metrics/_tables.json`` records the columns it was done for, so a process that finds it current
+        reads one small file instead of listing every table. Returns what was converted."""
+        marker = str(self.data_dir.resolve())
+        if marker in _TABLES_SEEN:
+            return {}
+        done = self.data_dir / TABLES_FILE
+        try:
+            if json.loads(done.read_bytes()).get("schema") == _schema_version():
+                _TABLES_SEEN.add(marker)
+                return {}
+        except (FileNotFoundError, ValueError, AttributeError):
+            pass
+        from calmops_dagster.store import segment_migration
 
-    def _ensure_schema_files(self) -> None:
-        """Write each table's empty ``_schema.parquet`` (every column, typed) when missing or outdated.
-
-        The files present are found by one listing and their columns read by one query: in object storage,
-        a look per table was a request per table in every process that opened the store."""
-        found = {path.parent.name: path for path in self.data_dir.glob(f"*/{SCHEMA_FILE}")}
+        found = {path.parent.name: path for path in self.data_dir.glob(f"*/{REPLACED_FILE}")}
         present: dict[str, list[str]] = {}
         if found:
             listed = ", ".join(_sql_text(str(path)) for path in found.values())
             with self._memory() as con:
-                # the columns, not the root element (a group: no type), which data_files' ``schema`` column
-                # would be mistaken for when told apart by name
                 for file, name in con.execute(f"SELECT file_name, name FROM parquet_schema([{listed}]) "
                                               "WHERE type IS NOT NULL").fetchall():
                     present.setdefault(file, []).append(name)
         for table in SCHEMA:
             path = found.get(table)
-            if path is None or present.get(str(path)) != [*columns(table), "_seq", "_row", "_tombstone"]:
-                self._write_parquet(table, None, self.data_dir / table / SCHEMA_FILE)
+            if path is None or present.get(str(path)) != [*columns(table), "replaced_at"]:
+                self._prepare_table(table, path)
+        converted = segment_migration.migrate(self) if segment_migration.has_segments(self.data_dir) else {}
+        write_atomic(done, json.dumps({"schema": _schema_version()}).encode())
+        _TABLES_SEEN.add(marker)
+        return converted
 
-    def _schema_files_present(self) -> bool:
-        """Whether every table has its schema file. In object storage the answer is asked once per process and
-        location (a listing of every table's folder, 16 requests): schema files are never deleted."""
-        if not isinstance(self.data_dir, StoragePath):
-            return all((self.data_dir / table / SCHEMA_FILE).exists() for table in SCHEMA)
-        if self.data_dir in _SCHEMA_FILES_SEEN:
-            return True
-        present = {p.parent.name for p in self.data_dir.glob(f"*/{SCHEMA_FILE}")} >= set(SCHEMA)
-        if present:
-            _SCHEMA_FILES_SEEN.add(self.data_dir)
-        return present
+    def _prepare_table(self, table: str, replaced: Location | None) -> None:
+        """Create ``table`` when missing, checkpoint it (the catalog's views read a checkpoint: there must be
+        one), and write its ``_replaced.parquet`` (keeping the rows it holds) with today's columns."""
+        location = self.table_location(table)
+        dt = self._open(table)
+        with delta_errors(table, location):
+            dt.create_checkpoint()
+        kept = None
+        if replaced is not None:
+            with self._memory() as con:
+                kept = con.execute(f"SELECT * FROM read_parquet({_sql_text(str(replaced))})").df()
+        self.write_replaced(table, kept)
+
+    def write_replaced(self, table: str, frame: pd.DataFrame | None) -> None:
+        """Write ``<table>/_replaced.parquet``: ``frame``'s rows (the table's columns and ``replaced_at``;
+        ``None``: none). Written by DuckDB, so opening a store needs neither pandas nor pyarrow."""
+        path = self.table_location(table) / REPLACED_FILE
+        tmp = Path(tempfile.gettempdir()) / f"calmops-replaced-{uuid.uuid4().hex}.parquet"
+        try:
+            with self._memory() as con:
+                con.execute(f"CREATE TEMP TABLE replaced_rows ({SCHEMA[table]}, replaced_at TIMESTAMPTZ)")
+                if frame is not None and len(frame):
+                    con.register("incoming", frame)
+                    con.execute("INSERT INTO replaced_rows BY NAME SELECT * FROM incoming")
+                con.execute(f"COPY replaced_rows TO {_sql_text(str(tmp))} (FORMAT parquet)")
+            write_atomic(path, tmp.read_bytes())
+        finally:
+            tmp.unlink(missing_ok=True)
+        if isinstance(path, StoragePath):
+            reader_filesystem(path).forget(path.path)
+
+    def _read_sql(self, table: str, files: list[str], pipeline: str | None) -> str:
+        """The SELECT of ``table``'s current rows out of ``files`` (its live files), typed."""
+        replaced = _sql_text(str(self.table_location(table) / REPLACED_FILE))
+        listed = ", ".join([replaced, *(_sql_text(f) for f in files)])
+        where = f"filename <> {replaced}" + ("" if pipeline is None else f" AND pipeline = {_sql_text(pipeline)}")
+        return (f"SELECT {_casts(table)} FROM read_parquet([{listed}], filename = true, union_by_name = true) "
+                f"WHERE {where}")
+
+    def _log_sql(self, view: str) -> str:
+        """The SELECT that makes ``view`` (a table or ``<table>_history``) out of the table's Delta log and
+        files alone, for the catalog: the live files are those whose latest action (by version, in the JSON
+        commits and the checkpoints) is an ``add``; a table's replaced rows are the key's rows in the files
+        each replacing commit removed, as long as vacuum keeps them."""
+        table = view.removesuffix(HISTORY)
+        root = str(self.table_location(table))
+        log = f"{root}/_delta_log"
+        files = f"read_parquet({_sql_text(root + '/*.parquet')}, filename = true, union_by_name = true)"
+        commits = (f"read_json({_sql_text(log + '/*.json')}, filename = true, format = 'newline_delimited', "
+                   "columns = {add: 'STRUCT(path VARCHAR)', remove: 'STRUCT(path VARCHAR, "
+                   "\"deletionTimestamp\" BIGINT)', commitInfo: 'STRUCT(\"timestamp\" BIGINT, "
+                   f"{REPLACES} VARCHAR)'}})")
+        version = "CAST(regexp_extract(filename, '(\\d+)\\.(json|checkpoint)[^/]*$', 1) AS BIGINT)"
+        if view == table:
+            live = (f"SELECT path FROM (SELECT {version} AS version, add.path AS added, remove.path AS removed "
+                    f"FROM {commits} UNION ALL SELECT {version}, add.path, remove.path FROM "
+                    f"read_parquet({_sql_text(log + '/*.checkpoint*.parquet')}, filename = true, "
+                    "union_by_name = true)), LATERAL (SELECT coalesce(added, removed) AS path) "
+                    "WHERE path IS NOT NULL GROUP BY path HAVING arg_max(added IS NOT NULL, version)")
+            return (f"SELECT {_casts(table)} FROM {files} WHERE filename IN "
+                    f"(SELECT {_sql_text(root + '/')} || path FROM ({live}))")
+        keep_ms = int(retention_days() * 86_400_000) - 3_600_000  # an hour short of what vacuum keeps
+        same = " AND ".join(f"r.{c} IS NOT DISTINCT FROM json_extract_string(c.k, '$.{c}')" for c in key_of(table))
+        return (f"WITH log AS (SELECT {version} AS version, commitInfo, remove FROM {commits}), "
+                f"c AS (SELECT version, commitInfo.timestamp AS ts, commitInfo.{REPLACES} AS k FROM log "
+                f"WHERE commitInfo.{REPLACES} IS NOT NULL), "
+                f"x AS (SELECT version, {_sql_text(root + '/')} || remove.path AS file FROM log WHERE remove.path "
+                f"IS NOT NULL AND remove.deletionTimestamp >= epoch_ms(now()) - {keep_ms}) "
+                f"SELECT {_casts(table, 'r.')}, to_timestamp(c.ts / 1000) AS replaced_at FROM {files} r "
+                f"JOIN x ON r.filename = x.file JOIN c ON c.version = x.version WHERE {same} "
+                f"UNION ALL SELECT {_casts(table)}, CAST(replaced_at AS TIMESTAMPTZ) AS replaced_at FROM "
+                f"read_parquet({_sql_text(root + '/' + REPLACED_FILE)})")
+
+    def _catalog_version(self) -> str:
+        text = "\n".join([str(self.data_dir.resolve()), *(self._log_sql(v) for v in views())])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def create_views(self, con, temp: bool = False, tables=None, pipeline: str | None = None) -> None:
+        """Create the views of ``tables`` (default: all) in ``con``, with ``pipeline``'s rows only when given.
+
+        ``temp`` (this process's reads): a table's view reads the live files its Delta table lists, pruned
+        by their statistics to ``pipeline``'s; otherwise (the catalog) every view finds them in the log when
+        it is read, and the catalog version is recorded."""
+        kind = "TEMP VIEW" if temp else "VIEW"
+        for view in tables or views():
+            if temp and not view.endswith(HISTORY):
+                dt = self._open(view)
+                with delta_errors(view, self.table_location(view)):
+                    sql = self._read_sql(view, delta_tables.live_files(dt, pipeline), pipeline)
+            else:
+                sql = self._log_sql(view)
+                if pipeline is not None:
+                    sql = f"SELECT * FROM ({sql}) WHERE pipeline = {_sql_text(pipeline)}"
+            con.execute(f"CREATE OR REPLACE {kind} {view} AS {sql}")
+        if not temp:
+            con.execute(f"CREATE OR REPLACE VIEW {CATALOG_VERSION_VIEW} AS "
+                        f"SELECT {_sql_text(self._catalog_version())} AS version")
 
     def _ensure_ready(self) -> None:
-        """Schema files in place and the catalog current (old single-file tables migrated first).
-
-        Checked once per process and store location."""
+        """Tables in place and the catalog current (a single-file database's tables moved in first). Checked
+        once per process and store location."""
         marker = (str(self.path.resolve()), str(self.data_dir.resolve()))
         if marker in _READY:
             return
-        self._ensure_schema_files()
+        self._ensure_tables()
         if self._read_catalog_version() != self._catalog_version():
             with self._file_lock("catalog"):
                 if self._read_catalog_version() != self._catalog_version():
@@ -370,28 +481,36 @@ class MetricsStore:
                 return None
 
     def _rebuild_catalog(self) -> None:
-        """Migrate tables of the single-file design into segments, then (re)create the views."""
+        """Move the tables of the single-file design (rows in ``metrics.duckdb``) into the Delta tables, then
+        (re)create the views. Built in a new file renamed over the old one: readers keep theirs meanwhile."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._open_catalog(read_only=False) as con:
-            tables = [row[0] for row in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()]
-            for table in tables:
-                if table in SCHEMA:
-                    frame = con.execute(f"SELECT * FROM {table}").df()
-                    if len(frame):
-                        self._write_segment(table, frame, (MIGRATED,), seq="0" * 20 + "-migrated")
-                con.execute(f"DROP TABLE {table}")
-            self.create_views(con)
+        if self.path.exists():
+            with self._open_catalog(read_only=True) as con:
+                tables = [row[0] for row in con.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()]
+                moved = {t: con.execute(f"SELECT * FROM {t}").df() for t in tables if t in SCHEMA}
+            for table, frame in moved.items():
+                if len(frame):
+                    self._commit(table, frame)
+        building = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with duckdb.connect(str(building)) as con:
+                if isinstance(self.data_dir, StoragePath):  # the views read through fsspec
+                    con.register_filesystem(reader_filesystem(self.data_dir))
+                self.create_views(con)
+            os.replace(building, self.path)
+        finally:
+            building.unlink(missing_ok=True)
 
     @contextmanager
     def _open_catalog(self, read_only: bool):
-        """A connection to the catalog file, retried while another process rebuilds it."""
+        """A connection to the catalog file, retried while another process holds it for writing."""
         deadline = time.monotonic() + self.max_wait_seconds
         delay = 0.05
         while True:
             try:
                 con = duckdb.connect(str(self.path), read_only=read_only)
-                if isinstance(self.data_dir, StoragePath):  # the views read the segments through fsspec
+                if isinstance(self.data_dir, StoragePath):  # the views read through fsspec
                     con.register_filesystem(reader_filesystem(self.data_dir))
                 break
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
@@ -406,9 +525,9 @@ class MetricsStore:
 
     @contextmanager
     def _file_lock(self, name: str):
-        """An exclusive lock among the processes of this machine (the catalog rebuild: the catalog file is
-        local too); kept beside the catalog when the segments are in object storage."""
-        folder = self.path.parent / ".locks" if isinstance(self.data_dir, StoragePath) else self.data_dir / "_locks"
+        """An exclusive lock among the processes of this machine, for the catalog rebuild and the conversion
+        of an old store (never for a metric write); kept beside the catalog."""
+        folder = self.path.parent / ".locks"
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / f"{name}.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -419,58 +538,26 @@ class MetricsStore:
 
     # --- writing -------------------------------------------------------------------------------------------
 
-    def _write_parquet(self, table: str, frame: pd.DataFrame | None, path: Location) -> None:
-        """``frame`` (``None``: no rows) typed as ``table`` (plus the hidden columns) to ``path``, atomically:
-        written under a temporary name beside it and renamed, or (object storage) written to a local
-        temporary file and put as one object."""
-        remote = isinstance(path, StoragePath)
-        if remote:
-            tmp = Path(tempfile.gettempdir()) / f"calmops-segment-{uuid.uuid4().hex}.parquet"
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with self._memory() as con:
-                con.execute(f"CREATE TEMP TABLE segment ({SCHEMA[table]}, {HIDDEN})")
-                if frame is not None and len(frame):
-                    con.register("incoming", frame)
-                    con.execute("INSERT INTO segment BY NAME SELECT * FROM incoming")
-                con.execute(f"COPY segment TO {_sql_text(str(tmp))} (FORMAT parquet)")
-            if remote:
-                write_atomic(path, tmp.read_bytes())
-                reader_filesystem(path).forget(path.path)  # a schema file rewritten by this process
-            else:
-                os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _segment_path(self, table: str, where: tuple, seq: str) -> Location:
-        folder = self.data_dir / table
-        for part in where:
-            folder = folder / _part(part)
-        return folder / f"{seq}.parquet"
-
-    def _write_segment(self, table: str, frame: pd.DataFrame, where: tuple, seq: str | None = None) -> str:
-        """One immutable segment of ``table`` under ``<table>/<where...>/``; returns its sequence."""
-        seq = seq or new_seq()
-        frame = frame.reset_index(drop=True)
-        frame = frame.assign(_seq=seq, _row=range(len(frame)))
-        if "_tombstone" not in frame:
-            frame = frame.assign(_tombstone=False)
-        self._write_parquet(table, frame, self._segment_path(table, where, seq))
-        return seq
+    def _commit(self, table: str, frame: pd.DataFrame | None, key: dict | None = None,
+                metadata: dict | None = None, app: tuple[str, int] | None = None) -> None:
+        """One Delta commit of ``frame``'s rows to ``table``: replacing ``key``'s rows when given, else
+        appending (``app``: see :func:`~calmops_dagster.store.delta_tables.commit`)."""
+        data = self._arrow(table, frame)
+        dt = self._open(table, latest=False)
+        with delta_errors(table, self.table_location(table)):
+            delta_tables.commit(dt, data, predicate=key and _predicate(key), app=app,
+                                metadata={**(metadata or {}), **({REPLACES: json.dumps(key)} if key else {})})
 
     def replace_block_rows(
         self, table: str, pipeline: str, block: str, rows: pd.DataFrame | list[dict], scope: dict | None = None,
         run_id: str | None = None,
     ) -> int:
-        """Replace ``table``'s rows of (pipeline, block) by ``rows``; return the count.
+        """Replace ``table``'s rows of (pipeline, block) by ``rows`` in one commit; return the count.
 
-        One new segment: from now on the view shows these rows and no earlier ones of the same key. ``scope``
-        gives the table's further key columns (``performance``: ``evaluated_on``), and is written into the
-        new rows. Replacing by no rows writes a tombstone, so the block shows no rows. ``run_id`` (the Dagster
-        run writing them) goes into a ``run_id`` column when the table has one. The rows replaced stay
-        readable in ``<table>_history``, with ``replaced_at``.
+        ``scope`` gives the table's further key columns (``performance``: ``evaluated_on``), and is written
+        into the new rows. Replacing by no rows empties the block. ``run_id`` (the Dagster run writing them)
+        goes into a ``run_id`` column when the table has one. The rows replaced stay readable in
+        ``<table>_history``, with ``replaced_at``.
         """
         import pandas as pd
 
@@ -479,19 +566,18 @@ class MetricsStore:
         if set(scope) != set(extra):
             raise ValueError(f"{table}: scope must give exactly {list(extra)}, got {sorted(scope)}")
         self._ensure_ready()
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame(rows).reset_index(drop=True)
         count = len(frame)
         if count:
             frame = frame.assign(pipeline=pipeline, block=block, **scope)
             if run_id is not None and "run_id" in columns(table):
                 frame = frame.assign(run_id=run_id)
-        else:
-            frame = pd.DataFrame([{"pipeline": pipeline, "block": block, **scope, "_tombstone": True}])
-        self._write_segment(table, frame, (pipeline, block, *scope.values()))
+        key = dict(zip(key_of(table), (pipeline, block, *(scope[c] for c in extra)), strict=True))
+        self._commit(table, frame, key)
         return count
 
     def append_rows(self, table: str, rows: pd.DataFrame | list[dict]) -> int:
-        """Append rows to an event table (``quarantine``, ``breaker_events``): one segment per pipeline."""
+        """Append rows to an event table (``quarantine``, ``breaker_events``...): one commit."""
         import pandas as pd
 
         if table not in APPEND_ONLY:
@@ -500,23 +586,18 @@ class MetricsStore:
         if not len(frame):
             return 0
         self._ensure_ready()
-        if "pipeline" not in frame:
-            frame = frame.assign(pipeline=None)
-        for pipeline, part in frame.groupby("pipeline", dropna=False, sort=False):
-            self._write_segment(table, part, (pipeline, "_events"))
+        self._commit(table, frame)
         return len(frame)
 
     # --- reading -------------------------------------------------------------------------------------------
 
     @contextmanager
     def connect(self, sql: str | None = None, pipeline: str | None = None):
-        """An in-memory DuckDB connection with the tables as views over the segments (no file is opened).
+        """An in-memory DuckDB connection with the tables as views over their live files (no file is opened).
 
-        With ``sql``, only the tables it names get a view (binding a view lists its segments). With
-        ``pipeline``, the views hold that pipeline's rows only and read only its segments: a query about one
-        pipeline then costs what its own history costs, however many other pipelines the store holds."""
-        if not self._schema_files_present():
-            self._ensure_schema_files()
+        With ``sql``, only the tables it names get a view. With ``pipeline``, the views hold that pipeline's
+        rows only and read only the files whose statistics may hold them."""
+        self._ensure_tables()
         named = [t for t in views() if sql and re.search(rf"\b{t}\b", sql, re.IGNORECASE)]
         with self._memory() as con:
             self.create_views(con, temp=True, tables=named or None, pipeline=pipeline)
@@ -524,7 +605,7 @@ class MetricsStore:
 
     def _read(self, sql: str, pipeline: str | None, read):
         """``read(con)`` on a connection (:meth:`connect`) with the views ``sql`` names; tried again when a
-        compaction removed a segment between listing and reading it."""
+        vacuum removed a file between listing and reading it."""
         for attempt in range(5):
             try:
                 with self.connect(sql, pipeline) as con:
@@ -541,7 +622,7 @@ class MetricsStore:
 
     def queries(self, statements: list[tuple[str, list]], pipeline: str | None = None) -> list[pd.DataFrame]:
         """Several ``(sql, params)`` queries like :meth:`query`, over one connection: the views they name are
-        made, and their segments listed, once."""
+        made, and their files listed, once."""
         return self._read("\n".join(sql for sql, _ in statements), pipeline,
                           lambda con: [con.execute(sql, params).df() for sql, params in statements])
 
@@ -570,16 +651,26 @@ class MetricsStore:
     def _breaker_head(self, pipeline: str) -> Location:
         return self.data_dir / BREAKER_HEADS / _part(pipeline) / "head.json"
 
-    def breaker_state(self, pipeline: str):
-        """The stored :class:`~calmops_dagster.store.breaker_state.BreakerState` of ``pipeline`` (closed if none):
-        its head's, or the ``breaker_state`` row of a breaker last changed before heads existed."""
+    def _read_head(self, pipeline: str) -> dict | None:
         try:
-            return _state_from_row(_from_json(json.loads(self._breaker_head(pipeline).read_bytes())["state"]))
+            return json.loads(self._breaker_head(pipeline).read_bytes())
         except FileNotFoundError:
-            if not self._pipeline_segments("breaker_state", pipeline):  # never changed: closed, and no query
+            return None
+
+    def breaker_state(self, pipeline: str):
+        """The stored :class:`~calmops_dagster.store.breaker_state.BreakerState` of ``pipeline``: its head's, or
+        the ``breaker_state`` row of a breaker last changed before heads existed (closed if none; whether
+        there is such a row the Delta log's file statistics say, so a breaker never changed costs no query)."""
+        head = self._read_head(pipeline)
+        if head:
+            return _state_from_row(_from_json(head["state"]))
+        self._ensure_tables()
+        dt = self._open("breaker_state")
+        with delta_errors("breaker_state", self.table_location("breaker_state")):
+            if not delta_tables.live_files(dt, pipeline):
                 return BreakerState()
-            found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline], pipeline=pipeline)
-            return _state_from_row(found[0] if found else None)
+        found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline], pipeline=pipeline)
+        return _state_from_row(found[0] if found else None)
 
     def update_breaker(self, pipeline: str, transition, *, run_id: str | None = None, block: str | None = None,
                        step: str | None = None):
@@ -587,11 +678,10 @@ class MetricsStore:
 
         The pipeline's head (module docstring) is changed by :func:`update_atomically`, so each transition is
         applied to the state the previous one left, whichever machine wrote it; ``transition`` must only
-        compute, as it may be called again when another writer got there first. Each transition gets a
-        sequence above the previous one's, and its ``breaker_state`` and ``breaker_events`` rows are written
-        under it once the head holds it: the newest ``breaker_state`` row is the head's state, whatever order
-        the writers finish in. Rows a writer did not get to write (it died after changing the head) are
-        written by the next transition, under their own sequence, so never twice.
+        compute, as it may be called again when another writer got there first. Its ``breaker_events`` row
+        is appended, and ``breaker_state`` set to the head's state once the head holds it (again, should a
+        later transition's commit have come first). A transition whose rows its writer did not get to write
+        (it died after changing the head) has them written by the next one.
 
         A ``run_id`` already recorded is not counted again (the run-failure sensor and ``calmops run`` may
         both report the same run, at the same moment): it is looked up in ``breaker_events`` and in the
@@ -627,57 +717,43 @@ class MetricsStore:
             return json.dumps(new).encode()
 
         update_atomically(self._breaker_head(pipeline), change)  # outcome: of the change that was written
-        previous = outcome["previous"]
-        if previous and not self._segment_path("breaker_events", (pipeline, "_events"), previous["seq"]).exists():
-            self._write_breaker_rows(pipeline, previous)
+        if outcome["previous"]:
+            self._write_breaker_rows(pipeline, outcome["previous"])
         if outcome["head"]:
             self._write_breaker_rows(pipeline, outcome["head"])
         return outcome["state"], outcome["event"]
 
     def _write_breaker_rows(self, pipeline: str, head: dict) -> None:
-        """The ``breaker_state`` and ``breaker_events`` rows of the transition ``head`` holds (events last:
-        their segment's presence says both were written), under the transition's sequence."""
+        """The ``breaker_events`` row of the transition ``head`` holds, then ``breaker_state``'s row of
+        ``pipeline`` := its state, each once: as a Delta application transaction numbered by the transition's
+        sequence, so a transition's rows written by two writers (its own, and the next one's after it died)
+        are one row, and a state never replaces the state of a later transition."""
         import pandas as pd
 
-        for table, row, where in (("breaker_state", head["state"], (pipeline,)),
-                                  ("breaker_events", head["event"], (pipeline, "_events"))):
-            self._write_segment(table, pd.DataFrame([{"pipeline": pipeline, **_from_json(row)}]), where,
-                                seq=head["seq"])
+        self._ensure_ready()
+        app = (f"calmops-breaker-{pipeline}", int(head["seq"][:20]))
+        for table, row, key in (("breaker_events", head["event"], None),
+                                ("breaker_state", head["state"], {"pipeline": pipeline})):
+            self._commit(table, pd.DataFrame([{"pipeline": pipeline, **_from_json(row)}]), key, app=app)
 
     # --- compaction, archive and removal -------------------------------------------------------------------
 
-    def compact(self, pipeline: str | None = None) -> dict[str, tuple[int, int]]:
-        """Merge each (table, pipeline)'s segments into one; every row (superseded ones too) is kept.
-
-        Readers keep working meanwhile: the merged segment is renamed into place before the merged ones are
-        removed, and rows are de-duplicated on ``(_seq, _row)`` while both exist. Returns
-        ``{table: (segments before, segments after)}`` summed over the pipelines compacted.
-        """
+    def compact(self, pipeline: str | None = None, days: float | None = None) -> dict[str, tuple[int, int]]:
+        """Optimize every table (small files merged into larger ones, one commit each, readers unaffected),
+        then vacuum it: files no version needs and whose removal is older than ``days`` (default:
+        :func:`retention_days`) are deleted, so ``<table>_history`` keeps the rows replaced within them.
+        ``pipeline`` is accepted for the command's sake: Delta optimizes a table as a whole. Returns
+        ``{table: (live files before, live files after)}``."""
         self._ensure_ready()
+        hours = (days if days is not None else retention_days()) * 24
         result = {}
         for table in SCHEMA:
-            before = after = 0
-            root = self.data_dir / table
-            folders = [root / _part(pipeline)] if pipeline else sorted(p for p in root.glob("*") if p.is_dir())
-            for folder in folders:
-                files = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
-                before += len(files)
-                if len(files) < 2:
-                    after += len(files)
-                    continue
-                with self._memory() as con:
-                    listed = ", ".join(_sql_text(str(f)) for f in files)
-                    frame = con.execute(f"SELECT DISTINCT ON (_seq, _row) * FROM read_parquet([{listed}], "
-                                        f"union_by_name = true)").df()
-                self._write_parquet(table, frame, folder / f"{new_seq()}-compacted.parquet")
-                for file in files:
-                    file.unlink(missing_ok=True)
-                for sub in [] if isinstance(folder, StoragePath) else sorted(
-                        (p for p in folder.rglob("*") if p.is_dir()), reverse=True):
-                    if not any(sub.iterdir()):  # object storage has no empty folders to remove
-                        sub.rmdir()
-                after += 1
-            result[table] = (before, after)
+            dt = self._open(table)
+            with delta_errors(table, self.table_location(table)):
+                before = len(delta_tables.live_files(dt))
+                dt.optimize.compact()
+                dt.vacuum(retention_hours=int(hours), enforce_retention_duration=False, dry_run=False)
+                result[table] = (before, len(delta_tables.live_files(dt)))
         return result
 
     def export_pipeline_rows(self, pipeline: str, folder: str | os.PathLike | StoragePath) -> dict[str, int]:
@@ -694,25 +770,32 @@ class MetricsStore:
         return counts
 
     def delete_pipeline_rows(self, pipeline: str) -> None:
-        """Remove every segment of ``pipeline`` from every table."""
+        """Delete every row of ``pipeline`` from every table (one commit each) and its breaker head."""
         self._ensure_ready()
         for table in SCHEMA:
-            remove_tree(self.data_dir / table / _part(pipeline))
+            dt = self._open(table)
+            with delta_errors(table, self.table_location(table)):
+                dt.delete(_predicate({"pipeline": pipeline}))
+            with self._memory() as con:
+                kept = con.execute("SELECT * FROM read_parquet(?) WHERE pipeline IS DISTINCT FROM ?",
+                                   [str(self.table_location(table) / REPLACED_FILE), pipeline]).df()
+            self.write_replaced(table, kept)
         remove_tree(self.data_dir / BREAKER_HEADS / _part(pipeline))
-        self._drop_migrated_rows(pipeline)
 
-    def _drop_migrated_rows(self, pipeline: str) -> None:
-        """Rows migrated from the single-file design share one segment per table: write it again without them,
-        under a new name (segments are never rewritten in place: readers keep what they learnt about one), then
-        remove the old one. Until then a reader sees both, whose rows are the same ``(_seq, _row)`` once."""
-        for table in SCHEMA:
-            folder = self.data_dir / table / MIGRATED
-            for file in sorted(folder.glob("*.parquet")) if folder.exists() else []:
-                with self._memory() as con:
-                    frame = con.execute("SELECT * FROM read_parquet(?) WHERE pipeline IS DISTINCT FROM ?",
-                                        [str(file), pipeline]).df()
-                self._write_parquet(table, frame, folder / f"{'0' * 20}-migrated-{uuid.uuid4().hex[:12]}.parquet")
-                file.unlink()
+
+def _schema_version() -> str:
+    return hashlib.sha256(json.dumps(SCHEMA, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _table_configuration() -> dict[str, str]:
+    """Properties of a new table: its log and removed files kept as long as the history needs them."""
+    days = retention_days()
+    return {"delta.logRetentionDuration": f"interval {math.ceil(days)} days",
+            "delta.deletedFileRetentionDuration": f"interval {math.ceil(days)} days"}
+
+
+def _casts(table: str, prefix: str = "") -> str:
+    return ", ".join(f'CAST({prefix}"{c}" AS {t}) AS "{c}"' for c, t in _types(table).items())
 
 
 def _dicts(cursor) -> list[dict]:

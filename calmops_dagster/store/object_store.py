@@ -1,7 +1,7 @@
 """The S3 client of the storage seam: a bounded retry policy, and a failing store as one typed line.
 
 Every S3 request of a process with an ``s3://`` storage root goes through :class:`ObjectStoreFileSystem`
-(the stores, DuckDB's reads of metric segments, Dagster's IO manager): botocore's ``standard`` retries,
+(the stores, DuckDB's reads of metric tables' files, Dagster's IO manager): botocore's ``standard`` retries,
 :data:`STORE_ATTEMPTS` attempts, s3fs' own loop off; once spent, a failure of the store itself raises
 :class:`~calmops_dagster.errors.StoreUnavailableError` naming store, endpoint and failure, while a missing
 object stays ``FileNotFoundError`` and a lost conditional write ``FileExistsError``. The policy, timeouts and

@@ -2,7 +2,7 @@
 
 One object answers every "where is ..." question so that the CLI, the code location, the sensors and the
 tests agree on the layout. Pipeline state (models, blocks, incoming file versions, predictions, reports,
-estimation data, metric segments) lives under the storage root (:mod:`calmops_dagster.store.storage`);
+estimation data, metric tables) lives under the storage root (:mod:`calmops_dagster.store.storage`);
 specs, run locks, logs, the metrics catalog and the Dagster instance stay in ``CALMOPS_HOME``. The whole
 layout: docs/layout.md; what moves to object storage: docs/storage.md.
 """
@@ -61,7 +61,7 @@ class CalmOpsHome:
 
     @property
     def metrics_dir(self) -> Location:
-        """The metric tables' Parquet segments (see :mod:`calmops_dagster.store.metrics_store`)."""
+        """The metric tables, one Delta Lake table each (see :mod:`calmops_dagster.store.metrics_store`)."""
         return self.state_root / "metrics"
 
     @property

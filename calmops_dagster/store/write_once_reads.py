@@ -1,15 +1,16 @@
-"""S3 for DuckDB's reads of metric segments: what a HEAD said about a write-once object is asked once.
+"""S3 for DuckDB's reads of metric tables' files: what a HEAD said about a write-once object is asked once.
 
 DuckDB reads a Parquet file through fsspec with four HEAD requests (its glob, ``open``, ``size`` and
 ``modified`` each ask for the object's info) before the range GETs of its data, and it asks again in every
-query. A block's run makes about fifteen queries over the same segments, so on S3 most of its requests were
-HEADs of objects that cannot have changed: a metric segment is written once under a unique name and never
-rewritten (a compaction writes new segments and deletes the old). Its info is therefore kept for the life of
-the process, and a deleted segment fails its GET as before (the store's readers retry a query whose segment
+query. A block's run makes about fifteen queries over the same files, so on S3 most of its requests were
+HEADs of objects that cannot have changed: a Delta table's data file is written once under a unique name and
+never rewritten (optimize writes new files; vacuum deletes old ones). Its info is therefore kept for the life
+of the process, and a deleted file fails its GET as before (the store's readers retry a query whose file
 vanished).
 
-A table's ``_schema.parquet`` is rewritten only when it is missing or outdated, which each process checks
-once when it first opens the store (``MetricsStore._ensure_ready``); after that check its info is kept too.
+A table's ``_replaced.parquet`` is rewritten only when it is missing or outdated (checked once per process,
+``MetricsStore._ensure_tables``), by a conversion or a pipeline's deletion, which tell this filesystem to ask
+again (:meth:`WriteOnceReadsS3.forget`).
 This filesystem is only handed to DuckDB: the stores' own listings, reads and writes keep using a filesystem
 without caches, so files that other processes write are always seen.
 """
