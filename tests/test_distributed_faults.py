@@ -155,7 +155,10 @@ def test_broker_lost_mid_step_fails_the_run_naming_it_and_the_block_stays_pendin
             f"127.0.0.1:{port}. Connection refused.): start it again, then re-execute this run or `calmops run "
             f"{PIPELINE}`; steps that finished keep their results, pipeline {PIPELINE} block 1 is not marked done"
             ) in errors
-    assert site.pending() == ["1"] and site.decisions() == 0
+    assert site.pending() == ["1"]
+    # the worker may finish the step it was running (training and deciding are one step, whose writes are
+    # atomic) before it is stopped: at most that one decision, and the block is not done without its predictions
+    assert site.decisions() <= 1
 
 
 def test_a_worker_running_other_code_refuses_the_step_before_writing(site):
