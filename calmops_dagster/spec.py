@@ -63,6 +63,21 @@ def is_trusted_module(module: str) -> bool:
     return any(module == root or module.startswith(root + ".") for root in TRUSTED_MODEL_MODULES)
 
 
+
+def import_named_module(module: str, missing_hint: str = ""):
+    """``module``, a name a user wrote in a spec (its trust checked by the caller), imported; ``ValueError`` (one
+    line) when it cannot be found or raises while it is imported."""
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        raise ValueError(f"cannot import module '{module}': {exc}") from None
+    if found is None:
+        raise ValueError(f"cannot import module '{module}': no such module{missing_hint}")
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 -- a user's module may raise anything while it is imported
+        raise ValueError(f"cannot import module '{module}': {type(exc).__name__}: {exc}") from None
+
 def resolve_estimator_class(module: str, class_name: str, allow_any_module: bool = False) -> type:
     """The estimator class ``module.class_name``, refused with a :class:`ValueError` saying why.
 
@@ -80,16 +95,7 @@ def resolve_estimator_class(module: str, class_name: str, allow_any_module: bool
         raise ValueError(f"module '{module}' is not in the trusted modules "
                          f"{[m + '.*' for m in TRUSTED_MODEL_MODULES]}; set model_spec.allow_any_module: true "
                          "to import it anyway")
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError) as exc:
-        raise ValueError(f"cannot import module '{module}': {exc}") from None
-    if found is None:
-        raise ValueError(f"cannot import module '{module}': no such module")
-    try:
-        loaded = importlib.import_module(module)
-    except ImportError as exc:
-        raise ValueError(f"cannot import module '{module}': {exc}") from None
+    loaded = import_named_module(module)
     cls = getattr(loaded, class_name, None)
     if not isinstance(cls, type):
         # pydantic validators report ValueError as a field error; TypeError would escape as a crash

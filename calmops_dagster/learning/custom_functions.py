@@ -15,12 +15,12 @@ module changed, it no longer resolves), or ``None``.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import inspect
 import re
 from pathlib import Path
 from types import FunctionType
+
+from calmops_dagster.spec import import_named_module
 
 #: The positional arguments each role's function is called with (``context``: a
 #: :class:`~calmops_dagster.learning.training_context.TrainingContext`).
@@ -62,16 +62,7 @@ def split_path(path: str, allow_modules) -> tuple[str, str]:
 def resolve_function(role: str, path: str, allow_modules) -> FunctionType:
     """The function ``path`` for ``role`` (a key of :data:`ROLES`), after the checks of the module docstring."""
     module, name = split_path(path, allow_modules)
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError) as exc:
-        raise ValueError(f"cannot import module '{module}': {exc}") from None
-    if found is None:
-        raise ValueError(f"cannot import module '{module}': no such module (is its folder on PYTHONPATH?)")
-    try:
-        loaded = importlib.import_module(module)
-    except Exception as exc:  # noqa: BLE001 -- the user's module may raise anything while it is imported
-        raise ValueError(f"cannot import module '{module}': {type(exc).__name__}: {exc}") from None
+    loaded = import_named_module(module, " (is its folder on PYTHONPATH?)")
     function = getattr(loaded, name, None)
     if function is None:
         raise ValueError(f"module '{module}' has no '{name}'")
