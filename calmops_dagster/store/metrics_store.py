@@ -42,6 +42,7 @@ from calmops_dagster.store.storage import (
     Location,
     StoragePath,
     as_location,
+    build_filesystem,
     reader_filesystem,
     remove_tree,
     storage_root,
@@ -495,8 +496,8 @@ class MetricsStore:
         building = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             with duckdb.connect(str(building)) as con:
-                if isinstance(self.data_dir, StoragePath):  # the views read through fsspec
-                    con.register_filesystem(reader_filesystem(self.data_dir))
+                if isinstance(self.data_dir, StoragePath):  # binding the views lists each table's folder
+                    con.register_filesystem(build_filesystem(self.data_dir))  # and log: once each
                 self.create_views(con)
             os.replace(building, self.path)
         finally:
