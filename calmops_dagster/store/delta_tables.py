@@ -214,11 +214,14 @@ def commit(table, data, *, predicate: str | None = None, metadata: dict[str, str
     transactions do: it is committed with the table's version of that id, and not made (``False``) when the
     table already holds that version or a later one, even when another writer commits it at the same moment
     (Delta refuses the second of two concurrent commits of one id; the retry finds it done)."""
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import CommitProperties, PostCommitHookProperties, Transaction, write_deltalake
     from deltalake.exceptions import CommitFailedError
 
     deadline = time.monotonic() + COMMIT_DEADLINE_SECONDS
     delay = 0.02
+    # the checkpoint every 100 commits, but not the cleanup of expired log entries, which lists the whole
+    # log after every commit: ``calmops compact`` cleans the log up (``DeltaTable.cleanup_metadata``)
+    hooks = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
     RETRIES["commits"] += 1
     with _commit_lock(table):  # this process's threads share the table object: one commit at a time on it
         while True:
@@ -228,7 +231,8 @@ def commit(table, data, *, predicate: str | None = None, metadata: dict[str, str
                     return False
             try:
                 write_deltalake(table, data, mode="overwrite" if predicate else "append", predicate=predicate,
-                                schema_mode="merge", commit_properties=CommitProperties(
+                                schema_mode="merge", post_commithook_properties=hooks,
+                                commit_properties=CommitProperties(
                                     custom_metadata=metadata,
                                     app_transactions=[Transaction(app_id=app[0], version=app[1])] if app else None))
                 return True
