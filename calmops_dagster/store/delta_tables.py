@@ -168,7 +168,7 @@ def open_table(location: Location, create_schema=None, configuration: dict | Non
     ``latest=False``, as this process last saw it: a writer need not ask, delta-rs checks its commit against the
     commits it missed); ``None`` when there is no table there. With ``create_schema`` (a Delta schema) a
     missing table is created (of racing creators one commits version 0, the others open it)."""
-    from deltalake import DeltaTable
+    from deltalake import DeltaTable, write_deltalake
     from deltalake.exceptions import TableNotFoundError
 
     uri, options = table_uri(location), storage_options(location)
@@ -185,16 +185,24 @@ def open_table(location: Location, create_schema=None, configuration: dict | Non
     except TableNotFoundError:
         if create_schema is None:
             return None
-        try:
-            table = DeltaTable.create(uri, schema=create_schema, mode="ignore", configuration=configuration,
-                                      storage_options=options)
+        try:  # an empty write creates it: on S3 half the requests of DeltaTable.create, which re-reads it
+            write_deltalake(uri, _empty(create_schema), mode="error", configuration=configuration,
+                            storage_options=options)
         except Exception:  # another process created it first: open theirs
             if not DeltaTable.is_deltatable(uri, storage_options=options):
                 raise
-            table = DeltaTable(uri, storage_options=options)
+        table = DeltaTable(uri, storage_options=options)
     with _TABLES_LOCK:
         _TABLES[key] = table
     return table
+
+
+def _empty(schema):
+    """An Arrow table of no rows with the columns of ``schema`` (a Delta schema); arro3's, as deltalake's
+    own, so creating a table needs no pyarrow."""
+    from arro3.core import Table
+
+    return Table.from_batches([], schema=schema.to_arrow())
 
 
 def forget_tables() -> None:
