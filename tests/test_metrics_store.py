@@ -312,3 +312,19 @@ def test_log_entries_past_retention_are_removed_by_compact_not_by_each_commit(st
     store.compact()
     assert not (log / oldest).exists()
     assert store.query("SELECT p_value FROM drift_results").values.tolist() == [[0.4]]
+
+
+def test_writers_racing_to_create_a_table_all_open_the_one_created(tmp_path):
+    """Four processes create the same missing table at once (an empty write each, ``mode="error"``): one
+    commits version 0, the others open it, and every one's rows arrive."""
+    code = ("import sys; import pyarrow as pa; from calmops_dagster.store import delta_tables; "
+            "from calmops_dagster.store.metrics_store import _table_configuration, _types; "
+            "t = delta_tables.open_table(sys.argv[1], delta_tables.delta_schema(_types('quarantine')), "
+            "_table_configuration()); "
+            "delta_tables.commit(t, pa.table({'pipeline': [sys.argv[2]], 'file': ['f'], 'reason': ['r']}))")
+    location = tmp_path / "quarantine"
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(location), name]) for name in "abcd"]
+    assert [w.wait(timeout=300) for w in writers] == [0, 0, 0, 0]
+    table = delta_tables.open_table(location)
+    assert sorted(table.to_pyarrow_table().column("pipeline").to_pylist()) == list("abcd")
+    assert table.version() == 4  # one creation, four appends
