@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 import duckdb
 import pandas as pd
@@ -100,6 +102,7 @@ print(reads, failures)
 
 WRITER = """
 import sys
+import time
 from calmops_dagster.store.metrics_store import MetricsStore
 store = MetricsStore(sys.argv[1])
 for block in range(int(sys.argv[3])):
@@ -289,3 +292,39 @@ def test_replaced_files_are_checked_together_and_only_missing_or_outdated_ones_r
     metrics_store._TABLES_SEEN.clear()
     MetricsStore(store.path, data_dir=store.data_dir)._ensure_tables()
     assert sorted(rewritten) == ["blocks", "promotions"]
+
+
+def test_log_entries_past_retention_are_removed_by_compact_not_by_each_commit(store):
+    """A commit skips delta-rs's expired-log cleanup (it lists the whole log, on S3 a request per commit);
+    ``calmops compact`` removes the log entries older than the retention instead."""
+    for p in (0.1, 0.2, 0.3):
+        store.replace_block_rows("drift_results", "a", "1", drift_rows(1, p))
+    log = store.table_location("drift_results") / "_delta_log"
+    store._open("drift_results").create_checkpoint()  # entries before a checkpoint are the removable ones
+    old = time.time() - 400 * 86_400  # past the default retention (90 days)
+    for entry in log.glob("0*"):  # every commit and checkpoint
+        os.utime(entry, (old, old))
+    delta_tables.forget_tables()  # delta-rs keeps the log's ages as it listed them: open it again
+    oldest = min(log.glob("*.json")).name
+
+    store.replace_block_rows("drift_results", "a", "1", drift_rows(1, 0.4))
+    assert (log / oldest).exists()
+    store.compact()
+    assert not (log / oldest).exists()
+    assert store.query("SELECT p_value FROM drift_results").values.tolist() == [[0.4]]
+
+
+def test_writers_racing_to_create_a_table_all_open_the_one_created(tmp_path):
+    """Four processes create the same missing table at once (an empty write each, ``mode="error"``): one
+    commits version 0, the others open it, and every one's rows arrive."""
+    code = ("import sys; import pyarrow as pa; from calmops_dagster.store import delta_tables; "
+            "from calmops_dagster.store.metrics_store import _table_configuration, _types; "
+            "t = delta_tables.open_table(sys.argv[1], delta_tables.delta_schema(_types('quarantine')), "
+            "_table_configuration()); "
+            "delta_tables.commit(t, pa.table({'pipeline': [sys.argv[2]], 'file': ['f'], 'reason': ['r']}))")
+    location = tmp_path / "quarantine"
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(location), name]) for name in "abcd"]
+    assert [w.wait(timeout=300) for w in writers] == [0, 0, 0, 0]
+    table = delta_tables.open_table(location)
+    assert sorted(table.to_pyarrow_table().column("pipeline").to_pylist()) == list("abcd")
+    assert table.version() == 4  # one creation, four appends

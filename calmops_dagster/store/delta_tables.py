@@ -168,7 +168,7 @@ def open_table(location: Location, create_schema=None, configuration: dict | Non
     ``latest=False``, as this process last saw it: a writer need not ask, delta-rs checks its commit against the
     commits it missed); ``None`` when there is no table there. With ``create_schema`` (a Delta schema) a
     missing table is created (of racing creators one commits version 0, the others open it)."""
-    from deltalake import DeltaTable
+    from deltalake import DeltaTable, write_deltalake
     from deltalake.exceptions import TableNotFoundError
 
     uri, options = table_uri(location), storage_options(location)
@@ -185,16 +185,24 @@ def open_table(location: Location, create_schema=None, configuration: dict | Non
     except TableNotFoundError:
         if create_schema is None:
             return None
-        try:
-            table = DeltaTable.create(uri, schema=create_schema, mode="ignore", configuration=configuration,
-                                      storage_options=options)
+        try:  # an empty write creates it: on S3 half the requests of DeltaTable.create, which re-reads it
+            write_deltalake(uri, _empty(create_schema), mode="error", configuration=configuration,
+                            storage_options=options)
         except Exception:  # another process created it first: open theirs
             if not DeltaTable.is_deltatable(uri, storage_options=options):
                 raise
-            table = DeltaTable(uri, storage_options=options)
+        table = DeltaTable(uri, storage_options=options)
     with _TABLES_LOCK:
         _TABLES[key] = table
     return table
+
+
+def _empty(schema):
+    """An Arrow table of no rows with the columns of ``schema`` (a Delta schema); arro3's, as deltalake's
+    own, so creating a table needs no pyarrow."""
+    from arro3.core import Table
+
+    return Table.from_batches([], schema=schema.to_arrow())
 
 
 def forget_tables() -> None:
@@ -214,11 +222,14 @@ def commit(table, data, *, predicate: str | None = None, metadata: dict[str, str
     transactions do: it is committed with the table's version of that id, and not made (``False``) when the
     table already holds that version or a later one, even when another writer commits it at the same moment
     (Delta refuses the second of two concurrent commits of one id; the retry finds it done)."""
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import CommitProperties, PostCommitHookProperties, Transaction, write_deltalake
     from deltalake.exceptions import CommitFailedError
 
     deadline = time.monotonic() + COMMIT_DEADLINE_SECONDS
     delay = 0.02
+    # the checkpoint every 100 commits, but not the cleanup of expired log entries, which lists the whole
+    # log after every commit: ``calmops compact`` cleans the log up (``DeltaTable.cleanup_metadata``)
+    hooks = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
     RETRIES["commits"] += 1
     with _commit_lock(table):  # this process's threads share the table object: one commit at a time on it
         while True:
@@ -228,7 +239,8 @@ def commit(table, data, *, predicate: str | None = None, metadata: dict[str, str
                     return False
             try:
                 write_deltalake(table, data, mode="overwrite" if predicate else "append", predicate=predicate,
-                                schema_mode="merge", commit_properties=CommitProperties(
+                                schema_mode="merge", post_commithook_properties=hooks,
+                                commit_properties=CommitProperties(
                                     custom_metadata=metadata,
                                     app_transactions=[Transaction(app_id=app[0], version=app[1])] if app else None))
                 return True

@@ -42,6 +42,7 @@ from calmops_dagster.store.storage import (
     Location,
     StoragePath,
     as_location,
+    build_filesystem,
     reader_filesystem,
     remove_tree,
     storage_root,
@@ -495,8 +496,8 @@ class MetricsStore:
         building = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             with duckdb.connect(str(building)) as con:
-                if isinstance(self.data_dir, StoragePath):  # the views read through fsspec
-                    con.register_filesystem(reader_filesystem(self.data_dir))
+                if isinstance(self.data_dir, StoragePath):  # binding the views lists each table's folder
+                    con.register_filesystem(build_filesystem(self.data_dir))  # and log: once each
                 self.create_views(con)
             os.replace(building, self.path)
         finally:
@@ -741,7 +742,8 @@ class MetricsStore:
     def compact(self, pipeline: str | None = None, days: float | None = None) -> dict[str, tuple[int, int]]:
         """Optimize every table (small files merged into larger ones, one commit each, readers unaffected),
         then vacuum it: files no version needs and whose removal is older than ``days`` (default:
-        :func:`retention_days`) are deleted, so ``<table>_history`` keeps the rows replaced within them.
+        :func:`retention_days`) are deleted, so ``<table>_history`` keeps the rows replaced within them;
+        log entries older than the table's log retention (the same days) are removed too.
         ``pipeline`` is accepted for the command's sake: Delta optimizes a table as a whole. Returns
         ``{table: (live files before, live files after)}``."""
         self._ensure_ready()
@@ -753,6 +755,7 @@ class MetricsStore:
                 before = len(delta_tables.live_files(dt))
                 dt.optimize.compact()
                 dt.vacuum(retention_hours=int(hours), enforce_retention_duration=False, dry_run=False)
+                dt.cleanup_metadata()  # log entries past delta.logRetentionDuration (commits skip it)
                 result[table] = (before, len(delta_tables.live_files(dt)))
         return result
 

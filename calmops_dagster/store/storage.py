@@ -65,6 +65,16 @@ def reader_filesystem(location: StoragePath):
     return _reader_of(location.protocol, os.getpid(), tuple(os.environ.get(k) for k in _CLIENT_ENV))
 
 
+def build_filesystem(location: StoragePath):
+    """A filesystem for DuckDB to bind a new catalog's views through: like :func:`reader_filesystem`, but it
+    also keeps its listings, so the views of one table (its table and history views glob the same folder and
+    log) list each prefix once. A new one for each build, dropped after it: what it lists is only used to
+    type the views, every reader lists again."""
+    from calmops_dagster.store.write_once_reads import WriteOnceReadsS3
+
+    return WriteOnceReadsS3(use_listings_cache=True, skip_instance_cache=True)
+
+
 @cache
 def _reader_of(protocol: str, pid: int, settings: tuple):
     from calmops_dagster.store.write_once_reads import WriteOnceReadsS3
