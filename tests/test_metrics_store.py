@@ -327,4 +327,7 @@ def test_writers_racing_to_create_a_table_all_open_the_one_created(tmp_path):
     assert [w.wait(timeout=300) for w in writers] == [0, 0, 0, 0]
     table = delta_tables.open_table(location)
     assert sorted(table.to_pyarrow_table().column("pipeline").to_pylist()) == list("abcd")
-    assert table.version() == 4  # one creation, four appends
+    # one creation and four appends; under load, a creator whose empty write loses the race may still commit it
+    # after the winner's (delta-rs retries it as the next version): an empty commit of the same schema, no rows
+    assert 4 <= table.version() <= 7
+    assert [field.name for field in table.schema().fields] == columns("quarantine")
