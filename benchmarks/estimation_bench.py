@@ -322,19 +322,10 @@ def load() -> str:
 
 
 def step_seconds(instance, run_id: str) -> dict[str, float]:
-    """Seconds of each step (asset) of the run, from its STEP_START to its STEP_SUCCESS/FAILURE event."""
-    from dagster import DagsterEventType
+    """Seconds of each step (asset) of the run (``benchmarks/ingest_bench.py``'s reading of the event log)."""
+    from ingest_bench import step_seconds as step_spans  # benchmarks/ is the script's folder, on sys.path
 
-    started, spans = {}, {}
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None:
-            continue
-        if event.event_type == DagsterEventType.STEP_START:
-            started[event.step_key] = entry.timestamp
-        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
-            spans[event.step_key.split("__")[-1]] = entry.timestamp - started[event.step_key]
-    return spans
+    return dict(step_spans(instance, run_id))
 
 
 def census_blocks(reference: pd.DataFrame, analysis: pd.DataFrame, n_blocks: int) -> list[pd.DataFrame]:
