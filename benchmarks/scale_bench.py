@@ -243,6 +243,23 @@ def _command(pid: int) -> str:
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 
+@contextlib.contextmanager
+def live_dev(command: list[str], env: dict, log_path: Path, port: int):
+    """`calmops dev` (``command``) in its own process group, up until its webserver answers on ``port``, its
+    memory sampled (the :class:`GroupMemory` yielded); the whole group (webserver, daemon, code server, warm
+    process and run workers) is stopped after."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(ROOT))
+    try:
+        with GroupMemory(process.pid) as memory:
+            wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/server_info", process, timeout=2), 900,
+                     "dagster dev's webserver")
+            yield memory
+    finally:
+        stop_group(process, timeout=60)
+
+
 def through_dev(root: Path, pipelines: int, blocks: int, rows: int, timeout: float) -> dict:
     """Process ``pipelines`` x ``blocks`` demo blocks through one ``calmops dev``; its figures."""
     from dagster import DagsterInstance, DagsterRunStatus
@@ -259,35 +276,29 @@ def through_dev(root: Path, pipelines: int, blocks: int, rows: int, timeout: flo
     env = {**os.environ, "CALMOPS_HOME": str(home.root), "PYTHONPATH": str(ROOT)}
     port, figures = free_port(), {"pipelines": pipelines, "blocks": pipelines * blocks}
     started = time.time()
-    with open(root / f"dagster_dev_{pipelines}.log", "w") as log:
-        process = subprocess.Popen([*CALMOPS, "dev", "--port", str(port)], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                   cwd=str(ROOT))
-    try:
-        with GroupMemory(process.pid) as memory:
-            wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/server_info", process, timeout=2), 900,
-                     "dagster dev's webserver")
-            figures["to webserver"] = time.time() - started
-            instance = DagsterInstance.from_config(str(home.dagster_home))
-            sensors = {f"{name}_files" for name in names}
+    log_path = root / f"dagster_dev_{pipelines}.log"
+    with live_dev([*CALMOPS, "dev", "--port", str(port)], env, log_path, port) as memory:
+        figures["to webserver"] = time.time() - started
+        instance = DagsterInstance.from_config(str(home.dagster_home))
+        sensors = {f"{name}_files" for name in names}
 
-            def file_sensor_states():
-                states = [state for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-                          if state.instigator_name in sensors]
-                ticked = [s for s in states if instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1)]
-                return states if len(ticked) == len(sensors) else None
+        def file_sensor_states():
+            states = [state for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+                      if state.instigator_name in sensors]
+            ticked = [s for s in states if instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1)]
+            return states if len(ticked) == len(sensors) else None
 
-            states = wait_for(file_sensor_states, 900, "a tick of every file sensor")
-            figures["to sensors"] = time.time() - started
-            print(f"  {pipelines} pipelines: webserver up {figures['to webserver']:.0f} s, every file sensor "
-                  f"ticked {figures['to sensors']:.0f} s after `calmops dev` started; dropping "
-                  f"{figures['blocks']} block files; {load()}", flush=True)
-            first_drop = time.time()
-            for demo in demos:
-                for file in demo.files:
-                    drop(file, demo.data_dir)
-            records = wait_for_runs(instance, figures["blocks"], first_drop, timeout)
-            memory.sample()
+        states = wait_for(file_sensor_states, 900, "a tick of every file sensor")
+        figures["to sensors"] = time.time() - started
+        print(f"  {pipelines} pipelines: webserver up {figures['to webserver']:.0f} s, every file sensor "
+              f"ticked {figures['to sensors']:.0f} s after `calmops dev` started; dropping "
+              f"{figures['blocks']} block files; {load()}", flush=True)
+        first_drop = time.time()
+        for demo in demos:
+            for file in demo.files:
+                drop(file, demo.data_dir)
+        records = wait_for_runs(instance, figures["blocks"], first_drop, timeout)
+        memory.sample()
         last_end = max(record.end_time for record in records)
         figures["wall"] = last_end - first_drop
         figures["run"] = statistics.median(r.end_time - r.start_time for r in records if r.start_time)
@@ -302,8 +313,6 @@ def through_dev(root: Path, pipelines: int, blocks: int, rows: int, timeout: flo
         figures["tick"], figures["late"] = durations, lateness
         figures["memory"] = memory
         instance.dispose()
-    finally:
-        stop_group(process, timeout=60)  # webserver, daemon, code server, warm process and run workers
     figures["lost"] = lost_rows(home.root, names, blocks)
     return figures
 
@@ -320,31 +329,23 @@ def idle_memory(root: Path, pipelines: int, ticks: int) -> dict:
     names = make_home(home.root, pipelines, blocks=1, rows=200, initial=0)
     env = {**os.environ, "CALMOPS_HOME": str(home.root), "PYTHONPATH": str(ROOT)}
     port, started = free_port(), time.time()
-    with open(root / f"dagster_dev_idle_{pipelines}.log", "w") as log:
-        process = subprocess.Popen([*CALMOPS, "dev", "--port", str(port)], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                   cwd=str(ROOT))
-    try:
-        with GroupMemory(process.pid) as memory:
-            wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/server_info", process, timeout=2), 900,
-                     "dagster dev's webserver")
-            instance = DagsterInstance.from_config(str(home.dagster_home))
-            file_sensors = {f"{name}_files" for name in names}
+    log_path = root / f"dagster_dev_idle_{pipelines}.log"
+    with live_dev([*CALMOPS, "dev", "--port", str(port)], env, log_path, port) as memory:
+        instance = DagsterInstance.from_config(str(home.dagster_home))
+        file_sensors = {f"{name}_files" for name in names}
 
-            def ticked(count: int):
-                states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-                          if s.instigator_name in file_sensors]
-                done = [s for s in states
-                        if len(instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=count)) >= count]
-                return len(done) == len(file_sensors)
+        def ticked(count: int):
+            states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+                      if s.instigator_name in file_sensors]
+            done = [s for s in states
+                    if len(instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=count)) >= count]
+            return len(done) == len(file_sensors)
 
-            wait_for(lambda: ticked(1), 900, "a tick of every file sensor", 2.0)
-            first_ticks = time.time() - started
-            wait_for(lambda: ticked(ticks), 900, f"{ticks} ticks of every file sensor", 2.0)
-            memory.sample()
-            instance.dispose()
-    finally:
-        stop_group(process, timeout=60)
+        wait_for(lambda: ticked(1), 900, "a tick of every file sensor", 2.0)
+        first_ticks = time.time() - started
+        wait_for(lambda: ticked(ticks), 900, f"{ticks} ticks of every file sensor", 2.0)
+        memory.sample()
+        instance.dispose()
     return {"pipelines": pipelines, "start": first_ticks, "settled": time.time() - started, "memory": memory}
 
 
