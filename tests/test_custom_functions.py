@@ -16,6 +16,7 @@ from dagster import AssetKey, Definitions
 from calmops_dagster.errors import SpecError
 from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.generators.writer import write_blocks
+from calmops_dagster.interfaces.pipeline_report import build_pipeline_report
 from calmops_dagster.learning.custom_functions import cannot_rerun, function_lineage, resolve_function
 from calmops_dagster.learning.training_context import TrainingContext
 from calmops_dagster.orchestration.headless_runs import run_pending
@@ -353,6 +354,8 @@ def test_custom_train_builds_the_first_champion_and_retrain_a_challenger(home, t
     assert {(c["pipeline"], c["retrain_mode"]) for c in made} == {("demo", "window")}
     meta = instance.get_latest_materialization_event(AssetKey(["demo", "challenger_model"]))
     assert meta.asset_materialization.metadata["trained_by"].value == RETRAIN
+    table = build_pipeline_report(home, "demo").split("<table id='promotions'>")[1].split("</table>")[0]
+    assert "<th>trained_by</th>" in table and f"<td>{RETRAIN}</td>" in table  # the report names the function
 
     # a rerun of block 3 re-scores the challenger the recorded function built, and says whether that function
     # could still be run as it was

@@ -215,6 +215,8 @@ def test_champion_timeline_says_which_version_served_which_block_and_why(process
     stars = fig.data[-1]
     assert list(stars.x) == ["1", "3"] and list(stars.y) == ["v0001", "v0002"]
     assert "first champion" in stars.text[0] and "McNemar" in stars.text[1] and "v0001 → v0002" in stars.text[1]
+    page = build_pipeline_report(home, "demo")
+    assert "<table id='promotions'>" in page and "trained_by" not in page  # no custom function: no empty column
 
 
 def test_feature_drilldown_draws_each_block_against_its_reference(processed_home):

@@ -78,7 +78,7 @@ def load_report_data(home: CalmOpsHome, name: str) -> dict[str, pd.DataFrame]:
         "performance": "SELECT block, model_version, role, evaluated_on, metric, value, ci_low, ci_high "
                        "FROM performance WHERE pipeline = ?",
         "promotions": "SELECT block, decision, champion_before, challenger, champion_after, reason, metric, "
-                      "champion_score, challenger_score, decided_at FROM promotions WHERE pipeline = ? "
+                      "champion_score, challenger_score, trained_by, decided_at FROM promotions WHERE pipeline = ? "
                       "ORDER BY decided_at",
         "blocks": "SELECT block, rows, loaded_at FROM blocks WHERE pipeline = ?",
         "reevaluations": "SELECT reevaluation_id, block, against, changes, original_reference_version, "
@@ -421,7 +421,7 @@ def build_pipeline_report(home: CalmOpsHome, name: str, plotly_src: str | None =
     perf = performance_figure(performance, promotions, metric)
     sections.append(f"<h2>Champion performance ({html.escape(metric)})</h2>" + _chart(perf, "performance", (
         "The champion's score on each block (labels), challengers on their held-out rows, stars at promotions.")))
-    sections.append(html_table(promotions.drop(columns=["decided_at"]), "promotions"))
+    sections.append(html_table(without_empty(promotions.drop(columns=["decided_at"]), "trained_by"), "promotions"))
 
     timeline = champion_timeline_figure(promotions, order)
     changes = promotions[promotions["decision"].isin(["promoted", "rolled_back"])]
@@ -471,6 +471,12 @@ def build_pipeline_report(home: CalmOpsHome, name: str, plotly_src: str | None =
     sections.append("<h2>Champion history</h2>" + html_table(history, "champion-history"))
     sections.append(DRILLDOWN_LINK)
     return page(f"calmops report: {name}", "\n".join(sections), head=plotly_script(plotly_src))
+
+
+def without_empty(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``frame`` without ``column`` when no row has a value there (``trained_by`` only shows for pipelines
+    whose challengers came from the user's ``custom_functions``)."""
+    return frame.drop(columns=[column]) if frame[column].isna().all() else frame
 
 
 def _chart(fig: go.Figure | None, div_id: str, caption: str | None = None) -> str:
