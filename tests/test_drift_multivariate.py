@@ -9,7 +9,12 @@ from frouros.detectors.data_drift.batch import MMD
 from frouros.utils.kernels import rbf_kernel
 
 from calmops_dagster.drift import DriftConfig, detect_drift
-from calmops_dagster.drift.multivariate import mmd_permutation_test, mmd_unbiased, rbf_kernel_matrix
+from calmops_dagster.drift.multivariate import (
+    mmd_permutation_test,
+    mmd_sequential_test,
+    mmd_unbiased,
+    rbf_kernel_matrix,
+)
 from calmops_dagster.drift.report import MULTIVARIATE
 from calmops_dagster.reports.block_report import write_drift_report_html
 
@@ -80,3 +85,47 @@ def test_html_report_is_self_contained_and_written_atomically(tmp_path):
     for needle in ("Drift across blocks", "Reference vs current", "corrected p-value", "DRIFT"):
         assert needle in text
     assert [p.name for p in out.parent.iterdir()] == ["b3.html"]  # no temporary file left behind
+
+
+def test_sequential_mmd_pvalues_are_valid_and_stop_early_under_the_null():
+    rng = np.random.default_rng(36)
+    runs = [mmd_sequential_test(rng.normal(size=(40, 3)), rng.normal(size=(40, 3)), 199, rng, exceedances=10)
+            for _ in range(200)]
+    p = np.array([r.p_value for r in runs])
+    # Valid: P(p <= a) <= a; with 200 datasets, a binomial tolerance of 3 standard deviations.
+    for a in (0.05, 0.1, 0.5):
+        assert np.count_nonzero(p <= a) <= 200 * a + 3 * np.sqrt(200 * a * (1 - a))
+    drawn = np.array([r.permutations for r in runs])
+    assert drawn.mean() < 199 / 4 and np.median(drawn) <= 30       # most stop after a few dozen
+    stopped = drawn < 199
+    assert np.allclose(p[stopped], 10 / drawn[stopped])            # Besag & Clifford's h / L
+
+
+def test_sequential_mmd_reaches_the_fixed_tests_decision_and_pvalue_when_extreme():
+    alpha, perms = 0.05, 199
+    exceedances = int(np.ceil(alpha * perms))
+    drawn = []
+    for shift in (0.0, 0.2, 0.4, 0.6, 1.0):
+        for seed in range(6):
+            data = np.random.default_rng(seed)
+            x, y = data.normal(size=(60, 4)), data.normal(size=(60, 4)) + [shift, 0, 0, 0]
+            fixed = mmd_permutation_test(x, y, perms, np.random.default_rng(seed))
+            seq = mmd_sequential_test(x, y, perms, np.random.default_rng(seed), exceedances=exceedances)
+            assert seq.mmd2 == fixed[0] and seq.sigma == fixed[2]
+            assert (seq.p_value < alpha) == (fixed[1] < alpha), (shift, seed)
+            drawn.append(seq.permutations)
+            if seq.permutations == perms:                          # not stopped: the fixed test's p-value
+                assert seq.p_value == fixed[1]
+            else:
+                assert seq.p_value >= alpha
+    assert min(drawn) < perms / 4 and drawn.count(perms) >= 6      # both stops and full runs were seen
+
+
+def test_detect_drift_mmd_note_states_the_permutations_drawn():
+    rng = np.random.default_rng(8)
+    ref, cur = _correlated(rng, 2000, 0.3), _correlated(rng, 2000, 0.3)
+    mmd = next(r for r in detect_drift(ref, cur, DriftConfig(multivariate_sample_size=300)).multivariate
+               if r.test == "mmd")
+    assert not mmd.drifted and "of 500 permutations (sequential: stops once 10 reach" in mmd.note
+    drawn = int(mmd.note.split(" of 500 permutations")[0].rsplit("; ", 1)[1])
+    assert drawn < 500 and mmd.p_value == pytest.approx(10 / drawn)
