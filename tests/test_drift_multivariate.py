@@ -10,6 +10,8 @@ from frouros.utils.kernels import rbf_kernel
 
 from calmops_dagster.drift import DriftConfig, detect_drift
 from calmops_dagster.drift.multivariate import (
+    CLASSIFIER_BINS,
+    domain_classifier,
     mmd_permutation_test,
     mmd_sequential_test,
     mmd_unbiased,
@@ -129,3 +131,31 @@ def test_detect_drift_mmd_note_states_the_permutations_drawn():
     assert not mmd.drifted and "of 500 permutations (sequential: stops once 10 reach" in mmd.note
     drawn = int(mmd.note.split(" of 500 permutations")[0].rsplit("; ", 1)[1])
     assert drawn < 500 and mmd.p_value == pytest.approx(10 / drawn)
+
+
+#: Out-of-fold AUCs of the domain classifier with LightGBM's default 255 bins (the code before
+#: ``CLASSIFIER_BINS``), seeds 0-2: 1,000 reference rows of 20 N(0, 1) features against 1,000 with 5 shifted
+#: by 0.3, and against 1,000 without drift.
+_AUC_255_BINS = {(0, "shift"): 0.6365, (1, "shift"): 0.6223, (2, "shift"): 0.6028,
+                 (0, "null"): 0.4793, (1, "null"): 0.4948, (2, "null"): 0.5171}
+
+
+def _auc_standard_error(auc: float, n1: int, n0: int) -> float:
+    """Hanley & McNeil's (1982) standard error of an AUC."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    return float(np.sqrt((auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (n1 * n0)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_domain_classifier_on_few_bins_keeps_its_auc_within_a_standard_error(seed):
+    assert CLASSIFIER_BINS < 255
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame(rng.normal(size=(1000, 20))).add_prefix("f")
+    shifted = pd.DataFrame(rng.normal(size=(1000, 20)) + np.r_[np.full(5, 0.3), np.zeros(15)]).add_prefix("f")
+    null = pd.DataFrame(rng.normal(size=(1000, 20))).add_prefix("f")
+    alpha = DriftConfig().alpha * DriftConfig().multivariate_alpha_share / 2
+    for name, cur in (("shift", shifted), ("null", null)):
+        auc, p, _ = domain_classifier(x, cur, 3, seed)
+        before = _AUC_255_BINS[seed, name]
+        assert abs(auc - before) < _auc_standard_error(before, 1000, 1000), name
+        assert (p < alpha and auc >= 0.55) == (name == "shift")        # the decision the 255-bin fit took
