@@ -100,9 +100,10 @@ class DriftConfig(BaseModel):
     mmd_exceedances : int
         The MMD test is sequential (Besag & Clifford 1991): it stops drawing permutations once this many
         reach the observed statistic, with p-value ``exceedances / permutations drawn``, and draws all
-        ``mmd_permutations`` only for a statistic that few permutations reach. Raised where needed to
-        ``alpha_mmd * mmd_permutations`` so the decision is always the fixed test's; a larger value gives a
-        more precise p-value for more permutations.
+        ``mmd_permutations`` only for a statistic that few permutations reach. Raised where needed to the
+        MMD test's level (``alpha * multivariate_alpha_share / len(multivariate_tests)``) times
+        ``mmd_permutations``, so the decision is always the fixed test's; a larger value gives a more
+        precise p-value for more permutations.
     classifier_folds : int
         Cross-validation folds of the domain classifier.
     classifier_min_auc : float
