@@ -18,7 +18,7 @@ time there mostly measures the other processes. Memory: the peak of traced Pytho
 tracing slows Python-level code and so is kept out of the timed rounds.
 
 Run: ``python benchmarks/drift_bench.py [--rows N] [--numeric N] [--categorical N] [--repeats N]
-[--multivariate]``; issue 36's small block is ``--rows 200000 --numeric 20 --categorical 0 --repeats 9``.
+[--multivariate] [--no-drift]``; issue 36's small block is ``--rows 200000 --numeric 20 --categorical 0 --repeats 9``.
 Targets: at most 1.0x the scipy loop, at least 5x faster than Evidently, peak memory below 3x the frames'
 size.
 """
@@ -36,8 +36,10 @@ from scipy import stats
 from calmops_dagster.drift import DriftConfig, detect_drift
 
 
-def make_frames(rows: int, n_num: int = 50, n_cat: int = 10, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded reference and current frames; 5 numeric and 2 categorical columns drift in ``current``."""
+def make_frames(rows: int, n_num: int = 50, n_cat: int = 10, seed: int = 0,
+                drifted: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded reference and current frames; 5 numeric and 2 categorical columns drift in ``current`` (none
+    when not ``drifted``)."""
     rng = np.random.default_rng(seed)
     levels = np.array([f"level_{i}" for i in range(8)], dtype=object)
 
@@ -48,7 +50,7 @@ def make_frames(rows: int, n_num: int = 50, n_cat: int = 10, seed: int = 0) -> t
             data[f"cat_{j}"] = levels[rng.choice(8, rows, p=p)]
         return pd.DataFrame(data)
 
-    return frame(False), frame(True)
+    return frame(False), frame(drifted)
 
 
 def scipy_loop(ref: pd.DataFrame, cur: pd.DataFrame) -> int:
@@ -120,8 +122,9 @@ def main() -> None:
     parser.add_argument("--categorical", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--multivariate", action="store_true", help="also time the default config")
+    parser.add_argument("--no-drift", action="store_true", help="current drawn like reference (no column drifts)")
     args = parser.parse_args()
-    ref, cur = make_frames(args.rows, args.numeric, args.categorical)
+    ref, cur = make_frames(args.rows, args.numeric, args.categorical, drifted=not args.no_drift)
     frames_mb = (ref.memory_usage(deep=True).sum() + cur.memory_usage(deep=True).sum()) / 2**20
     print(f"frames: {args.rows:,} + {args.rows:,} rows x {ref.shape[1]} columns "
           f"({args.numeric} numeric, {args.categorical} categorical), {frames_mb:,.0f} MB (deep)")

@@ -9,7 +9,14 @@ from frouros.detectors.data_drift.batch import MMD
 from frouros.utils.kernels import rbf_kernel
 
 from calmops_dagster.drift import DriftConfig, detect_drift
-from calmops_dagster.drift.multivariate import mmd_permutation_test, mmd_unbiased, rbf_kernel_matrix
+from calmops_dagster.drift.multivariate import (
+    CLASSIFIER_BINS,
+    domain_classifier,
+    mmd_permutation_test,
+    mmd_sequential_test,
+    mmd_unbiased,
+    rbf_kernel_matrix,
+)
 from calmops_dagster.drift.report import MULTIVARIATE
 from calmops_dagster.reports.block_report import write_drift_report_html
 
@@ -80,3 +87,75 @@ def test_html_report_is_self_contained_and_written_atomically(tmp_path):
     for needle in ("Drift across blocks", "Reference vs current", "corrected p-value", "DRIFT"):
         assert needle in text
     assert [p.name for p in out.parent.iterdir()] == ["b3.html"]  # no temporary file left behind
+
+
+def test_sequential_mmd_pvalues_are_valid_and_stop_early_under_the_null():
+    rng = np.random.default_rng(36)
+    runs = [mmd_sequential_test(rng.normal(size=(40, 3)), rng.normal(size=(40, 3)), 199, rng, exceedances=10)
+            for _ in range(200)]
+    p = np.array([r.p_value for r in runs])
+    # Valid: P(p <= a) <= a; with 200 datasets, a binomial tolerance of 3 standard deviations.
+    for a in (0.05, 0.1, 0.5):
+        assert np.count_nonzero(p <= a) <= 200 * a + 3 * np.sqrt(200 * a * (1 - a))
+    drawn = np.array([r.permutations for r in runs])
+    assert drawn.mean() < 199 / 4 and np.median(drawn) <= 30       # most stop after a few dozen
+    stopped = drawn < 199
+    assert np.allclose(p[stopped], 10 / drawn[stopped])            # Besag & Clifford's h / L
+
+
+def test_sequential_mmd_reaches_the_fixed_tests_decision_and_pvalue_when_extreme():
+    alpha, perms = 0.05, 199
+    exceedances = int(np.ceil(alpha * perms))
+    drawn = []
+    for shift in (0.0, 0.2, 0.4, 0.6, 1.0):
+        for seed in range(6):
+            data = np.random.default_rng(seed)
+            x, y = data.normal(size=(60, 4)), data.normal(size=(60, 4)) + [shift, 0, 0, 0]
+            fixed = mmd_permutation_test(x, y, perms, np.random.default_rng(seed))
+            seq = mmd_sequential_test(x, y, perms, np.random.default_rng(seed), exceedances=exceedances)
+            assert seq.mmd2 == fixed[0] and seq.sigma == fixed[2]
+            assert (seq.p_value < alpha) == (fixed[1] < alpha), (shift, seed)
+            drawn.append(seq.permutations)
+            if seq.permutations == perms:                          # not stopped: the fixed test's p-value
+                assert seq.p_value == fixed[1]
+            else:
+                assert seq.p_value >= alpha
+    assert min(drawn) < perms / 4 and drawn.count(perms) >= 6      # both stops and full runs were seen
+
+
+def test_detect_drift_mmd_note_states_the_permutations_drawn():
+    rng = np.random.default_rng(8)
+    ref, cur = _correlated(rng, 2000, 0.3), _correlated(rng, 2000, 0.3)
+    mmd = next(r for r in detect_drift(ref, cur, DriftConfig(multivariate_sample_size=300)).multivariate
+               if r.test == "mmd")
+    assert not mmd.drifted and "of 500 permutations (sequential: stops once 10 reach" in mmd.note
+    drawn = int(mmd.note.split(" of 500 permutations")[0].rsplit("; ", 1)[1])
+    assert drawn < 500 and mmd.p_value == pytest.approx(10 / drawn)
+
+
+#: Out-of-fold AUCs of the domain classifier with LightGBM's default 255 bins (the code before
+#: ``CLASSIFIER_BINS``), seeds 0-2: 1,000 reference rows of 20 N(0, 1) features against 1,000 with 5 shifted
+#: by 0.3, and against 1,000 without drift.
+_AUC_255_BINS = {(0, "shift"): 0.6365, (1, "shift"): 0.6223, (2, "shift"): 0.6028,
+                 (0, "null"): 0.4793, (1, "null"): 0.4948, (2, "null"): 0.5171}
+
+
+def _auc_standard_error(auc: float, n1: int, n0: int) -> float:
+    """Hanley & McNeil's (1982) standard error of an AUC."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    return float(np.sqrt((auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (n1 * n0)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_domain_classifier_on_few_bins_keeps_its_auc_within_a_standard_error(seed):
+    assert CLASSIFIER_BINS < 255
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame(rng.normal(size=(1000, 20))).add_prefix("f")
+    shifted = pd.DataFrame(rng.normal(size=(1000, 20)) + np.r_[np.full(5, 0.3), np.zeros(15)]).add_prefix("f")
+    null = pd.DataFrame(rng.normal(size=(1000, 20))).add_prefix("f")
+    alpha = DriftConfig().alpha * DriftConfig().multivariate_alpha_share / 2
+    for name, cur in (("shift", shifted), ("null", null)):
+        auc, p, _ = domain_classifier(x, cur, 3, seed)
+        before = _AUC_255_BINS[seed, name]
+        assert abs(auc - before) < _auc_standard_error(before, 1000, 1000), name
+        assert (p < alpha and auc >= 0.55) == (name == "shift")        # the decision the 255-bin fit took

@@ -97,6 +97,13 @@ class DriftConfig(BaseModel):
         At most this many rows per side are sampled for the multivariate tests, bounding their time.
     mmd_permutations : int
         Permutations of the MMD test; its smallest p-value is 1 / (permutations + 1).
+    mmd_exceedances : int
+        The MMD test is sequential (Besag & Clifford 1991): it stops drawing permutations once this many
+        reach the observed statistic, with p-value ``exceedances / permutations drawn``, and draws all
+        ``mmd_permutations`` only for a statistic that few permutations reach. Raised where needed to the
+        MMD test's level (``alpha * multivariate_alpha_share / len(multivariate_tests)``) times
+        ``mmd_permutations``, so the decision is always the fixed test's; a larger value gives a more
+        precise p-value for more permutations.
     classifier_folds : int
         Cross-validation folds of the domain classifier.
     classifier_min_auc : float
@@ -143,6 +150,7 @@ class DriftConfig(BaseModel):
     multivariate_alpha_share: float = Field(0.2, gt=0.0, lt=1.0)
     multivariate_sample_size: int = Field(1000, ge=20)
     mmd_permutations: int = Field(500, ge=19)
+    mmd_exceedances: int = Field(10, ge=1)
     classifier_folds: int = Field(3, ge=2, le=10)
     classifier_min_auc: float = Field(0.55, ge=0.5, le=1.0)
     missing_values: bool = True
