@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
@@ -59,7 +60,7 @@ def same_result(a, b) -> None:
 def test_a_result_and_its_rows_are_one_parquet_file_that_any_reader_opens_as_the_rows():
     frame = pd.DataFrame({"x1": [0.5, None, 2.0], "segment": ["a", "b", "a"], "y": [0, 1, 1]})
     block = LoadedBlock(block="7", frame=frame, features=["x1", "segment"], source_files=["b7.csv"], version="v",
-                        content_hash="h", null_cells=1, max_null_share=1 / 3, worst_column="x1",
+                        content_hash="h", null_cells=np.int64(1), max_null_share=1 / 3, worst_column="x1",
                         nulls_within_limit=False, labels=LabelCount(3, 3, 0, 0, 0), breaker="closed")
     predicted = Predictions(block="7", version="v0002", frame=frame[["y"]].rename(columns={"y": "prediction"}),
                             rows=3, shares={"0": 1 / 3, "1": 2 / 3}, mean_prediction=None,

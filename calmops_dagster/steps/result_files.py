@@ -13,6 +13,7 @@ import io
 import json
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -42,12 +43,19 @@ def result_bytes(result: LoadedBlock | Predictions) -> bytes | None:
         return None
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "frame"}
     fields = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()}
-    record = json.dumps({"type": type(result).__name__, "fields": fields})
+    record = json.dumps({"type": type(result).__name__, "fields": fields}, default=plain_scalar)
     table = pa.Table.from_pandas(result.frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: record.encode()})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     return buffer.getvalue()
+
+
+def plain_scalar(value):
+    """A NumPy scalar as the Python value JSON takes (any other object: not JSON, a ``TypeError``)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def result_from_bytes(data: bytes) -> LoadedBlock | Predictions:
