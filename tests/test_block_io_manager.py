@@ -22,7 +22,6 @@ from calmops_dagster.ingest.labels import LabelCount
 from calmops_dagster.interfaces.cli import main
 from calmops_dagster.reports.pipeline_overview import Overview
 from calmops_dagster.resources import build_resources
-from calmops_dagster.steps.result_files import result_bytes, result_from_bytes
 from calmops_dagster.steps.results import LoadedBlock, Predictions
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.paths import CalmOpsHome
@@ -58,6 +57,8 @@ def same_result(a, b) -> None:
 
 # ---- the file format (pure) -----------------------------------------------------------------------------------
 def test_a_result_and_its_rows_are_one_parquet_file_that_any_reader_opens_as_the_rows():
+    from calmops_dagster.steps.result_files import result_bytes, result_from_bytes
+
     frame = pd.DataFrame({"x1": [0.5, None, 2.0], "segment": ["a", "b", "a"], "y": [0, 1, 1]})
     block = LoadedBlock(block="7", frame=frame, features=["x1", "segment"], source_files=["b7.csv"], version="v",
                         content_hash="h", null_cells=np.int64(1), max_null_share=1 / 3, worst_column="x1",
