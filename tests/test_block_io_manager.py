@@ -25,7 +25,7 @@ from calmops_dagster.resources import build_resources
 from calmops_dagster.steps.results import LoadedBlock, Predictions
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.paths import CalmOpsHome
-from calmops_dagster.store.storage import StoragePath, read_parquet
+from calmops_dagster.store.storage import StoragePath, read_parquet, stamp
 from tests.moto_s3 import moto_s3
 from tests.test_alerts import run_blocks, spec_with_alerts
 from tests.test_stored_results import failure_messages
@@ -100,13 +100,15 @@ def test_each_block_and_its_predictions_are_stored_once_where_every_reader_reads
     pd.testing.assert_frame_equal(predicted.frame, pd.read_parquet(state / "predictions" / "2.parquet"))
 
     assert materialize_alone(home, spec, instance, "drift_report", "2").success  # reads block 2's file
+    first = stamp(state / "blocks" / "2.parquet")
     rerun = materialize(build_pipeline_assets(spec), partition_key="2", instance=instance,
                         resources=build_resources(home), raise_on_error=False)
     assert rerun.success
     assert sorted(p.name for p in (state / "blocks").iterdir()) == ["1.parquet", "2.parquet", "3.parquet"]
+    assert stamp(state / "blocks" / "2.parquet") != first  # replaced whole, in place
     assert not (storage / "data_block").exists() and not (storage / "predictions").exists()
     assert main(["report", spec.name]) == 0  # its drill-down reads the kept blocks
-    assert "report" in capsys.readouterr().out
+    assert str(state / "reports" / f"{spec.name}_report.html") in capsys.readouterr().out
 
 
 def test_a_block_an_earlier_release_stored_still_loads_or_says_what_to_do(home, tmp_path, instance, block_files):
