@@ -5,6 +5,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext,
 from calmops_dagster.assets.metadata import check_description, check_metadata, ui_metadata
 from calmops_dagster.assets.wiring import SCHEMA_CHECK, check_spec, common, open_step
 from calmops_dagster.orchestration.run_tags import VERSION_TAG
+from calmops_dagster.resources.block_files_io import BLOCK_FILES_IO_MANAGER
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.steps.results import LoadedBlock
@@ -27,6 +28,7 @@ def build_data_block(spec: PipelineSpec):
         "for it (block_files), schema-checked.",
         check_specs=[check_spec(spec, SCHEMA_CHECK, "data_block",
                                 "Feature null share within data_quality.max_null_share")],
+        io_manager_key=BLOCK_FILES_IO_MANAGER,
         **common(spec),
     )
     def data_block(context: AssetExecutionContext, home: CalmOpsHomeResource, metrics: MetricsStoreResource):

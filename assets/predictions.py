@@ -1,12 +1,13 @@
 """``predictions``: the champion's predictions for the block, over
 :func:`calmops_dagster.steps.predict_block.predict_block`."""
 
-from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetIn, Output, asset
 
 from calmops_dagster.assets.metadata import ui_metadata
 from calmops_dagster.assets.monitoring import monitoring_materialization
 from calmops_dagster.assets.wiring import asset_key, common, open_step
 from calmops_dagster.orchestration.run_tags import VERSION_TAG
+from calmops_dagster.resources.block_files_io import BLOCK_FILES_IO_MANAGER
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.steps.results import LoadedBlock, Predictions
@@ -16,7 +17,7 @@ def predictions_metadata(result: Predictions) -> dict:
     if result.version is None:
         return {"rows": 0}
     return ui_metadata({
-        "rows": result.rows, "model_version": result.version, "path": MetadataValue.path(result.path),
+        "rows": result.rows, "model_version": result.version,
         **({f"share_{k}": v for k, v in result.shares.items()} if result.shares is not None else
            {"mean_prediction": result.mean_prediction}),
     })
@@ -25,9 +26,10 @@ def predictions_metadata(result: Predictions) -> dict:
 def build_predictions(spec: PipelineSpec):
     @asset(
         name="predictions",
-        description="The champion's predictions for the block, written to predictions/<block>.parquet.",
+        description="The champion's predictions for the block, stored as predictions/<block>.parquet.",
         ins={"data_block": AssetIn(asset_key(spec, "data_block"))},
         deps=[] if spec.prediction_only else [asset_key(spec, "champion_model")],
+        io_manager_key=BLOCK_FILES_IO_MANAGER,
         **common(spec),
     )
     def predictions(context: AssetExecutionContext, data_block: LoadedBlock, home: CalmOpsHomeResource,

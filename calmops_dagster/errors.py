@@ -65,6 +65,11 @@ class StaleAssetValueError(CalmOpsError):
     moved). The message names the asset, the block and what to materialize again."""
 
 
+class StoredRowsError(CalmOpsError):
+    """A block's stored rows (``blocks/<block>.parquet``, ``predictions/<block>.parquet``) are missing or
+    cannot be read when a step loads them. The message names the file and the partition to materialize again."""
+
+
 class StoreUnavailableError(CalmOpsError):
     """The object store holding the pipelines' state cannot be used (unreachable, refusing access, no such
     bucket, failing with 5xx) after the client's bounded retries. The message is one line naming the store,

@@ -20,7 +20,6 @@ from calmops_dagster.drift.model_drift import PerformanceDrift
 from calmops_dagster.estimation import Estimate
 from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.generators.writer import write_blocks
-from calmops_dagster.ingest.block_history import save_block
 from calmops_dagster.learning.model_factory import build_model
 from calmops_dagster.learning.retrain_policy import decide_retrain
 from calmops_dagster.learning.training import evaluation_split
@@ -202,8 +201,9 @@ def _champion_of_block_3(home, tmp_path, flipped_block: str = "1"):
     frame = make_drifting_blocks(n_blocks=5, rows_per_block=400, drift_at=99, seed=5)
     frame.loc[frame["block"] == int(flipped_block), "y"] ^= 1
     blocks_dir = tmp_path / "blocks"
+    blocks_dir.mkdir()
     for key, rows in frame.groupby("block"):
-        save_block(blocks_dir, str(key), rows.reset_index(drop=True))
+        rows.to_parquet(blocks_dir / f"{key}.parquet", index=False)
     spec = parse_spec(block_spec_dict("cal", tmp_path, model_spec={  # a tree whose fit can be made to fail
         "module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
         "params": {"max_depth": 4, "random_state": 0}}), home.spec_path("cal"))

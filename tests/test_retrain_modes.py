@@ -9,7 +9,7 @@ from sklearn.calibration import CalibratedClassifierCV
 
 from calmops_dagster.errors import SpecError
 from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.ingest.block_history import blocks_before, read_blocks, save_block
+from calmops_dagster.ingest.block_history import blocks_before, read_blocks
 from calmops_dagster.learning.retrain_modes import StackedModel, history_needed, train_challenger
 from calmops_dagster.learning.training import fit_full
 from calmops_dagster.spec import parse_spec
@@ -158,13 +158,19 @@ def test_river_adapters_any_two_labels_and_regression():
     assert np.sqrt(np.mean((reg.predict(X) - y) ** 2)) < min(first, 0.2)
 
 
+def keep_block(blocks_dir, block: str, frame: pd.DataFrame) -> None:
+    """``blocks_dir/<block>.parquet`` as the assets' IO manager keeps a block's rows."""
+    blocks_dir.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(blocks_dir / f"{block}.parquet", index=False)
+
+
 def test_blocks_before_follows_block_order_or_the_given_processing_order(tmp_path):
     for key in ("2", "10"):
-        save_block(tmp_path / "block", key, pd.DataFrame({"x": [1.0]}))
+        keep_block(tmp_path / "block", key, pd.DataFrame({"x": [1.0]}))
     assert blocks_before(tmp_path / "block", "10") == ["2"]  # numeric block order, not text order
     assert blocks_before(tmp_path / "block", "11", last=1) == ["10"]
     for value, key in enumerate(("b-1", "a-2"), start=2):
-        save_block(tmp_path, key, pd.DataFrame({"x": [float(value)]}))
+        keep_block(tmp_path, key, pd.DataFrame({"x": [float(value)]}))
     arrival = ["b-1", "a-2", "c-3"]  # stream keys in arrival order
     assert blocks_before(tmp_path, "c-3", order=arrival) == ["b-1", "a-2"]
     assert blocks_before(tmp_path, "c-3", last=1, order=arrival) == ["a-2"]

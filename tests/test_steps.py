@@ -38,6 +38,7 @@ def run_steps(root: Path) -> dict:
     from calmops_dagster.steps.load_block import load_block
     from calmops_dagster.steps.predict_block import predict_block
     from calmops_dagster.steps.reevaluate_block import reevaluate_block
+    from calmops_dagster.steps.result_files import result_bytes
     from calmops_dagster.steps.step_context import BlockOrder, step_context
     from calmops_dagster.steps.train_challenger import train_challenger
     from calmops_dagster.store.metrics_store import MetricsStore
@@ -64,7 +65,13 @@ def run_steps(root: Path) -> dict:
         def ctx():  # each step opens its context as its asset does: the recorded context as it stands now
             return step_context(spec, block, run_id, models, metrics, home, order, log, alerts)
 
+        def store(result, folder: Path) -> Path:  # what the assets' IO manager does with a step's rows
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{block}.parquet").write_bytes(result_bytes(result))
+            return folder / f"{block}.parquet"
+
         rows = load_block(ctx())
+        store(rows, home.blocks_dir("demo"))  # the history later blocks and the rerun read
         assessment = assess_block(ctx(), rows)
         challenger = train_challenger(ctx(), rows, assessment)
         decision = decide_champion(ctx(), rows, assessment, challenger)
@@ -74,7 +81,8 @@ def run_steps(root: Path) -> dict:
                 "trained": challenger.trained, "paired": challenger.paired is not None,
                 "decision": decision.decision.decision, "after": decision.after, "rerun": decision.rerun,
                 "predicted_by": predictions.version, "predicted_rows": predictions.rows,
-                "predictions_file": Path(predictions.path).is_file(), "failures": decision.failures}
+                "predictions_file": store(predictions, home.predictions_dir("demo")).is_file(),
+                "failures": decision.failures}
 
     blocks = {block: run(block, f"run-{block}") for block in ("1", "2", "3", "4")}
     pointer = models.champion_version(), models.versions()

@@ -1,7 +1,8 @@
 """Asset values an earlier release stored: materializing one asset of an old block loads its upstream values
 from Dagster's IO manager, and a value that is not this release's step result (a dict where the steps now hand
 dataclasses, an object of a module since moved) fails in one line naming the asset, the partition and the fix
-(``resources/step_results_io.py``)."""
+(``resources/step_results_io.py``; ``data_block``'s pickle is read when its Parquet file lacks the step's fields,
+``resources/block_files_io.py``)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,12 @@ def test_an_old_stored_value_fails_in_one_line_naming_asset_partition_and_fix(
     spec = spec_with_alerts(home, tmp_path)
     results, _ = run_blocks(home, spec, instance, block_files[:1])
     assert [r.success for r in results] == [True]
-    (Path(str(home.storage_dir)) / spec.name / upstream / "1").write_bytes(stored)
+    pickled = Path(str(home.storage_dir)) / spec.name / upstream / "1"
+    pickled.parent.mkdir(parents=True, exist_ok=True)
+    pickled.write_bytes(stored)
+    if upstream == "data_block":  # the earlier release's copy of the rows beside the pickle: no step fields
+        kept = Path(str(home.blocks_dir(spec.name))) / "1.parquet"
+        pd.read_parquet(kept).to_parquet(kept, index=False)
 
     def materialize_alone(name: str):
         return materialize(build_pipeline_assets(spec), selection=[AssetKey([spec.name, name])], partition_key="1",

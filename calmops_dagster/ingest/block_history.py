@@ -1,28 +1,17 @@
 """The rows of processed blocks, kept for retrain modes that learn from the past (``window``, ``replay_mix``).
 
-``data_block`` writes each block's validated rows to ``pipelines/<name>/blocks/<block>.parquet``
-(atomically; re-materializing a block replaces its file). Blocks are read back in processing order: block
-order, or for stream pipelines the order their files arrived in (the partitions' registration order).
+Each block's validated rows are ``pipelines/<name>/blocks/<block>.parquet``, the one file the assets' IO
+manager stores ``data_block`` in (``resources/block_files_io.py``; re-materializing a block replaces it).
+Blocks are read back in processing order: block order, or for stream pipelines the order their files arrived
+in (the partitions' registration order).
 """
 
 from __future__ import annotations
 
-import io
-
 import pandas as pd
 
 from calmops_dagster.ingest.block_data import sort_block_keys
-from calmops_dagster.store.storage import Location, as_location, read_parquet, write_atomic
-
-
-def save_block(blocks_dir: Location, block: str, frame: pd.DataFrame) -> Location:
-    """Keep the rows of ``block`` (replacing an earlier version of the same block: one file, written
-    whole, so a block's rows are never doubled)."""
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    path = as_location(blocks_dir) / f"{block}.parquet"
-    write_atomic(path, buffer.getvalue())
-    return path
+from calmops_dagster.store.storage import Location, as_location, read_parquet
 
 
 def blocks_before(blocks_dir: Location, block: str, last: int | None = None,

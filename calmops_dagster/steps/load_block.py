@@ -2,9 +2,9 @@
 
 Stream pipelines load the one file version accepted under the partition's key. A prediction-only pipeline
 drops the target column; a pipeline with delayed labels joins the labels landed so far. The block's row in
-``blocks`` is written, and its rows are kept for later retraining (``window``, ``replay_mix``). When the
-rows differ from those the block was first processed with, they are a new version of the block: processed
-as new data, not as a rerun.
+``blocks`` is written; the assets' IO manager keeps its rows, as ``blocks/<block>.parquet``, for later
+retraining (``window``, ``replay_mix``). When the rows differ from those the block was first processed with,
+they are a new version of the block: processed as new data, not as a rerun.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from calmops_dagster.ingest.block_data import frame_sha256, incoming_dir, load_stream_block
-from calmops_dagster.ingest.block_history import save_block
 from calmops_dagster.ingest.ingest_record import block_records, block_version, load_recorded_block
 from calmops_dagster.ingest.labels import attach_labels, read_label_files
 from calmops_dagster.steps import circuit_breaker
@@ -59,8 +58,6 @@ def load_block(ctx: StepContext) -> LoadedBlock:
         "rows": len(frame), "source_file": ",".join(rows.source_files), "content_hash": content_hash,
         "null_cells": null_cells, "loaded_at": now_utc(),
     }], run_id=ctx.run_id)
-    if not spec.prediction_only:
-        save_block(ctx.paths.blocks_dir(spec.name), block, frame)
     breaker = None if spec.prediction_only else circuit_breaker.describe(db.breaker_state(spec.name),
                                                                           datetime.now(UTC))
     return LoadedBlock(

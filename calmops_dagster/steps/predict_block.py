@@ -1,13 +1,11 @@
-"""Predict the block: the champion the block's decision left in force predicts every row, and the predictions
-are written to ``predictions/<block>.parquet``.
+"""Predict the block: the champion the block's decision left in force predicts every row (the assets' IO
+manager stores the predictions as ``predictions/<block>.parquet``).
 
 A prediction-only pipeline imports its ``model_file`` as its champion on first use (:func:`ensure_champion`);
 a rerun predicts with the champion the block's first run left in force.
 """
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import pandas as pd
@@ -18,14 +16,12 @@ from calmops_dagster.reports.pipeline_overview import pipeline_overview
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.steps.results import LoadedBlock, Predictions
 from calmops_dagster.steps.step_context import StepContext
-from calmops_dagster.store.atomic import write_bytes_atomic
 from calmops_dagster.store.model_store import ModelStore, file_sha256, load_model_file
 from calmops_dagster.store.processed_blocks import record_processed
-from calmops_dagster.store.storage import Location, as_location
 
 
 def predict_block(ctx: StepContext, rows: LoadedBlock, loaded_version: str | None) -> Predictions:
-    """Predict ``rows`` with the champion in force, write the predictions, and record the block processed
+    """Predict ``rows`` with the champion in force and record the block processed
     (:mod:`~calmops_dagster.store.processed_blocks`) at ``loaded_version``: the block version this run loaded,
     ``None`` when the run did not load the block (then nothing is recorded)."""
     spec, block = ctx.spec, ctx.block
@@ -33,9 +29,8 @@ def predict_block(ctx: StepContext, rows: LoadedBlock, loaded_version: str | Non
     version = ctx.recorded.champion_after if ctx.rerun else ensure_champion(spec, ctx.models)
     if version is None and not spec.prediction_only:  # nothing trained yet: the decision says why
         _record_processed(ctx, loaded_version)
-        return Predictions(block=block, version=None, path=None, rows=0, shares=None, mean_prediction=None)
+        return Predictions(block=block, version=None, frame=None, rows=0, shares=None, mean_prediction=None)
     result = champion_predictions(ctx.models, version, rows.frame, spec)
-    path = write_predictions(result, ctx.paths.predictions_dir(spec.name), block)
     classes = spec.task == "classification"
     overview = None
     if spec.prediction_only:  # no champion step: the overview and the block's alerts follow the predictions
@@ -44,7 +39,7 @@ def predict_block(ctx: StepContext, rows: LoadedBlock, loaded_version: str | Non
         ctx.alerts()
     _record_processed(ctx, loaded_version)
     return Predictions(
-        block=block, version=version, path=str(path), rows=len(result),
+        block=block, version=version, frame=result, rows=len(result),
         shares={str(k): float(v) for k, v in result["prediction"].value_counts(normalize=True).items()}
         if classes else None,
         mean_prediction=None if classes else float(result["prediction"].mean()),
@@ -117,11 +112,3 @@ def champion_predictions(store: ModelStore, version: str | None, frame: pd.DataF
         result.insert(0, spec.block_col, frame[spec.block_col].to_numpy())
     return result.reset_index(drop=True)
 
-
-def write_predictions(result: pd.DataFrame, predictions_dir: Location, block: str) -> Location:
-    """Write ``predictions_dir/<block>.parquet`` atomically (a rerun replaces it whole); return its path."""
-    buffer = io.BytesIO()
-    result.to_parquet(buffer, index=False)
-    path = as_location(predictions_dir) / f"{block}.parquet"
-    write_bytes_atomic(path, buffer.getvalue())
-    return path

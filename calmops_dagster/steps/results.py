@@ -28,7 +28,8 @@ PERFORMANCE_CHECK = "champion_meets_thresholds"
 
 @dataclass(frozen=True)
 class LoadedBlock:
-    """The block's rows as :func:`~calmops_dagster.steps.load_block.load_block` loaded and recorded them."""
+    """The block's rows as :func:`~calmops_dagster.steps.load_block.load_block` loaded and recorded them,
+    stored by the assets' IO manager as ``blocks/<block>.parquet`` (the history of ``window``/``replay_mix``)."""
 
     block: str
     frame: pd.DataFrame
@@ -158,14 +159,16 @@ class ChallengerAndChampion:
 
 @dataclass(frozen=True)
 class Predictions:
-    """The champion's predictions for the block, written to ``predictions/<block>.parquet``
-    (:func:`~calmops_dagster.steps.predict_block.predict_block`)."""
+    """The champion's predictions for the block (:func:`~calmops_dagster.steps.predict_block.predict_block`),
+    stored by the assets' IO manager as ``predictions/<block>.parquet``."""
 
     block: str
     version: str | None
     """The champion that predicted: the one the block's decision left in force (``None``: no champion yet, as
     the block's decision says; nothing is predicted)."""
-    path: str | None
+    frame: pd.DataFrame | None
+    """``prediction`` (and ``proba_<class>``) per row, tagged with ``model_version`` (``None``: nothing
+    predicted)."""
     rows: int
     shares: dict[str, float] | None
     """Classification: the share of each predicted class."""
