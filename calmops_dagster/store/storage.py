@@ -171,7 +171,9 @@ class StoragePath:
 
     # ---- content -------------------------------------------------------------------------------------
     def read_bytes(self) -> bytes:
-        return self.fs.cat_file(self.path)
+        """One GET (a missing object raises ``FileNotFoundError``): s3fs would first ask for the size (a
+        HEAD) to split a large object into concurrent ranged GETs, which the seam's objects do not need."""
+        return self.fs.cat_file(self.path, max_concurrency=1)
 
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
