@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from urllib.parse import unquote
 
 from calmops_dagster.store.storage import StoragePath
 from tests.moto_s3 import moto_s3
@@ -15,7 +16,13 @@ REQUEST = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP')
 
 
 def requests(log: Path) -> list[tuple[str, str]]:
-    return REQUEST.findall(log.read_text(errors="replace"))
+    """``(method, what)`` of each request: ``/bucket/key``, or for a listing ``/bucket/prefix`` it lists."""
+    found = []
+    for method, path in REQUEST.findall(log.read_text(errors="replace")):
+        bucket, _, query = path.partition("?")
+        listed = re.search(r"(?:^|&)prefix=([^&]*)", query)
+        found.append((method, f"{bucket}/{unquote(listed.group(1))}" if listed else bucket))
+    return found
 
 
 def test_reading_an_object_is_one_get(tmp_path, monkeypatch):
@@ -28,3 +35,38 @@ def test_reading_an_object_is_one_get(tmp_path, monkeypatch):
         before = len(requests(log))
         assert path.read_bytes() == b"{}"
         assert [method for method, _ in requests(log)[before:]] == ["GET"]
+
+
+def test_opening_a_store_on_s3_creates_no_table_and_binds_its_catalog_unread(tmp_path, monkeypatch):
+    """A table is created by its first write, and the catalog's views are typed by the schema, so opening a
+    store (tables checked, catalog built) sends no request under any table's folder."""
+    from calmops_dagster.store.metrics_store import MetricsStore
+
+    bucket, log = "requests-bucket", tmp_path / "moto.log"
+    with moto_s3(bucket, log_path=log) as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        data = StoragePath("s3", f"{bucket}/{uuid.uuid4().hex}/metrics")
+        store = MetricsStore(tmp_path / "metrics.duckdb", data_dir=data)
+        before = len(requests(log))
+        store._ensure_ready()
+        opened = requests(log)[before:]
+        assert (tmp_path / "metrics.duckdb").is_file()
+        under = {path.removeprefix(f"/{data.path}/") for _, path in opened if path.startswith(f"/{data.path}/")}
+        assert under <= {"", "_tables.json"}  # the metrics folder listed, the marker written: no table
+        before = len(requests(log))
+        store.replace_block_rows("blocks", "p", "1", [{"rows": 1}])
+        written = {path.removeprefix(f"/{data.path}/").split("/")[0]
+                   for _, path in requests(log)[before:] if path.startswith(f"/{data.path}/")}
+        assert written == {"blocks"}
+
+
+def test_calmops_run_of_two_blocks_keeps_to_its_s3_request_budget():
+    """Issue 35's budget: no more than 503 requests for ``calmops run`` of two 150-row blocks."""
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    from s3_requests_bench import requests_per_command
+
+    assert requests_per_command(root, 150, commands=("init", "run"))["run"] <= 503

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from datetime import UTC, datetime
 
 from calmops_dagster.store.object_store import ObjectStoreFileSystem
 
@@ -58,6 +59,18 @@ class WriteOnceReadsS3(ObjectStoreFileSystem):
                 while len(self._known) > MAX_KNOWN:
                     self._known.popitem(last=False)
         return info
+
+    def remember(self, path: str, size: int, modified_ms: int) -> None:
+        """Take what a Delta log says of a write-once object at ``path`` (its size and time) as its info, so
+        DuckDB's first read of it sends no HEAD either."""
+        name = self._strip_protocol(path)
+        if self._write_once(name):
+            with self._known_lock:
+                if name not in self._known:
+                    self._known[name] = {"name": name, "size": size, "type": "file",
+                                         "LastModified": datetime.fromtimestamp(modified_ms / 1000, UTC)}
+                    while len(self._known) > MAX_KNOWN:
+                        self._known.popitem(last=False)
 
     def forget(self, path: str) -> None:
         """Ask S3 again next time about ``path`` (this process rewrote or deleted it)."""
