@@ -70,3 +70,48 @@ def test_calmops_run_of_two_blocks_keeps_to_its_s3_request_budget():
     from s3_requests_bench import requests_per_command
 
     assert requests_per_command(root, 150, commands=("init", "run"))["run"] <= 503
+
+
+def test_two_homes_writing_one_bucket_lose_no_row_and_see_each_others_tables(tmp_path):
+    """Two processes, each its own CALMOPS_HOME and catalog, write the same tables of one bucket at once (and
+    each a table the other never writes): every row arrives, and each home's catalog shows the other's rows
+    and the table only the other created."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import duckdb
+
+    from calmops_dagster.store.metrics_store import MetricsStore
+    from calmops_dagster.store.storage import reader_filesystem, storage_root
+
+    code = ("import sys, time; from calmops_dagster.store.metrics_store import MetricsStore; "
+            "home, start, own = sys.argv[1], float(sys.argv[2]), sys.argv[3]; "
+            "store = MetricsStore(home + '/metrics.duckdb'); store._ensure_ready(); "
+            "time.sleep(max(0, start - time.time())); "
+            "[store.replace_block_rows('blocks', home, str(b), [{'rows': b}]) for b in range(5)]; "
+            "[store.append_rows('data_files', [{'pipeline': home, 'file': f'{b}.csv'}]) for b in range(5)]; "
+            "store.append_rows(own, [{'pipeline': home}])")
+    with moto_s3("two-homes") as env:
+        url = f"s3://two-homes/{uuid.uuid4().hex}"
+        homes = [tmp_path / "a", tmp_path / "b"]
+        start = str(time.time() + 20)  # after both processes' imports: the writes at one moment
+        writers = [subprocess.Popen([sys.executable, "-c", code, str(home), start, own],
+                                    env={**os.environ, **env, "CALMOPS_HOME": str(home), "CALMOPS_STORAGE_URL": url})
+                   for home, own in zip(homes, ("quarantine", "alerts"), strict=True)]
+        assert [w.wait(timeout=600) for w in writers] == [0, 0]
+        os.environ.update(env)
+        try:
+            os.environ["CALMOPS_STORAGE_URL"] = url
+            for home in homes:
+                store = MetricsStore(home / "metrics.duckdb")
+                with duckdb.connect(str(store.path), read_only=True) as con:  # the catalog, as a client reads it
+                    con.register_filesystem(reader_filesystem(storage_root(home)))
+                    assert con.execute("SELECT count(*), count(DISTINCT pipeline) FROM blocks").fetchone() == (10, 2)
+                    assert con.execute("SELECT count(*) FROM data_files").fetchone() == (10,)
+                    assert con.execute("SELECT pipeline FROM quarantine").fetchall() == [(str(homes[0]),)]
+                    assert con.execute("SELECT pipeline FROM alerts").fetchall() == [(str(homes[1]),)]
+        finally:
+            for key in (*env, "CALMOPS_STORAGE_URL"):
+                os.environ.pop(key, None)
