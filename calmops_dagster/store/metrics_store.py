@@ -4,7 +4,8 @@ Each table is a Delta table at ``<storage root>/metrics/<table>``, written by
 :mod:`calmops_dagster.store.delta_tables`: replacing a block's rows (:data:`KEYS`) is one overwrite commit
 whose predicate names the key (``calmops_replaces`` in its metadata), event tables (:data:`APPEND_ONLY`)
 append. ``<table>_history`` reads the rows each replacing commit removed from the Delta log;
-``<table>/_replaced.parquet`` holds those replaced before the table was a Delta table and types the views.
+``<table>/_replaced.parquet`` holds those replaced before the table was a Delta table. A table is created by
+its first write; every view is typed by :data:`SCHEMA`, so a table not yet written reads as no rows.
 :meth:`MetricsStore.query` builds views in an in-memory DuckDB over each table's live files (never a lock);
 ``metrics.duckdb`` holds views that find the live files in the log themselves, for a plain DuckDB client.
 The circuit breaker's truth is its conditional object ``metrics/_breaker/<pipeline>/head.json``. The
@@ -150,8 +151,8 @@ BREAKER_RECENT_RUNS = 1000
 
 #: Suffix of the views of replaced rows: ``blocks_history`` holds every row a later write of its block replaced.
 HISTORY = "_history"
-#: In each table's folder: the rows replaced before it was a Delta table, with ``replaced_at`` (empty when
-#: none); it also gives the views their typed columns. Delta readers and vacuum ignore names starting with ``_``.
+#: In a converted table's folder: the rows replaced before it was a Delta table, with ``replaced_at``. Delta
+#: readers and vacuum ignore names starting with ``_``.
 REPLACED_FILE = "_replaced.parquet"
 #: In the metrics folder: the version of :data:`SCHEMA` every table was last made current for.
 TABLES_FILE = "_tables.json"

@@ -6,9 +6,10 @@ query. A block's run makes about fifteen queries over the same files, so on S3 m
 HEADs of objects that cannot have changed: a Delta table's data file is written once under a unique name and
 never rewritten (optimize writes new files; vacuum deletes old ones). Its info is therefore kept for the life
 of the process, and a deleted file fails its GET as before (the store's readers retry a query whose file
-vanished).
+vanished). The live files' sizes and times are taken from the Delta log (:meth:`WriteOnceReadsS3.remember`),
+so even the first read of a data file sends no HEAD.
 
-A table's ``_replaced.parquet`` is rewritten only when it is missing or outdated (checked once per process,
+A table's ``_replaced.parquet`` is rewritten only when it is outdated (checked once per process,
 ``MetricsStore._ensure_tables``), by a conversion or a pipeline's deletion, which tell this filesystem to ask
 again (:meth:`WriteOnceReadsS3.forget`).
 This filesystem is only handed to DuckDB: the stores' own listings, reads and writes keep using a filesystem
