@@ -21,7 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,14 +42,40 @@ COMMANDS = {
 }
 #: A request line of moto's (werkzeug's) log: ``"GET /bucket/key HTTP/1.1" 200 -``.
 REQUEST = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) /')
+REQUEST_PATH = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/[\d.]+" (\d+)')
 
 
 def count_requests(log: Path) -> int:
     return sum(1 for line in log.read_text(errors="replace").splitlines() if REQUEST.search(line))
 
 
-def requests_per_command(code: Path, rows: int) -> dict[str, int]:
-    """Every command's request count, with ``code`` first on ``PYTHONPATH``."""
+def requests_by_kind(lines: list[str]) -> Counter:
+    """Requests counted by method and key, a key's table, block or file name replaced by ``*`` (so that the
+    same request of each table counts as one kind), plus its query's first parameter (``list-type``...)."""
+    kinds = Counter()
+    for line in lines:
+        found = REQUEST_PATH.search(line)
+        if found is None:
+            continue
+        method, path, status = found.groups()
+        key, _, query = path.partition("?")
+        listed = re.search(r"prefix=([^&]*)", query)
+        if listed:  # a listing: by the prefix it lists
+            key, query = f"{key}/{unquote(listed.group(1))}", "list"
+        key = re.sub(r"/metrics/[a-z_]+", "/metrics/*", key)
+        key = re.sub(r"/part-[^/]*\.parquet", "/part-*.parquet", key)
+        key = re.sub(r"/(blocks|predictions|reports|data_block|drift_report|\w+_model|pieces|estimation)/[^/]+$",
+                     r"/\1/*", key)
+        key = re.sub(r"/v\d{4}([/-])", r"/vN\1", key)
+        key = re.sub(r"/\d{20}\.(json|checkpoint\.parquet)", r"/N.\1", key)
+        kinds[f"{method} {key}{'?' + query.split('&')[0].split('=')[0] if query else ''} {status}"] += 1
+    return kinds
+
+
+def requests_per_command(code: Path, rows: int, detail: str | None = None,
+                         commands: tuple[str, ...] = tuple(COMMANDS)) -> dict[str, int]:
+    """The request count of each of ``commands`` (default: all, in order), with ``code`` first on
+    ``PYTHONPATH``; with ``detail`` (a command), that command's requests by kind are printed too."""
     from moto_s3 import moto_s3
 
     from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
@@ -67,12 +95,19 @@ def requests_per_command(code: Path, rows: int) -> dict[str, int]:
                    "CALMOPS_STORAGE_URL": f"s3://{BUCKET}/prefix", "PYTHONPATH": str(code)}
             env.pop("DAGSTER_HOME", None)
             counts = {}
-            for command, argv in COMMANDS.items():
+            for command in commands:
+                argv = COMMANDS[command]
                 before = count_requests(log)
                 subprocess.run([sys.executable, "-m", "calmops_dagster.interfaces.cli",
                                 *[a.format(data=data) for a in argv]], env=env, cwd=code, check=True,
                                capture_output=True)
                 counts[command] = count_requests(log) - before
+                if command == detail:
+                    lines = log.read_text(errors="replace").splitlines()
+                    requested = [line for line in lines if REQUEST.search(line)][before:]
+                    print(f"{command} at {code}:")
+                    for kind, count in requests_by_kind(requested).most_common():
+                        print(f"{count:6d}  {kind}")
             return counts
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -82,13 +117,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline-ref", default="9e3e11c", help="git revision of the baseline's code")
     parser.add_argument("--rows", type=int, default=150, help="rows per block")
+    parser.add_argument("--detail", choices=list(COMMANDS), help="print this command's requests by kind")
+    parser.add_argument("--no-baseline", action="store_true", help="measure this checkout only")
     args = parser.parse_args()
+    if args.no_baseline:
+        now = requests_per_command(ROOT, args.rows, args.detail)
+        print(f"requests to S3 per command (moto's log), 2 blocks of {args.rows} rows")
+        for command in COMMANDS:
+            print(f"{command:8s} {now[command]:14d}")
+        return
     worktree = Path(tempfile.mkdtemp(prefix="s3_requests_baseline_")) / "code"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), args.baseline_ref],
                    check=True, capture_output=True)
     try:
-        baseline = requests_per_command(worktree, args.rows)
-        now = requests_per_command(ROOT, args.rows)
+        baseline = requests_per_command(worktree, args.rows, args.detail)
+        now = requests_per_command(ROOT, args.rows, args.detail)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
     print(f"requests to S3 per command (moto's log), 2 blocks of {args.rows} rows")

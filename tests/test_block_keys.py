@@ -75,6 +75,6 @@ def test_a_file_with_a_block_value_dot_dot_is_set_aside_and_blocks_run_in_natura
     assert sorted(p.name for p in (incoming / "pieces").iterdir()) == ["10", "9", "w1"]
     for table in ("blocks", "data_files", "block_files", "drift_summary"):  # a Delta table's files, nothing else
         names = {p.name for p in (home.metrics_dir / table).iterdir()}
-        assert {n for n in names if not n.startswith("part-")} == {"_delta_log", "_replaced.parquet"}, table
+        assert {n for n in names if not n.startswith("part-")} == {"_delta_log"}, table
     blocks = MetricsStore(home.metrics_db).query("SELECT block FROM blocks WHERE pipeline = 'demo' ORDER BY block")
     assert sorted(blocks["block"]) == ["10", "9", "w1"]

@@ -191,8 +191,8 @@ def test_a_query_for_one_pipeline_reads_only_its_files_and_answers_as_the_whole_
     assert empty.empty and list(empty.columns) == columns("drift_results")
 
     read = []
-    real = delta_tables.live_files
-    monkeypatch.setattr(delta_tables, "live_files", lambda table, pipeline=None: read.append(
+    real = delta_tables.live_file_facts
+    monkeypatch.setattr(delta_tables, "live_file_facts", lambda table, pipeline=None: read.append(
         (pipeline, real(table, pipeline))) or read[-1][1])
     store.rows("SELECT count(*) AS n FROM drift_results WHERE pipeline = ?", ["a"], pipeline="a")
     (asked, listed), = read
@@ -277,12 +277,35 @@ def test_calmops_sql_prints_rows_and_refuses_anything_but_one_select(tmp_path, c
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_replaced_files_are_checked_together_and_only_missing_or_outdated_ones_rewritten(store, monkeypatch):
-    store.query("SELECT * FROM blocks")  # the tables and their _replaced.parquet are made
-    for table in SCHEMA:
-        assert (store.data_dir / table / "_delta_log").is_dir(), table
+def test_a_table_is_created_by_its_first_write_and_the_catalog_shows_every_table_before(store):
+    """Reading a store creates no table, writing one creates that one; a plain DuckDB client sees every table
+    and history view with its columns, empty, and a table's rows as soon as it is written (catalog unchanged)."""
+    assert store.query("SELECT count(*) AS n FROM blocks")["n"].tolist() == [0]
+    assert not any((store.data_dir / table).exists() for table in SCHEMA)
+    store.append_rows("alerts", [{"pipeline": "p", "event": "drift"}])
+    assert sorted(p.name for p in store.data_dir.iterdir() if p.is_dir()) == ["alerts"]
+    with duckdb.connect(str(store.path), read_only=True) as con:
+        for view in metrics_store.views():
+            described = con.execute(f"DESCRIBE {view}").fetchall()
+            table = view.removesuffix(metrics_store.HISTORY)
+            expected = columns(table) + (["replaced_at"] if view != table else [])
+            assert [row[0] for row in described] == expected, view
+            assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (int(view == "alerts"),), view
+        built = os.stat(store.path).st_mtime_ns
+    store.replace_block_rows("blocks", "p", "1", [{"rows": 3}])
+    store.replace_block_rows("blocks", "p", "1", [{"rows": 4}])
+    assert sorted(p.name for p in store.data_dir.iterdir() if p.is_dir()) == ["alerts", "blocks"]
+    with duckdb.connect(str(store.path), read_only=True) as con:
+        assert con.execute("SELECT block, rows FROM blocks").fetchall() == [("1", 4)]
+        assert con.execute("SELECT rows FROM blocks_history").fetchall() == [(3,)]
+        assert con.execute("SELECT count(*) FROM promotions").fetchone() == (0,)
+    assert os.stat(store.path).st_mtime_ns == built
+
+
+def test_outdated_replaced_files_are_found_together_and_rewritten(store, monkeypatch):
+    store.replace_block_rows("blocks", "p", "1", [{"rows": 3}])
     pd.DataFrame({"pipeline": ["old"]}).to_parquet(store.data_dir / "blocks" / "_replaced.parquet")  # outdated
-    (store.data_dir / "promotions" / "_replaced.parquet").unlink()  # missing
+    store.write_replaced("promotions", None)  # current
     rewritten = []
     monkeypatch.setattr(MetricsStore, "write_replaced", lambda self, table, frame: rewritten.append(table))
     metrics_store._TABLES_SEEN.clear()
@@ -291,7 +314,7 @@ def test_replaced_files_are_checked_together_and_only_missing_or_outdated_ones_r
     monkeypatch.setitem(SCHEMA, "blocks", SCHEMA["blocks"] + ", new_column VARCHAR")  # the columns change
     metrics_store._TABLES_SEEN.clear()
     MetricsStore(store.path, data_dir=store.data_dir)._ensure_tables()
-    assert sorted(rewritten) == ["blocks", "promotions"]
+    assert rewritten == ["blocks"]
 
 
 def test_log_entries_past_retention_are_removed_by_compact_not_by_each_commit(store):
@@ -312,6 +335,22 @@ def test_log_entries_past_retention_are_removed_by_compact_not_by_each_commit(st
     store.compact()
     assert not (log / oldest).exists()
     assert store.query("SELECT p_value FROM drift_results").values.tolist() == [[0.4]]
+
+
+def test_writers_racing_to_create_a_table_by_replacing_one_block_leave_one_writers_rows(tmp_path):
+    """Four processes replace the same block of a table no one has written, at once: the first write creates
+    the table, the others replace its rows (none is appended beside them), so the block has one writer's rows."""
+    code = ("import sys, time; import deltalake, pandas; from calmops_dagster.store.metrics_store import MetricsStore; "
+            "store = MetricsStore(sys.argv[1]); store._ensure_ready(); time.sleep(max(0, float(sys.argv[3]) - time.time())); "
+            "store.replace_block_rows('drift_results', 'p', '1', "
+            "[{'feature': f'{sys.argv[2]}{i}', 'test': 'ks'} for i in range(3)])")
+    MetricsStore(tmp_path / "metrics.duckdb")._ensure_ready()
+    start = str(time.time() + 20)  # after every writer's imports: the four writes at one moment
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "metrics.duckdb"), name, start])
+               for name in "abcd"]
+    assert [w.wait(timeout=300) for w in writers] == [0, 0, 0, 0]
+    features = MetricsStore(tmp_path / "metrics.duckdb").query("SELECT feature FROM drift_results")["feature"]
+    assert len(features) == 3 and len({f[0] for f in features}) == 1, list(features)
 
 
 def test_writers_racing_to_create_a_table_all_open_the_one_created(tmp_path):

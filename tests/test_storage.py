@@ -208,15 +208,20 @@ def test_duckdb_asks_s3_about_a_metric_file_once_per_process(s3, tmp_path, monke
     monkeypatch.setattr(reader, "_call_s3", counting)
     sql = "SELECT count(*) AS n FROM drift_results"
     assert store.query(sql, pipeline="demo")["n"].tolist() == [2]
-    assert len(heads) == len(set(heads))  # four look-ups by DuckDB per file, one request
+    assert not [key for key in heads if "/part-" in key]  # a data file's size and time: from the Delta log
     asked = len(heads)
     for _ in range(3):
         assert store.query(sql, pipeline="demo")["n"].tolist() == [2]
     assert len(heads) == asked
 
+    replaced = (data / "drift_results" / REPLACED_FILE).path.split("/", 1)[1]  # no bucket
+    history = "SELECT count(*) AS n FROM drift_results_history"
     store.write_replaced("drift_results", None)
-    assert store.query(sql, pipeline="demo")["n"].tolist() == [2]
-    assert heads[asked:] == [(data / "drift_results" / REPLACED_FILE).path.split("/", 1)[1]]  # no bucket
+    assert store.query(history)["n"].tolist() == [0]
+    asked = len(heads)
+    store.write_replaced("drift_results", None)
+    assert store.query(history)["n"].tolist() == [0]
+    assert heads[asked:].count(replaced) == 1
     store.delete_pipeline_rows("demo")
     assert store.query(sql)["n"].tolist() == [0]
 
@@ -234,15 +239,15 @@ def test_a_query_is_retried_when_a_file_whose_info_was_kept_is_gone(s3, tmp_path
         store.replace_block_rows("drift_results", "demo", block, [{"feature": "x1", "test": "ks", "statistic": 0.2}])
     sql = "SELECT max(statistic) AS s FROM drift_results"
     assert store.query(sql, pipeline="demo")["s"].tolist() == [0.2]
-    stale = delta_tables.live_files(store._open("drift_results"), "demo")
-    listed, live_files = [], delta_tables.live_files
+    stale = delta_tables.live_file_facts(store._open("drift_results"), "demo")
+    listed, live_file_facts = [], delta_tables.live_file_facts
 
     def stale_first(table, pipeline=None):
         listed.append(pipeline)
-        return stale if len(listed) == 1 else live_files(table, pipeline)
+        return stale if len(listed) == 1 else live_file_facts(table, pipeline)
 
     store.compact("demo", days=1e-9)  # the two files become one; the old ones are deleted at once
-    monkeypatch.setattr(delta_tables, "live_files", stale_first)
+    monkeypatch.setattr(delta_tables, "live_file_facts", stale_first)
     assert store.query(sql, pipeline="demo")["s"].tolist() == [0.2]
     assert len(listed) == 2  # the stale listing, then a fresh one
 

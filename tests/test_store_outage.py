@@ -219,6 +219,6 @@ def test_transient_store_errors_are_retried_then_fail_in_one_line(s3_home, monke
         assert flaky.received == STORE_ATTEMPTS
         message = str(failure.value)
         assert "\n" not in message and STORE in message and flaky.endpoint in message, message
-        assert "unavailable: HTTP 503" in message and f"{STORE_ATTEMPTS} attempts" in message, message
+        assert "unavailable: " in message and "HTTP 503" in message and f"{STORE_ATTEMPTS} attempts" in message, message
     finally:
         flaky.close()

@@ -197,6 +197,28 @@ def open_table(location: Location, create_schema=None, configuration: dict | Non
     return table
 
 
+def create_appending(location: Location, data, *, configuration: dict | None = None,
+                     metadata: dict | None = None) -> bool:
+    """Create the table at ``location`` by appending ``data`` (a pyarrow table) as its version 0: one commit,
+    no empty one before it. ``False`` when a table was there already (nothing committed: the caller commits
+    to it). Only for appends: of writers racing to create one table, delta-rs commits a loser's creation as the
+    next version, its rows appended (never dropped), so a write that replaces rows creates the table empty
+    first (:func:`open_table`) and replaces in a commit of its own."""
+    from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
+
+    uri, options = table_uri(location), storage_options(location)
+    _USED_BY.add(os.getpid())
+    try:
+        write_deltalake(uri, data, mode="error", configuration=configuration, storage_options=options,
+                        post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
+                        commit_properties=CommitProperties(custom_metadata=metadata))
+    except Exception:
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            raise
+        return False
+    return True
+
+
 def _empty(schema):
     """An Arrow table of no rows with the columns of ``schema`` (a Delta schema); arro3's, as deltalake's
     own, so creating a table needs no pyarrow."""
@@ -261,13 +283,26 @@ def _commit_lock(table) -> threading.Lock:
 def live_files(table, pipeline: str | None = None) -> list[str]:
     """The URIs of ``table``'s current Parquet files; with ``pipeline``, only those whose column statistics
     say they may hold that pipeline's rows."""
+    return [uri for uri, _, _ in live_file_facts(table, pipeline)]
+
+
+def live_file_facts(table, pipeline: str | None = None) -> list[tuple[str, int, int]]:
+    """``(uri, size in bytes, modification time in ms since the epoch)`` of each of :func:`live_files`, as
+    the Delta log records them (a reader need not ask the store)."""
     actions = table.get_add_actions(flatten=True)  # an Arrow table of arro3's: no pyarrow needed to read it
     paths = actions.column("path").to_pylist()
+    facts = zip(paths, actions.column("size_bytes").to_pylist(), _epoch_ms(actions.column("modification_time")),
+                strict=True)
     if pipeline is not None and "min.pipeline" in actions.column_names:
         low, high = actions.column("min.pipeline").to_pylist(), actions.column("max.pipeline").to_pylist()
-        paths = [p for p, lo, hi in zip(paths, low, high, strict=True)
+        facts = [f for f, lo, hi in zip(facts, low, high, strict=True)
                  if lo is None or hi is None or lo <= pipeline <= hi]
     root = table.table_uri.rstrip("/")
     if root.startswith("file://"):
         root = root.removeprefix("file://")
-    return [f"{root}/{path}" for path in paths]
+    return [(f"{root}/{path}", size, modified) for path, size, modified in facts]
+
+
+def _epoch_ms(column) -> list[int]:
+    """A column of times (deltalake gives them as timestamps or as ms since the epoch) as ms since the epoch."""
+    return [value if isinstance(value, int) else int(value.timestamp() * 1000) for value in column.to_pylist()]

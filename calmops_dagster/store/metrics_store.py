@@ -4,7 +4,8 @@ Each table is a Delta table at ``<storage root>/metrics/<table>``, written by
 :mod:`calmops_dagster.store.delta_tables`: replacing a block's rows (:data:`KEYS`) is one overwrite commit
 whose predicate names the key (``calmops_replaces`` in its metadata), event tables (:data:`APPEND_ONLY`)
 append. ``<table>_history`` reads the rows each replacing commit removed from the Delta log;
-``<table>/_replaced.parquet`` holds those replaced before the table was a Delta table and types the views.
+``<table>/_replaced.parquet`` holds those replaced before the table was a Delta table. A table is created by
+its first write; every view is typed by :data:`SCHEMA`, so a table not yet written reads as no rows.
 :meth:`MetricsStore.query` builds views in an in-memory DuckDB over each table's live files (never a lock);
 ``metrics.duckdb`` holds views that find the live files in the log themselves, for a plain DuckDB client.
 The circuit breaker's truth is its conditional object ``metrics/_breaker/<pipeline>/head.json``. The
@@ -42,7 +43,7 @@ from calmops_dagster.store.storage import (
     Location,
     StoragePath,
     as_location,
-    build_filesystem,
+    binding_filesystem,
     reader_filesystem,
     remove_tree,
     storage_root,
@@ -150,8 +151,8 @@ BREAKER_RECENT_RUNS = 1000
 
 #: Suffix of the views of replaced rows: ``blocks_history`` holds every row a later write of its block replaced.
 HISTORY = "_history"
-#: In each table's folder: the rows replaced before it was a Delta table, with ``replaced_at`` (empty when
-#: none); it also gives the views their typed columns. Delta readers and vacuum ignore names starting with ``_``.
+#: In a converted table's folder: the rows replaced before it was a Delta table, with ``replaced_at``. Delta
+#: readers and vacuum ignore names starting with ``_``.
 REPLACED_FILE = "_replaced.parquet"
 #: In the metrics folder: the version of :data:`SCHEMA` every table was last made current for.
 TABLES_FILE = "_tables.json"
@@ -314,24 +315,29 @@ class MetricsStore:
                 con.execute("INSERT INTO incoming_rows BY NAME SELECT * FROM incoming")
             return con.sql("SELECT * FROM incoming_rows").to_arrow_table()
 
-    def _open(self, table: str, latest: bool = True):
-        """This process's Delta table of ``table``, up to date unless ``latest=False`` (created when missing)."""
+    def _open(self, table: str, latest: bool = True, create: bool = False):
+        """This process's Delta table of ``table``, up to date unless ``latest=False``; ``None`` while no one
+        has written it, unless ``create`` (a writer's: a table is created by its first write)."""
         location = self.table_location(table)
         with delta_errors(table, location):
-            return delta_tables.open_table(location, create_schema=delta_tables.delta_schema(_types(table)),
-                                           configuration=_table_configuration(), latest=latest)
+            return delta_tables.open_table(location, configuration=_table_configuration(), latest=latest,
+                                           create_schema=delta_tables.delta_schema(_types(table)) if create else None)
 
     def migrate(self) -> dict[str, tuple[int, int]]:
         """Convert a store of Parquet segments (the format before Delta Lake) now, as its first open would
-        (:mod:`~calmops_dagster.store.segment_migration`); ``{table: (rows, replaced rows)}`` converted."""
+        (:mod:`~calmops_dagster.store.segment_migration`), and make the catalog's views current (an old
+        home's catalog holds the segments' views); ``{table: (rows, replaced rows)}`` converted."""
         _TABLES_SEEN.discard(str(self.data_dir.resolve()))
-        return self._ensure_tables()
+        converted = self._ensure_tables()
+        self._ensure_ready()
+        return converted
 
     def _ensure_tables(self) -> dict[str, tuple[int, int]]:
-        """Every table a Delta table with its ``_replaced.parquet`` current (columns as :data:`SCHEMA`); a
-        store of Parquet segments (the format before Delta) is converted first. Once per process and folder;
-        ``metrics/_tables.json`` records the columns it was done for, so a process that finds it current
-        reads one small file instead of listing every table. Returns what was converted."""
+        """Every ``_replaced.parquet`` there is current (columns as :data:`SCHEMA`); a store of Parquet
+        segments (the format before Delta) is converted first. Tables themselves are created by their first
+        write (:meth:`_commit`): the views answer for a table not yet written with no rows. Once per process
+        and folder; ``metrics/_tables.json`` records the columns it was done for, so a process that finds it
+        current reads one small file instead of listing the tables. Returns what was converted."""
         marker = str(self.data_dir.resolve())
         if marker in _TABLES_SEEN:
             return {}
@@ -344,7 +350,7 @@ class MetricsStore:
             pass
         from calmops_dagster.store import segment_migration
 
-        found = {path.parent.name: path for path in self.data_dir.glob(f"*/{REPLACED_FILE}")}
+        found = self._replaced_files()
         present: dict[str, list[str]] = {}
         if found:
             listed = ", ".join(_sql_text(str(path)) for path in found.values())
@@ -352,27 +358,19 @@ class MetricsStore:
                 for file, name in con.execute(f"SELECT file_name, name FROM parquet_schema([{listed}]) "
                                               "WHERE type IS NOT NULL").fetchall():
                     present.setdefault(file, []).append(name)
-        for table in SCHEMA:
-            path = found.get(table)
-            if path is None or present.get(str(path)) != [*columns(table), "replaced_at"]:
-                self._prepare_table(table, path)
+        for table, path in found.items():
+            if table in SCHEMA and present.get(str(path)) != [*columns(table), "replaced_at"]:
+                with self._memory() as con:
+                    kept = con.execute(f"SELECT * FROM read_parquet({_sql_text(str(path))})").df()
+                self.write_replaced(table, kept)
         converted = segment_migration.migrate(self) if segment_migration.has_segments(self.data_dir) else {}
         write_atomic(done, json.dumps({"schema": _schema_version()}).encode())
         _TABLES_SEEN.add(marker)
         return converted
 
-    def _prepare_table(self, table: str, replaced: Location | None) -> None:
-        """Create ``table`` when missing, checkpoint it (the catalog's views read a checkpoint: there must be
-        one), and write its ``_replaced.parquet`` (keeping the rows it holds) with today's columns."""
-        location = self.table_location(table)
-        dt = self._open(table)
-        with delta_errors(table, location):
-            dt.create_checkpoint()
-        kept = None
-        if replaced is not None:
-            with self._memory() as con:
-                kept = con.execute(f"SELECT * FROM read_parquet({_sql_text(str(replaced))})").df()
-        self.write_replaced(table, kept)
+    def _replaced_files(self) -> dict[str, Location]:
+        """``{table: its _replaced.parquet}`` for the tables that have one (one listing)."""
+        return {path.parent.name: path for path in self.data_dir.glob(f"*/{REPLACED_FILE}")}
 
     def write_replaced(self, table: str, frame: pd.DataFrame | None) -> None:
         """Write ``<table>/_replaced.parquet``: ``frame``'s rows (the table's columns and ``replaced_at``;
@@ -393,46 +391,52 @@ class MetricsStore:
             reader_filesystem(path).forget(path.path)
 
     def _read_sql(self, table: str, files: list[str], pipeline: str | None) -> str:
-        """The SELECT of ``table``'s current rows out of ``files`` (its live files), typed."""
-        replaced = _sql_text(str(self.table_location(table) / REPLACED_FILE))
-        listed = ", ".join([replaced, *(_sql_text(f) for f in files)])
-        where = f"filename <> {replaced}" + ("" if pipeline is None else f" AND pipeline = {_sql_text(pipeline)}")
-        return (f"SELECT {_casts(table)} FROM read_parquet([{listed}], filename = true, union_by_name = true) "
-                f"WHERE {where}")
+        """The SELECT of ``table``'s current rows out of ``files`` (its live files; none: no rows), typed."""
+        where = "" if pipeline is None else f" WHERE pipeline = {_sql_text(pipeline)}"
+        if not files:
+            return f"SELECT {_casts(table)} FROM ({_no_rows(_types(table))}){where}"
+        listed = ", ".join(_sql_text(f) for f in files)
+        return (f"SELECT {_casts(table)} FROM ({_typed(f'read_parquet([{listed}], union_by_name = true)', _types(table))})"
+                f"{where}")
 
     def _log_sql(self, view: str) -> str:
         """The SELECT that makes ``view`` (a table or ``<table>_history``) out of the table's Delta log and
         files alone, for the catalog: the live files are those whose latest action (by version, in the JSON
         commits and the checkpoints) is an ``add``; a table's replaced rows are the key's rows in the files
-        each replacing commit removed, as long as vacuum keeps them."""
+        each replacing commit removed, as long as vacuum keeps them. Every file it reads is found when the
+        view is read, typed by :data:`SCHEMA` whatever is there: a table no one has written yet (no folder)
+        has no rows, and once some home writes it, every catalog reading the same store sees its rows."""
         table = view.removesuffix(HISTORY)
         root = str(self.table_location(table))
         log = f"{root}/_delta_log"
-        files = f"read_parquet({_sql_text(root + '/*.parquet')}, filename = true, union_by_name = true)"
-        commits = (f"read_json({_sql_text(log + '/*.json')}, filename = true, format = 'newline_delimited', "
-                   "columns = {add: 'STRUCT(path VARCHAR)', remove: 'STRUCT(path VARCHAR, "
-                   "\"deletionTimestamp\" BIGINT)', commitInfo: 'STRUCT(\"timestamp\" BIGINT, "
-                   f"{REPLACES} VARCHAR)'}})")
+        files = _typed(f"read_parquet({_sql_text(root + '/*.parquet')}, filename = true, union_by_name = true, "
+                       "allow_empty = true)", {**_types(table), "filename": "VARCHAR"})
+        commits = _typed(f"read_json({_sql_text(log + '/*.json')}, filename = true, format = 'newline_delimited', "
+                         "columns = {add: 'STRUCT(path VARCHAR)', remove: 'STRUCT(path VARCHAR, "
+                         "\"deletionTimestamp\" BIGINT)', commitInfo: 'STRUCT(\"timestamp\" BIGINT, "
+                         f"{REPLACES} VARCHAR)'}}, allow_empty = true)", _LOG_TYPES)
+        checkpoints = _typed(f"read_parquet({_sql_text(log + '/*.checkpoint*.parquet')}, filename = true, "
+                             "union_by_name = true, allow_empty = true)", _LOG_TYPES)
         version = "CAST(regexp_extract(filename, '(\\d+)\\.(json|checkpoint)[^/]*$', 1) AS BIGINT)"
         if view == table:
             live = (f"SELECT path FROM (SELECT {version} AS version, add.path AS added, remove.path AS removed "
-                    f"FROM {commits} UNION ALL SELECT {version}, add.path, remove.path FROM "
-                    f"read_parquet({_sql_text(log + '/*.checkpoint*.parquet')}, filename = true, "
-                    "union_by_name = true)), LATERAL (SELECT coalesce(added, removed) AS path) "
+                    f"FROM ({commits}) UNION ALL SELECT {version}, add.path, remove.path FROM ({checkpoints})), "
+                    "LATERAL (SELECT coalesce(added, removed) AS path) "
                     "WHERE path IS NOT NULL GROUP BY path HAVING arg_max(added IS NOT NULL, version)")
-            return (f"SELECT {_casts(table)} FROM {files} WHERE filename IN "
+            return (f"SELECT {_casts(table)} FROM ({files}) WHERE filename IN "
                     f"(SELECT {_sql_text(root + '/')} || path FROM ({live}))")
+        before = _typed(f"read_parquet({_sql_text(root + '/' + REPLACED_FILE)}, allow_empty = true)",
+                        {**_types(table), "replaced_at": "TIMESTAMPTZ"})  # replaced before it was a Delta table
         keep_ms = int(retention_days() * 86_400_000) - 3_600_000  # an hour short of what vacuum keeps
         same = " AND ".join(f"r.{c} IS NOT DISTINCT FROM json_extract_string(c.k, '$.{c}')" for c in key_of(table))
-        return (f"WITH log AS (SELECT {version} AS version, commitInfo, remove FROM {commits}), "
+        return (f"WITH log AS (SELECT {version} AS version, commitInfo, remove FROM ({commits})), "
                 f"c AS (SELECT version, commitInfo.timestamp AS ts, commitInfo.{REPLACES} AS k FROM log "
                 f"WHERE commitInfo.{REPLACES} IS NOT NULL), "
                 f"x AS (SELECT version, {_sql_text(root + '/')} || remove.path AS file FROM log WHERE remove.path "
                 f"IS NOT NULL AND remove.deletionTimestamp >= epoch_ms(now()) - {keep_ms}) "
-                f"SELECT {_casts(table, 'r.')}, to_timestamp(c.ts / 1000) AS replaced_at FROM {files} r "
+                f"SELECT {_casts(table, 'r.')}, to_timestamp(c.ts / 1000) AS replaced_at FROM ({files}) r "
                 f"JOIN x ON r.filename = x.file JOIN c ON c.version = x.version WHERE {same} "
-                f"UNION ALL SELECT {_casts(table)}, CAST(replaced_at AS TIMESTAMPTZ) AS replaced_at FROM "
-                f"read_parquet({_sql_text(root + '/' + REPLACED_FILE)})")
+                f"UNION ALL SELECT {_casts(table)}, CAST(replaced_at AS TIMESTAMPTZ) AS replaced_at FROM ({before})")
 
     def _catalog_version(self) -> str:
         text = "\n".join([str(self.data_dir.resolve()), *(self._log_sql(v) for v in views())])
@@ -449,7 +453,12 @@ class MetricsStore:
             if temp and not view.endswith(HISTORY):
                 dt = self._open(view)
                 with delta_errors(view, self.table_location(view)):
-                    sql = self._read_sql(view, delta_tables.live_files(dt, pipeline), pipeline)
+                    facts = delta_tables.live_file_facts(dt, pipeline) if dt else []
+                if isinstance(self.data_dir, StoragePath):  # DuckDB need not ask S3 what the log says
+                    reader = reader_filesystem(self.data_dir)
+                    for uri, size, modified in facts:
+                        reader.remember(uri, size, modified)
+                sql = self._read_sql(view, [uri for uri, _, _ in facts], pipeline)
             else:
                 sql = self._log_sql(view)
                 if pipeline is not None:
@@ -496,8 +505,8 @@ class MetricsStore:
         building = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             with duckdb.connect(str(building)) as con:
-                if isinstance(self.data_dir, StoragePath):  # binding the views lists each table's folder
-                    con.register_filesystem(build_filesystem(self.data_dir))  # and log: once each
+                if isinstance(self.data_dir, StoragePath):  # the views are typed by SCHEMA, not by what
+                    con.register_filesystem(binding_filesystem(self.data_dir))  # is stored: bound unread
                 self.create_views(con)
             os.replace(building, self.path)
         finally:
@@ -544,10 +553,17 @@ class MetricsStore:
         """One Delta commit of ``frame``'s rows to ``table``: replacing ``key``'s rows when given, else
         appending (``app``: see :func:`~calmops_dagster.store.delta_tables.commit`)."""
         data = self._arrow(table, frame)
-        dt = self._open(table, latest=False)
-        with delta_errors(table, self.table_location(table)):
-            delta_tables.commit(dt, data, predicate=key and _predicate(key), app=app,
-                                metadata={**(metadata or {}), **({REPLACES: json.dumps(key)} if key else {})})
+        metadata = {**(metadata or {}), **({REPLACES: json.dumps(key)} if key else {})}
+        location = self.table_location(table)
+        appending = key is None and app is None
+        dt = self._open(table, latest=False, create=not appending)
+        with delta_errors(table, location):
+            if dt is None:  # no one has written the table: this append creates it, unless another does first
+                if delta_tables.create_appending(location, data, configuration=_table_configuration(),
+                                                 metadata=metadata):
+                    return
+                dt = self._open(table, latest=False)
+            delta_tables.commit(dt, data, predicate=key and _predicate(key), app=app, metadata=metadata)
 
     def replace_block_rows(
         self, table: str, pipeline: str, block: str, rows: pd.DataFrame | list[dict], scope: dict | None = None,
@@ -668,7 +684,7 @@ class MetricsStore:
         self._ensure_tables()
         dt = self._open("breaker_state")
         with delta_errors("breaker_state", self.table_location("breaker_state")):
-            if not delta_tables.live_files(dt, pipeline):
+            if dt is None or not delta_tables.live_files(dt, pipeline):
                 return BreakerState()
         found = self.rows("SELECT * FROM breaker_state WHERE pipeline = ?", [pipeline], pipeline=pipeline)
         return _state_from_row(found[0] if found else None)
@@ -751,6 +767,8 @@ class MetricsStore:
         result = {}
         for table in SCHEMA:
             dt = self._open(table)
+            if dt is None:  # never written
+                continue
             with delta_errors(table, self.table_location(table)):
                 before = len(delta_tables.live_files(dt))
                 dt.optimize.compact()
@@ -775,14 +793,17 @@ class MetricsStore:
     def delete_pipeline_rows(self, pipeline: str) -> None:
         """Delete every row of ``pipeline`` from every table (one commit each) and its breaker head."""
         self._ensure_ready()
+        replaced = self._replaced_files()
         for table in SCHEMA:
             dt = self._open(table)
-            with delta_errors(table, self.table_location(table)):
-                dt.delete(_predicate({"pipeline": pipeline}))
-            with self._memory() as con:
-                kept = con.execute("SELECT * FROM read_parquet(?) WHERE pipeline IS DISTINCT FROM ?",
-                                   [str(self.table_location(table) / REPLACED_FILE), pipeline]).df()
-            self.write_replaced(table, kept)
+            if dt is not None:
+                with delta_errors(table, self.table_location(table)):
+                    dt.delete(_predicate({"pipeline": pipeline}))
+            if table in replaced:
+                with self._memory() as con:
+                    kept = con.execute("SELECT * FROM read_parquet(?) WHERE pipeline IS DISTINCT FROM ?",
+                                       [str(replaced[table]), pipeline]).df()
+                self.write_replaced(table, kept)
         remove_tree(self.data_dir / BREAKER_HEADS / _part(pipeline))
 
 
@@ -795,6 +816,22 @@ def _table_configuration() -> dict[str, str]:
     days = retention_days()
     return {"delta.logRetentionDuration": f"interval {math.ceil(days)} days",
             "delta.deletedFileRetentionDuration": f"interval {math.ceil(days)} days"}
+
+
+#: The columns of a Delta log's commits and checkpoints the catalog's views read.
+_LOG_TYPES = {"add": "STRUCT(path VARCHAR)", "remove": 'STRUCT(path VARCHAR, "deletionTimestamp" BIGINT)',
+              "commitInfo": f'STRUCT("timestamp" BIGINT, {REPLACES} VARCHAR)', "filename": "VARCHAR"}
+
+
+def _no_rows(types: dict[str, str]) -> str:
+    """A SELECT of no rows with the columns ``types`` names (``{column: DuckDB type}``)."""
+    return "SELECT " + ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in types.items()) + " WHERE false"
+
+
+def _typed(source: str, types: dict[str, str]) -> str:
+    """``source`` (a table function reading files, maybe none) with at least the columns ``types`` names,
+    of those types: a reader of no files, or of files written before a column existed, still binds."""
+    return f"{_no_rows(types)} UNION ALL BY NAME SELECT * FROM {source}"
 
 
 def _casts(table: str, prefix: str = "") -> str:

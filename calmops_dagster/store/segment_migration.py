@@ -80,7 +80,7 @@ def migrate(store: MetricsStore) -> dict[str, tuple[int, int]]:
             if not (root / SEGMENT_SCHEMA_FILE).exists():
                 continue
             files = _segments(root)
-            dt = store._open(table)
+            dt = store._open(table, create=True)
             with delta_tables.delta_errors(table, root):
                 done = any(MIGRATED in entry for entry in dt.history())
             with store._memory() as con:

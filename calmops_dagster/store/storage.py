@@ -65,14 +65,17 @@ def reader_filesystem(location: StoragePath):
     return _reader_of(location.protocol, os.getpid(), tuple(os.environ.get(k) for k in _CLIENT_ENV))
 
 
-def build_filesystem(location: StoragePath):
-    """A filesystem for DuckDB to bind a new catalog's views through: like :func:`reader_filesystem`, but it
-    also keeps its listings, so the views of one table (its table and history views glob the same folder and
-    log) list each prefix once. A new one for each build, dropped after it: what it lists is only used to
-    type the views, every reader lists again."""
-    from calmops_dagster.store.write_once_reads import WriteOnceReadsS3
+def binding_filesystem(location: StoragePath):
+    """A filesystem of ``location``'s protocol in which nothing exists, for DuckDB to bind a new catalog's
+    views through: they are typed by the schema, not by what the store holds, so binding them needs no
+    request (readers register :func:`reader_filesystem`)."""
+    from fsspec.implementations.memory import MemoryFileSystem
 
-    return WriteOnceReadsS3(use_listings_cache=True, skip_instance_cache=True)
+    class Nothing(MemoryFileSystem):
+        protocol = (location.protocol,)
+        store, pseudo_dirs = {}, [""]  # its own, always empty
+
+    return Nothing(skip_instance_cache=True)
 
 
 @cache
@@ -171,7 +174,9 @@ class StoragePath:
 
     # ---- content -------------------------------------------------------------------------------------
     def read_bytes(self) -> bytes:
-        return self.fs.cat_file(self.path)
+        """One GET (a missing object raises ``FileNotFoundError``): s3fs would first ask for the size (a
+        HEAD) to split a large object into concurrent ranged GETs, which the seam's objects do not need."""
+        return self.fs.cat_file(self.path, max_concurrency=1)
 
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)

@@ -6,9 +6,10 @@ query. A block's run makes about fifteen queries over the same files, so on S3 m
 HEADs of objects that cannot have changed: a Delta table's data file is written once under a unique name and
 never rewritten (optimize writes new files; vacuum deletes old ones). Its info is therefore kept for the life
 of the process, and a deleted file fails its GET as before (the store's readers retry a query whose file
-vanished).
+vanished). The live files' sizes and times are taken from the Delta log (:meth:`WriteOnceReadsS3.remember`),
+so even the first read of a data file sends no HEAD.
 
-A table's ``_replaced.parquet`` is rewritten only when it is missing or outdated (checked once per process,
+A table's ``_replaced.parquet`` is rewritten only when it is outdated (checked once per process,
 ``MetricsStore._ensure_tables``), by a conversion or a pipeline's deletion, which tell this filesystem to ask
 again (:meth:`WriteOnceReadsS3.forget`).
 This filesystem is only handed to DuckDB: the stores' own listings, reads and writes keep using a filesystem
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from datetime import UTC, datetime
 
 from calmops_dagster.store.object_store import ObjectStoreFileSystem
 
@@ -58,6 +60,18 @@ class WriteOnceReadsS3(ObjectStoreFileSystem):
                 while len(self._known) > MAX_KNOWN:
                     self._known.popitem(last=False)
         return info
+
+    def remember(self, path: str, size: int, modified_ms: int) -> None:
+        """Take what a Delta log says of a write-once object at ``path`` (its size and time) as its info, so
+        DuckDB's first read of it sends no HEAD either."""
+        name = self._strip_protocol(path)
+        if self._write_once(name):
+            with self._known_lock:
+                if name not in self._known:
+                    self._known[name] = {"name": name, "size": size, "type": "file",
+                                         "LastModified": datetime.fromtimestamp(modified_ms / 1000, UTC)}
+                    while len(self._known) > MAX_KNOWN:
+                        self._known.popitem(last=False)
 
     def forget(self, path: str) -> None:
         """Ask S3 again next time about ``path`` (this process rewrote or deleted it)."""
