@@ -366,3 +366,18 @@ def test_a_model_skops_cannot_vouch_for_is_stored_as_pickle_behind_the_hash(tmp_
         store.load(version)
     np.testing.assert_array_equal(store.load(version, trust_pickle=True).predict(X[["a", "b"]].abs()),
                                   own.predict(X[["a", "b"]].abs()))
+
+
+def test_a_store_reads_each_manifest_once_and_hands_out_copies(tmp_path, data, models, monkeypatch):
+    """A step asks for the same manifests many times: one read each per store object (one GET on S3)."""
+    X, y = data
+    store = ModelStore(tmp_path / "models")
+    version = store.save(models["forest"], reference=X, features=list(X.columns))
+    reads = []
+    original = ModelStore._read_manifest
+    monkeypatch.setattr(ModelStore, "_read_manifest", lambda self, v: reads.append(v) or original(self, v))
+    first = store.manifest(version)
+    first["features"] = ["changed by a caller"]
+    assert store.manifest(version)["features"] == list(X.columns) and reads == [version]
+    ModelStore(tmp_path / "models").manifest(version)  # another store object reads it again
+    assert reads == [version, version]

@@ -8,8 +8,6 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote
 
-import pytest
-
 from calmops_dagster.store.storage import StoragePath
 from tests.moto_s3 import moto_s3
 
@@ -63,8 +61,6 @@ def test_opening_a_store_on_s3_creates_no_table_and_binds_its_catalog_unread(tmp
         assert written == {"blocks"}
 
 
-@pytest.mark.xfail(strict=True, reason="508 requests at this commit (887 before), over the budget of 503: "
-                   "benchmarks/RESULTS.md says what is left; strict, so getting under it fails here until removed")
 def test_calmops_run_of_two_blocks_keeps_to_its_s3_request_budget():
     """Issue 35's budget: no more than 503 requests for ``calmops run`` of two 150-row blocks."""
     import sys

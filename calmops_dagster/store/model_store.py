@@ -223,6 +223,7 @@ class ModelStore:
     def __init__(self, models_dir: str | os.PathLike | StoragePath, key: bytes | None | object = _KEY_FROM_ENV):
         self.root = models_dir if isinstance(models_dir, StoragePath) else Path(models_dir)
         self._key = key
+        self._manifests: dict[str, dict] = {}  # a manifest is written once, last, and never changed
 
     @property
     def pipeline(self) -> str:
@@ -333,7 +334,13 @@ class ModelStore:
 
     def manifest(self, version: str) -> dict:
         """The manifest of ``version`` as written, unverified: for listing and display. Loading goes through
-        :meth:`verified_manifest`."""
+        :meth:`verified_manifest`, which reads it again. Read once per store object (a copy each call): a step
+        asks for the same manifests many times, one GET each on object storage."""
+        if version not in self._manifests:
+            self._manifests[version] = self._read_manifest(version)
+        return copy.deepcopy(self._manifests[version])
+
+    def _read_manifest(self, version: str) -> dict:
         path = self.folder(version) / MANIFEST
         try:
             manifest = json.loads(path.read_text())
@@ -349,6 +356,7 @@ class ModelStore:
         """The manifest of ``version`` after its signature is verified (when a signing key is set), and only
         when it names ``version`` of this pipeline: a version copied or moved is refused."""
         path = self.folder(version) / MANIFEST
+        self._manifests[version] = self._read_manifest(version)  # what is loaded is checked as read now
         manifest = verify_manifest(self.manifest(version), self.key, path)
         named = (manifest.get("version"), manifest.get("pipeline"))
         if named != (version, self.pipeline):
