@@ -25,6 +25,10 @@ import sys
 import threading
 import traceback
 
+from dagster._grpc.types import ExecuteRunArgs
+from dagster._serdes import deserialize_value
+
+from calmops_dagster.orchestration.run_scope import RUN_JOB_ENV
 from calmops_dagster.store import delta_tables
 
 #: Why a process that used delta-rs is not forked.
@@ -95,10 +99,18 @@ def execute_run(execute_run_args: str) -> int:
     return 0
 
 
+def run_job(execute_run_args: str) -> str:
+    """The name of the job a serialized ``ExecuteRunArgs`` runs."""
+    return deserialize_value(execute_run_args, ExecuteRunArgs).job_origin.job_name
+
+
 def _become_run_worker(execute_run_args: str) -> None:
-    """In the forked child: let go of the server's pipes and signal settings, run, exit. Never returns."""
+    """In the forked child: let go of the server's pipes and signal settings, name the run's job for the code
+    location (which then builds only that job's pipeline: :mod:`~calmops_dagster.orchestration.run_scope`),
+    run, exit. Never returns."""
     code = 1
     try:
+        os.environ[RUN_JOB_ENV] = run_job(execute_run_args)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the run's own subprocesses are waited for
         signal.signal(signal.SIGINT, signal.default_int_handler)
         devnull = os.open(os.devnull, os.O_RDONLY)
