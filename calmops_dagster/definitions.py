@@ -17,7 +17,7 @@ import re
 from dagster import DefaultSensorStatus, Definitions, SkipReason, sensor
 
 from calmops_dagster.orchestration.pipeline_defs import build_breaker_definitions, build_pipeline_definitions
-from calmops_dagster.orchestration.run_scope import RUN_JOB_ENV, spec_files_to_build
+from calmops_dagster.orchestration.run_scope import run_job_from_env, spec_files_to_build
 from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import load_spec
 from calmops_dagster.store.paths import CalmOpsHome
@@ -53,4 +53,4 @@ def build_definitions(home: CalmOpsHome, run_job: str | None = None) -> Definiti
                              Definitions(resources=build_resources(home)))
 
 
-defs = build_definitions(CalmOpsHome.from_env(), os.environ.get(RUN_JOB_ENV))
+defs = build_definitions(CalmOpsHome.from_env(), run_job_from_env(os.environ))

@@ -7,6 +7,7 @@ import yaml
 from dagster import AssetKey, Definitions
 
 from calmops_dagster.definitions import build_definitions
+from calmops_dagster.orchestration.run_scope import run_job_from_env
 from tests.conftest import block_spec_dict
 
 
@@ -58,6 +59,12 @@ def test_a_run_worker_builds_only_the_pipeline_of_its_runs_job_and_the_same_job(
     assert {key.path[0] for key in scoped.resolve_asset_graph().get_all_asset_keys()} == {"second"}
     assert {s.name for s in scoped.sensors} == {"second_files", "calmops_run_failures", "calmops_run_successes"}
     assert (scoped.resolve_job_def(job).get_job_snapshot_id() == full.resolve_job_def(job).get_job_snapshot_id())
+
+
+def test_the_run_job_comes_from_the_warm_worker_or_dagsters_docker_launcher():
+    assert run_job_from_env({"CALMOPS_RUN_JOB": "a_job", "DAGSTER_RUN_JOB_NAME": "b_job"}) == "a_job"
+    assert run_job_from_env({"DAGSTER_RUN_JOB_NAME": "b_job"}) == "b_job"  # a run container of deploy/
+    assert run_job_from_env({"CALMOPS_RUN_JOB": ""}) is None
 
 
 def test_a_job_no_pipeline_owns_builds_every_pipeline(home, tmp_path):

@@ -5,20 +5,30 @@ the home (reading its spec, making its assets, jobs and sensors): at 200 pipelin
 seconds before each run's first step, for one job. A run worker whose launcher names the run's job in
 ``CALMOPS_RUN_JOB`` (the warm run launcher's workers do) builds only the pipeline that owns that job: the
 same job, its assets, partitions, checks and resources as in the full code location, since a pipeline's
-job selects its own asset group only. Any other process (the code server, ``calmops``, a worker of Dagster's
-default launcher) builds every pipeline.
+job selects its own asset group only. So does a run container of Dagster's Docker launcher (the launcher of
+``deploy/dagster.yaml``), which Dagster starts with ``DAGSTER_RUN_JOB_NAME``. Any other process (the code
+server, the daemon, ``calmops``, a worker of Dagster's default launcher) builds every pipeline.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 #: The environment variable naming the job of the run this process executes (set by the warm run worker).
 RUN_JOB_ENV = "CALMOPS_RUN_JOB"
+#: The variable Dagster's Docker run launcher and executor set in a run's (or step's) container.
+DOCKER_RUN_JOB_ENV = "DAGSTER_RUN_JOB_NAME"
 
 #: The jobs every pipeline ``<name>`` has: ``<name>_job`` (a block, :func:`~calmops_dagster.orchestration.
 #: pipeline_defs.job_name`) and ``<name>_reevaluate`` (:mod:`~calmops_dagster.orchestration.reevaluation`).
 JOB_SUFFIXES = ("_job", "_reevaluate")
+
+
+def run_job_from_env(environ: Mapping[str, str]) -> str | None:
+    """The job of the run this process executes, when its launcher says: ``CALMOPS_RUN_JOB``, else
+    ``DAGSTER_RUN_JOB_NAME``."""
+    return environ.get(RUN_JOB_ENV) or environ.get(DOCKER_RUN_JOB_ENV) or None
 
 
 def spec_files_to_build(spec_files: list[Path], run_job: str | None) -> list[Path]:
