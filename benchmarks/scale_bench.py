@@ -56,6 +56,10 @@ that lasts until every block's run has finished (at most ``--timeout`` seconds, 
 then is reported). ``--postgres`` runs each revision a second time on the Postgres instance
 ``deploy/dagster.yaml`` describes (Dagster's default run launcher instead of Docker's, a throwaway PostgreSQL
 server from ``tests/postgres_server.py``, plain ``dagster dev``), side by side with the local instance.
+``--sides`` names the sides instead: ``local`` (SQLite, warm launcher), ``local-default`` (SQLite, Dagster's
+default launcher), ``postgres`` (default launcher), ``postgres-warm`` (the warm launcher on Postgres). Each
+side also prints its blocks per minute and the CPU seconds per block done of dagster dev's whole process
+group by role (from ``/proc``, sampled every 0.5 s over the window), with the load average in the window.
 
 With ``--idle-memory``, each ``--pipelines`` size is served by one ``calmops dev`` of the working tree with
 idle pipelines (specs, no block files) until every file sensor has ticked ``--ticks`` times; printed per size:
