@@ -56,6 +56,10 @@ that lasts until every block's run has finished (at most ``--timeout`` seconds, 
 then is reported). ``--postgres`` runs each revision a second time on the Postgres instance
 ``deploy/dagster.yaml`` describes (Dagster's default run launcher instead of Docker's, a throwaway PostgreSQL
 server from ``tests/postgres_server.py``, plain ``dagster dev``), side by side with the local instance.
+``--sides`` names the sides instead: ``local`` (SQLite, warm launcher), ``local-default`` (SQLite, Dagster's
+default launcher), ``postgres`` (default launcher), ``postgres-warm`` (the warm launcher on Postgres). Each
+side also prints its blocks per minute and the CPU seconds per block done of dagster dev's whole process
+group by role (from ``/proc``, sampled every 0.5 s over the window), with the load average in the window.
 
 With ``--idle-memory``, each ``--pipelines`` size is served by one ``calmops dev`` of the working tree with
 idle pipelines (specs, no block files) until every file sensor has ticked ``--ticks`` times; printed per size:
@@ -149,6 +153,8 @@ class GroupMemory:
         self.rss_sum = self.pss_sum = self.largest = self.processes = 0
         self.largest_command = ""
         self.roles: dict[str, list[int]] = {}  # role -> [peak RSS sum, peak PSS sum, most processes] in kB
+        self.cpu: dict[int, list] = {}  # pid -> [role, CPU ticks at the last sample, CPU ticks at the mark]
+        self.loads: list[float] = []  # the 1-min load average at each sample since the mark
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -169,7 +175,9 @@ class GroupMemory:
         rss_sum = pss_sum = count = 0
         roles: dict[str, list[int]] = {}
         pids = group_pids(self.pgid)
+        self.loads.append(os.getloadavg()[0])
         for pid in pids:
+            self._sample_cpu(pid, pids)
             rss, pss = _kb(f"/proc/{pid}/status", "VmRSS:"), _kb(f"/proc/{pid}/smaps_rollup", "Pss:")
             rss_sum, pss_sum, count = rss_sum + rss, pss_sum + pss, count + (rss > 0)
             if rss > self.largest:
@@ -183,6 +191,37 @@ class GroupMemory:
         for name, values in roles.items():
             peak = self.roles.setdefault(name, [0, 0, 0])
             self.roles[name] = [max(a, b) for a, b in zip(peak, values, strict=True)]
+
+
+    def _sample_cpu(self, pid: int, pids: list[int]) -> None:
+        """Remember ``pid``'s CPU time (user + system) and role; a process that exits between two samples loses
+        at most one interval of its CPU, and a forked run worker is counted from its fork."""
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        entry = self.cpu.setdefault(pid, ["", 0, None])
+        name = role(pid, pids)
+        if name not in ("exited", "no command line"):
+            entry[0] = name
+        entry[1] = max(entry[1], ticks)
+
+    def mark(self) -> None:
+        """Start counting CPU seconds (:meth:`cpu_by_role`) and load averages from now."""
+        self.sample()
+        for entry in self.cpu.values():
+            entry[2] = entry[1]
+        self.loads = [os.getloadavg()[0]]
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds of dagster dev's processes since :meth:`mark`, by role (a process started after the
+        mark counts from its start; a run worker forked from the warm process from its fork)."""
+        per_tick, roles = 1 / os.sysconf("SC_CLK_TCK"), {}
+        for name, ticks, marked in self.cpu.values():
+            key = name or "unknown"
+            roles[key] = roles.get(key, 0.0) + (ticks - (marked or 0)) * per_tick
+        return roles
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -389,14 +428,22 @@ def snapshot(ref: str, root: Path) -> Path:
     return target
 
 
-def postgres_dagster_home(root: Path, port: int) -> Path:
+#: ``--sides``: the instance and run launcher of each side, by name.
+SIDES = {"local": ("local", "warm"), "local-default": ("local", "dagster"),
+         "postgres": ("postgres", "dagster"), "postgres-warm": ("postgres", "warm")}
+
+
+def postgres_dagster_home(root: Path, port: int, launcher: str = "dagster") -> Path:
     """A ``DAGSTER_HOME`` whose ``dagster.yaml`` is ``deploy/dagster.yaml`` with only what cannot exist here
-    swapped (as tests/test_postgres_instance.py does): Dagster's default run launcher instead of Docker's,
-    the throwaway server's port, artifact and compute-log folders under ``root``."""
+    swapped (as tests/test_postgres_instance.py does): Dagster's default run launcher instead of Docker's
+    (``launcher="warm"``: the warm launcher), the throwaway server's port, artifact and compute-log folders
+    under ``root``."""
     import yaml
 
     raw = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
-    raw["run_launcher"] = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
+    raw["run_launcher"] = ({"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
+                           if launcher == "dagster" else
+                           {"module": "calmops_dagster.speedups.warm_run_launcher", "class": "WarmRunLauncher"})
     raw["storage"]["postgres"]["postgres_db"]["port"] = port
     raw["local_artifact_storage"]["config"]["base_dir"] = str(root / "artifacts")
     raw["compute_logs"]["config"]["base_dir"] = str(root / "compute_logs")
@@ -407,11 +454,12 @@ def postgres_dagster_home(root: Path, port: int) -> Path:
 
 
 def arrivals_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows: int, every: float,
-                         drain: float, postgres=None, timeout: float = 900) -> dict:
+                         drain: float, postgres=None, timeout: float = 900, launcher: str = "") -> dict:
     """Arrivals of ``blocks`` blocks per pipeline through one ``dagster dev`` of revision ``ref``; its figures
     (see the module's docstring). ``every`` > 0: steady, staggered, then ``drain`` seconds; ``every`` = 0: a
     burst, then until every block's run has finished (at most ``timeout`` s). ``postgres``: a running
-    :class:`PostgresServer` for the instance of ``deploy/dagster.yaml``; else the local instance."""
+    :class:`PostgresServer` for the instance of ``deploy/dagster.yaml``; else the local instance.
+    ``launcher``: ``warm`` or ``dagster`` (default: the local instance's own, Dagster's on Postgres)."""
     from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
     from dagster._core.scheduler.instigation import InstigatorType
 
@@ -419,7 +467,8 @@ def arrivals_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows
     from calmops_dagster.spec import load_spec
     from calmops_dagster.store.paths import CalmOpsHome
 
-    label = f"{ref}{' postgres' if postgres else ''}"
+    launcher = launcher or ("dagster" if postgres else "warm")
+    label = f"{ref} {'postgres' if postgres else 'local'} {launcher}"
     side = root / label.replace("/", "_").replace(" ", "_")
     source = snapshot(ref, side)
     home = CalmOpsHome.from_env(side / "home")
@@ -429,20 +478,21 @@ def arrivals_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows
     env = {**os.environ, "CALMOPS_HOME": str(home.root), "PYTHONPATH": str(source)}
     port, figures = free_port(), {"ref": label, "pipelines": pipelines}
     if postgres:
-        dagster_home = postgres_dagster_home(side, postgres.port)
+        dagster_home = postgres_dagster_home(side, postgres.port, launcher)
         env |= {"DAGSTER_HOME": str(dagster_home), "DAGSTER_POSTGRES_HOST": postgres.host,
                 "DAGSTER_POSTGRES_USER": postgres.user, "DAGSTER_POSTGRES_PASSWORD": "trust-auth-ignores-it",
                 "DAGSTER_POSTGRES_DB": postgres.database}
         command = [sys.executable, "-m", "dagster", "dev", "-m", "calmops_dagster.definitions", "-p", str(port),
                    "--log-level", "warning"]  # calmops dev would point DAGSTER_HOME at the local instance
     else:
+        env["CALMOPS_RUN_LAUNCHER"] = launcher
         dagster_home, command = home.dagster_home, [*CALMOPS, "dev", "--port", str(port)]
     started = time.time()
     with open(side / "dagster_dev.log", "w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, cwd=str(source))
     try:
-        memory = GroupMemory(process.pid).__enter__()
+        memory = GroupMemory(process.pid, every=0.5).__enter__()
         wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/server_info", process, timeout=2), 900,
                  "dagster dev's webserver")
         if postgres:
@@ -461,6 +511,7 @@ def arrivals_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows
         figures["sensors"] = len(states)
         print(f"  {label}: {pipelines} pipelines, {len(states)} sensors, every file sensor ticked "
               f"{figures['start']:.0f} s after `dagster dev` started; {load()}", flush=True)
+        memory.mark()
         first = time.time()
         arrivals = sorted((first + i * every / pipelines + k * every, name, k)
                           for i, name in enumerate(names) for k in range(blocks))
@@ -488,6 +539,7 @@ def arrivals_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows
         memory.sample()
         memory.__exit__()
         figures["memory"], figures["window"] = memory, end - first
+        figures["cpu"], figures["load"] = memory.cpu_by_role(), (min(memory.loads), max(memory.loads))
         records = instance.get_run_records(since)
         requested = {(r.dagster_run.tags.get("calmops/pipeline"), r.dagster_run.tags.get("dagster/partition"))
                      for r in records}
@@ -598,6 +650,12 @@ def report_arrivals(sides: list[dict], blocks: int, rows: int, every: float, dra
               f"{f['failed']:6} {spread:>25} {sum(n > 0 for n in per) / len(per):8.0%} {f['unrequested']:11} "
               f"{f['lost']:4} {f['memory'].pss_sum / 1024:6.0f}")
     for f in sides:
+        cpu, done = f["cpu"], max(f["succeeded"], 1)
+        print(f"  {f['ref']}: {f['succeeded'] / f['window'] * 60:.1f} blocks/min, {sum(cpu.values()) / done:.1f} CPU s "
+              f"per block done (dagster dev's group, the window's), by role: "
+              + ", ".join(f"{name} {seconds / done:.2f}" for name, seconds in sorted(cpu.items(), key=lambda i: -i[1]))
+              + f"; load average (1 min) in the window {f['load'][0]:.1f}-{f['load'][1]:.1f}")
+    for f in sides:
         fair = f["fairness"]
         print(f"  {f['ref']}: fair queue rule (every pipeline's first block starts before any pipeline's third): "
               f"{'kept' if not fair['late'] else 'BROKEN'}; last first block started {fair['first']:.0f} s, "
@@ -705,6 +763,8 @@ def main() -> None:
                         "once, through one dagster dev of each, until every run finished (or --timeout)")
     parser.add_argument("--postgres", action="store_true", help="--steady/--burst: each revision also on the "
                         "Postgres instance of deploy/dagster.yaml (default launcher, a throwaway PostgreSQL)")
+    parser.add_argument("--sides", help="--steady/--burst: the instance and launcher of each side, of "
+                        f"{', '.join(SIDES)} (default: local, and postgres with --postgres)")
     parser.add_argument("--idle-memory", action="store_true", help="memory of one dagster dev per --pipelines "
                         "size serving idle pipelines (specs, no blocks), and per added pipeline")
     parser.add_argument("--ticks", type=int, default=3, help="--idle-memory: file-sensor ticks to wait for")
@@ -728,19 +788,21 @@ def main() -> None:
         print(f"homes and dagster dev logs under {root}")
         try:
             with contextlib.ExitStack() as stack:
-                servers = [None]
-                if args.postgres:
+                names = args.sides.split(",") if args.sides else ["local", *(["postgres"] if args.postgres else [])]
+                if unknown := [name for name in names if name not in SIDES]:
+                    parser.error(f"--sides {args.sides}: unknown {', '.join(unknown)}; expected {', '.join(SIDES)}")
+                if any(SIDES[name][0] == "postgres" for name in names):
                     sys.path.insert(0, str(ROOT / "tests"))
                     from postgres_server import postgres_server
-
-                    servers.append("postgres")
                 for ref in (args.steady or args.burst).split(","):
-                    for server in servers:
-                        if server:  # a fresh database per side
+                    for name in names:
+                        instance, launcher = SIDES[name]
+                        server = None
+                        if instance == "postgres":  # a fresh database per side
                             server = stack.enter_context(postgres_server(f"bench_{len(sides)}"))
                         sides.append(arrivals_through_dev(root, ref.strip(), args.pipelines[-1], args.blocks,
                                                           args.rows, every, args.drain, server,
-                                                          args.timeout or 900))
+                                                          args.timeout or 900, launcher))
                         report_arrivals(sides, args.blocks, args.rows, every, args.drain)
         finally:
             if not args.keep:

@@ -4,17 +4,20 @@ breaker's two sensors serving them all.
 ``workspace.yaml`` names this module; ``dagster dev`` and ``calmops run`` load it. A broken spec is logged and
 shown in the UI as a sensor named ``<name>_spec_error`` whose description and skip reason carry the error;
 it never takes the other pipelines down. Changed specs need a reload of the code location (the "Reload"
-button under Deployment, or restart ``dagster dev``).
+button under Deployment, or restart ``dagster dev``). A run worker of the warm launcher builds only its run's
+pipeline (:mod:`~calmops_dagster.orchestration.run_scope`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 from dagster import DefaultSensorStatus, Definitions, SkipReason, sensor
 
 from calmops_dagster.orchestration.pipeline_defs import build_breaker_definitions, build_pipeline_definitions
+from calmops_dagster.orchestration.run_scope import run_job_from_env, spec_files_to_build
 from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import load_spec
 from calmops_dagster.store.paths import CalmOpsHome
@@ -34,10 +37,11 @@ def _spec_error_sensor(folder: str, message: str):
     return spec_error
 
 
-def build_definitions(home: CalmOpsHome) -> Definitions:
-    """Definitions for every spec under ``home``; broken specs are reported and skipped."""
+def build_definitions(home: CalmOpsHome, run_job: str | None = None) -> Definitions:
+    """Definitions for every spec under ``home`` (``run_job``: only for the pipeline that owns that job);
+    broken specs are reported and skipped."""
     specs, parts = [], []
-    for path in home.spec_files():
+    for path in spec_files_to_build(home.spec_files(), run_job):
         try:
             spec = load_spec(path)
             parts.append(build_pipeline_definitions(spec))
@@ -49,4 +53,4 @@ def build_definitions(home: CalmOpsHome) -> Definitions:
                              Definitions(resources=build_resources(home)))
 
 
-defs = build_definitions(CalmOpsHome.from_env())
+defs = build_definitions(CalmOpsHome.from_env(), run_job_from_env(os.environ))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from dagster import AssetKey, Definitions
 
 from calmops_dagster.definitions import build_definitions
+from calmops_dagster.orchestration.run_scope import run_job_from_env
 from tests.conftest import block_spec_dict
 
 
@@ -45,6 +47,33 @@ def test_several_pipelines_load_in_one_code_location(home, tmp_path):
     Definitions.validate_loadable(defs)  # every job resolved: op names unique across pipelines
     assert {job.name for job in defs.get_repository_def().get_all_jobs()} >= {
         "first_job", "second_job", "first_reevaluate", "second_reevaluate"}
+
+
+@pytest.mark.parametrize("job", ["second_job", "second_reevaluate"])
+def test_a_run_worker_builds_only_the_pipeline_of_its_runs_job_and_the_same_job(home, tmp_path, job):
+    for name in ("first", "second", "second_job", "third"):
+        path = home.spec_path(name)
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(block_spec_dict(name, str(tmp_path))))
+    full, scoped = build_definitions(home), build_definitions(home, run_job=job)
+    assert {key.path[0] for key in scoped.resolve_asset_graph().get_all_asset_keys()} == {"second"}
+    assert {s.name for s in scoped.sensors} == {"second_files", "calmops_run_failures", "calmops_run_successes"}
+    assert (scoped.resolve_job_def(job).get_job_snapshot_id() == full.resolve_job_def(job).get_job_snapshot_id())
+
+
+def test_the_run_job_comes_from_the_warm_worker_or_dagsters_docker_launcher():
+    assert run_job_from_env({"CALMOPS_RUN_JOB": "a_job", "DAGSTER_RUN_JOB_NAME": "b_job"}) == "a_job"
+    assert run_job_from_env({"DAGSTER_RUN_JOB_NAME": "b_job"}) == "b_job"  # a run container of deploy/
+    assert run_job_from_env({"CALMOPS_RUN_JOB": ""}) is None
+
+
+def test_a_job_no_pipeline_owns_builds_every_pipeline(home, tmp_path):
+    for name in ("first", "second"):
+        path = home.spec_path(name)
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(block_spec_dict(name, str(tmp_path))))
+    groups = {key.path[0] for key in build_definitions(home, run_job="other_job").resolve_asset_graph().get_all_asset_keys()}
+    assert groups == {"first", "second"}
 
 
 def test_the_breaker_sensors_are_one_pair_for_all_pipelines(home, tmp_path):

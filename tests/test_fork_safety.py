@@ -44,3 +44,30 @@ def test_a_process_that_never_opened_a_table_has_not_used_delta_rs():
             "print(delta_tables.used_in_this_process())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert result.stdout.strip() == "False"
+
+
+FORKED_WRITER = """
+import os, sys
+from calmops_dagster.speedups import warm_run_worker
+from calmops_dagster.store.metrics_store import MetricsStore
+
+warm_run_worker.preload()
+print("library loaded by preload:", "deltalake._internal" in sys.modules)
+pid = os.fork()
+if pid == 0:
+    store = MetricsStore(sys.argv[1])
+    store.replace_block_rows("blocks", "p", "1", [{"rows": 1}])
+    os._exit(0 if len(store.query("SELECT * FROM blocks")) == 1 else 3)
+print("child exit code:", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_the_warm_process_loads_delta_rs_for_its_run_workers_which_write_tables(tmp_path):
+    """delta-rs's 130 MB library is loaded once, in the warm process (loading starts no runtime), and a run
+    worker forked from it writes and reads a Delta table."""
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    result = subprocess.run([sys.executable, "-c", FORKED_WRITER, str(tmp_path / "metrics.duckdb")], env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "library loaded by preload: True" in result.stdout.splitlines(), result.stdout
+    assert "child exit code: 0" in result.stdout.splitlines(), result.stdout + result.stderr[-3000:]

@@ -146,6 +146,21 @@ def test_unknown_class_and_name_folder_mismatch(home):
         load_spec(write(home, "bad", block_spec_dict("other", "data")))
 
 
+def test_spec_is_parsed_by_libyaml_to_the_same_values(home, monkeypatch):
+    """Every run process loads every spec, so the spec's YAML goes through libyaml's parser (PyYAML's wheels
+    ship it), not PyYAML's pure-Python scanner, and gives what ``yaml.safe_load`` gives."""
+    assert yaml.__with_libyaml__, "PyYAML without libyaml: specs would be parsed by the slow pure-Python parser"
+    raw = block_spec_dict("ok", "data")
+    path = write(home, "ok", raw)
+    expected = load_spec(path)
+
+    def pure_python_scanner(*_args, **_kwargs):
+        raise AssertionError("the spec went through PyYAML's pure-Python scanner")
+
+    monkeypatch.setattr(yaml.scanner.Scanner, "__init__", pure_python_scanner)
+    assert load_spec(path) == expected
+
+
 def test_not_yaml_and_not_a_mapping(home):
     path = home.spec_path("bad")
     path.parent.mkdir(parents=True)

@@ -22,6 +22,7 @@ from live_processes import wait_for
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.orchestration.dead_runs import process_alive
 from calmops_dagster.orchestration.instance import instance_yaml, prepare_instance
+from calmops_dagster.orchestration.run_scope import RUN_JOB_ENV
 from calmops_dagster.orchestration.run_tags import HOST_TAG, PID_TAG
 from calmops_dagster.speedups.warm_run_launcher import WarmRunLauncher
 from calmops_dagster.speedups.warm_run_worker import PRELOADED_MODULES
@@ -36,6 +37,16 @@ def write_marker():
 @job(executor_def=in_process_executor)
 def marker_job():
     write_marker()
+
+
+@op
+def write_run_job():
+    Path(os.environ["WARM_TEST_MARKER"]).write_text(os.environ.get(RUN_JOB_ENV, "unset"))
+
+
+@job(executor_def=in_process_executor)
+def run_job_marker_job():
+    write_run_job()
 
 
 @op
@@ -112,6 +123,17 @@ def test_a_run_is_its_own_process_forked_from_the_warm_one(instance):
     assert started == [f"Started process for run (pid: {worker})."]
     wait_for(lambda: not process_alive(worker), 60, "the run worker to exit")
     assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.NOT_FOUND
+
+
+def test_the_run_worker_names_its_runs_job_for_the_code_location(instance):
+    """So the code location builds only the pipeline of that job (calmops_dagster.orchestration.run_scope)."""
+    marker = Path(os.environ["WARM_TEST_MARKER"])
+    marker.unlink(missing_ok=True)
+    launched = launch(instance, run_job_marker_job)
+    run = wait_for(lambda: finished(instance, launched.run_id), 180, "the run to finish")
+    assert run.status == DagsterRunStatus.SUCCESS
+    assert marker.read_text() == "run_job_marker_job"
+    assert RUN_JOB_ENV not in os.environ
 
 
 def test_terminating_a_run_stops_its_worker_and_cancels_it(instance):

@@ -11,6 +11,8 @@ The child is the run worker, its own process as with Dagster's launcher: it exec
 imports the code location itself, so a pipeline added after this process started is found. This process
 stays single-threaded and opens no database, DuckDB file, OpenMP thread pool or Delta table (delta-rs's
 runtime does not survive a fork: :func:`serve` refuses to fork a process that used it), so forking it is safe.
+It does load delta-rs's library (``import deltalake``, which starts no runtime): the library is 130 MB, and
+loading it in every run worker (mapping and relocating it) was the largest cost of a run before its first step.
 It exits when its standard input closes (the launcher's process ended).
 """
 
@@ -23,6 +25,10 @@ import sys
 import threading
 import traceback
 
+from dagster._grpc.types import ExecuteRunArgs
+from dagster._serdes import deserialize_value
+
+from calmops_dagster.orchestration.run_scope import RUN_JOB_ENV
 from calmops_dagster.store import delta_tables
 
 #: Why a process that used delta-rs is not forked.
@@ -35,6 +41,7 @@ PRELOADED_MODULES = (
     "dagster",
     "dagster._cli.api",
     "pandas",
+    "deltalake",
     "lightgbm",
     "sklearn.ensemble",
     "sklearn.linear_model",
@@ -92,10 +99,18 @@ def execute_run(execute_run_args: str) -> int:
     return 0
 
 
+def run_job(execute_run_args: str) -> str:
+    """The name of the job a serialized ``ExecuteRunArgs`` runs."""
+    return deserialize_value(execute_run_args, ExecuteRunArgs).job_origin.job_name
+
+
 def _become_run_worker(execute_run_args: str) -> None:
-    """In the forked child: let go of the server's pipes and signal settings, run, exit. Never returns."""
+    """In the forked child: let go of the server's pipes and signal settings, name the run's job for the code
+    location (which then builds only that job's pipeline: :mod:`~calmops_dagster.orchestration.run_scope`),
+    run, exit. Never returns."""
     code = 1
     try:
+        os.environ[RUN_JOB_ENV] = run_job(execute_run_args)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the run's own subprocesses are waited for
         signal.signal(signal.SIGINT, signal.default_int_handler)
         devnull = os.open(os.devnull, os.O_RDONLY)
