@@ -235,14 +235,17 @@ def test_without_webhooks_alerts_are_recorded_not_sent(home, tmp_path, instance,
 
 def test_a_prediction_only_pipeline_records_its_alerts(home, tmp_path, instance, block_files):
     """No champion step: the predictions step tells the block's events (the drift of blocks 3 and 4 from the
-    model's reference, which no retraining moves)."""
+    model's reference, which no retraining moves). The univariate tests alone: the domain classifier's AUC on
+    block 2, drawn like block 1, lies by chance at its 0.55 floor with these 300 rows (0.54 with 255 histogram
+    bins, 0.56 with 31), and this test is about the alerts, not about that chance."""
     frame = pd.concat(pd.read_csv(file) for file in block_files[:1])
     features = ["x1", "x2", "x3", "x4"]
     skops_io().dump(LogisticRegression().fit(frame[features], frame["y"]), tmp_path / "model.skops")
     frame[[*features, "y"]].to_parquet(tmp_path / "reference.parquet")
     spec = spec_with_alerts(home, tmp_path, name="scoring", prediction_only=True,
                             model_file=str(tmp_path / "model.skops"),
-                            reference_file=str(tmp_path / "reference.parquet"), features=features)
+                            reference_file=str(tmp_path / "reference.parquet"), features=features,
+                            drift={"multivariate": False})
     results, _ = run_blocks(home, spec, instance, block_files)
     assert [r.success for r in results] == [True] * 4
     rows = MetricsStore(home.metrics_db).query("SELECT block, event, status FROM alerts ORDER BY block")
