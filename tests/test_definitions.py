@@ -29,7 +29,7 @@ def test_good_and_broken_specs(home, tmp_path):
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {"schema_and_nulls", "no_data_drift", "champion_meets_thresholds"}
     sensors = {s.name: s for s in defs.sensors}
-    assert set(sensors) == {"good_files", "calmops_run_failures", "calmops_run_successes", "broken_spec_error"}
+    assert set(sensors) == {"calmops_files", "calmops_run_failures", "calmops_run_successes", "broken_spec_error"}
     assert "field 'retrain_every': unknown key" in sensors["broken_spec_error"].description
     assert [s.cron_schedule for s in defs.schedules] == ["*/10 * * * *"]
     job = defs.resolve_job_def("good_job")
@@ -47,16 +47,19 @@ def test_several_pipelines_load_in_one_code_location(home, tmp_path):
         "first_job", "second_job", "first_reevaluate", "second_reevaluate"}
 
 
-def test_the_breaker_sensors_are_one_pair_for_all_pipelines(home, tmp_path):
+def test_one_file_sensor_and_one_breaker_pair_serve_all_pipelines(home, tmp_path):
     for name in ("first", "second", "third"):
         path = home.spec_path(name)
         path.parent.mkdir(parents=True)
         path.write_text(yaml.safe_dump(block_spec_dict(name, str(tmp_path))))
     sensors = {s.name: s for s in build_definitions(home).sensors}
-    assert set(sensors) == {"first_files", "second_files", "third_files",
-                            "calmops_run_failures", "calmops_run_successes"}  # N + 2, not 3 N
+    assert set(sensors) == {"calmops_files", "calmops_run_failures", "calmops_run_successes"}  # 3, not N + 2
     for name in ("calmops_run_failures", "calmops_run_successes"):
         assert "Serves the 3 pipeline(s)" in sensors[name].description
+    files = sensors["calmops_files"]
+    assert sorted(job.name for job in files.jobs) == ["first_job", "second_job", "third_job"]
+    assert "the 3 pipeline(s)" in files.description
+    assert all(f"- {name}: {tmp_path}" in files.description for name in ("first", "second", "third"))
 
 
 def test_blocking_performance_check(home, tmp_path):
