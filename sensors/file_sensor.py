@@ -9,7 +9,7 @@ with its pipeline and run-queue priority). Every tick also requests again the bl
 died. A tick ingests changed pipelines oldest change first within :data:`TICK_BUDGET_SECONDS`; the rest keep
 their place for the next tick. One pipeline's failure is logged with its name and the others go on.
 
-The cursor holds one small entry per pipeline (:func:`pipeline_cursor`). What a look reads, waits for and
+The cursor holds one small entry per pipeline (:func:`cursor_entries`). What a look reads, waits for and
 sets aside: docs/ingest.md; the cursor, stream pipelines and dead runs: docs/unattended.md.
 """
 
@@ -34,7 +34,7 @@ from dagster import (
 
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import MAX_SETTLE_WAIT, listing_fingerprint, settle_wait
-from calmops_dagster.ingest.ingest_record import ingest_data_dir, newest_seq
+from calmops_dagster.ingest.ingest_record import ingest_data_dir, newest_seqs
 from calmops_dagster.ingest.withdrawal import withdraw_moved_blocks
 from calmops_dagster.orchestration.dagster_control import FILES_SENSOR
 from calmops_dagster.orchestration.dead_runs import dead_runs, reap_run, times_reaped
@@ -90,16 +90,17 @@ def files_sensor_description(specs: Sequence[PipelineSpec]) -> str:
     return "\n".join([head, *lines, *([f"... and {more} more pipelines"] if more > 0 else [])])
 
 
-def pipeline_cursor(cursor: str | None, name: str) -> dict:
-    """One pipeline's entry of the sensor's cursor: ``listing`` (:func:`listing_fingerprint` at its last
+def cursor_entries(cursor: str | None) -> dict[str, dict]:
+    """The sensor's cursor: one entry per pipeline, ``listing`` (:func:`listing_fingerprint` at its last
     ingest), ``seq`` (the ingest record's scan it has acted on), ``seen`` (files not yet stable, when any),
     ``looked`` (the tick of its last look), ``pending`` (since when a change waits for a tick's budget, when
-    one does). Empty for a pipeline the cursor does not know, or an unreadable cursor."""
+    one does). Empty for an unreadable cursor (every pipeline is then ingested once: nothing is lost or
+    requested twice, the record knows what was)."""
     try:
-        entry = (json.loads(cursor or "{}").get("pipelines") or {}).get(name)
+        entries = json.loads(cursor or "{}").get("pipelines") or {}
     except (json.JSONDecodeError, AttributeError):
         return {}
-    return dict(entry) if isinstance(entry, dict) else {}
+    return {name: dict(entry) for name, entry in entries.items() if isinstance(entry, dict)}
 
 
 @dataclass
@@ -118,8 +119,10 @@ def evaluate(context: SensorEvaluationContext, specs: Sequence[PipelineSpec], jo
     """One tick over ``specs`` (``job_names``: each pipeline's block job): look at the due pipelines, ingest
     the changed ones oldest first within the budget, and request the reruns of dead runs."""
     started, now = time.monotonic(), time.time()
-    entries = {spec.name: pipeline_cursor(context.cursor, spec.name) for spec in specs}
+    stored = cursor_entries(context.cursor)
+    entries = {spec.name: stored.get(spec.name, {}) for spec in specs}
     in_flight = runs_by_pipeline(context.instance)
+    recorded = newest_seqs(db)  # one read of the record for every pipeline, not one each
     requests, changed = [], []
     for spec in specs:
         entry = entries[spec.name]
@@ -128,7 +131,7 @@ def evaluate(context: SensorEvaluationContext, specs: Sequence[PipelineSpec], jo
         try:
             requests += rerun_requests(context, spec, job_names[spec.name], in_flight.get(spec.name, []))
             listing = listing_fingerprint(spec)
-            if idle(entry, listing, db, spec):
+            if idle(entry, listing, recorded.get(spec.name, 0)):
                 entries[spec.name] = {**entry, "looked": int(now)}
             else:
                 changed.append((entry.get("pending", now), spec.name, spec, listing))
@@ -177,12 +180,13 @@ def due(entry: dict, spec: PipelineSpec, now: float) -> bool:
     return "pending" in entry or now - entry.get("looked", 0) >= spec.sensor.interval_seconds - 1
 
 
-def idle(entry: dict, listing: str, db: MetricsStore, spec: PipelineSpec) -> bool:
+def idle(entry: dict, listing: str, recorded_seq: int) -> bool:
     """True when the pipeline has nothing to ingest: its data files are as its last ingest left them (same
     :func:`listing_fingerprint`), none was waiting to settle, and no other entry point recorded a scan since
-    (``calmops run``, the schedule: their record changes are acted on as the sensor's own)."""
+    (``recorded_seq``, the pipeline's newest in the record, is the one it acted on: scans of ``calmops run``
+    and the schedule are acted on as the sensor's own)."""
     return (entry.get("listing") == listing and not entry.get("seen") and "pending" not in entry
-            and newest_seq(db, spec.name) == entry.get("seq"))
+            and recorded_seq == entry.get("seq"))
 
 
 def ingest_pipeline(context: SensorEvaluationContext, spec: PipelineSpec, job: str, entry: dict, listing: str,

@@ -14,7 +14,7 @@ from calmops_dagster.ingest.ingest_record import ingest_data_dir
 from calmops_dagster.orchestration.ingest_registration import pipeline_dir
 from calmops_dagster.orchestration.pipeline_defs import build_job
 from calmops_dagster.sensors import file_sensor
-from calmops_dagster.sensors.file_sensor import build_files_sensor, pipeline_cursor
+from calmops_dagster.sensors.file_sensor import build_files_sensor, cursor_entries
 from calmops_dagster.spec import parse_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
@@ -60,7 +60,7 @@ def test_a_tick_over_unchanged_files_reads_nothing_but_their_stat(demo_spec, hom
     monkeypatch.setattr(file_sensor, "ingest_data_dir", no_ingest)
     idle = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
     assert not idle.run_requests
-    before, after = pipeline_cursor(first.cursor, demo_spec.name), pipeline_cursor(idle.cursor, demo_spec.name)
+    before, after = cursor_entries(first.cursor)[demo_spec.name], cursor_entries(idle.cursor)[demo_spec.name]
     assert after.pop("looked") >= before.pop("looked") and after == before
     monkeypatch.setattr(file_sensor, "ingest_data_dir", ingest)
     second = demo_spec.data_dir / block_files[1].name  # a new file: the tick ingests it, and only it is new
@@ -104,7 +104,7 @@ def test_file_still_being_written_is_not_read(demo_spec, home, block_files, inst
     target.write_text(block_files[0].read_text()[:50])  # half-written, modified just now
     waiting = evaluate_file_sensor(spec, home, instance)
     assert not waiting.run_requests
-    assert pipeline_cursor(waiting.cursor, spec.name)["seen"][target.name][0] == 50
+    assert cursor_entries(waiting.cursor)[spec.name]["seen"][target.name][0] == 50
     assert not (spec.data_dir / "quarantine").exists()
 
     shutil.copy(block_files[0], target)  # the copy finishes

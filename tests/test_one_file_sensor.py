@@ -12,7 +12,7 @@ import pytest
 from conftest import block_spec_dict, evaluate_file_sensor
 
 from calmops_dagster.sensors import file_sensor
-from calmops_dagster.sensors.file_sensor import pipeline_cursor
+from calmops_dagster.sensors.file_sensor import cursor_entries
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.model_store import CHAMPION_POINTER
 
@@ -114,7 +114,7 @@ def test_the_tick_budget_carries_changes_over_oldest_first_and_starves_no_one(ho
     assert ingested == ["alpha", "beta", "gamma", "alpha"]
     assert order == [("alpha", "alpha_job", "1"), ("beta", "beta_job", "1"), ("gamma", "gamma_job", "1"),
                      ("alpha", "alpha_job", "2")]
-    assert all("pending" not in pipeline_cursor(cursor, spec.name) for spec in specs)
+    assert all("pending" not in cursor_entries(cursor)[spec.name] for spec in specs)
 
 
 def test_a_pipeline_with_its_sensor_disabled_is_not_looked_at(home, tmp_path, block_files, instance, ingested):

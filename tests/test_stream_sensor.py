@@ -37,7 +37,7 @@ from calmops_dagster.orchestration.headless_runs import pending_blocks, run_pend
 from calmops_dagster.orchestration.ingest_registration import register_new_blocks
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.resources import build_resources
-from calmops_dagster.sensors.file_sensor import pipeline_cursor
+from calmops_dagster.sensors.file_sensor import cursor_entries
 from calmops_dagster.sensors.schedules import MAX_SCHEDULED_ATTEMPTS
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
@@ -124,7 +124,7 @@ def test_hundred_files_at_once(home, tmp_path, instance):
     assert sorted(bad["file"].map(lambda f: f.rsplit("/", 1)[-1])) == sorted(corrupt)
     assert bad["moved_to"].notna().all()
     assert sorted(p.name for p in (data_dir / "quarantine").iterdir()) == sorted(corrupt)
-    cursor = pipeline_cursor(first.cursor, spec.name)
+    cursor = cursor_entries(first.cursor)[spec.name]
     assert sorted(cursor["seen"]) == sorted(p.name for p in finished)
     with duckdb.connect(str(home.metrics_db), read_only=True) as con:
         duplicates = con.execute("SELECT file, note FROM data_files WHERE status = 'duplicate'").fetchall()
