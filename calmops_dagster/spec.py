@@ -581,8 +581,12 @@ def load_spec(path: str | os.PathLike, import_model: bool = True) -> PipelineSpe
 
 
 def spec_to_dict(spec: PipelineSpec) -> dict:
-    """The spec as plain YAML-ready data (aliases such as ``class`` restored, unset optionals dropped)."""
-    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    """The spec as plain YAML-ready data (aliases such as ``class`` restored, unset optionals dropped).
+    ``sensor.enabled`` is written only when off, so a spec saved here still loads in releases before it."""
+    raw = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if spec.sensor.enabled:
+        del raw["sensor"]["enabled"]
+    return raw
 
 
 def save_spec(spec: PipelineSpec, path: str | os.PathLike) -> None:

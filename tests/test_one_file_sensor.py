@@ -13,7 +13,7 @@ from conftest import block_spec_dict, evaluate_file_sensor
 
 from calmops_dagster.sensors import file_sensor
 from calmops_dagster.sensors.file_sensor import cursor_entries
-from calmops_dagster.spec import parse_spec, save_spec
+from calmops_dagster.spec import load_spec, parse_spec, save_spec, spec_to_dict
 from calmops_dagster.store.model_store import CHAMPION_POINTER
 
 
@@ -136,3 +136,12 @@ def test_each_pipeline_is_looked_at_on_its_own_interval(home, tmp_path, block_fi
     second = evaluate_file_sensor([fast, slow], home, instance, cursor=first.cursor)
     assert requested(second) == [("fast", "fast_job", "1")]  # slow: its next look is an hour after its first
     assert ingested == ["fast", "slow", "fast"]
+
+
+def test_sensor_enabled_is_saved_only_when_off(home, tmp_path):
+    (on,) = make_specs(home, tmp_path, ["on"])
+    (off,) = make_specs(home, tmp_path, ["off"], sensor={"interval_seconds": 1, "settle_seconds": 0,
+                                                          "enabled": False})
+    assert "enabled" not in spec_to_dict(on)["sensor"]  # readable by releases without the switch
+    assert spec_to_dict(off)["sensor"]["enabled"] is False
+    assert not load_spec(home.spec_path("off")).sensor.enabled and load_spec(home.spec_path("on")).sensor.enabled
