@@ -145,3 +145,15 @@ def test_sensor_enabled_is_saved_only_when_off(home, tmp_path):
     assert "enabled" not in spec_to_dict(on)["sensor"]  # readable by releases without the switch
     assert spec_to_dict(off)["sensor"]["enabled"] is False
     assert not load_spec(home.spec_path("off")).sensor.enabled and load_spec(home.spec_path("on")).sensor.enabled
+
+
+def test_the_runs_of_one_tick_are_submitted_by_several_threads(tmp_path):
+    """One file sensor requests the runs of many pipelines in one tick: the instance has Dagster submit them in
+    parallel (``sensors.num_submit_workers``), as 200 sensors' runs were by the daemon's 4 threads."""
+    from dagster import DagsterInstance
+
+    from calmops_dagster.orchestration.instance import instance_yaml
+
+    (tmp_path / "dagster.yaml").write_text(instance_yaml(tmp_path))
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.get_settings("sensors")["num_submit_workers"] == 4
