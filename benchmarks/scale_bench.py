@@ -299,10 +299,32 @@ def live_dev(command: list[str], env: dict, log_path: Path, port: int):
         stop_group(process, timeout=60)
 
 
+#: The file sensor serving every pipeline; revisions before it had one ``<pipeline>_files`` per pipeline.
+ONE_FILE_SENSOR = "calmops_files"
+
+
+def file_sensor_states(instance, names: list[str], ticks: int = 1) -> list | None:
+    """The stored states of the file sensors serving the pipelines ``names`` once each has ticked ``ticks``
+    times (``None`` before): the one :data:`ONE_FILE_SENSOR`, or ``<name>_files`` per pipeline."""
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    mine = ([s for s in states if s.instigator_name == ONE_FILE_SENSOR]
+            or [s for s in states if s.instigator_name in {f"{name}_files" for name in names}])
+    expected = 1 if any(s.instigator_name == ONE_FILE_SENSOR for s in mine) else len(names)
+    done = [s for s in mine if len(instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=ticks)) >= ticks]
+    return mine if len(done) == expected else None
+
+
+def sensor_interval(sensor: str, interval: dict[str, int]) -> int:
+    """The seconds between two ticks of file sensor ``sensor``: its pipeline's, or the shortest of all for
+    the one sensor serving them."""
+    return interval.get(sensor.removesuffix("_files"), min(interval.values()))
+
+
 def through_dev(root: Path, pipelines: int, blocks: int, rows: int, timeout: float) -> dict:
     """Process ``pipelines`` x ``blocks`` demo blocks through one ``calmops dev``; its figures."""
     from dagster import DagsterInstance, DagsterRunStatus
-    from dagster._core.scheduler.instigation import InstigatorType
 
     from calmops_dagster.interfaces.demo import drop, load_demo
     from calmops_dagster.spec import load_spec
@@ -319,15 +341,7 @@ def through_dev(root: Path, pipelines: int, blocks: int, rows: int, timeout: flo
     with live_dev([*CALMOPS, "dev", "--port", str(port)], env, log_path, port) as memory:
         figures["to webserver"] = time.time() - started
         instance = DagsterInstance.from_config(str(home.dagster_home))
-        sensors = {f"{name}_files" for name in names}
-
-        def file_sensor_states():
-            states = [state for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-                      if state.instigator_name in sensors]
-            ticked = [s for s in states if instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1)]
-            return states if len(ticked) == len(sensors) else None
-
-        states = wait_for(file_sensor_states, 900, "a tick of every file sensor")
+        states = wait_for(lambda: file_sensor_states(instance, names), 900, "a tick of every file sensor")
         figures["to sensors"] = time.time() - started
         print(f"  {pipelines} pipelines: webserver up {figures['to webserver']:.0f} s, every file sensor "
               f"ticked {figures['to sensors']:.0f} s after `calmops dev` started; dropping "
@@ -344,11 +358,11 @@ def through_dev(root: Path, pipelines: int, blocks: int, rows: int, timeout: flo
         figures["failed"] = sum(r.dagster_run.status != DagsterRunStatus.SUCCESS for r in records)
         durations, lateness = [], []
         for state in states:
-            name = state.instigator_name.removesuffix("_files")
             ticks = sorted(instance.get_ticks(state.instigator_origin_id, state.selector_id, after=first_drop,
                                               before=last_end), key=lambda tick: tick.timestamp)
             durations += [t.end_timestamp - t.timestamp for t in ticks if t.end_timestamp is not None]
-            lateness += [b.timestamp - a.timestamp - interval[name] for a, b in itertools.pairwise(ticks)]
+            lateness += [b.timestamp - a.timestamp - sensor_interval(state.instigator_name, interval)
+                         for a, b in itertools.pairwise(ticks)]
         figures["tick"], figures["late"] = durations, lateness
         figures["memory"] = memory
         instance.dispose()
@@ -360,7 +374,6 @@ def idle_memory(root: Path, pipelines: int, ticks: int) -> dict:
     """Memory of one ``calmops dev`` serving ``pipelines`` idle demo pipelines (specs, no block files) until
     every file sensor has ticked ``ticks`` times; its figures: start-up seconds and :class:`GroupMemory`."""
     from dagster import DagsterInstance
-    from dagster._core.scheduler.instigation import InstigatorType
 
     from calmops_dagster.store.paths import CalmOpsHome
 
@@ -371,18 +384,10 @@ def idle_memory(root: Path, pipelines: int, ticks: int) -> dict:
     log_path = root / f"dagster_dev_idle_{pipelines}.log"
     with live_dev([*CALMOPS, "dev", "--port", str(port)], env, log_path, port) as memory:
         instance = DagsterInstance.from_config(str(home.dagster_home))
-        file_sensors = {f"{name}_files" for name in names}
-
-        def ticked(count: int):
-            states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-                      if s.instigator_name in file_sensors]
-            done = [s for s in states
-                    if len(instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=count)) >= count]
-            return len(done) == len(file_sensors)
-
-        wait_for(lambda: ticked(1), 900, "a tick of every file sensor", 2.0)
+        wait_for(lambda: file_sensor_states(instance, names), 900, "a tick of every file sensor", 2.0)
         first_ticks = time.time() - started
-        wait_for(lambda: ticked(ticks), 900, f"{ticks} ticks of every file sensor", 2.0)
+        wait_for(lambda: file_sensor_states(instance, names, ticks), 900, f"{ticks} ticks of every file sensor",
+                 2.0)
         memory.sample()
         instance.dispose()
     return {"pipelines": pipelines, "start": first_ticks, "settled": time.time() - started, "memory": memory}
@@ -498,15 +503,9 @@ def arrivals_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows
         if postgres:
             os.environ.update({key: env[key] for key in env if key.startswith("DAGSTER_POSTGRES")})
         instance = DagsterInstance.from_config(str(dagster_home))
-        file_sensors = {f"{name}_files" for name in names}
-
-        def ticked_states():
-            states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-            mine = [s for s in states if s.instigator_name in file_sensors]
-            ticked = [s for s in mine if instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1)]
-            return states if len(ticked) == len(file_sensors) else None
-
-        states = wait_for(ticked_states, 900, "a tick of every file sensor")
+        file_sensors = {s.instigator_name for s in wait_for(lambda: file_sensor_states(instance, names), 900,
+                                                            "a tick of every file sensor")}
+        states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
         figures["start"] = time.time() - started
         figures["sensors"] = len(states)
         print(f"  {label}: {pipelines} pipelines, {len(states)} sensors, every file sensor ticked "
@@ -566,10 +565,10 @@ def arrivals_through_dev(root: Path, ref: str, pipelines: int, blocks: int, rows
             spent = [t.end_timestamp - t.timestamp for t in ticks if t.end_timestamp is not None]
             work += sum(spent)
             if state.instigator_name in file_sensors:
-                name = state.instigator_name.removesuffix("_files")
                 durations += spent
                 counts.append(len(ticks))
-                lateness += [b.timestamp - a.timestamp - interval[name] for a, b in itertools.pairwise(ticks)]
+                lateness += [b.timestamp - a.timestamp - sensor_interval(state.instigator_name, interval)
+                             for a, b in itertools.pairwise(ticks)]
         figures["tick"], figures["late"], figures["ticks"] = durations, lateness, counts
         figures["sensor work"] = work / (end - first) * 60
         instance.dispose()

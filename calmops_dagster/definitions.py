@@ -1,5 +1,5 @@
-"""The code location: one asset group, job, file sensor (and schedule) per pipeline spec, and the circuit
-breaker's two sensors serving them all.
+"""The code location: one asset group and job (and schedule) per pipeline spec, and the file sensor and the
+circuit breaker's two sensors serving them all.
 
 ``workspace.yaml`` names this module; ``dagster dev`` and ``calmops run`` load it. A broken spec is logged and
 shown in the UI as a sensor named ``<name>_spec_error`` whose description and skip reason carry the error;
@@ -16,7 +16,11 @@ import re
 
 from dagster import DefaultSensorStatus, Definitions, SkipReason, sensor
 
-from calmops_dagster.orchestration.pipeline_defs import build_breaker_definitions, build_pipeline_definitions
+from calmops_dagster.orchestration.pipeline_defs import (
+    build_breaker_definitions,
+    build_files_definitions,
+    build_pipeline_definitions,
+)
 from calmops_dagster.orchestration.run_scope import run_job_from_env, spec_files_to_build
 from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import load_spec
@@ -49,7 +53,7 @@ def build_definitions(home: CalmOpsHome, run_job: str | None = None) -> Definiti
         except Exception as exc:  # noqa: BLE001 -- one broken pipeline must never take the others down
             log.error("skipping pipeline spec %s: %s", path, exc)
             parts.append(Definitions(sensors=[_spec_error_sensor(path.parent.name, str(exc))]))
-    return Definitions.merge(*parts, build_breaker_definitions(specs, parts),
+    return Definitions.merge(*parts, build_files_definitions(specs, parts), build_breaker_definitions(specs, parts),
                              Definitions(resources=build_resources(home)))
 
 

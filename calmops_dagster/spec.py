@@ -310,8 +310,11 @@ class CircuitBreakerConfig(StrictModel):
 
 
 class SensorConfig(StrictModel):
-    """How the file sensor polls ``data_dir``."""
+    """How the file sensor (``calmops_files``, one for every pipeline) polls ``data_dir``."""
 
+    enabled: bool = True
+    """Whether the file sensor looks at this pipeline's ``data_dir``; ``false`` pauses this pipeline only
+    (``calmops run`` and the schedule still ingest it). Takes effect when the code location reloads."""
     interval_seconds: int = Field(15, ge=1)
     """Seconds between two looks at ``data_dir``. Dagster's sensor daemon looks at sensors every 5 s, so the
     interval is rounded up to a multiple of 5 s (1-5 s: every 5 s; 7 s: every 10 s)."""
@@ -584,8 +587,12 @@ def load_spec(path: str | os.PathLike, import_model: bool = True) -> PipelineSpe
 
 
 def spec_to_dict(spec: PipelineSpec) -> dict:
-    """The spec as plain YAML-ready data (aliases such as ``class`` restored, unset optionals dropped)."""
-    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    """The spec as plain YAML-ready data (aliases such as ``class`` restored, unset optionals dropped).
+    ``sensor.enabled`` is written only when off, so a spec saved here still loads in releases before it."""
+    raw = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if spec.sensor.enabled:
+        del raw["sensor"]["enabled"]
+    return raw
 
 
 def save_spec(spec: PipelineSpec, path: str | os.PathLike) -> None:

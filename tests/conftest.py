@@ -10,8 +10,9 @@ from dagster import DagsterInstance, build_sensor_context
 
 from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
 from calmops_dagster.generators.writer import write_blocks
-from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
+from calmops_dagster.orchestration.pipeline_defs import build_job
 from calmops_dagster.resources import build_resources
+from calmops_dagster.sensors.file_sensor import build_files_sensor
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.paths import CalmOpsHome
 
@@ -66,9 +67,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def evaluate_file_sensor(spec, home: CalmOpsHome, instance, cursor: str | None = None):
-    """One tick of ``spec``'s file sensor (``build_sensor_context``), applying its partition requests to
-    ``instance`` as the daemon would."""
-    sensor = build_pipeline_definitions(spec).sensors[0]
+    """One tick of the file sensor serving ``spec`` (a spec or a list of them; ``build_sensor_context``),
+    applying its partition requests to ``instance`` as the daemon would."""
+    specs = spec if isinstance(spec, list) else [spec]
+    sensor = build_files_sensor(specs, [build_job(one) for one in specs])
     resources = build_resources(home)
     context = build_sensor_context(instance=instance, cursor=cursor,
                                    resources={k: resources[k] for k in ("home", "metrics")})

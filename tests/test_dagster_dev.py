@@ -224,7 +224,7 @@ def test_dropped_block_files_are_processed_unattended(story):
     assert (story.home / "dagster" / "dagster.yaml").is_file()
     runs = runs_of(story.home, "demo")
     assert sorted(run.tags["dagster/partition"] for run in runs) == ["1", "2", "3", "4"]
-    assert {run.tags.get("dagster/sensor_name") for run in runs} == {"demo_files"}  # nobody clicked
+    assert {run.tags.get("dagster/sensor_name") for run in runs} == {"calmops_files"}  # nobody clicked
 
 
 @pytest.fixture(scope="module")

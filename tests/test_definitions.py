@@ -31,7 +31,7 @@ def test_good_and_broken_specs(home, tmp_path):
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {"schema_and_nulls", "no_data_drift", "champion_meets_thresholds"}
     sensors = {s.name: s for s in defs.sensors}
-    assert set(sensors) == {"good_files", "calmops_run_failures", "calmops_run_successes", "broken_spec_error"}
+    assert set(sensors) == {"calmops_files", "calmops_run_failures", "calmops_run_successes", "broken_spec_error"}
     assert "field 'retrain_every': unknown key" in sensors["broken_spec_error"].description
     assert [s.cron_schedule for s in defs.schedules] == ["*/10 * * * *"]
     job = defs.resolve_job_def("good_job")
@@ -57,7 +57,7 @@ def test_a_run_worker_builds_only_the_pipeline_of_its_runs_job_and_the_same_job(
         path.write_text(yaml.safe_dump(block_spec_dict(name, str(tmp_path))))
     full, scoped = build_definitions(home), build_definitions(home, run_job=job)
     assert {key.path[0] for key in scoped.resolve_asset_graph().get_all_asset_keys()} == {"second"}
-    assert {s.name for s in scoped.sensors} == {"second_files", "calmops_run_failures", "calmops_run_successes"}
+    assert {s.name for s in scoped.sensors} == {"calmops_files", "calmops_run_failures", "calmops_run_successes"}
     assert (scoped.resolve_job_def(job).get_job_snapshot_id() == full.resolve_job_def(job).get_job_snapshot_id())
 
 
@@ -76,16 +76,19 @@ def test_a_job_no_pipeline_owns_builds_every_pipeline(home, tmp_path):
     assert groups == {"first", "second"}
 
 
-def test_the_breaker_sensors_are_one_pair_for_all_pipelines(home, tmp_path):
+def test_one_file_sensor_and_one_breaker_pair_serve_all_pipelines(home, tmp_path):
     for name in ("first", "second", "third"):
         path = home.spec_path(name)
         path.parent.mkdir(parents=True)
         path.write_text(yaml.safe_dump(block_spec_dict(name, str(tmp_path))))
     sensors = {s.name: s for s in build_definitions(home).sensors}
-    assert set(sensors) == {"first_files", "second_files", "third_files",
-                            "calmops_run_failures", "calmops_run_successes"}  # N + 2, not 3 N
+    assert set(sensors) == {"calmops_files", "calmops_run_failures", "calmops_run_successes"}  # 3, not N + 2
     for name in ("calmops_run_failures", "calmops_run_successes"):
         assert "Serves the 3 pipeline(s)" in sensors[name].description
+    files = sensors["calmops_files"]
+    assert sorted(job.name for job in files.jobs) == ["first_job", "second_job", "third_job"]
+    assert "the 3 pipeline(s)" in files.description
+    assert all(f"- {name}: {tmp_path}" in files.description for name in ("first", "second", "third"))
 
 
 def test_blocking_performance_check(home, tmp_path):

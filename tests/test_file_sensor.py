@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -13,8 +12,9 @@ from conftest import block_spec_dict, evaluate_file_sensor
 from calmops_dagster.ingest.file_scan import settle_wait
 from calmops_dagster.ingest.ingest_record import ingest_data_dir
 from calmops_dagster.orchestration.ingest_registration import pipeline_dir
-from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
+from calmops_dagster.orchestration.pipeline_defs import build_job
 from calmops_dagster.sensors import file_sensor
+from calmops_dagster.sensors.file_sensor import build_files_sensor, cursor_entries
 from calmops_dagster.spec import parse_spec
 from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import ModelStore
@@ -59,7 +59,9 @@ def test_a_tick_over_unchanged_files_reads_nothing_but_their_stat(demo_spec, hom
 
     monkeypatch.setattr(file_sensor, "ingest_data_dir", no_ingest)
     idle = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
-    assert not idle.run_requests and idle.cursor == first.cursor
+    assert not idle.run_requests
+    before, after = cursor_entries(first.cursor)[demo_spec.name], cursor_entries(idle.cursor)[demo_spec.name]
+    assert after.pop("looked") >= before.pop("looked") and after == before
     monkeypatch.setattr(file_sensor, "ingest_data_dir", ingest)
     second = demo_spec.data_dir / block_files[1].name  # a new file: the tick ingests it, and only it is new
     shutil.copy(block_files[1], second)
@@ -102,7 +104,7 @@ def test_file_still_being_written_is_not_read(demo_spec, home, block_files, inst
     target.write_text(block_files[0].read_text()[:50])  # half-written, modified just now
     waiting = evaluate_file_sensor(spec, home, instance)
     assert not waiting.run_requests
-    assert json.loads(waiting.cursor)["seen"][target.name][0] == 50
+    assert cursor_entries(waiting.cursor)[spec.name]["seen"][target.name][0] == 50
     assert not (spec.data_dir / "quarantine").exists()
 
     shutil.copy(block_files[0], target)  # the copy finishes
@@ -166,7 +168,7 @@ def test_the_daemon_evaluates_the_sensor_at_its_first_look_an_interval_after_the
 
     raw = block_spec_dict("every_five", tmp_path, sensor={"interval_seconds": MIN_INTERVAL_LOOP_TIME})
     spec = parse_spec(raw, tmp_path / "every_five" / "pipeline.yaml")
-    file_sensor = build_pipeline_definitions(spec).sensors[0]
+    file_sensor = build_files_sensor([spec], [build_job(spec)])
     ticked_at = time.time() - (MIN_INTERVAL_LOOP_TIME - 0.01)
     state = SimpleNamespace(instigator_data=SensorInstigatorData(last_tick_start_timestamp=ticked_at))
     assert not is_under_min_interval(state, SimpleNamespace(min_interval_seconds=file_sensor.minimum_interval_seconds))

@@ -90,7 +90,7 @@ def test_a_pipeline_runs_end_to_end_on_postgres_with_the_daemon_sensor_and_run_q
 
         # Run storage: the block's run went through the queue (enqueued by the sensor, launched by the daemon)
         assert run.tags["dagster/partition"] == "1"
-        assert run.tags["dagster/sensor_name"] == "demo_files"
+        assert run.tags["dagster/sensor_name"] == "calmops_files"
         events = [record.event_log_entry.dagster_event.event_type
                   for record in instance.get_records_for_run(run.run_id).records
                   if record.event_log_entry.is_dagster_event]
@@ -104,8 +104,8 @@ def test_a_pipeline_runs_end_to_end_on_postgres_with_the_daemon_sensor_and_run_q
         # Schedule storage: the sensor's state and its ticks, one of which requested runs
         sensors = {state.instigator_name: state for state in instance.all_instigator_state(
             instigator_type=InstigatorType.SENSOR)}
-        ticks = instance.get_ticks(sensors["demo_files"].instigator_origin_id,
-                                   sensors["demo_files"].selector_id)
+        ticks = instance.get_ticks(sensors["calmops_files"].instigator_origin_id,
+                                   sensors["calmops_files"].selector_id)
         assert any(tick.status == TickStatus.SUCCESS and tick.run_ids for tick in ticks)
 
     # Nothing fell back to SQLite under CALMOPS_HOME or DAGSTER_HOME

@@ -29,7 +29,8 @@ from test_dagster_dev import CALMOPS, demo_files, processed_blocks, running_dev,
 from calmops_dagster.errors import CalmOpsError
 from calmops_dagster.orchestration.dagster_control import DagsterWebserver
 from calmops_dagster.orchestration.instance import instance_yaml
-from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions
+from calmops_dagster.orchestration.pipeline_defs import build_job, build_pipeline_definitions
+from calmops_dagster.sensors.file_sensor import build_files_sensor
 from calmops_dagster.spec import parse_spec
 
 STOCK = {"CALMOPS_DAGSTER_SPEEDUPS": "0"}
@@ -69,9 +70,10 @@ def test_the_sensors_interval_is_corrected_only_with_the_speedups(monkeypatch, t
     labels.mkdir()
     raw = block_spec_dict("five", tmp_path, sensor={"interval_seconds": 5},
                           labels={"dir": str(labels), "id_col": "id"})
-    defs = build_pipeline_definitions(parse_spec(raw, tmp_path / "five" / "pipeline.yaml"))
-    intervals = {s.name: s.minimum_interval_seconds for s in defs.sensors if s.name in ("five_files", "five_labels")}
-    assert intervals == {"five_files": expected, "five_labels": expected}
+    spec = parse_spec(raw, tmp_path / "five" / "pipeline.yaml")
+    sensors = [*build_pipeline_definitions(spec).sensors, build_files_sensor([spec], [build_job(spec)])]
+    intervals = {s.name: s.minimum_interval_seconds for s in sensors}
+    assert intervals == {"calmops_files": expected, "five_labels": expected}
 
 
 SENSOR = """
@@ -124,7 +126,7 @@ def stock_story(tmp_path_factory) -> StockStory:
         wait_for(lambda: processed_blocks(home / "metrics.duckdb") == {"1"}, 900, "block 1 decided")
         webserver = DagsterWebserver("127.0.0.1", port)
         selector = {"repositoryLocationName": "calmops_dagster.definitions", "repositoryName": "__repository__",
-                    "sensorName": "demo_files"}
+                    "sensorName": "calmops_files"}
         sensor = webserver.query(SENSOR, {"selector": selector})["sensorOrError"]
         stopped = webserver.query(STOP_SENSOR, {"id": sensor["id"]})["stopSensor"]
         shutil.copy(blocks[1], data / blocks[1].name)
@@ -145,7 +147,7 @@ def stock_story(tmp_path_factory) -> StockStory:
 
 def file_sensor_state(instance):
     """The file sensor's one stored state (Dagster keys states by name, location and repository)."""
-    (state,) = [s for s in instance.all_instigator_state() if s.instigator_name == "demo_files"]
+    (state,) = [s for s in instance.all_instigator_state() if s.instigator_name == "calmops_files"]
     return state
 
 
@@ -179,11 +181,11 @@ def test_on_stock_dagster_the_sensor_asks_for_the_specs_interval(stock_story):
 
 
 def test_relaunch_and_update_talk_to_stock_dagster_dev_over_graphql(stock_story):
-    assert "demo: sensor demo_files: RUNNING" in stock_story.relaunched
+    assert "demo: sensor calmops_files: RUNNING" in stock_story.relaunched
     assert "reloaded code location calmops_dagster.definitions: SUCCESS" in stock_story.updated
 
 
 @pytest.mark.parametrize("mode", ["0", "1"], ids=["stock: Dagster's CLI", "speed-ups: the stored state"])
 def test_relaunch_without_dagster_dev_starts_the_stopped_sensor(stock_story, mode):
     out, status = stock_story.local_relaunches[mode]
-    assert "demo: sensor demo_files: RUNNING" in out and status == "RUNNING"
+    assert "demo: sensor calmops_files: RUNNING" in out and status == "RUNNING"

@@ -37,6 +37,7 @@ from calmops_dagster.orchestration.headless_runs import pending_blocks, run_pend
 from calmops_dagster.orchestration.ingest_registration import register_new_blocks
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.resources import build_resources
+from calmops_dagster.sensors.file_sensor import cursor_entries
 from calmops_dagster.sensors.schedules import MAX_SCHEDULED_ATTEMPTS
 from calmops_dagster.spec import parse_spec, save_spec
 from calmops_dagster.store.metrics_store import MetricsStore
@@ -123,7 +124,7 @@ def test_hundred_files_at_once(home, tmp_path, instance):
     assert sorted(bad["file"].map(lambda f: f.rsplit("/", 1)[-1])) == sorted(corrupt)
     assert bad["moved_to"].notna().all()
     assert sorted(p.name for p in (data_dir / "quarantine").iterdir()) == sorted(corrupt)
-    cursor = json.loads(first.cursor)
+    cursor = cursor_entries(first.cursor)[spec.name]
     assert sorted(cursor["seen"]) == sorted(p.name for p in finished)
     with duckdb.connect(str(home.metrics_db), read_only=True) as con:
         duplicates = con.execute("SELECT file, note FROM data_files WHERE status = 'duplicate'").fetchall()
@@ -212,12 +213,13 @@ def test_cursor_stays_small_and_removed_files_content_is_still_known(demo_spec, 
     shutil.copy(block_files[0], target)
     stamp(target, 60)
     first = evaluate_file_sensor(demo_spec, home, instance)
-    cursor = json.loads(first.cursor)  # the file index lives in DuckDB, not here
-    assert cursor.pop("listing") == listing_fingerprint(demo_spec) and cursor == {"seen": {}, "seq": 1}
+    cursor = json.loads(first.cursor)["pipelines"][demo_spec.name]  # the file index lives in DuckDB, not here
+    assert cursor.pop("listing") == listing_fingerprint(demo_spec) and cursor.pop("looked") > 0
+    assert cursor == {"seq": 1}
     target.unlink()
     gone = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
-    cursor = json.loads(gone.cursor)
-    assert len(cursor.pop("listing")) == 16 and cursor == {"seen": {}, "seq": 1}
+    cursor = json.loads(gone.cursor)["pipelines"][demo_spec.name]
+    assert len(cursor.pop("listing")) == 16 and cursor.pop("looked") > 0 and cursor == {"seq": 1}
     shutil.copy(block_files[0], demo_spec.data_dir / "back_again.csv")
     stamp(demo_spec.data_dir / "back_again.csv", 60)
     back = evaluate_file_sensor(demo_spec, home, instance, cursor=gone.cursor)

@@ -33,7 +33,7 @@ query {
   repositoriesOrError {
     __typename
     ... on RepositoryConnection {
-      nodes { name location { name } sensors { name } schedules { name } }
+      nodes { name location { name } jobs { name } sensors { name } schedules { name } }
     }
     ... on PythonError { message }
   }
@@ -65,12 +65,14 @@ mutation($selector: ScheduleSelector!) {
 
 #: The circuit breaker's two sensors, one pair serving every pipeline of the code location.
 RUN_FAILURES_SENSOR, RUN_SUCCESSES_SENSOR = "calmops_run_failures", "calmops_run_successes"
+#: The file sensor serving every pipeline of the code location (it replaced one ``<pipeline>_files`` each).
+FILES_SENSOR = "calmops_files"
 
 
 def instigator_names(pipeline: str, has_schedule: bool) -> tuple[list[str], list[str]]:
-    """(sensor names, schedule names) a pipeline runs on, as ``pipeline_defs`` names them: its file sensor
-    and the shared breaker sensors."""
-    sensors = [f"{pipeline}_files", RUN_FAILURES_SENSOR, RUN_SUCCESSES_SENSOR]
+    """(sensor names, schedule names) a pipeline runs on, as ``pipeline_defs`` names them: the shared file
+    sensor and breaker sensors, and its schedule."""
+    sensors = [FILES_SENSOR, RUN_FAILURES_SENSOR, RUN_SUCCESSES_SENSOR]
     return sensors, [f"{pipeline}_schedule"] if has_schedule else []
 
 
@@ -134,13 +136,13 @@ class Location:
 
 
 def find_location(webserver: DagsterWebserver, pipeline: str) -> Location | None:
-    """The code location and repository holding ``pipeline``'s file sensor."""
+    """The code location and repository holding ``pipeline``'s block job."""
     data = webserver.query(_REPOSITORIES)["repositoriesOrError"]
     if data["__typename"] != "RepositoryConnection":
         raise CalmOpsError(f"dagster dev at {webserver.graphql_url} lists no repositories: {data.get('message')}")
     for node in data["nodes"]:
         sensors = {s["name"] for s in node["sensors"]}
-        if f"{pipeline}_files" in sensors:
+        if f"{pipeline}_job" in {job["name"] for job in node["jobs"]}:
             return Location(node["location"]["name"], node["name"], sensors, {s["name"] for s in node["schedules"]})
     return None
 

@@ -24,8 +24,10 @@ from calmops_dagster.orchestration.run_tags import HOST_TAG, IN_FLIGHT, PID_TAG,
 from calmops_dagster.spec import PipelineSpec
 
 
-def dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[DagsterRun]:
-    """The in-flight runs of ``spec`` whose process on this host no longer exists.
+def dead_runs(instance: DagsterInstance, spec: PipelineSpec,
+              in_flight: list[DagsterRun] | None = None) -> list[DagsterRun]:
+    """The in-flight runs of ``spec`` (``in_flight`` when the caller has read them already) whose process on
+    this host no longer exists.
 
     Three kinds of run are looked after: runs executed in-process by ``calmops run`` and runs launched by the
     local instance's warm run launcher (both carry pid and host tags), and runs launched by Dagster's
@@ -38,7 +40,9 @@ def dead_runs(instance: DagsterInstance, spec: PipelineSpec) -> list[DagsterRun]
     dev`: a finished block was requested again). Once the process is gone, every status it wrote is stored.
     """
     dead = []
-    for run in instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT)):
+    if in_flight is None:
+        in_flight = instance.get_runs(RunsFilter(tags={PIPELINE_TAG: spec.name}, statuses=IN_FLIGHT))
+    for run in in_flight:
         pid, host = _run_process(instance, run)
         if pid is not None and host == socket.gethostname() and not process_alive(pid):
             current = instance.get_run_by_id(run.run_id)

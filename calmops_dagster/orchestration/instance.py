@@ -56,11 +56,13 @@ run_queue:
       value:
         applyLimitPerUniqueValue: true
       limit: 1
-# the daemon evaluates sensors (a file sensor per pipeline, two shared run-status sensors) and schedules
-# in 4 threads, not one after the other: with many pipelines one after the other, ticks come late
+# the daemon evaluates sensors (one file sensor and two run-status sensors for all pipelines, a labels
+# sensor per pipeline with delayed labels) and schedules in 4 threads, not one after the other; the runs one
+# tick of the file sensor requests (many pipelines' blocks) are submitted by 4 threads, not one after the other
 sensors:
   use_threads: true
   num_workers: 4
+  num_submit_workers: 4
 schedules:
   use_threads: true
   num_workers: 4

@@ -1,5 +1,5 @@
-"""Everything Dagster needs for the valid pipeline specs: per pipeline its assets, job, file sensor and
-schedule; shared by all, the circuit breaker's run-status sensors."""
+"""Everything Dagster needs for the valid pipeline specs: per pipeline its assets, job, schedule (and labels
+sensor); shared by all, the file sensor and the circuit breaker's run-status sensors."""
 
 import os
 
@@ -16,7 +16,7 @@ from calmops_dagster.assets.pipeline_assets import build_pipeline_assets
 from calmops_dagster.orchestration.pipeline_logs import headless_console_logger, pipeline_file_logger
 from calmops_dagster.orchestration.reevaluation import build_reevaluation_job
 from calmops_dagster.orchestration.run_tags import CODE_VERSION_TAG, PIPELINE_TAG
-from calmops_dagster.sensors.file_sensor import build_file_sensor
+from calmops_dagster.sensors.file_sensor import build_files_sensor
 from calmops_dagster.sensors.labels_sensor import build_labels_sensor
 from calmops_dagster.sensors.run_failure_sensor import build_breaker_sensors
 from calmops_dagster.sensors.schedules import build_schedule
@@ -85,22 +85,33 @@ def build_job(spec: PipelineSpec):
 
 
 def build_pipeline_definitions(spec: PipelineSpec) -> Definitions:
-    """Assets, job, sensors and schedule of one valid spec; the re-evaluation job unless prediction-only.
-    (Its circuit breaker's sensors are shared by all pipelines: :func:`build_breaker_definitions`.)"""
+    """Assets, job, labels sensor and schedule of one valid spec; the re-evaluation job unless
+    prediction-only. (Its file sensor and circuit breaker's sensors are shared by all pipelines:
+    :func:`build_files_definitions`, :func:`build_breaker_definitions`.)"""
     job = build_job(spec)
     schedules = [build_schedule(spec, job)] if spec.schedule else []
     labels = [build_labels_sensor(spec, job)] if spec.labels else []
     reevaluate = [] if spec.prediction_only else [build_reevaluation_job(spec)]
     return Definitions(assets=build_pipeline_assets(spec), jobs=[job, *reevaluate],
-                       sensors=[build_file_sensor(spec, job), *labels], schedules=schedules,
+                       sensors=labels, schedules=schedules,
                        loggers=PIPELINE_LOGGERS)
+
+
+def block_jobs(specs: list[PipelineSpec], parts: list[Definitions]) -> list:
+    """The block jobs of ``specs``, found in their ``parts`` (the :func:`build_pipeline_definitions` of each)."""
+    names = {job_name(spec) for spec in specs}
+    return [job for part in parts for job in part.jobs or [] if job.name in names]
+
+
+def build_files_definitions(specs: list[PipelineSpec], parts: list[Definitions]) -> Definitions:
+    """The one file sensor watching the ``data_dir`` of every spec of ``specs`` (none without specs)."""
+    sensor = build_files_sensor(specs, block_jobs(specs, parts))
+    return Definitions(sensors=[sensor] if sensor else [])
 
 
 def build_breaker_definitions(specs: list[PipelineSpec], parts: list[Definitions]) -> Definitions:
     """The one pair of breaker sensors watching the block jobs of ``specs`` (found in their ``parts``, the
     :func:`build_pipeline_definitions` of each)."""
-    names = {job_name(spec) for spec in specs}
-    jobs = [job for part in parts for job in part.jobs or [] if job.name in names]
-    return Definitions(sensors=build_breaker_sensors(specs, jobs))
+    return Definitions(sensors=build_breaker_sensors(specs, block_jobs(specs, parts)))
 
 
