@@ -113,7 +113,9 @@ def test_a_run_is_its_own_process_forked_from_the_warm_one(instance):
     marker = Path(os.environ["WARM_TEST_MARKER"])
     marker.unlink(missing_ok=True)
     launched = launch(instance, marker_job)
-    run = wait_for(lambda: finished(instance, launched.run_id), 180, "the run to finish")
+    # the launcher tags the run with its worker once the fork answers: a run this small may finish first
+    run = wait_for(lambda: (r := finished(instance, launched.run_id)) and PID_TAG in r.tags and r, 180,
+                   "the run to finish, tagged with its worker")
     assert run.status == DagsterRunStatus.SUCCESS
     worker = int(marker.read_text())
     assert run.tags[PID_TAG] == str(worker) and worker not in (os.getpid(), instance.run_launcher._server.pid)
