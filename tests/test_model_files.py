@@ -370,7 +370,7 @@ def test_a_model_skops_cannot_vouch_for_is_stored_as_pickle_behind_the_hash(tmp_
 
 def test_a_store_reads_each_manifest_once_and_hands_out_copies(tmp_path, data, models, monkeypatch):
     """A step asks for the same manifests many times: one read each per store object (one GET on S3)."""
-    X, y = data
+    X, _ = data
     store = ModelStore(tmp_path / "models")
     version = store.save(models["forest"], reference=X, features=list(X.columns))
     reads = []
