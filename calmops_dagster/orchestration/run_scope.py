@@ -1,8 +1,8 @@
 """Which pipelines a process's code location builds: every one, or in a run worker only its run's pipeline.
 
 A run worker imports the code location to find its run's job, and the code location builds every pipeline of
-the home (reading its spec, making its assets, jobs and sensors): at 200 pipelines that is about 2 CPU
-seconds before each run's first step, for one job. A run worker whose launcher names the run's job in
+the home (reading its spec, making its assets, jobs and sensors): work that grows with the number of
+pipelines, before each run's first step, for one job (figures: benchmarks/RESULTS.md). A run worker whose launcher names the run's job in
 ``CALMOPS_RUN_JOB`` (the warm run launcher's workers do) builds only the pipeline that owns that job: the
 same job, its assets, partitions, checks and resources as in the full code location, since a pipeline's
 job selects its own asset group only. So does a run container of Dagster's Docker launcher (the launcher of

@@ -11,8 +11,8 @@ The child is the run worker, its own process as with Dagster's launcher: it exec
 imports the code location itself, so a pipeline added after this process started is found. This process
 stays single-threaded and opens no database, DuckDB file, OpenMP thread pool or Delta table (delta-rs's
 runtime does not survive a fork: :func:`serve` refuses to fork a process that used it), so forking it is safe.
-It does load delta-rs's library (``import deltalake``, which starts no runtime): the library is 130 MB, and
-loading it in every run worker (mapping and relocating it) was the largest cost of a run before its first step.
+It does load delta-rs's library (``import deltalake``, which starts no runtime), so that run workers do not
+each map and relocate that large library before their first step.
 It exits when its standard input closes (the launcher's process ended).
 """
 
