@@ -9,7 +9,7 @@ import pandas as pd
 from dagster import Definitions, build_sensor_context
 
 from calmops_dagster.generators.drifting_blocks import make_drifting_blocks
-from calmops_dagster.ingest.labels import attach_labels, label_file_hashes
+from calmops_dagster.ingest.labels import attach_labels, label_file_versions
 from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
 from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import parse_spec, save_spec
@@ -30,9 +30,10 @@ def test_attach_labels_counts_missing_duplicate_and_conflicting_ids():
 
 def test_a_label_file_still_being_written_waits_for_a_later_tick(tmp_path):
     (tmp_path / "l.csv").write_text("id,y\n1,0\n")
-    assert label_file_hashes(tmp_path, settle_seconds=3600) == ({}, ["l.csv"])
-    hashes, waiting = label_file_hashes(tmp_path, settle_seconds=0)
-    assert list(hashes) == ["l.csv"] and not waiting
+    waiting = label_file_versions(tmp_path, settle_seconds=3600)
+    assert (waiting.files, waiting.waiting, waiting.hashed) == ({}, ["l.csv"], [])
+    settled = label_file_versions(tmp_path, settle_seconds=0)
+    assert list(settled.hashes) == ["l.csv"] and not settled.waiting
 
 
 def test_labels_landing_later_give_realized_performance_beside_the_estimate(home, tmp_path, instance):

@@ -1,7 +1,8 @@
 """Delayed labels: label files (an id column and the target) joined to the rows of blocks that came without.
 
 A pipeline with ``labels: {dir: ..., id_col: ...}`` may receive blocks without the target. Their labels land
-later as CSV/Parquet files in ``labels.dir``. :func:`read_label_files` reads every such file (a file without
+later as CSV/Parquet files in ``labels.dir``. :func:`label_file_versions` tells the labels sensor which files
+changed, for a ``stat`` per unchanged file; :func:`read_label_files` reads every such file (a file without
 the two columns is reported, not read); :func:`attach_labels` gives a block its target when every row of it
 has exactly one label, and counts what does not fit (rows without a label, ids labelled more than once,
 ids labelled twice with different values); :func:`unmatched_ids` counts labels for rows never seen. Nothing
@@ -10,6 +11,7 @@ is dropped silently: every count goes to the block's metadata and the ``labels``
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,16 +62,84 @@ def _label_paths(labels_dir: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
 
 
-def label_file_hashes(labels_dir: Path, settle_seconds: float = 0.0) -> tuple[dict[str, str], list[str]]:
-    """``{file name: sha256}`` of the settled label files (what the labels sensor compares between ticks),
-    and the names of files modified less than ``settle_seconds`` ago (maybe still being written)."""
-    hashes, waiting, now = {}, [], time.time()
+@dataclass(frozen=True)
+class LabelFileVersion:
+    """A settled label file as the labels sensor last saw it: its ``stat`` signature and its content hash."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass
+class LabelFileVersions:
+    """The settled label files (name -> version), the names of files modified less than ``settle_seconds``
+    ago (maybe still being written), and the names hashed to learn their version (new, or whose size or
+    mtime changed): the work a tick did."""
+
+    files: dict[str, LabelFileVersion]
+    waiting: list[str]
+    hashed: list[str]
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        """``{file name: sha256}``: what decides whether the labels changed."""
+        return {name: version.sha256 for name, version in self.files.items()}
+
+
+def label_file_versions(labels_dir: Path, settle_seconds: float = 0.0,
+                        known: dict[str, LabelFileVersion] | None = None, now: float | None = None
+                        ) -> LabelFileVersions:
+    """The versions of the settled label files in ``labels_dir``: one ``stat`` per file, and a hash only for
+    a file ``known`` (the last tick's versions) does not hold with the same size and ``mtime_ns``."""
+    known, now = known or {}, time.time() if now is None else now
+    files, waiting, hashed = {}, [], []
     for path in _label_paths(labels_dir):
-        if now - path.stat().st_mtime < settle_seconds:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # removed since it was listed
+            continue
+        if now - stat.st_mtime < settle_seconds:
             waiting.append(path.name)
-        else:
-            hashes[path.name] = file_sha256(path)
-    return hashes, waiting
+            continue
+        previous = known.get(path.name)
+        if previous is not None and (previous.size, previous.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+            files[path.name] = previous
+            continue
+        try:
+            sha = file_sha256(path)  # stat first: a write after it changes the signature, so it is hashed again
+        except FileNotFoundError:
+            continue
+        files[path.name] = LabelFileVersion(stat.st_size, stat.st_mtime_ns, sha)
+        hashed.append(path.name)
+    return LabelFileVersions(files, waiting, hashed)
+
+
+def labels_cursor(files: dict[str, LabelFileVersion]) -> str:
+    """The labels sensor's cursor: ``{"files": {name: [size, mtime_ns, sha256]}}``."""
+    entries = {name: [v.size, v.mtime_ns, v.sha256] for name, v in files.items()}
+    return json.dumps({"files": entries}, sort_keys=True, separators=(",", ":"))
+
+
+def read_labels_cursor(text: str | None) -> tuple[dict[str, str], dict[str, LabelFileVersion]]:
+    """The label files' hashes a cursor holds, and their versions. A cursor of the earlier form (``{name:
+    sha256}``) gives its hashes and no versions, so each file is hashed once and, unchanged, requests
+    nothing; an unreadable cursor gives neither (every file is matched again; run keys repeat, so no block
+    is requested twice)."""
+    try:
+        stored = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}, {}
+    if not isinstance(stored, dict):
+        return {}, {}
+    if isinstance(stored.get("files"), dict):
+        try:
+            versions = {name: LabelFileVersion(int(size), int(mtime_ns), str(sha))
+                        for name, (size, mtime_ns, sha) in stored["files"].items()}
+        except (TypeError, ValueError):
+            return {}, {}
+        return {name: v.sha256 for name, v in versions.items()}, versions
+    return {name: sha for name, sha in stored.items() if isinstance(sha, str)}, {}
 
 
 def read_label_files(labels_dir: Path, id_col: str, target: str, only=None) -> LabelFiles:
