@@ -48,11 +48,12 @@ def build_labels_sensor(spec: PipelineSpec, job):
         versions = label_file_versions(spec.labels.dir, spec.sensor.settle_seconds, known)
         for name in versions.waiting:
             context.log.info(f"label file {name} is not settled yet (still being written?); will look again")
-        hashes, cursor = versions.hashes, labels_cursor(versions.files)
+        hashes = versions.hashes
         if context.cursor and previous == hashes:
-            if cursor == context.cursor:
+            if not versions.hashed and versions.files.keys() == known.keys():  # the cursor holds them as they are
                 return SkipReason("no new label files")
-            return SensorResult(skip_reason=SkipReason("no label file changed its content"), cursor=cursor)
+            return SensorResult(skip_reason=SkipReason("no label file changed its content"),
+                                cursor=labels_cursor(versions.files))
         labels = read_label_files(spec.labels.dir, spec.labels.id_col, spec.target, only=set(hashes))
         for name, reason in labels.bad.items():
             context.log.error(f"label file {name} not read: {reason}")
@@ -70,6 +71,7 @@ def build_labels_sensor(spec: PipelineSpec, job):
         digest = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
         requests = [RunRequest(run_key=f"labels:{block}:{digest}", partition_key=block,
                                tags={PIPELINE_TAG: spec.name}) for block in arrival.complete]
+        cursor = labels_cursor(versions.files)
         if not requests:
             return SensorResult(skip_reason=SkipReason("no block has all its labels yet"), cursor=cursor)
         return SensorResult(run_requests=requests, cursor=cursor)

@@ -12,6 +12,7 @@ is dropped silently: every count goes to the block's metadata and the ``labels``
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,11 +56,19 @@ class LabelCount:
         return {**asdict(self), "complete": self.complete}
 
 
-def _label_paths(labels_dir: Path) -> list[Path]:
-    folder = Path(labels_dir)
-    if not folder.is_dir():
+def _label_entries(labels_dir: Path) -> list[os.DirEntry]:
+    """The label files (CSV/Parquet) of ``labels_dir``, sorted by name: one read of the folder, no ``stat``."""
+    try:
+        with os.scandir(labels_dir) as entries:
+            found = [entry for entry in entries
+                     if os.path.splitext(entry.name)[1].lower() in SUPPORTED_SUFFIXES and entry.is_file()]
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+    return sorted(found, key=lambda entry: entry.name)
+
+
+def _label_paths(labels_dir: Path) -> list[Path]:
+    return [Path(entry.path) for entry in _label_entries(labels_dir)]
 
 
 @dataclass(frozen=True)
@@ -94,24 +103,24 @@ def label_file_versions(labels_dir: Path, settle_seconds: float = 0.0,
     a file ``known`` (the last tick's versions) does not hold with the same size and ``mtime_ns``."""
     known, now = known or {}, time.time() if now is None else now
     files, waiting, hashed = {}, [], []
-    for path in _label_paths(labels_dir):
+    for entry in _label_entries(labels_dir):
         try:
-            stat = path.stat()
+            stat = entry.stat()
         except FileNotFoundError:  # removed since it was listed
             continue
         if now - stat.st_mtime < settle_seconds:
-            waiting.append(path.name)
+            waiting.append(entry.name)
             continue
-        previous = known.get(path.name)
+        previous = known.get(entry.name)
         if previous is not None and (previous.size, previous.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-            files[path.name] = previous
+            files[entry.name] = previous
             continue
         try:
-            sha = file_sha256(path)  # stat first: a write after it changes the signature, so it is hashed again
+            sha = file_sha256(entry.path)  # stat first: a write after it changes the signature, so it is hashed again
         except FileNotFoundError:
             continue
-        files[path.name] = LabelFileVersion(stat.st_size, stat.st_mtime_ns, sha)
-        hashed.append(path.name)
+        files[entry.name] = LabelFileVersion(stat.st_size, stat.st_mtime_ns, sha)
+        hashed.append(entry.name)
     return LabelFileVersions(files, waiting, hashed)
 
 
