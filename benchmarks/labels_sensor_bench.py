@@ -6,7 +6,7 @@ baseline's sensor and this code's run in turn, each in its own process on the sa
 CPU seconds (``time.process_time``) of:
 
 - **first tick**: no cursor, every file learnt and matched;
-- **idle tick**: nothing changed (median of ``--repeat``);
+- **idle tick**: nothing changed (median of ``--repeat``), and the kilobytes it hashed;
 - **one new file**: one more label file lands and is matched with the others.
 
 The baseline (``--baseline-ref``, default ``215aaef``: a tick hashed every settled label file) is extracted
@@ -40,7 +40,11 @@ from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitio
 from calmops_dagster.resources import build_resources
 from calmops_dagster.spec import load_spec
 from calmops_dagster.store.paths import CalmOpsHome
+import calmops_dagster.ingest.labels as code
 
+hashed = []  # bytes of every file a tick hashed (both versions hash through this module's file_sha256)
+sha256 = code.file_sha256
+code.file_sha256 = lambda path: hashed.append(os.path.getsize(path)) or sha256(path)
 spec, home, repeat = load_spec(Path(sys.argv[1])), CalmOpsHome(Path(sys.argv[2])), int(sys.argv[3])
 sensor = next(s for s in build_pipeline_definitions(spec).sensors if s.name.endswith("_labels"))
 resources = build_resources(home)
@@ -49,6 +53,7 @@ new_file = Path(spec.labels.dir).with_name("new_label.csv")
 
 with DagsterInstance.ephemeral() as instance:
     def tick(cursor):
+        hashed.clear()
         started = time.process_time()
         result = sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
         seconds = time.process_time() - started
@@ -62,14 +67,14 @@ with DagsterInstance.ephemeral() as instance:
         seconds, cursor, runs = tick(cursor)
         assert runs == 0, runs
         idle.append(seconds)
+    idle_bytes = sum(hashed)  # the last idle tick's
     added = Path(spec.labels.dir) / "zz_new.csv"
     os.replace(new_file, added)
     os.utime(added, (1_700_000_000, 1_700_000_000))
     one_new, cursor, _ = tick(cursor)
     os.replace(added, new_file)
-import calmops_dagster.ingest.labels as code
 print(json.dumps({"first": first, "idle": statistics.median(idle), "one_new": one_new, "runs": first_runs,
-                  "code": code.__file__}))
+                  "idle_bytes": idle_bytes, "code": code.__file__}))
 '''
 
 
@@ -166,6 +171,7 @@ def main() -> None:
         for key, label in (("idle", "idle"), ("one_new", "one new file"), ("first", "first")):
             ratio = before[key] / after[key] if after[key] > 0 else float("inf")
             print(f"{files:>6} {label:<14} {before[key]:9.4f} {after[key]:10.4f} {ratio:6.1f}x")
+        print(f"{files:>6} {'idle: kB hashed':<14} {before['idle_bytes'] / 1e3:9.0f} {after['idle_bytes'] / 1e3:10.0f}")
     print(f"load average (1, 5, 15 min): before {load_before[0]:.2f} "
           f"{load_before[1]:.2f} {load_before[2]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} "
           f"{load_after[2]:.2f}; {os.cpu_count()} cores")
