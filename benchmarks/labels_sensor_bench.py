@@ -118,7 +118,7 @@ def baseline_tree(root: Path, ref: str) -> Path:
 
 
 def run_worker(spec_path: Path, home: Path, repeat: int, pythonpath: Path | None) -> dict:
-    env = {**os.environ, **({"PYTHONPATH": str(pythonpath)} if pythonpath else {})}
+    env = {**os.environ, "CALMOPS_HOME": str(home), **({"PYTHONPATH": str(pythonpath)} if pythonpath else {})}
     out = subprocess.run([sys.executable, "-c", WORKER, str(spec_path), str(home), str(repeat)], env=env,
                          cwd=pythonpath or REPO, capture_output=True, text=True, check=False)
     if out.returncode:
@@ -145,20 +145,21 @@ def main() -> None:
     load_before = os.getloadavg()
     rows = []
     for files in args.files:
-        home = CalmOpsHome(root / f"home_{files}")
-        os.environ["CALMOPS_HOME"] = str(home.root)
         labels_dir, data_dir = root / f"labels_{files}" / "labels", root / f"data_{files}"
         data_dir.mkdir()
         write_labels(labels_dir, files, args.rows)
-        keep_blocks(Path(home.blocks_dir("bench")), args.blocks)
         raw = {"name": "bench", "type": "block", "data_dir": str(data_dir), "target": "y", "block_col": "block",
                "model_spec": {"module": "sklearn.linear_model", "class": "LogisticRegression"},
                "sensor": {"settle_seconds": 0}, "labels": {"dir": str(labels_dir), "id_col": "id"}}
-        home.spec_path("bench").parent.mkdir(parents=True, exist_ok=True)
-        home.spec_path("bench").write_text(yaml.safe_dump(raw))
-        parse_spec(raw, home.spec_path("bench"))  # a valid spec for both
-        before = run_worker(home.spec_path("bench"), home.root, args.repeat, baseline)
-        after = run_worker(home.spec_path("bench"), home.root, args.repeat, None)
+        sides = {}
+        for side, tree in (("baseline", baseline), ("this code", None)):  # a home each: same blocks, no history
+            home = CalmOpsHome(root / f"home_{files}_{len(sides)}")
+            keep_blocks(Path(home.blocks_dir("bench")), args.blocks)
+            home.spec_path("bench").parent.mkdir(parents=True, exist_ok=True)
+            home.spec_path("bench").write_text(yaml.safe_dump(raw))
+            parse_spec(raw, home.spec_path("bench"))  # a valid spec for both
+            sides[side] = run_worker(home.spec_path("bench"), home.root, args.repeat, tree)
+        before, after = sides["baseline"], sides["this code"]
         assert before["runs"] == after["runs"], (before, after)
         assert before["code"].startswith(str(baseline)) and not after["code"].startswith(str(baseline))
         rows.append((files, before, after))
