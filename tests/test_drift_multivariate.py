@@ -12,13 +12,17 @@ from frouros.utils.kernels import rbf_kernel
 from calmops_dagster.drift import DriftConfig, detect_drift, mmd_permutations
 from calmops_dagster.drift.mmd_permutations import (
     float32_forms,
+    float32_kernel,
+    float64_statistics,
     form_error_bound,
+    membership,
     pooled_kernel,
     reaching,
     unbiased_mmd2,
 )
 from calmops_dagster.drift.multivariate import (
     CLASSIFIER_BINS,
+    FIRST_BATCH,
     domain_classifier,
     mmd_permutation_test,
     mmd_sequential_test,
@@ -174,7 +178,7 @@ def _float64_sequential_test(x, y, permutations, rng, exceedances=None, sigma=No
     the certified float32 path must match exactly."""
     from threadpoolctl import threadpool_limits
 
-    from calmops_dagster.drift.multivariate import FIRST_BATCH, median_sigma
+    from calmops_dagster.drift.multivariate import median_sigma
 
     pooled = np.vstack([x, y])
     n, n_x = pooled.shape[0], x.shape[0]
@@ -229,7 +233,7 @@ def test_float32_products_give_the_float64_tests_statistic_pvalue_and_permutatio
         got = mmd_sequential_test(x, y, 500, np.random.default_rng(7), exceedances, sigma)
         assert (got.mmd2, got.p_value, got.sigma, got.permutations) == want, name
         drifted += got.p_value < 0.005
-        rechecked += got.rechecked
+        rechecked += got.in_float64 - min(got.permutations, FIRST_BATCH)
     assert drifted >= 5 and rechecked > 0           # rejections, and permutations the bound left to float64
 
 
@@ -254,20 +258,20 @@ def _planted_kernel(n_x: int = 200) -> np.ndarray:
 
 def test_form_error_bound_holds_and_is_nearly_reached_on_a_planted_kernel():
     kernel, n_x = _planted_kernel(), 200
-    pk = pooled_kernel(kernel, n_x)
+    k32 = float32_kernel(pooled_kernel(kernel, n_x))
     rng = np.random.default_rng(3)
     members = np.vstack([np.arange(n_x), *(np.r_[0, 1 + rng.permutation(2 * n_x - 1)[:n_x - 1]] for _ in range(20)),
                          *(rng.permutation(2 * n_x)[:n_x] for _ in range(20))])
-    s32, _ = float32_forms(pk, members)
+    s32, _ = float32_forms(k32, members)
     exact = np.array([math.fsum(kernel[np.ix_(m, m)].ravel()) for m in members])
     error, bound = np.abs(s32 - exact), form_error_bound(s32, n_x)
     assert np.all(error <= bound)
     assert error[0] > 0.8 * bound[0]                # the planted error: a bound 20% smaller fails here
     # the same bound on an RBF kernel, where rounding errs both ways
     x = rng.normal(size=(2 * n_x, 5))
-    pk = pooled_kernel(rbf_kernel_matrix(x, 2.0), n_x)
-    s32, _ = float32_forms(pk, members)
-    exact = np.array([math.fsum(pk.kernel[np.ix_(m, m)].ravel()) for m in members])
+    kernel = rbf_kernel_matrix(x, 2.0)
+    s32, _ = float32_forms(float32_kernel(pooled_kernel(kernel, n_x)), members)
+    exact = np.array([math.fsum(kernel[np.ix_(m, m)].ravel()) for m in members])
     assert np.all(np.abs(s32 - exact) <= form_error_bound(s32, n_x))
 
 
@@ -275,21 +279,27 @@ def test_a_float32_product_off_by_more_than_its_bound_is_caught():
     rng = np.random.default_rng(4)
     pk = pooled_kernel(rbf_kernel_matrix(rng.normal(size=(400, 5)), 2.0), 200)
     members = np.vstack([rng.permutation(400)[:200] for _ in range(30)])
-    member = np.zeros((30, 400))
-    member[np.arange(30)[:, None], members] = 1.0
-    ka = member @ pk.kernel
-    float64 = unbiased_mmd2(np.einsum("bi,bi->b", member, ka), ka.sum(axis=1), pk)
+    float64 = float64_statistics(pk, membership(members, 400, np.float64))
+    k32 = float32_kernel(pk)
 
     def threshold_at_permutation_5(planted):            # where its float32 statistic lands: unsure
         s32, _ = float32_forms(planted, members)
-        return float(unbiased_mmd2(s32, planted.row_sums[members].sum(axis=1), planted)[5])
+        return float(unbiased_mmd2(s32, planted.row_sums[members].sum(axis=1), pk)[5])
 
     # each entry 4 roundings off, within the bound: permutation 5 rechecked, every decision the float64 one
-    within = pk._replace(kernel32=(pk.kernel32 * np.float32(1 + 2.0**-22)).astype(np.float32))
+    within = k32._replace(kernel32=(k32.kernel32 * np.float32(1 + 2.0**-22)).astype(np.float32))
     threshold = threshold_at_permutation_5(within)
-    reached, unsure = reaching(within, members, threshold)
+    reached, unsure = reaching(pk, within, members, threshold)
     assert unsure[5] and np.array_equal(reached, float64 >= threshold)
     # 1e-4 off, far beyond float32 rounding (as a BLAS in a reduced-precision mode might be): caught
-    beyond = pk._replace(kernel32=(pk.kernel32 * np.float32(1 + 1e-4)).astype(np.float32))
+    beyond = k32._replace(kernel32=(k32.kernel32 * np.float32(1 + 1e-4)).astype(np.float32))
     with pytest.raises(ArithmeticError, match="beyond its IEEE rounding bound"):
-        reaching(beyond, members, threshold_at_permutation_5(beyond))
+        reaching(pk, beyond, members, threshold_at_permutation_5(beyond))
+
+
+def test_a_drifted_block_is_decided_in_float32_after_the_first_batch():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(1000, 20)), rng.normal(size=(1000, 20)) + np.r_[np.full(5, 0.3), np.zeros(15)]
+    result = mmd_sequential_test(x, y, 500, np.random.default_rng(1), exceedances=10)
+    assert result.permutations == 500 and result.p_value == 1 / 501
+    assert result.in_float64 == FIRST_BATCH               # only the first batch: no permutation was in doubt

@@ -27,17 +27,33 @@ class PooledKernel(NamedTuple):
     """The pooled sample's kernel (X rows first, entries in [0, 1]) and the sums every permutation reads."""
 
     kernel: np.ndarray
-    kernel32: np.ndarray
-    row_sums: np.ndarray
     total: float
     diag: float
     n_x: int
 
 
 def pooled_kernel(kernel: np.ndarray, n_x: int) -> PooledKernel:
-    """The float32 copy, row sums, total and mean diagonal of ``kernel``, computed once per test."""
-    return PooledKernel(kernel, kernel.astype(np.float32), kernel.sum(axis=1), kernel.sum(),
-                        np.trace(kernel) / kernel.shape[0], n_x)
+    """``kernel`` with its total and mean diagonal, computed once per test."""
+    return PooledKernel(kernel, kernel.sum(), np.trace(kernel) / kernel.shape[0], n_x)
+
+
+class Float32Kernel(NamedTuple):
+    """What the float32 statistics read: the kernel rounded to float32 and its float64 row sums."""
+
+    kernel32: np.ndarray
+    row_sums: np.ndarray
+
+
+def float32_kernel(pk: PooledKernel) -> Float32Kernel:
+    """The float32 copy and row sums of ``pk.kernel``."""
+    return Float32Kernel(pk.kernel.astype(np.float32), pk.kernel.sum(axis=1))
+
+
+def membership(members: np.ndarray, n: int, dtype: type) -> np.ndarray:
+    """The 0/1 membership matrix of permutations given as rows of X's pooled row indices."""
+    member = np.zeros((members.shape[0], n), dtype=dtype)
+    member[np.arange(members.shape[0])[:, None], members] = 1.0
+    return member
 
 
 def unbiased_mmd2(s_xx: np.ndarray, col: np.ndarray, pk: PooledKernel) -> np.ndarray:
@@ -50,12 +66,17 @@ def unbiased_mmd2(s_xx: np.ndarray, col: np.ndarray, pk: PooledKernel) -> np.nda
             - 2 * s_xy / (n_x * n_y))
 
 
-def float32_forms(pk: PooledKernel, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def float64_statistics(pk: PooledKernel, member: np.ndarray) -> np.ndarray:
+    """The permutations' MMD^2 in float64, one product ``A K`` for the float64 membership matrix ``A``."""
+    ka = member @ pk.kernel
+    return unbiased_mmd2(np.einsum("bi,bi->b", member, ka), ka.sum(axis=1), pk)
+
+
+def float32_forms(k32: Float32Kernel, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``a'Ka`` of each permutation (a row of ``members``: the pooled rows it puts in X) from the float32 product,
     summed in float64, and the batch's 0/1 membership matrix in float32."""
-    member32 = np.zeros((members.shape[0], pk.kernel.shape[0]), dtype=np.float32)
-    member32[np.arange(members.shape[0])[:, None], members] = 1.0
-    product = member32 @ pk.kernel32
+    member32 = membership(members, k32.kernel32.shape[0], np.float32)
+    product = member32 @ k32.kernel32
     product *= member32
     return product.sum(axis=1, dtype=np.float64), member32
 
@@ -90,7 +111,8 @@ def statistic_margin(s32: np.ndarray, n_x: int, n_y: int) -> np.ndarray:
     return c1 * form_error_bound(s32, n_x) + b64
 
 
-def reaching(pk: PooledKernel, members: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def reaching(pk: PooledKernel, k32: Float32Kernel, members: np.ndarray,
+             threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Whether each permutation's MMD^2 is at least ``threshold``, as the float64 product decides it.
 
     ``members`` holds one permutation per row: the pooled rows it puts in X. Returns that boolean per
@@ -101,8 +123,8 @@ def reaching(pk: PooledKernel, members: np.ndarray, threshold: float) -> tuple[n
     ``ArithmeticError``.
     """
     batch, n = members.shape[0], pk.kernel.shape[0]
-    s32, member32 = float32_forms(pk, members)
-    stat32 = unbiased_mmd2(s32, pk.row_sums[members].sum(axis=1), pk)
+    s32, member32 = float32_forms(k32, members)
+    stat32 = unbiased_mmd2(s32, k32.row_sums[members].sum(axis=1), pk)
     margin = statistic_margin(s32, pk.n_x, n - pk.n_x)
     reached = stat32 >= threshold
     unsure = np.abs(stat32 - threshold) <= margin
@@ -110,9 +132,7 @@ def reaching(pk: PooledKernel, members: np.ndarray, threshold: float) -> tuple[n
     if redo.size == 1 and batch > 1:
         redo = np.r_[redo, (redo[0] + 1) % batch]
     if redo.size:
-        member = member32[redo].astype(np.float64)
-        ka = member @ pk.kernel
-        stat64 = unbiased_mmd2(np.einsum("bi,bi->b", member, ka), ka.sum(axis=1), pk)
+        stat64 = float64_statistics(pk, member32[redo].astype(np.float64))
         if np.any(np.abs(stat64 - stat32[redo]) > margin[redo]):
             raise ArithmeticError("MMD permutations: the float32 matrix product erred beyond its IEEE rounding "
                                   "bound (is the BLAS in a reduced-precision mode?)")

@@ -5,6 +5,7 @@ every marginal unchanged). Both tests here look at the joint distribution. Their
 sampling at most ``multivariate_sample_size`` rows per side, which the report states.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -12,10 +13,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import pdist, squareform
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from calmops_dagster.drift.config import DriftConfig
-from calmops_dagster.drift.mmd_permutations import pooled_kernel, reaching
+from calmops_dagster.drift.mmd_permutations import (
+    float32_kernel,
+    float64_statistics,
+    membership,
+    pooled_kernel,
+    reaching,
+)
 from calmops_dagster.drift.report import MultivariateResult
 
 #: Below this many rows per side the multivariate tests are not run.
@@ -34,9 +41,14 @@ def mmd_unbiased(kernel: np.ndarray, n_x: int) -> float:
 def rbf_kernel_matrix(pooled: np.ndarray, sigma: float) -> np.ndarray:
     """``exp(-||a - b||^2 / (2 sigma^2))``, the kernel of ``frouros.utils.kernels.rbf_kernel``.
 
-    Each pair's distance and exponential is computed once (``pdist``), not twice as a full ``cdist`` would.
+    Each pair's distance and exponential is computed once (``pdist``), not twice as a full ``cdist`` would,
+    and in place: for 2,000 rows a fresh 16 MB temporary per step costs as much CPU (page faults) as the
+    exponentials.
     """
-    kernel = squareform(np.exp(-pdist(pooled, "sqeuclidean") / (2 * sigma**2)))
+    exponent = pdist(pooled, "sqeuclidean")
+    np.negative(exponent, out=exponent)
+    np.divide(exponent, 2 * sigma**2, out=exponent)
+    kernel = squareform(np.exp(exponent, out=exponent))
     np.fill_diagonal(kernel, 1.0)
     return kernel
 
@@ -50,17 +62,24 @@ def median_sigma(pooled: np.ndarray, rng: np.random.Generator, max_rows: int = 1
 
 class MMDTest(NamedTuple):
     """Result of :func:`mmd_sequential_test`: the statistic, its p-value, the bandwidth, the number of
-    permutations drawn and how many of those were recomputed in float64."""
+    permutations drawn and how many of those had their statistic computed in float64."""
 
     mmd2: float
     p_value: float
     sigma: float
     permutations: int
-    rechecked: int = 0
+    in_float64: int = 0
 
 
 #: Permutations in the sequential test's first batch; each further batch is twice the one before.
 FIRST_BATCH = 50
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The process's thread pools, found once: ``threadpool_limits`` scans the loaded libraries on every call
+    (~3 ms of CPU)."""
+    return ThreadpoolController()
 
 
 def mmd_sequential_test(x: np.ndarray, y: np.ndarray, permutations: int, rng: np.random.Generator,
@@ -78,34 +97,39 @@ def mmd_sequential_test(x: np.ndarray, y: np.ndarray, permutations: int, rng: np
 
     The kernel matrix of the pooled sample is computed once; each batch's MMD^2 values are read from it with
     one matrix product (``A' K`` for the batch's membership vectors ``A``) instead of recomputing kernels as
-    frouros' ``PermutationTestDistanceBased`` does. That product runs in float32 with a certified error bound,
-    and the permutations it cannot decide are recomputed in float64
-    (:func:`calmops_dagster.drift.mmd_permutations.reaching`): every count is the float64 product's. It runs
-    on one BLAS thread: at this size a second thread saves little on an idle machine and spins for much more
-    CPU on a loaded one.
+    frouros' ``PermutationTestDistanceBased`` does. The first batch, where most tests without drift stop,
+    takes that product in float64; later ones in float32 with a certified error bound, recomputing in float64
+    the permutations it cannot decide (:func:`calmops_dagster.drift.mmd_permutations.reaching`), so every count
+    is the float64 product's. Products run on one BLAS thread: at this size a second thread saves little on
+    an idle machine and spins for much more CPU on a loaded one.
     """
     pooled = np.vstack([x, y])
     n, n_x = pooled.shape[0], x.shape[0]
     sigma = sigma or median_sigma(pooled, rng)
-    kernel = rbf_kernel_matrix(pooled, sigma)
-    observed = mmd_unbiased(kernel, n_x)
-    pk = pooled_kernel(kernel, n_x)
+    pk = pooled_kernel(rbf_kernel_matrix(pooled, sigma), n_x)
+    observed = mmd_unbiased(pk.kernel, n_x)
+    threshold = observed - 1e-12
     stop_at = exceedances if exceedances is not None else permutations + 1
-    count = drawn = rechecked = 0
-    batch = FIRST_BATCH
-    with threadpool_limits(limits=1, user_api="blas"):
+    count = drawn = in_float64 = 0
+    batch, k32 = FIRST_BATCH, None
+    with _thread_pools().limit(limits=1, user_api="blas"):
         while drawn < permutations:
             batch = min(batch, permutations - drawn)
             members = rng.permuted(np.tile(np.arange(n), (batch, 1)), axis=1)[:, :n_x]
-            reached, unsure = reaching(pk, members, observed - 1e-12)
+            if drawn == 0:
+                reached = float64_statistics(pk, membership(members, n, np.float64)) >= threshold
+                exact = np.ones(batch, dtype=bool)
+            else:
+                k32 = k32 or float32_kernel(pk)
+                reached, exact = reaching(pk, k32, members, threshold)
             hits = count + np.cumsum(reached)
             if hits[-1] >= stop_at:
                 stop = int(np.argmax(hits >= stop_at)) + 1
-                rechecked += int(np.count_nonzero(unsure[:stop]))
-                return MMDTest(observed, stop_at / (drawn + stop), float(sigma), drawn + stop, rechecked)
-            rechecked += int(np.count_nonzero(unsure))
+                in_float64 += int(np.count_nonzero(exact[:stop]))
+                return MMDTest(observed, stop_at / (drawn + stop), float(sigma), drawn + stop, in_float64)
+            in_float64 += int(np.count_nonzero(exact))
             count, drawn, batch = int(hits[-1]), drawn + batch, 2 * batch
-    return MMDTest(observed, (1 + count) / (1 + permutations), float(sigma), permutations, rechecked)
+    return MMDTest(observed, (1 + count) / (1 + permutations), float(sigma), permutations, in_float64)
 
 
 def mmd_permutation_test(x: np.ndarray, y: np.ndarray, permutations: int, rng: np.random.Generator,
