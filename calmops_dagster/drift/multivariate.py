@@ -16,13 +16,7 @@ from scipy.spatial.distance import pdist, squareform
 from threadpoolctl import ThreadpoolController
 
 from calmops_dagster.drift.config import DriftConfig
-from calmops_dagster.drift.mmd_permutations import (
-    float32_kernel,
-    float64_statistics,
-    membership,
-    pooled_kernel,
-    reaching,
-)
+from calmops_dagster.drift.mmd_permutations import float32_kernel, pooled_kernel, reaching
 from calmops_dagster.drift.report import MultivariateResult
 
 #: Below this many rows per side the multivariate tests are not run.
@@ -62,7 +56,7 @@ def median_sigma(pooled: np.ndarray, rng: np.random.Generator, max_rows: int = 1
 
 class MMDTest(NamedTuple):
     """Result of :func:`mmd_sequential_test`: the statistic, its p-value, the bandwidth, the number of
-    permutations drawn and how many of those had their statistic computed in float64."""
+    permutations drawn and how many of those the float32 bound left to float64."""
 
     mmd2: float
     p_value: float
@@ -97,11 +91,11 @@ def mmd_sequential_test(x: np.ndarray, y: np.ndarray, permutations: int, rng: np
 
     The kernel matrix of the pooled sample is computed once; each batch's MMD^2 values are read from it with
     one matrix product (``A' K`` for the batch's membership vectors ``A``) instead of recomputing kernels as
-    frouros' ``PermutationTestDistanceBased`` does. The first batch, where most tests without drift stop,
-    takes that product in float64; later ones in float32 with a certified error bound, recomputing in float64
-    the permutations it cannot decide (:func:`calmops_dagster.drift.mmd_permutations.reaching`), so every count
-    is the float64 product's. Products run on one BLAS thread: at this size a second thread saves little on
-    an idle machine and spins for much more CPU on a loaded one.
+    frouros' ``PermutationTestDistanceBased`` does. That product runs in float32 with a certified error bound,
+    and the permutations it cannot decide are recomputed in float64
+    (:func:`calmops_dagster.drift.mmd_permutations.reaching`): every count is the float64 product's. Products
+    run on one BLAS thread: at this size a second thread saves little on an idle machine and spins for much
+    more CPU on a loaded one.
     """
     pooled = np.vstack([x, y])
     n, n_x = pooled.shape[0], x.shape[0]
@@ -110,24 +104,20 @@ def mmd_sequential_test(x: np.ndarray, y: np.ndarray, permutations: int, rng: np
     observed = mmd_unbiased(pk.kernel, n_x)
     threshold = observed - 1e-12
     stop_at = exceedances if exceedances is not None else permutations + 1
+    k32 = float32_kernel(pk)
     count = drawn = in_float64 = 0
-    batch, k32 = FIRST_BATCH, None
+    batch = FIRST_BATCH
     with _thread_pools().limit(limits=1, user_api="blas"):
         while drawn < permutations:
             batch = min(batch, permutations - drawn)
             members = rng.permuted(np.tile(np.arange(n), (batch, 1)), axis=1)[:, :n_x]
-            if drawn == 0:
-                reached = float64_statistics(pk, membership(members, n, np.float64)) >= threshold
-                exact = np.ones(batch, dtype=bool)
-            else:
-                k32 = k32 or float32_kernel(pk)
-                reached, exact = reaching(pk, k32, members, threshold)
+            reached, rechecked = reaching(pk, k32, members, threshold)
             hits = count + np.cumsum(reached)
             if hits[-1] >= stop_at:
                 stop = int(np.argmax(hits >= stop_at)) + 1
-                in_float64 += int(np.count_nonzero(exact[:stop]))
+                in_float64 += int(np.count_nonzero(rechecked[:stop]))
                 return MMDTest(observed, stop_at / (drawn + stop), float(sigma), drawn + stop, in_float64)
-            in_float64 += int(np.count_nonzero(exact))
+            in_float64 += int(np.count_nonzero(rechecked))
             count, drawn, batch = int(hits[-1]), drawn + batch, 2 * batch
     return MMDTest(observed, (1 + count) / (1 + permutations), float(sigma), permutations, in_float64)
 
