@@ -239,7 +239,7 @@ def test_float32_products_give_the_float64_tests_statistic_pvalue_and_permutatio
 def test_the_grid_catches_a_bound_thirty_times_too_small(monkeypatch):
     """The tied data sets put permutations within float32 rounding of the threshold: with a margin 1/30 of the
     certified one (or none) they are miscounted or their recomputation is found outside it, so the equality
-    test above fails on a wrong bound (the planted kernel below is sharper: 0.3 of the bound)."""
+    test above fails on a wrong bound (the planted kernel below is sharper: its error is 0.3 of the bound)."""
     certified = mmd_permutations.statistic_margin
     monkeypatch.setattr(mmd_permutations, "statistic_margin", lambda *args: certified(*args) / 30)
     caught = []
@@ -263,7 +263,7 @@ def _planted_kernel(n_x: int = 200) -> np.ndarray:
     return kernel
 
 
-def test_form_error_bound_holds_and_is_nearly_reached_on_a_planted_kernel():
+def test_form_error_bound_holds_and_a_quarter_of_it_would_not_on_a_planted_kernel():
     kernel, n_x = _planted_kernel(), 200
     k32 = float32_kernel(pooled_kernel(kernel, n_x))
     rng = np.random.default_rng(3)
