@@ -1,5 +1,6 @@
 """Multivariate drift: MMD against frouros, correlation-only shift, domain classifier, HTML report."""
 
+import math
 from functools import partial
 
 import numpy as np
@@ -8,7 +9,17 @@ import pytest
 from frouros.detectors.data_drift.batch import MMD
 from frouros.utils.kernels import rbf_kernel
 
-from calmops_dagster.drift import DriftConfig, detect_drift
+from calmops_dagster.drift import DriftConfig, detect_drift, mmd_permutations
+from calmops_dagster.drift.mmd_permutations import (
+    float32_forms,
+    float32_kernel,
+    float64_statistics,
+    form_error_bound,
+    membership,
+    pooled_kernel,
+    reaching,
+    unbiased_mmd2,
+)
 from calmops_dagster.drift.multivariate import (
     CLASSIFIER_BINS,
     domain_classifier,
@@ -159,3 +170,143 @@ def test_domain_classifier_on_few_bins_keeps_its_auc_within_a_standard_error(see
         before = _AUC_255_BINS[seed, name]
         assert abs(auc - before) < _auc_standard_error(before, 1000, 1000), name
         assert (p < alpha and auc >= 0.55) == (name == "shift")        # the decision the 255-bin fit took
+
+
+def _float64_sequential_test(x, y, permutations, rng, exceedances=None, sigma=None):
+    """The test as it was before the float32 products (every permutation's product in float64): the reference
+    the certified float32 path must match exactly."""
+    from threadpoolctl import threadpool_limits
+
+    from calmops_dagster.drift.multivariate import FIRST_BATCH, median_sigma
+
+    pooled = np.vstack([x, y])
+    n, n_x = pooled.shape[0], x.shape[0]
+    n_y = n - n_x
+    sigma = sigma or median_sigma(pooled, rng)
+    kernel = rbf_kernel_matrix(pooled, sigma)
+    observed = mmd_unbiased(kernel, n_x)
+    total, diag = kernel.sum(), np.trace(kernel) / n
+    stop_at = exceedances if exceedances is not None else permutations + 1
+    count = drawn = 0
+    batch = FIRST_BATCH
+    with threadpool_limits(limits=1, user_api="blas"):
+        while drawn < permutations:
+            batch = min(batch, permutations - drawn)
+            member = np.zeros((batch, n))
+            for b in range(batch):
+                member[b, rng.permutation(n)[:n_x]] = 1.0
+            ka = member @ kernel
+            s_xx = np.einsum("bi,bi->b", member, ka)
+            col = ka.sum(axis=1)
+            s_xy, s_yy = col - s_xx, total - 2 * col + s_xx
+            perm = ((s_xx - n_x * diag) / (n_x * (n_x - 1)) + (s_yy - n_y * diag) / (n_y * (n_y - 1))
+                    - 2 * s_xy / (n_x * n_y))
+            hits = count + np.cumsum(perm >= observed - 1e-12)
+            if hits[-1] >= stop_at:
+                stopped = drawn + int(np.argmax(hits >= stop_at)) + 1
+                return observed, stop_at / stopped, float(sigma), stopped
+            count, drawn, batch = int(hits[-1]), drawn + batch, 2 * batch
+    return observed, (1 + count) / (1 + permutations), float(sigma), permutations
+
+
+def _grid():
+    """Seeded (x, y, sigma) data sets: 20 N(0, 1) features with the first 5 shifted (none, near the decision
+    boundary, far past it), and 1-d 0/1 features whose many permutations tie with the observed statistic (an
+    RBF bandwidth whose kernel values float32 rounds down and one it rounds up)."""
+    for shift in (0.0, 0.05, 0.1, 0.15, 0.3):
+        for seed in range(3):
+            data = np.random.default_rng(seed)
+            x, y = data.normal(size=(300, 20)), data.normal(size=(300, 20)) + np.r_[np.full(5, shift), np.zeros(15)]
+            yield f"shift {shift}, seed {seed}", x, y, None
+    for sigma in (0.5, 0.7, 2.0):
+        for seed in range(3):
+            data = np.random.default_rng(seed)
+            yield f"ties, sigma {sigma}, seed {seed}", data.integers(0, 2, (40, 1)) * 1.0, data.integers(0, 2, (40, 1)) * 1.0, sigma
+
+
+@pytest.mark.parametrize("exceedances", [None, 10])
+def test_float32_products_give_the_float64_tests_statistic_pvalue_and_permutations(exceedances):
+    drifted = rechecked = 0
+    for name, x, y, sigma in _grid():
+        want = _float64_sequential_test(x, y, 500, np.random.default_rng(7), exceedances, sigma)
+        got = mmd_sequential_test(x, y, 500, np.random.default_rng(7), exceedances, sigma)
+        assert (got.mmd2, got.p_value, got.sigma, got.permutations) == want, name
+        drifted += got.p_value < 0.005
+        rechecked += got.in_float64
+    assert drifted >= 5 and rechecked > 0           # rejections, and permutations the bound left to float64
+
+
+def test_the_grid_catches_a_bound_thirty_times_too_small(monkeypatch):
+    """The tied data sets put permutations within float32 rounding of the threshold: with a margin 1/30 of the
+    certified one (or none) they are miscounted or their recomputation is found outside it, so the equality
+    test above fails on a wrong bound (the planted kernel below is sharper: its error is 0.3 of the bound)."""
+    certified = mmd_permutations.statistic_margin
+    monkeypatch.setattr(mmd_permutations, "statistic_margin", lambda *args: certified(*args) / 30)
+    caught = []
+    for name, x, y, sigma in _grid():
+        try:
+            got = mmd_sequential_test(x, y, 500, np.random.default_rng(7), None, sigma)
+        except ArithmeticError:                      # a recomputed statistic outside the (wrong) bound
+            caught.append(name)
+            continue
+        if tuple(got[:4]) != _float64_sequential_test(x, y, 500, np.random.default_rng(7), None, sigma):
+            caught.append(name)                      # or a miscount
+    assert caught and all(name.startswith("ties") for name in caught)
+
+
+def _planted_kernel(n_x: int = 200) -> np.ndarray:
+    """Symmetric, entries in [0, 1]: the first pooled row and column all ones, every other entry just under
+    float32's half-ulp of 1, so a float32 dot that meets the 1 first (as BLAS does, in row order) drops each
+    of them."""
+    kernel = np.full((2 * n_x, 2 * n_x), 0.99 * 2.0**-24)
+    kernel[0] = kernel[:, 0] = 1.0
+    return kernel
+
+
+def test_form_error_bound_holds_and_a_quarter_of_it_would_not_on_a_planted_kernel():
+    kernel, n_x = _planted_kernel(), 200
+    k32 = float32_kernel(pooled_kernel(kernel, n_x))
+    rng = np.random.default_rng(3)
+    members = np.vstack([np.arange(n_x), *(np.r_[0, 1 + rng.permutation(2 * n_x - 1)[:n_x - 1]] for _ in range(20)),
+                         *(rng.permutation(2 * n_x)[:n_x] for _ in range(20))])
+    s32, lower32, _ = float32_forms(k32, members)
+    exact = np.array([math.fsum(kernel[np.ix_(m, m)].ravel()) for m in members])
+    error, bound = np.abs(s32 - exact), form_error_bound(lower32, n_x)
+    assert np.all(error <= bound)
+    assert error[0] > 0.25 * bound[0]               # planted: 0.3 of the bound on OpenBLAS's blocked strmm
+    # the same bound on an RBF kernel, where rounding errs both ways
+    x = rng.normal(size=(2 * n_x, 5))
+    kernel = rbf_kernel_matrix(x, 2.0)
+    s32, lower32, _ = float32_forms(float32_kernel(pooled_kernel(kernel, n_x)), members)
+    exact = np.array([math.fsum(kernel[np.ix_(m, m)].ravel()) for m in members])
+    assert np.all(np.abs(s32 - exact) <= form_error_bound(lower32, n_x))
+
+
+def test_a_float32_product_off_by_more_than_its_bound_is_caught():
+    rng = np.random.default_rng(4)
+    pk = pooled_kernel(rbf_kernel_matrix(rng.normal(size=(400, 5)), 2.0), 200)
+    members = np.vstack([rng.permutation(400)[:200] for _ in range(30)])
+    float64 = float64_statistics(pk, membership(members, 400, np.float64))
+    k32 = float32_kernel(pk)
+
+    def threshold_at_permutation_5(planted):            # where its float32 statistic lands: unsure
+        s32, _, _ = float32_forms(planted, members)
+        return float(unbiased_mmd2(s32, planted.row_sums[members].sum(axis=1), pk)[5])
+
+    # each entry 4 roundings off, within the bound: permutation 5 rechecked, every decision the float64 one
+    within = k32._replace(kernel32=(k32.kernel32 * np.float32(1 + 2.0**-22)).astype(np.float32))
+    threshold = threshold_at_permutation_5(within)
+    reached, unsure = reaching(pk, within, members, threshold)
+    assert unsure[5] and np.array_equal(reached, float64 >= threshold)
+    # 1e-4 off, far beyond float32 rounding (as a BLAS in a reduced-precision mode might be): caught
+    beyond = k32._replace(kernel32=(k32.kernel32 * np.float32(1 + 1e-4)).astype(np.float32))
+    with pytest.raises(ArithmeticError, match="beyond its IEEE rounding bound"):
+        reaching(pk, beyond, members, threshold_at_permutation_5(beyond))
+
+
+def test_a_drifted_block_is_decided_in_float32_alone():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(1000, 20)), rng.normal(size=(1000, 20)) + np.r_[np.full(5, 0.3), np.zeros(15)]
+    result = mmd_sequential_test(x, y, 500, np.random.default_rng(1), exceedances=10)
+    assert result.permutations == 500 and result.p_value == 1 / 501
+    assert result.in_float64 == 0                    # no permutation lay within the bound of the threshold
