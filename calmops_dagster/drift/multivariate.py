@@ -140,7 +140,8 @@ def fold_mann_whitney(scores: np.ndarray, is_current: np.ndarray, fold: np.ndarr
     Mann-Whitney distributed, and its z-score (normal approximation, tie-corrected) is standard normal. The
     folds' z-scores are positively correlated (each fold helps train every other fold's model), so a pooled
     or van Elteren rank sum, which treats them as independent, overstates significance. Their mean has a
-    variance of at most 1 whatever the correlation (Cauchy-Schwarz), so ``p = 1 - Phi(mean z)`` is valid.
+    variance of at most 1 whatever the correlation (Cauchy-Schwarz) and is normal in large samples, so
+    ``p = 1 - Phi(mean z)`` is valid; conservative by as much as the folds' correlation is below 1.
     The effect size is the folds' mean AUC (``U / (n_current n_reference)`` per fold); a fold whose scores
     are all tied has z = 0.
     """
