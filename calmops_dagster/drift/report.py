@@ -22,9 +22,9 @@ class MultivariateResult:
     test : str
         ``mmd`` or ``classifier``.
     statistic : float
-        MMD^2 (unbiased) or the cross-validated AUC of the domain classifier.
+        MMD^2 (unbiased) or the domain classifier's cross-validated AUC (the mean of its folds' AUCs).
     p_value : float
-        Permutation p-value (MMD) or Mann-Whitney p-value of the out-of-fold scores (classifier).
+        Permutation p-value (MMD) or the mean of the folds' Mann-Whitney z-scores' p-value (classifier).
     effect_size, threshold : float
         The size the decision gates on and its minimum (AUC and ``classifier_min_auc``; MMD^2 and 0).
     alpha : float
