@@ -11,6 +11,7 @@ from collections import Counter
 from contextlib import contextmanager
 
 import duckdb
+import pytest
 
 from calmops_dagster.store import metrics_store
 from calmops_dagster.store.metrics_store import MetricsStore
@@ -133,3 +134,16 @@ def test_threads_reading_while_one_writes_each_see_their_own_reads(tmp_path):
         thread.join(timeout=600)
     assert errors == []
     assert store.rows("SELECT count(*) AS n FROM drift_summary")[0]["n"] == 8 * 3
+
+
+def test_a_listed_file_that_is_gone_fails_the_read_rather_than_reading_as_no_rows(tmp_path):
+    """A live file removed behind the store's back (as a vacuum racing a read) is an error the reader retries
+    and then raises; it never makes the table read as empty."""
+    store = MetricsStore(tmp_path / "metrics.duckdb")
+    store.replace_block_rows("blocks", "p", "1", [{"rows": 3}])
+    assert store.query("SELECT rows FROM blocks")["rows"].tolist() == [3]
+    for path in (store.data_dir / "blocks").glob("*.parquet"):
+        path.unlink()
+    for pipeline in (None, "p"):
+        with pytest.raises(duckdb.IOException, match="No files found"):
+            store.query("SELECT rows FROM blocks", pipeline=pipeline)

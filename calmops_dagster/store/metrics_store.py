@@ -402,9 +402,11 @@ class MetricsStore:
 
     def _read_sql(self, table: str, pipeline: str | None) -> str:
         """The SELECT of ``table``'s current rows (``pipeline``'s only, when given), typed, out of the files the
-        reading connection lists in its variable :func:`_files_variable` (none: no rows)."""
+        reading connection lists in its variable :func:`_files_variable` (none: no rows; a listed file that is
+        gone fails the read, as the reader retries it, never reads as no rows)."""
         where = "" if pipeline is None else f" WHERE pipeline = {_sql_text(pipeline)}"
-        files = f"read_parquet(getvariable('{_files_variable(table)}'), union_by_name = true, allow_empty = true)"
+        listed = f"getvariable('{_files_variable(table)}')"
+        files = f"read_parquet({listed}, union_by_name = true, allow_empty = (len({listed}) = 0))"
         return f"SELECT {_casts(table)} FROM ({_typed(files, _types(table))}){where}"
 
     def _log_sql(self, view: str) -> str:
