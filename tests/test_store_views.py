@@ -136,6 +136,17 @@ def test_threads_reading_while_one_writes_each_see_their_own_reads(tmp_path):
     assert store.rows("SELECT count(*) AS n FROM drift_summary")[0]["n"] == 8 * 3
 
 
+def test_a_store_under_a_folder_whose_name_needs_quoting_in_a_uri_reads_its_rows(tmp_path):
+    """delta-rs gives a table's URI percent-encoded (``with%20space``); the files the views read are the real
+    paths, so a home under such a folder reads its rows, through the store and through the catalog file."""
+    store = MetricsStore(tmp_path / "with space and 100%" / "metrics.duckdb")
+    store.replace_block_rows("blocks", "p", "1", [{"rows": 3}])
+    for pipeline in (None, "p"):
+        assert store.query("SELECT rows FROM blocks", pipeline=pipeline)["rows"].tolist() == [3]
+    with duckdb.connect(str(store.path), read_only=True) as con:
+        assert con.execute("SELECT rows FROM blocks").fetchall() == [(3,)]
+
+
 def test_a_listed_file_that_is_gone_fails_the_read_rather_than_reading_as_no_rows(tmp_path):
     """A live file removed behind the store's back (as a vacuum racing a read) is an error the reader retries
     and then raises; it never makes the table read as empty."""
