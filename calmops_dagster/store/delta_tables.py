@@ -25,6 +25,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote
 
 from calmops_dagster.errors import CalmOpsError, StoreUnavailableError
 from calmops_dagster.store.storage import Location, StoragePath
@@ -300,7 +301,8 @@ def live_file_facts(table, pipeline: str | None = None) -> list[tuple[str, int, 
     root = table.table_uri.rstrip("/")
     if root.startswith("file://"):
         root = root.removeprefix("file://")
-    return [(f"{root}/{path}", size, modified) for path, size, modified in facts]
+    # delta-rs percent-encodes the table's URI (``with%20space``) and the log its paths: the readers need the names
+    return [(unquote(f"{root}/{path}"), size, modified) for path, size, modified in facts]
 
 
 def _epoch_ms(column) -> list[int]:

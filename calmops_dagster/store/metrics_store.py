@@ -6,8 +6,9 @@ whose predicate names the key (``calmops_replaces`` in its metadata), event tabl
 append. ``<table>_history`` reads the rows each replacing commit removed from the Delta log;
 ``<table>/_replaced.parquet`` holds those replaced before the table was a Delta table. A table is created by
 its first write; every view is typed by :data:`SCHEMA`, so a table not yet written reads as no rows.
-:meth:`MetricsStore.query` builds views in an in-memory DuckDB over each table's live files (never a lock);
-``metrics.duckdb`` holds views that find the live files in the log themselves, for a plain DuckDB client.
+:meth:`MetricsStore.query` reads through views made once per process in an in-memory DuckDB, over the live
+files each read lists from the Delta log (never a lock); ``metrics.duckdb`` holds views that find the live
+files in the log themselves, for a plain DuckDB client.
 The circuit breaker's truth is its conditional object ``metrics/_breaker/<pipeline>/head.json``. The
 tables, their columns, the history, retention, upgrade and errors: docs/metric-tables.md.
 """
@@ -173,6 +174,9 @@ _READY: set[tuple[str, str]] = set()
 #: Metric folders where this process has seen every table in place.
 _TABLES_SEEN: set[str] = set()
 _ENGINE: dict[int, duckdb.DuckDBPyConnection] = {}
+#: Per engine (process), the reading views made in it, as ``(schema, view)`` (:meth:`MetricsStore.connect`).
+_VIEWS_MADE: dict[int, set[tuple[str, str]]] = {}
+_VIEWS_LOCK = threading.Lock()
 #: Per engine (process), the fsspec filesystem registered on it for each protocol.
 _REGISTERED: dict[int, dict[str, object]] = {}
 _ENGINE_LOCK = threading.Lock()
@@ -198,6 +202,7 @@ def _close_engine() -> None:
     for con in _ENGINE.values():
         con.close()
     _ENGINE.clear()
+    _VIEWS_MADE.clear()
 
 
 atexit.register(_close_engine)
@@ -250,6 +255,11 @@ def columns(table: str) -> list[str]:
 
 def _types(table: str) -> dict[str, str]:
     return {part.split()[0]: " ".join(part.split()[1:]) for part in SCHEMA[table].split(",")}
+
+
+def _files_variable(table: str) -> str:
+    """The DuckDB variable in which a reading connection lists ``table``'s live files for its view."""
+    return f"calmops_files_{table}"
 
 
 def _is_error(exc: Exception, markers) -> bool:
@@ -390,14 +400,14 @@ class MetricsStore:
         if isinstance(path, StoragePath):
             reader_filesystem(path).forget(path.path)
 
-    def _read_sql(self, table: str, files: list[str], pipeline: str | None) -> str:
-        """The SELECT of ``table``'s current rows out of ``files`` (its live files; none: no rows), typed."""
+    def _read_sql(self, table: str, pipeline: str | None) -> str:
+        """The SELECT of ``table``'s current rows (``pipeline``'s only, when given), typed, out of the files the
+        reading connection lists in its variable :func:`_files_variable` (none: no rows; a listed file that is
+        gone fails the read, as the reader retries it, never reads as no rows)."""
         where = "" if pipeline is None else f" WHERE pipeline = {_sql_text(pipeline)}"
-        if not files:
-            return f"SELECT {_casts(table)} FROM ({_no_rows(_types(table))}){where}"
-        listed = ", ".join(_sql_text(f) for f in files)
-        return (f"SELECT {_casts(table)} FROM ({_typed(f'read_parquet([{listed}], union_by_name = true)', _types(table))})"
-                f"{where}")
+        listed = f"getvariable('{_files_variable(table)}')"
+        files = f"read_parquet({listed}, union_by_name = true, allow_empty = (len({listed}) = 0))"
+        return f"SELECT {_casts(table)} FROM ({_typed(files, _types(table))}){where}"
 
     def _log_sql(self, view: str) -> str:
         """The SELECT that makes ``view`` (a table or ``<table>_history``) out of the table's Delta log and
@@ -442,31 +452,43 @@ class MetricsStore:
         text = "\n".join([str(self.data_dir.resolve()), *(self._log_sql(v) for v in views())])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def create_views(self, con, temp: bool = False, tables=None, pipeline: str | None = None) -> None:
+    def create_views(self, con, tables=None, pipeline: str | None = None, schema: str | None = None) -> None:
         """Create the views of ``tables`` (default: all) in ``con``, with ``pipeline``'s rows only when given.
 
-        ``temp`` (this process's reads): a table's view reads the live files its Delta table lists, pruned
-        by their statistics to ``pipeline``'s; otherwise (the catalog) every view finds them in the log when
-        it is read, and the catalog version is recorded."""
-        kind = "TEMP VIEW" if temp else "VIEW"
+        With ``schema`` (this process's reads, :meth:`connect`), in that schema: a table's view reads the files
+        the reading connection lists in a variable, so it is made once and read many times. Otherwise (the
+        catalog) every view finds the live files in the log when it is read, and the catalog version is
+        recorded."""
+        prefix = f"{schema}." if schema else ""
         for view in tables or views():
-            if temp and not view.endswith(HISTORY):
-                dt = self._open(view)
-                with delta_errors(view, self.table_location(view)):
-                    facts = delta_tables.live_file_facts(dt, pipeline) if dt else []
-                if isinstance(self.data_dir, StoragePath):  # DuckDB need not ask S3 what the log says
-                    reader = reader_filesystem(self.data_dir)
-                    for uri, size, modified in facts:
-                        reader.remember(uri, size, modified)
-                sql = self._read_sql(view, [uri for uri, _, _ in facts], pipeline)
+            if schema and not view.endswith(HISTORY):
+                sql = self._read_sql(view, pipeline)
             else:
                 sql = self._log_sql(view)
                 if pipeline is not None:
                     sql = f"SELECT * FROM ({sql}) WHERE pipeline = {_sql_text(pipeline)}"
-            con.execute(f"CREATE OR REPLACE {kind} {view} AS {sql}")
-        if not temp:
+            con.execute(f"CREATE OR REPLACE VIEW {prefix}{view} AS {sql}")
+        if not schema:
             con.execute(f"CREATE OR REPLACE VIEW {CATALOG_VERSION_VIEW} AS "
                         f"SELECT {_sql_text(self._catalog_version())} AS version")
+
+    def _list_files(self, con, tables: list[str], pipeline: str | None) -> None:
+        """Set ``con``'s variable of each of ``tables`` to the table's live files as its Delta log lists them
+        now (pruned by their statistics to ``pipeline``'s; none while no one has written the table)."""
+        for table in tables:
+            dt = self._open(table)
+            with delta_errors(table, self.table_location(table)):
+                facts = delta_tables.live_file_facts(dt, pipeline) if dt else []
+            if isinstance(self.data_dir, StoragePath):  # DuckDB need not ask S3 what the log says
+                reader = reader_filesystem(self.data_dir)
+                for uri, size, modified in facts:
+                    reader.remember(uri, size, modified)
+            con.execute(f"SET VARIABLE {_files_variable(table)} = ?", [[uri for uri, _, _ in facts]])
+
+    def _views_schema(self, pipeline: str | None) -> str:
+        """The schema of this process's DuckDB holding the reading views of this store (and ``pipeline``)."""
+        scope = json.dumps([str(self.data_dir.resolve()), pipeline])
+        return "calmops_" + hashlib.sha256(scope.encode()).hexdigest()[:16]
 
     def _ensure_ready(self) -> None:
         """Tables in place and the catalog current (a single-file database's tables moved in first). Checked
@@ -612,12 +634,27 @@ class MetricsStore:
     def connect(self, sql: str | None = None, pipeline: str | None = None):
         """An in-memory DuckDB connection with the tables as views over their live files (no file is opened).
 
-        With ``sql``, only the tables it names get a view. With ``pipeline``, the views hold that pipeline's
-        rows only and read only the files whose statistics may hold them."""
+        With ``sql``, only the tables it names are listed. With ``pipeline``, the views hold that pipeline's
+        rows only and read only the files whose statistics may hold them. The views are made once per process
+        (and store and pipeline), in a schema of their own; each connection lists every table's live files
+        from its Delta log when it opens, into a variable its views read, so it sees the tables as they are
+        then, and tables other processes created since."""
         self._ensure_tables()
-        named = [t for t in views() if sql and re.search(rf"\b{t}\b", sql, re.IGNORECASE)]
+        named = [t for t in views() if sql and re.search(rf"\b{t}\b", sql, re.IGNORECASE)] or views()
+        tables = [t for t in named if not t.endswith(HISTORY)]
+        schema = self._views_schema(pipeline)
         with self._memory() as con:
-            self.create_views(con, temp=True, tables=named or None, pipeline=pipeline)
+            with _VIEWS_LOCK:  # made once per process, shared by its connections (bound to no file: cheap)
+                made = _VIEWS_MADE.setdefault(os.getpid(), set())
+                missing = [v for v in named if (schema, v) not in made]
+                if missing:
+                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                    for table in tables:
+                        con.execute(f"SET VARIABLE {_files_variable(table)} = []")
+                    self.create_views(con, missing, pipeline, schema=schema)
+                    made.update((schema, v) for v in missing)
+            self._list_files(con, tables, pipeline)
+            con.execute(f"SET schema = '{schema}'")
             yield con
 
     def _read(self, sql: str, pipeline: str | None, read):
