@@ -152,3 +152,15 @@ def test_the_file_reads_back_from_parquet_data_and_refuses_what_it_cannot_hold()
     for junk in (b"", b"not a zip", profile.to_npz()[:-100]):
         with pytest.raises(ProfileFileError, match="not a readable drift profile"):
             ReferenceProfile.from_npz(junk)
+
+
+def test_a_signed_file_is_read_only_with_its_key():
+    ref, cur = data_set(8, 500, 500, 0.0)
+    profile = ReferenceProfile.build(ref, DriftConfig())
+    key = b"k" * 32
+    signed = profile.to_npz(key)
+    assert_same_report(detect_drift(ReferenceProfile.from_npz(signed, key), cur), detect_drift(ref, cur))
+    tampered = ReferenceProfile.build(ref.assign(num=ref["num"] + 1.0), DriftConfig()).to_npz()
+    for data, k in ((profile.to_npz(), key), (signed, b"x" * 32), (tampered, key)):
+        with pytest.raises(ProfileFileError, match="drift profile not signed with the model signing key"):
+            ReferenceProfile.from_npz(data, k)

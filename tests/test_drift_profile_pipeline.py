@@ -108,3 +108,21 @@ def test_the_profile_file_serves_a_new_process_and_is_rebuilt_when_bad(champion,
     other = _profile(store, version, DriftConfig(seed=1))  # other settings: another profile, another file
     assert builds == [500] and other.settings.seed == 1
     assert len(list(store.folder(version).glob(f"{drift_profile.PROFILE_PREFIX}*.npz"))) == 2
+
+
+def test_with_a_signing_key_a_planted_profile_is_refused(tmp_path, builds, caplog):
+    """Whoever can write the model store cannot hide drift behind a profile file of their own."""
+    rng = np.random.default_rng(1)
+    reference = pd.DataFrame({"x": rng.normal(size=300), "y": rng.integers(0, 2, 300)})
+    store = ModelStore(tmp_path / "pipelines" / "demo" / "models", key=b"s" * 32)
+    version = store.save(DummyClassifier().fit(reference[["x"]], reference["y"]), reference, features=["x"])
+    honest = _profile(store, version)
+    (path,) = store.folder(version).glob(f"{drift_profile.PROFILE_PREFIX}*.npz")
+    planted = ReferenceProfile.build(pd.DataFrame({"x": rng.normal(5.0, size=300)}), DriftConfig(),
+                                     source=honest.source)
+    path.write_bytes(planted.to_npz())  # right source and fingerprint, no signature
+    drift_profile._PROFILES.clear()
+    caplog.set_level(logging.WARNING)
+    again = _profile(store, version)
+    assert builds == [300] * 3 and "not signed with the model signing key" in caplog.text  # honest, planted, again
+    np.testing.assert_array_equal(again.column("x").sorted_values, honest.column("x").sorted_values)

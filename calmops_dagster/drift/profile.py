@@ -13,12 +13,14 @@ sample). A profile used with a config that differs in one of them is refused wit
 :class:`ProfileMismatchError`; every other setting is applied per block.
 
 A profile is stored as one ``.npz`` file read with ``allow_pickle=False`` (no code runs when loading it):
-the sorted values and counts as arrays, the rest as JSON, the sample as Parquet bytes.
+the sorted values and counts as arrays, the rest as JSON, the sample as Parquet bytes; with the model
+signing key, an HMAC over all of them, so a file planted beside a signed model is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import zipfile
@@ -34,6 +36,7 @@ from calmops_dagster.drift.multivariate import ReferenceSample
 
 #: Version of the file layout; a file of another version is rebuilt.
 FILE_FORMAT = 1
+SIGNATURE = "signature"
 
 
 class ProfileMismatchError(DriftInputError):
@@ -137,10 +140,11 @@ class ReferenceProfile:
         return self.reference_sample
 
     # ---- the file ------------------------------------------------------------------------------
-    def to_npz(self) -> bytes:
-        """The profile as ``.npz`` bytes (:meth:`from_npz` reads them back equal). :class:`ProfileFileError`
-        when something cannot be stored exactly: a column name or category that is not a str, int, float or
-        bool, or a sample Parquet does not give back as it was."""
+    def to_npz(self, key: bytes | None = None) -> bytes:
+        """The profile as ``.npz`` bytes (:meth:`from_npz` reads them back equal), signed with ``key`` (HMAC-SHA256
+        over every array) when one is given. :class:`ProfileFileError` when something cannot be stored exactly:
+        a column name or category that is not a str, int, float or bool, or a sample Parquet does not give back
+        as it was."""
         arrays, meta_columns = {}, []
         for i, name in enumerate(self.columns):
             col = self.reference_columns[name]
@@ -166,15 +170,23 @@ class ReferenceProfile:
                 "source": self.source, "columns": meta_columns,
                 "sample_n_rows": self.reference_sample.n_rows, "rng_state": self.reference_sample.rng_state}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        if key is not None:
+            arrays[SIGNATURE] = np.frombuffer(_signature(key, arrays).encode(), dtype=np.uint8)
         out = io.BytesIO()
         np.savez(out, **arrays)
         return out.getvalue()
 
     @classmethod
-    def from_npz(cls, data: bytes) -> ReferenceProfile:
-        """A profile from :meth:`to_npz`'s bytes; :class:`ProfileFileError` saying why when they are not one."""
+    def from_npz(cls, data: bytes, key: bytes | None = None) -> ReferenceProfile:
+        """A profile from :meth:`to_npz`'s bytes, whose signature must match ``key`` when one is given;
+        :class:`ProfileFileError` saying why when they are not one."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                if key is not None:
+                    arrays = {name: npz[name] for name in npz.files}
+                    signed = arrays.pop(SIGNATURE, np.zeros(0, np.uint8)).tobytes().decode()
+                    if not hmac.compare_digest(signed, _signature(key, arrays)):
+                        raise ProfileFileError("drift profile not signed with the model signing key")
                 meta = json.loads(npz["meta"].tobytes())
                 if not isinstance(meta, dict) or meta.get("format") != FILE_FORMAT:
                     raise ProfileFileError(f"not a drift profile of format {FILE_FORMAT}")
@@ -203,6 +215,16 @@ class ReferenceProfile:
             raise
         except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, EOFError) as exc:
             raise ProfileFileError(f"not a readable drift profile: {type(exc).__name__}: {exc}") from None
+
+
+def _signature(key: bytes, arrays: dict) -> str:
+    """HMAC-SHA256 over every array's name, dtype, shape and bytes, in name order."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        mac.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
+        mac.update(value.tobytes())
+    return mac.hexdigest()
 
 
 def settings_fingerprint(settings: ProfileSettings, columns: list) -> str:

@@ -7,7 +7,8 @@ as a derived file beside the model, ``models/<version>/drift-profile-<fingerprin
 so forked run workers and later processes read it instead of building it. A file that is missing, stale (of
 another reference) or unreadable is rebuilt and rewritten, with a one-line warning naming it for the last two.
 The file is not in the version's manifest: it holds nothing that is not derived from the verified reference,
-and it is read with ``allow_pickle=False``.
+it is read with ``allow_pickle=False``, and with a model signing key it is signed and verified with it (a
+file planted by whoever can write the store is refused like a stale one).
 """
 
 from __future__ import annotations
@@ -49,11 +50,11 @@ def champion_profile(store: ModelStore, version: str, manifest: dict, config: Dr
             _PROFILES.move_to_end(key)
             return _PROFILES[key]
     path = store.folder(version) / f"{PROFILE_PREFIX}{fingerprint}.npz"
-    profile = _read(path, sha, fingerprint, log)
+    profile = _read(path, sha, fingerprint, store.key, log)
     if profile is None:
         profile = ReferenceProfile.build(reference()[features], config, source=sha)
         try:
-            write_atomic(path, profile.to_npz())
+            write_atomic(path, profile.to_npz(store.key))
         except (ProfileFileError, OSError) as exc:
             log.warning(f"{path}: drift profile not written, each process prepares its own: {exc}")
     with _LOCK:
@@ -63,11 +64,11 @@ def champion_profile(store: ModelStore, version: str, manifest: dict, config: Dr
     return profile
 
 
-def _read(path, sha: str, fingerprint: str, log) -> ReferenceProfile | None:
-    """The profile in ``path`` when it is one of reference ``sha`` with ``fingerprint``; else None (warned
-    unless the file is missing)."""
+def _read(path, sha: str, fingerprint: str, key: bytes | None, log) -> ReferenceProfile | None:
+    """The profile in ``path`` when it is one of reference ``sha`` with ``fingerprint`` (signed with ``key``,
+    the model signing key, when there is one); else None (warned unless the file is missing)."""
     try:
-        profile = ReferenceProfile.from_npz(path.read_bytes())
+        profile = ReferenceProfile.from_npz(path.read_bytes(), key)
     except FileNotFoundError:
         return None
     except (ProfileFileError, OSError) as exc:
