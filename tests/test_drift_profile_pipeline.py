@@ -126,3 +126,13 @@ def test_with_a_signing_key_a_planted_profile_is_refused(tmp_path, builds, caplo
     again = _profile(store, version)
     assert builds == [300] * 3 and "not signed with the model signing key" in caplog.text  # honest, planted, again
     np.testing.assert_array_equal(again.column("x").sorted_values, honest.column("x").sorted_values)
+
+
+def test_a_manifest_without_a_reference_hash_is_not_cached(champion, builds):
+    """Nothing to key the profile by: it is built from the reference (whose read checks the version) each time."""
+    store, version = champion
+    manifest = {k: v for k, v in store.manifest(version).items() if k != "reference_sha256"}
+    for _ in range(2):
+        drift_profile.champion_profile(store, version, manifest, DriftConfig(), lambda: store.reference(version), log)
+    assert builds == [500, 500] and not drift_profile._PROFILES
+    assert not list(store.folder(version).glob(f"{drift_profile.PROFILE_PREFIX}*"))

@@ -42,7 +42,9 @@ def champion_profile(store: ModelStore, version: str, manifest: dict, config: Dr
     """The profile of ``version``'s reference (``manifest["features"]`` only) under ``config``: from memory,
     from its file, or built from ``reference()`` (called only then) and written beside the model."""
     features = list(manifest["features"])
-    sha = str(manifest.get("reference_sha256", ""))
+    sha = manifest.get("reference_sha256")
+    if not isinstance(sha, str) or not sha:  # nothing to key it by: the reference read refuses such a version
+        return ReferenceProfile.build(reference()[features], config)
     fingerprint = settings_fingerprint(ProfileSettings.of(config), features)
     key = (sha, fingerprint)
     with _LOCK:
