@@ -11,6 +11,7 @@ with the re-evaluation job.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import pandas as pd
 
@@ -59,8 +60,8 @@ def assess_block(ctx: StepContext, rows: LoadedBlock) -> Assessment:
     manifest = None
     if champion:  # the estimate first, from the features alone: no label is read for it
         model, manifest = store.load_verified(champion, spec.pickle_trusted)
-        profile = champion_profile(store, champion, manifest, run_spec.drift, lambda: store.reference(champion),
-                                   ctx.log)
+        read_reference = cache(lambda: store.reference(champion))  # read at most once, when needed
+        profile = champion_profile(store, champion, manifest, run_spec.drift, read_reference, ctx.log)
         kept = KeptBlocks(ctx.paths.blocks_dir(spec.name), block,
                           ctx.order.registered() if spec.type == "stream" else None)
         estimates = estimate_block(run_spec, store, champion, model, frame.drop(columns=spec.target or [],
@@ -84,7 +85,7 @@ def assess_block(ctx: StepContext, rows: LoadedBlock) -> Assessment:
         history = history.iloc[_block_order(history["block"])]
         features = manifest["features"]
         # the reference's distributions are plotted for drifted features only: read it only for them
-        reference = store.reference(champion)[features] if report.drifted_features else frame[features].iloc[:0]
+        reference = read_reference()[features] if report.drifted_features else frame[features].iloc[:0]
         path = str(write_drift_report_html(
             report, reference, frame[features], ctx.paths.reports_dir(spec.name) / f"{block}.html",
             history=history, title=f"{spec.name} block {block}", plotlyjs="directory", results=all_rows,
