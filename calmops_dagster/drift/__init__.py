@@ -11,7 +11,7 @@ from calmops_dagster.drift.errors import DriftError, DriftInputError, MissingFea
 #: Imported on first use (PEP 562): the engine pulls in scipy.stats and pandas (about a second), while
 #: the pipeline spec, which every command and process reads, needs only :class:`DriftConfig`.
 _LAZY = {"detect_drift": "calmops_dagster.drift.engine", "DriftReport": "calmops_dagster.drift.report",
-         "MultivariateResult": "calmops_dagster.drift.report"}
+         "MultivariateResult": "calmops_dagster.drift.report", "ReferenceProfile": "calmops_dagster.drift.profile"}
 
 
 def __getattr__(name: str):
@@ -29,5 +29,6 @@ __all__ = [
     "DriftReport",
     "MissingFeatureError",
     "MultivariateResult",
+    "ReferenceProfile",
     "detect_drift",
 ]

@@ -50,39 +50,78 @@ class Skipped:
     note: str
 
 
-def select_features(reference: pd.DataFrame, current: pd.DataFrame, features: list[str] | None) -> tuple[list[str], list[Skipped]]:
+@dataclass(frozen=True)
+class ReferenceColumn:
+    """What the tests read from one reference column, whatever the current side holds.
+
+    A numeric column (unless ``categorical_columns`` names it) keeps its sorted non-NaN values; any other
+    column its value counts (Python objects, in order of first appearance, missing values left out) and
+    ``infer_dtype`` of its values. ``dtype`` is the column's dtype as text, for the notes.
+    """
+
+    dtype: str
+    numeric: bool
+    n_present: int
+    sorted_values: np.ndarray | None = None
+    value_counts: pd.Series | None = None
+    value_types: str = ""
+
+    @classmethod
+    def of(cls, name: str, s: pd.Series, config: DriftConfig) -> "ReferenceColumn":
+        """The reference side of feature ``name`` (``config.categorical_columns`` decides its kind)."""
+        numeric = _is_numeric(s)
+        if numeric and name not in config.categorical_columns:
+            v = _sorted_values(s)
+            # a numpy float column's only missing value is NaN (an int column has none): counted while sorting
+            n_present = v.size if isinstance(s.dtype, np.dtype) else int(s.notna().sum())
+            v.flags.writeable = False  # shared by every block compared with it
+            return cls(str(s.dtype), True, n_present, sorted_values=v)
+        counts = _value_counts(s)
+        return cls(str(s.dtype), numeric, int(counts.sum()), value_counts=counts,
+                   value_types=_value_types(s, counts.index))
+
+
+def check_frame(label: str, df) -> None:
+    """Raise :class:`DriftInputError` unless ``df`` is a DataFrame with rows and unique column names."""
+    if not isinstance(df, pd.DataFrame):
+        raise DriftInputError(f"{label} must be a pandas DataFrame, got {type(df).__name__}")
+    if len(df) == 0:
+        raise DriftInputError(f"{label} has no rows")
+    if not df.columns.is_unique:
+        dup = sorted(map(str, df.columns[df.columns.duplicated()]))
+        raise DriftInputError(f"{label} has duplicated columns: {dup}")
+
+
+def select_features(reference_columns: pd.Index, reference_present, current: pd.DataFrame,
+                    features: list[str] | None) -> tuple[list[str], list[Skipped]]:
     """The features to compare, in order, plus columns present on one side only (when not requested).
+
+    ``reference_columns`` are the (checked, :func:`check_frame`) reference's columns and
+    ``reference_present(column)`` its number of non-missing values.
 
     Raises
     ------
     DriftInputError
-        If an input is not a DataFrame, has no rows, or the two share no column.
+        If ``current`` is not a DataFrame or has no rows, or the two share no column.
     MissingFeatureError
         If a requested feature is absent on either side.
     """
-    for label, df in (("reference", reference), ("current", current)):
-        if not isinstance(df, pd.DataFrame):
-            raise DriftInputError(f"{label} must be a pandas DataFrame, got {type(df).__name__}")
-        if len(df) == 0:
-            raise DriftInputError(f"{label} has no rows")
-        if not df.columns.is_unique:
-            dup = sorted(map(str, df.columns[df.columns.duplicated()]))
-            raise DriftInputError(f"{label} has duplicated columns: {dup}")
+    check_frame("current", current)
     if features is not None:
-        miss_ref = [f for f in features if f not in reference.columns]
+        miss_ref = [f for f in features if f not in reference_columns]
         miss_cur = [f for f in features if f not in current.columns]
         if miss_ref or miss_cur:
             raise MissingFeatureError(miss_ref, miss_cur)
         return list(features), []
-    common = [c for c in reference.columns if c in current.columns]
+    common = [c for c in reference_columns if c in current.columns]
     if not common:
         raise DriftInputError("reference and current have no column in common")
     one_sided = [
-        Skipped(str(c), "unknown", int(reference[c].notna().sum()), 0, "not tested: column missing in current")
-        for c in reference.columns if c not in current.columns
+        Skipped(str(c), "unknown", reference_present(c), 0, "not tested: column missing in current")
+        for c in reference_columns if c not in current.columns
     ] + [
         Skipped(str(c), "unknown", 0, int(current[c].notna().sum()), "not tested: column missing in reference")
-        for c in current.columns if c not in reference.columns
+        for c in current.columns if c not in reference_columns
     ]
     return common, one_sided
 
@@ -160,18 +199,19 @@ def _value_counts(side: pd.Series) -> pd.Series:
     return counts
 
 
-def _category_counts(ref: pd.Series, cur: pd.Series) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+def _category_counts(ref_vc: pd.Series, cur: pd.Series) -> tuple[pd.Index, np.ndarray, np.ndarray]:
     """The categories in order of first appearance (reference first) and their counts on each side,
-    missing values left out. One hash pass per side (``value_counts``), no pooled copy of the values."""
-    ref_vc, cur_vc = _value_counts(ref), _value_counts(cur)
+    missing values left out, from the reference's :func:`_value_counts` and one hash pass over ``cur``
+    (no pooled copy of the values)."""
+    cur_vc = _value_counts(cur)
     new = cur_vc.index[~cur_vc.index.isin(ref_vc.index)]
     categories = ref_vc.index.append(new).astype(object)  # append infers a dtype again
     ref_counts = np.concatenate([ref_vc.to_numpy(dtype=np.int64), np.zeros(len(new), dtype=np.int64)])
     return categories, ref_counts, cur_vc.reindex(categories, fill_value=0).to_numpy(dtype=np.int64)
 
 
-def _categorical(name: str, ref: pd.Series, cur: pd.Series, config: DriftConfig) -> CategoricalColumn | Skipped:
-    uniques, ref_counts, cur_counts = _category_counts(ref, cur)
+def _categorical(name: str, ref: ReferenceColumn, cur: pd.Series, config: DriftConfig) -> CategoricalColumn | Skipped:
+    uniques, ref_counts, cur_counts = _category_counts(ref.value_counts, cur)
     k = len(uniques)
     n_ref, n_cur = int(ref_counts.sum()), int(cur_counts.sum())
     problem = _too_few(n_ref, n_cur, config)
@@ -180,7 +220,7 @@ def _categorical(name: str, ref: pd.Series, cur: pd.Series, config: DriftConfig)
     if k < 2:
         return Skipped(name, "categorical", n_ref, n_cur, f"not tested: constant, the single value {uniques[0]!r} on both sides")
     notes = []
-    inferred = {_value_types(ref, uniques[ref_counts > 0]), _value_types(cur, uniques[cur_counts > 0])}
+    inferred = {ref.value_types, _value_types(cur, uniques[cur_counts > 0])}
     if any(t.startswith("mixed") for t in inferred) or len(inferred) > 1:
         notes.append(f"mixed value types {sorted(inferred)}, compared as categories")
     cats, rc, cc, lump_note = _lump(list(uniques), ref_counts, cur_counts, config.max_categories)
@@ -198,18 +238,19 @@ def _too_few(n_ref: int, n_cur: int, config: DriftConfig) -> str:
     return ""
 
 
-def prepare(name: str, ref: pd.Series, cur: pd.Series, config: DriftConfig) -> NumericColumn | CategoricalColumn | Skipped:
-    """Resolve the kind of one feature and extract the values its tests need."""
-    ref_num, cur_num = _is_numeric(ref), _is_numeric(cur)
+def prepare(name: str, ref: ReferenceColumn, cur: pd.Series, config: DriftConfig) -> NumericColumn | CategoricalColumn | Skipped:
+    """Resolve the kind of one feature and extract the values its tests need (``ref`` from
+    :meth:`ReferenceColumn.of` with the same ``config``)."""
+    ref_num, cur_num = ref.numeric, _is_numeric(cur)
     if name in config.numeric_columns and not (ref_num and cur_num):
-        return Skipped(name, "numeric", int(ref.notna().sum()), int(cur.notna().sum()),
+        return Skipped(name, "numeric", ref.n_present, int(cur.notna().sum()),
                        f"not tested: declared numeric but dtypes are {ref.dtype} (reference), {cur.dtype} (current)")
     if name in config.categorical_columns or not (ref_num or cur_num):
         return _categorical(name, ref, cur, config)
     if ref_num != cur_num:
-        return Skipped(name, "unknown", int(ref.notna().sum()), int(cur.notna().sum()),
+        return Skipped(name, "unknown", ref.n_present, int(cur.notna().sum()),
                        f"not tested: type mismatch, {ref.dtype} in reference and {cur.dtype} in current")
-    r, c = _sorted_values(ref), _sorted_values(cur)
+    r, c = ref.sorted_values, _sorted_values(cur)
     problem = _too_few(r.size, c.size, config)
     if problem:
         return Skipped(name, "numeric", r.size, c.size, problem)

@@ -8,6 +8,7 @@ from calmops_dagster.drift.columns import CategoricalColumn, NumericColumn, Skip
 from calmops_dagster.drift.config import DriftConfig
 from calmops_dagster.drift.corrections import adjust_pvalues
 from calmops_dagster.drift.multivariate import run_multivariate
+from calmops_dagster.drift.profile import FrameReference, ReferenceProfile
 from calmops_dagster.drift.report import EXTRA_COLUMNS, FRAME_COLUMNS, NOT_TESTED, DriftReport
 
 
@@ -80,14 +81,18 @@ def _decide(rows: pd.DataFrame, config: DriftConfig) -> pd.DataFrame:
     return rows
 
 
-def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig | None = None,
+def detect_drift(reference: pd.DataFrame | ReferenceProfile, current: pd.DataFrame, config: DriftConfig | None = None,
                  features: list[str] | None = None) -> DriftReport:
     """Compare a block of data with its reference, feature by feature and jointly.
 
     Parameters
     ----------
-    reference, current : pandas.DataFrame
-        The reference data (e.g. the champion's training data) and the new block.
+    reference : pandas.DataFrame or ReferenceProfile
+        The reference data (e.g. the champion's training data), or its
+        :class:`~calmops_dagster.drift.profile.ReferenceProfile` prepared once for many blocks (same report,
+        without re-sorting the reference).
+    current : pandas.DataFrame
+        The new block.
     config : DriftConfig, optional
         Tests, thresholds and decision rule; defaults to ``DriftConfig()``.
     features : list of str, optional
@@ -101,7 +106,8 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
     Raises
     ------
     DriftInputError
-        Inputs that cannot be compared at all (not DataFrames, no rows, no common column).
+        Inputs that cannot be compared at all (not DataFrames, no rows, no common column), or a profile
+        prepared under other settings than ``config``'s (:class:`~calmops_dagster.drift.profile.ProfileMismatchError`).
     MissingFeatureError
         A requested feature is absent on a side.
 
@@ -115,12 +121,16 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
     (True, ['x'])
     """
     config = config or DriftConfig()
-    names, one_sided = select_features(reference, current, features)
+    if isinstance(reference, ReferenceProfile):
+        reference.check(config)
+    else:
+        reference = FrameReference(reference, config)
+    names, one_sided = select_features(reference.columns, reference.present, current, features)
     records: list[dict] = [_skipped_row(s) for s in one_sided]
     numeric, categorical, skipped = [], [], [s.name for s in one_sided]
     present: dict[str, tuple[int, int]] = {}
     for name in names:
-        col = prepare(str(name), reference[name], current[name], config)  # one column's arrays at a time
+        col = prepare(str(name), reference.column(name), current[name], config)  # one column's arrays at a time
         present[str(name)] = _present(col)
         if isinstance(col, Skipped):
             records.append(_skipped_row(col))
@@ -132,7 +142,7 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
             records.extend(_categorical_rows(col, config))
             categorical.append(name)
     if config.missing_values:
-        records.extend(_missing_rows(present, len(reference), len(current), config))
+        records.extend(_missing_rows(present, reference.n_rows, len(current), config))
     rows = pd.DataFrame.from_records(records, columns=FRAME_COLUMNS + EXTRA_COLUMNS)
     rows = _decide(rows, config)
 
@@ -145,7 +155,7 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
 
     multivariate, mv_note = None, "multivariate tests off"
     if config.multivariate:
-        multivariate, mv_note = run_multivariate(reference, current, numeric, categorical, config)
+        multivariate, mv_note = run_multivariate(reference.sample(), current, numeric, categorical, config)
     mv_drift = any(r.drifted for r in multivariate or [])
     decision = univariate_drift or mv_drift
     split = (f", the univariate part of alpha={config.alpha:g}" if config.univariate_alpha != config.alpha else "")

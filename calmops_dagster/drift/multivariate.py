@@ -7,6 +7,7 @@ sampling at most ``multivariate_sample_size`` rows per side, which the report st
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -221,11 +222,37 @@ def _sample(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
     return df.iloc[np.sort(rng.choice(len(df), size=n, replace=False))].reset_index(drop=True)
 
 
-def run_multivariate(reference: pd.DataFrame, current: pd.DataFrame, numeric: list, categorical: list,
+@dataclass(frozen=True)
+class ReferenceSample:
+    """The multivariate tests' reference side, drawn once: the sampled rows, how many rows the reference has,
+    and the random state after the draw, from which the current side's sample and the permutations follow.
+    Reused for every block (:class:`~calmops_dagster.drift.profile.ReferenceProfile`), it gives the results
+    a fresh draw would."""
+
+    rows: pd.DataFrame
+    n_rows: int
+    rng_state: dict
+
+    @classmethod
+    def draw(cls, reference: pd.DataFrame, config: DriftConfig) -> "ReferenceSample":
+        rng = np.random.default_rng(config.seed)
+        rows = _sample(reference, config.multivariate_sample_size, rng)
+        return cls(rows, len(reference), rng.bit_generator.state)
+
+    def rng(self) -> np.random.Generator:
+        """A generator in the state right after the reference was drawn."""
+        rng = np.random.default_rng()
+        rng.bit_generator.state = self.rng_state
+        return rng
+
+
+def run_multivariate(reference: ReferenceSample, current: pd.DataFrame, numeric: list, categorical: list,
                      config: DriftConfig) -> tuple[list[MultivariateResult] | None, str]:
     """Run the configured multivariate tests on the tested ``numeric`` and ``categorical`` columns.
 
     Returns the results and a note on the sampling, or ``(None, reason)`` when the tests cannot run.
+    ``reference`` is the reference's sample (:meth:`ReferenceSample.draw`); the current side's sample and the
+    permutations are drawn from the random state it was left in.
 
     Numeric features are standardized with the reference sample's mean and standard deviation and
     missing values set to that mean (0). MMD uses the numeric features only; the classifier also uses the
@@ -233,12 +260,12 @@ def run_multivariate(reference: pd.DataFrame, current: pd.DataFrame, numeric: li
     """
     if not numeric and not categorical:
         return None, "multivariate tests not run: no testable feature"
-    if min(len(reference), len(current)) < MIN_ROWS:
+    n_ref = reference.n_rows
+    if min(n_ref, len(current)) < MIN_ROWS:
         return None, f"multivariate tests not run: fewer than {MIN_ROWS} rows on a side"
-    rng = np.random.default_rng(config.seed)
-    n = config.multivariate_sample_size
-    ref, cur = _sample(reference, n, rng), _sample(current, n, rng)
-    sample_note = f"sampled {len(ref)} of {len(reference)} reference and {len(cur)} of {len(current)} current rows"
+    rng = reference.rng()
+    ref, cur = reference.rows, _sample(current, config.multivariate_sample_size, rng)
+    sample_note = f"sampled {len(ref)} of {n_ref} reference and {len(cur)} of {len(current)} current rows"
     each_alpha = config.alpha * config.multivariate_alpha_share / len(config.multivariate_tests)
     results = []
     num_ref = ref[numeric].apply(pd.to_numeric, errors="coerce").astype(float)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from calmops_dagster.drift import DriftReport, detect_drift
+from calmops_dagster.drift import DriftReport, ReferenceProfile, detect_drift
 from calmops_dagster.drift.model_drift import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
@@ -44,17 +44,20 @@ class BlockAssessment:
 
 
 def assess_block(spec: PipelineSpec, block: pd.DataFrame, champion=None, manifest: dict | None = None,
-                 reference: pd.DataFrame | None = None,
+                 reference: pd.DataFrame | ReferenceProfile | None = None,
                  estimated: PerformanceDrift | None = None) -> BlockAssessment:
     """Measure ``block`` against the champion (``None`` before the first one) and decide on retraining.
 
-    ``estimated`` is the primary metric's label-free estimate against its reference (used by the rule
+    ``reference`` is the champion's training data, or its profile over the manifest's features
+    (:class:`~calmops_dagster.drift.profile.ReferenceProfile`, prepared once for many blocks). ``estimated`` is the primary metric's label-free estimate against its reference (used by the rule
     ``estimated_performance``; for a prediction-only pipeline it raises an alert, never a retraining)."""
     if champion is None:
         return BlockAssessment(None, None, None, None, _enough_rows(
             spec, block, None, decide_retrain(False, False, [], None, None, {})))
     features = manifest["features"]
-    report = detect_drift(reference[features], block[features], config=spec.drift)
+    if isinstance(reference, pd.DataFrame):
+        reference = reference[features]
+    report = detect_drift(reference, block[features], config=spec.drift)
     block_scores = performance = stream = None
     labelled = not spec.prediction_only and spec.target in block.columns
     if labelled:

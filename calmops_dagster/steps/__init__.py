@@ -14,8 +14,8 @@ work: it reads and writes the stores its :class:`~calmops_dagster.steps.step_con
 - ``reevaluate_block``: a processed block judged again (``calmops reevaluate``)
 
 What they share: ``step_context`` (rerun or first run, the settings in force), ``block_context`` (what a
-rerun reproduces), ``circuit_breaker`` and ``estimated_performance``; the reports they write are in
-:mod:`calmops_dagster.reports`.
+rerun reproduces), ``circuit_breaker``, ``estimated_performance`` and ``drift_profile`` (the champion's drift
+reference, prepared once); the reports they write are in :mod:`calmops_dagster.reports`.
 May import: drift, estimation, learning, ingest, store and reports — never Dagster, orchestration or
 interfaces.
 """

@@ -11,6 +11,7 @@ with the re-evaluation job.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import pandas as pd
 
@@ -22,6 +23,7 @@ from calmops_dagster.learning.retrain_policy import RetrainDecision
 from calmops_dagster.reports.block_report import write_drift_report_html
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.steps.block_context import decided_blocks, settings_of, write_context
+from calmops_dagster.steps.drift_profile import champion_profile
 from calmops_dagster.steps.estimated_performance import (
     BlockEstimates,
     KeptBlocks,
@@ -55,15 +57,16 @@ def assess_block(ctx: StepContext, rows: LoadedBlock) -> Assessment:
     frame = rows.frame
     now = _in_force(ctx, rows)
     champion, run_spec = now.champion, now.spec
-    manifest = reference = None
+    manifest = None
     if champion:  # the estimate first, from the features alone: no label is read for it
-        manifest, reference = store.manifest(champion), store.reference(champion)
-        model = store.load(champion, spec.pickle_trusted)
+        model, manifest = store.load_verified(champion, spec.pickle_trusted)
+        read_reference = cache(lambda: store.reference(champion))  # read at most once, when needed
+        profile = champion_profile(store, champion, manifest, run_spec.drift, read_reference, ctx.log)
         kept = KeptBlocks(ctx.paths.blocks_dir(spec.name), block,
                           ctx.order.registered() if spec.type == "stream" else None)
         estimates = estimate_block(run_spec, store, champion, model, frame.drop(columns=spec.target or [],
                                    errors="ignore"), ctx.paths.estimation_dir(spec.name), kept)
-        measured = block_assessment.assess_block(run_spec, frame, model, manifest, reference,
+        measured = block_assessment.assess_block(run_spec, frame, model, manifest, profile,
                                                  estimated_drop(run_spec, estimates))
     else:
         estimates = BlockEstimates(note="no estimate: no champion yet")
@@ -81,8 +84,10 @@ def assess_block(ctx: StepContext, rows: LoadedBlock) -> Assessment:
                                     "WHERE pipeline = ?", [spec.name], pipeline=spec.name)
         history = history.iloc[_block_order(history["block"])]
         features = manifest["features"]
+        # the reference's distributions are plotted for drifted features only: read it only for them
+        reference = read_reference()[features] if report.drifted_features else frame[features].iloc[:0]
         path = str(write_drift_report_html(
-            report, reference[features], frame[features], ctx.paths.reports_dir(spec.name) / f"{block}.html",
+            report, reference, frame[features], ctx.paths.reports_dir(spec.name) / f"{block}.html",
             history=history, title=f"{spec.name} block {block}", plotlyjs="directory", results=all_rows,
         ))
     # DEBUG: the block's one INFO line is its decision (champion_model, or predictions when prediction-only)
