@@ -295,6 +295,7 @@ def run_multivariate(reference: ReferenceSample, current: pd.DataFrame, numeric:
             test="classifier", statistic=auc, p_value=p, effect_size=auc, threshold=config.classifier_min_auc,
             alpha=each_alpha, drifted=bool(p < each_alpha and auc >= config.classifier_min_auc),
             n_ref=len(ref), n_cur=len(cur), features=numeric + categorical, top_features=top,
-            note=f"{sample_note}; LightGBM, {config.classifier_folds}-fold out-of-fold AUC",
+            note=f"{sample_note}; LightGBM, {config.classifier_folds} folds: mean of the folds' out-of-fold "
+                 "AUCs, p from their mean Mann-Whitney z",
         ))
     return results, sample_note
