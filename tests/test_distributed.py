@@ -50,19 +50,23 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
 
 def make_pipelines(home: Path) -> dict[str, tuple[list[Path], Path]]:
     """Four demo pipelines (two blocks of 150 rows each, drift at block 2; ``calmops demo`` in this process);
-    ``stalled`` trains a tree whose fit can be made to stall. Returns each pipeline's block files and watched
-    folder."""
+    ``stalled`` trains a tree whose fit can be made to stall, the others a forest of 10 trees (the demo's 100
+    are fitted six times a promotion, on the workers and in the reference, and the comparison does not depend
+    on the model). Returns each pipeline's block files and watched folder."""
     found = {}
     for name in PIPELINES:
         assert main(["--home", str(home), "demo", "--name", name, "--initial", "0", "--blocks", "2",
                      "--drift-at", "2", "--rows-per-block", "150"]) == 0
         base = home / "demo" / name
         found[name] = (sorted((base / "blocks").glob("*.csv")), base / "data")
-    spec_path = home / "pipelines" / "stalled" / "pipeline.yaml"
-    raw = yaml.safe_load(spec_path.read_text())
-    raw["model_spec"] = {"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
-                         "params": {"random_state": 0}}
-    spec_path.write_text(yaml.safe_dump(raw))
+        spec_path = home / "pipelines" / name / "pipeline.yaml"
+        raw = yaml.safe_load(spec_path.read_text())
+        if name == "stalled":
+            raw["model_spec"] = {"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
+                                 "params": {"random_state": 0}}
+        else:
+            raw["model_spec"]["params"]["n_estimators"] = 10
+        spec_path.write_text(yaml.safe_dump(raw))
     return found
 
 
