@@ -3,9 +3,10 @@
 - the instance ``calmops`` writes: Dagster's ``storage: sqlite`` and default run launcher, nothing of
   ``calmops_dagster.speedups`` named in it; the sensors at the spec's interval;
 - the `dagster dev` story once in stock mode: one demo pipeline on a fresh home, block 1 in its watched
-  folder as `dagster dev` starts, decided by the sensor's run; then the file sensor is stopped through the webserver, block 2 is copied in,
-  and ``calmops relaunch`` starts the sensor again and gets block 2 decided, and ``calmops update`` reloads
-  the code location, all through Dagster's GraphQL API over plain HTTP;
+  folder as `dagster dev` starts, decided by the sensor's run; then the file sensor is stopped through the
+  webserver, block 2 is copied in, and ``calmops relaunch`` starts the sensor again and gets block 2
+  decided, and ``calmops update`` reloads the code location, all through Dagster's GraphQL API over plain
+  HTTP;
 - after it, with ``dagster dev`` stopped, ``calmops relaunch`` starts the stopped sensor both ways: with
   Dagster's CLI in stock mode, in the stored state with the speed-ups on.
 """
