@@ -35,6 +35,8 @@ SLOW_MODULES_FIRST = (
     "test_block_pipeline.py",
     "test_alerts.py",  # five pipelines in-process against a local HTTP receiver
     "test_storage.py",
+    "test_bad_input.py",
+    "test_estimation_regression.py",
     "test_block_io_manager.py",
     "test_stream_sensor.py",
     "test_circuit_breaker.py",
@@ -58,9 +60,14 @@ SLOW_MODULES_FIRST = (
     "test_server.py",
     "test_delayed_labels.py",
     "test_ipip_pipeline.py",
+    "test_estimation.py",
+    "test_block_keys.py",
+    "test_estimation_multiclass.py",
+    "test_bad_content.py",
     "test_dead_runs.py",
     "test_landing_page.py",
     "test_server_rude_clients.py",
+    "test_drift_univariate.py",
 )
 
 
