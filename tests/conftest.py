@@ -24,20 +24,26 @@ SLOW_MODULES_FIRST = (
     "test_distributed_faults.py",  # Redis and a Celery worker per fault (mostly waiting)
     "test_dagster_dev.py",  # two lives of dagster dev, four pipelines (mostly waiting on them)
     "test_speedups.py",  # dagster dev on stock Dagster, a fresh process per run
+    "test_store_outage.py",  # moto stopped and started under pipelines that run as commands
     "test_tutorials.py",  # six tutorial scripts, each its own process
     "test_faults.py",
     "test_custom_functions.py",  # seven pipelines in-process with a user's package
+    "test_s3_requests.py",  # moto and `calmops run` on S3, counted request by request
     "test_postgres_instance.py",  # a PostgreSQL server and a Dagster daemon on it (mostly waiting)
     "test_s3_storage.py",  # moto and every command on S3
     "test_server_schemathesis.py",
     "test_block_pipeline.py",
     "test_alerts.py",  # five pipelines in-process against a local HTTP receiver
     "test_storage.py",
+    "test_bad_input.py",
+    "test_estimation_regression.py",
+    "test_block_io_manager.py",
     "test_stream_sensor.py",
     "test_circuit_breaker.py",
     "test_warm_run_launcher.py",
     "test_reruns.py",
     "test_exactly_once.py",
+    "test_fork_safety.py",
     "test_skops_io.py",
     "test_run_guard.py",
     "test_metrics_store.py",
@@ -54,6 +60,14 @@ SLOW_MODULES_FIRST = (
     "test_server.py",
     "test_delayed_labels.py",
     "test_ipip_pipeline.py",
+    "test_estimation.py",
+    "test_block_keys.py",
+    "test_estimation_multiclass.py",
+    "test_bad_content.py",
+    "test_dead_runs.py",
+    "test_landing_page.py",
+    "test_server_rude_clients.py",
+    "test_drift_univariate.py",
 )
 
 

@@ -39,6 +39,8 @@ from dagster import DagsterInstance, DagsterRunStatus
 from live_processes import answers_200, free_port, group_alive, stop_group, wait_for
 from webhook_receiver import WebhookReceiver
 
+from calmops_dagster.interfaces.cli import main
+
 CALMOPS = [sys.executable, "-m", "calmops_dagster.interfaces.cli"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,8 +82,9 @@ def running_dev(home: Path, port: int, log_path: Path, **env):
 
 
 def make_demo(home: Path, *args: str) -> None:
-    subprocess.run([*CALMOPS, "demo", "--initial", "0", "--blocks", "3", "--rows-per-block", "200", *args],
-                   env={**os.environ, "CALMOPS_HOME": str(home)}, check=True, capture_output=True)
+    """``calmops demo`` in this process (the story's setup, not its subject: `--next` runs as a command)."""
+    assert main(["--home", str(home), "demo", "--initial", "0", "--blocks", "3", "--rows-per-block", "200",
+                 *args]) == 0
 
 
 def demo_files(home: Path, pipeline: str) -> tuple[list[Path], Path]:
@@ -142,11 +145,11 @@ def story(tmp_path_factory) -> Story:
     make_demo(home, "--name", "flaky", "--blocks", "1")
 
     stalled_blocks, stalled_data = demo_files(home, "stalled")
+    for path in stalled_blocks[:2]:  # in the watched folder before `dagster dev` starts: settled at its first tick
+        shutil.copy(path, stalled_data / path.name)
     with running_dev(home, port, root / "dev1.log", CALMOPS_TEST_FIT_SIGNAL=str(signal_file),
                      CALMOPS_TEST_FIT_SLEEP="600") as process:
         wait_for(lambda: server_up(process, port), 300, "the webserver to answer /server_info")
-        for path in stalled_blocks[:2]:
-            shutil.copy(path, stalled_data / path.name)
         wait_for(signal_file.exists, 400, "stalled's block 1 to start training")
         os.killpg(os.getpgid(process.pid), signal.SIGKILL)  # no clean shutdown: the run stays "started"
 

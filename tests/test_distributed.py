@@ -48,20 +48,25 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed: `make redis` (make test) installs it")
 
 
-def make_pipelines(home: Path, env: dict) -> dict[str, tuple[list[Path], Path]]:
-    """Four demo pipelines (two blocks of 150 rows each, drift at block 2); ``stalled`` trains a tree whose
-    fit can be made to stall. Returns each pipeline's block files and watched folder."""
+def make_pipelines(home: Path) -> dict[str, tuple[list[Path], Path]]:
+    """Four demo pipelines (two blocks of 150 rows each, drift at block 2; ``calmops demo`` in this process);
+    ``stalled`` trains a tree whose fit can be made to stall, the others a forest of 10 trees (the demo's 100
+    are fitted six times a promotion, on the workers and in the reference, and the comparison does not depend
+    on the model). Returns each pipeline's block files and watched folder."""
     found = {}
     for name in PIPELINES:
-        subprocess.run([*CALMOPS, "demo", "--name", name, "--initial", "0", "--blocks", "2", "--drift-at", "2",
-                        "--rows-per-block", "150"], env=env, check=True, capture_output=True)
+        assert main(["--home", str(home), "demo", "--name", name, "--initial", "0", "--blocks", "2",
+                     "--drift-at", "2", "--rows-per-block", "150"]) == 0
         base = home / "demo" / name
         found[name] = (sorted((base / "blocks").glob("*.csv")), base / "data")
-    spec_path = home / "pipelines" / "stalled" / "pipeline.yaml"
-    raw = yaml.safe_load(spec_path.read_text())
-    raw["model_spec"] = {"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
-                         "params": {"random_state": 0}}
-    spec_path.write_text(yaml.safe_dump(raw))
+        spec_path = home / "pipelines" / name / "pipeline.yaml"
+        raw = yaml.safe_load(spec_path.read_text())
+        if name == "stalled":
+            raw["model_spec"] = {"module": "calmops_dagster.learning.testing_models", "class": "ControlledTree",
+                                 "params": {"random_state": 0}}
+        else:
+            raw["model_spec"]["params"]["n_estimators"] = 10
+        spec_path.write_text(yaml.safe_dump(raw))
     return found
 
 
@@ -79,6 +84,22 @@ def worker_env(base: dict, root: Path, name: str, signal_dir: Path) -> dict:
     return {**base, "CALMOPS_HOME": str(home), "DAGSTER_HOME": str(root / name / "dagster_home"),
             "PYTHONPATH": os.pathsep.join([str(REPO / "deploy" / "celery"), str(REPO)]),
             "CALMOPS_TEST_FIT_SIGNAL": str(signal_dir / f"{name}.training"), "CALMOPS_TEST_FIT_SLEEP": "4"}
+
+
+def decide_in_process(files: dict[str, tuple[list[Path], Path]], specs: Path, local_home: Path,
+                      monkeypatch) -> None:
+    """``calmops run`` of every pipeline in this process, on ``local_home`` (local disk, its own instance) with
+    copies of the same block files and specs: the reference the distributed decisions are compared with."""
+    for name, (blocks, _) in files.items():
+        spec = yaml.safe_load((specs / name / "pipeline.yaml").read_text())
+        spec["data_dir"] = str(local_home / "data" / name)
+        Path(spec["data_dir"]).mkdir(parents=True)
+        for path in blocks:
+            os.utime(shutil.copy(path, spec["data_dir"]), (0, 0))  # long settled
+        (local_home / "pipelines" / name).mkdir(parents=True)
+        (local_home / "pipelines" / name / "pipeline.yaml").write_text(yaml.safe_dump(spec))
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        assert main(["--home", str(local_home), "run", name]) == 0
 
 
 def pool_children(pid: int) -> list[int]:
@@ -103,7 +124,7 @@ def test_four_pipelines_on_two_celery_workers_decide_as_in_process(tmp_path, mon
                     "DAGSTER_POSTGRES_PASSWORD", "DAGSTER_POSTGRES_DB"):
             monkeypatch.setenv(key, base[key])  # this process reads the instance too
         daemon_env = {**base, "CALMOPS_HOME": str(root / "daemon" / "home"), "DAGSTER_HOME": str(dagster_home)}
-        files = make_pipelines(root / "daemon" / "home", daemon_env)
+        files = make_pipelines(root / "daemon" / "home")
         signal_dir = root / "signals"
         signal_dir.mkdir()
         workers = {}
@@ -137,6 +158,9 @@ def test_four_pipelines_on_two_celery_workers_decide_as_in_process(tmp_path, mon
         os.kill(child, signal.SIGKILL)
         killed_at = first.stem
 
+        # while the workers decide, the reference: the same files in this process on a local home
+        decide_in_process(files, root / "daemon" / "home" / "pipelines", local_home, monkeypatch)
+
         with DagsterInstance.from_config(str(dagster_home)) as instance:
             def all_blocks_decided() -> bool:
                 runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
@@ -163,17 +187,6 @@ def test_four_pipelines_on_two_celery_workers_decide_as_in_process(tmp_path, mon
     assert max(deliveries, key=deliveries.get)[:2] == ("stalled", "1")
     assert not group_alive(daemon.pid) and not any(group_alive(w.pid) for w in workers.values())
 
-    # the same files, in-process on one local home: the same rows and decisions, block by block
-    for name, (blocks, _) in files.items():
-        spec = yaml.safe_load((root / "daemon" / "home" / "pipelines" / name / "pipeline.yaml").read_text())
-        spec["data_dir"] = str(local_home / "data" / name)
-        Path(spec["data_dir"]).mkdir(parents=True)
-        for path in blocks:
-            os.utime(shutil.copy(path, spec["data_dir"]), (0, 0))  # long settled
-        (local_home / "pipelines" / name).mkdir(parents=True)
-        (local_home / "pipelines" / name / "pipeline.yaml").write_text(yaml.safe_dump(spec))
-        monkeypatch.delenv("DAGSTER_HOME", raising=False)
-        assert main(["--home", str(local_home), "run", name]) == 0
     local_env = {**os.environ, "CALMOPS_HOME": str(local_home)}
     assert distributed == decisions(local_env)
     assert len(distributed) == 2 * len(PIPELINES)

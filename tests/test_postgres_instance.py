@@ -28,7 +28,8 @@ from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 from live_processes import stop_group, wait_for
 from postgres_server import postgres_server
-from test_dagster_dev import CALMOPS
+
+from calmops_dagster.interfaces.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER_DAEMON = [sys.executable, "-m", "dagster._daemon", "run", "-m", "calmops_dagster.definitions"]
@@ -61,8 +62,7 @@ def postgres_instance(tmp_path, monkeypatch):
 
 def test_a_pipeline_runs_end_to_end_on_postgres_with_the_daemon_sensor_and_run_queue(tmp_path, postgres_instance):
     home = Path(os.environ["CALMOPS_HOME"])
-    subprocess.run([*CALMOPS, "demo", "--initial", "0", "--blocks", "1", "--rows-per-block", "200"],
-                   check=True, capture_output=True)
+    assert main(["demo", "--initial", "0", "--blocks", "1", "--rows-per-block", "200"]) == 0  # in this process
     blocks_dir, data_dir = home / "demo" / "demo" / "blocks", home / "demo" / "demo" / "data"
 
     with DagsterInstance.get() as instance:

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from calmops_dagster.store.storage import StoragePath
+from tests.live_processes import wait_for
 from tests.moto_s3 import moto_s3
 
 #: A request line of moto's log: ``"GET /bucket/key HTTP/1.1" 200 -``.
@@ -79,27 +80,41 @@ def test_two_homes_writing_one_bucket_lose_no_row_and_see_each_others_tables(tmp
     import os
     import subprocess
     import sys
-    import time
 
     import duckdb
 
     from calmops_dagster.store.metrics_store import MetricsStore
     from calmops_dagster.store.storage import reader_filesystem, storage_root
 
-    code = ("import sys, time; from calmops_dagster.store.metrics_store import MetricsStore; "
-            "home, start, own = sys.argv[1], float(sys.argv[2]), sys.argv[3]; "
-            "store = MetricsStore(home + '/metrics.duckdb'); store._ensure_ready(); "
-            "time.sleep(max(0, start - time.time())); "
-            "[store.replace_block_rows('blocks', home, str(b), [{'rows': b}]) for b in range(5)]; "
-            "[store.append_rows('data_files', [{'pipeline': home, 'file': f'{b}.csv'}]) for b in range(5)]; "
-            "store.append_rows(own, [{'pipeline': home}])")
+    # each writer, its imports done and its store open, says it is ready and waits for the go: the writes at
+    # one moment, as soon as both can write
+    code = """
+import sys, time
+from pathlib import Path
+from calmops_dagster.store.metrics_store import MetricsStore
+home, go, own = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+store = MetricsStore(home + '/metrics.duckdb')
+store._ensure_ready()
+Path(home + '.ready').touch()
+while not go.exists():
+    time.sleep(0.005)
+[store.replace_block_rows('blocks', home, str(b), [{'rows': b}]) for b in range(5)]
+[store.append_rows('data_files', [{'pipeline': home, 'file': f'{b}.csv'}]) for b in range(5)]
+store.append_rows(own, [{'pipeline': home}])
+"""
     with moto_s3("two-homes") as env:
         url = f"s3://two-homes/{uuid.uuid4().hex}"
-        homes = [tmp_path / "a", tmp_path / "b"]
-        start = str(time.time() + 20)  # after both processes' imports: the writes at one moment
-        writers = [subprocess.Popen([sys.executable, "-c", code, str(home), start, own],
+        homes, go = [tmp_path / "a", tmp_path / "b"], tmp_path / "go"
+        writers = [subprocess.Popen([sys.executable, "-c", code, str(home), str(go), own],
                                     env={**os.environ, **env, "CALMOPS_HOME": str(home), "CALMOPS_STORAGE_URL": url})
                    for home, own in zip(homes, ("quarantine", "alerts"), strict=True)]
+
+        def ready() -> bool:
+            assert not [w.returncode for w in writers if w.poll() is not None], "a writer ended before the go"
+            return all(Path(f"{home}.ready").exists() for home in homes)
+
+        wait_for(ready, 600, "both writers to be ready", 0.05)
+        go.touch()
         assert [w.wait(timeout=600) for w in writers] == [0, 0]
         os.environ.update(env)
         try:

@@ -2,10 +2,11 @@
 
 - the instance ``calmops`` writes: Dagster's ``storage: sqlite`` and default run launcher, nothing of
   ``calmops_dagster.speedups`` named in it; the sensors at the spec's interval;
-- the `dagster dev` story once in stock mode: one demo pipeline on a fresh home, block 1 dropped in and
-  decided by the sensor's run; then the file sensor is stopped through the webserver, block 2 is copied in,
-  and ``calmops relaunch`` starts the sensor again and gets block 2 decided, and ``calmops update`` reloads
-  the code location, all through Dagster's GraphQL API over plain HTTP;
+- the `dagster dev` story once in stock mode: one demo pipeline on a fresh home, block 1 in its watched
+  folder as `dagster dev` starts, decided by the sensor's run; then the file sensor is stopped through the
+  webserver, block 2 is copied in, and ``calmops relaunch`` starts the sensor again and gets block 2
+  decided, and ``calmops update`` reloads the code location, all through Dagster's GraphQL API over plain
+  HTTP;
 - after it, with ``dagster dev`` stopped, ``calmops relaunch`` starts the stopped sensor both ways: with
   Dagster's CLI in stock mode, in the stored state with the speed-ups on.
 """
@@ -27,6 +28,7 @@ from live_processes import free_port, wait_for
 from test_dagster_dev import CALMOPS, demo_files, processed_blocks, running_dev, server_up
 
 from calmops_dagster.errors import CalmOpsError
+from calmops_dagster.interfaces.cli import main
 from calmops_dagster.orchestration.dagster_control import DagsterWebserver
 from calmops_dagster.orchestration.instance import instance_yaml
 from calmops_dagster.orchestration.pipeline_defs import build_job, build_pipeline_definitions
@@ -117,12 +119,11 @@ def stock_story(tmp_path_factory) -> StockStory:
     home, port, log = root / "home", free_port(), root / "dev.log"
     env = {**os.environ, "CALMOPS_HOME": str(home), **STOCK}
     env.pop("CALMOPS_RUN_LAUNCHER", None)
-    subprocess.run([*CALMOPS, "demo", "--initial", "0", "--blocks", "2", "--rows-per-block", "200"], env=env,
-                   check=True, capture_output=True)
+    # block 1 is in the watched folder before `dagster dev` starts: its sensor's first tick finds it settled
+    assert main(["--home", str(home), "demo", "--initial", "1", "--blocks", "2", "--rows-per-block", "200"]) == 0
     blocks, data = demo_files(home, "demo")
     with running_dev(home, port, log, **STOCK) as process:
         wait_for(lambda: server_up(process, port), 300, "the webserver to answer /server_info")
-        shutil.copy(blocks[0], data / blocks[0].name)
         wait_for(lambda: processed_blocks(home / "metrics.duckdb") == {"1"}, 900, "block 1 decided")
         webserver = DagsterWebserver("127.0.0.1", port)
         selector = {"repositoryLocationName": "calmops_dagster.definitions", "repositoryName": "__repository__",
