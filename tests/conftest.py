@@ -47,6 +47,11 @@ SLOW_MODULES_FIRST = (
     "test_skops_io.py",
     "test_run_guard.py",
     "test_metrics_store.py",
+    "test_drift_multivariate.py",  # a null simulation of the classifier p-value, MMD equality grids
+    "test_drift_profile.py",
+    "test_store_views.py",
+    "test_labels_sensor_ticks.py",
+    "test_drift_profile_pipeline.py",
     "test_ipip.py",
     "test_promotion.py",
     "test_drift_engine.py",
