@@ -9,7 +9,7 @@ import time
 import duckdb
 from conftest import block_spec_dict, evaluate_file_sensor
 
-from calmops_dagster.ingest.file_scan import settle_wait
+from calmops_dagster.ingest.file_scan import listing_fingerprint, settle_wait
 from calmops_dagster.ingest.ingest_record import ingest_data_dir
 from calmops_dagster.orchestration.ingest_registration import pipeline_dir
 from calmops_dagster.orchestration.pipeline_defs import build_job
@@ -68,6 +68,53 @@ def test_a_tick_over_unchanged_files_reads_nothing_but_their_stat(demo_spec, hom
     age(second)
     assert [r.partition_key for r in evaluate_file_sensor(demo_spec, home, instance, cursor=idle.cursor)
             .run_requests] == ["2"]
+
+
+class _CountedEntry:
+    """A ``DirEntry`` whose ``stat`` calls are counted (its ``is_file`` reads the folder's entry, no ``stat``)."""
+
+    def __init__(self, entry, counts):
+        self._entry, self._counts = entry, counts
+
+    def stat(self, **kwargs):
+        self._counts["stat"] += 1
+        return self._entry.stat(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._entry, name)
+
+
+class _CountedScandir:
+    def __init__(self, iterator, counts):
+        self._iterator, self._counts = iterator, counts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._iterator.close()
+
+    def __iter__(self):
+        return (_CountedEntry(entry, self._counts) for entry in self._iterator)
+
+
+def test_a_tick_stats_each_data_file_once(demo_spec, block_files, monkeypatch):
+    for source in block_files[:3]:
+        shutil.copy(source, demo_spec.data_dir / source.name)
+    (demo_spec.data_dir / ".hidden.csv").write_text("x\n1\n")
+    (demo_spec.data_dir / "notes.txt").write_text("not data")
+    (demo_spec.data_dir / "quarantine").mkdir()
+    counts = {"stat": 0}
+    real_stat, real_scandir = os.stat, os.scandir
+
+    def counted_stat(*args, **kwargs):
+        counts["stat"] += 1
+        return real_stat(*args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counted_stat)
+    monkeypatch.setattr(os, "scandir", lambda *args: _CountedScandir(real_scandir(*args), counts))
+    listing_fingerprint(demo_spec)
+    assert counts["stat"] == 3  # one per data file; none for the hidden file, other suffixes, subfolders
 
 
 def test_a_scan_recorded_by_another_entry_point_is_acted_on_by_the_next_tick(demo_spec, home, block_files,

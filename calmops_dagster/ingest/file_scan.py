@@ -21,7 +21,7 @@ from calmops_dagster.ingest.block_data import (
     QUARANTINE_DIR,
     FileInspection,
     accept_stream_file,
-    candidate_files,
+    candidate_stats,
     incomplete_reason,
     inspect_frame,
     keep_block_pieces,
@@ -87,11 +87,8 @@ def settle_wait(spec: PipelineSpec, now: float | None = None) -> float:
     """
     now = time.time() if now is None else now
     remaining = 0.0
-    for path in candidate_files(spec):
-        try:
-            remaining = max(remaining, spec.sensor.settle_seconds - (now - path.stat().st_mtime))
-        except FileNotFoundError:  # removed since it was listed
-            continue
+    for _, info in candidate_stats(spec):
+        remaining = max(remaining, spec.sensor.settle_seconds - (now - info.st_mtime))
     return remaining if 0 < remaining <= min(spec.sensor.interval_seconds, MAX_SETTLE_WAIT) else 0.0
 
 
@@ -99,13 +96,7 @@ def listing_fingerprint(spec: PipelineSpec) -> str:
     """16 hex digits naming the data files and the size and mtime of each: one ``stat`` per file, nothing
     read. Equal fingerprints mean no file was added, removed or rewritten since (the file sensor's idle
     tick)."""
-    entries = []
-    for path in candidate_files(spec):
-        try:
-            info = path.stat()
-        except FileNotFoundError:  # removed since it was listed
-            continue
-        entries.append(f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}")
+    entries = [f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}" for path, info in candidate_stats(spec)]
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
@@ -125,11 +116,7 @@ def unsettled_files(spec: PipelineSpec, index: dict[str, dict], now: float | Non
     """
     now = time.time() if now is None else now
     remaining, seen = 0.0, {}
-    for path in candidate_files(spec):
-        try:
-            stat = path.stat()
-        except FileNotFoundError:  # removed since it was listed
-            continue
+    for path, stat in candidate_stats(spec):
         known = index.get(path.name)
         if known and [known["size"], known["mtime_ns"]] == [stat.st_size, stat.st_mtime_ns]:
             continue
@@ -165,12 +152,7 @@ def scan_data_dir(
     result = ScanResult(cursor=cursor)
     seen, index, owners = cursor["seen"], index or {}, dict(owners or {})
     expected = dict(expected_kinds) if expected_kinds else None
-    stats = {}
-    for path in candidate_files(spec):
-        try:
-            stats[path] = path.stat()
-        except FileNotFoundError:  # removed between listing and stat
-            continue
+    stats = dict(candidate_stats(spec))
     present = {path.name for path in stats}
     for name in [n for n in seen if n not in present]:
         del seen[name]
