@@ -9,6 +9,7 @@ import time
 import duckdb
 from conftest import block_spec_dict, evaluate_file_sensor
 
+from calmops_dagster.ingest import file_scan
 from calmops_dagster.ingest.file_scan import listing_fingerprint, settle_wait
 from calmops_dagster.ingest.ingest_record import ingest_data_dir
 from calmops_dagster.orchestration.ingest_registration import pipeline_dir
@@ -130,6 +131,38 @@ def test_a_scan_recorded_by_another_entry_point_is_acted_on_by_the_next_tick(dem
     ingest_data_dir(demo_spec, MetricsStore(home.metrics_db), pipeline_dir(models))  # as `calmops run` scans
     later = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
     assert [r.partition_key for r in later.run_requests] == ["2"]
+
+
+def test_a_scan_by_another_entry_point_of_a_file_the_sensor_saw_settling_is_acted_on(demo_spec, home,
+                                                                                      block_files, instance):
+    spec = with_sensor(demo_spec, settle_seconds=30)
+    target = spec.data_dir / block_files[0].name
+    shutil.copy(block_files[0], target)
+    first = evaluate_file_sensor(spec, home, instance)  # just landed: waits to settle
+    assert not first.run_requests and cursor_entries(first.cursor)["demo"]["seen"]
+    age(target)
+    models = ModelStore(home.models_dir(spec.name))
+    ingest_data_dir(spec, MetricsStore(home.metrics_db), pipeline_dir(models))  # as `calmops run` scans
+    later = evaluate_file_sensor(spec, home, instance, cursor=first.cursor)
+    assert [r.partition_key for r in later.run_requests] == ["1"]
+
+
+def test_a_file_unreadable_between_its_stat_and_its_read_is_read_by_the_next_tick(demo_spec, home, block_files,
+                                                                                instance, monkeypatch):
+    target = demo_spec.data_dir / block_files[0].name
+    shutil.copy(block_files[0], target)
+    age(target)
+    accept = file_scan.accept_block_file
+
+    def vanished(*args, **kwargs):
+        raise FileNotFoundError(target)
+
+    monkeypatch.setattr(file_scan, "accept_block_file", vanished)
+    first = evaluate_file_sensor(demo_spec, home, instance)
+    assert not first.run_requests
+    monkeypatch.setattr(file_scan, "accept_block_file", accept)
+    later = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
+    assert [r.partition_key for r in later.run_requests] == ["1"]
 
 
 def test_changed_file_is_a_new_version(demo_spec, home, block_files, instance):

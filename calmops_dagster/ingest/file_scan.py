@@ -61,6 +61,8 @@ class ScanResult:
     #: data_files rows for the index: every file this scan read (accepted, duplicate, quarantined)
     index: list[dict] = field(default_factory=list)
     cursor: dict = field(default_factory=empty_cursor)
+    #: :func:`fingerprint` of the files this scan listed: each is recorded, known, or waiting in ``seen``
+    listing: str = ""
 
     def blocks(self) -> dict[str, list[str]]:
         """Each block key found in the ready files, with the sha256 of the files holding it."""
@@ -96,7 +98,12 @@ def listing_fingerprint(spec: PipelineSpec) -> str:
     """16 hex digits naming the data files and the size and mtime of each: one ``stat`` per file, nothing
     read. Equal fingerprints mean no file was added, removed or rewritten since (the file sensor's idle
     tick)."""
-    entries = [f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}" for path, info in candidate_stats(spec)]
+    return fingerprint(candidate_stats(spec))
+
+
+def fingerprint(stats) -> str:
+    """:func:`listing_fingerprint` of ``(path, stat)`` pairs (a scan's own listing)."""
+    entries = [f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}" for path, info in stats]
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
@@ -153,6 +160,7 @@ def scan_data_dir(
     seen, index, owners = cursor["seen"], index or {}, dict(owners or {})
     expected = dict(expected_kinds) if expected_kinds else None
     stats = dict(candidate_stats(spec))
+    result.listing = fingerprint(stats.items())
     present = {path.name for path in stats}
     for name in [n for n in seen if n not in present]:
         del seen[name]
@@ -218,6 +226,7 @@ def scan_data_dir(
             continue
         except OSError:  # vanished or unreadable between stat and read: look again next time
             result.waiting.append(f"{path.name} (unreadable for now)")
+            seen[path.name] = signature
             continue
         schema = inspection.schema or (known or {}).get("schema") or None
         result.index.append({**entry, "status": "accepted",
