@@ -40,23 +40,23 @@ def candidate_files(spec: PipelineSpec) -> list[Path]:
 
     Files in ``data_dir/quarantine/`` are never candidates.
     """
-    return [path for path, _ in candidate_stats(spec)]
+    return [spec.data_dir / name for name, _ in candidate_stats(spec)]
 
 
-def candidate_stats(spec: PipelineSpec) -> list[tuple[Path, os.stat_result]]:
-    """The :func:`candidate_files` by name, each with its ``stat``: one read of ``data_dir`` and one ``stat``
-    per file (what a sensor tick pays per file). A ``file_pattern`` naming subfolders is globbed instead."""
+def candidate_stats(spec: PipelineSpec) -> list[tuple[str, os.stat_result]]:
+    """The :func:`candidate_files` as ``(name in data_dir, stat)``, by name: one read of ``data_dir`` and one
+    ``stat`` per file, no ``Path`` built (what a sensor tick pays per file). A ``file_pattern`` naming
+    subfolders is globbed instead."""
+    found = []
     if "/" in spec.file_pattern:
-        found = []
         for path in spec.data_dir.glob(spec.file_pattern):
             try:
                 info = path.stat()
             except FileNotFoundError:  # removed since it was listed
                 continue
             if stat.S_ISREG(info.st_mode) and _is_candidate(path.name):
-                found.append((path, info))
+                found.append((str(path.relative_to(spec.data_dir)), info))
         return sorted(found, key=lambda item: item[0])
-    found = []
     try:
         with os.scandir(spec.data_dir) as entries:
             for entry in entries:
@@ -64,7 +64,7 @@ def candidate_stats(spec: PipelineSpec) -> list[tuple[Path, os.stat_result]]:
                         and entry.is_file()):
                     continue
                 try:
-                    found.append((Path(entry.path), entry.stat()))
+                    found.append((entry.name, entry.stat()))
                 except FileNotFoundError:  # removed since it was listed
                     continue
     except (FileNotFoundError, NotADirectoryError):
@@ -73,7 +73,7 @@ def candidate_stats(spec: PipelineSpec) -> list[tuple[Path, os.stat_result]]:
 
 
 def _is_candidate(name: str) -> bool:
-    return Path(name).suffix.lower() in SUPPORTED_SUFFIXES and not name.startswith((".", "~"))
+    return os.path.splitext(name)[1].lower() in SUPPORTED_SUFFIXES and not name.startswith((".", "~"))
 
 
 def file_sha256(path: Path) -> str:

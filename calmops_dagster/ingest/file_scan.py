@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -101,9 +102,9 @@ def listing_fingerprint(spec: PipelineSpec) -> str:
     return fingerprint(candidate_stats(spec))
 
 
-def fingerprint(stats) -> str:
-    """:func:`listing_fingerprint` of ``(path, stat)`` pairs (a scan's own listing)."""
-    entries = [f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}" for path, info in stats]
+def fingerprint(stats: list[tuple[str, os.stat_result]]) -> str:
+    """:func:`listing_fingerprint` of :func:`candidate_stats` (a scan's own listing)."""
+    entries = [f"{name}\0{info.st_size}\0{info.st_mtime_ns}" for name, info in stats]
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
@@ -123,7 +124,8 @@ def unsettled_files(spec: PipelineSpec, index: dict[str, dict], now: float | Non
     """
     now = time.time() if now is None else now
     remaining, seen = 0.0, {}
-    for path, stat in candidate_stats(spec):
+    for name, stat in candidate_stats(spec):
+        path = spec.data_dir / name
         known = index.get(path.name)
         if known and [known["size"], known["mtime_ns"]] == [stat.st_size, stat.st_mtime_ns]:
             continue
@@ -159,8 +161,9 @@ def scan_data_dir(
     result = ScanResult(cursor=cursor)
     seen, index, owners = cursor["seen"], index or {}, dict(owners or {})
     expected = dict(expected_kinds) if expected_kinds else None
-    stats = dict(candidate_stats(spec))
-    result.listing = fingerprint(stats.items())
+    listed = candidate_stats(spec)
+    result.listing = fingerprint(listed)
+    stats = {spec.data_dir / name: info for name, info in listed}
     present = {path.name for path in stats}
     for name in [n for n in seen if n not in present]:
         del seen[name]
