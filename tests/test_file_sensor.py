@@ -7,9 +7,11 @@ import shutil
 import time
 
 import duckdb
+import pytest
 from conftest import block_spec_dict, evaluate_file_sensor
 
 from calmops_dagster.ingest import file_scan
+from calmops_dagster.ingest.block_data import candidate_files
 from calmops_dagster.ingest.file_scan import listing_fingerprint, settle_wait
 from calmops_dagster.ingest.ingest_record import ingest_data_dir
 from calmops_dagster.orchestration.ingest_registration import pipeline_dir
@@ -116,6 +118,21 @@ def test_a_tick_stats_each_data_file_once(demo_spec, block_files, monkeypatch):
     monkeypatch.setattr(os, "scandir", lambda *args: _CountedScandir(real_scandir(*args), counts))
     listing_fingerprint(demo_spec)
     assert counts["stat"] == 3  # one per data file; none for the hidden file, other suffixes, subfolders
+
+
+@pytest.mark.parametrize("pattern", ["*", "*.csv", "block_[12]*", "*.CSV", "sub/*.csv", "**/*.csv"])
+def test_the_data_files_are_those_pathlib_globs(demo_spec, pattern):
+    folder = demo_spec.data_dir
+    (folder / "sub").mkdir()
+    (folder / "dir.csv").mkdir()
+    for name in ["block_1.csv", "block_2.parquet", "block_3.PQ", "other.csv", ".hidden.csv", "~lock.csv",
+                 "notes.txt", "sub/block_4.csv"]:
+        (folder / name).write_text("x\n")
+    os.symlink(folder / "other.csv", folder / "link.csv")
+    spec = demo_spec.model_copy(update={"file_pattern": pattern})
+    globbed = sorted(path for path in folder.glob(pattern) if path.is_file() and not path.name.startswith((".", "~"))
+                     and path.suffix.lower() in {".csv", ".parquet", ".pq"})
+    assert candidate_files(spec) == globbed
 
 
 def test_a_scan_recorded_by_another_entry_point_is_acted_on_by_the_next_tick(demo_spec, home, block_files,

@@ -46,9 +46,9 @@ def candidate_files(spec: PipelineSpec) -> list[Path]:
 def candidate_stats(spec: PipelineSpec) -> list[tuple[str, os.stat_result]]:
     """The :func:`candidate_files` as ``(name in data_dir, stat)``, by name: one read of ``data_dir`` and one
     ``stat`` per file, no ``Path`` built (what a sensor tick pays per file). A ``file_pattern`` naming
-    subfolders is globbed instead."""
+    subfolders (``/``, ``**``) is globbed instead."""
     found = []
-    if "/" in spec.file_pattern:
+    if "/" in spec.file_pattern or "**" in spec.file_pattern:
         for path in spec.data_dir.glob(spec.file_pattern):
             try:
                 info = path.stat()
