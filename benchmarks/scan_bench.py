@@ -18,11 +18,12 @@ a ``load_block`` that reads every file in the folder.
 
 With ``--sensor-tick``, the CPU of one idle tick of the file sensor (``calmops_files``) serving
 ``--pipelines`` block pipelines, each with ``--history`` blocks recorded (one data file per block, and its
-``block_files`` rows, written as one commit per pipeline: a compacted record) and nothing new: this code
+``block_files`` rows, written as one commit per pipeline: a compacted record, or one per block with
+``--commit-per-block``, as scans write it) and nothing new: this code
 against ``--tick-baseline-ref`` (default ``71102e7``), each in its own process on the same home, alternated
 ``--repeat`` times; printed with the load average.
 
-    python benchmarks/scan_bench.py --sensor-tick [--pipelines 200] [--history 10,500] [--repeat 3]
+    python benchmarks/scan_bench.py --sensor-tick [--pipelines 200] [--history 10,500] [--repeat 3] [--commit-per-block]
 """
 
 from __future__ import annotations
@@ -103,9 +104,10 @@ def source_tree(ref: str, target: Path) -> Path:
     return target
 
 
-def write_history(home, pipelines: int, history: int) -> tuple[list[str], str]:
-    """``pipelines`` block pipelines with ``history`` blocks each recorded and nothing new; their names and
-    the file sensor's cursor after the last ingest."""
+def write_history(home, pipelines: int, history: int, per_block: bool) -> tuple[list[str], str]:
+    """``pipelines`` block pipelines with ``history`` blocks each recorded (one commit per pipeline, or per
+    block as the sensor records them when ``per_block``) and nothing new; their names and the file sensor's
+    cursor after the last ingest."""
     import yaml
 
     from calmops_dagster.ingest.file_scan import listing_fingerprint
@@ -131,7 +133,8 @@ def write_history(home, pipelines: int, history: int) -> tuple[list[str], str]:
             rows.append({"pipeline": name, "block": str(block), "file": path.name, "content_hash": f"{p:032x}"
                          f"{block:032x}", "rows": 1, "status": "current", "seq": block,
                          "recorded_at": datetime.now(UTC)})
-        metrics.append_rows("block_files", rows)
+        for commit in ([[row] for row in rows] if per_block else [rows]):
+            metrics.append_rows("block_files", commit)
         names.append(name)
         entries[name] = {"listing": listing_fingerprint(parse_spec(raw, home.spec_path(name))), "seq": history,
                          "looked": 0}
@@ -144,12 +147,13 @@ def sensor_tick(args) -> None:
                                                                                 root / "baseline")}
     from calmops_dagster.store.paths import CalmOpsHome
 
-    print(f"one idle tick of calmops_files over {args.pipelines} pipelines; CPU s (median of {args.ticks} ticks "
+    record = "one commit per block" if args.commit_per_block else "one commit per pipeline"
+    print(f"one idle tick of calmops_files over {args.pipelines} pipelines ({record}); CPU s (median of {args.ticks} ticks "
           f"per process, {args.repeat} processes a side, alternated), record reads per tick")
     print(f"{'history':>7} {'side':>16} {'tick CPU s':>10} {'reads':>5}  load average")
     for history in [int(h) for h in args.history.split(",")]:
         home = CalmOpsHome(root / f"home_{history}")
-        names, cursor = write_history(home, args.pipelines, history)
+        names, cursor = write_history(home, args.pipelines, history, args.commit_per_block)
         cursor_file = root / f"cursor_{history}.json"
         cursor_file.write_text(cursor)
         figures = {side: [] for side in sides}
@@ -224,6 +228,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="--sensor-tick: processes per side")
     parser.add_argument("--ticks", type=int, default=3, help="--sensor-tick: ticks measured per process")
     parser.add_argument("--tick-baseline-ref", default="71102e7")
+    parser.add_argument("--commit-per-block", action="store_true", help="--sensor-tick: the record as the "
+                        "sensor writes it, one block_files commit per scan (default: compacted)")
     args = parser.parse_args()
     if args.sensor_tick:
         sensor_tick(args)
