@@ -19,11 +19,12 @@ a ``load_block`` that reads every file in the folder.
 With ``--sensor-tick``, the CPU of one idle tick of the file sensor (``calmops_files``) serving
 ``--pipelines`` block pipelines, each with ``--history`` blocks recorded (one data file per block, and its
 ``block_files`` rows, written as one commit per pipeline: a compacted record, or one per block with
-``--commit-per-block``, as scans write it) and nothing new: this code
-against ``--tick-baseline-ref`` (default ``71102e7``), each in its own process on the same home, alternated
-``--repeat`` times; printed with the load average.
+``--commit-per-block``, as scans write it) and nothing new: this code against ``--tick-baseline-ref``
+(default ``71102e7``), each in its own process on the same home, alternated ``--repeat`` times; printed with
+the load average.
 
-    python benchmarks/scan_bench.py --sensor-tick [--pipelines 200] [--history 10,500] [--repeat 3] [--commit-per-block]
+    python benchmarks/scan_bench.py --sensor-tick [--pipelines 200] [--history 10,500] [--repeat 3]
+                                    [--commit-per-block]
 """
 
 from __future__ import annotations
