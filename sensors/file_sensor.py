@@ -92,9 +92,9 @@ def files_sensor_description(specs: Sequence[PipelineSpec]) -> str:
 
 def cursor_entries(cursor: str | None) -> dict[str, dict]:
     """The sensor's cursor: one entry per pipeline, ``listing`` (:func:`listing_fingerprint` of the files
-    its last ingest listed), ``seq`` (the ingest record's scan it has acted on), ``seen`` (files not yet stable, when any),
-    ``looked`` (the tick of its last look), ``pending`` (since when a change waits for a tick's budget, when
-    one does). Empty for an unreadable cursor (every pipeline is then ingested once: nothing is lost or
+    its last ingest listed), ``seq`` (the ingest record's scan it has acted on), ``seen`` (files not yet
+    stable, when any), ``looked`` (the tick of its last look), ``pending`` (since when a change waits for a
+    tick's budget, when one does). Empty for an unreadable cursor (every pipeline is then ingested once: nothing is lost or
     requested twice, the record knows what was)."""
     try:
         entries = json.loads(cursor or "{}").get("pipelines") or {}
