@@ -6,8 +6,9 @@ A tick looks at every pipeline whose ``sensor.interval_seconds`` has passed sinc
 (:func:`idle`); a changed one is ingested through the record shared with the schedule and ``calmops run``
 (:mod:`calmops_dagster.ingest.ingest_record`), and a block is requested once per version (``run_key =
 <pipeline>:<block>:<block version>``, the run tagged with its pipeline and run-queue priority). Every tick
-also requests again the blocks whose run's process died. A tick ingests changed pipelines oldest change first within :data:`TICK_BUDGET_SECONDS`; the rest keep
-their place for the next tick. One pipeline's failure is logged with its name and the others go on.
+also requests again the blocks whose run's process died. A tick ingests changed pipelines oldest change
+first within :data:`TICK_BUDGET_SECONDS`; the rest keep their place for the next tick. One pipeline's
+failure is logged with its name and the others go on.
 
 The cursor holds one small entry per pipeline (:func:`cursor_entries`). What a look reads, waits for and
 sets aside: docs/ingest.md; the cursor, stream pipelines and dead runs: docs/unattended.md.
