@@ -2,12 +2,13 @@
 each pipeline's ``data_dir`` become partitions and run requests.
 
 A tick looks at every pipeline whose ``sensor.interval_seconds`` has passed since its last look (and whose
-``sensor.enabled`` is on). An idle pipeline costs a ``stat`` per file; a changed one is ingested through the
-ingest record shared with the schedule and ``calmops run`` (:mod:`calmops_dagster.ingest.ingest_record`),
-and a block is requested once per version (``run_key = <pipeline>:<block>:<block version>``, the run tagged
-with its pipeline and run-queue priority). Every tick also requests again the blocks whose run's process
-died. A tick ingests changed pipelines oldest change first within :data:`TICK_BUDGET_SECONDS`; the rest keep
-their place for the next tick. One pipeline's failure is logged with its name and the others go on.
+``sensor.enabled`` is on). An idle pipeline costs a ``stat`` per file and no read of the ingest record
+(:func:`idle`); a changed one is ingested through the record shared with the schedule and ``calmops run``
+(:mod:`calmops_dagster.ingest.ingest_record`), and a block is requested once per version (``run_key =
+<pipeline>:<block>:<block version>``, the run tagged with its pipeline and run-queue priority). Every tick
+also requests again the blocks whose run's process died. A tick ingests changed pipelines oldest change
+first within :data:`TICK_BUDGET_SECONDS`; the rest keep their place for the next tick. One pipeline's
+failure is logged with its name and the others go on.
 
 The cursor holds one small entry per pipeline (:func:`cursor_entries`). What a look reads, waits for and
 sets aside: docs/ingest.md; the cursor, stream pipelines and dead runs: docs/unattended.md.
@@ -34,7 +35,7 @@ from dagster import (
 
 from calmops_dagster.ingest.block_data import sort_block_keys
 from calmops_dagster.ingest.file_scan import MAX_SETTLE_WAIT, listing_fingerprint, settle_wait
-from calmops_dagster.ingest.ingest_record import ingest_data_dir, newest_seqs
+from calmops_dagster.ingest.ingest_record import ingest_data_dir
 from calmops_dagster.ingest.withdrawal import withdraw_moved_blocks
 from calmops_dagster.orchestration.dagster_control import FILES_SENSOR
 from calmops_dagster.orchestration.dead_runs import dead_runs, reap_run, times_reaped
@@ -91,10 +92,10 @@ def files_sensor_description(specs: Sequence[PipelineSpec]) -> str:
 
 
 def cursor_entries(cursor: str | None) -> dict[str, dict]:
-    """The sensor's cursor: one entry per pipeline, ``listing`` (:func:`listing_fingerprint` at its last
-    ingest), ``seq`` (the ingest record's scan it has acted on), ``seen`` (files not yet stable, when any),
-    ``looked`` (the tick of its last look), ``pending`` (since when a change waits for a tick's budget, when
-    one does). Empty for an unreadable cursor (every pipeline is then ingested once: nothing is lost or
+    """The sensor's cursor: one entry per pipeline, ``listing`` (:func:`listing_fingerprint` of the files
+    its last ingest listed), ``seq`` (the ingest record's scan it has acted on), ``seen`` (files not yet
+    stable, when any), ``looked`` (the tick of its last look), ``pending`` (since when a change waits for a
+    tick's budget, when one does). Empty for an unreadable cursor (every pipeline is then ingested once: nothing is lost or
     requested twice, the record knows what was)."""
     try:
         entries = json.loads(cursor or "{}").get("pipelines") or {}
@@ -122,7 +123,6 @@ def evaluate(context: SensorEvaluationContext, specs: Sequence[PipelineSpec], jo
     stored = cursor_entries(context.cursor)
     entries = {spec.name: stored.get(spec.name, {}) for spec in specs}
     in_flight = runs_by_pipeline(context.instance)
-    recorded = newest_seqs(db)  # one read of the record for every pipeline, not one each
     requests, changed = [], []
     for spec in specs:
         entry = entries[spec.name]
@@ -131,26 +131,26 @@ def evaluate(context: SensorEvaluationContext, specs: Sequence[PipelineSpec], jo
         try:
             requests += rerun_requests(context, spec, job_names[spec.name], in_flight.get(spec.name, []))
             listing = listing_fingerprint(spec)
-            if idle(entry, listing, recorded.get(spec.name, 0)):
+            if idle(entry, listing):
                 entries[spec.name] = {**entry, "looked": int(now)}
             else:
-                changed.append((entry.get("pending", now), spec.name, spec, listing))
+                changed.append((entry.get("pending", now), spec.name, spec))
         except Exception as exc:  # noqa: BLE001 -- one pipeline's failure must not stop the others
             context.log.error(f"pipeline {spec.name}: its look failed, the others go on: {exc}")
     changed.sort(key=lambda item: item[:2])  # the change waiting longest first
-    pause = max((settle_wait(spec) for *_, spec, _ in changed), default=0.0)
+    pause = max((settle_wait(spec) for *_, spec in changed), default=0.0)
     if pause:  # a file landed just now: read it in this tick rather than one interval later
         time.sleep(min(pause, MAX_SETTLE_WAIT))
     adds: dict[str, list[str]] = {}
     deletes: dict[str, list[str]] = {}
     left = 0
-    for position, (since, name, spec, listing) in enumerate(changed):
+    for position, (since, name, spec) in enumerate(changed):
         if position and time.monotonic() - started > TICK_BUDGET_SECONDS:
             entries[name] = {**entries[name], "pending": since}
             left += 1
             continue
         try:
-            look = ingest_pipeline(context, spec, job_names[name], entries[name], listing, home, db)
+            look = ingest_pipeline(context, spec, job_names[name], entries[name], home, db)
         except Exception as exc:  # noqa: BLE001 -- one pipeline's failure must not stop the others
             context.log.error(f"pipeline {name}: ingest failed, the others go on: {exc}")
             entries[name] = {**entries[name], "pending": now}  # behind the others next tick: none starves
@@ -180,16 +180,19 @@ def due(entry: dict, spec: PipelineSpec, now: float) -> bool:
     return "pending" in entry or now - entry.get("looked", 0) >= spec.sensor.interval_seconds - 1
 
 
-def idle(entry: dict, listing: str, recorded_seq: int) -> bool:
+def idle(entry: dict, listing: str) -> bool:
     """True when the pipeline has nothing to ingest: its data files are as its last ingest left them (same
-    :func:`listing_fingerprint`), none was waiting to settle, and no other entry point recorded a scan since
-    (``recorded_seq``, the pipeline's newest in the record, is the one it acted on: scans of ``calmops run``
-    and the schedule are acted on as the sensor's own)."""
-    return (entry.get("listing") == listing and not entry.get("seen") and "pending" not in entry
-            and recorded_seq == entry.get("seq"))
+    :func:`listing_fingerprint`), none was waiting to settle and no change waits for a tick's budget.
+
+    The ingest record is not read: whatever another entry point (``calmops run``, the schedule) records is a
+    file version that was not in the listing of the sensor's last ingest (that ingest recorded every stable
+    file it listed, and kept the others in ``seen``), so the listing differs and the next look ingests it,
+    acting on every scan recorded after the entry's ``seq``. An idle look costs the same with 10 or 10,000
+    blocks recorded."""
+    return entry.get("listing") == listing and not entry.get("seen") and "pending" not in entry
 
 
-def ingest_pipeline(context: SensorEvaluationContext, spec: PipelineSpec, job: str, entry: dict, listing: str,
+def ingest_pipeline(context: SensorEvaluationContext, spec: PipelineSpec, job: str, entry: dict,
                     home: CalmOpsHomeResource, db: MetricsStore) -> Look:
     """Ingest one changed pipeline: record its new file versions, quarantine bad files, withdraw moved
     blocks, and ask for a run of every block version not processed yet, in block order, with the fair
@@ -217,7 +220,7 @@ def ingest_pipeline(context: SensorEvaluationContext, spec: PipelineSpec, job: s
     if todo:
         blocks = todo[0] if len(todo) == 1 else f"{len(todo)} blocks, {todo[0]} to {todo[-1]}"
         context.log.info(f"{spec.name}: run requested for {blocks}")
-    next_entry = {"listing": listing, "seq": ingest.seq, **({"seen": scan.cursor["seen"]} if scan.cursor["seen"]
+    next_entry = {"listing": scan.listing, "seq": ingest.seq, **({"seen": scan.cursor["seen"]} if scan.cursor["seen"]
                                                              else {})}
     return Look(requests=requests, add=[b for b in order if b not in known],
                 delete=[item.block for item in withdrawn if item.block in known], entry=next_entry)

@@ -7,9 +7,12 @@ import shutil
 import time
 
 import duckdb
+import pytest
 from conftest import block_spec_dict, evaluate_file_sensor
 
-from calmops_dagster.ingest.file_scan import settle_wait
+from calmops_dagster.ingest import file_scan
+from calmops_dagster.ingest.block_data import candidate_files
+from calmops_dagster.ingest.file_scan import listing_fingerprint, settle_wait
 from calmops_dagster.ingest.ingest_record import ingest_data_dir
 from calmops_dagster.orchestration.ingest_registration import pipeline_dir
 from calmops_dagster.orchestration.pipeline_defs import build_job
@@ -70,6 +73,68 @@ def test_a_tick_over_unchanged_files_reads_nothing_but_their_stat(demo_spec, hom
             .run_requests] == ["2"]
 
 
+class _CountedEntry:
+    """A ``DirEntry`` whose ``stat`` calls are counted (its ``is_file`` reads the folder's entry, no ``stat``)."""
+
+    def __init__(self, entry, counts):
+        self._entry, self._counts = entry, counts
+
+    def stat(self, **kwargs):
+        self._counts["stat"] += 1
+        return self._entry.stat(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._entry, name)
+
+
+class _CountedScandir:
+    def __init__(self, iterator, counts):
+        self._iterator, self._counts = iterator, counts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._iterator.close()
+
+    def __iter__(self):
+        return (_CountedEntry(entry, self._counts) for entry in self._iterator)
+
+
+def test_a_tick_stats_each_data_file_once(demo_spec, block_files, monkeypatch):
+    for source in block_files[:3]:
+        shutil.copy(source, demo_spec.data_dir / source.name)
+    (demo_spec.data_dir / ".hidden.csv").write_text("x\n1\n")
+    (demo_spec.data_dir / "notes.txt").write_text("not data")
+    (demo_spec.data_dir / "quarantine").mkdir()
+    counts = {"stat": 0}
+    real_stat, real_scandir = os.stat, os.scandir
+
+    def counted_stat(*args, **kwargs):
+        counts["stat"] += 1
+        return real_stat(*args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counted_stat)
+    monkeypatch.setattr(os, "scandir", lambda *args: _CountedScandir(real_scandir(*args), counts))
+    listing_fingerprint(demo_spec)
+    assert counts["stat"] == 3  # one per data file; none for the hidden file, other suffixes, subfolders
+
+
+@pytest.mark.parametrize("pattern", ["*", "*.csv", "block_[12]*", "*.CSV", "sub/*.csv", "**/*.csv"])
+def test_the_data_files_are_those_pathlib_globs(demo_spec, pattern):
+    folder = demo_spec.data_dir
+    (folder / "sub").mkdir()
+    (folder / "dir.csv").mkdir()
+    for name in ["block_1.csv", "block_2.parquet", "block_3.PQ", "other.csv", ".hidden.csv", "~lock.csv",
+                 "notes.txt", "sub/block_4.csv"]:
+        (folder / name).write_text("x\n")
+    os.symlink(folder / "other.csv", folder / "link.csv")
+    spec = demo_spec.model_copy(update={"file_pattern": pattern})
+    globbed = sorted(path for path in folder.glob(pattern) if path.is_file() and not path.name.startswith((".", "~"))
+                     and path.suffix.lower() in {".csv", ".parquet", ".pq"})
+    assert candidate_files(spec) == globbed
+
+
 def test_a_scan_recorded_by_another_entry_point_is_acted_on_by_the_next_tick(demo_spec, home, block_files,
                                                                              instance):
     target = demo_spec.data_dir / block_files[0].name
@@ -83,6 +148,38 @@ def test_a_scan_recorded_by_another_entry_point_is_acted_on_by_the_next_tick(dem
     ingest_data_dir(demo_spec, MetricsStore(home.metrics_db), pipeline_dir(models))  # as `calmops run` scans
     later = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
     assert [r.partition_key for r in later.run_requests] == ["2"]
+
+
+def test_a_scan_by_another_entry_point_of_a_file_the_sensor_saw_settling_is_acted_on(demo_spec, home,
+                                                                                      block_files, instance):
+    spec = with_sensor(demo_spec, settle_seconds=30)
+    target = spec.data_dir / block_files[0].name
+    shutil.copy(block_files[0], target)
+    first = evaluate_file_sensor(spec, home, instance)  # just landed: waits to settle
+    assert not first.run_requests and cursor_entries(first.cursor)["demo"]["seen"]
+    age(target)
+    models = ModelStore(home.models_dir(spec.name))
+    ingest_data_dir(spec, MetricsStore(home.metrics_db), pipeline_dir(models))  # as `calmops run` scans
+    later = evaluate_file_sensor(spec, home, instance, cursor=first.cursor)
+    assert [r.partition_key for r in later.run_requests] == ["1"]
+
+
+def test_a_file_unreadable_between_its_stat_and_its_read_is_read_by_the_next_tick(demo_spec, home, block_files,
+                                                                                instance, monkeypatch):
+    target = demo_spec.data_dir / block_files[0].name
+    shutil.copy(block_files[0], target)
+    age(target)
+    accept = file_scan.accept_block_file
+
+    def vanished(*args, **kwargs):
+        raise FileNotFoundError(target)
+
+    monkeypatch.setattr(file_scan, "accept_block_file", vanished)
+    first = evaluate_file_sensor(demo_spec, home, instance)
+    assert not first.run_requests
+    monkeypatch.setattr(file_scan, "accept_block_file", accept)
+    later = evaluate_file_sensor(demo_spec, home, instance, cursor=first.cursor)
+    assert [r.partition_key for r in later.run_requests] == ["1"]
 
 
 def test_changed_file_is_a_new_version(demo_spec, home, block_files, instance):

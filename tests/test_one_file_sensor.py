@@ -14,6 +14,7 @@ from conftest import block_spec_dict, evaluate_file_sensor
 from calmops_dagster.sensors import file_sensor
 from calmops_dagster.sensors.file_sensor import cursor_entries
 from calmops_dagster.spec import load_spec, parse_spec, save_spec, spec_to_dict
+from calmops_dagster.store.metrics_store import MetricsStore
 from calmops_dagster.store.model_store import CHAMPION_POINTER
 
 
@@ -80,6 +81,34 @@ def test_a_tick_ingests_only_the_pipelines_whose_files_changed(home, tmp_path, b
     ingested.clear()
     assert not evaluate_file_sensor(specs, home, instance, cursor=second.cursor).run_requests
     assert ingested == []
+
+
+@pytest.fixture
+def record_reads(monkeypatch):
+    """How many times the metrics store (the ingest record) was read."""
+    reads, real = [], MetricsStore.connect
+
+    def counted(self, *args, **kwargs):
+        reads.append(args[0] if args else kwargs.get("sql"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MetricsStore, "connect", counted)
+    return reads
+
+
+@pytest.mark.parametrize("blocks", [1, 4])
+def test_an_idle_tick_reads_nothing_of_the_ingest_record_whatever_its_history(home, tmp_path, block_files, instance,
+                                                                              record_reads, blocks):
+    specs = make_specs(home, tmp_path, ["alpha", "beta", "gamma"])
+    cursor = None
+    for path in block_files[:blocks]:  # one scan recorded per block file: a history of `blocks` scans
+        for spec in specs:
+            drop(path, spec.data_dir)
+        cursor = evaluate_file_sensor(specs, home, instance, cursor=cursor).cursor
+    assert record_reads
+    record_reads.clear()
+    idle = evaluate_file_sensor(specs, home, instance, cursor=cursor)
+    assert not idle.run_requests and record_reads == []
 
 
 def test_a_failing_pipeline_is_logged_by_name_and_the_others_go_on(home, tmp_path, block_files, instance, capfd):

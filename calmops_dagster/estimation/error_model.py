@@ -12,16 +12,25 @@ far longer than it gains from them.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import OrdinalEncoder
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 #: Codes per categorical column: the tree model's bins (255) less one.
 MAX_CATEGORIES = 254
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The process's thread pools, found once: ``threadpool_limits`` scans the loaded libraries on every call
+    (~3 ms of CPU, on every block's estimate)."""
+    return ThreadpoolController()
 
 
 def as_frame(X, name: str = "X") -> pd.DataFrame:
@@ -92,7 +101,7 @@ class ErrorModel:
         inputs = self._inputs(X, y_pred)
         self.out_of_fold_ = np.empty(len(loss))
         self.fold_models_ = []
-        with threadpool_limits(limits=1, user_api="openmp"):
+        with _thread_pools().limit(limits=1, user_api="openmp"):
             for train, held_out in KFold(self.folds, shuffle=True, random_state=0).split(inputs):
                 self.fold_models_.append(self._tree_model().fit(inputs[train], loss[train]))
                 self.out_of_fold_[held_out] = self.fold_models_[-1].predict(inputs[held_out])
@@ -106,7 +115,7 @@ class ErrorModel:
     def predict_with_folds(self, X: pd.DataFrame, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The expected loss of each row from the full model, and (folds, rows) from each fold's model."""
         inputs = self._inputs(X, y_pred)
-        with threadpool_limits(limits=1, user_api="openmp"):
+        with _thread_pools().limit(limits=1, user_api="openmp"):
             return self.model_.predict(inputs), np.array([m.predict(inputs) for m in self.fold_models_])
 
     def _tree_model(self) -> HistGradientBoostingRegressor:

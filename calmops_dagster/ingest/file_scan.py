@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from calmops_dagster.ingest.block_data import (
     QUARANTINE_DIR,
     FileInspection,
     accept_stream_file,
-    candidate_files,
+    candidate_stats,
     incomplete_reason,
     inspect_frame,
     keep_block_pieces,
@@ -61,6 +62,8 @@ class ScanResult:
     #: data_files rows for the index: every file this scan read (accepted, duplicate, quarantined)
     index: list[dict] = field(default_factory=list)
     cursor: dict = field(default_factory=empty_cursor)
+    #: :func:`fingerprint` of the files this scan listed: each is recorded, known, or waiting in ``seen``
+    listing: str = ""
 
     def blocks(self) -> dict[str, list[str]]:
         """Each block key found in the ready files, with the sha256 of the files holding it."""
@@ -87,11 +90,8 @@ def settle_wait(spec: PipelineSpec, now: float | None = None) -> float:
     """
     now = time.time() if now is None else now
     remaining = 0.0
-    for path in candidate_files(spec):
-        try:
-            remaining = max(remaining, spec.sensor.settle_seconds - (now - path.stat().st_mtime))
-        except FileNotFoundError:  # removed since it was listed
-            continue
+    for _, info in candidate_stats(spec):
+        remaining = max(remaining, spec.sensor.settle_seconds - (now - info.st_mtime))
     return remaining if 0 < remaining <= min(spec.sensor.interval_seconds, MAX_SETTLE_WAIT) else 0.0
 
 
@@ -99,13 +99,12 @@ def listing_fingerprint(spec: PipelineSpec) -> str:
     """16 hex digits naming the data files and the size and mtime of each: one ``stat`` per file, nothing
     read. Equal fingerprints mean no file was added, removed or rewritten since (the file sensor's idle
     tick)."""
-    entries = []
-    for path in candidate_files(spec):
-        try:
-            info = path.stat()
-        except FileNotFoundError:  # removed since it was listed
-            continue
-        entries.append(f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}")
+    return fingerprint(candidate_stats(spec))
+
+
+def fingerprint(stats: list[tuple[str, os.stat_result]]) -> str:
+    """:func:`listing_fingerprint` of :func:`candidate_stats` (a scan's own listing)."""
+    entries = [f"{name}\0{info.st_size}\0{info.st_mtime_ns}" for name, info in stats]
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
@@ -125,11 +124,8 @@ def unsettled_files(spec: PipelineSpec, index: dict[str, dict], now: float | Non
     """
     now = time.time() if now is None else now
     remaining, seen = 0.0, {}
-    for path in candidate_files(spec):
-        try:
-            stat = path.stat()
-        except FileNotFoundError:  # removed since it was listed
-            continue
+    for name, stat in candidate_stats(spec):
+        path = spec.data_dir / name
         known = index.get(path.name)
         if known and [known["size"], known["mtime_ns"]] == [stat.st_size, stat.st_mtime_ns]:
             continue
@@ -165,12 +161,9 @@ def scan_data_dir(
     result = ScanResult(cursor=cursor)
     seen, index, owners = cursor["seen"], index or {}, dict(owners or {})
     expected = dict(expected_kinds) if expected_kinds else None
-    stats = {}
-    for path in candidate_files(spec):
-        try:
-            stats[path] = path.stat()
-        except FileNotFoundError:  # removed between listing and stat
-            continue
+    listed = candidate_stats(spec)
+    result.listing = fingerprint(listed)
+    stats = {spec.data_dir / name: info for name, info in listed}
     present = {path.name for path in stats}
     for name in [n for n in seen if n not in present]:
         del seen[name]
@@ -236,6 +229,7 @@ def scan_data_dir(
             continue
         except OSError:  # vanished or unreadable between stat and read: look again next time
             result.waiting.append(f"{path.name} (unreadable for now)")
+            seen[path.name] = signature
             continue
         schema = inspection.schema or (known or {}).get("schema") or None
         result.index.append({**entry, "status": "accepted",

@@ -62,12 +62,6 @@ def newest_seq(metrics: MetricsStore, pipeline: str) -> int:
                              [pipeline], pipeline=pipeline)["seq"].iloc[0])
 
 
-def newest_seqs(metrics: MetricsStore) -> dict[str, int]:
-    """:func:`newest_seq` of every pipeline with a recorded scan, in one read of the record."""
-    frame = metrics.query("SELECT pipeline, max(seq) AS seq FROM block_files GROUP BY pipeline")
-    return {str(name): int(seq) for name, seq in zip(frame["pipeline"], frame["seq"], strict=True)}
-
-
 def record_scan(metrics: MetricsStore, spec: PipelineSpec, scan: ScanResult, seq: int) -> None:
     """Append what ``scan`` found to the record under ``seq``: one ``block_files`` row per block of each ready
     file version, one ``data_files`` row per file read. (A file's newest version is its current one: the
