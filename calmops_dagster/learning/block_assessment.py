@@ -49,7 +49,8 @@ def assess_block(spec: PipelineSpec, block: pd.DataFrame, champion=None, manifes
     """Measure ``block`` against the champion (``None`` before the first one) and decide on retraining.
 
     ``reference`` is the champion's training data, or its profile over the manifest's features
-    (:class:`~calmops_dagster.drift.profile.ReferenceProfile`, prepared once for many blocks). ``estimated`` is the primary metric's label-free estimate against its reference (used by the rule
+    (:class:`~calmops_dagster.drift.profile.ReferenceProfile`, prepared once for many blocks). ``estimated``
+    is the primary metric's label-free estimate against its reference (used by the rule
     ``estimated_performance``; for a prediction-only pipeline it raises an alert, never a retraining)."""
     if champion is None:
         return BlockAssessment(None, None, None, None, _enough_rows(
