@@ -23,6 +23,7 @@ from dagster import (
     AddDynamicPartitionsRequest,
     DagsterInstance,
     DagsterRun,
+    DagsterRunStatus,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
     RunRequest,
@@ -42,7 +43,7 @@ from calmops_dagster.orchestration.dead_runs import dead_runs, reap_run, times_r
 from calmops_dagster.orchestration.fair_queue import PRIORITY_TAG, block_priorities, runs_ahead
 from calmops_dagster.orchestration.headless_runs import processed_versions
 from calmops_dagster.orchestration.ingest_registration import expected_kinds, pipeline_dir, record_bad_files
-from calmops_dagster.orchestration.run_tags import IN_FLIGHT, PIPELINE_TAG, RERUN_OF_TAG
+from calmops_dagster.orchestration.run_tags import IN_FLIGHT, PIPELINE_TAG, RERUN_OF_TAG, VERSION_TAG
 from calmops_dagster.resources.home import CalmOpsHomeResource, MetricsStoreResource
 from calmops_dagster.spec import PipelineSpec
 from calmops_dagster.speedups.daemon_interval import daemon_min_interval
@@ -52,6 +53,8 @@ from calmops_dagster.store.metrics_store import MetricsStore
 #: others for the next tick. At least one changed pipeline is ingested per tick. Well under Dagster's
 #: 60-s limit on a sensor evaluation.
 TICK_BUDGET_SECONDS = 20.0
+#: Run statuses of a run whose ``data_block`` has not read its block yet.
+NOT_YET_STARTED = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED)
 #: Pipelines named in the sensor's description; beyond them it gives their number.
 LISTED_IN_DESCRIPTION = 20
 
@@ -150,7 +153,8 @@ def evaluate(context: SensorEvaluationContext, specs: Sequence[PipelineSpec], jo
             left += 1
             continue
         try:
-            look = ingest_pipeline(context, spec, job_names[name], entries[name], home, db)
+            look = ingest_pipeline(context, spec, job_names[name], entries[name], home, db,
+                                   in_flight.get(name, []))
         except Exception as exc:  # noqa: BLE001 -- one pipeline's failure must not stop the others
             context.log.error(f"pipeline {name}: ingest failed, the others go on: {exc}")
             entries[name] = {**entries[name], "pending": now}  # behind the others next tick: none starves
@@ -193,9 +197,10 @@ def idle(entry: dict, listing: str) -> bool:
 
 
 def ingest_pipeline(context: SensorEvaluationContext, spec: PipelineSpec, job: str, entry: dict,
-                    home: CalmOpsHomeResource, db: MetricsStore) -> Look:
+                    home: CalmOpsHomeResource, db: MetricsStore, in_flight: Sequence[DagsterRun] = ()) -> Look:
     """Ingest one changed pipeline: record its new file versions, quarantine bad files, withdraw moved
-    blocks, and ask for a run of every block version not processed yet, in block order, with the fair
+    blocks, and ask for a run of every block version not processed yet and not already on its way (see
+    :func:`on_its_way`; ``in_flight``: the pipeline's queued or executing runs), in block order, with the fair
     queue's priorities."""
     models = home.model_store(spec.name)
     cursor = {"seen": dict(entry.get("seen") or {}), "seq": int(entry.get("seq") or 0)}
@@ -212,7 +217,8 @@ def ingest_pipeline(context: SensorEvaluationContext, spec: PipelineSpec, job: s
     done = processed_versions(context.instance, spec, db)
     order = [b for b in (changed if spec.type == "stream" else sort_block_keys(changed)) if b in versions]
     known = set(context.instance.get_dynamic_partitions(spec.partitions_name))
-    todo = [block for block in order if (block, versions[block]) not in done]
+    coming = on_its_way(in_flight, versions)
+    todo = [block for block in order if (block, versions[block]) not in done and block not in coming]
     priorities = block_priorities(runs_ahead(context.instance, PIPELINE_TAG, spec.name), len(todo)) if todo else []
     requests = [RunRequest(run_key=f"{spec.name}:{block}:{versions[block]}", job_name=job,
                            partition_key=block, tags={PIPELINE_TAG: spec.name, PRIORITY_TAG: priority})
@@ -224,6 +230,20 @@ def ingest_pipeline(context: SensorEvaluationContext, spec: PipelineSpec, job: s
                                                              else {})}
     return Look(requests=requests, add=[b for b in order if b not in known],
                 delete=[item.block for item in withdrawn if item.block in known], entry=next_entry)
+
+
+def on_its_way(in_flight: Sequence[DagsterRun], versions: dict[str, str]) -> set[str]:
+    """Blocks that a run among ``in_flight`` will process at their current version (``versions``): a run not
+    started yet (its ``data_block`` reads the block's files as recorded when it runs), or one whose
+    ``data_block`` loaded that version (:data:`VERSION_TAG`). Such a block needs no second run, e.g. after
+    ``calmops relaunch`` submitted one for a block the sensor it restarted also finds new. A started run
+    that has not loaded the block yet may read an older version: the block is requested as usual."""
+    coming = set()
+    for run in in_flight:
+        block = run.tags.get("dagster/partition")
+        if block in versions and (run.status in NOT_YET_STARTED or run.tags.get(VERSION_TAG) == versions[block]):
+            coming.add(block)
+    return coming
 
 
 def runs_by_pipeline(instance: DagsterInstance) -> dict[str, list[DagsterRun]]:

@@ -10,7 +10,11 @@ import time
 
 import pytest
 from conftest import block_spec_dict, evaluate_file_sensor
+from dagster import DagsterRunStatus, Definitions
 
+from calmops_dagster.orchestration.pipeline_defs import build_pipeline_definitions, job_name
+from calmops_dagster.orchestration.run_tags import PIPELINE_TAG, VERSION_TAG
+from calmops_dagster.resources import build_resources
 from calmops_dagster.sensors import file_sensor
 from calmops_dagster.sensors.file_sensor import cursor_entries
 from calmops_dagster.spec import load_spec, parse_spec, save_spec, spec_to_dict
@@ -186,3 +190,40 @@ def test_the_runs_of_one_tick_are_submitted_by_several_threads(tmp_path):
     (tmp_path / "dagster.yaml").write_text(instance_yaml(tmp_path))
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.get_settings("sensors")["num_submit_workers"] == 4
+
+
+def queued_run(home, spec, instance, block, status, **tags):
+    """A run of ``spec``'s job for ``block`` as ``calmops relaunch`` submits one (no run key)."""
+    defs = Definitions.merge(build_pipeline_definitions(spec), Definitions(resources=build_resources(home)))
+    job = defs.resolve_job_def(job_name(spec))
+    instance.create_run_for_job(job, status=status,
+                                tags={PIPELINE_TAG: spec.name, "dagster/partition": block, **tags})
+
+
+def test_a_block_a_run_not_started_yet_will_process_is_not_requested_again(home, tmp_path, block_files, instance):
+    """`calmops relaunch` with `dagster dev` up submits a run for a new block and starts the sensor, which then
+    finds the same file new: the block is processed once, by the run already queued."""
+    alpha, beta = make_specs(home, tmp_path, ["alpha", "beta"])
+    queued_run(home, alpha, instance, "1", DagsterRunStatus.NOT_STARTED)
+    for spec in (alpha, beta):
+        drop(block_files[0], spec.data_dir)
+    result = evaluate_file_sensor([alpha, beta], home, instance)
+    assert requested(result) == [("beta", "beta_job", "1")]
+    assert instance.get_dynamic_partitions(alpha.partitions_name) == ["1"]  # the partition exists for the run
+
+
+def test_a_started_run_is_trusted_only_with_the_blocks_current_version(home, tmp_path, block_files, instance):
+    """A started run that loaded another version of the block (or none yet) may have read older rows: the
+    current version is requested; one that loaded the current version is not repeated."""
+    alpha, beta = make_specs(home, tmp_path, ["alpha", "beta"])
+    queued_run(home, alpha, instance, "1", DagsterRunStatus.STARTED, **{VERSION_TAG: "an-older-version"})
+    queued_run(home, beta, instance, "1", DagsterRunStatus.STARTED)
+    for spec in (alpha, beta):
+        drop(block_files[0], spec.data_dir)
+    result = evaluate_file_sensor([alpha, beta], home, instance)
+    assert requested(result) == [("alpha", "alpha_job", "1"), ("beta", "beta_job", "1")]
+    version = result.run_requests[0].run_key.split(":")[-1]
+    gamma, = make_specs(home, tmp_path, ["gamma"])
+    queued_run(home, gamma, instance, "1", DagsterRunStatus.STARTED, **{VERSION_TAG: version})
+    drop(block_files[0], gamma.data_dir)
+    assert not evaluate_file_sensor([gamma], home, instance).run_requests
