@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from calmops_dagster.drift.multivariate import fold_mann_whitney, out_of_fold_scores
+from calmops_dagster.drift.multivariate import fold_mann_whitney, out_of_fold_scores, rank_sum_u
 
 FOLDS = 3
 LEVELS = (0.005, 0.05, 0.1)
@@ -89,14 +89,11 @@ def van_elteren(scores: np.ndarray, is_current: np.ndarray, fold: np.ndarray) ->
     """One-sided p-value of van Elteren's stratified rank sum (weights 1 / (n_k + 1), tie-corrected variance)."""
     num = var = 0.0
     for k in np.unique(fold):
-        s, cur = scores[fold == k], is_current[fold == k]
-        n1, n0 = int(cur.sum()), int((~cur).sum())
-        n = n1 + n0
-        u = stats.rankdata(s)[cur].sum() - n1 * (n1 + 1) / 2
-        _, t = np.unique(s, return_counts=True)
-        w = 1 / (n + 1)
-        num += w * (u - n1 * n0 / 2)
-        var += w**2 * n1 * n0 / 12 * ((n + 1) - (t**3 - t).sum() / (n * (n - 1)))
+        in_fold = fold == k
+        u = rank_sum_u(scores[in_fold], is_current[in_fold])
+        w = 1 / (in_fold.sum() + 1)
+        num += w * (u.u - u.pairs / 2)
+        var += w**2 * u.var
     return float(stats.norm.sf(num / np.sqrt(var)))
 
 

@@ -28,8 +28,8 @@ MAX_CATEGORIES = 254
 
 @functools.cache
 def _thread_pools() -> ThreadpoolController:
-    """The process's thread pools, found once: ``threadpool_limits`` scans the loaded libraries on every call
-    (~3 ms of CPU, on every block's estimate)."""
+    """The process's thread pools, found once: ``threadpool_limits`` scans the loaded libraries on every call,
+    and this runs on every block's estimate."""
     return ThreadpoolController()
 
 
