@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,11 +58,18 @@ def candidate_stats(spec: PipelineSpec) -> list[tuple[str, os.stat_result]]:
             if stat.S_ISREG(info.st_mode) and _is_candidate(path.name):
                 found.append((str(path.relative_to(spec.data_dir)), info))
         return sorted(found, key=lambda item: item[0])
+    return folder_stats(spec.data_dir,
+                        lambda name: _is_candidate(name) and fnmatch.fnmatchcase(name, spec.file_pattern))
+
+
+def folder_stats(folder: Path, accept: Callable[[str], bool]) -> list[tuple[str, os.stat_result]]:
+    """``(name, stat)`` of the regular files directly in ``folder`` whose name ``accept`` takes, by name: one
+    ``scandir`` and one ``stat`` per file (none for a name refused). A missing folder lists nothing."""
+    found = []
     try:
-        with os.scandir(spec.data_dir) as entries:
+        with os.scandir(folder) as entries:
             for entry in entries:
-                if not (_is_candidate(entry.name) and fnmatch.fnmatchcase(entry.name, spec.file_pattern)
-                        and entry.is_file()):
+                if not (accept(entry.name) and entry.is_file()):
                     continue
                 try:
                     found.append((entry.name, entry.stat()))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from calmops_dagster.ingest.block_data import read_data_file
+from calmops_dagster.ingest.block_data import folder_stats, read_data_file
 from calmops_dagster.spec import SUPPORTED_SUFFIXES
 from calmops_dagster.store.model_store import file_sha256
 from calmops_dagster.store.storage import Location, as_location, read_parquet
@@ -56,19 +56,13 @@ class LabelCount:
         return {**asdict(self), "complete": self.complete}
 
 
-def _label_entries(labels_dir: Path) -> list[os.DirEntry]:
-    """The label files (CSV/Parquet) of ``labels_dir``, sorted by name: one read of the folder, no ``stat``."""
-    try:
-        with os.scandir(labels_dir) as entries:
-            found = [entry for entry in entries
-                     if os.path.splitext(entry.name)[1].lower() in SUPPORTED_SUFFIXES and entry.is_file()]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted(found, key=lambda entry: entry.name)
+def _label_files(labels_dir: Path) -> list[tuple[str, os.stat_result]]:
+    """``(name, stat)`` of the label files (CSV/Parquet) of ``labels_dir``, by name."""
+    return folder_stats(Path(labels_dir), lambda name: os.path.splitext(name)[1].lower() in SUPPORTED_SUFFIXES)
 
 
 def _label_paths(labels_dir: Path) -> list[Path]:
-    return [Path(entry.path) for entry in _label_entries(labels_dir)]
+    return [Path(labels_dir) / name for name, _ in _label_files(labels_dir)]
 
 
 @dataclass(frozen=True)
@@ -103,24 +97,20 @@ def label_file_versions(labels_dir: Path, settle_seconds: float = 0.0,
     a file ``known`` (the last tick's versions) does not hold with the same size and ``mtime_ns``."""
     known, now = known or {}, time.time() if now is None else now
     files, waiting, hashed = {}, [], []
-    for entry in _label_entries(labels_dir):
-        try:
-            stat = entry.stat()
-        except FileNotFoundError:  # removed since it was listed
-            continue
+    for name, stat in _label_files(labels_dir):
         if now - stat.st_mtime < settle_seconds:
-            waiting.append(entry.name)
+            waiting.append(name)
             continue
-        previous = known.get(entry.name)
+        previous = known.get(name)
         if previous is not None and (previous.size, previous.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-            files[entry.name] = previous
+            files[name] = previous
             continue
-        try:
-            sha = file_sha256(entry.path)  # stat first: a write after it changes the signature, so it is hashed again
+        try:  # stat first: a write after it changes the signature, so it is hashed again
+            sha = file_sha256(Path(labels_dir) / name)
         except FileNotFoundError:
             continue
-        files[entry.name] = LabelFileVersion(stat.st_size, stat.st_mtime_ns, sha)
-        hashed.append(entry.name)
+        files[name] = LabelFileVersion(stat.st_size, stat.st_mtime_ns, sha)
+        hashed.append(name)
     return LabelFileVersions(files, waiting, hashed)
 
 
